@@ -1,0 +1,58 @@
+#include "common/net.hpp"
+
+#include <arpa/inet.h>
+
+#include <charconv>
+#include <cstdio>
+
+namespace tcpha {
+
+std::optional<in_addr> parse_ipv4(std::string_view s) {
+  if (s.size() > INET_ADDRSTRLEN) return std::nullopt;
+  std::string tmp(s);
+  in_addr a{};
+  if (inet_pton(AF_INET, tmp.c_str(), &a) != 1) return std::nullopt;
+  return a;
+}
+
+std::string ipv4_str(in_addr a) {
+  char buf[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &a, buf, sizeof buf);
+  return buf;
+}
+
+std::string ipv4_str(uint32_t be_addr) {
+  in_addr a{};
+  a.s_addr = be_addr;
+  return ipv4_str(a);
+}
+
+std::string mac_str(const Mac& m) {
+  char buf[18];
+  std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4],
+                m[5]);
+  return buf;
+}
+
+std::optional<sockaddr_in> parse_host_port(std::string_view s) {
+  auto colon = s.rfind(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  auto host = parse_ipv4(s.substr(0, colon));
+  if (!host) return std::nullopt;
+  auto port_s = s.substr(colon + 1);
+  unsigned port = 0;
+  auto [p, ec] = std::from_chars(port_s.data(), port_s.data() + port_s.size(), port);
+  if (ec != std::errc{} || p != port_s.data() + port_s.size() || port == 0 || port > 65535)
+    return std::nullopt;
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr = *host;
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  return sa;
+}
+
+std::string endpoint_str(const sockaddr_in& sa) {
+  return ipv4_str(sa.sin_addr) + ":" + std::to_string(ntohs(sa.sin_port));
+}
+
+}  // namespace tcpha

@@ -1,0 +1,83 @@
+#pragma once
+// The cluster file (TOML), as in ../shared/design/INTERFACE.md. Every node reads the
+// same file and finds its own part by id. Loading validates everything; errors are
+// "FILE:LINE: message" lines.
+#include <netinet/in.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tcpha::config {
+
+struct ClusterSection {
+  std::string vip;                 // dotted IPv4
+  in_addr vip_addr{};
+  std::vector<uint16_t> ports;     // at least one, unique
+  std::string key_file;            // resolved relative to the cluster file's directory
+  std::vector<uint8_t> key;        // 32 bytes derived from the key file's contents
+  std::string forward = "dr";      // "dr" | "tunnel"
+  uint16_t control_port = 7400;    // BE agents listen here on their address
+};
+
+struct FrontendSection {
+  std::string id = "fe";
+  std::string address;             // FE's own address
+  in_addr addr{};
+  std::string interface;           // client-facing interface
+  std::string metrics;             // "ADDR:PORT", empty = off
+  uint32_t workers = 0;            // 0 = one per online CPU
+  uint32_t header_timeout_ms = 10000;
+  uint32_t max_header_bytes = 16384;
+  uint32_t handoff_timeout_ms = 500;
+  uint32_t max_flows = 65536;
+  uint32_t flow_linger_ms = 5000;  // keep a flow this long after FIN/RST or CLOSED
+  uint32_t flow_idle_s = 900;      // remove a forwarded flow idle this long
+  int line = 0;
+};
+
+struct BackendSection {
+  std::string id;
+  std::string address;
+  in_addr addr{};
+  uint32_t weight = 1;
+  std::vector<std::string> groups;
+  std::string docroot;             // built-in static server, or
+  std::string upstream;            // "host:port" of a local HTTP server
+  int proxy_protocol = 0;          // 0 = off, 2 = PROXY v2
+  uint32_t cache_mb = 0;
+  std::string metrics;
+  int line = 0;
+};
+
+struct RuleSection {
+  std::string name;
+  std::string method, host, path;                 // regexes, empty = any
+  std::map<std::string, std::string> headers;     // header name -> regex
+  std::map<std::string, std::string> cookies;     // cookie name -> regex
+  std::string group;
+  std::string policy = "round-robin";             // lard | least-conn | round-robin | hash
+  int line = 0;
+};
+
+struct Config {
+  std::string path;  // the file it came from
+  ClusterSection cluster;
+  FrontendSection frontend;
+  std::vector<BackendSection> backends;
+  std::vector<RuleSection> rules;
+
+  const BackendSection* find_backend(const std::string& id) const;
+};
+
+struct LoadResult {
+  std::optional<Config> config;     // set only when errors is empty
+  std::vector<std::string> errors;  // each "FILE:LINE: message"
+};
+
+// Parses and fully validates the cluster file.
+LoadResult load(const std::string& path);
+
+}  // namespace tcpha::config
