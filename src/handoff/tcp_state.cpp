@@ -1,0 +1,214 @@
+#include "handoff/tcp_state.hpp"
+
+#include <linux/sockios.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace tcpha::handoff {
+namespace {
+
+// <linux/tcp.h> names; glibc's <netinet/tcp.h> clashes with it, so spell out the
+// option codes (RFC 793/7323/2018) here.
+constexpr uint32_t kTcpOptMaxseg = 2;
+constexpr uint32_t kTcpOptWindow = 3;
+constexpr uint32_t kTcpOptSackPerm = 4;
+constexpr uint32_t kTcpOptTimestamp = 8;
+constexpr uint32_t kTimestampOptionBytes = 12;  // TCPOLEN_TSTAMP_ALIGNED
+
+uint64_t monotonic_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1'000'000'000ull + uint64_t(ts.tv_nsec);
+}
+
+Status set_int(int fd, int opt, int val, const char* what) {
+  if (setsockopt(fd, IPPROTO_TCP, opt, &val, sizeof val) != 0) return sys_error(what);
+  return {};
+}
+
+Result<uint32_t> get_u32(int fd, int opt, const char* what) {
+  uint32_t v = 0;
+  socklen_t len = sizeof v;
+  if (getsockopt(fd, IPPROTO_TCP, opt, &v, &len) != 0) return sys_error(what);
+  return v;
+}
+
+Result<uint32_t> queue_seq(int fd, int queue) {
+  if (auto s = set_int(fd, TCP_REPAIR_QUEUE, queue, "setsockopt(TCP_REPAIR_QUEUE)"); !s)
+    return s.error();
+  return get_u32(fd, TCP_QUEUE_SEQ, "getsockopt(TCP_QUEUE_SEQ)");
+}
+
+Status export_into(int fd, std::string& already_read, TcpState& st) {
+  sockaddr_in local{}, peer{};
+  socklen_t len = sizeof local;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0)
+    return sys_error("getsockname");
+  len = sizeof peer;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0)
+    return sys_error("getpeername");
+  if (local.sin_family != AF_INET) return app_error("export: only IPv4 sockets so far");
+  st.local_addr = local.sin_addr.s_addr;
+  st.local_port = local.sin_port;
+  st.peer_addr = peer.sin_addr.s_addr;
+  st.peer_port = peer.sin_port;
+
+  tcp_info info{};
+  len = sizeof info;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return sys_error("getsockopt(TCP_INFO)");
+  if (info.tcpi_state != 1 /* TCP_ESTABLISHED */) return app_error("export: socket not established");
+  st.options = info.tcpi_options & (kOptTimestamps | kOptSack | kOptWscale);
+  st.snd_wscale = info.tcpi_snd_wscale;
+  st.rcv_wscale = info.tcpi_rcv_wscale;
+  // TCP_MAXSEG reports the sending MSS after the timestamp option's bytes; the
+  // importer needs the clamp the client announced.
+  auto mss = get_u32(fd, TCP_MAXSEG, "getsockopt(TCP_MAXSEG)");
+  if (!mss) return mss.error();
+  st.mss = *mss + ((st.options & kOptTimestamps) ? kTimestampOptionBytes : 0);
+
+  // The send queue must be empty: the FE never answers a request it hands off.
+  int outq = 0;
+  if (ioctl(fd, SIOCOUTQ, &outq) != 0) return sys_error("ioctl(SIOCOUTQ)");
+  if (outq != 0) return app_error("export: send queue not empty");
+
+  auto snd = queue_seq(fd, TCP_SEND_QUEUE);
+  if (!snd) return snd.error();
+  auto rcv = queue_seq(fd, TCP_RECV_QUEUE);
+  if (!rcv) return rcv.error();
+
+  // Bytes that arrived after the caller's last read are still queued: peek them.
+  int inq = 0;
+  if (ioctl(fd, SIOCINQ, &inq) != 0) return sys_error("ioctl(SIOCINQ)");
+  if (inq > 0) {
+    size_t base = already_read.size();
+    already_read.resize(base + size_t(inq));
+    ssize_t n = recv(fd, already_read.data() + base, size_t(inq), MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0) return sys_error("recv(MSG_PEEK) in repair mode");
+    already_read.resize(base + size_t(n));
+  }
+  st.snd_seq = *snd;
+  st.rcv_seq = *rcv - uint32_t(already_read.size());
+
+  tcp_repair_window w{};
+  len = sizeof w;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_REPAIR_WINDOW, &w, &len) != 0)
+    return sys_error("getsockopt(TCP_REPAIR_WINDOW)");
+  st.snd_wl1 = w.snd_wl1;
+  st.snd_wnd = w.snd_wnd;
+  st.max_window = w.max_window;
+  st.rcv_wnd = w.rcv_wnd;
+  st.rcv_wup = w.rcv_wup;
+
+  auto ts = get_u32(fd, TCP_TIMESTAMP, "getsockopt(TCP_TIMESTAMP)");
+  if (!ts) return ts.error();
+  st.timestamp = *ts;
+  st.exported_ns = monotonic_ns();
+  return {};
+}
+
+}  // namespace
+
+Result<TcpState> export_state(int fd, std::string& already_read) {
+  if (auto s = set_int(fd, TCP_REPAIR, TCP_REPAIR_ON, "setsockopt(TCP_REPAIR on)"); !s)
+    return s.error();
+  TcpState st;
+  size_t read_before = already_read.size();
+  if (auto s = export_into(fd, already_read, st); !s) {
+    already_read.resize(read_before);
+    (void)leave_repair(fd);
+    return s.error();
+  }
+  return st;
+}
+
+Status leave_repair(int fd) {
+  return set_int(fd, TCP_REPAIR, TCP_REPAIR_OFF, "setsockopt(TCP_REPAIR off)");
+}
+
+namespace {
+
+Status import_into(int fd, const TcpState& st, const std::string& queued) {
+  if (auto s = set_int(fd, TCP_REPAIR, TCP_REPAIR_ON, "setsockopt(TCP_REPAIR on)"); !s) return s;
+  if (auto s = set_int(fd, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE send"); !s) return s;
+  if (auto s = set_int(fd, TCP_QUEUE_SEQ, int(st.snd_seq), "TCP_QUEUE_SEQ send"); !s) return s;
+  if (auto s = set_int(fd, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE recv"); !s) return s;
+  if (auto s = set_int(fd, TCP_QUEUE_SEQ, int(st.rcv_seq), "TCP_QUEUE_SEQ recv"); !s) return s;
+  // Before connect(), or the MSS stays at the 536-byte default. The kernel caps the
+  // user MSS at 32767 (loopback's is larger); the repair option below sets the rest.
+  constexpr uint32_t kMaxUserMss = 32767;
+  if (auto s = set_int(fd, TCP_MAXSEG, int(std::min(st.mss, kMaxUserMss)), "setsockopt(TCP_MAXSEG)");
+      !s)
+    return s;
+
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  local.sin_addr.s_addr = st.local_addr;
+  local.sin_port = st.local_port;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0)
+    return sys_error("bind(VIP) for import");
+  sockaddr_in peer{};
+  peer.sin_family = AF_INET;
+  peer.sin_addr.s_addr = st.peer_addr;
+  peer.sin_port = st.peer_port;
+  // In repair mode connect() goes straight to ESTABLISHED and sends nothing.
+  if (connect(fd, reinterpret_cast<sockaddr*>(&peer), sizeof peer) != 0)
+    return sys_error("connect(client) in repair mode");
+
+  tcp_repair_opt opts[4];
+  unsigned n = 0;
+  opts[n++] = {kTcpOptMaxseg, st.mss};
+  if (st.options & kOptWscale)
+    opts[n++] = {kTcpOptWindow, uint32_t(st.snd_wscale) | (uint32_t(st.rcv_wscale) << 16)};
+  if (st.options & kOptTimestamps) opts[n++] = {kTcpOptTimestamp, 0};
+  if (st.options & kOptSack) opts[n++] = {kTcpOptSackPerm, 0};
+  if (setsockopt(fd, IPPROTO_TCP, TCP_REPAIR_OPTIONS, opts, socklen_t(n * sizeof opts[0])) != 0)
+    return sys_error("setsockopt(TCP_REPAIR_OPTIONS)");
+
+  if (st.options & kOptTimestamps) {
+    // Opaque value; bit 0 flags microsecond timestamps on newer kernels. Advance it
+    // by the time the handoff took so the client never sees TSval go backwards.
+    uint64_t elapsed_ns = monotonic_ns() - st.exported_ns;
+    uint32_t step = (st.timestamp & 1) ? uint32_t(elapsed_ns / 1000) & ~1u
+                                       : uint32_t(elapsed_ns / 1'000'000) + 1;
+    uint32_t ts = st.timestamp + step;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_TIMESTAMP, &ts, sizeof ts) != 0)
+      return sys_error("setsockopt(TCP_TIMESTAMP)");
+  }
+
+  // With the receive queue selected, send() in repair mode fills the receive queue.
+  if (auto s = set_int(fd, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE recv"); !s) return s;
+  size_t off = 0;
+  while (off < queued.size()) {
+    ssize_t w = send(fd, queued.data() + off, queued.size() - off, 0);
+    if (w <= 0) return sys_error("send() into the receive queue");
+    off += size_t(w);
+  }
+  if (auto s = set_int(fd, TCP_REPAIR_QUEUE, TCP_NO_QUEUE, "TCP_REPAIR_QUEUE none"); !s) return s;
+
+  // After the receive queue is filled: the kernel checks it against rcv_nxt.
+  tcp_repair_window w{st.snd_wl1, st.snd_wnd, st.max_window, st.rcv_wnd, st.rcv_wup};
+  if (setsockopt(fd, IPPROTO_TCP, TCP_REPAIR_WINDOW, &w, sizeof w) != 0)
+    return sys_error("setsockopt(TCP_REPAIR_WINDOW)");
+  return {};
+}
+
+}  // namespace
+
+Result<UniqueFd> import_state(const TcpState& st, const std::string& queued) {
+  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return sys_error("socket");
+  if (auto s = import_into(fd.get(), st, queued); !s) return s.error();
+  return fd;
+}
+
+Status activate(int fd) {
+  return set_int(fd, TCP_REPAIR, TCP_REPAIR_OFF, "setsockopt(TCP_REPAIR off)");
+}
+
+}  // namespace tcpha::handoff

@@ -1,0 +1,64 @@
+#pragma once
+// Exporting an established TCP socket's state with TCP_REPAIR on one host and
+// importing it into a new socket on another, so that the connection moves without
+// the client noticing. The order of the steps matters; see
+// ../shared/design/ARCHITECTURE.md, "TCP_REPAIR: what was learned the hard way".
+#include <netinet/in.h>
+
+#include <cstdint>
+#include <string>
+
+#include "common/fd.hpp"
+#include "common/result.hpp"
+
+namespace tcpha::handoff {
+
+// Option bits, as in tcpi_options (linux/tcp.h TCPI_OPT_*).
+inline constexpr uint8_t kOptTimestamps = 1;
+inline constexpr uint8_t kOptSack = 2;
+inline constexpr uint8_t kOptWscale = 4;
+
+// Everything the importing side needs, in host byte order except the addresses and
+// ports (network order, as in sockaddr_in). Fixed-size: it travels in HANDOFF.
+struct TcpState {
+  uint32_t local_addr = 0;   // the VIP
+  uint32_t peer_addr = 0;    // the client
+  uint16_t local_port = 0;
+  uint16_t peer_port = 0;
+  uint32_t snd_seq = 0;      // next sequence number to send (send queue is empty)
+  uint32_t rcv_seq = 0;      // sequence number of the first byte to re-queue
+  uint32_t mss = 0;          // client's MSS clamp
+  uint32_t timestamp = 0;    // TCP_TIMESTAMP, opaque (bit 0 may be a flag)
+  uint8_t options = 0;       // kOpt* negotiated with the client
+  uint8_t snd_wscale = 0;
+  uint8_t rcv_wscale = 0;
+  uint8_t pad = 0;
+  // TCP_REPAIR_WINDOW
+  uint32_t snd_wl1 = 0;
+  uint32_t snd_wnd = 0;
+  uint32_t max_window = 0;
+  uint32_t rcv_wnd = 0;
+  uint32_t rcv_wup = 0;
+  uint64_t exported_ns = 0;  // CLOCK_MONOTONIC at export, to advance the timestamp
+};
+static_assert(sizeof(TcpState) == 64, "TcpState travels on the wire; keep it packed");
+
+// Puts `fd` (established, send queue empty) in repair mode and reads its state.
+// `already_read` holds the bytes the caller has read from it; unread bytes still in
+// the receive queue are appended to it, so that it holds everything to re-queue.
+// On success the socket stays in repair mode: closing it is then silent, and
+// leave_repair() gives it back to the caller if the handoff is aborted.
+Result<TcpState> export_state(int fd, std::string& already_read);
+
+// Turns repair mode off again on a socket export_state() was called on.
+Status leave_repair(int fd);
+
+// Creates a socket in repair mode carrying `st`, bound to the VIP and connected to
+// the client without sending anything, with `queued` in its receive queue. It stays
+// in repair mode (silent) until activate().
+Result<UniqueFd> import_state(const TcpState& st, const std::string& queued);
+
+// Leaves repair mode: the kernel sends a window probe and the socket is live.
+Status activate(int fd);
+
+}  // namespace tcpha::handoff

@@ -1,0 +1,175 @@
+// Moves a live loopback connection from one socket to another with TCP_REPAIR, in a
+// private network namespace, and checks that both ends keep talking byte-exact.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <linux/sockios.h>
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "handoff/tcp_state.hpp"
+
+using namespace tcpha;
+
+namespace {
+
+bool enter_private_netns() {
+  if (geteuid() != 0) return false;
+  if (unshare(CLONE_NEWNET) != 0) return false;
+  int s = socket(AF_INET, SOCK_DGRAM, 0);
+  ifreq ifr{};
+  std::strcpy(ifr.ifr_name, "lo");
+  ioctl(s, SIOCGIFFLAGS, &ifr);
+  ifr.ifr_flags |= IFF_UP;
+  bool ok = ioctl(s, SIOCSIFFLAGS, &ifr) == 0;
+  close(s);
+  return ok;
+}
+
+std::string pattern(size_t n, char seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = char(seed + (i * 7) % 61);
+  return s;
+}
+
+void send_all(int fd, const std::string& data) {
+  size_t off = 0;
+  while (off < data.size()) {
+    pollfd p{fd, POLLOUT, 0};
+    ASSERT_GT(poll(&p, 1, 5000), 0) << "send stalled";
+    ssize_t n = send(fd, data.data() + off, data.size() - off, MSG_DONTWAIT);
+    if (n < 0 && errno == EAGAIN) continue;
+    ASSERT_GT(n, 0) << strerror(errno);
+    off += size_t(n);
+  }
+}
+
+std::string recv_exact(int fd, size_t n) {
+  std::string out;
+  char buf[65536];
+  while (out.size() < n) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 5000) <= 0) break;
+    ssize_t r = recv(fd, buf, std::min(sizeof buf, n - out.size()), MSG_DONTWAIT);
+    if (r < 0 && errno == EAGAIN) continue;
+    if (r <= 0) break;
+    out.append(buf, size_t(r));
+  }
+  return out;
+}
+
+void wait_send_queue_empty(int fd) {
+  for (int i = 0; i < 1000; ++i) {
+    int outq = 0;
+    ioctl(fd, SIOCOUTQ, &outq);
+    if (outq == 0) return;
+    usleep(1000);
+  }
+}
+
+class TcpStateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static bool in_netns = enter_private_netns();
+    if (!in_netns) GTEST_SKIP() << "needs root (CAP_NET_ADMIN for TCP_REPAIR and a private netns)";
+    lst_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(bind(lst_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    socklen_t len = sizeof a;
+    getsockname(lst_, reinterpret_cast<sockaddr*>(&a), &len);
+    ASSERT_EQ(listen(lst_, 8), 0);
+    cli_ = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_EQ(connect(cli_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    srv_ = accept(lst_, nullptr, nullptr);
+    ASSERT_GE(srv_, 0);
+  }
+  void TearDown() override {
+    for (int fd : {lst_, cli_, srv_})
+      if (fd >= 0) close(fd);
+  }
+  int lst_ = -1, cli_ = -1, srv_ = -1;
+};
+
+TEST_F(TcpStateTest, MovesMidStreamConnectionByteExact) {
+  // Some traffic in both directions first, so sequence numbers are not initial.
+  std::string hello = pattern(100000, 'a');
+  send_all(srv_, hello);
+  EXPECT_EQ(recv_exact(cli_, hello.size()), hello);
+  wait_send_queue_empty(srv_);
+
+  // The client sends a "request"; the server reads part of it, the rest stays queued.
+  std::string request = pattern(3000, 'A');
+  send_all(cli_, request);
+  std::string already = recv_exact(srv_, 1000);
+  ASSERT_EQ(already.size(), 1000u);
+  usleep(20000);  // let the rest arrive in the receive queue
+
+  auto st = handoff::export_state(srv_, already);
+  ASSERT_TRUE(st.ok()) << st.error().message();
+  EXPECT_EQ(already, request) << "export must append the unread bytes";
+  EXPECT_GT(st->mss, 536u);
+  close(srv_);  // silent: in repair mode
+  srv_ = -1;
+
+  auto moved = handoff::import_state(*st, already);
+  ASSERT_TRUE(moved.ok()) << moved.error().message();
+  ASSERT_TRUE(handoff::activate(moved->get()).ok());
+  int fd = moved->get();
+  int fl = fcntl(fd, F_GETFL);
+  fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+
+  // The new socket has the whole request, in order, then keeps talking.
+  EXPECT_EQ(recv_exact(fd, request.size()), request);
+  std::string reply = pattern(2'000'000, '0');
+  send_all(fd, reply);
+  EXPECT_EQ(recv_exact(cli_, reply.size()), reply);
+  std::string more = pattern(50000, 'k');
+  send_all(cli_, more);
+  EXPECT_EQ(recv_exact(fd, more.size()), more);
+
+  // Orderly close from the new owner reaches the client as EOF.
+  shutdown(fd, SHUT_WR);
+  char c;
+  pollfd p{cli_, POLLIN, 0};
+  ASSERT_GT(poll(&p, 1, 5000), 0);
+  EXPECT_EQ(recv(cli_, &c, 1, 0), 0);
+}
+
+TEST_F(TcpStateTest, AbortGivesTheSocketBack) {
+  std::string request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  send_all(cli_, request);
+  std::string already = recv_exact(srv_, request.size());
+  auto st = handoff::export_state(srv_, already);
+  ASSERT_TRUE(st.ok()) << st.error().message();
+  ASSERT_TRUE(handoff::leave_repair(srv_).ok());
+  std::string answer = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+  send_all(srv_, answer);
+  EXPECT_EQ(recv_exact(cli_, answer.size()), answer);
+}
+
+TEST_F(TcpStateTest, ExportRefusesUnsentData) {
+  // Fill the send queue while the client does not read: export must refuse, and
+  // leave the socket usable.
+  int small = 4096;
+  setsockopt(cli_, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  std::string blob = pattern(200000, 'z');
+  send(srv_, blob.data(), blob.size(), MSG_DONTWAIT);
+  std::string none;
+  auto st = handoff::export_state(srv_, none);
+  EXPECT_FALSE(st.ok());
+  EXPECT_TRUE(none.empty());
+  int one = 1;
+  EXPECT_EQ(send(srv_, &one, 1, MSG_DONTWAIT) >= 0 || errno == EAGAIN, true);
+}
+
+}  // namespace
