@@ -1,0 +1,312 @@
+#include "datapath/datapath.hpp"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <net/if.h>
+#include <net/if_arp.h>
+#include <spdlog/spdlog.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cctype>
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+#include "common/fd.hpp"
+#include "tcpha_dp.skel.h"
+
+// The layouts the BPF program was compiled with (clang -target bpf, same header).
+static_assert(sizeof(tcpha_flow_key) == 40);
+static_assert(offsetof(tcpha_flow_key, sport) == 32 && offsetof(tcpha_flow_key, family) == 36);
+static_assert(sizeof(tcpha_flow_value) == 56);
+static_assert(offsetof(tcpha_flow_value, dmac) == 8 && offsetof(tcpha_flow_value, smac) == 14);
+static_assert(offsetof(tcpha_flow_value, last_seen_ns) == 24);
+static_assert(offsetof(tcpha_flow_value, bytes) == 48);
+
+namespace tcpha::datapath {
+namespace {
+
+// Fixed, so that a restart replaces (BPF_TC_F_REPLACE) the filter a crashed run
+// left behind instead of running behind it.
+constexpr uint32_t kTcHandle = 0x7c9a;
+constexpr uint32_t kTcPriority = 1;
+
+uint64_t monotonic_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);  // bpf_ktime_get_ns()'s clock
+  return uint64_t(ts.tv_sec) * 1'000'000'000u + uint64_t(ts.tv_nsec);
+}
+
+bpf_tc_hook make_hook(int ifindex, int attach_point) {
+  bpf_tc_hook h{};
+  h.sz = sizeof h;
+  h.ifindex = ifindex;
+  h.attach_point = static_cast<bpf_tc_attach_point>(attach_point);
+  return h;
+}
+
+bpf_tc_opts make_opts() {
+  bpf_tc_opts o{};
+  o.sz = sizeof o;
+  o.handle = kTcHandle;
+  o.priority = kTcPriority;
+  return o;
+}
+
+std::string key_str(const FlowKey& k) {
+  const int af = k.family == AF_INET6 ? AF_INET6 : AF_INET;
+  char s[INET6_ADDRSTRLEN], d[INET6_ADDRSTRLEN];
+  inet_ntop(af, k.saddr, s, sizeof s);
+  inet_ntop(af, k.daddr, d, sizeof d);
+  return std::string(s) + ":" + std::to_string(ntohs(k.sport)) + "->" + d + ":" +
+         std::to_string(ntohs(k.dport));
+}
+
+enum class Verdict { keep, closed, idle };
+
+Verdict classify(const tcpha_flow_value& v, uint64_t now, uint64_t linger, uint64_t idle,
+                 uint64_t hold_max) {
+  // now > ts: a packet stamped after `now` was taken is fresh, not ancient.
+  auto older = [now](uint64_t ts, uint64_t age) { return now > ts && now - ts > age; };
+  if (v.state != TCPHA_FLOW_FORWARD)
+    return older(v.last_seen_ns, hold_max) ? Verdict::idle : Verdict::keep;
+  if (v.closing_ns != 0 && older(v.closing_ns, linger)) return Verdict::closed;
+  return older(v.last_seen_ns, idle) ? Verdict::idle : Verdict::keep;
+}
+
+}  // namespace
+
+FlowKey make_key(uint32_t client_addr_be, uint16_t client_port_be, uint32_t vip_be,
+                 uint16_t vip_port_be) {
+  FlowKey k;
+  std::memset(&k, 0, sizeof k);  // hashed byte by byte: padding must be zero
+  k.saddr[0] = client_addr_be;
+  k.daddr[0] = vip_be;
+  k.sport = client_port_be;
+  k.dport = vip_port_be;
+  k.family = AF_INET;
+  return k;
+}
+
+void Datapath::SkelDeleter::operator()(tcpha_dp* s) const { tcpha_dp__destroy(s); }
+
+Result<std::unique_ptr<Datapath>> Datapath::load(uint32_t max_flows) {
+  if (max_flows == 0) return Error{EINVAL, "datapath: max_flows must be positive"};
+  std::unique_ptr<Datapath> dp(new Datapath());
+  dp->skel_.reset(tcpha_dp__open());
+  if (!dp->skel_) return sys_error("open BPF datapath object");
+  if (int rc = bpf_map__set_max_entries(dp->skel_->maps.flows, max_flows); rc < 0)
+    return Error{-rc, "set flow table size"};
+  // libbpf prints the verifier log on failure.
+  if (int rc = tcpha_dp__load(dp->skel_.get()); rc < 0) return Error{-rc, "load BPF datapath"};
+  return dp;
+}
+
+Result<std::unique_ptr<Datapath>> Datapath::load_only(uint32_t max_flows) {
+  return load(max_flows);
+}
+
+Result<std::unique_ptr<Datapath>> Datapath::attach(const std::string& ifname, uint32_t max_flows) {
+  auto dp = load(max_flows);
+  if (!dp) return dp;
+  // On failure, the destructor undoes whatever part of the attachment was done.
+  if (Status st = (*dp)->attach_to(ifname); !st) return st.error();
+  return dp;
+}
+
+Status Datapath::attach_to(const std::string& ifname) {
+  const int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  if (ifindex == 0) return sys_error("interface " + ifname);
+  ifindex_ = ifindex;
+  bpf_tc_hook hook = make_hook(ifindex_, BPF_TC_INGRESS);
+  int rc = bpf_tc_hook_create(&hook);
+  if (rc == 0)
+    created_qdisc_ = true;
+  else if (rc != -EEXIST)
+    return Error{-rc, "create clsact qdisc on " + ifname};
+  bpf_tc_opts opts = make_opts();
+  opts.prog_fd = prog_fd();
+  opts.flags = BPF_TC_F_REPLACE;
+  if (rc = bpf_tc_attach(&hook, &opts); rc < 0)
+    return Error{-rc, "attach tc ingress filter on " + ifname};
+  attached_ = true;
+  return {};
+}
+
+Datapath::~Datapath() {
+  // The interface may be gone already (its namespace deleted): nothing left to undo.
+  auto gone = [](int rc) { return rc == 0 || rc == -ENODEV || rc == -ENOENT; };
+  if (attached_) {
+    bpf_tc_hook hook = make_hook(ifindex_, BPF_TC_INGRESS);
+    bpf_tc_opts opts = make_opts();
+    if (int rc = bpf_tc_detach(&hook, &opts); !gone(rc))
+      spdlog::warn("datapath: detach tc filter from ifindex {}: {}", ifindex_, std::strerror(-rc));
+  }
+  if (created_qdisc_) {
+    // Ingress|egress is libbpf's way of saying "the clsact qdisc itself".
+    bpf_tc_hook hook = make_hook(ifindex_, BPF_TC_INGRESS | BPF_TC_EGRESS);
+    if (int rc = bpf_tc_hook_destroy(&hook); !gone(rc))
+      spdlog::warn("datapath: remove clsact qdisc from ifindex {}: {}", ifindex_,
+                   std::strerror(-rc));
+  }
+}
+
+Status Datapath::hold(const FlowKey& key) {
+  tcpha_flow_value v{};
+  v.state = TCPHA_FLOW_HOLD;
+  v.last_seen_ns = monotonic_ns();  // hold time, for gc's hold_max
+  int rc = bpf_map_update_elem(flows_fd(), &key, &v, BPF_ANY);
+  if (rc == -E2BIG) return Error{E2BIG, "hold " + key_str(key) + ": flow table full"};
+  if (rc < 0) return Error{-rc, "hold " + key_str(key)};
+  return {};
+}
+
+Status Datapath::forward(const FlowKey& key, uint32_t backend, const Mac& be_mac,
+                         const Mac& fe_mac) {
+  tcpha_flow_value v{};
+  v.state = TCPHA_FLOW_FORWARD;
+  v.backend = backend;
+  std::memcpy(v.dmac, be_mac.data(), sizeof v.dmac);
+  std::memcpy(v.smac, fe_mac.data(), sizeof v.smac);
+  v.last_seen_ns = monotonic_ns();  // idle aging starts at the handoff
+  // BPF_EXIST: if the held flow vanished, its 4-tuple may belong to a new
+  // connection now, which must not be sent to this back-end.
+  if (int rc = bpf_map_update_elem(flows_fd(), &key, &v, BPF_EXIST); rc < 0)
+    return Error{-rc, "forward " + key_str(key)};
+  return {};
+}
+
+Status Datapath::remove(const FlowKey& key) {
+  if (int rc = bpf_map_delete_elem(flows_fd(), &key); rc < 0 && rc != -ENOENT)
+    return Error{-rc, "remove " + key_str(key)};
+  return {};
+}
+
+Status Datapath::mark_closing(const FlowKey& key, uint64_t now_ns) {
+  auto v = lookup(key);
+  if (!v || v->closing_ns != 0) return {};
+  v->closing_ns = now_ns;
+  // Read-modify-write: counters the datapath adds in between are lost, which
+  // only affects statistics of a closing flow.
+  if (int rc = bpf_map_update_elem(flows_fd(), &key, &*v, BPF_EXIST); rc < 0 && rc != -ENOENT)
+    return Error{-rc, "mark closing " + key_str(key)};
+  return {};
+}
+
+Datapath::GcStats Datapath::gc(uint64_t now_ns, uint64_t linger_ns, uint64_t idle_ns,
+                               uint64_t hold_max_ns) {
+  GcStats st;
+  const int fd = flows_fd();
+  tcpha_flow_value v;
+  // Deleting the walk's current key would restart bpf_map_get_next_key from the
+  // first bucket, so collect candidates first and delete after the walk.
+  doomed_.clear();
+  FlowKey cur, next;
+  for (const FlowKey* prev = nullptr; bpf_map_get_next_key(fd, prev, &next) == 0; prev = &cur) {
+    cur = next;
+    if (bpf_map_lookup_elem(fd, &cur, &v) < 0) continue;
+    ++st.live;
+    if (classify(v, now_ns, linger_ns, idle_ns, hold_max_ns) != Verdict::keep)
+      doomed_.push_back(cur);
+  }
+  // Decide again just before deleting: a flow may have woken up or been
+  // re-programmed during the walk.
+  for (const FlowKey& k : doomed_) {
+    if (bpf_map_lookup_elem(fd, &k, &v) < 0) continue;
+    const Verdict why = classify(v, now_ns, linger_ns, idle_ns, hold_max_ns);
+    if (why == Verdict::keep || bpf_map_delete_elem(fd, &k) < 0) continue;
+    ++(why == Verdict::closed ? st.removed_closed : st.removed_idle);
+    --st.live;
+  }
+  return st;
+}
+
+std::optional<tcpha_flow_value> Datapath::lookup(const FlowKey& key) const {
+  tcpha_flow_value v;
+  if (bpf_map_lookup_elem(flows_fd(), &key, &v) < 0) return std::nullopt;
+  return v;
+}
+
+Datapath::Counters Datapath::counters() const {
+  Counters sum{};
+  const int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) return sum;
+  std::vector<uint64_t> per_cpu(static_cast<size_t>(ncpu));  // u64: already 8-byte slots
+  const int fd = bpf_map__fd(skel_->maps.counters);
+  for (uint32_t id = 0; id < TCPHA_DP_NR_COUNTERS; ++id) {
+    if (bpf_map_lookup_elem(fd, &id, per_cpu.data()) < 0) continue;
+    for (uint64_t c : per_cpu) sum[id] += c;
+  }
+  return sum;
+}
+
+const char* Datapath::counter_name(int id) {
+  static const auto names = [] {
+    std::array<std::string, TCPHA_DP_NR_COUNTERS> n{
+#define TCPHA_X_NAME(name, desc) #name,
+        TCPHA_DP_COUNTERS(TCPHA_X_NAME)
+#undef TCPHA_X_NAME
+    };
+    for (auto& s : n)
+      for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return n;
+  }();
+  return id >= 0 && id < TCPHA_DP_NR_COUNTERS ? names[id].c_str() : "unknown";
+}
+
+const char* Datapath::counter_help(int id) {
+  static constexpr const char* help[] = {
+#define TCPHA_X_HELP(name, desc) desc,
+      TCPHA_DP_COUNTERS(TCPHA_X_HELP)
+#undef TCPHA_X_HELP
+  };
+  return id >= 0 && id < TCPHA_DP_NR_COUNTERS ? help[id] : "unknown";
+}
+
+int Datapath::prog_fd() const { return bpf_program__fd(skel_->progs.tcpha_ingress); }
+int Datapath::flows_fd() const { return bpf_map__fd(skel_->maps.flows); }
+
+Result<Mac> interface_mac(const std::string& ifname) {
+  ifreq ifr{};
+  if (ifname.empty() || ifname.size() >= sizeof ifr.ifr_name)
+    return Error{EINVAL, "interface name '" + ifname + "'"};
+  UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return sys_error("socket for SIOCGIFHWADDR");
+  std::memcpy(ifr.ifr_name, ifname.data(), ifname.size());
+  if (ioctl(fd.get(), SIOCGIFHWADDR, &ifr) < 0) return sys_error("SIOCGIFHWADDR " + ifname);
+  // The datapath parses and rewrites Ethernet headers; an L3 device has none.
+  const auto type = ifr.ifr_hwaddr.sa_family;
+  if (type != ARPHRD_ETHER && type != ARPHRD_LOOPBACK)
+    return Error{EAFNOSUPPORT, ifname + " is not an Ethernet interface"};
+  Mac m;
+  std::memcpy(m.data(), ifr.ifr_hwaddr.sa_data, m.size());
+  return m;
+}
+
+std::optional<Mac> neighbour_mac(uint32_t addr_be) {
+  // IP address  HW type  Flags  HW address  Mask  Device
+  std::ifstream arp("/proc/net/arp");
+  std::string line;
+  std::getline(arp, line);  // header
+  while (std::getline(arp, line)) {
+    char ip[64], hw[64];
+    unsigned type = 0, flags = 0;
+    if (std::sscanf(line.c_str(), "%63s 0x%x 0x%x %63s", ip, &type, &flags, hw) != 4) continue;
+    if (!(flags & ATF_COM)) continue;  // incomplete: resolution still under way or failed
+    auto a = parse_ipv4(ip);
+    if (!a || a->s_addr != addr_be) continue;
+    unsigned b[6];
+    if (std::sscanf(hw, "%x:%x:%x:%x:%x:%x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]) != 6)
+      continue;
+    Mac m;
+    for (size_t i = 0; i < m.size(); ++i) m[i] = static_cast<uint8_t>(b[i]);
+    return m;
+  }
+  return std::nullopt;
+}
+
+}  // namespace tcpha::datapath
