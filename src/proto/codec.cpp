@@ -1,0 +1,202 @@
+// Payload encodings of the control messages (layout: control.hpp). Every field is
+// written and read explicitly with bounds checks: structs are never copied as memory,
+// so padding and host byte order never reach the wire.
+#include <cerrno>
+#include <cstring>
+#include <iterator>
+
+#include "proto/bytes.hpp"
+#include "proto/control.hpp"
+
+namespace tcpha::proto {
+namespace {
+
+template <typename T>
+void put_be(std::string& out, T v) {
+  uint8_t b[sizeof(T)];
+  store_be(b, v);
+  out.append(reinterpret_cast<const char*>(b), sizeof(T));
+}
+
+// Fields already in network order (addresses, ports) travel as their raw bytes.
+template <typename T>
+void put_raw(std::string& out, T v) {
+  char b[sizeof(T)];
+  std::memcpy(b, &v, sizeof(T));
+  out.append(b, sizeof(T));
+}
+
+// Bounds-checked reader: once a read fails, every later one fails too, so a decoder
+// can read all fields and check ok() once at the end.
+class Reader {
+ public:
+  Reader(const uint8_t* p, size_t n) : p_(p), end_(p + n) {}
+
+  template <typename T>
+  T be() {
+    return take(sizeof(T)) ? load_be<T>(p_ - sizeof(T)) : 0;
+  }
+  template <typename T>
+  T raw() {
+    T v = 0;
+    if (take(sizeof(T))) std::memcpy(&v, p_ - sizeof(T), sizeof(T));
+    return v;
+  }
+  void bytes(std::string& s, size_t n) {
+    if (take(n)) s.assign(reinterpret_cast<const char*>(p_ - n), n);
+  }
+  // Every field was present and nothing is left over.
+  bool ok() const { return ok_ && p_ == end_; }
+
+ private:
+  bool take(size_t n) {
+    if (!ok_ || static_cast<size_t>(end_ - p_) < n) return ok_ = false;
+    p_ += n;
+    return true;
+  }
+  const uint8_t* p_;
+  const uint8_t* end_;
+  bool ok_ = true;
+};
+
+void put_state(std::string& out, const handoff::TcpState& s) {
+  put_raw(out, s.local_addr);
+  put_raw(out, s.peer_addr);
+  put_raw(out, s.local_port);
+  put_raw(out, s.peer_port);
+  put_be(out, s.snd_seq);
+  put_be(out, s.rcv_seq);
+  put_be(out, s.mss);
+  put_be(out, s.timestamp);
+  put_be(out, s.options);
+  put_be(out, s.snd_wscale);
+  put_be(out, s.rcv_wscale);
+  put_be(out, s.pad);
+  put_be(out, s.snd_wl1);
+  put_be(out, s.snd_wnd);
+  put_be(out, s.max_window);
+  put_be(out, s.rcv_wnd);
+  put_be(out, s.rcv_wup);
+  put_be(out, s.exported_ns);
+}
+
+void get_state(Reader& r, handoff::TcpState& s) {
+  s.local_addr = r.raw<uint32_t>();
+  s.peer_addr = r.raw<uint32_t>();
+  s.local_port = r.raw<uint16_t>();
+  s.peer_port = r.raw<uint16_t>();
+  s.snd_seq = r.be<uint32_t>();
+  s.rcv_seq = r.be<uint32_t>();
+  s.mss = r.be<uint32_t>();
+  s.timestamp = r.be<uint32_t>();
+  s.options = r.be<uint8_t>();
+  s.snd_wscale = r.be<uint8_t>();
+  s.rcv_wscale = r.be<uint8_t>();
+  s.pad = r.be<uint8_t>();
+  s.snd_wl1 = r.be<uint32_t>();
+  s.snd_wnd = r.be<uint32_t>();
+  s.max_window = r.be<uint32_t>();
+  s.rcv_wnd = r.be<uint32_t>();
+  s.rcv_wup = r.be<uint32_t>();
+  s.exported_ns = r.be<uint64_t>();
+}
+
+void put(std::string& out, const HandoffMsg& m) {
+  put_be(out, m.id);
+  put_state(out, m.state);
+  put_be(out, static_cast<uint32_t>(m.request.size()));
+  out.append(m.request);
+}
+void put(std::string& out, const ReadyMsg& m) {
+  put_be(out, m.id);
+  put_be(out, m.status);
+}
+void put(std::string& out, const CommitMsg& m) { put_be(out, m.id); }
+void put(std::string& out, const AbortMsg& m) { put_be(out, m.id); }
+void put(std::string& out, const ClosedMsg& m) {
+  put_be(out, m.id);
+  put_be(out, m.bytes_sent);
+  put_be(out, m.bytes_received);
+}
+void put(std::string& out, const HeartbeatMsg& m) {
+  put_be(out, m.sent_ns);
+  put_be(out, m.active);
+  put_be(out, m.cpu_permille);
+  put_be(out, m.cache_hit_permille);
+}
+
+void get(Reader& r, HandoffMsg& m) {
+  m.id = r.be<uint64_t>();
+  get_state(r, m.state);
+  const uint32_t len = r.be<uint32_t>();
+  r.bytes(m.request, len);
+}
+void get(Reader& r, ReadyMsg& m) {
+  m.id = r.be<uint64_t>();
+  m.status = r.be<uint32_t>();
+}
+void get(Reader& r, CommitMsg& m) { m.id = r.be<uint64_t>(); }
+void get(Reader& r, AbortMsg& m) { m.id = r.be<uint64_t>(); }
+void get(Reader& r, ClosedMsg& m) {
+  m.id = r.be<uint64_t>();
+  m.bytes_sent = r.be<uint64_t>();
+  m.bytes_received = r.be<uint64_t>();
+}
+void get(Reader& r, HeartbeatMsg& m) {
+  m.sent_ns = r.be<uint64_t>();
+  m.active = r.be<uint32_t>();
+  m.cpu_permille = r.be<uint32_t>();
+  m.cache_hit_permille = r.be<uint32_t>();
+}
+
+template <typename M>
+Result<Message> decode_as(const uint8_t* p, size_t n) {
+  Reader r(p, n);
+  M m;
+  get(r, m);
+  if (!r.ok()) return Error{EBADMSG, "control message: truncated field or trailing bytes"};
+  return Message{std::move(m)};
+}
+
+// HANDOFF's fixed part: id, TcpState, request length.
+constexpr size_t kHandoffFixed = 8 + kTcpStateWireSize + 4;
+
+}  // namespace
+
+MsgType type_of(const Message& m) {
+  static constexpr MsgType kTypes[] = {MsgType::Handoff, MsgType::Ready,  MsgType::Commit,
+                                       MsgType::Abort,   MsgType::Closed, MsgType::Heartbeat};
+  static_assert(std::size(kTypes) == std::variant_size_v<Message>);
+  return kTypes[m.index()];
+}
+
+bool encode_payload(const Message& m, std::string& out) {
+  if (const auto* h = std::get_if<HandoffMsg>(&m);
+      h && h->request.size() > kMaxPayload - kHandoffFixed) {
+    return false;
+  }
+  std::visit([&out](const auto& v) { put(out, v); }, m);
+  return true;
+}
+
+Result<Message> decode_payload(MsgType t, const uint8_t* p, size_t n) {
+  switch (t) {
+    case MsgType::Handoff:
+      return decode_as<HandoffMsg>(p, n);
+    case MsgType::Ready:
+      return decode_as<ReadyMsg>(p, n);
+    case MsgType::Commit:
+      return decode_as<CommitMsg>(p, n);
+    case MsgType::Abort:
+      return decode_as<AbortMsg>(p, n);
+    case MsgType::Closed:
+      return decode_as<ClosedMsg>(p, n);
+    case MsgType::Heartbeat:
+      return decode_as<HeartbeatMsg>(p, n);
+    case MsgType::Hello:
+      break;
+  }
+  return Error{EBADMSG, "control message: unknown type " + std::to_string(static_cast<int>(t))};
+}
+
+}  // namespace tcpha::proto

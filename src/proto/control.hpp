@@ -1,0 +1,163 @@
+#pragma once
+// The FE<->BE control protocol: persistent TCP connections (the FE connects, the BE
+// listens) carrying framed, authenticated binary messages. The codec works on byte
+// buffers only, never on sockets, so that nonblocking epoll loops own all I/O.
+//
+// Session setup. Each side first sends one HELLO (kHelloSize = 92 bytes):
+//   "TCPH" | version u8 = 1 | type u8 = HELLO | role u8 (1 = FE, 2 = BE) | pad u8 = 0 |
+//   node id (32 bytes, NUL padded) | nonce (16 random bytes) |
+//   HMAC-SHA256 over all preceding bytes, keyed with the 32-byte cluster key.
+// The receiver checks magic, version, MAC, that the role is the opposite of its own and
+// that the nonce is not its own (a reflected HELLO). Both sides then derive one key per
+// direction:
+//   k_fe2be = BLAKE2b-256(key = cluster key, "tcpha-ctl-v1 fe2be" || nonce_fe || nonce_be)
+//   k_be2fe = the same with "tcpha-ctl-v1 be2fe".
+// A recorded session replayed to a node fails: that node's fresh nonce changes the keys,
+// so none of the recorded frames verify and the replayer cannot forge new ones.
+//
+// Every later frame (kHeaderSize = 20, kMacSize = 32), integers big-endian:
+//   "TCPH" | version u8 | type u8 | flags u16 (none defined: must be 0) |
+//   length u32 (payload bytes, at most kMaxPayload) | seq u64 | payload |
+//   HMAC-SHA256(header || payload) with the sending direction's key.
+// seq starts at 1 in each direction and must be exactly the previous one plus 1, which
+// rejects replayed, reordered and dropped frames. A frame from our own direction fed
+// back to us (reflection) fails the MAC, since the directions use different keys.
+//
+// Any invalid frame (magic, version, length, MAC, sequence, type, payload layout) is an
+// error: nothing in it is acted upon, the session is dead and the caller closes the
+// connection and counts it. Magic, version and length are checked as soon as their bytes
+// arrive, so an oversize length fails without waiting for the payload.
+//
+// Payloads (big-endian, every field encoded explicitly; exact length, no trailing bytes):
+//   HANDOFF   u64 id | TcpState (below) | u32 request length | request bytes
+//   READY     u64 id | u32 status (0 = ok, else an errno-like reason the BE refused)
+//   COMMIT    u64 id              ABORT     u64 id
+//   CLOSED    u64 id | u64 bytes_sent | u64 bytes_received (seen by the BE)
+//   HEARTBEAT u64 sent_ns | u32 active | u32 cpu_permille | u32 cache_hit_permille
+// TcpState travels field by field in declaration order (kTcpStateWireSize = 60 bytes):
+// addresses and ports, already in network order in the struct, as their 4/2 raw bytes;
+// every other field big-endian.
+#include <sodium.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "common/result.hpp"
+#include "handoff/tcp_state.hpp"
+
+namespace tcpha::proto {
+
+inline constexpr char kMagic[4] = {'T', 'C', 'P', 'H'};
+inline constexpr uint8_t kVersion = 1;
+inline constexpr size_t kHeaderSize = 20;
+inline constexpr size_t kMacSize = 32;
+inline constexpr size_t kNodeIdSize = 32;
+inline constexpr size_t kNonceSize = 16;
+inline constexpr size_t kHelloSize = 8 + kNodeIdSize + kNonceSize + kMacSize;
+inline constexpr size_t kMaxPayload = size_t{1} << 20;
+inline constexpr size_t kTcpStateWireSize = 60;
+
+enum class MsgType : uint8_t {
+  Hello = 1,
+  Handoff = 2,
+  Ready = 3,
+  Commit = 4,
+  Abort = 5,
+  Closed = 6,
+  Heartbeat = 7,
+};
+enum class Role : uint8_t { Fe = 1, Be = 2 };
+
+struct HandoffMsg {
+  uint64_t id = 0;
+  handoff::TcpState state;
+  std::string request;  // the bytes the FE read from the client, to re-queue on the BE
+};
+struct ReadyMsg {
+  uint64_t id = 0;
+  uint32_t status = 0;  // 0 = ok, else why the BE refused (errno-like)
+};
+struct CommitMsg {
+  uint64_t id = 0;
+};
+struct AbortMsg {
+  uint64_t id = 0;
+};
+struct ClosedMsg {
+  uint64_t id = 0;
+  uint64_t bytes_sent = 0, bytes_received = 0;
+};
+struct HeartbeatMsg {
+  uint64_t sent_ns = 0;
+  uint32_t active = 0, cpu_permille = 0, cache_hit_permille = 0;
+};
+using Message = std::variant<HandoffMsg, ReadyMsg, CommitMsg, AbortMsg, ClosedMsg, HeartbeatMsg>;
+
+MsgType type_of(const Message& m);
+
+// Appends m's payload encoding to `out`. Returns false (out unchanged) only when the
+// payload would exceed kMaxPayload (a HANDOFF request that large).
+bool encode_payload(const Message& m, std::string& out);
+
+// Decodes a payload of type `t` (not Hello); EBADMSG on an unknown type, a truncated
+// field or trailing bytes.
+Result<Message> decode_payload(MsgType t, const uint8_t* p, size_t n);
+
+// One per control connection, per side. Move-only: a copy would repeat sequence numbers.
+class Session {
+ public:
+  // node_id identifies this node to the peer; longer than kNodeIdSize is truncated
+  // (the configuration limits ids, so this does not happen in practice).
+  Session(const std::array<uint8_t, 32>& cluster_key, Role self, std::string_view node_id);
+  ~Session();
+  Session(Session&&) = default;
+  Session& operator=(Session&&) = default;
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Appends our HELLO to `out`. Call once, before anything else is sent.
+  void start(std::string& out);
+
+  // Consumes every complete frame at the front of `in` (erasing it), appending the
+  // decoded messages to `msgs`; a partial frame stays in `in` for the next call. On an
+  // invalid frame returns an Error (err EBADMSG: malformed or not authentic; EPROTO:
+  // authentic bytes that break the protocol, e.g. wrong role or sequence). Messages of
+  // valid frames before it are still delivered. After an error the session is dead.
+  Status feed(std::string& in, std::vector<Message>& msgs);
+
+  // Our HELLO was sent and the peer's verified; send() works from now on.
+  bool established() const { return started_ && peer_hello_ && !dead_; }
+  bool dead() const { return dead_; }
+  const std::string& peer_id() const { return peer_id_; }
+
+  // Appends one authenticated frame carrying m to `out`. Returns false (out unchanged)
+  // before established(), after an error, or when m is too large for one frame.
+  bool send(const Message& m, std::string& out);
+
+ private:
+  Status take_hello(const uint8_t* p, size_t n, size_t& used);
+  Status take_frame(const uint8_t* p, size_t n, std::vector<Message>& msgs, size_t& used);
+  void derive_keys(const uint8_t* peer_nonce);
+
+  std::array<uint8_t, 32> cluster_key_;
+  Role self_;
+  std::array<uint8_t, kNodeIdSize> node_id_{};
+  std::array<uint8_t, kNonceSize> nonce_{};
+  // HMAC states already keyed with each direction's key: a frame then costs only the
+  // hash of its own bytes, not the two extra key-pad blocks of a fresh HMAC.
+  crypto_auth_hmacsha256_state send_mac_{};
+  crypto_auth_hmacsha256_state recv_mac_{};
+  uint64_t send_seq_ = 0;  // last sequence number sent
+  uint64_t recv_seq_ = 0;  // last sequence number received
+  std::string peer_id_;
+  bool started_ = false;
+  bool peer_hello_ = false;
+  bool dead_ = false;
+};
+
+}  // namespace tcpha::proto

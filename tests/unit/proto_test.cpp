@@ -1,0 +1,531 @@
+// The control protocol: handshake, exact round trips, incremental decoding, and every
+// way a frame can be forged, replayed, reordered, reflected or cut short.
+#include <gtest/gtest.h>
+#include <sodium.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "proto/bytes.hpp"
+#include "proto/control.hpp"
+
+namespace tcpha::proto {
+namespace {
+
+using Key = std::array<uint8_t, 32>;
+
+Key make_key(uint8_t seed) {
+  Key k;
+  for (size_t i = 0; i < k.size(); ++i) k[i] = static_cast<uint8_t>(seed + 7 * i);
+  return k;
+}
+
+const Key kKey = make_key(1);
+
+handoff::TcpState sample_state() {
+  handoff::TcpState s;
+  s.local_addr = 0x0a00000a;
+  s.peer_addr = 0xc0a80105;
+  s.local_port = 0x5000;
+  s.peer_port = 0xd431;
+  s.snd_seq = 0x89abcdef;
+  s.rcv_seq = 0x12345678;
+  s.mss = 1448;
+  s.timestamp = 0xfedcba99;
+  s.options = handoff::kOptTimestamps | handoff::kOptSack | handoff::kOptWscale;
+  s.snd_wscale = 7;
+  s.rcv_wscale = 9;
+  s.pad = 0x5a;
+  s.snd_wl1 = 0x11111112;
+  s.snd_wnd = 64240;
+  s.max_window = 65535;
+  s.rcv_wnd = 131072;
+  s.rcv_wup = 0x22222223;
+  s.exported_ns = 0x0102030405060708;
+  return s;
+}
+
+void expect_same(const handoff::TcpState& a, const handoff::TcpState& b) {
+  EXPECT_EQ(a.local_addr, b.local_addr);
+  EXPECT_EQ(a.peer_addr, b.peer_addr);
+  EXPECT_EQ(a.local_port, b.local_port);
+  EXPECT_EQ(a.peer_port, b.peer_port);
+  EXPECT_EQ(a.snd_seq, b.snd_seq);
+  EXPECT_EQ(a.rcv_seq, b.rcv_seq);
+  EXPECT_EQ(a.mss, b.mss);
+  EXPECT_EQ(a.timestamp, b.timestamp);
+  EXPECT_EQ(a.options, b.options);
+  EXPECT_EQ(a.snd_wscale, b.snd_wscale);
+  EXPECT_EQ(a.rcv_wscale, b.rcv_wscale);
+  EXPECT_EQ(a.pad, b.pad);
+  EXPECT_EQ(a.snd_wl1, b.snd_wl1);
+  EXPECT_EQ(a.snd_wnd, b.snd_wnd);
+  EXPECT_EQ(a.max_window, b.max_window);
+  EXPECT_EQ(a.rcv_wnd, b.rcv_wnd);
+  EXPECT_EQ(a.rcv_wup, b.rcv_wup);
+  EXPECT_EQ(a.exported_ns, b.exported_ns);
+}
+
+// Field-by-field equality of two messages of the same type.
+void expect_same(const Message& a, const Message& b) {
+  ASSERT_EQ(a.index(), b.index());
+  if (auto* x = std::get_if<HandoffMsg>(&a)) {
+    const auto& y = std::get<HandoffMsg>(b);
+    EXPECT_EQ(x->id, y.id);
+    expect_same(x->state, y.state);
+    EXPECT_EQ(x->request, y.request);
+  } else if (auto* x = std::get_if<ReadyMsg>(&a)) {
+    EXPECT_EQ(x->id, std::get<ReadyMsg>(b).id);
+    EXPECT_EQ(x->status, std::get<ReadyMsg>(b).status);
+  } else if (auto* x = std::get_if<CommitMsg>(&a)) {
+    EXPECT_EQ(x->id, std::get<CommitMsg>(b).id);
+  } else if (auto* x = std::get_if<AbortMsg>(&a)) {
+    EXPECT_EQ(x->id, std::get<AbortMsg>(b).id);
+  } else if (auto* x = std::get_if<ClosedMsg>(&a)) {
+    const auto& y = std::get<ClosedMsg>(b);
+    EXPECT_EQ(x->id, y.id);
+    EXPECT_EQ(x->bytes_sent, y.bytes_sent);
+    EXPECT_EQ(x->bytes_received, y.bytes_received);
+  } else {
+    const auto& p = std::get<HeartbeatMsg>(a);
+    const auto& q = std::get<HeartbeatMsg>(b);
+    EXPECT_EQ(p.sent_ns, q.sent_ns);
+    EXPECT_EQ(p.active, q.active);
+    EXPECT_EQ(p.cpu_permille, q.cpu_permille);
+    EXPECT_EQ(p.cache_hit_permille, q.cache_hit_permille);
+  }
+}
+
+std::vector<Message> all_messages() {
+  return {
+      HandoffMsg{0x1122334455667788, sample_state(), "GET /a.png HTTP/1.1\r\nHost: x\r\n\r\n"},
+      HandoffMsg{2, handoff::TcpState{}, ""},
+      ReadyMsg{0x1122334455667788, 0},
+      ReadyMsg{3, ENOSPC},
+      CommitMsg{0xffffffffffffffff},
+      AbortMsg{4},
+      ClosedMsg{5, 10'000'000'000, 77},
+      HeartbeatMsg{0x7fffffffffffffff, 4'000'000'000, 1000, 999},
+  };
+}
+
+// An FE and a BE session with their HELLOs sent (not yet delivered).
+struct Pair {
+  Session fe;
+  Session be;
+  std::string fe_hello, be_hello;
+  explicit Pair(const Key& fe_key = kKey, const Key& be_key = kKey)
+      : fe(fe_key, Role::Fe, "fe"), be(be_key, Role::Be, "be1") {
+    fe.start(fe_hello);
+    be.start(be_hello);
+  }
+  // Delivers both HELLOs.
+  void establish() {
+    std::vector<Message> msgs;
+    std::string a = fe_hello, b = be_hello;
+    ASSERT_TRUE(be.feed(a, msgs).ok());
+    ASSERT_TRUE(fe.feed(b, msgs).ok());
+    ASSERT_TRUE(msgs.empty());
+    ASSERT_TRUE(fe.established() && be.established());
+  }
+};
+
+std::string frame_of(Session& s, const Message& m) {
+  std::string out;
+  EXPECT_TRUE(s.send(m, out));
+  return out;
+}
+
+// Feeds all of `bytes`; returns the status and the decoded messages.
+Status deliver(Session& s, std::string bytes, std::vector<Message>& msgs) {
+  return s.feed(bytes, msgs);
+}
+
+// What an independent implementation of the key schedule in control.hpp computes from
+// the two HELLOs on the wire and the cluster key.
+Key derive(const Key& cluster, const char* label, const std::string& fe_hello,
+           const std::string& be_hello) {
+  constexpr size_t kNonceAt = 40;
+  std::string in = label;
+  in += fe_hello.substr(kNonceAt, kNonceSize);
+  in += be_hello.substr(kNonceAt, kNonceSize);
+  Key k;
+  crypto_generichash(k.data(), k.size(), reinterpret_cast<const uint8_t*>(in.data()), in.size(),
+                     cluster.data(), cluster.size());
+  return k;
+}
+
+// Builds a frame by hand with the given key, for contents Session::send never produces.
+std::string forge(const Key& k, uint8_t type, uint16_t flags, uint64_t seq,
+                  const std::string& payload) {
+  std::string f(kHeaderSize, '\0');
+  auto* h = reinterpret_cast<uint8_t*>(f.data());
+  std::memcpy(h, "TCPH", 4);
+  h[4] = kVersion;
+  h[5] = type;
+  store_be(h + 6, flags);
+  store_be(h + 8, static_cast<uint32_t>(payload.size()));
+  store_be(h + 12, seq);
+  f += payload;
+  uint8_t mac[kMacSize];
+  crypto_auth_hmacsha256(mac, reinterpret_cast<const uint8_t*>(f.data()), f.size(), k.data());
+  f.append(reinterpret_cast<const char*>(mac), kMacSize);
+  return f;
+}
+
+std::string payload_of(const Message& m) {
+  std::string p;
+  EXPECT_TRUE(encode_payload(m, p));
+  return p;
+}
+
+TEST(ProtoSession, HandshakeEstablishesBothSidesWithPeerIds) {
+  Pair p;
+  EXPECT_EQ(p.fe_hello.size(), kHelloSize);
+  EXPECT_FALSE(p.fe.established());
+  std::string out;
+  EXPECT_FALSE(p.fe.send(CommitMsg{1}, out)) << "send before the peer's HELLO";
+  EXPECT_TRUE(out.empty());
+  p.establish();
+  EXPECT_EQ(p.fe.peer_id(), "be1");
+  EXPECT_EQ(p.be.peer_id(), "fe");
+}
+
+TEST(ProtoSession, HelloMayArriveBeforeOurOwnStart) {
+  Session fe(kKey, Role::Fe, "fe"), be(kKey, Role::Be, "be1");
+  std::string wire;
+  std::vector<Message> msgs;
+  fe.start(wire);
+  ASSERT_TRUE(be.feed(wire, msgs).ok());
+  EXPECT_FALSE(be.established()) << "our own HELLO is not sent yet";
+  be.start(wire);
+  ASSERT_TRUE(fe.feed(wire, msgs).ok());
+  ASSERT_TRUE(be.established() && fe.established());
+  ASSERT_TRUE(deliver(be, frame_of(fe, CommitMsg{9}), msgs).ok());
+  ASSERT_EQ(msgs.size(), 1u);
+}
+
+TEST(ProtoSession, EveryMessageRoundTripsInBothDirections) {
+  Pair p;
+  p.establish();
+  const auto sent = all_messages();
+  for (auto [from, to] : {std::pair{&p.fe, &p.be}, std::pair{&p.be, &p.fe}}) {
+    std::string wire;
+    for (const auto& m : sent) ASSERT_TRUE(from->send(m, wire));
+    std::vector<Message> got;
+    ASSERT_TRUE(to->feed(wire, got).ok());
+    EXPECT_TRUE(wire.empty());
+    ASSERT_EQ(got.size(), sent.size());
+    for (size_t i = 0; i < sent.size(); ++i) expect_same(sent[i], got[i]);
+  }
+}
+
+TEST(ProtoSession, LargestHandoffFitsAndOneByteMoreIsRefused) {
+  Pair p;
+  p.establish();
+  const size_t fixed = 8 + kTcpStateWireSize + 4;
+  HandoffMsg big{1, sample_state(), std::string(kMaxPayload - fixed, 'r')};
+  std::string wire;
+  ASSERT_TRUE(p.fe.send(big, wire));
+  EXPECT_EQ(wire.size(), kHeaderSize + kMaxPayload + kMacSize);
+  std::vector<Message> got;
+  ASSERT_TRUE(deliver(p.be, wire, got).ok());
+  ASSERT_EQ(got.size(), 1u);
+  expect_same(big, got[0]);
+
+  big.request.push_back('r');
+  std::string out = "keep";
+  EXPECT_FALSE(p.fe.send(big, out));
+  EXPECT_EQ(out, "keep");
+  ASSERT_TRUE(deliver(p.be, frame_of(p.fe, CommitMsg{2}), got).ok()) << "seq not consumed";
+}
+
+TEST(ProtoSession, FramesSplitAtEveryByteBoundaryStillDecode) {
+  const auto sent = all_messages();
+  for (size_t cut = 0;; ++cut) {
+    Pair p;
+    std::vector<Message> msgs;
+    ASSERT_TRUE(deliver(p.fe, p.be_hello, msgs).ok());
+    std::string stream = p.fe_hello;  // the BE receives HELLO and frames in one stream
+    for (const auto& m : sent) ASSERT_TRUE(p.fe.send(m, stream));
+    if (cut > stream.size()) break;
+    std::string in = stream.substr(0, cut);
+    ASSERT_TRUE(p.be.feed(in, msgs).ok()) << "cut " << cut;
+    in += stream.substr(cut);
+    ASSERT_TRUE(p.be.feed(in, msgs).ok()) << "cut " << cut;
+    EXPECT_TRUE(in.empty());
+    ASSERT_EQ(msgs.size(), sent.size()) << "cut " << cut;
+    for (size_t i = 0; i < sent.size(); ++i) expect_same(sent[i], msgs[i]);
+  }
+}
+
+TEST(ProtoSession, ByteByByteFeedKeepsPartialFramesBuffered) {
+  Pair p;
+  p.establish();
+  std::string wire;
+  for (const auto& m : all_messages()) ASSERT_TRUE(p.be.send(m, wire));
+  std::string in;
+  std::vector<Message> msgs;
+  for (char c : wire) {
+    in.push_back(c);
+    ASSERT_TRUE(p.fe.feed(in, msgs).ok());
+  }
+  EXPECT_TRUE(in.empty());
+  EXPECT_EQ(msgs.size(), all_messages().size());
+}
+
+TEST(ProtoSession, WrongClusterKeyFailsAtHello) {
+  Pair p(kKey, make_key(2));
+  std::vector<Message> msgs;
+  Status be = deliver(p.be, p.fe_hello, msgs);
+  Status fe = deliver(p.fe, p.be_hello, msgs);
+  ASSERT_FALSE(be.ok());
+  ASSERT_FALSE(fe.ok());
+  EXPECT_EQ(be.error().err, EBADMSG);
+  EXPECT_EQ(fe.error().err, EBADMSG);
+  EXPECT_FALSE(p.be.established());
+  EXPECT_TRUE(p.be.dead());
+  EXPECT_FALSE(p.be.feed(p.fe_hello, msgs).ok()) << "a dead session stays dead";
+}
+
+TEST(ProtoSession, SameRoleHelloIsRefused) {
+  Session fe1(kKey, Role::Fe, "fe"), fe2(kKey, Role::Fe, "fe2");
+  std::string hello;
+  std::vector<Message> msgs;
+  fe1.start(hello);
+  Status st = fe2.feed(hello, msgs);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().err, EPROTO);
+}
+
+TEST(ProtoSession, ReflectedHelloIsRefused) {
+  Pair p;
+  std::vector<Message> msgs;
+  EXPECT_FALSE(deliver(p.fe, p.fe_hello, msgs).ok());
+}
+
+TEST(ProtoSession, FlippedBitAnywhereInHelloIsRefused) {
+  for (size_t bit = 0; bit < kHelloSize * 8; ++bit) {
+    Pair p;
+    std::string hello = p.fe_hello;
+    hello[bit / 8] = static_cast<char>(hello[bit / 8] ^ (1 << (bit % 8)));
+    std::vector<Message> msgs;
+    EXPECT_FALSE(deliver(p.be, hello, msgs).ok()) << "bit " << bit;
+    EXPECT_FALSE(p.be.established());
+  }
+}
+
+TEST(ProtoSession, FlippedBitAnywhereInFrameIsRefusedAndNothingDelivered) {
+  const HandoffMsg m{7, sample_state(), "GET / HTTP/1.0\r\n\r\n"};
+  size_t frame_bits = 0;
+  for (size_t bit = 0; frame_bits == 0 || bit < frame_bits; ++bit) {
+    Pair p;
+    p.establish();
+    std::string f = frame_of(p.fe, m);
+    frame_bits = f.size() * 8;
+    f[bit / 8] = static_cast<char>(f[bit / 8] ^ (1 << (bit % 8)));
+    std::vector<Message> msgs;
+    Status st = p.be.feed(f, msgs);
+    if (st.ok()) {
+      // A flip that enlarged the length field leaves the frame incomplete; once the
+      // claimed bytes arrive it must fail like any other.
+      f.append(kMaxPayload + kMacSize, '\0');
+      st = p.be.feed(f, msgs);
+    }
+    EXPECT_FALSE(st.ok()) << "bit " << bit;
+    EXPECT_TRUE(msgs.empty()) << "bit " << bit;
+  }
+}
+
+TEST(ProtoSession, ReplayedFrameIsRefused) {
+  Pair p;
+  p.establish();
+  const std::string f = frame_of(p.fe, CommitMsg{1});
+  std::vector<Message> msgs;
+  ASSERT_TRUE(deliver(p.be, f, msgs).ok());
+  Status st = deliver(p.be, f, msgs);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().err, EPROTO);
+  EXPECT_EQ(msgs.size(), 1u);
+}
+
+TEST(ProtoSession, ReorderedFramesAreRefused) {
+  Pair p;
+  p.establish();
+  const std::string first = frame_of(p.fe, CommitMsg{1});
+  const std::string second = frame_of(p.fe, AbortMsg{2});
+  std::vector<Message> msgs;
+  Status st = deliver(p.be, second + first, msgs);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().err, EPROTO);
+  EXPECT_TRUE(msgs.empty());
+}
+
+TEST(ProtoSession, ValidFramesBeforeABadOneAreStillDelivered) {
+  Pair p;
+  p.establish();
+  const std::string first = frame_of(p.fe, CommitMsg{1});
+  std::vector<Message> msgs;
+  std::string in = first + first;
+  EXPECT_FALSE(p.be.feed(in, msgs).ok());
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_EQ(in, first) << "the valid frame is consumed, the bad one left";
+}
+
+TEST(ProtoSession, ReflectedFrameIsRefused) {
+  Pair p;
+  p.establish();
+  std::vector<Message> msgs;
+  Status st = deliver(p.fe, frame_of(p.fe, CommitMsg{1}), msgs);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().err, EBADMSG);
+  EXPECT_TRUE(msgs.empty());
+}
+
+TEST(ProtoSession, ReplayedOldSessionCannotDriveANewOne) {
+  // Recorded from an old session: the FE's HELLO and a HANDOFF.
+  Pair old;
+  old.establish();
+  const std::string handoff = frame_of(old.fe, HandoffMsg{1, sample_state(), "GET /"});
+
+  // The replayer connects to a fresh BE and plays the recording back. The HELLO itself
+  // verifies (it is authentic), but the fresh BE nonce gives new keys.
+  Session be(kKey, Role::Be, "be1");
+  std::string be_hello;
+  be.start(be_hello);
+  std::vector<Message> msgs;
+  ASSERT_TRUE(deliver(be, old.fe_hello, msgs).ok());
+  ASSERT_TRUE(be.established());
+  Status st = deliver(be, handoff, msgs);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().err, EBADMSG);
+  EXPECT_TRUE(msgs.empty());
+
+  // Nor can it forge one: what it knows (both nonces, the old session's keys) without
+  // the cluster key does not yield the new session's key.
+  for (int guess = 0; guess < 2; ++guess) {
+    Session fresh(kKey, Role::Be, "be1");
+    std::string h;
+    fresh.start(h);
+    ASSERT_TRUE(deliver(fresh, old.fe_hello, msgs).ok());
+    const Key k = guess == 0 ? derive(kKey, "tcpha-ctl-v1 fe2be", old.fe_hello, old.be_hello)
+                             : derive(make_key(9), "tcpha-ctl-v1 fe2be", old.fe_hello, h);
+    EXPECT_FALSE(deliver(fresh, forge(k, 4, 0, 1, payload_of(CommitMsg{1})), msgs).ok());
+  }
+  EXPECT_TRUE(msgs.empty());
+}
+
+TEST(ProtoSession, KeyScheduleMatchesTheDocumentedDerivation) {
+  Pair p;
+  p.establish();
+  const Key fe2be = derive(kKey, "tcpha-ctl-v1 fe2be", p.fe_hello, p.be_hello);
+  const Key be2fe = derive(kKey, "tcpha-ctl-v1 be2fe", p.fe_hello, p.be_hello);
+  EXPECT_EQ(frame_of(p.fe, CommitMsg{42}), forge(fe2be, 4, 0, 1, payload_of(CommitMsg{42})));
+  EXPECT_EQ(frame_of(p.be, AbortMsg{43}), forge(be2fe, 5, 0, 1, payload_of(AbortMsg{43})));
+}
+
+TEST(ProtoSession, AuthenticFramesBreakingTheProtocolAreRefused) {
+  struct Case {
+    uint8_t type;
+    uint16_t flags;
+    std::string payload;
+    int err;
+  };
+  const std::string commit = payload_of(CommitMsg{1});
+  const Case cases[] = {
+      {4, 0, commit.substr(0, 4), EBADMSG},  // truncated id
+      {4, 0, commit + "x", EBADMSG},         // trailing byte
+      {0, 0, commit, EBADMSG},               // unknown types
+      {8, 0, commit, EBADMSG},
+      {1, 0, std::string(kHelloSize, 'h'), EPROTO},  // a second HELLO
+      {4, 1, commit, EPROTO},                        // undefined flag
+  };
+  for (const auto& c : cases) {
+    Pair p;
+    p.establish();
+    const Key k = derive(kKey, "tcpha-ctl-v1 fe2be", p.fe_hello, p.be_hello);
+    std::vector<Message> msgs;
+    Status st = deliver(p.be, forge(k, c.type, c.flags, 1, c.payload), msgs);
+    ASSERT_FALSE(st.ok()) << int(c.type);
+    EXPECT_EQ(st.error().err, c.err) << st.error().message();
+    EXPECT_TRUE(msgs.empty());
+  }
+}
+
+TEST(ProtoSession, OversizeLengthFailsWithoutWaitingForThePayload) {
+  Pair p;
+  p.establish();
+  std::string header(kHeaderSize, '\0');
+  auto* h = reinterpret_cast<uint8_t*>(header.data());
+  std::memcpy(h, "TCPH", 4);
+  h[4] = kVersion;
+  h[5] = 2;
+  store_be(h + 8, static_cast<uint32_t>(kMaxPayload + 1));
+  store_be(h + 12, uint64_t{1});
+  std::vector<Message> msgs;
+  Status st = deliver(p.be, header, msgs);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().err, EBADMSG);
+}
+
+TEST(ProtoSession, GarbageFailsAtTheFirstWrongByte) {
+  Pair p;
+  std::vector<Message> msgs;
+  EXPECT_FALSE(deliver(p.be, "G", msgs).ok()) << "an HTTP client on the control port";
+  Pair q;
+  q.establish();
+  EXPECT_FALSE(deliver(q.be, "TCPH\x02", msgs).ok()) << "another version";
+  Pair r;
+  Status st = deliver(r.be, "TCPH\x01\x04", msgs);
+  ASSERT_FALSE(st.ok()) << "a frame before the HELLO";
+  EXPECT_EQ(st.error().err, EPROTO);
+}
+
+TEST(ProtoCodec, WireLayoutIsBigEndianWithAddressesInNetworkOrder) {
+  EXPECT_EQ(payload_of(ReadyMsg{0x0102030405060708, 0x0a0b0c0d}),
+            std::string("\x01\x02\x03\x04\x05\x06\x07\x08\x0a\x0b\x0c\x0d", 12));
+  handoff::TcpState s;
+  const uint8_t addr[4] = {10, 0, 0, 10};
+  std::memcpy(&s.local_addr, addr, 4);
+  s.mss = 1460;
+  const std::string p = payload_of(HandoffMsg{1, s, "ab"});
+  ASSERT_EQ(p.size(), 8 + kTcpStateWireSize + 4 + 2);
+  EXPECT_EQ(p.substr(8, 4), std::string("\x0a\x00\x00\x0a", 4));
+  EXPECT_EQ(p.substr(8 + 20, 4), std::string("\x00\x00\x05\xb4", 4));  // mss
+  EXPECT_EQ(p.substr(8 + kTcpStateWireSize), std::string("\x00\x00\x00\x02"
+                                                         "ab",
+                                                         6));
+}
+
+TEST(ProtoCodec, EveryTruncationAndTrailingByteIsRefused) {
+  for (const auto& m : all_messages()) {
+    const std::string full = payload_of(m);
+    const auto* p = reinterpret_cast<const uint8_t*>(full.data());
+    auto ok = decode_payload(type_of(m), p, full.size());
+    ASSERT_TRUE(ok.ok());
+    expect_same(m, *ok);
+    for (size_t n = 0; n < full.size(); ++n) {
+      auto r = decode_payload(type_of(m), p, n);
+      ASSERT_FALSE(r.ok()) << "type " << int(type_of(m)) << " cut at " << n;
+      EXPECT_EQ(r.error().err, EBADMSG);
+    }
+    const std::string longer = full + '\0';
+    EXPECT_FALSE(
+        decode_payload(type_of(m), reinterpret_cast<const uint8_t*>(longer.data()), longer.size())
+            .ok());
+  }
+  const std::string hello(kHelloSize, '\0');
+  EXPECT_FALSE(
+      decode_payload(MsgType::Hello, reinterpret_cast<const uint8_t*>(hello.data()), hello.size())
+          .ok());
+}
+
+TEST(ProtoCodec, HandoffRequestLengthBeyondPayloadIsRefused) {
+  std::string p = payload_of(HandoffMsg{1, sample_state(), "abc"});
+  store_be(reinterpret_cast<uint8_t*>(p.data()) + 8 + kTcpStateWireSize, uint32_t{0xffffffff});
+  EXPECT_FALSE(
+      decode_payload(MsgType::Handoff, reinterpret_cast<const uint8_t*>(p.data()), p.size()).ok());
+}
+
+}  // namespace
+}  // namespace tcpha::proto
