@@ -1,0 +1,127 @@
+#include "host/host.hpp"
+
+#include <ifaddrs.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+#include "common/fd.hpp"
+#include "common/net.hpp"
+
+namespace tcpha::host {
+namespace {
+
+// One RTM_NEWADDR / RTM_DELADDR request for addr/32, acknowledged by the kernel.
+// Returns 0 or a positive errno.
+int address_request(int type, int flags, int ifindex, in_addr addr) {
+  UniqueFd nl(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (!nl.valid()) return errno;
+  struct {
+    nlmsghdr nh;
+    ifaddrmsg ifa;
+    char attrs[64];
+  } req{};
+  req.nh.nlmsg_type = uint16_t(type);
+  req.nh.nlmsg_flags = uint16_t(NLM_F_REQUEST | NLM_F_ACK | flags);
+  req.nh.nlmsg_seq = 1;
+  req.ifa.ifa_family = AF_INET;
+  req.ifa.ifa_prefixlen = 32;
+  req.ifa.ifa_scope = RT_SCOPE_UNIVERSE;
+  req.ifa.ifa_index = uint32_t(ifindex);
+  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(ifaddrmsg));
+  for (unsigned short attr : {IFA_LOCAL, IFA_ADDRESS}) {
+    auto* rta = reinterpret_cast<rtattr*>(reinterpret_cast<char*>(&req) + NLMSG_ALIGN(req.nh.nlmsg_len));
+    rta->rta_type = attr;
+    rta->rta_len = RTA_LENGTH(sizeof addr);
+    std::memcpy(RTA_DATA(rta), &addr, sizeof addr);
+    req.nh.nlmsg_len = NLMSG_ALIGN(req.nh.nlmsg_len) + RTA_ALIGN(rta->rta_len);
+  }
+  if (send(nl.get(), &req, req.nh.nlmsg_len, 0) < 0) return errno;
+  char buf[4096];
+  ssize_t n = recv(nl.get(), buf, sizeof buf, 0);
+  if (n < 0) return errno;
+  auto* nh = reinterpret_cast<nlmsghdr*>(buf);
+  if (!NLMSG_OK(nh, size_t(n)) || nh->nlmsg_type != NLMSG_ERROR) return EPROTO;
+  return -static_cast<nlmsgerr*>(NLMSG_DATA(nh))->error;
+}
+
+std::string sysctl_path(const std::string& name) {
+  std::string p = name;
+  std::replace(p.begin(), p.end(), '.', '/');
+  return "/proc/sys/" + p;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<AddressGuard>> AddressGuard::add(const std::string& ifname, in_addr addr) {
+  int ifindex = int(if_nametoindex(ifname.c_str()));
+  if (ifindex == 0) return sys_error("interface " + ifname);
+  int err = address_request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, ifindex, addr);
+  if (err != 0 && err != EEXIST) {
+    errno = err;
+    return sys_error("add " + ipv4_str(addr) + "/32 to " + ifname);
+  }
+  if (err == EEXIST) spdlog::info("{} already on {}: left in place on exit", ipv4_str(addr), ifname);
+  return std::unique_ptr<AddressGuard>(new AddressGuard(ifindex, addr, err == 0));
+}
+
+AddressGuard::~AddressGuard() {
+  if (!added_) return;
+  if (int err = address_request(RTM_DELADDR, 0, ifindex_, addr_); err != 0)
+    spdlog::warn("removing {}/32: {}", ipv4_str(addr_), std::strerror(err));
+}
+
+Result<std::string> read_sysctl(const std::string& name) {
+  std::ifstream f(sysctl_path(name));
+  std::string v;
+  if (!f || !std::getline(f, v)) return sys_error("read sysctl " + name);
+  return v;
+}
+
+Status write_sysctl(const std::string& name, const std::string& value) {
+  std::ofstream f(sysctl_path(name));
+  if (!f) return sys_error("open sysctl " + name);
+  f << value << '\n';
+  f.flush();
+  if (!f) return sys_error("write sysctl " + name);
+  return {};
+}
+
+Result<std::unique_ptr<SysctlGuard>> SysctlGuard::set(const std::string& name,
+                                                      const std::string& value) {
+  auto old = read_sysctl(name);
+  if (!old) return old.error();
+  if (auto s = write_sysctl(name, value); !s) return s.error();
+  return std::unique_ptr<SysctlGuard>(new SysctlGuard(name, *old));
+}
+
+SysctlGuard::~SysctlGuard() {
+  if (auto s = write_sysctl(path_, old_); !s) spdlog::warn("restoring {}: {}", path_, s.error().message());
+}
+
+Result<std::string> interface_of(in_addr addr) {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return sys_error("getifaddrs");
+  std::string name;
+  for (ifaddrs* i = list; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+    if (reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr == addr.s_addr) {
+      name = i->ifa_name;
+      break;
+    }
+  }
+  freeifaddrs(list);
+  if (name.empty()) return app_error("no interface holds " + ipv4_str(addr));
+  return name;
+}
+
+}  // namespace tcpha::host

@@ -1,0 +1,49 @@
+#pragma once
+// What the daemons change on the host, each as an RAII guard that undoes exactly
+// what it did: an address added to an interface, a sysctl written.
+#include <netinet/in.h>
+
+#include <memory>
+#include <string>
+
+#include "common/result.hpp"
+
+namespace tcpha::host {
+
+// Adds addr/32 to an interface (RTM_NEWADDR); removes it on destruction, unless the
+// address was already there (then it is left alone).
+class AddressGuard {
+ public:
+  static Result<std::unique_ptr<AddressGuard>> add(const std::string& ifname, in_addr addr);
+  ~AddressGuard();
+  AddressGuard(const AddressGuard&) = delete;
+  AddressGuard& operator=(const AddressGuard&) = delete;
+  bool added() const { return added_; }
+
+ private:
+  AddressGuard(int ifindex, in_addr addr, bool added) : ifindex_(ifindex), addr_(addr), added_(added) {}
+  int ifindex_;
+  in_addr addr_;
+  bool added_;
+};
+
+// Writes a value under /proc/sys; restores the old value on destruction.
+class SysctlGuard {
+ public:
+  static Result<std::unique_ptr<SysctlGuard>> set(const std::string& name, const std::string& value);
+  ~SysctlGuard();
+  SysctlGuard(const SysctlGuard&) = delete;
+  SysctlGuard& operator=(const SysctlGuard&) = delete;
+
+ private:
+  SysctlGuard(std::string path, std::string old) : path_(std::move(path)), old_(std::move(old)) {}
+  std::string path_, old_;
+};
+
+Result<std::string> read_sysctl(const std::string& name);
+Status write_sysctl(const std::string& name, const std::string& value);
+
+// The name of the interface that holds `addr`, or an error.
+Result<std::string> interface_of(in_addr addr);
+
+}  // namespace tcpha::host

@@ -1,0 +1,118 @@
+#include "status/status_socket.hpp"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
+namespace tcpha::status {
+namespace {
+
+constexpr int kIoTimeoutMs = 2000;
+
+Result<sockaddr_un> unix_addr(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.size() >= sizeof a.sun_path) return app_error("socket path too long: " + path);
+  std::memcpy(a.sun_path, path.data(), path.size());
+  return a;
+}
+
+bool wait_fd(int fd, short events) {
+  pollfd p{fd, events, 0};
+  return poll(&p, 1, kIoTimeoutMs) > 0;
+}
+
+}  // namespace
+
+std::string default_socket_path(const std::string& id) { return "/run/tcpha/" + id + ".sock"; }
+
+Result<std::unique_ptr<Server>> Server::start(const std::string& path, Handler handler) {
+  auto addr = unix_addr(path);
+  if (!addr) return addr.error();
+  std::error_code ec;
+  auto dir = std::filesystem::path(path).parent_path();
+  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return sys_error("socket(AF_UNIX)");
+  // A socket file nobody answers on is a leftover of a crashed daemon: replace it.
+  if (query(path, "ping").ok()) return app_error("status socket " + path + " is in use");
+  unlink(path.c_str());
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&*addr), sizeof *addr) != 0)
+    return sys_error("bind " + path);
+  chmod(path.c_str(), 0660);
+  if (listen(fd.get(), 16) != 0) return sys_error("listen " + path);
+  return std::unique_ptr<Server>(new Server(path, std::move(fd), std::move(handler)));
+}
+
+Server::Server(std::string path, UniqueFd fd, Handler h)
+    : path_(std::move(path)), fd_(std::move(fd)), stop_(eventfd(0, EFD_CLOEXEC)),
+      handler_(std::move(h)) {
+  thread_ = std::thread([this] { run(); });
+}
+
+Server::~Server() {
+  uint64_t one = 1;
+  if (write(stop_.get(), &one, sizeof one) < 0) spdlog::warn("status: wake: {}", strerror(errno));
+  thread_.join();
+  unlink(path_.c_str());
+}
+
+void Server::run() {
+  for (;;) {
+    pollfd p[2] = {{fd_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+    if (poll(p, 2, -1) < 0) continue;
+    if (p[1].revents) return;
+    UniqueFd c(accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (!c.valid()) continue;
+    std::string cmd;
+    char buf[512];
+    while (cmd.find('\n') == std::string::npos && cmd.size() < 4096 && wait_fd(c.get(), POLLIN)) {
+      ssize_t n = recv(c.get(), buf, sizeof buf, 0);
+      if (n <= 0) break;
+      cmd.append(buf, size_t(n));
+    }
+    if (auto nl = cmd.find('\n'); nl != std::string::npos) cmd.resize(nl);
+    std::string answer = cmd == "ping" ? std::string("{\"pong\":true}") : handler_(cmd);
+    answer += '\n';
+    size_t off = 0;
+    while (off < answer.size() && wait_fd(c.get(), POLLOUT)) {
+      ssize_t n = send(c.get(), answer.data() + off, answer.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      off += size_t(n);
+    }
+  }
+}
+
+Result<std::string> query(const std::string& path, const std::string& command) {
+  auto addr = unix_addr(path);
+  if (!addr) return addr.error();
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return sys_error("socket(AF_UNIX)");
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&*addr), sizeof *addr) != 0)
+    return sys_error("connect " + path);
+  timeval tv{kIoTimeoutMs / 1000, 0};
+  setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  std::string line = command + "\n";
+  if (send(fd.get(), line.data(), line.size(), MSG_NOSIGNAL) != ssize_t(line.size()))
+    return sys_error("send to " + path);
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = recv(fd.get(), buf, sizeof buf, 0);
+    if (n < 0) return sys_error("read from " + path);
+    if (n == 0) break;
+    out.append(buf, size_t(n));
+  }
+  return out;
+}
+
+}  // namespace tcpha::status
