@@ -46,36 +46,21 @@ Result<uint32_t> queue_seq(int fd, int queue) {
 }
 
 Status export_into(int fd, std::string& already_read, TcpState& st) {
-  sockaddr_in local{}, peer{};
-  socklen_t len = sizeof local;
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0)
-    return sys_error("getsockname");
-  len = sizeof peer;
-  if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0)
-    return sys_error("getpeername");
-  if (local.sin_family != AF_INET) return app_error("export: only IPv4 sockets so far");
-  st.local_addr = local.sin_addr.s_addr;
-  st.local_port = local.sin_port;
-  st.peer_addr = peer.sin_addr.s_addr;
-  st.peer_port = peer.sin_port;
-
   tcp_info info{};
-  len = sizeof info;
-  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return sys_error("getsockopt(TCP_INFO)");
-  if (info.tcpi_state != 1 /* TCP_ESTABLISHED */) return app_error("export: socket not established");
+  socklen_t len = sizeof info;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0)
+    return sys_error("getsockopt(TCP_INFO)");
+  if (info.tcpi_state != 1 /* TCP_ESTABLISHED */)
+    return app_error("export: socket not established");
+  // The FE never answers a request it hands off: nothing may be in flight or unsent.
+  if (info.tcpi_unacked != 0 || info.tcpi_notsent_bytes != 0)
+    return app_error("export: send queue not empty");
   st.options = info.tcpi_options & (kOptTimestamps | kOptSack | kOptWscale);
   st.snd_wscale = info.tcpi_snd_wscale;
   st.rcv_wscale = info.tcpi_rcv_wscale;
-  // TCP_MAXSEG reports the sending MSS after the timestamp option's bytes; the
-  // importer needs the clamp the client announced.
-  auto mss = get_u32(fd, TCP_MAXSEG, "getsockopt(TCP_MAXSEG)");
-  if (!mss) return mss.error();
-  st.mss = *mss + ((st.options & kOptTimestamps) ? kTimestampOptionBytes : 0);
-
-  // The send queue must be empty: the FE never answers a request it hands off.
-  int outq = 0;
-  if (ioctl(fd, SIOCOUTQ, &outq) != 0) return sys_error("ioctl(SIOCOUTQ)");
-  if (outq != 0) return app_error("export: send queue not empty");
+  // tcpi_snd_mss is the sending MSS after the timestamp option's bytes; the importer
+  // needs the clamp the client announced.
+  st.mss = info.tcpi_snd_mss + ((st.options & kOptTimestamps) ? kTimestampOptionBytes : 0);
 
   auto snd = queue_seq(fd, TCP_SEND_QUEUE);
   if (!snd) return snd.error();
@@ -114,10 +99,17 @@ Status export_into(int fd, std::string& already_read, TcpState& st) {
 
 }  // namespace
 
-Result<TcpState> export_state(int fd, std::string& already_read) {
+Result<TcpState> export_state(int fd, const sockaddr_in& local, const sockaddr_in& peer,
+                              std::string& already_read) {
+  if (local.sin_family != AF_INET || peer.sin_family != AF_INET)
+    return app_error("export: only IPv4 sockets so far");
   if (auto s = set_int(fd, TCP_REPAIR, TCP_REPAIR_ON, "setsockopt(TCP_REPAIR on)"); !s)
     return s.error();
   TcpState st;
+  st.local_addr = local.sin_addr.s_addr;
+  st.local_port = local.sin_port;
+  st.peer_addr = peer.sin_addr.s_addr;
+  st.peer_port = peer.sin_port;
   size_t read_before = already_read.size();
   if (auto s = export_into(fd, already_read, st); !s) {
     already_read.resize(read_before);
@@ -181,15 +173,13 @@ Status import_into(int fd, const TcpState& st, const std::string& queued) {
       return sys_error("setsockopt(TCP_TIMESTAMP)");
   }
 
-  // With the receive queue selected, send() in repair mode fills the receive queue.
-  if (auto s = set_int(fd, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE recv"); !s) return s;
+  // The receive queue is still selected: send() in repair mode fills it.
   size_t off = 0;
   while (off < queued.size()) {
     ssize_t w = send(fd, queued.data() + off, queued.size() - off, 0);
     if (w <= 0) return sys_error("send() into the receive queue");
     off += size_t(w);
   }
-  if (auto s = set_int(fd, TCP_REPAIR_QUEUE, TCP_NO_QUEUE, "TCP_REPAIR_QUEUE none"); !s) return s;
 
   // After the receive queue is filled: the kernel checks it against rcv_nxt.
   tcp_repair_window w{st.snd_wl1, st.snd_wnd, st.max_window, st.rcv_wnd, st.rcv_wup};

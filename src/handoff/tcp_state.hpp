@@ -44,11 +44,13 @@ struct TcpState {
 static_assert(sizeof(TcpState) == 64, "TcpState travels on the wire; keep it packed");
 
 // Puts `fd` (established, send queue empty) in repair mode and reads its state.
+// `local` and `peer` are its addresses, which the caller knows from accept().
 // `already_read` holds the bytes the caller has read from it; unread bytes still in
 // the receive queue are appended to it, so that it holds everything to re-queue.
 // On success the socket stays in repair mode: closing it is then silent, and
 // leave_repair() gives it back to the caller if the handoff is aborted.
-Result<TcpState> export_state(int fd, std::string& already_read);
+Result<TcpState> export_state(int fd, const sockaddr_in& local, const sockaddr_in& peer,
+                              std::string& already_read);
 
 // Turns repair mode off again on a socket export_state() was called on.
 Status leave_repair(int fd);

@@ -81,8 +81,8 @@ void Session::derive_keys(const uint8_t* peer_nonce) {
   std::memcpy(in, kLabelBe2Fe, kLabelSize);
   crypto_generichash(be2fe, sizeof(be2fe), in, sizeof(in), cluster_key_.data(), 32);
   const bool fe = self_ == Role::Fe;
-  crypto_auth_hmacsha256_init(&send_mac_, fe ? fe2be : be2fe, 32);
-  crypto_auth_hmacsha256_init(&recv_mac_, fe ? be2fe : fe2be, 32);
+  crypto_generichash_init(&send_mac_, fe ? fe2be : be2fe, 32, kMacSize);
+  crypto_generichash_init(&recv_mac_, fe ? be2fe : fe2be, 32, kMacSize);
   sodium_memzero(fe2be, sizeof(fe2be));
   sodium_memzero(be2fe, sizeof(be2fe));
 }
@@ -128,10 +128,10 @@ Status Session::take_frame(const uint8_t* p, size_t n, std::vector<Message>& msg
   const size_t total = kHeaderSize + len + kMacSize;
   if (n < total) return {};
 
-  crypto_auth_hmacsha256_state st = recv_mac_;
+  crypto_generichash_state st = recv_mac_;
   uint8_t mac[kMacSize];
-  crypto_auth_hmacsha256_update(&st, p, kHeaderSize + len);
-  crypto_auth_hmacsha256_final(&st, mac);
+  crypto_generichash_update(&st, p, kHeaderSize + len);
+  crypto_generichash_final(&st, mac, kMacSize);
   if (crypto_verify_32(mac, p + kHeaderSize + len) != 0) return malformed("MAC mismatch");
 
   // Authentic from here on: what remains are protocol checks on the peer's own bytes.
@@ -189,9 +189,9 @@ bool Session::send(const Message& m, std::string& out) {
   store_be<uint16_t>(h + kOffFlags, 0);
   store_be(h + kOffLength, static_cast<uint32_t>(len));
   store_be(h + kOffSeq, ++send_seq_);
-  crypto_auth_hmacsha256_state st = send_mac_;
-  crypto_auth_hmacsha256_update(&st, h, kHeaderSize + len);
-  crypto_auth_hmacsha256_final(&st, h + kHeaderSize + len);
+  crypto_generichash_state st = send_mac_;
+  crypto_generichash_update(&st, h, kHeaderSize + len);
+  crypto_generichash_final(&st, h + kHeaderSize + len, kMacSize);
   return true;
 }
 

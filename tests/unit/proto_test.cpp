@@ -168,7 +168,8 @@ std::string forge(const Key& k, uint8_t type, uint16_t flags, uint64_t seq,
   store_be(h + 12, seq);
   f += payload;
   uint8_t mac[kMacSize];
-  crypto_auth_hmacsha256(mac, reinterpret_cast<const uint8_t*>(f.data()), f.size(), k.data());
+  crypto_generichash(mac, kMacSize, reinterpret_cast<const uint8_t*>(f.data()), f.size(), k.data(),
+                     k.size());
   f.append(reinterpret_cast<const char*>(mac), kMacSize);
   return f;
 }

@@ -92,12 +92,17 @@ class TcpStateTest : public ::testing::Test {
     ASSERT_EQ(connect(cli_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
     srv_ = accept(lst_, nullptr, nullptr);
     ASSERT_GE(srv_, 0);
+    len = sizeof local_;
+    getsockname(srv_, reinterpret_cast<sockaddr*>(&local_), &len);
+    len = sizeof peer_;
+    getpeername(srv_, reinterpret_cast<sockaddr*>(&peer_), &len);
   }
   void TearDown() override {
     for (int fd : {lst_, cli_, srv_})
       if (fd >= 0) close(fd);
   }
   int lst_ = -1, cli_ = -1, srv_ = -1;
+  sockaddr_in local_{}, peer_{};
 };
 
 TEST_F(TcpStateTest, MovesMidStreamConnectionByteExact) {
@@ -114,7 +119,7 @@ TEST_F(TcpStateTest, MovesMidStreamConnectionByteExact) {
   ASSERT_EQ(already.size(), 1000u);
   usleep(20000);  // let the rest arrive in the receive queue
 
-  auto st = handoff::export_state(srv_, already);
+  auto st = handoff::export_state(srv_, local_, peer_, already);
   ASSERT_TRUE(st.ok()) << st.error().message();
   EXPECT_EQ(already, request) << "export must append the unread bytes";
   EXPECT_GT(st->mss, 536u);
@@ -149,7 +154,7 @@ TEST_F(TcpStateTest, AbortGivesTheSocketBack) {
   std::string request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
   send_all(cli_, request);
   std::string already = recv_exact(srv_, request.size());
-  auto st = handoff::export_state(srv_, already);
+  auto st = handoff::export_state(srv_, local_, peer_, already);
   ASSERT_TRUE(st.ok()) << st.error().message();
   ASSERT_TRUE(handoff::leave_repair(srv_).ok());
   std::string answer = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
@@ -165,7 +170,7 @@ TEST_F(TcpStateTest, ExportRefusesUnsentData) {
   std::string blob = pattern(200000, 'z');
   send(srv_, blob.data(), blob.size(), MSG_DONTWAIT);
   std::string none;
-  auto st = handoff::export_state(srv_, none);
+  auto st = handoff::export_state(srv_, local_, peer_, none);
   EXPECT_FALSE(st.ok());
   EXPECT_TRUE(none.empty());
   int one = 1;

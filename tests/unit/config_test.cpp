@@ -1,0 +1,899 @@
+#include "config/config.hpp"
+
+#include <gtest/gtest.h>
+#include <sodium.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+using tcpha::config::load;
+using tcpha::config::LoadResult;
+
+namespace {
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<uint8_t> blake2b_32(const std::string& bytes) {
+  EXPECT_GE(sodium_init(), 0);
+  std::vector<uint8_t> out(32);
+  crypto_generichash(out.data(), out.size(), reinterpret_cast<const uint8_t*>(bytes.data()),
+                     bytes.size(), nullptr, 0);
+  return out;
+}
+
+std::string joined(const LoadResult& r) {
+  std::string s;
+  for (const auto& e : r.errors) s += e + "\n";
+  return s;
+}
+
+// A scratch directory holding a good key (cluster.key) and a short one (short.key).
+class ConfigDir : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::path(::testing::TempDir()) / "config_test.XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    write("cluster.key", std::string(40, 'k'));
+    write("short.key", "12345");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string write(const std::string& name, const std::string& text) {
+    fs::path p = dir_ / name;
+    fs::create_directories(p.parent_path());
+    std::ofstream(p, std::ios::binary) << text;
+    return p.string();
+  }
+
+  fs::path dir_;
+};
+
+TEST(Config, InterfaceExampleLoads) {
+  const std::string path = TCPHA_TEST_DATA "/config/cluster.toml";
+  LoadResult r = load(path);
+  ASSERT_TRUE(r.errors.empty()) << joined(r);
+  ASSERT_TRUE(r.config);
+  const auto& c = *r.config;
+  EXPECT_EQ(c.path, path);
+  EXPECT_EQ(c.cluster.vip, "10.0.0.10");
+  EXPECT_EQ(c.cluster.vip_addr.s_addr, htonl(0x0a00000a));
+  EXPECT_EQ(c.cluster.ports, std::vector<uint16_t>{80});
+  EXPECT_EQ(c.cluster.forward, "dr");
+  EXPECT_EQ(c.cluster.control_port, 7400);
+  EXPECT_EQ(c.cluster.key_file, TCPHA_TEST_DATA "/config/cluster.key");
+  EXPECT_EQ(c.cluster.key, blake2b_32(slurp(TCPHA_TEST_DATA "/config/cluster.key")));
+
+  EXPECT_EQ(c.frontend.id, "fe");
+  EXPECT_EQ(c.frontend.address, "10.0.0.1");
+  EXPECT_EQ(c.frontend.addr.s_addr, htonl(0x0a000001));
+  EXPECT_EQ(c.frontend.interface, "eth0");
+  EXPECT_EQ(c.frontend.metrics, "");
+  EXPECT_EQ(c.frontend.max_header_bytes, 16384u);
+  EXPECT_EQ(c.frontend.line, 7);
+
+  ASSERT_EQ(c.backends.size(), 1u);
+  const auto& b = c.backends[0];
+  EXPECT_EQ(b.id, "be1");
+  EXPECT_EQ(b.address, "10.0.0.11");
+  EXPECT_EQ(b.weight, 1u);
+  EXPECT_EQ(b.groups, (std::vector<std::string>{"static", "images"}));
+  EXPECT_EQ(b.docroot, "/srv/be1");
+  EXPECT_EQ(b.upstream, "");
+  EXPECT_EQ(b.proxy_protocol, 0);
+  EXPECT_EQ(b.line, 13);
+  EXPECT_EQ(c.find_backend("be1"), &b);
+  EXPECT_EQ(c.find_backend("fe"), nullptr);
+  EXPECT_EQ(c.find_backend("be2"), nullptr);
+
+  ASSERT_EQ(c.rules.size(), 2u);
+  EXPECT_EQ(c.rules[0].name, "images");
+  EXPECT_EQ(c.rules[0].path, R"(\.(png|jpe?g|gif|webp)$)");
+  EXPECT_EQ(c.rules[0].group, "images");
+  EXPECT_EQ(c.rules[0].policy, "lard");
+  EXPECT_EQ(c.rules[0].line, 24);
+  EXPECT_EQ(c.rules[1].name, "");
+  EXPECT_TRUE(c.rules[1].path.empty());
+  EXPECT_EQ(c.rules[1].group, "static");
+  EXPECT_EQ(c.rules[1].policy, "least-conn");
+}
+
+TEST_F(ConfigDir, EveryOptionalKeyIsRead) {
+  auto path = write("all.toml", R"([cluster]
+vip = "192.168.1.10"
+ports = [80, 8080]
+key_file = "cluster.key"
+forward = "tunnel"
+control_port = 7500
+
+[frontend]
+id = "dispatcher"
+address = "192.168.1.1"
+interface = "veth-fe"
+metrics = "127.0.0.1:9180"
+workers = 4
+header_timeout_ms = 2000
+max_header_bytes = 8192
+handoff_timeout_ms = 250
+max_flows = 1024
+flow_linger_ms = 100
+flow_idle_s = 60
+
+[[backend]]
+id = "app-1"
+address = "192.168.2.11"
+weight = 1000
+groups = ["api"]
+upstream = "127.0.0.1:8080"
+proxy_protocol = 2
+metrics = "0.0.0.0:9181"
+
+[[backend]]
+id = "static.2"
+address = "192.168.2.12"
+docroot = "/srv/www"
+cache_mb = 256
+
+[[rule]]
+name = "api"
+method = '^(GET|POST)$'
+host = '^api\.'
+header = { "X-Tenant" = '^t[0-9]+$' }
+cookie = { session = '.+' }
+group = "api"
+policy = "hash"
+)");
+  LoadResult r = load(path);
+  ASSERT_TRUE(r.errors.empty()) << joined(r);
+  const auto& c = *r.config;
+  EXPECT_EQ(c.cluster.ports, (std::vector<uint16_t>{80, 8080}));
+  EXPECT_EQ(c.cluster.forward, "tunnel");
+  EXPECT_EQ(c.cluster.control_port, 7500);
+  EXPECT_EQ(c.cluster.key, blake2b_32(std::string(40, 'k')));
+  EXPECT_EQ(c.frontend.id, "dispatcher");
+  EXPECT_EQ(c.frontend.metrics, "127.0.0.1:9180");
+  EXPECT_EQ(c.frontend.workers, 4u);
+  EXPECT_EQ(c.frontend.header_timeout_ms, 2000u);
+  EXPECT_EQ(c.frontend.max_header_bytes, 8192u);
+  EXPECT_EQ(c.frontend.handoff_timeout_ms, 250u);
+  EXPECT_EQ(c.frontend.max_flows, 1024u);
+  EXPECT_EQ(c.frontend.flow_linger_ms, 100u);
+  EXPECT_EQ(c.frontend.flow_idle_s, 60u);
+  ASSERT_EQ(c.backends.size(), 2u);
+  EXPECT_EQ(c.backends[0].weight, 1000u);
+  EXPECT_EQ(c.backends[0].upstream, "127.0.0.1:8080");
+  EXPECT_EQ(c.backends[0].proxy_protocol, 2);
+  EXPECT_EQ(c.backends[0].metrics, "0.0.0.0:9181");
+  EXPECT_EQ(c.backends[1].docroot, "/srv/www");
+  EXPECT_EQ(c.backends[1].cache_mb, 256u);
+  EXPECT_TRUE(c.backends[1].groups.empty());
+  ASSERT_EQ(c.rules.size(), 1u);
+  const auto& rule = c.rules[0];
+  EXPECT_EQ(rule.method, "^(GET|POST)$");
+  EXPECT_EQ(rule.host, R"(^api\.)");
+  EXPECT_EQ(rule.headers, (std::map<std::string, std::string>{{"X-Tenant", "^t[0-9]+$"}}));
+  EXPECT_EQ(rule.cookies, (std::map<std::string, std::string>{{"session", ".+"}}));
+  EXPECT_EQ(rule.policy, "hash");
+  EXPECT_EQ(c.find_backend("static.2"), &c.backends[1]);
+}
+
+// Without [[rule]] tables the file is complete: the FE round-robins over all backends.
+TEST_F(ConfigDir, NoRulesIsValid) {
+  auto path = write("norules.toml", R"([cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+)");
+  LoadResult r = load(path);
+  ASSERT_TRUE(r.errors.empty()) << joined(r);
+  EXPECT_TRUE(r.config->rules.empty());
+  EXPECT_EQ(r.config->backends[0].weight, 1u);
+}
+
+TEST_F(ConfigDir, KeyFileIsRelativeToTheClusterFile) {
+  write("site/keys/shared.key", std::string(32, 'x'));
+  auto text = R"([cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "keys/shared.key"
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+)";
+  // Given as an absolute path.
+  LoadResult r = load(write("site/cluster.toml", text));
+  ASSERT_TRUE(r.errors.empty()) << joined(r);
+  EXPECT_EQ(r.config->cluster.key_file, (dir_ / "site/keys/shared.key").string());
+  EXPECT_EQ(r.config->cluster.key, blake2b_32(std::string(32, 'x')));
+
+  // Given relative to the working directory, which is not the file's directory.
+  auto old = fs::current_path();
+  fs::current_path(dir_);
+  r = load("site/cluster.toml");
+  fs::current_path(old);
+  ASSERT_TRUE(r.errors.empty()) << joined(r);
+  EXPECT_EQ(r.config->cluster.key_file, "site/keys/shared.key");
+
+  // An absolute key_file is used as it is.
+  write("elsewhere.key", std::string(64, 'y'));
+  std::string abs_key = (dir_ / "elsewhere.key").string();
+  std::string t2 = text;
+  t2.replace(t2.find("keys/shared.key"), 15, abs_key);
+  r = load(write("site/abs.toml", t2));
+  ASSERT_TRUE(r.errors.empty()) << joined(r);
+  EXPECT_EQ(r.config->cluster.key_file, abs_key);
+  EXPECT_EQ(r.config->cluster.key, blake2b_32(std::string(64, 'y')));
+}
+
+TEST_F(ConfigDir, AllErrorsAreReportedInFileOrder) {
+  auto path = write("many.toml", R"([cluster]
+vip = "10.0.0.10"
+ports = [80, 80]
+key_file = "cluster.key"
+forward = "nat"
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+workers = 1000
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+colour = "blue"
+[[rule]]
+path = '('
+group = "nobody"
+)");
+  LoadResult r = load(path);
+  EXPECT_FALSE(r.config);
+  ASSERT_EQ(r.errors.size(), 6u) << joined(r);
+  EXPECT_EQ(r.errors[0], path + ":3: [cluster] ports: port 80 is listed twice");
+  EXPECT_EQ(r.errors[1], path + ":5: [cluster] forward: 'nat' is not \"dr\" or \"tunnel\"");
+  EXPECT_EQ(r.errors[2], path + ":9: [frontend] workers: 1000 is out of range 0..256");
+  EXPECT_EQ(r.errors[3], path + ":14: unknown key 'colour' in [backend]");
+  EXPECT_EQ(r.errors[4], path + ":16: [rule] path: bad regular expression: missing ): (");
+  EXPECT_EQ(r.errors[5], path + ":17: [rule] group: no backend is in group 'nobody'");
+}
+
+TEST_F(ConfigDir, UnreadableFile) {
+  std::string path = (dir_ / "missing.toml").string();
+  LoadResult r = load(path);
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0], path + ":1: cannot read cluster file: No such file or directory");
+  r = load(dir_.string());
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_NE(r.errors[0].find("Is a directory"), std::string::npos) << r.errors[0];
+}
+
+// One broken file each: exactly one error, at the given line, containing the text. The
+// sections not under test are one-line inline tables so that each file stays short and
+// the line numbers can be read off the literal.
+struct BadFile {
+  const char* name;
+  const char* toml;
+  int line;
+  const char* message;
+};
+
+class BrokenFile : public ConfigDir, public ::testing::WithParamInterface<BadFile> {};
+
+TEST_P(BrokenFile, ReportsOneErrorAtTheLine) {
+  const BadFile& bad = GetParam();
+  std::string path = write(std::string(bad.name) + ".toml", bad.toml);
+  LoadResult r = load(path);
+  EXPECT_FALSE(r.config);
+  ASSERT_EQ(r.errors.size(), 1u) << joined(r);
+  std::string prefix = path + ":" + std::to_string(bad.line) + ": ";
+  EXPECT_EQ(r.errors[0].rfind(prefix, 0), 0u) << r.errors[0];
+  EXPECT_NE(r.errors[0].find(bad.message), std::string::npos) << r.errors[0];
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Config, BrokenFile,
+    ::testing::ValuesIn(std::vector<BadFile>{
+        {"SyntaxError", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10
+ports = [80]
+key_file = "cluster.key"
+)",
+         4, "unescaped control characters"},
+        {"DuplicateKey", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+vip = "10.0.0.11"
+)",
+         7, "cannot redefine existing string 'vip'"},
+        {"WrongType", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = 80
+key_file = "cluster.key"
+)",
+         5, "[cluster] ports: expected an array, got an integer"},
+        {"UnknownKeyInCluster", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+vips = "10.0.0.10"
+)",
+         7, "unknown key 'vips' in [cluster]"},
+        {"MissingVip", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+ports = [80]
+key_file = "cluster.key"
+)",
+         3, "[cluster] missing required key 'vip'"},
+        {"MissingKeyFile", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+)",
+         3, "[cluster] missing required key 'key_file'"},
+        {"BadVip", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.300"
+ports = [80]
+key_file = "cluster.key"
+)",
+         4, "[cluster] vip: '10.0.0.300' is not an IPv4 address"},
+        {"MulticastVip", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "239.1.1.1"
+ports = [80]
+key_file = "cluster.key"
+)",
+         4, "'239.1.1.1' is not a unicast address"},
+        {"PortZero", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80, 0]
+key_file = "cluster.key"
+)",
+         5, "[cluster] ports: 0 is out of range 1..65535"},
+        {"NoPorts", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = []
+key_file = "cluster.key"
+)",
+         5, "[cluster] ports: list at least one port"},
+        {"DuplicatePort", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [
+  443,
+  443,
+]
+key_file = "cluster.key"
+)",
+         7, "port 443 is listed twice"},
+        {"BadControlPort", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+control_port = 70000
+)",
+         7, "[cluster] control_port: 70000 is out of range 1..65535"},
+        {"BadForward", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+forward = "DR"
+)",
+         7, "[cluster] forward: 'DR' is not \"dr\" or \"tunnel\""},
+        {"KeyFileTooShort", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "short.key"
+)",
+         6,
+         "short.key' holds 5 bytes, at least 32 are needed (make one with: head -c 32 /dev/urandom "
+         "> "},
+        {"KeyFileMissing", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "absent.key"
+)",
+         6, "absent.key': No such file or directory (make one with: head -c 32 /dev/urandom > "},
+        {"EmptyKeyFile", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = ""
+)",
+         6, "[cluster] key_file: empty path"},
+        {"UnknownTopLevelTable",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[clusters]
+vip = "10.0.0.10"
+)",
+         4, "unknown table [clusters]"},
+        {"UnknownTopLevelKey", R"(debug = true
+cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+)",
+         1, "unknown key 'debug' at top level"},
+        {"ClusterNotTable", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[[cluster]]
+vip = "10.0.0.10"
+)",
+         3, "cluster must be a table: write [cluster]"},
+        {"MissingFrontend",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+)",
+         1, "missing [frontend] table"},
+        {"NoBackend", R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+)",
+         1, "at least one backend is required"},
+        {"BackendNotArray",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[backend]
+id = "be1"
+)",
+         3, "backend must be an array of tables: write [[backend]]"},
+        {"RuleNotArray", R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[rule]
+group = "static"
+)",
+         4, "rule must be an array of tables: write [[rule]]"},
+        {"MissingInterface",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[frontend]
+address = "10.0.0.1"
+)",
+         3, "[frontend] missing required key 'interface'"},
+        {"VipIsFrontendAddress",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[frontend]
+address = "10.0.0.10"
+interface = "eth0"
+)",
+         4, "[frontend] address: 10.0.0.10 is the VIP"},
+        {"BadInterface", R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[frontend]
+address = "10.0.0.1"
+interface = "eth0/1"
+)",
+         5, "'eth0/1' is not a valid interface name"},
+        {"LongInterface", R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[frontend]
+address = "10.0.0.1"
+interface = "an-interface-name"
+)",
+         5, "is not a valid interface name"},
+        {"MaxHeaderBytesTooSmall",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+max_header_bytes = 100
+)",
+         6, "[frontend] max_header_bytes: 100 is out of range 1024..1048576"},
+        {"HandoffTimeoutZero",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+handoff_timeout_ms = 0
+)",
+         6, "handoff_timeout_ms: 0 is out of range 1..60000"},
+        {"MaxFlowsTooLarge",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+max_flows = 100000000
+)",
+         6, "max_flows: 100000000 is out of range 16..16777216"},
+        {"WorkersNegative",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+workers = -1
+)",
+         6, "[frontend] workers: -1 is out of range 0..256"},
+        {"FrontendKnobFloat",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+flow_idle_s = 1.5
+)",
+         6, "[frontend] flow_idle_s: expected an integer, got a float"},
+        {"BadFrontendMetrics",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+metrics = ":9180"
+)",
+         6, "[frontend] metrics: ':9180' is not ADDR:PORT"},
+        {"EmptyFrontendId",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+id = ""
+)",
+         6, "[frontend] id: '' is not a valid id"},
+        {"UnknownKeyInBackend",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+wieght = 2
+)",
+         7, "unknown key 'wieght' in [backend]"},
+        {"MissingBackendId",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+address = "10.0.0.11"
+docroot = "/srv"
+)",
+         3, "[backend] missing required key 'id'"},
+        {"MissingBackendAddress",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+docroot = "/srv"
+)",
+         3, "[backend] missing required key 'address'"},
+        {"BadBackendAddress",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "be1.local"
+docroot = "/srv"
+)",
+         5, "[backend] address: 'be1.local' is not an IPv4 address"},
+        {"VipIsBackendAddress",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.10"
+docroot = "/srv"
+)",
+         5, "[backend] address: 10.0.0.10 is the VIP"},
+        {"DuplicateId", R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+[[backend]]
+id = "be1"
+address = "10.0.0.12"
+docroot = "/srv"
+)",
+         8, "[backend] id: 'be1' is already used at line 4"},
+        {"BackendUsesFrontendId",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "fe"
+address = "10.0.0.11"
+docroot = "/srv"
+)",
+         4, "[backend] id: 'fe' is already used at line 2"},
+        {"BadId", R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be 1"
+address = "10.0.0.11"
+docroot = "/srv"
+)",
+         4, "[backend] id: 'be 1' is not a valid id"},
+        {"LongId", R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+address = "10.0.0.11"
+docroot = "/srv"
+)",
+         4, "is not a valid id (1 to 31 of"},
+        {"DuplicateBackendAddress",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+[[backend]]
+id = "be2"
+address = "10.0.0.11"
+docroot = "/srv"
+)",
+         9, "10.0.0.11 is already used by the backend at line 5"},
+        {"WeightZero", R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+weight = 0
+)",
+         7, "[backend] weight: 0 is out of range 1..1000"},
+        {"WeightString", R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+weight = "2"
+)",
+         7, "[backend] weight: expected an integer, got a string"},
+        {"DocrootAndUpstream",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+upstream = "127.0.0.1:8080"
+)",
+         7, "[backend] upstream: set exactly one of docroot"},
+        {"NeitherDocrootNorUpstream",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+)",
+         3, "[backend] docroot: set exactly one of docroot"},
+        {"BadUpstream", R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+upstream = "localhost:8080"
+)",
+         6, "[backend] upstream: 'localhost:8080' is not HOST:PORT"},
+        {"ProxyProtocolV1",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+upstream = "127.0.0.1:8080"
+proxy_protocol = 1
+)",
+         7, "only 0 (off) and 2 (PROXY v2) are supported"},
+        {"ProxyProtocolWithDocroot",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+proxy_protocol = 2
+)",
+         7, "[backend] proxy_protocol: needs upstream"},
+        {"CacheWithUpstream",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+upstream = "127.0.0.1:8080"
+cache_mb = 64
+)",
+         7, "[backend] cache_mb: applies only to the built-in server"},
+        {"BadBackendMetrics",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+metrics = "127.0.0.1"
+)",
+         7, "[backend] metrics: '127.0.0.1' is not ADDR:PORT"},
+        {"EmptyGroup", R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+groups = ["static", ""]
+)",
+         7, "[backend] groups: expected non-empty strings"},
+        {"RuleGroupUnused",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[[rule]]
+path = '^/img/'
+group = "images"
+)",
+         6, "[rule] group: no backend is in group 'images'"},
+        {"RuleMissingGroup",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[[rule]]
+path = '^/'
+)",
+         4, "[rule] missing required key 'group'"},
+        {"BadPolicy", R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[[rule]]
+group = "static"
+policy = "random"
+)",
+         6, "[rule] policy: 'random' is not one of lard, least-conn, round-robin, hash"},
+        {"BadPathRegex", R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[[rule]]
+path = '\.(png|jpg$'
+group = "static"
+)",
+         5, "[rule] path: bad regular expression: missing ): \\.(png|jpg$"},
+        {"BadHostRegex", R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[[rule]]
+host = '[z-a]'
+group = "static"
+)",
+         5, "[rule] host: bad regular expression: invalid character class range: z-a"},
+        {"BackreferenceRegex",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[[rule]]
+method = '(GET)\1'
+group = "static"
+)",
+         5, "[rule] method: bad regular expression: invalid escape sequence: \\1"},
+        {"EmptyRegex", R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[[rule]]
+path = ''
+group = "static"
+)",
+         5, "[rule] path: empty regular expression"},
+        {"BadHeaderName", R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[[rule]]
+header = { "X Tenant" = '^a$' }
+group = "static"
+)",
+         5, "[rule] header.X Tenant: 'X Tenant' is not a valid header name"},
+        {"BadHeaderRegex",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[[rule]]
+header = { "X-Tenant" = '(?P<x' }
+group = "static"
+)",
+         5, "[rule] header.X-Tenant: bad regular expression"},
+        {"HeaderValueNotString",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[[rule]]
+header = { "X-Tenant" = 1 }
+group = "static"
+)",
+         5, "[rule] header.X-Tenant: expected a string, got an integer"},
+        {"BadCookieRegex",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[[rule]]
+cookie = { session = 'a{2,1}' }
+group = "static"
+)",
+         5, "[rule] cookie.session: bad regular expression"},
+        {"UnknownKeyInRule",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[[rule]]
+url = '^/'
+group = "static"
+)",
+         5, "unknown key 'url' in [rule]"},
+        {"UnreachableRule",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[[rule]]
+group = "static"
+[[rule]]
+path = '^/img/'
+group = "img"
+)",
+         6, "[rule] is unreachable: the rule at line 4 has no match fields"},
+        {"DuplicateRuleName",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[[rule]]
+name = "a"
+path = '^/a'
+group = "static"
+[[rule]]
+name = "a"
+group = "static"
+)",
+         9, "[rule] name: 'a' is already used at line 5"},
+    }),
+    [](const auto& info) { return std::string(info.param.name); });
+
+}  // namespace
