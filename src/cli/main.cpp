@@ -1,1 +1,141 @@
-int main() { return 0; }
+// tcpha: one binary, one subcommand per role (INTERFACE.md).
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "be/agent.hpp"
+#include "config/config.hpp"
+#include "fe/frontend.hpp"
+#include "status/status_socket.hpp"
+
+namespace {
+
+// Exit statuses (INTERFACE.md).
+constexpr int kExitBadConfig = 1;
+constexpr int kExitHost = 2;
+
+std::optional<tcpha::config::Config> load_or_report(const std::string& path) {
+  auto r = tcpha::config::load(path);
+  for (auto& e : r.errors) std::cerr << e << "\n";
+  return std::move(r.config);
+}
+
+void print_table(const nlohmann::json& j) {
+  if (j.value("role", "") == "fe") {
+    std::printf("front-end %s  VIP %s  flows %zu  handoffs ok %llu failed %llu  latency p50 %.0f us p99 %.0f us\n",
+                j.value("id", "").c_str(), j.value("vip", "").c_str(), j.value("flows", size_t(0)),
+                (unsigned long long)j["handoffs"].value("ok", 0ull),
+                (unsigned long long)j["handoffs"].value("failed", 0ull),
+                j["handoff_latency_us"].value("p50", 0.0), j["handoff_latency_us"].value("p99", 0.0));
+    std::printf("%-12s %-16s %-9s %6s %8s %10s %9s\n", "ID", "ADDRESS", "STATE", "WEIGHT", "ACTIVE",
+                "HANDOFFS", "FAILURES");
+    for (auto& b : j["backends"])
+      std::printf("%-12s %-16s %-9s %6u %8lld %10llu %9llu\n", b.value("id", "").c_str(),
+                  b.value("address", "").c_str(), b.value("state", "").c_str(), b.value("weight", 0u),
+                  (long long)b.value("active", 0ll), (unsigned long long)b.value("handoffs", 0ull),
+                  (unsigned long long)b.value("failures", 0ull));
+  } else {
+    std::printf("back-end %s  %s  imported %llu  active %lld  control links %llu\n",
+                j.value("id", "").c_str(), j.value("address", "").c_str(),
+                (unsigned long long)j.value("imported", 0ull), (long long)j.value("active", 0ll),
+                (unsigned long long)j.value("control_links", 0ull));
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tcpha: content-aware web cluster with live TCP connection handoff"};
+  app.set_version_flag("--version", std::string("tcpha ") + TCPHA_VERSION);
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
+      ->capture_default_str();
+
+  std::string cfg_path, id, socket_path;
+  bool json = false;
+
+  auto* fe = app.add_subcommand("fe", "run the front-end (dispatcher)");
+  fe->add_option("-c,--config", cfg_path, "cluster file")->required();
+  fe->add_option("--socket", socket_path, "status socket (default /run/tcpha/<id>.sock)");
+
+  auto* be = app.add_subcommand("be", "run one back-end agent");
+  be->add_option("-c,--config", cfg_path, "cluster file")->required();
+  be->add_option("--id", id, "this back-end's id in the cluster file")->required();
+  be->add_option("--socket", socket_path, "status socket (default /run/tcpha/<id>.sock)");
+
+  auto* st = app.add_subcommand("status", "show a daemon's state");
+  st->add_option("--id", id, "daemon id (default fe)");
+  st->add_option("--socket", socket_path, "status socket path");
+  st->add_flag("--json", json, "print JSON");
+
+  auto* check = app.add_subcommand("check", "validate a cluster file");
+  check->add_option("-c,--config", cfg_path, "cluster file")->required();
+
+  std::string be_id;
+  auto* drain = app.add_subcommand("drain", "stop new handoffs to a back-end (via the FE)");
+  drain->add_option("ID", be_id, "back-end id")->required();
+  drain->add_option("--socket", socket_path, "the FE's status socket");
+  auto* undrain = app.add_subcommand("undrain", "resume new handoffs to a back-end (via the FE)");
+  undrain->add_option("ID", be_id, "back-end id")->required();
+  undrain->add_option("--socket", socket_path, "the FE's status socket");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : kExitBadConfig;
+  }
+  auto logger = spdlog::stderr_color_mt("tcpha");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+
+  if (*check) {
+    auto cfg = load_or_report(cfg_path);
+    if (!cfg) return kExitBadConfig;
+    std::cout << cfg_path << ": ok (" << cfg->backends.size() << " backends, " << cfg->rules.size()
+              << " rules)\n";
+    return 0;
+  }
+  if (*fe || *be) {
+    auto cfg = load_or_report(cfg_path);
+    if (!cfg) return kExitBadConfig;
+    if (geteuid() != 0) {
+      spdlog::error("tcpha {} needs root (CAP_NET_ADMIN for TCP_REPAIR and addresses, CAP_BPF)",
+                    *fe ? "fe" : "be");
+      return kExitHost;
+    }
+    if (*fe) {
+      if (socket_path.empty()) socket_path = tcpha::status::default_socket_path(cfg->frontend.id);
+      return tcpha::fe::run_frontend(*cfg, socket_path);
+    }
+    if (socket_path.empty()) socket_path = tcpha::status::default_socket_path(id);
+    return tcpha::be::run_backend(*cfg, id, socket_path);
+  }
+  if (socket_path.empty()) socket_path = tcpha::status::default_socket_path(id.empty() ? "fe" : id);
+  std::string command = "status";
+  if (*drain) command = "drain " + be_id;
+  if (*undrain) command = "undrain " + be_id;
+  auto answer = tcpha::status::query(socket_path, command);
+  if (!answer) {
+    std::cerr << "tcpha: " << answer.error().message() << "\n";
+    return kExitHost;
+  }
+  auto j = nlohmann::json::parse(*answer, nullptr, false);
+  if (j.is_discarded()) {
+    std::cerr << "tcpha: unreadable answer from " << socket_path << "\n";
+    return kExitHost;
+  }
+  if (*st && !json) {
+    print_table(j);
+  } else {
+    std::cout << j.dump() << "\n";
+  }
+  if (j.contains("ok") && !j["ok"].get<bool>()) return kExitBadConfig;
+  return 0;
+}

@@ -1,0 +1,554 @@
+#include "be/agent.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/sendfile.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <unordered_map>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/fd.hpp"
+#include "common/histogram.hpp"
+#include "common/net.hpp"
+#include "handoff/tcp_state.hpp"
+#include "host/host.hpp"
+#include "http/request.hpp"
+#include "http/static_files.hpp"
+#include "proto/control.hpp"
+#include "status/status_socket.hpp"
+
+namespace tcpha::be {
+namespace {
+
+uint64_t now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1'000'000'000ull + uint64_t(ts.tv_nsec);
+}
+
+constexpr uint64_t kMs = 1'000'000;
+constexpr uint64_t kKeepAliveIdleNs = 60'000 * kMs;  // idle keep-alive connections close
+constexpr size_t kMaxRequestBuffer = 65536;          // pipelined bytes kept per connection
+
+#define TCPHA_BE_COUNTERS(X)                                                  \
+  X(imported, "connections imported and committed")                          \
+  X(import_failed, "HANDOFFs refused because the import failed")              \
+  X(aborted, "imports dropped on ABORT, timeout or control link loss")        \
+  X(requests, "HTTP requests answered")                                       \
+  X(bad_requests, "requests refused as malformed or too large")               \
+  X(bytes_sent, "response bytes sent (heads and bodies)")                     \
+  X(ctl_accepted, "control connections accepted")                             \
+  X(ctl_bad_frames, "control frames that failed authentication or parsing")
+
+enum class Counter {
+#define TCPHA_X(name, help) name,
+  TCPHA_BE_COUNTERS(TCPHA_X)
+#undef TCPHA_X
+      count
+};
+
+struct Item {
+  enum Kind { Listener, Control, Http, Signal } kind;
+  explicit Item(Kind k) : kind(k) {}
+};
+
+struct ControlConn : Item {
+  ControlConn(uint64_t id_, const std::array<uint8_t, 32>& key, const std::string& self)
+      : Item(Control), id(id_), session(key, proto::Role::Be, self) {}
+  uint64_t id;
+  UniqueFd fd;
+  proto::Session session;
+  std::string in, out;
+  bool want_out = false;
+};
+
+// A handed-off connection, imported and held in repair mode until COMMIT.
+struct PendingImport {
+  UniqueFd fd;
+  uint64_t deadline;
+};
+
+struct HttpConn : Item {
+  HttpConn() : Item(Http) {}
+  UniqueFd fd;
+  uint64_t handoff_id = 0;
+  uint64_t control_id = 0;  // the control connection to report CLOSED on
+  std::string in;
+  std::string out;          // response head (+ small inline body) still to send
+  UniqueFd file;
+  off_t file_off = 0;
+  uint64_t file_left = 0;
+  bool close_after = false;
+  bool peer_closed = false;
+  bool writing = false;     // epoll interest is EPOLLOUT
+  uint64_t bytes_sent = 0, bytes_received = 0;
+  uint64_t last_active = 0;
+};
+
+class Agent {
+ public:
+  Agent(const config::Config& cfg, const config::BackendSection& self)
+      : cfg_(cfg), self_(self), ep_(epoll_create1(EPOLL_CLOEXEC)) {
+    std::copy_n(cfg.cluster.key.begin(), key_.size(), key_.begin());
+  }
+
+  Status open(int sigfd);
+  void run();
+  std::string status_json() const;
+
+ private:
+  void set(int op, int fd, uint32_t ev, Item* it) {
+    epoll_event e{};
+    e.events = ev;
+    e.data.ptr = it;
+    if (epoll_ctl(ep_.get(), op, fd, &e) != 0 && op != EPOLL_CTL_DEL)
+      spdlog::error("epoll_ctl: {}", strerror(errno));
+  }
+  void inc(Counter c, uint64_t n = 1) { counters_[size_t(c)].fetch_add(n, std::memory_order_relaxed); }
+  void on_accept();
+  void on_control(ControlConn& cc, uint32_t events);
+  void on_message(ControlConn& cc, proto::Message& m);
+  void drop_control(ControlConn& cc, const std::string& why);
+  void flush(ControlConn& cc);
+  void on_http(HttpConn& h, uint32_t events);
+  bool serve_next(HttpConn& h);
+  bool write_out(HttpConn& h);
+  void close_http(HttpConn& h);
+  void tick(uint64_t now);
+
+  const config::Config& cfg_;
+  const config::BackendSection& self_;
+  std::array<uint8_t, 32> key_{};
+  UniqueFd ep_, listener_, docroot_;
+  Item listener_item_{Item::Listener}, signal_item_{Item::Signal};
+  uint64_t next_control_id_ = 1;
+  std::map<uint64_t, std::unique_ptr<ControlConn>> controls_;
+  std::map<std::pair<uint64_t, uint64_t>, PendingImport> pending_;  // (control, handoff id)
+  std::unordered_map<HttpConn*, std::unique_ptr<HttpConn>> conns_;
+  std::array<std::atomic<uint64_t>, size_t(Counter::count)> counters_{};
+  std::atomic<int64_t> active_{0};
+  LatencyHistogram import_latency_;  // HANDOFF decoded -> READY sent
+  std::atomic<size_t> control_links_{0};
+  bool stop_ = false;
+};
+
+Status Agent::open(int sigfd) {
+  docroot_.reset(::open(self_.docroot.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!docroot_.valid()) return sys_error("docroot " + self_.docroot);
+  listener_.reset(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  int one = 1;
+  setsockopt(listener_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr = self_.addr;
+  a.sin_port = htons(cfg_.cluster.control_port);
+  if (bind(listener_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+    return sys_error("bind control port " + endpoint_str(a));
+  if (listen(listener_.get(), 128) != 0) return sys_error("listen");
+  set(EPOLL_CTL_ADD, listener_.get(), EPOLLIN, &listener_item_);
+  set(EPOLL_CTL_ADD, sigfd, EPOLLIN, &signal_item_);
+  return {};
+}
+
+void Agent::run() {
+  epoll_event evs[256];
+  uint64_t next_tick = 0;
+  while (!stop_) {
+    int n = epoll_wait(ep_.get(), evs, 256, 100);
+    for (int i = 0; i < n; ++i) {
+      auto* it = static_cast<Item*>(evs[i].data.ptr);
+      switch (it->kind) {
+        case Item::Listener:
+          on_accept();
+          break;
+        case Item::Signal:
+          stop_ = true;
+          break;
+        case Item::Control:
+          on_control(*static_cast<ControlConn*>(it), evs[i].events);
+          break;
+        case Item::Http:
+          on_http(*static_cast<HttpConn*>(it), evs[i].events);
+          break;
+      }
+    }
+    uint64_t now = now_ns();
+    if (now >= next_tick) {
+      tick(now);
+      next_tick = now + 100 * kMs;
+    }
+  }
+}
+
+void Agent::on_accept() {
+  for (;;) {
+    UniqueFd fd(accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!fd.valid()) return;
+    int one = 1;
+    setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    auto cc = std::make_unique<ControlConn>(next_control_id_++, key_, self_.id);
+    cc->fd = std::move(fd);
+    cc->session.start(cc->out);
+    set(EPOLL_CTL_ADD, cc->fd.get(), EPOLLIN | EPOLLRDHUP, cc.get());
+    inc(Counter::ctl_accepted);
+    ControlConn* raw = cc.get();
+    controls_.emplace(raw->id, std::move(cc));
+    flush(*raw);
+  }
+}
+
+void Agent::flush(ControlConn& cc) {
+  while (!cc.out.empty()) {
+    ssize_t n = send(cc.fd.get(), cc.out.data(), cc.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EAGAIN) break;
+      drop_control(cc, strerror(errno));
+      return;
+    }
+    cc.out.erase(0, size_t(n));
+  }
+  bool want = !cc.out.empty();
+  if (want != cc.want_out) {
+    cc.want_out = want;
+    set(EPOLL_CTL_MOD, cc.fd.get(), EPOLLIN | EPOLLRDHUP | (want ? uint32_t(EPOLLOUT) : 0u), &cc);
+  }
+}
+
+void Agent::drop_control(ControlConn& cc, const std::string& why) {
+  if (cc.session.established()) {
+    control_links_.fetch_sub(1);
+    spdlog::warn("control link from {} lost: {}", cc.session.peer_id(), why);
+  }
+  // Imports not yet committed die with the link that would have committed them.
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->first.first == cc.id) {
+      inc(Counter::aborted);
+      it = pending_.erase(it);  // closing a socket in repair mode is silent
+    } else {
+      ++it;
+    }
+  }
+  set(EPOLL_CTL_DEL, cc.fd.get(), 0, &cc);
+  controls_.erase(cc.id);
+}
+
+void Agent::on_control(ControlConn& cc, uint32_t events) {
+  if (events & EPOLLIN) {
+    char buf[65536];
+    for (;;) {
+      ssize_t n = recv(cc.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) {
+        cc.in.append(buf, size_t(n));
+        continue;
+      }
+      if (n < 0 && errno == EAGAIN) break;
+      drop_control(cc, n == 0 ? "closed by peer" : strerror(errno));
+      return;
+    }
+    bool was = cc.session.established();
+    std::vector<proto::Message> msgs;
+    Status s = cc.session.feed(cc.in, msgs);
+    if (!was && cc.session.established()) {
+      control_links_.fetch_add(1);
+      spdlog::info("control link from {} established", cc.session.peer_id());
+    }
+    uint64_t id = cc.id;
+    for (auto& m : msgs) {
+      on_message(cc, m);
+      if (!controls_.count(id)) return;
+    }
+    if (!s) {
+      inc(Counter::ctl_bad_frames);
+      drop_control(cc, "bad frame: " + s.error().message());
+      return;
+    }
+    flush(cc);
+    return;
+  }
+  if (events & EPOLLOUT) flush(cc);
+  else if (events & (EPOLLERR | EPOLLHUP)) drop_control(cc, "connection error");
+}
+
+void Agent::on_message(ControlConn& cc, proto::Message& m) {
+  if (auto* h = std::get_if<proto::HandoffMsg>(&m)) {
+    uint64_t t0 = now_ns();
+    auto fd = handoff::import_state(h->state, h->request);
+    uint32_t status = 0;
+    if (!fd) {
+      status = uint32_t(fd.error().err ? fd.error().err : EPROTO);
+      inc(Counter::import_failed);
+      spdlog::warn("import of {}:{}: {}", ipv4_str(h->state.peer_addr), ntohs(h->state.peer_port),
+                   fd.error().message());
+    } else {
+      // Held in repair mode (silent) until the FE has pointed the flow at us.
+      uint64_t wait = 2 * kMs * cfg_.frontend.handoff_timeout_ms + 1000 * kMs;
+      pending_[{cc.id, h->id}] = PendingImport{std::move(*fd), now_ns() + wait};
+    }
+    cc.session.send(proto::ReadyMsg{h->id, status}, cc.out);
+    flush(cc);
+    import_latency_.record_ns(now_ns() - t0);
+  } else if (auto* c = std::get_if<proto::CommitMsg>(&m)) {
+    auto it = pending_.find({cc.id, c->id});
+    if (it == pending_.end()) return;
+    UniqueFd fd = std::move(it->second.fd);
+    pending_.erase(it);
+    if (auto s = handoff::activate(fd.get()); !s) {
+      spdlog::warn("activate: {}", s.error().message());
+      return;
+    }
+    auto h = std::make_unique<HttpConn>();
+    h->fd = std::move(fd);
+    h->handoff_id = c->id;
+    h->control_id = cc.id;
+    h->last_active = now_ns();
+    inc(Counter::imported);
+    active_.fetch_add(1);
+    set(EPOLL_CTL_ADD, h->fd.get(), EPOLLIN | EPOLLRDHUP, h.get());
+    HttpConn* raw = h.get();
+    conns_.emplace(raw, std::move(h));
+    on_http(*raw, EPOLLIN);  // the request is already in the receive queue
+  } else if (auto* a = std::get_if<proto::AbortMsg>(&m)) {
+    if (pending_.erase({cc.id, a->id})) inc(Counter::aborted);
+  } else {
+    spdlog::warn("unexpected control message type {}", int(proto::type_of(m)));
+  }
+}
+
+void Agent::on_http(HttpConn& h, uint32_t events) {
+  h.last_active = now_ns();
+  if (events & EPOLLERR) {
+    close_http(h);
+    return;
+  }
+  if (h.writing) {
+    if (!write_out(h)) return;
+  }
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) {
+    char buf[16384];
+    while (h.in.size() < kMaxRequestBuffer) {
+      ssize_t n = recv(h.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) {
+        h.in.append(buf, size_t(n));
+        h.bytes_received += uint64_t(n);
+        continue;
+      }
+      if (n == 0) h.peer_closed = true;
+      else if (errno != EAGAIN) {
+        close_http(h);
+        return;
+      }
+      break;
+    }
+  }
+  while (!h.writing) {
+    if (!serve_next(h)) return;
+  }
+}
+
+// Answers the next complete request in h.in, if any. Returns false when h is gone
+// or there is nothing more to do now.
+bool Agent::serve_next(HttpConn& h) {
+  http::Request req;
+  auto r = http::parse_request(h.in, req);
+  if (r.status == http::ParseStatus::NeedMore) {
+    if (h.peer_closed) close_http(h);
+    return false;
+  }
+  if (r.status == http::ParseStatus::Error) {
+    inc(Counter::bad_requests);
+    h.out = http::simple_reply(r.http_status, true);
+    h.close_after = true;
+    h.in.clear();
+  } else {
+    // GET/HEAD carry no body worth keeping; a declared body is skipped only if it
+    // has arrived (the static server answers 405 to methods that carry bodies).
+    size_t used = r.consumed;
+    if (req.content_length) used += size_t(std::min<uint64_t>(*req.content_length, h.in.size() - used));
+    auto reply = http::plan_static_reply(docroot_.get(), req, "tcpha", time(nullptr));
+    h.in.erase(0, used);
+    h.out = std::move(reply.head);
+    h.out += reply.inline_body;
+    h.file = std::move(reply.file);
+    h.file_off = reply.offset;
+    h.file_left = reply.length;
+    h.close_after = reply.close || req.content_length.value_or(0) > 0 || req.chunked;
+    inc(Counter::requests);
+  }
+  return write_out(h);
+}
+
+// Sends what is pending; returns true when the response is complete and the
+// connection may go on, false when it waits for EPOLLOUT or was closed.
+bool Agent::write_out(HttpConn& h) {
+  while (!h.out.empty()) {
+    ssize_t n = send(h.fd.get(), h.out.data(), h.out.size(),
+                     MSG_NOSIGNAL | MSG_DONTWAIT | (h.file_left ? MSG_MORE : 0));
+    if (n < 0) {
+      if (errno == EAGAIN) goto wait;
+      close_http(h);
+      return false;
+    }
+    h.out.erase(0, size_t(n));
+    h.bytes_sent += uint64_t(n);
+    inc(Counter::bytes_sent, uint64_t(n));
+  }
+  while (h.file_left > 0) {
+    ssize_t n = sendfile(h.fd.get(), h.file.get(), &h.file_off, size_t(std::min<uint64_t>(h.file_left, 1 << 30)));
+    if (n < 0) {
+      if (errno == EAGAIN) goto wait;
+      close_http(h);
+      return false;
+    }
+    if (n == 0) {  // file shrank under us: the promised length cannot be kept
+      close_http(h);
+      return false;
+    }
+    h.file_left -= uint64_t(n);
+    h.bytes_sent += uint64_t(n);
+    inc(Counter::bytes_sent, uint64_t(n));
+  }
+  h.file.reset();
+  if (h.writing) {
+    h.writing = false;
+    set(EPOLL_CTL_MOD, h.fd.get(), EPOLLIN | EPOLLRDHUP, &h);
+  }
+  if (h.close_after) {
+    close_http(h);
+    return false;
+  }
+  return true;
+wait:
+  if (!h.writing) {
+    h.writing = true;
+    set(EPOLL_CTL_MOD, h.fd.get(), EPOLLOUT, &h);
+  }
+  return false;
+}
+
+void Agent::close_http(HttpConn& h) {
+  // Graceful: FIN after the last byte; the client's FIN/ACK are forwarded to us.
+  shutdown(h.fd.get(), SHUT_WR);
+  set(EPOLL_CTL_DEL, h.fd.get(), 0, &h);
+  if (auto it = controls_.find(h.control_id); it != controls_.end() && it->second->session.established()) {
+    it->second->session.send(proto::ClosedMsg{h.handoff_id, h.bytes_sent, h.bytes_received},
+                             it->second->out);
+    flush(*it->second);
+  }
+  active_.fetch_sub(1);
+  conns_.erase(&h);
+}
+
+void Agent::tick(uint64_t now) {
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (now >= it->second.deadline) {
+      inc(Counter::aborted);
+      spdlog::warn("import {} never committed: dropped", it->first.second);
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  std::vector<HttpConn*> idle;
+  for (auto& [p, h] : conns_)
+    if (!h->writing && now - h->last_active > kKeepAliveIdleNs) idle.push_back(p);
+  for (HttpConn* h : idle) close_http(*h);
+}
+
+std::string Agent::status_json() const {
+  nlohmann::json counters = nlohmann::json::object();
+#define TCPHA_X(name, help) counters[#name] = counters_[size_t(Counter::name)].load();
+  TCPHA_BE_COUNTERS(TCPHA_X)
+#undef TCPHA_X
+  return nlohmann::json{{"role", "be"},
+                        {"id", self_.id},
+                        {"address", self_.address},
+                        {"imported", counters_[size_t(Counter::imported)].load()},
+                        {"active", active_.load()},
+                        {"control_links", control_links_.load()},
+                        {"import_latency_us",
+                         {{"p50", import_latency_.quantile_us(0.5)},
+                          {"p99", import_latency_.quantile_us(0.99)},
+                          {"count", import_latency_.count()}}},
+                        {"counters", counters}}
+      .dump();
+}
+
+}  // namespace
+
+int run_backend(const config::Config& cfg, const std::string& id, const std::string& status_socket) {
+  const auto* self = cfg.find_backend(id);
+  if (!self) {
+    spdlog::error("{}: no [[backend]] with id '{}'", cfg.path, id);
+    return 1;
+  }
+  if (self->docroot.empty()) {
+    spdlog::error("{}:{}: backend '{}': upstream relay is not implemented yet; use docroot",
+                  cfg.path, self->line, id);
+    return 1;
+  }
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&sigs, s);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  sigset_t stop_sigs;
+  sigemptyset(&stop_sigs);
+  sigaddset(&stop_sigs, SIGINT);
+  sigaddset(&stop_sigs, SIGTERM);
+  UniqueFd sigfd(signalfd(-1, &stop_sigs, SFD_CLOEXEC | SFD_NONBLOCK));
+
+  auto ifname = host::interface_of(self->addr);
+  if (!ifname) {
+    spdlog::error("{}", ifname.error().message());
+    return 2;
+  }
+  // Silence ARP for the VIP before it exists on lo, so no neighbour ever learns it
+  // here; let packets to the VIP arrive on the LAN interface.
+  std::vector<std::unique_ptr<host::SysctlGuard>> sysctls;
+  for (auto [name, value] : {std::pair<std::string, std::string>{"net.ipv4.conf.all.arp_ignore", "1"},
+                             {"net.ipv4.conf.all.arp_announce", "2"},
+                             {"net.ipv4.conf.all.rp_filter", "0"},
+                             {"net.ipv4.conf." + *ifname + ".rp_filter", "0"}}) {
+    auto g = host::SysctlGuard::set(name, value);
+    if (!g) {
+      spdlog::error("{}", g.error().message());
+      return 2;
+    }
+    sysctls.push_back(std::move(*g));
+  }
+  auto vip = host::AddressGuard::add("lo", cfg.cluster.vip_addr);
+  if (!vip) {
+    spdlog::error("{}", vip.error().message());
+    return 2;
+  }
+
+  Agent agent(cfg, *self);
+  if (auto s = agent.open(sigfd.get()); !s) {
+    spdlog::error("{}", s.error().message());
+    return 2;
+  }
+  auto status = status::Server::start(status_socket, [&](const std::string&) { return agent.status_json(); });
+  if (!status) {
+    spdlog::error("status socket: {}", status.error().message());
+    return 2;
+  }
+  spdlog::info("back-end {} on {} ({}), VIP {} on lo, docroot {}", id, self->address, *ifname,
+               cfg.cluster.vip, self->docroot);
+  agent.run();
+  spdlog::info("back-end {} stopping; VIP and sysctls restored", id);
+  return 0;
+}
+
+}  // namespace tcpha::be
