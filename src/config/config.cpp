@@ -206,7 +206,8 @@ void read_key(const TableReader& r, const std::string& cluster_path, const std::
 }
 
 void read_cluster(const TableReader& r, const std::string& path, ClusterSection& c) {
-  r.allow_only({"vip", "ports", "key_file", "forward", "control_port"});
+  r.allow_only({"vip", "ports", "key_file", "forward", "control_port", "heartbeat_ms",
+                "dead_after_ms"});
   read_address(r, "vip", Need::required, c.vip, c.vip_addr);
   if (const toml::array* ports = r.array("ports", Need::required)) read_ports(r, *ports, c.ports);
   if (auto f = r.string("forward")) {
@@ -216,13 +217,32 @@ void read_cluster(const TableReader& r, const std::string& path, ClusterSection&
       r.error("forward", "'" + *f + "' is not \"dr\" or \"tunnel\"");
   }
   r.number("control_port", 1, 65535, c.control_port);
+  r.number("heartbeat_ms", 10, 60000, c.heartbeat_ms);
+  r.number("dead_after_ms", 20, 600000, c.dead_after_ms);
+  if (c.dead_after_ms < 2 * c.heartbeat_ms)
+    r.error(r.has("dead_after_ms") ? "dead_after_ms" : "heartbeat_ms",
+            "dead_after_ms must be at least twice heartbeat_ms, or one late heartbeat marks a "
+            "healthy back-end down");
   if (auto kf = r.string("key_file", Need::required)) read_key(r, path, *kf, c);
+}
+
+void read_groups(const TableReader& r, std::vector<std::string>& out) {
+  const toml::array* groups = r.array("groups");
+  if (!groups) return;
+  for (const toml::node& g : *groups) {
+    if (!g.is_string() || g.as_string()->get().empty())
+      r.error_at(g, "groups",
+                 "expected non-empty strings, got " +
+                     (g.is_string() ? "\"\"" : std::string(kind_of(g))));
+    else
+      out.push_back(g.as_string()->get());
+  }
 }
 
 void read_frontend(const TableReader& r, FrontendSection& f) {
   r.allow_only({"id", "address", "interface", "metrics", "workers", "header_timeout_ms",
                 "max_header_bytes", "handoff_timeout_ms", "max_flows", "flow_linger_ms",
-                "flow_idle_s"});
+                "flow_idle_s", "groups", "docroot", "access_log"});
   f.line = r.line();
   read_id(r, Need::optional, f.id);
   read_address(r, "address", Need::required, f.address, f.addr);
@@ -240,25 +260,26 @@ void read_frontend(const TableReader& r, FrontendSection& f) {
   r.number("max_flows", 16, 16777216, f.max_flows);
   r.number("flow_linger_ms", 1, 600000, f.flow_linger_ms);
   r.number("flow_idle_s", 1, 7 * 86400, f.flow_idle_s);
+  read_groups(r, f.groups);
+  if (auto d = r.string("docroot")) {
+    if (d->empty())
+      r.error("docroot", "empty path");
+    else
+      f.docroot = *d;
+  }
+  if (!f.groups.empty() && f.docroot.empty())
+    r.error("groups", "a front-end in groups serves them itself (local node): set docroot too");
+  if (auto a = r.string("access_log")) f.access_log = *a;
 }
 
 void read_backend(const TableReader& r, BackendSection& b) {
   r.allow_only({"id", "address", "weight", "groups", "docroot", "upstream", "proxy_protocol",
-                "cache_mb", "metrics"});
+                "cache_mb", "metrics", "upstream_timeout_ms"});
   b.line = r.line();
   read_id(r, Need::required, b.id);
   read_address(r, "address", Need::required, b.address, b.addr);
   r.number("weight", 1, 1000, b.weight);
-  if (const toml::array* groups = r.array("groups")) {
-    for (const toml::node& g : *groups) {
-      if (!g.is_string() || g.as_string()->get().empty())
-        r.error_at(g, "groups",
-                   "expected non-empty strings, got " +
-                       (g.is_string() ? "\"\"" : std::string(kind_of(g))));
-      else
-        b.groups.push_back(g.as_string()->get());
-    }
-  }
+  read_groups(r, b.groups);
   auto docroot = r.string("docroot");
   auto upstream = r.string("upstream");
   if (r.has("docroot") == r.has("upstream"))
@@ -281,13 +302,17 @@ void read_backend(const TableReader& r, BackendSection& b) {
   if (r.has("cache_mb") && r.has("upstream"))
     r.error("cache_mb", "applies only to the built-in server (docroot)");
   r.number("cache_mb", 0, 1048576, b.cache_mb);
+  if (r.has("upstream_timeout_ms") && !r.has("upstream"))
+    r.error("upstream_timeout_ms", "applies only to the relay to a local server (upstream)");
+  r.number("upstream_timeout_ms", 1, 600000, b.upstream_timeout_ms);
   read_metrics(r, b.metrics);
 }
 
 constexpr std::string_view kMatchKeys[] = {"method", "host", "path", "header", "cookie"};
 
 void read_rule(const TableReader& r, RuleSection& rule) {
-  r.allow_only({"name", "method", "host", "path", "header", "cookie", "group", "policy"});
+  r.allow_only({"name", "method", "host", "path", "header", "cookie", "group", "policy",
+                "hash_key", "lard_low", "lard_high", "lard_replicate"});
   rule.line = r.line();
   if (auto n = r.string("name")) {
     if (n->empty())
@@ -311,6 +336,29 @@ void read_rule(const TableReader& r, RuleSection& rule) {
       rule.policy = *p;
     else
       r.error("policy", "'" + *p + "' is not one of lard, least-conn, round-robin, hash");
+  }
+  if (auto k = r.string("hash_key")) {
+    bool named = (k->rfind("header:", 0) == 0 && k->size() > 7) ||
+                 (k->rfind("cookie:", 0) == 0 && k->size() > 7);
+    if (rule.policy != "hash")
+      r.error("hash_key", "applies only to policy = \"hash\"");
+    else if (*k == "path" || *k == "url" || *k == "host" || *k == "client" || named)
+      rule.hash_key = *k;
+    else
+      r.error("hash_key", "'" + *k + "' is not path, url, host, client, header:NAME or cookie:NAME");
+  }
+  for (std::string_view k : {"lard_low", "lard_high", "lard_replicate"})
+    if (r.has(k) && rule.policy != "lard")
+      r.error(k, "applies only to policy = \"lard\"");
+  r.number("lard_low", 0, 1000000, rule.lard_low);
+  r.number("lard_high", 1, 1000000, rule.lard_high);
+  if (rule.lard_low >= rule.lard_high)
+    r.error(r.has("lard_low") ? "lard_low" : "lard_high", "lard_low must be below lard_high");
+  if (r.has("lard_replicate")) {
+    if (auto* b = r.table().get("lard_replicate"); b && b->is_boolean())
+      rule.lard_replicate = b->as_boolean()->get();
+    else
+      r.error("lard_replicate", "expected a boolean");
   }
 }
 
@@ -375,6 +423,7 @@ void cross_check(const Config& c, const Sources& src, Diagnostics& d) {
     }
     groups.insert(b.groups.begin(), b.groups.end());
   }
+  groups.insert(c.frontend.groups.begin(), c.frontend.groups.end());
 
   std::map<std::string, int> names;
   int catch_all_line = 0;

@@ -20,6 +20,10 @@ struct ClusterSection {
   std::vector<uint8_t> key;        // 32 bytes derived from the key file's contents
   std::string forward = "dr";      // "dr" | "tunnel"
   uint16_t control_port = 7400;    // BE agents listen here on their address
+  // BE -> FE heartbeats: a BE silent for dead_after_ms is marked down, even if its
+  // control connection is still open (a hung, not dead, agent).
+  uint32_t heartbeat_ms = 100;
+  uint32_t dead_after_ms = 500;
 };
 
 struct FrontendSection {
@@ -35,6 +39,11 @@ struct FrontendSection {
   uint32_t max_flows = 65536;
   uint32_t flow_linger_ms = 5000;  // keep a flow this long after FIN/RST or CLOSED
   uint32_t flow_idle_s = 900;      // remove a forwarded flow idle this long
+  // Local node (seed 000 4.7): the FE serves requests of these groups itself from
+  // docroot, without a handoff.
+  std::vector<std::string> groups;
+  std::string docroot;
+  std::string access_log;          // path of the access log; empty = off
   int line = 0;
 };
 
@@ -49,6 +58,7 @@ struct BackendSection {
   int proxy_protocol = 0;          // 0 = off, 2 = PROXY v2
   uint32_t cache_mb = 0;
   std::string metrics;
+  uint32_t upstream_timeout_ms = 2000;  // connect timeout to the upstream: 504 after it
   int line = 0;
 };
 
@@ -59,6 +69,15 @@ struct RuleSection {
   std::map<std::string, std::string> cookies;     // cookie name -> regex
   std::string group;
   std::string policy = "round-robin";             // lard | least-conn | round-robin | hash
+  // hash: what is hashed. "path" (default), "url" (path+query), "host", "client"
+  // (client address), "header:NAME" or "cookie:NAME".
+  std::string hash_key = "path";
+  // lard (Pai et al. 1998): a target stays on its BE while that BE's load is under
+  // lard_high; it moves to the least loaded BE when over lard_high and someone is
+  // under lard_low, or when over 2*lard_high. Load = active connections.
+  uint32_t lard_low = 25;
+  uint32_t lard_high = 65;
+  bool lard_replicate = false;   // LARD/R: a target may own a set of BEs
   int line = 0;
 };
 
