@@ -1,5 +1,6 @@
 #include "fe/frontend.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <thread>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
 
 #include "datapath/datapath.hpp"
@@ -30,64 +32,162 @@ nlohmann::json latency_json(const LatencyHistogram& h) {
   return {{"p50", h.quantile_us(0.50)}, {"p99", h.quantile_us(0.99)}, {"count", h.count()}};
 }
 
-nlohmann::json status_json(const Shared& sh, size_t flows) {
-  using nlohmann::json;
-  json bes = json::array();
-  for (auto& b : sh.backends) {
-    bes.push_back({{"id", b->cfg->id},
-                   {"address", b->cfg->address},
-                   {"state", sh.state_of(*b)},
-                   {"weight", b->cfg->weight},
-                   {"handoffs", b->handoffs.load()},
-                   {"failures", b->failures.load()},
-                   {"active", b->active.load()},
-                   {"mac", b->mac.load() ? mac_str(BackendState::unpack(b->mac.load())) : ""}});
+// Builds the snapshot a configuration becomes: router, back-end states, docroot.
+Result<std::shared_ptr<const Snapshot>> make_snapshot(Shared& sh,
+                                                      std::shared_ptr<const config::Config> cfg,
+                                                      uint64_t generation) {
+  auto snap = std::make_shared<Snapshot>();
+  auto router = sched::Router::build(*cfg);
+  if (!router) return router.error();
+  snap->router = std::move(*router);
+  for (const auto& b : cfg->backends) snap->backends.push_back(sh.backend(b.id));
+  if (!cfg->frontend.docroot.empty()) {
+    snap->local_docroot.reset(open(cfg->frontend.docroot.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!snap->local_docroot.valid()) return sys_error("[frontend] docroot " + cfg->frontend.docroot);
   }
-  json counters = json::object();
-#define TCPHA_X(name, help) counters[#name] = sh.counters.get(Counter::name);
-  TCPHA_FE_COUNTERS(TCPHA_X)
-#undef TCPHA_X
-  json dp = json::object();
-  auto dpc = sh.dp->counters();
-  for (int i = 0; i < TCPHA_DP_NR_COUNTERS; ++i) dp[datapath::Datapath::counter_name(i)] = dpc[size_t(i)];
-  return {{"role", "fe"},
-          {"id", sh.cfg->frontend.id},
-          {"vip", sh.cfg->cluster.vip},
-          {"workers", sh.workers},
-          {"backends", bes},
-          {"handoffs",
-           {{"ok", sh.counters.get(Counter::handoff_ok)},
-            {"failed", sh.counters.get(Counter::handoff_failed)}}},
-          {"flows", flows},
-          {"handoff_latency_us", latency_json(sh.handoff_latency)},
-          {"handoff_breakdown_us",
-           {{"hold_export", latency_json(sh.export_latency)},
-            {"handoff_to_ready", latency_json(sh.ready_latency)}}},
-          {"counters", counters},
-          {"datapath", dp}};
+  snap->cfg = std::move(cfg);
+  snap->generation = generation;
+  return std::shared_ptr<const Snapshot>(std::move(snap));
 }
 
-std::string handle_command(Shared& sh, const std::string& cmd, std::atomic<size_t>& flows) {
-  using nlohmann::json;
-  if (cmd.empty() || cmd == "status") return status_json(sh, flows.load()).dump();
-  for (const char* verb : {"drain ", "undrain "}) {
-    if (cmd.rfind(verb, 0) != 0) continue;
-    std::string id = cmd.substr(std::strlen(verb));
-    for (auto& b : sh.backends) {
-      if (b->cfg->id != id) continue;
-      b->drained.store(verb[0] == 'd');
-      spdlog::info("{} {}", verb[0] == 'd' ? "draining" : "undraining", id);
-      return json{{"ok", true}, {"id", id}, {"state", sh.state_of(*b)}}.dump();
-    }
-    return json{{"ok", false}, {"error", "no backend '" + id + "'"}}.dump();
+// The access log is a logger of its own, so that SIGHUP can reopen its file.
+std::shared_ptr<spdlog::logger> open_access_log(const std::string& path) {
+  if (path.empty()) return nullptr;
+  try {
+    auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path);
+    auto log = std::make_shared<spdlog::logger>("access", sink);
+    log->set_pattern("%Y-%m-%dT%H:%M:%S.%f %v");
+    log->flush_on(spdlog::level::info);
+    return log;
+  } catch (const spdlog::spdlog_ex& e) {
+    spdlog::error("access log {}: {}", path, e.what());
+    return nullptr;
   }
-  return json{{"ok", false}, {"error", "unknown command '" + cmd + "'"}}.dump();
 }
+
+// What a reload may not change: these are bound into sockets, addresses and BPF.
+std::string restart_only_change(const config::Config& a, const config::Config& b) {
+  if (a.cluster.vip != b.cluster.vip) return "[cluster] vip";
+  if (a.cluster.ports != b.cluster.ports) return "[cluster] ports";
+  if (a.cluster.control_port != b.cluster.control_port) return "[cluster] control_port";
+  if (a.cluster.key != b.cluster.key) return "[cluster] key_file contents";
+  if (a.frontend.id != b.frontend.id) return "[frontend] id";
+  if (a.frontend.interface != b.frontend.interface) return "[frontend] interface";
+  if (a.frontend.address != b.frontend.address) return "[frontend] address";
+  if (a.frontend.workers != b.frontend.workers) return "[frontend] workers";
+  if (a.frontend.max_flows != b.frontend.max_flows) return "[frontend] max_flows";
+  return "";
+}
+
+class Frontend {
+ public:
+  Frontend(const config::Config& cfg, Shared& sh) : path_(cfg.path), sh_(sh) {}
+
+  void reload(std::vector<std::unique_ptr<Worker>>& workers) {
+    auto r = config::load(path_);
+    auto old = sh_.snapshot.load();
+    if (!r.config) {
+      for (auto& e : r.errors) spdlog::error("reload refused: {}", e);
+      sh_.counters.inc(Counter::reload_failures);
+      return;
+    }
+    if (auto what = restart_only_change(*old->cfg, *r.config); !what.empty()) {
+      spdlog::error("reload refused: {} changed, which needs a restart; old configuration kept",
+                    what);
+      sh_.counters.inc(Counter::reload_failures);
+      return;
+    }
+    uint64_t gen = old->generation + 1;
+    auto snap = make_snapshot(sh_, std::make_shared<const config::Config>(std::move(*r.config)), gen);
+    if (!snap) {
+      spdlog::error("reload refused: {}", snap.error().message());
+      sh_.counters.inc(Counter::reload_failures);
+      return;
+    }
+    sh_.snapshot.store(*snap);
+    sh_.generation.store(gen, std::memory_order_release);
+    sh_.access_log.store(open_access_log((*snap)->cfg->frontend.access_log));
+    for (auto& w : workers) w->wake();
+    sh_.counters.inc(Counter::reloads);
+    spdlog::info("configuration reloaded (generation {}): {} back-ends, {} rules", gen,
+                 (*snap)->cfg->backends.size(), (*snap)->router->rule_count());
+  }
+
+  std::string command(const std::string& cmd, size_t flows) {
+    using nlohmann::json;
+    if (cmd.empty() || cmd == "status") return status(flows).dump();
+    for (const char* verb : {"drain ", "undrain "}) {
+      if (cmd.rfind(verb, 0) != 0) continue;
+      std::string id = cmd.substr(std::strlen(verb));
+      auto snap = sh_.snapshot.load();
+      for (BackendState* b : snap->backends) {
+        if (b->id != id) continue;
+        b->drained.store(verb[0] == 'd');
+        spdlog::info("{} {}", verb[0] == 'd' ? "draining" : "undraining", id);
+        return json{{"ok", true}, {"id", id}, {"state", sh_.state_of(*b)}}.dump();
+      }
+      return json{{"ok", false}, {"error", "no backend '" + id + "'"}}.dump();
+    }
+    return json{{"ok", false}, {"error", "unknown command '" + cmd + "'"}}.dump();
+  }
+
+  nlohmann::json status(size_t flows) const {
+    using nlohmann::json;
+    auto snap = sh_.snapshot.load();
+    json bes = json::array();
+    for (size_t i = 0; i < snap->backends.size(); ++i) {
+      const BackendState& b = *snap->backends[i];
+      const auto& c = snap->cfg->backends[i];
+      uint64_t mac = b.mac.load();
+      bes.push_back({{"id", b.id},
+                     {"address", c.address},
+                     {"state", sh_.state_of(b)},
+                     {"weight", c.weight},
+                     {"groups", c.groups},
+                     {"handoffs", b.handoffs.load()},
+                     {"failures", b.failures.load()},
+                     {"active", b.active.load()},
+                     {"reported_active", b.reported_active.load()},
+                     {"heartbeat_age_ms", b.heartbeat_age_ms.load()},
+                     {"mac", mac ? mac_str(BackendState::unpack(mac)) : ""}});
+    }
+    json counters = json::object();
+#define TCPHA_X(name, help) counters[#name] = sh_.counters.get(Counter::name);
+    TCPHA_FE_COUNTERS(TCPHA_X)
+#undef TCPHA_X
+    json dp = json::object();
+    auto dpc = sh_.dp->counters();
+    for (int i = 0; i < TCPHA_DP_NR_COUNTERS; ++i)
+      dp[datapath::Datapath::counter_name(i)] = dpc[size_t(i)];
+    return {{"role", "fe"},
+            {"id", snap->cfg->frontend.id},
+            {"vip", snap->cfg->cluster.vip},
+            {"workers", sh_.workers},
+            {"generation", snap->generation},
+            {"backends", bes},
+            {"local_active", sh_.local_active.load()},
+            {"handoffs",
+             {{"ok", sh_.counters.get(Counter::handoff_ok)},
+              {"failed", sh_.counters.get(Counter::handoff_failed)}}},
+            {"flows", flows},
+            {"handoff_latency_us", latency_json(sh_.handoff_latency)},
+            {"handoff_breakdown_us",
+             {{"hold_export_send", latency_json(sh_.export_latency)},
+              {"send_to_ready", latency_json(sh_.ready_latency)},
+              {"ready_to_commit", latency_json(sh_.commit_latency)}}},
+            {"counters", counters},
+            {"datapath", dp}};
+  }
+
+ private:
+  std::string path_;
+  Shared& sh_;
+};
 
 }  // namespace
 
-int run_frontend(const config::Config& cfg, const std::string& status_socket) {
-  const auto& f = cfg.frontend;
+int run_frontend(const config::Config& boot, const std::string& status_socket) {
+  const auto& f = boot.frontend;
   sigset_t sigs;
   sigemptyset(&sigs);
   for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&sigs, s);
@@ -104,23 +204,26 @@ int run_frontend(const config::Config& cfg, const std::string& status_socket) {
                   f.interface, dp.error().message());
     return 2;
   }
-  auto vip = host::AddressGuard::add(f.interface, cfg.cluster.vip_addr);
+  auto vip = host::AddressGuard::add(f.interface, boot.cluster.vip_addr);
   if (!vip) {
     spdlog::error("{}", vip.error().message());
     return 2;
   }
 
   Shared sh;
-  sh.cfg = &cfg;
+  sh.boot = &boot;
   sh.dp = dp->get();
   sh.fe_mac = *fe_mac;
   sh.workers = f.workers ? f.workers : uint32_t(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
-  for (uint32_t i = 0; i < cfg.backends.size(); ++i) {
-    auto b = std::make_unique<BackendState>();
-    b->cfg = &cfg.backends[i];
-    b->index = i;
-    sh.backends.push_back(std::move(b));
+  auto snap = make_snapshot(sh, std::make_shared<const config::Config>(boot), 1);
+  if (!snap) {
+    spdlog::error("{}", snap.error().message());
+    return 1;
   }
+  sh.snapshot.store(*snap);
+  sh.generation.store(1);
+  sh.access_log.store(open_access_log(f.access_log));
+  Frontend fe(boot, sh);
 
   std::vector<std::unique_ptr<Worker>> workers;
   for (uint32_t i = 0; i < sh.workers; ++i) {
@@ -133,7 +236,7 @@ int run_frontend(const config::Config& cfg, const std::string& status_socket) {
 
   std::atomic<size_t> flows{0};
   auto status = status::Server::start(
-      status_socket, [&](const std::string& cmd) { return handle_command(sh, cmd, flows); });
+      status_socket, [&](const std::string& cmd) { return fe.command(cmd, flows.load()); });
   if (!status) {
     spdlog::error("status socket: {}", status.error().message());
     return 2;
@@ -151,8 +254,9 @@ int run_frontend(const config::Config& cfg, const std::string& status_socket) {
     const uint64_t ms = 1'000'000;
     std::unique_lock lk(mu);
     while (!cv.wait_for(lk, std::chrono::milliseconds(500), [&] { return stopping; })) {
-      auto st = sh.dp->gc(now_ns(), f.flow_linger_ms * ms, uint64_t(f.flow_idle_s) * 1000 * ms,
-                          (2ull * f.handoff_timeout_ms + 1000) * ms);
+      const auto& cf = sh.snapshot.load()->cfg->frontend;
+      auto st = sh.dp->gc(now_ns(), cf.flow_linger_ms * ms, uint64_t(cf.flow_idle_s) * 1000 * ms,
+                          (2ull * cf.handoff_timeout_ms + 1000) * ms);
       flows.store(st.live);
       if (st.removed_closed || st.removed_idle)
         spdlog::debug("flows: {} closed and {} idle removed, {} live", st.removed_closed,
@@ -161,13 +265,13 @@ int run_frontend(const config::Config& cfg, const std::string& status_socket) {
   });
 
   spdlog::info("front-end {} on {} VIP {} ports {}, {} workers, {} back-ends", f.id, f.interface,
-               cfg.cluster.vip, fmt::join(cfg.cluster.ports, ","), sh.workers,
-               cfg.backends.size());
+               boot.cluster.vip, fmt::join(boot.cluster.ports, ","), sh.workers,
+               boot.backends.size());
   for (;;) {
     int sig = 0;
     sigwait(&sigs, &sig);
     if (sig == SIGHUP) {
-      spdlog::info("SIGHUP: configuration reload is not supported yet; nothing changed");
+      fe.reload(workers);
       continue;
     }
     spdlog::info("signal {}: stopping", sig);

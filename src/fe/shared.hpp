@@ -1,30 +1,41 @@
 #pragma once
-// State the front-end's workers share: the back-end table (atomics only: workers
-// never lock on the data path), counters and the handoff latency histogram.
+// State the front-end's workers share: the back-end registry (atomics only: workers
+// never lock on the data path), the current configuration snapshot, counters and the
+// handoff latency histograms.
 #include <netinet/in.h>
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "common/fd.hpp"
 #include "common/histogram.hpp"
 #include "common/net.hpp"
 #include "config/config.hpp"
+#include "sched/router.hpp"
 
+namespace spdlog {
+class logger;
+}
 namespace tcpha::datapath {
 class Datapath;
 }
 
 namespace tcpha::fe {
 
-// Front-end counters, declared once: X(name, help). Exposed by status (and metrics).
+// Front-end counters, declared once: X(name, help). Exposed by status and metrics.
 #define TCPHA_FE_COUNTERS(X)                                                        \
   X(accepted, "client connections accepted")                                        \
   X(handoff_ok, "connections handed off (COMMIT sent)")                             \
-  X(handoff_failed, "handoffs aborted (BE refused, timed out or unreachable)")      \
-  X(handoff_timeout, "handoffs aborted because no READY came in time")              \
+  X(handoff_failed, "handoff attempts aborted (BE refused, timed out or unreachable)") \
+  X(handoff_timeout, "handoff attempts aborted because no READY came in time")      \
+  X(handoff_retried, "requests handed to another back-end after a failed attempt")  \
+  X(served_locally, "connections the front-end served itself (local node)")         \
+  X(no_rule, "requests answered 404 because no rule matched")                       \
   X(no_backend, "requests answered 503 because no back-end was available")          \
   X(flow_table_full, "requests answered 503 because the flow table was full")       \
   X(bad_request, "requests refused as malformed (400/501/505)")                     \
@@ -34,7 +45,10 @@ namespace tcpha::fe {
   X(ctl_connects, "control connections established")                                \
   X(ctl_failures, "control connections lost or refused")                            \
   X(ctl_bad_frames, "control frames that failed authentication or parsing")         \
-  X(be_closed, "CLOSED reports received from back-ends")
+  X(ctl_stale, "control links marked down for missed heartbeats")                   \
+  X(be_closed, "CLOSED reports received from back-ends")                            \
+  X(reloads, "configuration reloads applied")                                       \
+  X(reload_failures, "configuration reloads refused (the old one stays)")
 
 enum class Counter {
 #define TCPHA_X(name, help) name,
@@ -49,15 +63,19 @@ struct Counters {
   uint64_t get(Counter c) const { return v[size_t(c)].load(std::memory_order_relaxed); }
 };
 
+// One back-end, by id. Lives as long as the front-end (a reload that removes a
+// back-end only takes it out of the snapshot), so workers may keep pointers to it.
 struct BackendState {
-  const config::BackendSection* cfg = nullptr;
-  uint32_t index = 0;
-  std::atomic<uint32_t> links_up{0};   // workers whose control connection is established
+  std::string id;
+  uint32_t uid = 0;                    // stable number, stored in datapath flows
+  std::atomic<uint32_t> links_up{0};   // workers with a live, heartbeating control link
   std::atomic<bool> drained{false};
   std::atomic<uint64_t> mac{0};        // packed MAC (low 48 bits), 0 = unknown
   std::atomic<uint64_t> handoffs{0};
   std::atomic<uint64_t> failures{0};
   std::atomic<int64_t> active{0};      // handed-off connections not yet reported closed
+  std::atomic<int64_t> heartbeat_age_ms{-1};  // age of the newest heartbeat any worker saw
+  std::atomic<uint32_t> reported_active{0};   // the BE's own count, from heartbeats
 
   static uint64_t pack(const Mac& m) {
     uint64_t v = 0;
@@ -71,24 +89,57 @@ struct BackendState {
   }
 };
 
+// Everything a reload replaces, as one immutable unit that workers pick up between
+// events. The router's policy state is internally synchronised.
+struct Snapshot {
+  std::shared_ptr<const config::Config> cfg;
+  std::unique_ptr<sched::Router> router;
+  std::vector<BackendState*> backends;  // parallel to cfg->backends
+  UniqueFd local_docroot;               // the FE's own docroot (local node), if any
+  uint64_t generation = 0;
+};
+
 struct Shared {
-  const config::Config* cfg = nullptr;
   datapath::Datapath* dp = nullptr;
   Mac fe_mac{};
   uint32_t workers = 1;
-  std::vector<std::unique_ptr<BackendState>> backends;
-  Counters counters;
-  LatencyHistogram handoff_latency;  // request complete -> COMMIT sent
-  LatencyHistogram export_latency;   // HOLD + export
-  LatencyHistogram ready_latency;    // HANDOFF sent -> READY received (BE import + round trip)
+  const config::Config* boot = nullptr;  // what cannot change without a restart
 
-  // "up" when every worker has a control link, "down" when none has.
+  std::atomic<std::shared_ptr<const Snapshot>> snapshot;
+  std::atomic<uint64_t> generation{0};
+  std::atomic<std::shared_ptr<spdlog::logger>> access_log;  // null when off
+
+  Counters counters;
+  std::atomic<int64_t> local_active{0};  // connections the FE serves itself
+  LatencyHistogram handoff_latency;      // request complete -> COMMIT sent
+  LatencyHistogram export_latency;       // HOLD + export + HANDOFF sent
+  LatencyHistogram ready_latency;        // HANDOFF sent -> READY received
+  LatencyHistogram commit_latency;       // READY received -> COMMIT sent (FORWARD + send)
+
+  // Get-or-create by id; the registry never shrinks.
+  BackendState* backend(const std::string& id) {
+    std::lock_guard lk(mu_);
+    auto& slot = registry_[id];
+    if (!slot) {
+      slot = std::make_unique<BackendState>();
+      slot->id = id;
+      slot->uid = next_uid_++;
+    }
+    return slot.get();
+  }
+
+  // "up" when every worker has a live link, "down" when none has.
   std::string state_of(const BackendState& b) const {
     uint32_t up = b.links_up.load(std::memory_order_relaxed);
     if (up == 0) return "down";
     if (b.drained.load(std::memory_order_relaxed)) return "drained";
     return up == workers ? "up" : "degraded";
   }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::unique_ptr<BackendState>> registry_;
+  uint32_t next_uid_ = 0;
 };
 
 }  // namespace tcpha::fe

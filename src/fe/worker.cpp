@@ -16,6 +16,7 @@
 #include "handoff/tcp_state.hpp"
 #include "http/request.hpp"
 #include "http/static_files.hpp"
+#include "serve/static_session.hpp"
 
 namespace tcpha::fe {
 namespace {
@@ -27,47 +28,88 @@ uint64_t now_ns() {
 }
 
 constexpr uint64_t kMs = 1'000'000;
-constexpr uint64_t kTickNs = 20 * kMs;          // timeouts are checked this often
-constexpr uint64_t kCloseLingerNs = 2000 * kMs; // after an error reply, wait for the client's FIN
+constexpr uint64_t kTickNs = 20 * kMs;           // timeouts are checked this often
+constexpr uint64_t kCloseLingerNs = 2000 * kMs;  // after an error reply, wait for the client's FIN
 constexpr uint64_t kBackoffMinMs = 50, kBackoffMaxMs = 2000;
+constexpr uint64_t kRetireGraceNs = 60'000 * kMs;  // a removed BE's link lives on for CLOSEDs
+constexpr int kMaxAttempts = 2;                    // handoff attempts per request
+
+std::array<uint8_t, 32> key_of(const config::Config& cfg) {
+  std::array<uint8_t, 32> key{};
+  std::copy_n(cfg.cluster.key.begin(), key.size(), key.begin());
+  return key;
+}
 
 }  // namespace
 
 struct Worker::ClientConn : Item {
-  enum State { Reading, Handing, Closing } state = Reading;
+  enum State { Reading, Handing, Local, Closing } state = Reading;
   ClientConn() : Item(Client) {}
   UniqueFd fd;
   sockaddr_in peer{}, local{};
   std::string buf;
+  size_t consumed = 0;        // bytes of buf read from the socket (the rest was peeked)
   uint64_t deadline = 0;      // header timeout, handoff timeout or close linger
   uint64_t request_done = 0;  // when the whole head had arrived
   uint64_t handoff_sent = 0;
   uint64_t id = 0;
-  uint32_t be = 0;
+  BackendState* be = nullptr;
+  BackendState* failed_be = nullptr;  // excluded from the retry
+  int attempts = 0;
+  int rule = -1;
+  std::string request_line;   // for the access log
   tcpha_flow_key key{};
+  std::unique_ptr<serve::StaticSession> session;  // when served locally
+  bool want_write = false;
 };
 
 struct Worker::ControlConn : Item {
   enum State { Idle, Connecting, Handshake, Up } state = Idle;
-  ControlConn(uint32_t be_, const std::array<uint8_t, 32>& key, const std::string& self)
-      : Item(Control), be(be_), session(key, proto::Role::Fe, self) {}
-  uint32_t be;
+  ControlConn(BackendState& b, in_addr a, const std::array<uint8_t, 32>& key,
+              const std::string& self)
+      : Item(Control), be(&b), addr(a), session(key, proto::Role::Fe, self) {}
+  BackendState* be;
+  in_addr addr;
   UniqueFd fd;
   proto::Session session;
   std::string in, out;
   uint64_t retry_at = 0;
   uint64_t backoff_ms = kBackoffMinMs;
+  uint64_t last_heard = 0;  // any frame from the BE counts as a heartbeat
+  bool live = false;        // counted in be->links_up: Up and heartbeating
   bool want_out = false;
+  uint64_t retired_at = 0;  // no longer in the configuration; closes when idle
+};
+
+// What the router sees of the back-ends, from this worker's point of view.
+class Worker::Load final : public sched::LoadView {
+ public:
+  Load(const Worker& w, const BackendState* exclude) : w_(w), exclude_(exclude) {}
+  bool usable(uint32_t i) const override {
+    const auto& bes = w_.snap_->backends;
+    if (i >= bes.size()) return false;
+    BackendState* b = bes[i];
+    if (b == exclude_ || b->drained.load(std::memory_order_relaxed)) return false;
+    auto it = w_.controls_.find(b);
+    return it != w_.controls_.end() && it->second->live &&
+           b->mac.load(std::memory_order_relaxed) != 0;
+  }
+  int64_t active(uint32_t i) const override {
+    const auto& bes = w_.snap_->backends;
+    if (i < bes.size()) return bes[i]->active.load(std::memory_order_relaxed);
+    return w_.sh_.local_active.load(std::memory_order_relaxed);
+  }
+
+ private:
+  const Worker& w_;
+  const BackendState* exclude_;
 };
 
 Worker::Worker(Shared& shared, uint32_t index)
-    : sh_(shared), index_(index), sched_(shared), ep_(epoll_create1(EPOLL_CLOEXEC)),
+    : sh_(shared), index_(index), ep_(epoll_create1(EPOLL_CLOEXEC)),
       wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-  std::array<uint8_t, 32> key{};
-  std::copy_n(sh_.cfg->cluster.key.begin(), key.size(), key.begin());
-  for (uint32_t i = 0; i < sh_.backends.size(); ++i)
-    controls_.push_back(std::make_unique<ControlConn>(i, key, sh_.cfg->frontend.id));
   epoll_set(EPOLL_CTL_ADD, wake_.get(), EPOLLIN, &wake_item_);
+  reconcile();
 }
 
 Worker::~Worker() {
@@ -76,8 +118,7 @@ Worker::~Worker() {
     (void)handoff::leave_repair(c->fd.get());
     (void)sh_.dp->remove(c->key);
   }
-  for (auto& cc : controls_)
-    if (cc->state == ControlConn::Up) sh_.backends[cc->be]->links_up.fetch_sub(1);
+  for (auto& [b, cc] : controls_) set_live(*cc, false);
 }
 
 void Worker::epoll_set(int op, int fd, uint32_t events, Item* item) {
@@ -89,7 +130,7 @@ void Worker::epoll_set(int op, int fd, uint32_t events, Item* item) {
 }
 
 Status Worker::open_listeners() {
-  for (uint16_t port : sh_.cfg->cluster.ports) {
+  for (uint16_t port : sh_.boot->cluster.ports) {
     UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd.valid()) return sys_error("socket");
     int one = 1;
@@ -97,7 +138,7 @@ Status Worker::open_listeners() {
     setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     sockaddr_in a{};
     a.sin_family = AF_INET;
-    a.sin_addr = sh_.cfg->cluster.vip_addr;
+    a.sin_addr = sh_.boot->cluster.vip_addr;
     a.sin_port = htons(port);
     if (bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
       return sys_error("bind " + endpoint_str(a));
@@ -109,12 +150,18 @@ Status Worker::open_listeners() {
 }
 
 void Worker::stop() {
+  stopping_ = true;  // read by run() after the wakeup (eventfd write/read order it)
+  wake();
+}
+
+void Worker::wake() {
   uint64_t one = 1;
   if (write(wake_.get(), &one, sizeof one) < 0) spdlog::warn("worker wake: {}", strerror(errno));
 }
 
 void Worker::run() {
-  for (auto& cc : controls_) connect_control(*cc);
+  for (auto& [b, cc] : controls_)
+    if (cc->state == ControlConn::Idle) connect_control(*cc);
   epoll_event evs[256];
   for (;;) {
     int n = epoll_wait(ep_.get(), evs, 256, int(kTickNs / kMs));
@@ -125,24 +172,64 @@ void Worker::run() {
     for (int i = 0; i < n; ++i) {
       auto* item = static_cast<Item*>(evs[i].data.ptr);
       switch (item->kind) {
-        case Item::Wake:
-          return;
+        case Item::Wake: {
+          uint64_t v;
+          if (read(wake_.get(), &v, sizeof v) < 0 && errno != EAGAIN)
+            spdlog::warn("wake read: {}", strerror(errno));
+          if (stopping_) return;
+          break;
+        }
         case Item::Listener:
           for (auto& l : listeners_) on_accept(l.get());
           break;
-        case Item::Client:
-          on_client(*static_cast<ClientConn*>(item), evs[i].events);
+        case Item::Client: {
+          auto& c = *static_cast<ClientConn*>(item);
+          if (c.state == ClientConn::Local)
+            on_local(c, evs[i].events);
+          else
+            on_client(c, evs[i].events);
           break;
+        }
         case Item::Control:
           on_control(*static_cast<ControlConn*>(item), evs[i].events);
           break;
       }
     }
+    if (sh_.generation.load(std::memory_order_acquire) != generation_) reconcile();
     uint64_t now = now_ns();
     if (now >= next_tick_) {
       tick(now);
       next_tick_ = now + kTickNs;
     }
+  }
+}
+
+void Worker::reconcile() {
+  snap_ = sh_.snapshot.load();
+  generation_ = snap_->generation;
+  const auto& cfg = *snap_->cfg;
+  std::unordered_map<BackendState*, in_addr> wanted;
+  for (size_t i = 0; i < snap_->backends.size(); ++i)
+    wanted[snap_->backends[i]] = cfg.backends[i].addr;
+  for (auto& [b, cc] : controls_) {
+    auto it = wanted.find(b);
+    if (it == wanted.end()) {
+      if (!cc->retired_at) cc->retired_at = now_ns();
+    } else if (it->second.s_addr != cc->addr.s_addr) {
+      // Same id, new address: a different machine now.
+      control_down(*cc, "address changed by reload");
+      cc->addr = it->second;
+      cc->retired_at = 0;
+    } else {
+      cc->retired_at = 0;
+    }
+  }
+  for (auto& [b, addr] : wanted) {
+    if (controls_.count(b)) continue;
+    auto cc = std::make_unique<ControlConn>(*b, addr, key_of(cfg), cfg.frontend.id);
+    ControlConn* raw = cc.get();
+    controls_.emplace(b, std::move(cc));
+    if (!listeners_.empty()) connect_control(*raw);  // run() connects the initial ones
   }
 }
 
@@ -156,7 +243,7 @@ void Worker::on_accept(int lfd) {
     len = sizeof c->local;
     getsockname(c->fd.get(), reinterpret_cast<sockaddr*>(&c->local), &len);
     sh_.counters.inc(Counter::accepted);
-    c->deadline = now_ns() + sh_.cfg->frontend.header_timeout_ms * kMs;
+    c->deadline = now_ns() + snap_->cfg->frontend.header_timeout_ms * kMs;
     c->buf.reserve(2048);
     epoll_set(EPOLL_CTL_ADD, c->fd.get(), EPOLLIN | EPOLLRDHUP, c.get());
     ClientConn* raw = c.get();
@@ -177,10 +264,10 @@ void Worker::on_client(ClientConn& c, uint32_t events) {
     return;
   }
   if (c.state != ClientConn::Reading) return;
-  const auto& fcfg = sh_.cfg->frontend;
+  const auto& fcfg = snap_->cfg->frontend;
   for (;;) {
-    size_t old = c.buf.size();
     // Never read more than one byte past the limit: enough for the parser to say 431.
+    size_t old = c.buf.size();
     size_t room = fcfg.max_header_bytes + 1 - std::min<size_t>(old, fcfg.max_header_bytes);
     size_t want = std::min<size_t>(room, 16384);
     c.buf.resize(old + want);
@@ -196,7 +283,11 @@ void Worker::on_client(ClientConn& c, uint32_t events) {
     if (size_t(n) < want || c.buf.size() > fcfg.max_header_bytes) break;
   }
   if (c.buf.empty()) return;
+  route(c);
+}
 
+void Worker::route(ClientConn& c) {
+  const auto& fcfg = snap_->cfg->frontend;
   http::Request req;
   http::Limits lim;
   lim.max_head = fcfg.max_header_bytes;
@@ -209,34 +300,79 @@ void Worker::on_client(ClientConn& c, uint32_t events) {
       sh_.counters.inc(large ? Counter::too_large : Counter::bad_request);
       spdlog::debug("bad request from {}: {} at byte {} ({})", endpoint_str(c.peer),
                     r.http_status, r.error_pos, r.reason);
-      reply_and_close(c, r.http_status);
+      reply_and_close(c, r.http_status, "bad-request");
       return;
     }
     case http::ParseStatus::Complete:
       break;
   }
-  c.request_done = now_ns();
-  int be = sched_.choose(req, [this](uint32_t i) {
-    return controls_[i]->state == ControlConn::Up &&
-           sh_.backends[i]->mac.load(std::memory_order_relaxed) != 0;
-  });
-  if (be < 0) {
-    sh_.counters.inc(Counter::no_backend);
-    reply_and_close(c, 503);
-    return;
+  if (!c.request_done) {
+    c.request_done = now_ns();
+    c.consumed = c.buf.size();
+    if (sh_.access_log.load())
+      c.request_line = std::string(req.method) + " " + std::string(req.target) + " HTTP/1." +
+                       std::to_string(req.version_minor);
   }
-  start_handoff(c, uint32_t(be));
+  Load load(*this, c.failed_be);
+  auto d = snap_->router->route(req, c.peer.sin_addr.s_addr, load);
+  c.rule = d.rule;
+  switch (d.kind) {
+    case sched::Decision::Backend:
+      start_handoff(c, *snap_->backends[d.backend]);
+      return;
+    case sched::Decision::Local:
+      serve_locally(c);
+      return;
+    case sched::Decision::NoRule:
+      sh_.counters.inc(Counter::no_rule);
+      reply_and_close(c, 404, "no-rule");
+      return;
+    case sched::Decision::NoBackend:
+      sh_.counters.inc(Counter::no_backend);
+      reply_and_close(c, 503, "no-backend");
+      return;
+  }
 }
 
-void Worker::start_handoff(ClientConn& c, uint32_t be) {
+void Worker::serve_locally(ClientConn& c) {
+  sh_.counters.inc(Counter::served_locally);
+  sh_.local_active.fetch_add(1, std::memory_order_relaxed);
+  c.state = ClientConn::Local;
+  c.deadline = 0;
+  c.session = std::make_unique<serve::StaticSession>(snap_->local_docroot.get(), "tcpha");
+  c.session->preload(std::move(c.buf));
+  c.buf.clear();
+  access(c, "local");
+  on_local(c, 0);
+}
+
+void Worker::on_local(ClientConn& c, uint32_t events) {
+  using Want = serve::StaticSession::Want;
+  Want w = (events & EPOLLOUT) ? c.session->on_writable(c.fd.get())
+                               : c.session->on_readable(c.fd.get());
+  if (w == Want::Close) {
+    sh_.local_active.fetch_sub(1, std::memory_order_relaxed);
+    destroy(c);
+    return;
+  }
+  bool want_write = w == Want::Write;
+  if (want_write != c.want_write) {
+    c.want_write = want_write;
+    epoll_set(EPOLL_CTL_MOD, c.fd.get(), want_write ? uint32_t(EPOLLOUT) : EPOLLIN | EPOLLRDHUP,
+              &c);
+  }
+}
+
+void Worker::start_handoff(ClientConn& c, BackendState& be) {
   c.key = datapath::make_key(c.peer.sin_addr.s_addr, c.peer.sin_port, c.local.sin_addr.s_addr,
                              c.local.sin_port);
+  ++c.attempts;
   // 1. HOLD: from here the client's packets are dropped (it retransmits them).
   if (auto s = sh_.dp->hold(c.key); !s) {
     bool full = s.error().err == E2BIG;
     sh_.counters.inc(full ? Counter::flow_table_full : Counter::handoff_failed);
     if (!full) spdlog::warn("hold {}: {}", endpoint_str(c.peer), s.error().message());
-    reply_and_close(c, 503);
+    reply_and_close(c, 503, full ? "flow-table-full" : "hold-failed");
     return;
   }
   // 2. Export; the socket stays in repair mode, so closing it later is silent.
@@ -247,23 +383,21 @@ void Worker::start_handoff(ClientConn& c, uint32_t be) {
     (void)sh_.dp->remove(c.key);
     sh_.counters.inc(Counter::handoff_failed);
     epoll_set(EPOLL_CTL_ADD, c.fd.get(), EPOLLIN | EPOLLRDHUP, &c);
-    reply_and_close(c, 503);
+    reply_and_close(c, 503, "export-failed");
     return;
   }
-  ControlConn& cc = *controls_[be];
+  ControlConn& cc = *controls_.at(&be);
   c.id = (uint64_t(index_) << 48) | next_id_++;
-  c.be = be;
-  proto::HandoffMsg msg{c.id, *st, std::move(c.buf)};
-  c.buf.clear();
+  c.be = &be;
+  c.state = ClientConn::Handing;
+  proto::HandoffMsg msg{c.id, *st, c.buf};
   if (!cc.session.send(msg, cc.out)) {
-    c.buf = std::move(msg.request);
-    abort_handoff(c, false);
+    attempt_failed(c, false);
     return;
   }
-  c.state = ClientConn::Handing;
   c.handoff_sent = now_ns();
   sh_.export_latency.record_ns(c.handoff_sent - c.request_done);
-  c.deadline = c.handoff_sent + sh_.cfg->frontend.handoff_timeout_ms * kMs;
+  c.deadline = c.handoff_sent + snap_->cfg->frontend.handoff_timeout_ms * kMs;
   pending_[c.id] = &c;
   flush(cc);
 }
@@ -273,20 +407,25 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
   if (it == pending_.end()) return;  // timed out already; the BE drops its import
   ClientConn& c = *it->second;
   pending_.erase(it);
-  BackendState& b = *sh_.backends[c.be];
-  uint64_t now = now_ns();
-  sh_.ready_latency.record_ns(now - c.handoff_sent);
+  BackendState& b = *c.be;
+  uint64_t ready_at = now_ns();
+  sh_.ready_latency.record_ns(ready_at - c.handoff_sent);
   if (status != 0) {
-    spdlog::warn("{} refused handoff of {}: {}", b.cfg->id, endpoint_str(c.peer),
+    spdlog::warn("{} refused handoff of {}: {}", b.id, endpoint_str(c.peer),
                  strerror(int(status)));
-    abort_handoff(c, false);
+    attempt_failed(c, false);
     return;
   }
-  // 3. FORWARD, then close silently (repair mode): the BE owns the connection now.
+  // 3. FORWARD: the client's packets go to the BE from now on.
   Mac be_mac = BackendState::unpack(b.mac.load(std::memory_order_relaxed));
-  if (auto s = sh_.dp->forward(c.key, c.be, be_mac, sh_.fe_mac); !s) {
+  if (auto s = sh_.dp->forward(c.key, b.uid, be_mac, sh_.fe_mac); !s) {
+    // ENOENT: a new SYN reused the 4-tuple meanwhile; this connection is gone.
     spdlog::warn("forward {}: {}", endpoint_str(c.peer), s.error().message());
-    abort_handoff(c, true);
+    cc.session.send(proto::AbortMsg{id}, cc.out);
+    flush(cc);
+    sh_.counters.inc(Counter::handoff_failed);
+    take_back(c);
+    reply_and_close(c, 503, "forward-failed");
     return;
   }
   // 4. COMMIT: the BE leaves repair mode and answers. Our socket is still in repair
@@ -294,32 +433,52 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
   // just as silent and keeps the close off the BE's critical path.
   cc.session.send(proto::CommitMsg{id}, cc.out);
   flush(cc);
-  sh_.handoff_latency.record_ns(now_ns() - c.request_done);
+  uint64_t done = now_ns();
+  sh_.commit_latency.record_ns(done - ready_at);
+  sh_.handoff_latency.record_ns(done - c.request_done);
   c.fd.reset();
   sh_.counters.inc(Counter::handoff_ok);
   b.handoffs.fetch_add(1, std::memory_order_relaxed);
   b.active.fetch_add(1, std::memory_order_relaxed);
-  committed_[id] = Committed{c.key, c.be};
+  committed_[id] = Committed{c.key, &b};
+  access(c, "handoff", done - c.request_done);
   clients_.erase(&c);
 }
 
-void Worker::abort_handoff(ClientConn& c, bool tell_be) {
+// Puts a connection whose handoff did not happen back into the FE's hands: out of
+// repair, unheld, the bytes peeked at export time left in the socket.
+void Worker::take_back(ClientConn& c) {
   pending_.erase(c.id);
-  ControlConn& cc = *controls_[c.be];
-  if (tell_be && cc.session.established()) {
-    cc.session.send(proto::AbortMsg{c.id}, cc.out);
-    flush(cc);
-  }
-  sh_.counters.inc(Counter::handoff_failed);
-  sh_.backends[c.be]->failures.fetch_add(1, std::memory_order_relaxed);
-  // The connection is still ours: out of repair, unheld, refused politely.
   if (auto s = handoff::leave_repair(c.fd.get()); !s) spdlog::warn("{}", s.error().message());
   (void)sh_.dp->remove(c.key);
+  c.buf.resize(c.consumed);
+  c.state = ClientConn::Reading;
   epoll_set(EPOLL_CTL_ADD, c.fd.get(), EPOLLIN | EPOLLRDHUP, &c);
-  reply_and_close(c, 503);
 }
 
-void Worker::reply_and_close(ClientConn& c, int status) {
+void Worker::attempt_failed(ClientConn& c, bool tell_be) {
+  BackendState& b = *c.be;
+  if (tell_be) {
+    if (auto it = controls_.find(&b); it != controls_.end() && it->second->session.established()) {
+      it->second->session.send(proto::AbortMsg{c.id}, it->second->out);
+      flush(*it->second);
+    }
+  }
+  sh_.counters.inc(Counter::handoff_failed);
+  b.failures.fetch_add(1, std::memory_order_relaxed);
+  take_back(c);
+  if (c.attempts < kMaxAttempts) {
+    sh_.counters.inc(Counter::handoff_retried);
+    c.failed_be = &b;
+    c.deadline = now_ns() + snap_->cfg->frontend.handoff_timeout_ms * kMs;
+    route(c);
+    return;
+  }
+  reply_and_close(c, 503, "handoff-failed");
+}
+
+void Worker::reply_and_close(ClientConn& c, int status, const char* outcome) {
+  access(c, outcome);
   std::string reply = http::simple_reply(status, true);
   // A few hundred bytes into an empty socket buffer: one send is enough.
   if (send(c.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
@@ -337,20 +496,35 @@ void Worker::destroy(ClientConn& c) {
   clients_.erase(&c);
 }
 
+void Worker::access(const ClientConn& c, const char* outcome, uint64_t handoff_ns) {
+  auto log = sh_.access_log.load();
+  if (!log) return;
+  log->info("{} \"{}\" rule={} backend={} outcome={} handoff_us={}", endpoint_str(c.peer),
+            c.request_line, c.rule >= 0 ? snap_->router->rule_name(c.rule) : "-",
+            c.state == ClientConn::Local ? "local" : (c.be ? c.be->id : "-"), outcome,
+            handoff_ns / 1000);
+}
+
+void Worker::set_live(ControlConn& cc, bool live) {
+  if (cc.live == live) return;
+  cc.live = live;
+  if (live)
+    cc.be->links_up.fetch_add(1);
+  else
+    cc.be->links_up.fetch_sub(1);
+}
+
 void Worker::connect_control(ControlConn& cc) {
-  const auto* be = sh_.backends[cc.be]->cfg;
   cc.fd.reset(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   int one = 1;
   setsockopt(cc.fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   sockaddr_in a{};
   a.sin_family = AF_INET;
-  a.sin_addr = be->addr;
-  a.sin_port = htons(sh_.cfg->cluster.control_port);
+  a.sin_addr = cc.addr;
+  a.sin_port = htons(snap_->cfg->cluster.control_port);
   cc.in.clear();
   cc.out.clear();
-  std::array<uint8_t, 32> key{};
-  std::copy_n(sh_.cfg->cluster.key.begin(), key.size(), key.begin());
-  cc.session = proto::Session(key, proto::Role::Fe, sh_.cfg->frontend.id);
+  cc.session = proto::Session(key_of(*snap_->cfg), proto::Role::Fe, snap_->cfg->frontend.id);
   if (connect(cc.fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 &&
       errno != EINPROGRESS) {
     control_down(cc, std::string("connect: ") + strerror(errno));
@@ -362,27 +536,26 @@ void Worker::connect_control(ControlConn& cc) {
 }
 
 void Worker::control_down(ControlConn& cc, const std::string& why) {
-  BackendState& b = *sh_.backends[cc.be];
-  if (cc.state == ControlConn::Up) {
-    b.links_up.fetch_sub(1);
-    spdlog::warn("[w{}] {} down: {}", index_, b.cfg->id, why);
-  } else {
-    spdlog::debug("[w{}] {} unreachable: {}", index_, b.cfg->id, why);
-  }
+  BackendState& b = *cc.be;
+  if (cc.state == ControlConn::Up)
+    spdlog::warn("[w{}] {} down: {}", index_, b.id, why);
+  else
+    spdlog::debug("[w{}] {} unreachable: {}", index_, b.id, why);
+  set_live(cc, false);
   sh_.counters.inc(Counter::ctl_failures);
   if (cc.fd.valid()) epoll_set(EPOLL_CTL_DEL, cc.fd.get(), 0, &cc);
   cc.fd.reset();
   cc.state = ControlConn::Idle;
   cc.retry_at = now_ns() + cc.backoff_ms * kMs;
   cc.backoff_ms = std::min(cc.backoff_ms * 2, kBackoffMaxMs);
-  // Handoffs in flight to it are aborted; connections it owns are no longer counted
+  // Handoffs in flight to it fail over; connections it owns are no longer counted
   // (it cannot report them closed any more; the datapath ages their flows out).
   std::vector<ClientConn*> victims;
   for (auto& [id, c] : pending_)
-    if (c->be == cc.be) victims.push_back(c);
-  for (ClientConn* c : victims) abort_handoff(*c, false);
+    if (c->be == &b) victims.push_back(c);
+  for (ClientConn* c : victims) attempt_failed(*c, false);
   for (auto it = committed_.begin(); it != committed_.end();) {
-    if (it->second.be == cc.be) {
+    if (it->second.be == &b) {
       b.active.fetch_sub(1, std::memory_order_relaxed);
       it = committed_.erase(it);
     } else {
@@ -392,6 +565,7 @@ void Worker::control_down(ControlConn& cc, const std::string& why) {
 }
 
 void Worker::flush(ControlConn& cc) {
+  if (!cc.fd.valid()) return;
   while (!cc.out.empty()) {
     ssize_t n = send(cc.fd.get(), cc.out.data(), cc.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
@@ -404,7 +578,8 @@ void Worker::flush(ControlConn& cc) {
   bool want = !cc.out.empty();
   if (want != cc.want_out) {
     cc.want_out = want;
-    epoll_set(EPOLL_CTL_MOD, cc.fd.get(), EPOLLIN | EPOLLRDHUP | (want ? uint32_t(EPOLLOUT) : 0u), &cc);
+    epoll_set(EPOLL_CTL_MOD, cc.fd.get(), EPOLLIN | EPOLLRDHUP | (want ? uint32_t(EPOLLOUT) : 0u),
+              &cc);
   }
 }
 
@@ -434,24 +609,29 @@ void Worker::on_control(ControlConn& cc, uint32_t events) {
     }
     std::vector<proto::Message> msgs;
     Status s = cc.session.feed(cc.in, msgs);
+    BackendState& b = *cc.be;
     if (cc.state == ControlConn::Handshake && cc.session.established()) {
-      BackendState& b = *sh_.backends[cc.be];
-      // The neighbour entry exists now that we talked to it; DR needs its MAC.
-      if (auto mac = datapath::neighbour_mac(b.cfg->addr.s_addr)) {
-        b.mac.store(BackendState::pack(*mac), std::memory_order_relaxed);
-      } else {
-        control_down(cc, "no ARP entry for " + b.cfg->address);
-        return;
-      }
-      if (cc.session.peer_id() != b.cfg->id) {
+      if (cc.session.peer_id() != b.id) {
         control_down(cc, "peer says it is '" + cc.session.peer_id() + "'");
         return;
       }
+      // The neighbour entry exists now that we talked to it; DR needs its MAC.
+      auto mac = datapath::neighbour_mac(cc.addr.s_addr);
+      if (!mac) {
+        control_down(cc, "no ARP entry for " + ipv4_str(cc.addr));
+        return;
+      }
+      b.mac.store(BackendState::pack(*mac), std::memory_order_relaxed);
       cc.state = ControlConn::Up;
       cc.backoff_ms = kBackoffMinMs;
-      b.links_up.fetch_add(1);
       sh_.counters.inc(Counter::ctl_connects);
-      spdlog::info("[w{}] {} up ({})", index_, b.cfg->id, mac_str(BackendState::unpack(b.mac)));
+      spdlog::info("[w{}] {} up ({})", index_, b.id, mac_str(*mac));
+    }
+    if (cc.state == ControlConn::Up && (cc.session.established())) {
+      cc.last_heard = now_ns();
+      if (!cc.live) {
+        if (cc.retired_at == 0) set_live(cc, true);
+      }
     }
     for (auto& m : msgs) on_message(cc, m);
     if (!s) {
@@ -473,13 +653,13 @@ void Worker::on_message(ControlConn& cc, proto::Message& m) {
     auto it = committed_.find(cl->id);
     if (it == committed_.end()) return;
     (void)sh_.dp->mark_closing(it->second.key, now_ns());
-    sh_.backends[it->second.be]->active.fetch_sub(1, std::memory_order_relaxed);
+    it->second.be->active.fetch_sub(1, std::memory_order_relaxed);
     committed_.erase(it);
-  } else if (std::holds_alternative<proto::HeartbeatMsg>(m)) {
-    // Load reports: used by the policies once they weigh BE load.
+  } else if (auto* hb = std::get_if<proto::HeartbeatMsg>(&m)) {
+    cc.be->reported_active.store(hb->active, std::memory_order_relaxed);
   } else {
-    spdlog::warn("[w{}] unexpected message type {} from back-end", index_,
-                 int(proto::type_of(m)));
+    spdlog::warn("[w{}] unexpected message type {} from {}", index_, int(proto::type_of(m)),
+                 cc.be->id);
   }
 }
 
@@ -491,21 +671,53 @@ void Worker::tick(uint64_t now) {
     switch (c->state) {
       case ClientConn::Reading:
         sh_.counters.inc(Counter::header_timeout);
-        reply_and_close(*c, 408);
+        reply_and_close(*c, 408, "header-timeout");
         break;
       case ClientConn::Handing:
         sh_.counters.inc(Counter::handoff_timeout);
-        spdlog::warn("handoff of {} to {}: no READY in {} ms", endpoint_str(c->peer),
-                     sh_.backends[c->be]->cfg->id, sh_.cfg->frontend.handoff_timeout_ms);
-        abort_handoff(*c, true);
+        spdlog::warn("handoff of {} to {}: no READY in {} ms", endpoint_str(c->peer), c->be->id,
+                     snap_->cfg->frontend.handoff_timeout_ms);
+        attempt_failed(*c, true);
         break;
       case ClientConn::Closing:
         destroy(*c);
         break;
+      case ClientConn::Local:
+        break;
     }
   }
-  for (auto& cc : controls_)
-    if (cc->state == ControlConn::Idle && now >= cc->retry_at) connect_control(*cc);
+  const uint64_t dead_ns = uint64_t(snap_->cfg->cluster.dead_after_ms) * kMs;
+  std::vector<BackendState*> gone;
+  for (auto& [b, cc] : controls_) {
+    if (cc->state == ControlConn::Up) {
+      uint64_t age = now - cc->last_heard;
+      b->heartbeat_age_ms.store(int64_t(age / kMs), std::memory_order_relaxed);
+      // A BE that stops talking (hung, stopped, overloaded) is taken out of rotation
+      // while its connection is still open; the next frame brings it back.
+      if (cc->live && age > dead_ns) {
+        sh_.counters.inc(Counter::ctl_stale);
+        spdlog::warn("[w{}] {} down: no heartbeat for {} ms", index_, b->id, age / kMs);
+        set_live(*cc, false);
+      }
+    }
+    if (cc->state == ControlConn::Idle && !cc->retired_at && now >= cc->retry_at)
+      connect_control(*cc);
+    if (cc->retired_at) {
+      set_live(*cc, false);
+      bool busy = std::any_of(pending_.begin(), pending_.end(),
+                              [&](auto& p) { return p.second->be == b; }) ||
+                  std::any_of(committed_.begin(), committed_.end(),
+                              [&](auto& p) { return p.second.be == b; });
+      if (!busy || now - cc->retired_at > kRetireGraceNs) gone.push_back(b);
+    }
+  }
+  for (BackendState* b : gone) {
+    auto& cc = *controls_.at(b);
+    if (cc.fd.valid()) {
+      control_down(cc, "removed from the configuration");
+    }
+    controls_.erase(b);
+  }
 }
 
 }  // namespace tcpha::fe

@@ -11,7 +11,6 @@
 
 #include "common/fd.hpp"
 #include "common/result.hpp"
-#include "fe/scheduler.hpp"
 #include "fe/shared.hpp"
 #include "proto/control.hpp"
 #include "tcpha_shared.h"
@@ -29,6 +28,7 @@ class Worker {
   Status open_listeners();
   void run();   // until stop()
   void stop();  // thread-safe
+  void wake();  // thread-safe: look at the snapshot again
 
  private:
   struct Item {
@@ -37,40 +37,51 @@ class Worker {
   };
   struct ClientConn;
   struct ControlConn;
+  class Load;
 
   void on_accept(int lfd);
   void on_client(ClientConn& c, uint32_t events);
-  void on_control(ControlConn& cc, uint32_t events);
-  void start_handoff(ClientConn& c, uint32_t be);
+  void on_local(ClientConn& c, uint32_t events);
+  void route(ClientConn& c);
+  void start_handoff(ClientConn& c, BackendState& be);
+  void serve_locally(ClientConn& c);
   void on_message(ControlConn& cc, proto::Message& m);
   void on_ready(ControlConn& cc, uint64_t id, uint32_t status);
-  void abort_handoff(ClientConn& c, bool tell_be);
-  void reply_and_close(ClientConn& c, int status);
+  // A handoff attempt failed on the BE's side: retry elsewhere once, else 503.
+  void attempt_failed(ClientConn& c, bool tell_be);
+  void take_back(ClientConn& c);
+  void reply_and_close(ClientConn& c, int status, const char* outcome);
   void destroy(ClientConn& c);
+  void access(const ClientConn& c, const char* outcome, uint64_t handoff_ns = 0);
   void connect_control(ControlConn& cc);
   void control_down(ControlConn& cc, const std::string& why);
+  void set_live(ControlConn& cc, bool live);
   void flush(ControlConn& cc);
+  void on_control(ControlConn& cc, uint32_t events);
+  void reconcile();
   void tick(uint64_t now);
   void epoll_set(int op, int fd, uint32_t events, Item* item);
 
   Shared& sh_;
   uint32_t index_;
-  Scheduler sched_;
+  std::shared_ptr<const Snapshot> snap_;
+  uint64_t generation_ = ~0ull;
   UniqueFd ep_;
   UniqueFd wake_;
   Item wake_item_{Item::Wake};
   std::vector<UniqueFd> listeners_;
   Item listener_item_{Item::Listener};
-  std::vector<std::unique_ptr<ControlConn>> controls_;  // by back-end index
+  std::unordered_map<BackendState*, std::unique_ptr<ControlConn>> controls_;
   std::unordered_map<ClientConn*, std::unique_ptr<ClientConn>> clients_;
   std::unordered_map<uint64_t, ClientConn*> pending_;   // handoff id -> client
   struct Committed {
     tcpha_flow_key key;
-    uint32_t be;
+    BackendState* be;
   };
   std::unordered_map<uint64_t, Committed> committed_;   // handed off, until CLOSED
   uint64_t next_id_ = 1;
   uint64_t next_tick_ = 0;
+  bool stopping_ = false;
 };
 
 }  // namespace tcpha::fe

@@ -1,0 +1,108 @@
+#include "serve/static_session.hpp"
+
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+
+#include "http/static_files.hpp"
+
+namespace tcpha::serve {
+
+StaticSession::Want StaticSession::on_readable(int fd) {
+  char buf[16384];
+  while (in_.size() < kMaxBuffered) {
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) {
+      in_.append(buf, size_t(n));
+      bytes_received_ += uint64_t(n);
+      continue;
+    }
+    if (n == 0) {
+      peer_closed_ = true;
+    } else if (errno != EAGAIN) {
+      return Want::Close;
+    }
+    break;
+  }
+  return serve(fd);
+}
+
+StaticSession::Want StaticSession::on_writable(int fd) { return serve(fd); }
+
+StaticSession::Want StaticSession::serve(int fd) {
+  for (;;) {
+    if (!responding_) {
+      if (!plan_next()) {
+        // Nothing complete to answer. A client that closed its side is done; one that
+        // filled the buffer without completing a request was answered 431 by the parser.
+        return peer_closed_ ? Want::Close : Want::Read;
+      }
+    }
+    switch (write_pending(fd)) {
+      case Io::Again:
+        return Want::Write;
+      case Io::Failed:
+        return Want::Close;
+      case Io::Done:
+        responding_ = false;
+        if (close_after_) {
+          shutdown(fd, SHUT_WR);
+          return Want::Close;
+        }
+        break;
+    }
+  }
+}
+
+bool StaticSession::plan_next() {
+  if (in_.empty()) return false;
+  http::Request req;
+  auto r = http::parse_request(in_, req);
+  if (r.status == http::ParseStatus::NeedMore) return false;
+  if (r.status == http::ParseStatus::Error) {
+    ++bad_requests_;
+    out_ = http::simple_reply(r.http_status, true);
+    close_after_ = true;
+    in_.clear();
+  } else {
+    // GET and HEAD carry no body; for other methods (answered 405) the connection
+    // closes after the reply rather than guessing where their body ends.
+    auto reply = http::plan_static_reply(docroot_fd_, req, server_name_, time(nullptr));
+    bool has_body = req.content_length.value_or(0) > 0 || req.chunked;
+    in_.erase(0, r.consumed);
+    out_ = std::move(reply.head);
+    out_ += reply.inline_body;
+    file_ = std::move(reply.file);
+    file_off_ = reply.offset;
+    file_left_ = reply.length;
+    close_after_ = reply.close || has_body;
+    ++requests_;
+  }
+  responding_ = true;
+  return true;
+}
+
+StaticSession::Io StaticSession::write_pending(int fd) {
+  while (!out_.empty()) {
+    ssize_t n = send(fd, out_.data(), out_.size(),
+                     MSG_NOSIGNAL | MSG_DONTWAIT | (file_left_ ? MSG_MORE : 0));
+    if (n < 0) return errno == EAGAIN ? Io::Again : Io::Failed;
+    out_.erase(0, size_t(n));
+    bytes_sent_ += uint64_t(n);
+  }
+  while (file_left_ > 0) {
+    size_t chunk = size_t(std::min<uint64_t>(file_left_, uint64_t(1) << 30));
+    ssize_t n = sendfile(fd, file_.get(), &file_off_, chunk);
+    if (n < 0) return errno == EAGAIN ? Io::Again : Io::Failed;
+    if (n == 0) return Io::Failed;  // the file shrank: the promised length cannot be kept
+    file_left_ -= uint64_t(n);
+    bytes_sent_ += uint64_t(n);
+  }
+  file_.reset();
+  return Io::Done;
+}
+
+}  // namespace tcpha::serve

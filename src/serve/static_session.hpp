@@ -1,0 +1,59 @@
+#pragma once
+// One client connection served by the built-in static server: buffers requests,
+// answers them in order with a response head and a sendfile()d body, keeps the
+// connection alive when the client asks. Used by the BE for handed-off connections
+// and by the FE when it serves a request itself (local node). Socket-level only: the
+// caller owns the fd and the epoll registration.
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "common/fd.hpp"
+#include "http/request.hpp"
+
+namespace tcpha::serve {
+
+class StaticSession {
+ public:
+  // What the caller should wait for next.
+  enum class Want { Read, Write, Close };
+
+  StaticSession(int docroot_fd, std::string server_name)
+      : docroot_fd_(docroot_fd), server_name_(std::move(server_name)) {}
+
+  // Bytes already read from the client (the FE's request head) go in first.
+  void preload(std::string bytes) { in_ = std::move(bytes); bytes_received_ += in_.size(); }
+
+  // Reads what is available, answers every complete request it can without blocking.
+  Want on_readable(int fd);
+  // Continues a response that hit EAGAIN, then serves further buffered requests.
+  Want on_writable(int fd);
+
+  uint64_t bytes_sent() const { return bytes_sent_; }
+  uint64_t bytes_received() const { return bytes_received_; }
+  uint64_t requests() const { return requests_; }
+  uint64_t bad_requests() const { return bad_requests_; }
+
+ private:
+  Want serve(int fd);
+  bool plan_next();               // false when no complete request is buffered
+  enum class Io { Done, Again, Failed };
+  Io write_pending(int fd);
+
+  static constexpr size_t kMaxBuffered = 65536;  // pipelined bytes kept per connection
+
+  int docroot_fd_;
+  std::string server_name_;
+  std::string in_;
+  std::string out_;         // response head (+ small inline body) still to send
+  UniqueFd file_;
+  off_t file_off_ = 0;
+  uint64_t file_left_ = 0;
+  bool responding_ = false;
+  bool close_after_ = false;
+  bool peer_closed_ = false;
+  uint64_t bytes_sent_ = 0, bytes_received_ = 0, requests_ = 0, bad_requests_ = 0;
+};
+
+}  // namespace tcpha::serve
