@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "datapath/datapath.hpp"
+#include "fe/membership.hpp"
 #include "fe/worker.hpp"
 #include "host/host.hpp"
 #include "status/status_socket.hpp"
@@ -81,38 +82,124 @@ std::string restart_only_change(const config::Config& a, const config::Config& b
 
 class Frontend {
  public:
-  Frontend(const config::Config& cfg, Shared& sh) : path_(cfg.path), sh_(sh) {}
+  Frontend(const config::Config& boot, Shared& sh,
+           const std::vector<std::unique_ptr<Worker>>& workers)
+      : path_(boot.path), sh_(sh), workers_(workers),
+        file_cfg_(std::make_shared<const config::Config>(boot)) {}
 
-  void reload(std::vector<std::unique_ptr<Worker>>& workers) {
+  // SIGHUP: re-read the cluster file; a bad one leaves everything as it was.
+  void reload() {
     auto r = config::load(path_);
-    auto old = sh_.snapshot.load();
     if (!r.config) {
       for (auto& e : r.errors) spdlog::error("reload refused: {}", e);
       sh_.counters.inc(Counter::reload_failures);
       return;
     }
-    if (auto what = restart_only_change(*old->cfg, *r.config); !what.empty()) {
+    if (auto what = restart_only_change(*file_cfg_, *r.config); !what.empty()) {
       spdlog::error("reload refused: {} changed, which needs a restart; old configuration kept",
                     what);
       sh_.counters.inc(Counter::reload_failures);
       return;
     }
-    uint64_t gen = old->generation + 1;
-    auto snap = make_snapshot(sh_, std::make_shared<const config::Config>(std::move(*r.config)), gen);
-    if (!snap) {
-      spdlog::error("reload refused: {}", snap.error().message());
+    std::lock_guard lk(mu_);
+    auto previous = file_cfg_;
+    file_cfg_ = std::make_shared<const config::Config>(std::move(*r.config));
+    if (!publish_locked()) {
+      file_cfg_ = previous;
       sh_.counters.inc(Counter::reload_failures);
       return;
     }
-    sh_.snapshot.store(*snap);
-    sh_.generation.store(gen, std::memory_order_release);
-    sh_.access_log.store(open_access_log((*snap)->cfg->frontend.access_log));
-    for (auto& w : workers) w->wake();
+    sh_.access_log.store(open_access_log(file_cfg_->frontend.access_log));
     sh_.counters.inc(Counter::reloads);
-    spdlog::info("configuration reloaded (generation {}): {} back-ends, {} rules", gen,
-                 (*snap)->cfg->backends.size(), (*snap)->router->rule_count());
   }
 
+  // A back-end registered itself (JOIN). One the file lists is only undrained.
+  void join(const proto::JoinMsg& j) {
+    std::lock_guard lk(mu_);
+    if (file_cfg_->find_backend(j.id)) {
+      sh_.backend(j.id)->drained.store(false);
+      spdlog::info("{} registered (listed in the cluster file)", j.id);
+      return;
+    }
+    std::string why = validate_join(j);
+    if (!why.empty()) {
+      spdlog::warn("JOIN from {} refused: {}", j.id, why);
+      return;
+    }
+    config::BackendSection b;
+    b.id = j.id;
+    b.addr.s_addr = j.address;
+    b.address = ipv4_str(b.addr);
+    b.weight = j.weight;
+    b.groups = j.groups;
+    b.docroot = "(dynamic)";
+    auto previous = dynamic_;
+    dynamic_[j.id] = b;
+    sh_.backend(j.id)->drained.store(false);
+    if (!publish_locked()) {
+      dynamic_ = previous;
+      return;
+    }
+    spdlog::info("{} joined at {} (groups {})", j.id, b.address, fmt::join(b.groups, ","));
+  }
+
+  // LEAVE: no new handoffs; its connections finish.
+  void leave(const std::string& id) {
+    sh_.backend(id)->drained.store(true);
+    spdlog::info("{} is leaving: drained", id);
+  }
+
+  // The registration link closed: a dynamic back-end is gone for good.
+  void gone(const std::string& id) {
+    std::lock_guard lk(mu_);
+    if (!dynamic_.erase(id)) return;
+    publish_locked();
+    spdlog::info("{} left the cluster", id);
+  }
+
+  bool is_dynamic(const std::string& id) {
+    std::lock_guard lk(mu_);
+    return dynamic_.count(id) != 0;
+  }
+
+ private:
+  std::string validate_join(const proto::JoinMsg& j) const {
+    if (j.id.empty() || j.id.size() > 31 ||
+        j.id.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") !=
+            std::string::npos)
+      return "bad id";
+    if (j.id == file_cfg_->frontend.id) return "id is the front-end's";
+    if (j.address == 0 || j.address == file_cfg_->cluster.vip_addr.s_addr) return "bad address";
+    for (const auto& b : file_cfg_->backends)
+      if (b.addr.s_addr == j.address) return "address already used by " + b.id;
+    if (j.weight < 1 || j.weight > 1000) return "weight out of 1..1000";
+    if (j.groups.empty()) return "no groups";
+    for (const auto& g : j.groups)
+      if (g.empty()) return "empty group name";
+    return "";
+  }
+
+  // Builds and publishes the snapshot of the file's configuration plus the dynamic
+  // back-ends. Caller holds mu_.
+  bool publish_locked() {
+    auto cfg = std::make_shared<config::Config>(*file_cfg_);
+    for (auto& [id, b] : dynamic_)
+      if (!cfg->find_backend(id)) cfg->backends.push_back(b);
+    uint64_t gen = sh_.snapshot.load()->generation + 1;
+    auto snap = make_snapshot(sh_, std::move(cfg), gen);
+    if (!snap) {
+      spdlog::error("configuration refused: {}", snap.error().message());
+      return false;
+    }
+    sh_.snapshot.store(*snap);
+    sh_.generation.store(gen, std::memory_order_release);
+    for (auto& w : workers_) w->wake();
+    spdlog::info("configuration generation {}: {} back-ends ({} dynamic), {} rules", gen,
+                 (*snap)->cfg->backends.size(), dynamic_.size(), (*snap)->router->rule_count());
+    return true;
+  }
+
+ public:
   std::string command(const std::string& cmd, size_t flows) {
     using nlohmann::json;
     if (cmd.empty() || cmd == "status") return status(flows).dump();
@@ -131,8 +218,9 @@ class Frontend {
     return json{{"ok", false}, {"error", "unknown command '" + cmd + "'"}}.dump();
   }
 
-  nlohmann::json status(size_t flows) const {
+  nlohmann::json status(size_t flows) {
     using nlohmann::json;
+    std::lock_guard lk(mu_);
     auto snap = sh_.snapshot.load();
     json bes = json::array();
     for (size_t i = 0; i < snap->backends.size(); ++i) {
@@ -149,6 +237,7 @@ class Frontend {
                      {"active", b.active.load()},
                      {"reported_active", b.reported_active.load()},
                      {"heartbeat_age_ms", b.heartbeat_age_ms.load()},
+                     {"dynamic", dynamic_.count(b.id) != 0},
                      {"mac", mac ? mac_str(BackendState::unpack(mac)) : ""}});
     }
     json counters = json::object();
@@ -182,6 +271,10 @@ class Frontend {
  private:
   std::string path_;
   Shared& sh_;
+  const std::vector<std::unique_ptr<Worker>>& workers_;
+  std::mutex mu_;
+  std::shared_ptr<const config::Config> file_cfg_;
+  std::map<std::string, config::BackendSection> dynamic_;
 };
 
 }  // namespace
@@ -223,9 +316,8 @@ int run_frontend(const config::Config& boot, const std::string& status_socket) {
   sh.snapshot.store(*snap);
   sh.generation.store(1);
   sh.access_log.store(open_access_log(f.access_log));
-  Frontend fe(boot, sh);
-
   std::vector<std::unique_ptr<Worker>> workers;
+  Frontend fe(boot, sh, workers);
   for (uint32_t i = 0; i < sh.workers; ++i) {
     workers.push_back(std::make_unique<Worker>(sh, i));
     if (auto s = workers.back()->open_listeners(); !s) {
@@ -239,6 +331,14 @@ int run_frontend(const config::Config& boot, const std::string& status_socket) {
       status_socket, [&](const std::string& cmd) { return fe.command(cmd, flows.load()); });
   if (!status) {
     spdlog::error("status socket: {}", status.error().message());
+    return 2;
+  }
+
+  auto membership = Membership::start(
+      boot, {[&](const proto::JoinMsg& j) { fe.join(j); },
+             [&](const std::string& id) { fe.leave(id); }, [&](const std::string& id) { fe.gone(id); }});
+  if (!membership) {
+    spdlog::error("registration listener: {}", membership.error().message());
     return 2;
   }
 
@@ -271,7 +371,7 @@ int run_frontend(const config::Config& boot, const std::string& status_socket) {
     int sig = 0;
     sigwait(&sigs, &sig);
     if (sig == SIGHUP) {
-      fe.reload(workers);
+      fe.reload();
       continue;
     }
     spdlog::info("signal {}: stopping", sig);
@@ -285,6 +385,7 @@ int run_frontend(const config::Config& boot, const std::string& status_socket) {
   }
   cv.notify_all();
   gc.join();
+  membership->reset();
   workers.clear();
   status->reset();
   vip->reset();

@@ -2,6 +2,7 @@
 // written and read explicitly with bounds checks: structs are never copied as memory,
 // so padding and host byte order never reach the wire.
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <iterator>
 
@@ -125,6 +126,32 @@ void put(std::string& out, const HeartbeatMsg& m) {
   put_be(out, m.cache_hit_permille);
 }
 
+// Short strings: u8 length, then the bytes.
+void put_str(std::string& out, const std::string& v) {
+  put_be(out, static_cast<uint8_t>(std::min<size_t>(v.size(), 255)));
+  out.append(v, 0, std::min<size_t>(v.size(), 255));
+}
+void get_str(Reader& r, std::string& v) { r.bytes(v, r.be<uint8_t>()); }
+
+void put(std::string& out, const JoinMsg& m) {
+  put_str(out, m.id);
+  put_raw(out, m.address);
+  put_be(out, m.weight);
+  put_be(out, static_cast<uint8_t>(std::min<size_t>(m.groups.size(), 255)));
+  for (size_t i = 0; i < m.groups.size() && i < 255; ++i) put_str(out, m.groups[i]);
+}
+void put(std::string&, const LeaveMsg&) {}
+
+void get(Reader& r, JoinMsg& m) {
+  get_str(r, m.id);
+  m.address = r.raw<uint32_t>();
+  m.weight = r.be<uint32_t>();
+  const uint8_t n = r.be<uint8_t>();
+  m.groups.resize(n);
+  for (auto& g : m.groups) get_str(r, g);
+}
+void get(Reader&, LeaveMsg&) {}
+
 void get(Reader& r, HandoffMsg& m) {
   m.id = r.be<uint64_t>();
   get_state(r, m.state);
@@ -164,8 +191,9 @@ constexpr size_t kHandoffFixed = 8 + kTcpStateWireSize + 4;
 }  // namespace
 
 MsgType type_of(const Message& m) {
-  static constexpr MsgType kTypes[] = {MsgType::Handoff, MsgType::Ready,  MsgType::Commit,
-                                       MsgType::Abort,   MsgType::Closed, MsgType::Heartbeat};
+  static constexpr MsgType kTypes[] = {MsgType::Handoff, MsgType::Ready,     MsgType::Commit,
+                                       MsgType::Abort,   MsgType::Closed,    MsgType::Heartbeat,
+                                       MsgType::Join,    MsgType::Leave};
   static_assert(std::size(kTypes) == std::variant_size_v<Message>);
   return kTypes[m.index()];
 }
@@ -193,6 +221,10 @@ Result<Message> decode_payload(MsgType t, const uint8_t* p, size_t n) {
       return decode_as<ClosedMsg>(p, n);
     case MsgType::Heartbeat:
       return decode_as<HeartbeatMsg>(p, n);
+    case MsgType::Join:
+      return decode_as<JoinMsg>(p, n);
+    case MsgType::Leave:
+      return decode_as<LeaveMsg>(p, n);
     case MsgType::Hello:
       break;
   }

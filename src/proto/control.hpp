@@ -72,6 +72,8 @@ enum class MsgType : uint8_t {
   Abort = 5,
   Closed = 6,
   Heartbeat = 7,
+  Join = 8,   // BE -> FE registration link: add me (dynamic membership, seed 000 4.10)
+  Leave = 9,  // BE -> FE registration link: I am going; no new handoffs, let mine finish
 };
 enum class Role : uint8_t { Fe = 1, Be = 2 };
 
@@ -98,7 +100,15 @@ struct HeartbeatMsg {
   uint64_t sent_ns = 0;
   uint32_t active = 0, cpu_permille = 0, cache_hit_permille = 0;
 };
-using Message = std::variant<HandoffMsg, ReadyMsg, CommitMsg, AbortMsg, ClosedMsg, HeartbeatMsg>;
+struct JoinMsg {
+  std::string id;
+  uint32_t address = 0;  // network order, like sockaddr_in
+  uint32_t weight = 1;
+  std::vector<std::string> groups;
+};
+struct LeaveMsg {};
+using Message = std::variant<HandoffMsg, ReadyMsg, CommitMsg, AbortMsg, ClosedMsg, HeartbeatMsg,
+                             JoinMsg, LeaveMsg>;
 
 MsgType type_of(const Message& m);
 

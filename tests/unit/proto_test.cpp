@@ -86,6 +86,14 @@ void expect_same(const Message& a, const Message& b) {
     EXPECT_EQ(x->id, y.id);
     EXPECT_EQ(x->bytes_sent, y.bytes_sent);
     EXPECT_EQ(x->bytes_received, y.bytes_received);
+  } else if (auto* x = std::get_if<JoinMsg>(&a)) {
+    const auto& y = std::get<JoinMsg>(b);
+    EXPECT_EQ(x->id, y.id);
+    EXPECT_EQ(x->address, y.address);
+    EXPECT_EQ(x->weight, y.weight);
+    EXPECT_EQ(x->groups, y.groups);
+  } else if (std::holds_alternative<LeaveMsg>(a)) {
+    EXPECT_TRUE(std::holds_alternative<LeaveMsg>(b));
   } else {
     const auto& p = std::get<HeartbeatMsg>(a);
     const auto& q = std::get<HeartbeatMsg>(b);
@@ -106,6 +114,9 @@ std::vector<Message> all_messages() {
       AbortMsg{4},
       ClosedMsg{5, 10'000'000'000, 77},
       HeartbeatMsg{0x7fffffffffffffff, 4'000'000'000, 1000, 999},
+      JoinMsg{"be4", 0x0e00c80a, 3, {"all", "images"}},
+      JoinMsg{"x", 0, 1, {}},
+      LeaveMsg{},
   };
 }
 
