@@ -18,6 +18,8 @@
 #include "fe/membership.hpp"
 #include "fe/worker.hpp"
 #include "host/host.hpp"
+#include "metrics/endpoint.hpp"
+#include "metrics/registry.hpp"
 #include "status/status_socket.hpp"
 
 namespace tcpha::fe {
@@ -29,9 +31,12 @@ uint64_t now_ns() {
   return uint64_t(ts.tv_sec) * 1'000'000'000ull + uint64_t(ts.tv_nsec);
 }
 
-nlohmann::json latency_json(const LatencyHistogram& h) {
-  return {{"p50", h.quantile_us(0.50)}, {"p99", h.quantile_us(0.99)}, {"count", h.count()}};
-}
+using metrics::latency_json;
+
+constexpr auto kFeCounters =
+    std::to_array<metrics::CounterInfo>({TCPHA_FE_COUNTERS(TCPHA_METRICS_COUNTER)});
+constexpr auto kDpCounters =
+    std::to_array<metrics::CounterInfo>({TCPHA_DP_COUNTERS(TCPHA_METRICS_COUNTER)});
 
 // Builds the snapshot a configuration becomes: router, back-end states, docroot.
 Result<std::shared_ptr<const Snapshot>> make_snapshot(Shared& sh,
@@ -157,6 +162,35 @@ class Frontend {
     spdlog::info("{} left the cluster", id);
   }
 
+  // The Prometheus view of the same numbers as status().
+  std::string prometheus(size_t flows) {
+    metrics::Exposition e;
+    metrics::add_counters(e, "tcpha_fe_", kFeCounters, metrics::snapshot(sh_.counters.v));
+    metrics::add_counters(e, "tcpha_datapath_", kDpCounters, sh_.dp->counters());
+    e.gauge("tcpha_fe_flows", "flows in the datapath table", double(flows));
+    e.gauge("tcpha_fe_local_active", "connections the front-end serves itself",
+            double(sh_.local_active.load()));
+    e.histogram("tcpha_fe_handoff_latency_seconds", "request complete to COMMIT sent",
+                sh_.handoff_latency);
+    e.histogram("tcpha_fe_handoff_export_seconds", "HOLD + export + HANDOFF sent",
+                sh_.export_latency);
+    e.histogram("tcpha_fe_handoff_ready_seconds", "HANDOFF sent to READY received",
+                sh_.ready_latency);
+    auto snap = sh_.snapshot.load();
+    for (const BackendState* b : snap->backends) {
+      metrics::Labels l{{"backend", b->id}};
+      e.gauge("tcpha_backend_up", "1 when every worker has a live link to the back-end",
+              sh_.state_of(*b) == "up" ? 1 : 0, l);
+      e.gauge("tcpha_backend_active", "handed-off connections not yet closed",
+              double(b->active.load()), l);
+      e.counter("tcpha_backend_handoffs_total", "connections handed off to the back-end",
+                b->handoffs.load(), l);
+      e.counter("tcpha_backend_failures_total", "failed handoff attempts to the back-end",
+                b->failures.load(), l);
+    }
+    return e.str();
+  }
+
   bool is_dynamic(const std::string& id) {
     std::lock_guard lk(mu_);
     return dynamic_.count(id) != 0;
@@ -240,14 +274,8 @@ class Frontend {
                      {"dynamic", dynamic_.count(b.id) != 0},
                      {"mac", mac ? mac_str(BackendState::unpack(mac)) : ""}});
     }
-    json counters = json::object();
-#define TCPHA_X(name, help) counters[#name] = sh_.counters.get(Counter::name);
-    TCPHA_FE_COUNTERS(TCPHA_X)
-#undef TCPHA_X
-    json dp = json::object();
-    auto dpc = sh_.dp->counters();
-    for (int i = 0; i < TCPHA_DP_NR_COUNTERS; ++i)
-      dp[datapath::Datapath::counter_name(i)] = dpc[size_t(i)];
+    json counters = metrics::counters_json(kFeCounters, metrics::snapshot(sh_.counters.v));
+    json dp = metrics::counters_json(kDpCounters, sh_.dp->counters());
     return {{"role", "fe"},
             {"id", snap->cfg->frontend.id},
             {"vip", snap->cfg->cluster.vip},
@@ -334,6 +362,15 @@ int run_frontend(const config::Config& boot, const std::string& status_socket) {
     return 2;
   }
 
+  std::unique_ptr<metrics::Endpoint> metrics_endpoint;
+  if (!f.metrics.empty()) {
+    auto m = metrics::Endpoint::start(f.metrics, [&] { return fe.prometheus(flows.load()); });
+    if (!m) {
+      spdlog::error("metrics endpoint {}: {}", f.metrics, m.error().message());
+      return 2;
+    }
+    metrics_endpoint = std::move(*m);
+  }
   auto membership = Membership::start(
       boot, {[&](const proto::JoinMsg& j) { fe.join(j); },
              [&](const std::string& id) { fe.leave(id); }, [&](const std::string& id) { fe.gone(id); }});
@@ -386,6 +423,7 @@ int run_frontend(const config::Config& boot, const std::string& status_socket) {
   cv.notify_all();
   gc.join();
   membership->reset();
+  metrics_endpoint.reset();
   workers.clear();
   status->reset();
   vip->reset();

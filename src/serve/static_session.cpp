@@ -2,6 +2,7 @@
 
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -78,6 +79,13 @@ bool StaticSession::plan_next() {
     file_ = std::move(reply.file);
     file_off_ = reply.offset;
     file_left_ = reply.length;
+    cached_.reset();
+    struct stat st {};
+    if (cache_ && file_left_ > 0 && fstat(file_.get(), &st) == 0) {
+      cached_ = cache_->get(file_.get(), st);
+      // The file changed since the reply was planned: stream it (and fail cleanly).
+      if (cached_ && cached_->size() < uint64_t(file_off_) + file_left_) cached_.reset();
+    }
     close_after_ = reply.close || has_body;
     ++requests_;
   }
@@ -93,6 +101,14 @@ StaticSession::Io StaticSession::write_pending(int fd) {
     out_.erase(0, size_t(n));
     bytes_sent_ += uint64_t(n);
   }
+  while (cached_ && file_left_ > 0) {
+    size_t len = size_t(std::min<uint64_t>(file_left_, cached_->size() - size_t(file_off_)));
+    ssize_t n = send(fd, cached_->data() + file_off_, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) return errno == EAGAIN ? Io::Again : Io::Failed;
+    file_off_ += n;
+    file_left_ -= uint64_t(n);
+    bytes_sent_ += uint64_t(n);
+  }
   while (file_left_ > 0) {
     size_t chunk = size_t(std::min<uint64_t>(file_left_, uint64_t(1) << 30));
     ssize_t n = sendfile(fd, file_.get(), &file_off_, chunk);
@@ -102,6 +118,7 @@ StaticSession::Io StaticSession::write_pending(int fd) {
     bytes_sent_ += uint64_t(n);
   }
   file_.reset();
+  cached_.reset();
   return Io::Done;
 }
 

@@ -11,6 +11,7 @@
 
 #include "common/fd.hpp"
 #include "http/request.hpp"
+#include "serve/file_cache.hpp"
 
 namespace tcpha::serve {
 
@@ -19,8 +20,9 @@ class StaticSession {
   // What the caller should wait for next.
   enum class Want { Read, Write, Close };
 
-  StaticSession(int docroot_fd, std::string server_name)
-      : docroot_fd_(docroot_fd), server_name_(std::move(server_name)) {}
+  // `cache` (may be null) must outlive the session.
+  StaticSession(int docroot_fd, std::string server_name, FileCache* cache = nullptr)
+      : docroot_fd_(docroot_fd), server_name_(std::move(server_name)), cache_(cache) {}
 
   // Bytes already read from the client (the FE's request head) go in first.
   void preload(std::string bytes) { in_ = std::move(bytes); bytes_received_ += in_.size(); }
@@ -45,6 +47,8 @@ class StaticSession {
 
   int docroot_fd_;
   std::string server_name_;
+  FileCache* cache_;
+  std::shared_ptr<const std::string> cached_;  // body from the cache, when it had it
   std::string in_;
   std::string out_;         // response head (+ small inline body) still to send
   UniqueFd file_;
