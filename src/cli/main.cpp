@@ -26,18 +26,27 @@ std::optional<tcpha::config::Config> load_or_report(const std::string& path) {
 
 void print_table(const nlohmann::json& j) {
   if (j.value("role", "") == "fe") {
-    std::printf("front-end %s  VIP %s  flows %zu  handoffs ok %llu failed %llu  latency p50 %.0f us p99 %.0f us\n",
-                j.value("id", "").c_str(), j.value("vip", "").c_str(), j.value("flows", size_t(0)),
-                (unsigned long long)j["handoffs"].value("ok", 0ull),
-                (unsigned long long)j["handoffs"].value("failed", 0ull),
-                j["handoff_latency_us"].value("p50", 0.0), j["handoff_latency_us"].value("p99", 0.0));
-    std::printf("%-12s %-16s %-9s %6s %8s %10s %9s\n", "ID", "ADDRESS", "STATE", "WEIGHT", "ACTIVE",
-                "HANDOFFS", "FAILURES");
-    for (auto& b : j["backends"])
-      std::printf("%-12s %-16s %-9s %6u %8lld %10llu %9llu\n", b.value("id", "").c_str(),
-                  b.value("address", "").c_str(), b.value("state", "").c_str(), b.value("weight", 0u),
+    const auto& h = j["handoffs"];
+    const auto& lat = j["handoff_latency_us"];
+    std::printf("front-end %s  VIP %s  generation %llu  flows %zu\n", j.value("id", "").c_str(),
+                j.value("vip", "").c_str(), (unsigned long long)j.value("generation", 0ull),
+                j.value("flows", size_t(0)));
+    std::printf("handoffs ok %llu failed %llu  latency p50 %.0f us p99 %.0f us  local %lld\n\n",
+                (unsigned long long)h.value("ok", 0ull), (unsigned long long)h.value("failed", 0ull),
+                lat.value("p50", 0.0), lat.value("p99", 0.0), (long long)j.value("local_active", 0ll));
+    // Like `ipvsadm -L -n`: one line per real server.
+    std::printf("%-12s %-16s %-9s %6s %7s %10s %9s %8s %6s\n", "ID", "ADDRESS", "STATE", "WEIGHT",
+                "ACTIVE", "HANDOFFS", "FAILURES", "HB-AGE", "CACHE");
+    for (auto& b : j["backends"]) {
+      long long age = b.value("heartbeat_age_ms", -1ll);
+      std::string age_s = age < 0 ? "-" : std::to_string(age) + "ms";
+      std::printf("%-12s %-16s %-9s %6u %7lld %10llu %9llu %8s %5.0f%%%s\n",
+                  b.value("id", "").c_str(), b.value("address", "").c_str(),
+                  b.value("state", "").c_str(), b.value("weight", 0u),
                   (long long)b.value("active", 0ll), (unsigned long long)b.value("handoffs", 0ull),
-                  (unsigned long long)b.value("failures", 0ull));
+                  (unsigned long long)b.value("failures", 0ull), age_s.c_str(),
+                  100.0 * b.value("cache_hit_rate", 0.0), b.value("dynamic", false) ? "  dynamic" : "");
+    }
   } else {
     std::printf("back-end %s  %s  imported %llu  active %lld  control links %llu\n",
                 j.value("id", "").c_str(), j.value("address", "").c_str(),

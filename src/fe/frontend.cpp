@@ -271,6 +271,7 @@ class Frontend {
                      {"active", b.active.load()},
                      {"reported_active", b.reported_active.load()},
                      {"heartbeat_age_ms", b.heartbeat_age_ms.load()},
+                     {"cache_hit_rate", b.cache_hit_permille.load() / 1000.0},
                      {"dynamic", dynamic_.count(b.id) != 0},
                      {"mac", mac ? mac_str(BackendState::unpack(mac)) : ""}});
     }

@@ -76,6 +76,7 @@ struct BackendState {
   std::atomic<int64_t> active{0};      // handed-off connections not yet reported closed
   std::atomic<int64_t> heartbeat_age_ms{-1};  // age of the newest heartbeat any worker saw
   std::atomic<uint32_t> reported_active{0};   // the BE's own count, from heartbeats
+  std::atomic<uint32_t> cache_hit_permille{0};  // the BE's file cache, from heartbeats
 
   static uint64_t pack(const Mac& m) {
     uint64_t v = 0;

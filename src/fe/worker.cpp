@@ -657,6 +657,7 @@ void Worker::on_message(ControlConn& cc, proto::Message& m) {
     committed_.erase(it);
   } else if (auto* hb = std::get_if<proto::HeartbeatMsg>(&m)) {
     cc.be->reported_active.store(hb->active, std::memory_order_relaxed);
+    cc.be->cache_hit_permille.store(hb->cache_hit_permille, std::memory_order_relaxed);
   } else {
     spdlog::warn("[w{}] unexpected message type {} from {}", index_, int(proto::type_of(m)),
                  cc.be->id);
