@@ -9,7 +9,7 @@ PKGS=(
   libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev libre2-dev libsodium-dev
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
   jq curl wrk nginx-light haproxy iproute2 nftables ethtool procps psmisc
-  python3 python3-matplotlib
+  python3 python3-matplotlib python3-prometheus-client
 )
 
 missing=()

@@ -322,7 +322,7 @@ int run_frontend(const config::Config& boot, const std::string& status_socket) {
   }
   auto dp = datapath::Datapath::attach(f.interface, f.max_flows);
   if (!dp) {
-    spdlog::error("datapath on {}: {} (needs root/CAP_BPF+CAP_NET_ADMIN and tc clsact)",
+    spdlog::error("datapath on {}: {} (needs root, or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN, and tc clsact)",
                   f.interface, dp.error().message());
     return 2;
   }
