@@ -1,4 +1,5 @@
 #include "be/agent.hpp"
+#include "be/registration.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -11,7 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <functional>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -20,6 +23,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "be/relay.hpp"
 #include "common/fd.hpp"
 #include "common/histogram.hpp"
 #include "common/net.hpp"
@@ -41,7 +45,11 @@ uint64_t now_ns() {
 
 constexpr uint64_t kMs = 1'000'000;
 constexpr uint64_t kKeepAliveIdleNs = 60'000 * kMs;  // idle keep-alive connections close
-constexpr size_t kMaxRequestBuffer = 65536;          // pipelined bytes kept per connection
+constexpr size_t kMaxRequestBuffer = 65536;
+constexpr uint64_t kDrainTimeoutNs = 30'000 * kMs;   // SIGTERM waits this long for connections          // pipelined bytes kept per connection
+// Relayed connections: longer than common servers' keep-alive and send timeouts, so
+// the server's own timeouts normally decide; this reaps connections whose peer vanished.
+constexpr uint64_t kRelayIdleNs = 300'000 * kMs;
 
 #define TCPHA_BE_COUNTERS(X)                                                  \
   X(imported, "connections imported and committed")                          \
@@ -61,7 +69,7 @@ enum class Counter {
 };
 
 struct Item {
-  enum Kind { Listener, Control, Http, Signal } kind;
+  enum Kind { Listener, Control, Http, Signal, Relay } kind;
   explicit Item(Kind k) : kind(k) {}
 };
 
@@ -127,6 +135,7 @@ class Agent {
   bool serve_next(HttpConn& h);
   bool write_out(HttpConn& h);
   void close_http(HttpConn& h);
+  void report_closed(uint64_t control_id, uint64_t handoff_id, uint64_t sent, uint64_t received);
   void tick(uint64_t now);
 
   const config::Config& cfg_;
@@ -134,6 +143,9 @@ class Agent {
   std::array<uint8_t, 32> key_{};
   UniqueFd ep_, listener_, docroot_;
   Item listener_item_{Item::Listener}, signal_item_{Item::Signal};
+  // Upstream mode (self_.upstream set): relayed connections instead of HttpConns.
+  std::unique_ptr<Relays> relays_;
+  Item relay_item_{Item::Relay};
   uint64_t next_control_id_ = 1;
   std::map<uint64_t, std::unique_ptr<ControlConn>> controls_;
   std::map<std::pair<uint64_t, uint64_t>, PendingImport> pending_;  // (control, handoff id)
@@ -143,11 +155,37 @@ class Agent {
   LatencyHistogram import_latency_;  // HANDOFF decoded -> READY sent
   std::atomic<size_t> control_links_{0};
   bool stop_ = false;
+  uint64_t next_heartbeat_ = 0;
+  // SIGTERM/SIGINT: stop taking work, let what runs finish (bounded), then exit.
+  void begin_drain();
+  std::function<void()> on_drain_;
+  bool draining_ = false;
+  int sigfd_ = -1;
+  uint64_t drain_deadline_ = 0;
+
+ public:
+  void set_on_drain(std::function<void()> f) { on_drain_ = std::move(f); }
 };
 
 Status Agent::open(int sigfd) {
-  docroot_.reset(::open(self_.docroot.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!docroot_.valid()) return sys_error("docroot " + self_.docroot);
+  if (!self_.upstream.empty()) {
+    RelayOptions o;
+    o.upstream = *parse_host_port(self_.upstream);  // validated with the config
+    o.proxy_protocol = self_.proxy_protocol;
+    o.connect_timeout_ns = uint64_t(self_.upstream_timeout_ms) * kMs;
+    o.idle_timeout_ns = kRelayIdleNs;
+    auto r = Relays::create(o, [this](uint64_t control_id, uint64_t handoff_id, uint64_t sent,
+                                      uint64_t received) {
+      report_closed(control_id, handoff_id, sent, received);
+      active_.fetch_sub(1);
+    });
+    if (!r) return r.error();
+    relays_ = std::move(*r);
+    set(EPOLL_CTL_ADD, relays_->fd(), EPOLLIN, &relay_item_);
+  } else {
+    docroot_.reset(::open(self_.docroot.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!docroot_.valid()) return sys_error("docroot " + self_.docroot);
+  }
   listener_.reset(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   int one = 1;
   setsockopt(listener_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -159,6 +197,7 @@ Status Agent::open(int sigfd) {
     return sys_error("bind control port " + endpoint_str(a));
   if (listen(listener_.get(), 128) != 0) return sys_error("listen");
   set(EPOLL_CTL_ADD, listener_.get(), EPOLLIN, &listener_item_);
+  sigfd_ = sigfd;
   set(EPOLL_CTL_ADD, sigfd, EPOLLIN, &signal_item_);
   return {};
 }
@@ -167,28 +206,35 @@ void Agent::run() {
   epoll_event evs[256];
   uint64_t next_tick = 0;
   while (!stop_) {
-    int n = epoll_wait(ep_.get(), evs, 256, 100);
+    // The tick sends heartbeats, so it runs at least twice per heartbeat interval.
+    const int tick_ms = int(std::clamp<uint32_t>(cfg_.cluster.heartbeat_ms / 2, 5, 100));
+    int n = epoll_wait(ep_.get(), evs, 256, tick_ms);
     for (int i = 0; i < n; ++i) {
       auto* it = static_cast<Item*>(evs[i].data.ptr);
       switch (it->kind) {
         case Item::Listener:
           on_accept();
           break;
-        case Item::Signal:
-          stop_ = true;
+        case Item::Signal: {
+          signalfd_siginfo si{};
+          if (read(sigfd_, &si, sizeof si) == sizeof si) begin_drain();
           break;
+        }
         case Item::Control:
           on_control(*static_cast<ControlConn*>(it), evs[i].events);
           break;
         case Item::Http:
           on_http(*static_cast<HttpConn*>(it), evs[i].events);
           break;
+        case Item::Relay:
+          relays_->on_ready(now_ns());
+          break;
       }
     }
     uint64_t now = now_ns();
     if (now >= next_tick) {
       tick(now);
-      next_tick = now + 100 * kMs;
+      next_tick = now + uint64_t(tick_ms) * kMs;
     }
   }
 }
@@ -307,6 +353,12 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
     pending_.erase(it);
     if (auto s = handoff::activate(fd.get()); !s) {
       spdlog::warn("activate: {}", s.error().message());
+      return;
+    }
+    if (relays_) {
+      inc(Counter::imported);
+      active_.fetch_add(1);
+      relays_->start(std::move(fd), cc.id, c->id, now_ns());
       return;
     }
     auto h = std::make_unique<HttpConn>();
@@ -442,13 +494,18 @@ void Agent::close_http(HttpConn& h) {
   // Graceful: FIN after the last byte; the client's FIN/ACK are forwarded to us.
   shutdown(h.fd.get(), SHUT_WR);
   set(EPOLL_CTL_DEL, h.fd.get(), 0, &h);
-  if (auto it = controls_.find(h.control_id); it != controls_.end() && it->second->session.established()) {
-    it->second->session.send(proto::ClosedMsg{h.handoff_id, h.bytes_sent, h.bytes_received},
-                             it->second->out);
-    flush(*it->second);
-  }
+  report_closed(h.control_id, h.handoff_id, h.bytes_sent, h.bytes_received);
   active_.fetch_sub(1);
   conns_.erase(&h);
+}
+
+// Lets the FE free the flow early (ARCHITECTURE.md, teardown).
+void Agent::report_closed(uint64_t control_id, uint64_t handoff_id, uint64_t sent,
+                          uint64_t received) {
+  if (auto it = controls_.find(control_id); it != controls_.end() && it->second->session.established()) {
+    it->second->session.send(proto::ClosedMsg{handoff_id, sent, received}, it->second->out);
+    flush(*it->second);
+  }
 }
 
 void Agent::tick(uint64_t now) {
@@ -465,6 +522,44 @@ void Agent::tick(uint64_t now) {
   for (auto& [p, h] : conns_)
     if (!h->writing && now - h->last_active > kKeepAliveIdleNs) idle.push_back(p);
   for (HttpConn* h : idle) close_http(*h);
+  if (relays_) relays_->tick(now);
+  if (draining_) {
+    // Idle keep-alive connections would hold the drain open: close them now.
+    std::vector<HttpConn*> idle_now;
+    for (auto& [p, h] : conns_)
+      if (!h->writing && h->in.empty()) idle_now.push_back(p);
+    for (HttpConn* h : idle_now) close_http(*h);
+    if ((active_.load() <= 0 && pending_.empty()) || now >= drain_deadline_) {
+      if (active_.load() > 0)
+        spdlog::warn("drain timeout: {} connections still open are cut", active_.load());
+      stop_ = true;
+    }
+  }
+  // Heartbeats: the FE marks a BE down when they stop, even if the TCP connection
+  // stays open (a stopped or hung agent). They carry the load for the policies.
+  if (now >= next_heartbeat_) {
+    next_heartbeat_ = now + uint64_t(cfg_.cluster.heartbeat_ms) * kMs;
+    proto::HeartbeatMsg hb{now, uint32_t(std::max<int64_t>(0, active_.load())), 0, 0};
+    std::vector<ControlConn*> links;
+    for (auto& [id, cc] : controls_)
+      if (cc->session.established()) links.push_back(cc.get());
+    for (ControlConn* cc : links) {
+      cc->session.send(hb, cc->out);
+      flush(*cc);
+    }
+  }
+}
+
+void Agent::begin_drain() {
+  if (draining_) {
+    stop_ = true;  // a second signal: stop now
+    return;
+  }
+  draining_ = true;
+  drain_deadline_ = now_ns() + kDrainTimeoutNs;
+  spdlog::info("draining: {} connections to finish (at most {} s); signal again to stop now",
+               active_.load(), kDrainTimeoutNs / 1'000'000'000);
+  if (on_drain_) on_drain_();
 }
 
 std::string Agent::status_json() const {
@@ -472,7 +567,7 @@ std::string Agent::status_json() const {
 #define TCPHA_X(name, help) counters[#name] = counters_[size_t(Counter::name)].load();
   TCPHA_BE_COUNTERS(TCPHA_X)
 #undef TCPHA_X
-  return nlohmann::json{{"role", "be"},
+  auto j = nlohmann::json{{"role", "be"},
                         {"id", self_.id},
                         {"address", self_.address},
                         {"imported", counters_[size_t(Counter::imported)].load()},
@@ -482,8 +577,9 @@ std::string Agent::status_json() const {
                          {{"p50", import_latency_.quantile_us(0.5)},
                           {"p99", import_latency_.quantile_us(0.99)},
                           {"count", import_latency_.count()}}},
-                        {"counters", counters}}
-      .dump();
+                        {"counters", counters}};
+  if (relays_) j["relay"] = relays_->status();
+  return j.dump();
 }
 
 }  // namespace
@@ -492,11 +588,6 @@ int run_backend(const config::Config& cfg, const std::string& id, const std::str
   const auto* self = cfg.find_backend(id);
   if (!self) {
     spdlog::error("{}: no [[backend]] with id '{}'", cfg.path, id);
-    return 1;
-  }
-  if (self->docroot.empty()) {
-    spdlog::error("{}:{}: backend '{}': upstream relay is not implemented yet; use docroot",
-                  cfg.path, self->line, id);
     return 1;
   }
   sigset_t sigs;
@@ -544,8 +635,11 @@ int run_backend(const config::Config& cfg, const std::string& id, const std::str
     spdlog::error("status socket: {}", status.error().message());
     return 2;
   }
-  spdlog::info("back-end {} on {} ({}), VIP {} on lo, docroot {}", id, self->address, *ifname,
-               cfg.cluster.vip, self->docroot);
+  spdlog::info("back-end {} on {} ({}), VIP {} on lo, {} {}", id, self->address, *ifname,
+               cfg.cluster.vip, self->upstream.empty() ? "docroot" : "relay to",
+               self->upstream.empty() ? self->docroot : self->upstream);
+  Registration registration(cfg, *self);
+  agent.set_on_drain([&] { registration.leave(); });
   agent.run();
   spdlog::info("back-end {} stopping; VIP and sysctls restored", id);
   return 0;

@@ -1,0 +1,439 @@
+#include "be/relay.hpp"
+
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "common/net.hpp"
+#include "http/response.hpp"
+
+namespace tcpha::be {
+namespace {
+
+constexpr int kRoundsPerTurn = 8;   // up to 8 pipes' worth per turn, then the others'
+constexpr size_t kSparePipes = 64;  // empty pipes kept to skip pipe2+F_SETPIPE_SZ
+constexpr uint64_t kWarnEveryNs = 1'000'000'000;
+constexpr uint32_t kEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+
+bool transient(int err) { return err == EAGAIN || err == EINTR; }
+
+// Closing with a zero linger time sends RST instead of FIN: how a reset on one side
+// is passed on to the other.
+void close_with_reset(UniqueFd& fd) {
+  if (!fd.valid()) return;
+  linger l{1, 0};
+  setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  fd.reset();
+}
+
+int socket_error(int fd) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return errno;
+  return err;
+}
+
+}  // namespace
+
+std::string make_proxy_v2(const sockaddr_in& client, const sockaddr_in& server) {
+  static constexpr char kSignature[12] = {'\r', '\n', '\r', '\n', '\0', '\r',
+                                          '\n', 'Q',  'U',  'I',  'T',  '\n'};
+  std::string h(kSignature, sizeof kSignature);
+  h += char(0x21);  // version 2, command PROXY
+  h += char(0x11);  // AF_INET, SOCK_STREAM
+  h += '\0';
+  h += char(12);  // address block length, big-endian
+  auto raw = [&h](const void* p, size_t n) { h.append(static_cast<const char*>(p), n); };
+  raw(&client.sin_addr, 4);  // addresses and ports are already in network order
+  raw(&server.sin_addr, 4);
+  raw(&client.sin_port, 2);
+  raw(&server.sin_port, 2);
+  return h;
+}
+
+// One relayed connection. Response direction: upstream -> pipe -> client (splice).
+// Request direction: client -> to_upstream -> upstream, through user space.
+struct Relays::Conn {
+  uint64_t id = 0, control_id = 0, handoff_id = 0;
+  UniqueFd client, upstream, pipe_r, pipe_w;
+  size_t pipe_cap = 0;
+  size_t in_pipe = 0;       // response bytes spliced in, not yet out to the client
+  std::string to_upstream;  // PROXY header, then request bytes not yet written
+  size_t to_upstream_off = 0;
+  bool connected = false;  // upstream connect() completed
+  // Edge-triggered readiness: set by an event, cleared by EAGAIN, so that pump()
+  // makes no system call that is bound to fail.
+  bool client_in = true, client_out = true;  // the request waits in the receive queue
+  bool upstream_in = false, upstream_out = false;
+  bool client_eof = false;     // read the client's FIN
+  bool upstream_eof = false;   // read the upstream's FIN
+  bool upstream_shut = false;  // passed the client's FIN on to the upstream
+  bool client_shut = false;    // passed the upstream's FIN on to the client
+  uint64_t sent = 0, received = 0;
+  uint64_t connect_deadline = 0, last_progress = 0;
+
+  size_t pending_upstream() const { return to_upstream.size() - to_upstream_off; }
+};
+
+Relays::Relays(const RelayOptions& opts, ClosedFn closed)
+    : opts_(opts), closed_(std::move(closed)) {}
+
+Relays::~Relays() = default;
+
+Result<std::unique_ptr<Relays>> Relays::create(const RelayOptions& opts, ClosedFn closed) {
+  // splice() into a socket the client has reset raises SIGPIPE, and unlike send()
+  // it takes no MSG_NOSIGNAL: the error must come back as EPIPE instead of ending
+  // the process.
+  struct sigaction ign {};
+  ign.sa_handler = SIG_IGN;
+  if (sigaction(SIGPIPE, &ign, nullptr) != 0) return sys_error("sigaction(SIGPIPE)");
+  std::unique_ptr<Relays> r(new Relays(opts, std::move(closed)));
+  r->ep_.reset(epoll_create1(EPOLL_CLOEXEC));
+  if (!r->ep_.valid()) return sys_error("epoll_create1");
+  r->wake_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!r->wake_.valid()) return sys_error("eventfd");
+  epoll_event e{};
+  e.events = EPOLLIN;
+  e.data.u64 = 0;  // connection tags are id << 1 | side with id >= 1
+  if (epoll_ctl(r->ep_.get(), EPOLL_CTL_ADD, r->wake_.get(), &e) != 0)
+    return sys_error("epoll_ctl(eventfd)");
+  return r;
+}
+
+Status Relays::open_pipe(Conn& c) {
+  if (!spare_pipes_.empty()) {
+    c.pipe_r = std::move(spare_pipes_.back()[0]);
+    c.pipe_w = std::move(spare_pipes_.back()[1]);
+    spare_pipes_.pop_back();
+  } else {
+    int p[2];
+    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return sys_error("pipe2");
+    c.pipe_r.reset(p[0]);
+    c.pipe_w.reset(p[1]);
+    // The pipe is the only buffer of the response direction: its size bounds the
+    // bytes in flight per connection. Failure (pipe-max-size, per-user pipe limits)
+    // leaves the default 64 KiB, which only costs throughput.
+    if (fcntl(c.pipe_w.get(), F_SETPIPE_SZ, int(opts_.pipe_bytes)) < 0)
+      warn("relay: F_SETPIPE_SZ " + std::to_string(opts_.pipe_bytes) + ": " + strerror(errno));
+  }
+  int cap = fcntl(c.pipe_w.get(), F_GETPIPE_SZ);
+  c.pipe_cap = cap > 0 ? size_t(cap) : 65536;
+  return {};
+}
+
+void Relays::start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, uint64_t now_ns) {
+  auto owned = std::make_unique<Conn>();
+  Conn& c = *owned;
+  c.id = next_id_++;
+  c.control_id = control_id;
+  c.handoff_id = handoff_id;
+  c.client = std::move(client);
+  c.last_progress = now_ns;
+  c.connect_deadline = now_ns + opts_.connect_timeout_ns;
+  conns_.emplace(c.id, std::move(owned));
+  inc(Counter::relayed);
+
+  // splice() honours the socket's O_NONBLOCK, not only SPLICE_F_NONBLOCK: a
+  // blocking client socket would stall every relay behind one slow client.
+  fcntl(c.client.get(), F_SETFL, O_RDWR | O_NONBLOCK);
+  // The response is spliced in pipe-sized pieces, each pushed at once: Nagle would
+  // hold a response's short tail until the previous segment is acknowledged.
+  int one = 1;
+  setsockopt(c.client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (opts_.proxy_protocol == 2) {
+    sockaddr_in peer{}, local{};
+    socklen_t pl = sizeof peer, ll = sizeof local;
+    if (getpeername(c.client.get(), reinterpret_cast<sockaddr*>(&peer), &pl) != 0 ||
+        getsockname(c.client.get(), reinterpret_cast<sockaddr*>(&local), &ll) != 0) {
+      finish(c, End::ClientError);
+      return;
+    }
+    c.to_upstream = make_proxy_v2(peer, local);
+  }
+  if (auto s = open_pipe(c); !s) {  // out of descriptors: as bad as a refusing upstream
+    warn("relay: " + s.error().message());
+    finish(c, End::Refused);
+    return;
+  }
+  c.upstream.reset(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!c.upstream.valid() ||
+      (connect(c.upstream.get(), reinterpret_cast<const sockaddr*>(&opts_.upstream),
+               sizeof opts_.upstream) != 0 &&
+       errno != EINPROGRESS)) {
+    warn("relay: connect to upstream " + endpoint_str(opts_.upstream) + ": " + strerror(errno));
+    finish(c, End::Refused);
+    return;
+  }
+  // Requests are small and each one waits for its answer: send them at once.
+  setsockopt(c.upstream.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  epoll_event e{};
+  e.events = kEvents;
+  e.data.u64 = c.id << 1;
+  epoll_ctl(ep_.get(), EPOLL_CTL_ADD, c.client.get(), &e);
+  e.data.u64 = c.id << 1 | 1;
+  epoll_ctl(ep_.get(), EPOLL_CTL_ADD, c.upstream.get(), &e);
+  pump(c, now_ns);  // the request is already in the client's receive queue
+}
+
+void Relays::warn(const std::string& msg) {
+  // An upstream that is down fails every connection: one line per second, not per
+  // connection.
+  uint64_t now = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::steady_clock::now().time_since_epoch())
+                              .count());
+  if (now - last_warn_ns_ < kWarnEveryNs) {
+    ++warn_suppressed_;
+    return;
+  }
+  if (warn_suppressed_)
+    spdlog::warn("{} ({} more since the last such line)", msg, warn_suppressed_);
+  else
+    spdlog::warn("{}", msg);
+  warn_suppressed_ = 0;
+  last_warn_ns_ = now;
+}
+
+void Relays::on_ready(uint64_t now_ns) {
+  epoll_event evs[64];
+  int n = epoll_wait(ep_.get(), evs, 64, 0);
+  for (int i = 0; i < n; ++i) {
+    uint64_t tag = evs[i].data.u64;
+    if (tag == 0) {
+      uint64_t v;
+      [[maybe_unused]] ssize_t r = read(wake_.get(), &v, sizeof v);
+      std::vector<uint64_t> ids;
+      ids.swap(again_);
+      for (uint64_t id : ids)
+        if (auto it = conns_.find(id); it != conns_.end()) pump(*it->second, now_ns);
+      continue;
+    }
+    // The other socket's event in this batch may have ended the connection already.
+    auto it = conns_.find(tag >> 1);
+    if (it == conns_.end()) continue;
+    Conn& c = *it->second;
+    bool upstream_side = tag & 1;
+    uint32_t ev = evs[i].events;
+    // Errors and hangups count as readiness both ways: the next call reports them.
+    bool in = ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+    bool out = ev & (EPOLLOUT | EPOLLHUP | EPOLLERR);
+    (upstream_side ? c.upstream_in : c.client_in) |= in;
+    (upstream_side ? c.upstream_out : c.client_out) |= out;
+    if (upstream_side && !c.connected) {
+      if (int err = socket_error(c.upstream.get())) {
+        warn("relay: connect to upstream " + endpoint_str(opts_.upstream) + ": " + strerror(err));
+        finish(c, End::Refused);
+        continue;
+      }
+      if (!(ev & EPOLLOUT)) continue;
+      c.connected = true;
+    } else if (ev & EPOLLERR) {
+      // An error on a socket pump() would not touch now (e.g. a reset while the
+      // relay waits on the other side) still ends the connection.
+      if (socket_error(upstream_side ? c.upstream.get() : c.client.get()) != 0) {
+        finish(c, upstream_side ? End::UpstreamError : End::ClientError);
+        continue;
+      }
+    }
+    pump(c, now_ns);
+  }
+}
+
+// Moves bytes both ways until nothing more can move, passing FINs on once their
+// direction is drained. Returns false when the connection has ended (c is gone).
+bool Relays::pump(Conn& c, uint64_t now_ns) {
+  for (int round = 0; round < kRoundsPerTurn; ++round) {
+    bool moved = false;
+    // Client -> buffer, while the buffer has room: a full buffer (upstream not
+    // writable) stops reading the client, whose window then closes.
+    if (c.client_in && !c.client_eof && c.pending_upstream() < opts_.request_buffer) {
+      if (c.to_upstream_off) {
+        c.to_upstream.erase(0, c.to_upstream_off);
+        c.to_upstream_off = 0;
+      }
+      char buf[16384];
+      size_t room = std::min(sizeof buf, opts_.request_buffer - c.to_upstream.size());
+      ssize_t n = recv(c.client.get(), buf, room, MSG_DONTWAIT);
+      if (n > 0) {
+        c.to_upstream.append(buf, size_t(n));
+        c.received += uint64_t(n);
+        moved = true;
+      } else if (n == 0) {
+        c.client_eof = moved = true;
+      } else if (!transient(errno)) {
+        finish(c, End::ClientError);
+        return false;
+      } else {
+        c.client_in = false;
+      }
+    }
+    // Buffer -> upstream (the PROXY header first: it is at the buffer's front).
+    if (c.connected && c.upstream_out && c.pending_upstream() > 0) {
+      ssize_t n = send(c.upstream.get(), c.to_upstream.data() + c.to_upstream_off,
+                       c.pending_upstream(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        c.to_upstream_off += size_t(n);
+        if (c.to_upstream_off == c.to_upstream.size()) {
+          c.to_upstream.clear();
+          c.to_upstream_off = 0;
+        }
+        inc(Counter::bytes_to_upstream, uint64_t(n));
+        moved = true;
+      } else if (n < 0 && !transient(errno)) {
+        finish(c, End::UpstreamError);
+        return false;
+      } else if (n < 0) {
+        c.upstream_out = false;
+      }
+    }
+    if (c.connected && c.client_eof && c.pending_upstream() == 0 && !c.upstream_shut) {
+      shutdown(c.upstream.get(), SHUT_WR);
+      c.upstream_shut = true;
+    }
+    // Upstream -> pipe, while the pipe has room: a full pipe (client not writable)
+    // stops reading the upstream, whose window then closes.
+    if (c.connected && c.upstream_in && !c.upstream_eof && c.in_pipe < c.pipe_cap) {
+      ssize_t n = splice(c.upstream.get(), nullptr, c.pipe_w.get(), nullptr, c.pipe_cap - c.in_pipe,
+                         SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n > 0) {
+        c.in_pipe += size_t(n);
+        moved = true;
+      } else if (n == 0) {
+        c.upstream_eof = moved = true;
+      } else if (!transient(errno)) {
+        finish(c, End::UpstreamError);
+        return false;
+      } else if (c.in_pipe == 0) {
+        // With bytes in the pipe, EAGAIN may mean a full pipe rather than an empty
+        // socket: only an empty pipe proves the socket has nothing.
+        c.upstream_in = false;
+      }
+    }
+    // Pipe -> client.
+    if (c.client_out && c.in_pipe > 0) {
+      ssize_t n = splice(c.pipe_r.get(), nullptr, c.client.get(), nullptr, c.in_pipe,
+                         SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n > 0) {
+        c.in_pipe -= size_t(n);
+        c.sent += uint64_t(n);
+        inc(Counter::bytes_to_client, uint64_t(n));
+        moved = true;
+      } else if (n < 0 && !transient(errno)) {
+        finish(c, End::ClientError);
+        return false;
+      } else if (n < 0) {
+        c.client_out = false;
+      }
+    }
+    if (c.upstream_eof && c.in_pipe == 0 && !c.client_shut) {
+      shutdown(c.client.get(), SHUT_WR);
+      c.client_shut = true;
+    }
+    if (c.client_shut && c.upstream_shut) {
+      finish(c, End::Graceful);
+      return false;
+    }
+    if (!moved) return true;
+    c.last_progress = now_ns;
+  }
+  // Edge-triggered events will not repeat for bytes already waiting: come back to
+  // this connection after the others had their turn.
+  if (again_.empty()) {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t r = write(wake_.get(), &one, sizeof one);
+  }
+  again_.push_back(c.id);
+  return true;
+}
+
+void Relays::finish(Conn& c, End how) {
+  int status = how == End::Timeout                                ? 504
+               : how == End::Refused || how == End::UpstreamError ? 502
+                                                                  : 0;
+  switch (how) {
+    case End::Graceful:
+      break;
+    case End::Idle:  // FIN both ways; anything unread turns into a reset by itself
+      shutdown(c.client.get(), SHUT_WR);
+      if (c.upstream.valid()) shutdown(c.upstream.get(), SHUT_WR);
+      inc(Counter::idle_closed);
+      break;
+    case End::ClientError:
+      inc(Counter::client_resets);
+      close_with_reset(c.upstream);
+      close_with_reset(c.client);
+      break;
+    case End::Refused:
+    case End::Timeout:
+    case End::UpstreamError:
+      inc(how == End::Refused   ? Counter::upstream_refused
+          : how == End::Timeout ? Counter::upstream_timeouts
+                                : Counter::upstream_resets);
+      close_with_reset(c.upstream);
+      if (c.sent > 0 || c.client_shut) {
+        close_with_reset(c.client);  // mid-response: the client must see it was cut
+        break;
+      }
+      {
+        // Nothing was sent yet, so the reply fits the empty send buffer in one call.
+        std::string reply = http::simple_reply(status, true);
+        ssize_t n = send(c.client.get(), reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+          c.sent += uint64_t(n);
+          inc(Counter::bytes_to_client, uint64_t(n));
+        }
+        shutdown(c.client.get(), SHUT_WR);
+        // Closing with unread bytes would reset the connection and discard the reply
+        // before it is sent; read what the client has sent so far.
+        char buf[16384];
+        for (int i = 0; i < 64; ++i) {
+          ssize_t r = recv(c.client.get(), buf, sizeof buf, MSG_DONTWAIT);
+          if (r <= 0) break;
+          c.received += uint64_t(r);
+        }
+      }
+      break;
+  }
+  if (c.in_pipe == 0 && c.pipe_r.valid() && spare_pipes_.size() < kSparePipes)
+    spare_pipes_.push_back({std::move(c.pipe_r), std::move(c.pipe_w)});
+  // Closing the sockets also removes them from ep_.
+  uint64_t control_id = c.control_id, handoff_id = c.handoff_id, sent = c.sent,
+           received = c.received;
+  conns_.erase(c.id);
+  closed_(control_id, handoff_id, sent, received);
+}
+
+void Relays::tick(uint64_t now_ns) {
+  std::vector<std::pair<uint64_t, End>> due;
+  for (auto& [id, c] : conns_) {
+    if (!c->connected && now_ns >= c->connect_deadline)
+      due.emplace_back(id, End::Timeout);
+    else if (now_ns - c->last_progress > opts_.idle_timeout_ns)
+      due.emplace_back(id, End::Idle);
+  }
+  for (auto [id, how] : due) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) continue;
+    if (how == End::Timeout)
+      warn("relay: upstream " + endpoint_str(opts_.upstream) + " did not accept within " +
+           std::to_string(opts_.connect_timeout_ns / 1'000'000) + " ms");
+    finish(*it->second, how);
+  }
+}
+
+nlohmann::json Relays::status() const {
+  nlohmann::json j = nlohmann::json::object();
+#define TCPHA_X(name, help) j[#name] = counters_[size_t(Counter::name)].load();
+  TCPHA_RELAY_COUNTERS(TCPHA_X)
+#undef TCPHA_X
+  return j;
+}
+
+}  // namespace tcpha::be

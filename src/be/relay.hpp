@@ -1,0 +1,102 @@
+#pragma once
+// The back-end's relay to an unmodified local HTTP server (nginx, Apache, ...): each
+// imported client connection is joined to a fresh loopback connection to the server.
+// Response bytes go upstream -> pipe -> client with splice(2), never through user
+// space; the pipe bounds what is in flight. Request bytes pass through a small
+// buffer the agent can see (later: where each request starts, for multi-handoff).
+// See docs/relay.md.
+#include <netinet/in.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/fd.hpp"
+#include "common/result.hpp"
+
+namespace tcpha::be {
+
+// The PROXY protocol v2 header (haproxy's proxy-protocol.txt, section 2.2) for a TCP
+// over IPv4 connection from `client` to `server` (the VIP): 12-byte signature, 0x21
+// (v2, PROXY), 0x11 (AF_INET, STREAM), length 12, then source address, destination
+// address, source port, destination port, all in network order. 28 bytes.
+std::string make_proxy_v2(const sockaddr_in& client, const sockaddr_in& server);
+
+struct RelayOptions {
+  sockaddr_in upstream{};
+  int proxy_protocol = 0;             // 0 or 2
+  uint64_t connect_timeout_ns = 0;    // no connection by then: 504
+  uint64_t idle_timeout_ns = 0;       // no byte moved either way for this long: closed
+  size_t pipe_bytes = 256 * 1024;     // response bytes in flight per connection
+  size_t request_buffer = 16 * 1024;  // request bytes held per connection
+};
+
+#define TCPHA_RELAY_COUNTERS(X)                                                  \
+  X(relayed, "connections relayed to the upstream")                              \
+  X(upstream_refused, "upstream connections refused or failed: 502 sent")        \
+  X(upstream_timeouts, "upstream connections not established in time: 504 sent") \
+  X(upstream_resets, "relays ended by an upstream error or reset")               \
+  X(client_resets, "relays ended by a client error or reset")                    \
+  X(idle_closed, "relays closed after upstream idle timeout")                    \
+  X(bytes_to_client, "response bytes spliced to clients (and 502/504 replies)")  \
+  X(bytes_to_upstream, "request bytes written to the upstream (with PROXY headers)")
+
+// All relayed connections of one agent, driven by the agent's event loop: fd() is an
+// epoll descriptor that becomes readable when on_ready() has work.
+class Relays {
+ public:
+  // (control connection id, handoff id, bytes sent to the client, bytes received
+  // from it), once per relayed connection when it ends, for the FE's CLOSED.
+  using ClosedFn = std::function<void(uint64_t, uint64_t, uint64_t, uint64_t)>;
+
+  static Result<std::unique_ptr<Relays>> create(const RelayOptions& opts, ClosedFn closed);
+  ~Relays();
+  Relays(const Relays&) = delete;
+  Relays& operator=(const Relays&) = delete;
+
+  int fd() const { return ep_.get(); }
+  // Takes over an activated client socket and starts connecting to the upstream.
+  void start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, uint64_t now_ns);
+  void on_ready(uint64_t now_ns);
+  void tick(uint64_t now_ns);  // timeouts; call every ~100 ms
+  size_t active() const { return conns_.size(); }
+  // Counters; safe to call from another thread.
+  nlohmann::json status() const;
+
+ private:
+  enum class Counter {
+#define TCPHA_X(name, help) name,
+    TCPHA_RELAY_COUNTERS(TCPHA_X)
+#undef TCPHA_X
+        count
+  };
+  struct Conn;
+  enum class End { Graceful, ClientError, UpstreamError, Refused, Timeout, Idle };
+
+  Relays(const RelayOptions& opts, ClosedFn closed);
+  void inc(Counter c, uint64_t n = 1) {
+    counters_[size_t(c)].fetch_add(n, std::memory_order_relaxed);
+  }
+  bool pump(Conn& c, uint64_t now_ns);
+  void finish(Conn& c, End how);
+  Status open_pipe(Conn& c);
+  void warn(const std::string& msg);
+
+  RelayOptions opts_;
+  ClosedFn closed_;
+  UniqueFd ep_, wake_;  // wake_: an eventfd in ep_, readable while again_ has work
+  uint64_t next_id_ = 1;
+  std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;
+  std::vector<uint64_t> again_;  // connections that used up their turn with work left
+  std::vector<std::array<UniqueFd, 2>> spare_pipes_;  // empty pipes kept for reuse
+  std::array<std::atomic<uint64_t>, size_t(Counter::count)> counters_{};
+  uint64_t last_warn_ns_ = 0, warn_suppressed_ = 0;
+};
+
+}  // namespace tcpha::be
