@@ -31,7 +31,10 @@
 #include "host/host.hpp"
 #include "http/request.hpp"
 #include "http/static_files.hpp"
+#include "metrics/endpoint.hpp"
+#include "metrics/registry.hpp"
 #include "proto/control.hpp"
+#include "serve/static_session.hpp"
 #include "status/status_socket.hpp"
 
 namespace tcpha::be {
@@ -45,8 +48,7 @@ uint64_t now_ns() {
 
 constexpr uint64_t kMs = 1'000'000;
 constexpr uint64_t kKeepAliveIdleNs = 60'000 * kMs;  // idle keep-alive connections close
-constexpr size_t kMaxRequestBuffer = 65536;
-constexpr uint64_t kDrainTimeoutNs = 30'000 * kMs;   // SIGTERM waits this long for connections          // pipelined bytes kept per connection
+constexpr uint64_t kDrainTimeoutNs = 30'000 * kMs;  // SIGTERM waits this long for connections
 // Relayed connections: longer than common servers' keep-alive and send timeouts, so
 // the server's own timeouts normally decide; this reaps connections whose peer vanished.
 constexpr uint64_t kRelayIdleNs = 300'000 * kMs;
@@ -60,6 +62,9 @@ constexpr uint64_t kRelayIdleNs = 300'000 * kMs;
   X(bytes_sent, "response bytes sent (heads and bodies)")                     \
   X(ctl_accepted, "control connections accepted")                             \
   X(ctl_bad_frames, "control frames that failed authentication or parsing")
+
+constexpr auto kBeCounters =
+    std::to_array<metrics::CounterInfo>({TCPHA_BE_COUNTERS(TCPHA_METRICS_COUNTER)});
 
 enum class Counter {
 #define TCPHA_X(name, help) name,
@@ -89,20 +94,14 @@ struct PendingImport {
   uint64_t deadline;
 };
 
+// A handed-off connection served by the built-in static server.
 struct HttpConn : Item {
-  HttpConn() : Item(Http) {}
+  HttpConn(int docroot, serve::FileCache* cache) : Item(Http), session(docroot, "tcpha", cache) {}
   UniqueFd fd;
   uint64_t handoff_id = 0;
   uint64_t control_id = 0;  // the control connection to report CLOSED on
-  std::string in;
-  std::string out;          // response head (+ small inline body) still to send
-  UniqueFd file;
-  off_t file_off = 0;
-  uint64_t file_left = 0;
-  bool close_after = false;
-  bool peer_closed = false;
+  serve::StaticSession session;
   bool writing = false;     // epoll interest is EPOLLOUT
-  uint64_t bytes_sent = 0, bytes_received = 0;
   uint64_t last_active = 0;
 };
 
@@ -116,6 +115,8 @@ class Agent {
   Status open(int sigfd);
   void run();
   std::string status_json() const;
+  std::string prometheus() const;
+  uint32_t cache_hit_permille() const;
 
  private:
   void set(int op, int fd, uint32_t ev, Item* it) {
@@ -132,8 +133,6 @@ class Agent {
   void drop_control(ControlConn& cc, const std::string& why);
   void flush(ControlConn& cc);
   void on_http(HttpConn& h, uint32_t events);
-  bool serve_next(HttpConn& h);
-  bool write_out(HttpConn& h);
   void close_http(HttpConn& h);
   void report_closed(uint64_t control_id, uint64_t handoff_id, uint64_t sent, uint64_t received);
   void tick(uint64_t now);
@@ -142,6 +141,7 @@ class Agent {
   const config::BackendSection& self_;
   std::array<uint8_t, 32> key_{};
   UniqueFd ep_, listener_, docroot_;
+  std::unique_ptr<serve::FileCache> cache_;  // cache_mb > 0
   Item listener_item_{Item::Listener}, signal_item_{Item::Signal};
   // Upstream mode (self_.upstream set): relayed connections instead of HttpConns.
   std::unique_ptr<Relays> relays_;
@@ -185,6 +185,7 @@ Status Agent::open(int sigfd) {
   } else {
     docroot_.reset(::open(self_.docroot.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!docroot_.valid()) return sys_error("docroot " + self_.docroot);
+    if (self_.cache_mb > 0) cache_ = std::make_unique<serve::FileCache>(uint64_t(self_.cache_mb) << 20);
   }
   listener_.reset(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   int one = 1;
@@ -361,7 +362,7 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
       relays_->start(std::move(fd), cc.id, c->id, now_ns());
       return;
     }
-    auto h = std::make_unique<HttpConn>();
+    auto h = std::make_unique<HttpConn>(docroot_.get(), cache_.get());
     h->fd = std::move(fd);
     h->handoff_id = c->id;
     h->control_id = cc.id;
@@ -380,121 +381,35 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
 }
 
 void Agent::on_http(HttpConn& h, uint32_t events) {
+  using Want = serve::StaticSession::Want;
   h.last_active = now_ns();
   if (events & EPOLLERR) {
     close_http(h);
     return;
   }
-  if (h.writing) {
-    if (!write_out(h)) return;
-  }
-  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) {
-    char buf[16384];
-    while (h.in.size() < kMaxRequestBuffer) {
-      ssize_t n = recv(h.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
-      if (n > 0) {
-        h.in.append(buf, size_t(n));
-        h.bytes_received += uint64_t(n);
-        continue;
-      }
-      if (n == 0) h.peer_closed = true;
-      else if (errno != EAGAIN) {
-        close_http(h);
-        return;
-      }
-      break;
-    }
-  }
-  while (!h.writing) {
-    if (!serve_next(h)) return;
-  }
-}
-
-// Answers the next complete request in h.in, if any. Returns false when h is gone
-// or there is nothing more to do now.
-bool Agent::serve_next(HttpConn& h) {
-  http::Request req;
-  auto r = http::parse_request(h.in, req);
-  if (r.status == http::ParseStatus::NeedMore) {
-    if (h.peer_closed) close_http(h);
-    return false;
-  }
-  if (r.status == http::ParseStatus::Error) {
-    inc(Counter::bad_requests);
-    h.out = http::simple_reply(r.http_status, true);
-    h.close_after = true;
-    h.in.clear();
-  } else {
-    // GET/HEAD carry no body worth keeping; a declared body is skipped only if it
-    // has arrived (the static server answers 405 to methods that carry bodies).
-    size_t used = r.consumed;
-    if (req.content_length) used += size_t(std::min<uint64_t>(*req.content_length, h.in.size() - used));
-    auto reply = http::plan_static_reply(docroot_.get(), req, "tcpha", time(nullptr));
-    h.in.erase(0, used);
-    h.out = std::move(reply.head);
-    h.out += reply.inline_body;
-    h.file = std::move(reply.file);
-    h.file_off = reply.offset;
-    h.file_left = reply.length;
-    h.close_after = reply.close || req.content_length.value_or(0) > 0 || req.chunked;
-    inc(Counter::requests);
-  }
-  return write_out(h);
-}
-
-// Sends what is pending; returns true when the response is complete and the
-// connection may go on, false when it waits for EPOLLOUT or was closed.
-bool Agent::write_out(HttpConn& h) {
-  while (!h.out.empty()) {
-    ssize_t n = send(h.fd.get(), h.out.data(), h.out.size(),
-                     MSG_NOSIGNAL | MSG_DONTWAIT | (h.file_left ? MSG_MORE : 0));
-    if (n < 0) {
-      if (errno == EAGAIN) goto wait;
-      close_http(h);
-      return false;
-    }
-    h.out.erase(0, size_t(n));
-    h.bytes_sent += uint64_t(n);
-    inc(Counter::bytes_sent, uint64_t(n));
-  }
-  while (h.file_left > 0) {
-    ssize_t n = sendfile(h.fd.get(), h.file.get(), &h.file_off, size_t(std::min<uint64_t>(h.file_left, 1 << 30)));
-    if (n < 0) {
-      if (errno == EAGAIN) goto wait;
-      close_http(h);
-      return false;
-    }
-    if (n == 0) {  // file shrank under us: the promised length cannot be kept
-      close_http(h);
-      return false;
-    }
-    h.file_left -= uint64_t(n);
-    h.bytes_sent += uint64_t(n);
-    inc(Counter::bytes_sent, uint64_t(n));
-  }
-  h.file.reset();
-  if (h.writing) {
-    h.writing = false;
-    set(EPOLL_CTL_MOD, h.fd.get(), EPOLLIN | EPOLLRDHUP, &h);
-  }
-  if (h.close_after) {
+  uint64_t sent = h.session.bytes_sent(), requests = h.session.requests(),
+           bad = h.session.bad_requests();
+  Want w = (events & EPOLLOUT) ? h.session.on_writable(h.fd.get())
+                               : h.session.on_readable(h.fd.get());
+  inc(Counter::bytes_sent, h.session.bytes_sent() - sent);
+  inc(Counter::requests, h.session.requests() - requests);
+  inc(Counter::bad_requests, h.session.bad_requests() - bad);
+  if (w == Want::Close) {
     close_http(h);
-    return false;
+    return;
   }
-  return true;
-wait:
-  if (!h.writing) {
-    h.writing = true;
-    set(EPOLL_CTL_MOD, h.fd.get(), EPOLLOUT, &h);
+  bool writing = w == Want::Write;
+  if (writing != h.writing) {
+    h.writing = writing;
+    set(EPOLL_CTL_MOD, h.fd.get(), writing ? uint32_t(EPOLLOUT) : EPOLLIN | EPOLLRDHUP, &h);
   }
-  return false;
 }
 
 void Agent::close_http(HttpConn& h) {
   // Graceful: FIN after the last byte; the client's FIN/ACK are forwarded to us.
   shutdown(h.fd.get(), SHUT_WR);
   set(EPOLL_CTL_DEL, h.fd.get(), 0, &h);
-  report_closed(h.control_id, h.handoff_id, h.bytes_sent, h.bytes_received);
+  report_closed(h.control_id, h.handoff_id, h.session.bytes_sent(), h.session.bytes_received());
   active_.fetch_sub(1);
   conns_.erase(&h);
 }
@@ -527,7 +442,7 @@ void Agent::tick(uint64_t now) {
     // Idle keep-alive connections would hold the drain open: close them now.
     std::vector<HttpConn*> idle_now;
     for (auto& [p, h] : conns_)
-      if (!h->writing && h->in.empty()) idle_now.push_back(p);
+      if (!h->writing && h->session.idle()) idle_now.push_back(p);
     for (HttpConn* h : idle_now) close_http(*h);
     if ((active_.load() <= 0 && pending_.empty()) || now >= drain_deadline_) {
       if (active_.load() > 0)
@@ -539,7 +454,8 @@ void Agent::tick(uint64_t now) {
   // stays open (a stopped or hung agent). They carry the load for the policies.
   if (now >= next_heartbeat_) {
     next_heartbeat_ = now + uint64_t(cfg_.cluster.heartbeat_ms) * kMs;
-    proto::HeartbeatMsg hb{now, uint32_t(std::max<int64_t>(0, active_.load())), 0, 0};
+    proto::HeartbeatMsg hb{now, uint32_t(std::max<int64_t>(0, active_.load())), 0,
+                           cache_hit_permille()};
     std::vector<ControlConn*> links;
     for (auto& [id, cc] : controls_)
       if (cc->session.established()) links.push_back(cc.get());
@@ -563,23 +479,44 @@ void Agent::begin_drain() {
 }
 
 std::string Agent::status_json() const {
-  nlohmann::json counters = nlohmann::json::object();
-#define TCPHA_X(name, help) counters[#name] = counters_[size_t(Counter::name)].load();
-  TCPHA_BE_COUNTERS(TCPHA_X)
-#undef TCPHA_X
   auto j = nlohmann::json{{"role", "be"},
-                        {"id", self_.id},
-                        {"address", self_.address},
-                        {"imported", counters_[size_t(Counter::imported)].load()},
-                        {"active", active_.load()},
-                        {"control_links", control_links_.load()},
-                        {"import_latency_us",
-                         {{"p50", import_latency_.quantile_us(0.5)},
-                          {"p99", import_latency_.quantile_us(0.99)},
-                          {"count", import_latency_.count()}}},
-                        {"counters", counters}};
+                          {"id", self_.id},
+                          {"address", self_.address},
+                          {"imported", counters_[size_t(Counter::imported)].load()},
+                          {"active", active_.load()},
+                          {"control_links", control_links_.load()},
+                          {"import_latency_us", metrics::latency_json(import_latency_)},
+                          {"counters", metrics::counters_json(kBeCounters, metrics::snapshot(counters_))}};
+  if (cache_)
+    j["cache"] = {{"hits", cache_->hits()},
+                  {"misses", cache_->misses()},
+                  {"bytes", cache_->bytes()},
+                  {"capacity", cache_->capacity()},
+                  {"hit_rate", cache_hit_permille() / 1000.0}};
   if (relays_) j["relay"] = relays_->status();
   return j.dump();
+}
+
+std::string Agent::prometheus() const {
+  metrics::Exposition e;
+  metrics::add_counters(e, "tcpha_be_", kBeCounters, metrics::snapshot(counters_));
+  e.gauge("tcpha_be_active", "connections this back-end serves", double(active_.load()));
+  e.gauge("tcpha_be_control_links", "established control links from front-end workers",
+          double(control_links_.load()));
+  e.histogram("tcpha_be_import_latency_seconds", "HANDOFF received to READY sent",
+              import_latency_);
+  if (cache_) {
+    e.counter("tcpha_be_cache_hits_total", "file cache hits", cache_->hits());
+    e.counter("tcpha_be_cache_misses_total", "file cache misses", cache_->misses());
+    e.gauge("tcpha_be_cache_bytes", "bytes held by the file cache", double(cache_->bytes()));
+  }
+  return e.str();
+}
+
+uint32_t Agent::cache_hit_permille() const {
+  if (!cache_) return 0;
+  uint64_t h = cache_->hits(), total = h + cache_->misses();
+  return total ? uint32_t(h * 1000 / total) : 0;
 }
 
 }  // namespace
@@ -638,6 +575,15 @@ int run_backend(const config::Config& cfg, const std::string& id, const std::str
   spdlog::info("back-end {} on {} ({}), VIP {} on lo, {} {}", id, self->address, *ifname,
                cfg.cluster.vip, self->upstream.empty() ? "docroot" : "relay to",
                self->upstream.empty() ? self->docroot : self->upstream);
+  std::unique_ptr<metrics::Endpoint> metrics_endpoint;
+  if (!self->metrics.empty()) {
+    auto m = metrics::Endpoint::start(self->metrics, [&] { return agent.prometheus(); });
+    if (!m) {
+      spdlog::error("metrics endpoint {}: {}", self->metrics, m.error().message());
+      return 2;
+    }
+    metrics_endpoint = std::move(*m);
+  }
   Registration registration(cfg, *self);
   agent.set_on_drain([&] { registration.leave(); });
   agent.run();

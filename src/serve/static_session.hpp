@@ -32,6 +32,9 @@ class StaticSession {
   // Continues a response that hit EAGAIN, then serves further buffered requests.
   Want on_writable(int fd);
 
+  // No response under way and no buffered request bytes: safe to close (drain).
+  bool idle() const { return !responding_ && in_.empty(); }
+
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }
   uint64_t requests() const { return requests_; }
