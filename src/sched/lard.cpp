@@ -1,0 +1,109 @@
+#include "sched/lard.hpp"
+
+#include <algorithm>
+
+namespace tcpha::sched {
+
+namespace {
+LardParams sane(LardParams p) {
+  p.max_targets = std::max<size_t>(p.max_targets, 1);  // the new entry must fit
+  return p;
+}
+}  // namespace
+
+Lard::Lard(Members members, LardParams params)
+    : Policy(std::move(members)), params_(sane(params)) {}
+
+Lard::Entry& Lard::find_or_insert(uint64_t target) {
+  if (auto it = table_.find(target); it != table_.end()) {
+    lru_.splice(lru_.begin(), lru_, it->second.lru);
+    return it->second;
+  }
+  if (table_.size() >= params_.max_targets) {
+    table_.erase(lru_.back());
+    lru_.pop_back();
+  }
+  lru_.push_front(target);
+  Entry& e = table_[target];
+  e.lru = lru_.begin();
+  return e;
+}
+
+int Lard::least_loaded(const LoadView& load) {
+  const size_t n = members_.size();
+  if (n == 0) return -1;
+  const size_t start = turn_++ % n;
+  int best = -1;
+  for (size_t i = 0; i < n; ++i) {
+    size_t pos = (start + i) % n;
+    if (!members_.usable(pos, load)) continue;
+    if (best < 0 || members_.lighter(pos, size_t(best), load)) best = int(pos);
+  }
+  return best;
+}
+
+// The paper's condition for moving (or, with LARD/R, widening) a target: its member is
+// over T_high while another is under T_low, or it is at 2*T_high whatever the others.
+bool Lard::overloaded(uint32_t pos, const LoadView& load) const {
+  const int64_t w = members_[pos].weight;
+  const int64_t a = members_.active(pos, load);
+  if (a >= 2 * int64_t(params_.high) * w) return true;
+  if (a <= int64_t(params_.high) * w) return false;
+  for (size_t p = 0; p < members_.size(); ++p)
+    if (members_.usable(p, load) &&
+        members_.active(p, load) < int64_t(params_.low) * members_[p].weight)
+      return true;
+  return false;
+}
+
+int Lard::pick_target(uint64_t target, const LoadView& load, Clock::time_point now) {
+  std::lock_guard lock(mu_);
+  Entry& e = find_or_insert(target);
+  auto& set = e.servers;
+  // A member that went unusable loses its targets, which then behave as new.
+  bool changed = std::erase_if(set, [&](uint32_t p) { return !members_.usable(p, load); }) > 0;
+  if (set.empty()) {
+    int p = least_loaded(load);
+    if (p < 0) return -1;
+    set.push_back(uint32_t(p));
+    e.changed = now;
+    return p;
+  }
+  auto by_load = [&](uint32_t a, uint32_t b) { return members_.lighter(a, b, load); };
+  uint32_t n = *std::min_element(set.begin(), set.end(), by_load);
+  const uint32_t most = *std::max_element(set.begin(), set.end(), by_load);
+  if (overloaded(n, load)) {
+    // n is usable, so there is a least loaded member; it may be n itself when everyone
+    // is as busy, and then the target stays.
+    uint32_t p = uint32_t(least_loaded(load));
+    if (!params_.replicate) {
+      changed |= p != n;
+      set.assign(1, p);
+    } else if (std::find(set.begin(), set.end(), p) == set.end()) {
+      set.push_back(p);
+      changed = true;
+    }
+    n = p;
+  }
+  // LARD/R: a set that has been stable for K seconds sheds its most loaded member, so
+  // replication shrinks again once the target cools down.
+  if (params_.replicate && set.size() > 1 && now - e.changed > params_.shrink_after) {
+    std::erase(set, most);
+    changed = true;
+  }
+  if (changed) e.changed = now;
+  return int(n);
+}
+
+size_t Lard::target_count() const {
+  std::lock_guard lock(mu_);
+  return table_.size();
+}
+
+std::vector<uint32_t> Lard::servers_of(uint64_t target) const {
+  std::lock_guard lock(mu_);
+  auto it = table_.find(target);
+  return it == table_.end() ? std::vector<uint32_t>{} : it->second.servers;
+}
+
+}  // namespace tcpha::sched
