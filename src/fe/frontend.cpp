@@ -94,6 +94,8 @@ class Frontend {
 
   // SIGHUP: re-read the cluster file; a bad one leaves everything as it was.
   void reload() {
+    // Log rotation: the access log is reopened on every SIGHUP, whatever the file says.
+    sh_.access_log.store(open_access_log(file_cfg_->frontend.access_log));
     auto r = config::load(path_);
     if (!r.config) {
       for (auto& e : r.errors) spdlog::error("reload refused: {}", e);
@@ -114,7 +116,8 @@ class Frontend {
       sh_.counters.inc(Counter::reload_failures);
       return;
     }
-    sh_.access_log.store(open_access_log(file_cfg_->frontend.access_log));
+    if (file_cfg_->frontend.access_log != previous->frontend.access_log)
+      sh_.access_log.store(open_access_log(file_cfg_->frontend.access_log));
     sh_.counters.inc(Counter::reloads);
   }
 

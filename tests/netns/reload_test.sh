@@ -132,4 +132,22 @@ js=$(tb_status_json fe)
 echo "generation $(jq .generation <<<"$js"), counters: $(jq -c '.counters | {reloads, reload_failures}' <<<"$js"), handoffs: $(jq -c .handoffs <<<"$js")"
 jq -e '.handoffs.failed == 0' <<<"$js" >/dev/null || tb_fail "failed handoffs: $(jq -c .handoffs <<<"$js")"
 
+echo "== SIGHUP reopens the access log (rotation)"
+LOG=$TB_DIR/access.log
+TB_FE_EXTRA="access_log = \"$LOG\""
+tb_config "$(rule_to three)"
+hup reloads
+answers 2 be3
+[[ $(wc -l <"$LOG") -ge 2 ]] || tb_fail "access log $LOG has $(wc -l <"$LOG") lines after 2 requests"
+mv "$LOG" "$LOG.1"
+lines_old=$(wc -l <"$LOG.1")
+hup reloads
+answers 3 be3
+[[ -f $LOG ]] || tb_fail "SIGHUP did not reopen $LOG after it was moved away"
+[[ $(wc -l <"$LOG") -ge 3 && $(wc -l <"$LOG.1") -eq $lines_old ]] ||
+  tb_fail "after rotation: $(wc -l <"$LOG") new lines (want 3), old file $(wc -l <"$LOG.1") (want $lines_old)"
+grep -q 'rule=to-three backend=be3 outcome=handoff' "$LOG" ||
+  tb_fail "access log line not as expected: $(head -1 "$LOG")"
+echo "access log rotated: $lines_old lines in the old file, $(wc -l <"$LOG") in the new one"
+
 echo "PASS: reload"
