@@ -1,4 +1,6 @@
 #include "be/agent.hpp"
+#include "common/clock.hpp"
+#include "common/io.hpp"
 #include "be/registration.hpp"
 
 #include <arpa/inet.h>
@@ -39,12 +41,6 @@
 
 namespace tcpha::be {
 namespace {
-
-uint64_t now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1'000'000'000ull + uint64_t(ts.tv_nsec);
-}
 
 constexpr uint64_t kMs = 1'000'000;
 constexpr uint64_t kKeepAliveIdleNs = 60'000 * kMs;  // idle keep-alive connections close
@@ -228,11 +224,11 @@ void Agent::run() {
           on_http(*static_cast<HttpConn*>(it), evs[i].events);
           break;
         case Item::Relay:
-          relays_->on_ready(now_ns());
+          relays_->on_ready(monotonic_ns());
           break;
       }
     }
-    uint64_t now = now_ns();
+    uint64_t now = monotonic_ns();
     if (now >= next_tick) {
       tick(now);
       next_tick = now + uint64_t(tick_ms) * kMs;
@@ -258,14 +254,9 @@ void Agent::on_accept() {
 }
 
 void Agent::flush(ControlConn& cc) {
-  while (!cc.out.empty()) {
-    ssize_t n = send(cc.fd.get(), cc.out.data(), cc.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EAGAIN) break;
-      drop_control(cc, strerror(errno));
-      return;
-    }
-    cc.out.erase(0, size_t(n));
+  if (int err = send_pending(cc.fd.get(), cc.out)) {
+    drop_control(cc, strerror(err));
+    return;
   }
   bool want = !cc.out.empty();
   if (want != cc.want_out) {
@@ -294,15 +285,8 @@ void Agent::drop_control(ControlConn& cc, const std::string& why) {
 
 void Agent::on_control(ControlConn& cc, uint32_t events) {
   if (events & EPOLLIN) {
-    char buf[65536];
-    for (;;) {
-      ssize_t n = recv(cc.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
-      if (n > 0) {
-        cc.in.append(buf, size_t(n));
-        continue;
-      }
-      if (n < 0 && errno == EAGAIN) break;
-      drop_control(cc, n == 0 ? "closed by peer" : strerror(errno));
+    if (int err = recv_available(cc.fd.get(), cc.in)) {
+      drop_control(cc, err == kPeerClosed ? "closed by peer" : strerror(err));
       return;
     }
     bool was = cc.session.established();
@@ -331,7 +315,7 @@ void Agent::on_control(ControlConn& cc, uint32_t events) {
 
 void Agent::on_message(ControlConn& cc, proto::Message& m) {
   if (auto* h = std::get_if<proto::HandoffMsg>(&m)) {
-    uint64_t t0 = now_ns();
+    uint64_t t0 = monotonic_ns();
     auto fd = handoff::import_state(h->state, h->request);
     uint32_t status = 0;
     if (!fd) {
@@ -342,11 +326,11 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
     } else {
       // Held in repair mode (silent) until the FE has pointed the flow at us.
       uint64_t wait = 2 * kMs * cfg_.frontend.handoff_timeout_ms + 1000 * kMs;
-      pending_[{cc.id, h->id}] = PendingImport{std::move(*fd), now_ns() + wait};
+      pending_[{cc.id, h->id}] = PendingImport{std::move(*fd), monotonic_ns() + wait};
     }
     cc.session.send(proto::ReadyMsg{h->id, status}, cc.out);
     flush(cc);
-    import_latency_.record_ns(now_ns() - t0);
+    import_latency_.record_ns(monotonic_ns() - t0);
   } else if (auto* c = std::get_if<proto::CommitMsg>(&m)) {
     auto it = pending_.find({cc.id, c->id});
     if (it == pending_.end()) return;
@@ -359,14 +343,14 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
     if (relays_) {
       inc(Counter::imported);
       active_.fetch_add(1);
-      relays_->start(std::move(fd), cc.id, c->id, now_ns());
+      relays_->start(std::move(fd), cc.id, c->id, monotonic_ns());
       return;
     }
     auto h = std::make_unique<HttpConn>(docroot_.get(), cache_.get());
     h->fd = std::move(fd);
     h->handoff_id = c->id;
     h->control_id = cc.id;
-    h->last_active = now_ns();
+    h->last_active = monotonic_ns();
     inc(Counter::imported);
     active_.fetch_add(1);
     set(EPOLL_CTL_ADD, h->fd.get(), EPOLLIN | EPOLLRDHUP, h.get());
@@ -382,7 +366,7 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
 
 void Agent::on_http(HttpConn& h, uint32_t events) {
   using Want = serve::StaticSession::Want;
-  h.last_active = now_ns();
+  h.last_active = monotonic_ns();
   if (events & EPOLLERR) {
     close_http(h);
     return;
@@ -472,7 +456,7 @@ void Agent::begin_drain() {
     return;
   }
   draining_ = true;
-  drain_deadline_ = now_ns() + kDrainTimeoutNs;
+  drain_deadline_ = monotonic_ns() + kDrainTimeoutNs;
   spdlog::info("draining: {} connections to finish (at most {} s); signal again to stop now",
                active_.load(), kDrainTimeoutNs / 1'000'000'000);
   if (on_drain_) on_drain_();

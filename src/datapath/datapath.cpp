@@ -1,4 +1,5 @@
 #include "datapath/datapath.hpp"
+#include "common/clock.hpp"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -34,12 +35,6 @@ namespace {
 // left behind instead of running behind it.
 constexpr uint32_t kTcHandle = 0x7c9a;
 constexpr uint32_t kTcPriority = 1;
-
-uint64_t monotonic_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);  // bpf_ktime_get_ns()'s clock
-  return uint64_t(ts.tv_sec) * 1'000'000'000u + uint64_t(ts.tv_nsec);
-}
 
 bpf_tc_hook make_hook(int ifindex, int attach_point) {
   bpf_tc_hook h{};

@@ -1,4 +1,5 @@
 #include "fe/frontend.hpp"
+#include "common/clock.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -24,12 +25,6 @@
 
 namespace tcpha::fe {
 namespace {
-
-uint64_t now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1'000'000'000ull + uint64_t(ts.tv_nsec);
-}
 
 using metrics::latency_json;
 
@@ -396,7 +391,7 @@ int run_frontend(const config::Config& boot, const std::string& status_socket) {
     std::unique_lock lk(mu);
     while (!cv.wait_for(lk, std::chrono::milliseconds(500), [&] { return stopping; })) {
       const auto& cf = sh.snapshot.load()->cfg->frontend;
-      auto st = sh.dp->gc(now_ns(), cf.flow_linger_ms * ms, uint64_t(cf.flow_idle_s) * 1000 * ms,
+      auto st = sh.dp->gc(monotonic_ns(), cf.flow_linger_ms * ms, uint64_t(cf.flow_idle_s) * 1000 * ms,
                           (2ull * cf.handoff_timeout_ms + 1000) * ms);
       flows.store(st.live);
       if (st.removed_closed || st.removed_idle)

@@ -1,4 +1,6 @@
 #include "fe/worker.hpp"
+#include "common/clock.hpp"
+#include "common/io.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
@@ -20,12 +22,6 @@
 
 namespace tcpha::fe {
 namespace {
-
-uint64_t now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1'000'000'000ull + uint64_t(ts.tv_nsec);
-}
 
 constexpr uint64_t kMs = 1'000'000;
 constexpr uint64_t kTickNs = 20 * kMs;           // timeouts are checked this often
@@ -196,7 +192,7 @@ void Worker::run() {
       }
     }
     if (sh_.generation.load(std::memory_order_acquire) != generation_) reconcile();
-    uint64_t now = now_ns();
+    uint64_t now = monotonic_ns();
     if (now >= next_tick_) {
       tick(now);
       next_tick_ = now + kTickNs;
@@ -214,7 +210,7 @@ void Worker::reconcile() {
   for (auto& [b, cc] : controls_) {
     auto it = wanted.find(b);
     if (it == wanted.end()) {
-      if (!cc->retired_at) cc->retired_at = now_ns();
+      if (!cc->retired_at) cc->retired_at = monotonic_ns();
     } else if (it->second.s_addr != cc->addr.s_addr) {
       // Same id, new address: a different machine now.
       control_down(*cc, "address changed by reload");
@@ -243,7 +239,7 @@ void Worker::on_accept(int lfd) {
     len = sizeof c->local;
     getsockname(c->fd.get(), reinterpret_cast<sockaddr*>(&c->local), &len);
     sh_.counters.inc(Counter::accepted);
-    c->deadline = now_ns() + snap_->cfg->frontend.header_timeout_ms * kMs;
+    c->deadline = monotonic_ns() + snap_->cfg->frontend.header_timeout_ms * kMs;
     c->buf.reserve(2048);
     epoll_set(EPOLL_CTL_ADD, c->fd.get(), EPOLLIN | EPOLLRDHUP, c.get());
     ClientConn* raw = c.get();
@@ -307,7 +303,7 @@ void Worker::route(ClientConn& c) {
       break;
   }
   if (!c.request_done) {
-    c.request_done = now_ns();
+    c.request_done = monotonic_ns();
     c.consumed = c.buf.size();
     if (sh_.access_log.load())
       c.request_line = std::string(req.method) + " " + std::string(req.target) + " HTTP/1." +
@@ -395,7 +391,7 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
     attempt_failed(c, false);
     return;
   }
-  c.handoff_sent = now_ns();
+  c.handoff_sent = monotonic_ns();
   sh_.export_latency.record_ns(c.handoff_sent - c.request_done);
   c.deadline = c.handoff_sent + snap_->cfg->frontend.handoff_timeout_ms * kMs;
   pending_[c.id] = &c;
@@ -408,7 +404,7 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
   ClientConn& c = *it->second;
   pending_.erase(it);
   BackendState& b = *c.be;
-  uint64_t ready_at = now_ns();
+  uint64_t ready_at = monotonic_ns();
   sh_.ready_latency.record_ns(ready_at - c.handoff_sent);
   if (status != 0) {
     spdlog::warn("{} refused handoff of {}: {}", b.id, endpoint_str(c.peer),
@@ -433,7 +429,7 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
   // just as silent and keeps the close off the BE's critical path.
   cc.session.send(proto::CommitMsg{id}, cc.out);
   flush(cc);
-  uint64_t done = now_ns();
+  uint64_t done = monotonic_ns();
   sh_.commit_latency.record_ns(done - ready_at);
   sh_.handoff_latency.record_ns(done - c.request_done);
   c.fd.reset();
@@ -470,7 +466,7 @@ void Worker::attempt_failed(ClientConn& c, bool tell_be) {
   if (c.attempts < kMaxAttempts) {
     sh_.counters.inc(Counter::handoff_retried);
     c.failed_be = &b;
-    c.deadline = now_ns() + snap_->cfg->frontend.handoff_timeout_ms * kMs;
+    c.deadline = monotonic_ns() + snap_->cfg->frontend.handoff_timeout_ms * kMs;
     route(c);
     return;
   }
@@ -487,7 +483,7 @@ void Worker::reply_and_close(ClientConn& c, int status, const char* outcome) {
   }
   shutdown(c.fd.get(), SHUT_WR);
   c.state = ClientConn::Closing;
-  c.deadline = now_ns() + kCloseLingerNs;
+  c.deadline = monotonic_ns() + kCloseLingerNs;
   c.buf.clear();
 }
 
@@ -546,7 +542,7 @@ void Worker::control_down(ControlConn& cc, const std::string& why) {
   if (cc.fd.valid()) epoll_set(EPOLL_CTL_DEL, cc.fd.get(), 0, &cc);
   cc.fd.reset();
   cc.state = ControlConn::Idle;
-  cc.retry_at = now_ns() + cc.backoff_ms * kMs;
+  cc.retry_at = monotonic_ns() + cc.backoff_ms * kMs;
   cc.backoff_ms = std::min(cc.backoff_ms * 2, kBackoffMaxMs);
   // Handoffs in flight to it fail over; connections it owns are no longer counted
   // (it cannot report them closed any more; the datapath ages their flows out).
@@ -566,14 +562,9 @@ void Worker::control_down(ControlConn& cc, const std::string& why) {
 
 void Worker::flush(ControlConn& cc) {
   if (!cc.fd.valid()) return;
-  while (!cc.out.empty()) {
-    ssize_t n = send(cc.fd.get(), cc.out.data(), cc.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EAGAIN) break;
-      control_down(cc, std::string("send: ") + strerror(errno));
-      return;
-    }
-    cc.out.erase(0, size_t(n));
+  if (int err = send_pending(cc.fd.get(), cc.out)) {
+    control_down(cc, std::string("send: ") + strerror(err));
+    return;
   }
   bool want = !cc.out.empty();
   if (want != cc.want_out) {
@@ -596,15 +587,8 @@ void Worker::on_control(ControlConn& cc, uint32_t events) {
     cc.session.start(cc.out);
   }
   if (events & EPOLLIN) {
-    char buf[65536];
-    for (;;) {
-      ssize_t n = recv(cc.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
-      if (n > 0) {
-        cc.in.append(buf, size_t(n));
-        continue;
-      }
-      if (n < 0 && errno == EAGAIN) break;
-      control_down(cc, n == 0 ? "connection closed by back-end" : strerror(errno));
+    if (int err = recv_available(cc.fd.get(), cc.in)) {
+      control_down(cc, err == kPeerClosed ? "connection closed by back-end" : strerror(err));
       return;
     }
     std::vector<proto::Message> msgs;
@@ -628,7 +612,7 @@ void Worker::on_control(ControlConn& cc, uint32_t events) {
       spdlog::info("[w{}] {} up ({})", index_, b.id, mac_str(*mac));
     }
     if (cc.state == ControlConn::Up && (cc.session.established())) {
-      cc.last_heard = now_ns();
+      cc.last_heard = monotonic_ns();
       if (!cc.live) {
         if (cc.retired_at == 0) set_live(cc, true);
       }
@@ -652,7 +636,7 @@ void Worker::on_message(ControlConn& cc, proto::Message& m) {
     sh_.counters.inc(Counter::be_closed);
     auto it = committed_.find(cl->id);
     if (it == committed_.end()) return;
-    (void)sh_.dp->mark_closing(it->second.key, now_ns());
+    (void)sh_.dp->mark_closing(it->second.key, monotonic_ns());
     it->second.be->active.fetch_sub(1, std::memory_order_relaxed);
     committed_.erase(it);
   } else if (auto* hb = std::get_if<proto::HeartbeatMsg>(&m)) {

@@ -1,4 +1,5 @@
 #include "handoff/tcp_state.hpp"
+#include "common/clock.hpp"
 
 #include <linux/sockios.h>
 #include <linux/tcp.h>
@@ -20,12 +21,6 @@ constexpr uint32_t kTcpOptWindow = 3;
 constexpr uint32_t kTcpOptSackPerm = 4;
 constexpr uint32_t kTcpOptTimestamp = 8;
 constexpr uint32_t kTimestampOptionBytes = 12;  // TCPOLEN_TSTAMP_ALIGNED
-
-uint64_t monotonic_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1'000'000'000ull + uint64_t(ts.tv_nsec);
-}
 
 Status set_int(int fd, int opt, int val, const char* what) {
   if (setsockopt(fd, IPPROTO_TCP, opt, &val, sizeof val) != 0) return sys_error(what);
