@@ -17,6 +17,9 @@
 #include <algorithm>
 #include <atomic>
 #include <functional>
+#include <fstream>
+#include <sstream>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -113,6 +116,7 @@ class Agent {
   std::string status_json() const;
   std::string prometheus() const;
   uint32_t cache_hit_permille() const;
+  bool vip_sockets_sending() const;
 
  private:
   void set(int op, int fd, uint32_t ev, Item* it) {
@@ -428,7 +432,10 @@ void Agent::tick(uint64_t now) {
     for (auto& [p, h] : conns_)
       if (!h->writing && h->session.idle()) idle_now.push_back(p);
     for (HttpConn* h : idle_now) close_http(*h);
-    if ((active_.load() <= 0 && pending_.empty()) || now >= drain_deadline_) {
+    // Closed connections may still have response bytes in flight: the kernel sends
+    // them after close(), but only while the VIP is still ours. Wait for them too.
+    bool done = active_.load() <= 0 && pending_.empty() && !vip_sockets_sending();
+    if (done || now >= drain_deadline_) {
       if (active_.load() > 0)
         spdlog::warn("drain timeout: {} connections still open are cut", active_.load());
       stop_ = true;
@@ -448,6 +455,27 @@ void Agent::tick(uint64_t now) {
       flush(*cc);
     }
   }
+}
+
+// True while a TCP socket on the VIP still has unacknowledged data or an unanswered
+// FIN (states ESTABLISHED, FIN_WAIT1, CLOSE_WAIT, LAST_ACK, CLOSING, or a send queue).
+// Read from /proc/net/tcp, which shows this network namespace's sockets only.
+bool Agent::vip_sockets_sending() const {
+  std::ifstream f("/proc/net/tcp");
+  std::string line;
+  std::getline(f, line);  // header
+  char want[9];
+  std::snprintf(want, sizeof want, "%08X", cfg_.cluster.vip_addr.s_addr);
+  while (std::getline(f, line)) {
+    std::istringstream in(line);
+    std::string sl, local, remote, state, queues;
+    if (!(in >> sl >> local >> remote >> state >> queues)) continue;
+    if (local.compare(0, 8, want) != 0) continue;
+    unsigned st = std::stoul(state, nullptr, 16);
+    unsigned long txq = std::stoul(queues.substr(0, queues.find(':')), nullptr, 16);
+    if (txq > 0 || st == 0x01 || st == 0x04 || st == 0x08 || st == 0x09 || st == 0x0B) return true;
+  }
+  return false;
 }
 
 void Agent::begin_drain() {
