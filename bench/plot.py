@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""The benchmark's plots from results.json (bench/report.py runs this).
+
+  plot.py results.json OUTDIR    -> prints the names of the PNGs it wrote
+
+throughput_vs_size.png  MB/s and requests/s against response size (keep-alive), per system
+fe_cpu_per_gb.png       FE CPU seconds per GB served, per balancer and workload
+latency_cdf.png         latency CDF from wrk's percentiles, per system: one connection,
+                        32 connections (1 KB, new connection per request), mix, 1 MB
+"""
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+
+SIZES = [("ka-1k", 1024), ("ka-10k", 10240), ("ka-100k", 102400), ("ka-1m", 1 << 20), ("ka-10m", 10 << 20)]
+STYLE = {"tcpha": ("tab:blue", "o"), "tcpha-relay": ("tab:cyan", "s"),
+         "haproxy": ("tab:red", "^"), "direct": ("tab:gray", "D")}
+DPI = 90
+
+
+def by_key(results):
+    return {(r["system"], r["workload"]): r for r in results["runs"]}
+
+
+def throughput_vs_size(runs, out):
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for system, (color, marker) in STYLE.items():
+        pts = [(size, runs[(system, w)]) for w, size in SIZES if (system, w) in runs]
+        if not pts:
+            continue
+        xs = [s for s, _ in pts]
+        label = system + (" (1 BE)" if system == "direct" else "")
+        ax1.plot(xs, [r["mb_per_s"] for _, r in pts], color=color, marker=marker, label=label)
+        ax2.plot(xs, [r["requests_per_s"] for _, r in pts], color=color, marker=marker, label=label)
+    for ax, title in ((ax1, "MB/s"), (ax2, "requests/s")):
+        ax.set_xscale("log")
+        ax.set_xticks([s for _, s in SIZES], ["1K", "10K", "100K", "1M", "10M"])
+        ax.set_xlabel("response size (keep-alive)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    ax2.set_yscale("log")
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    return save(fig, out, "throughput_vs_size.png")
+
+
+def fe_cpu_per_gb(runs, out):
+    workloads = [w for w in ("ka-100k", "ka-1m", "ka-10m", "mix", "close-1k")
+                 if any((s, w) in runs for s in ("tcpha", "haproxy"))]
+    systems = [s for s in ("tcpha", "tcpha-relay", "haproxy") if any((s, w) in runs for w in workloads)]
+    if not workloads or not systems:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / len(systems)
+    for i, s in enumerate(systems):
+        xs = [j + i * width for j in range(len(workloads))]
+        ys = [runs[(s, w)].get("fe_cpu_s_per_gb") if (s, w) in runs else None for w in workloads]
+        bars = ax.bar([x for x, y in zip(xs, ys) if y is not None], [y for y in ys if y is not None],
+                      width, color=STYLE[s][0], label=s)
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)
+    ax.set_xticks([j + width * (len(systems) - 1) / 2 for j in range(len(workloads))], workloads)
+    ax.set_yscale("log")
+    ax.set_ylabel("FE CPU s per GB (log)")
+    ax.set_title("Balancer CPU per GB of responses")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save(fig, out, "fe_cpu_per_gb.png")
+
+
+def latency_cdf(runs, out):
+    panels = [w for w in ("lat-1k", "close-1k", "mix", "ka-1m") if any((s, w) in runs for s in STYLE)]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 3.3), squeeze=False)
+    for ax, w in zip(axes[0], panels):
+        for system, (color, marker) in STYLE.items():
+            r = runs.get((system, w))
+            if not r:
+                continue
+            pts = sorted((us / 1000, p) for p, us in r["latency_us"]["percentiles"])
+            ax.plot([x for x, _ in pts], [p for _, p in pts], color=color, label=system)
+        ax.set_xscale("log")
+        ax.set_xlabel("latency (ms, log)")
+        ax.set_ylabel("percentile")
+        ax.set_title(w)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return save(fig, out, "latency_cdf.png")
+
+
+def save(fig, out, name):
+    path = os.path.join(out, name)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return name
+
+
+def main():
+    results = json.load(open(sys.argv[1]))
+    runs = by_key(results)
+    for make in (throughput_vs_size, fe_cpu_per_gb, latency_cdf):
+        name = make(runs, sys.argv[2])
+        if name:
+            print(name)
+
+
+if __name__ == "__main__":
+    main()

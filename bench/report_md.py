@@ -1,0 +1,312 @@
+"""docs/BENCHMARKS.md from results.json's contents (bench/report.py calls render())."""
+
+ORDER = ["ka-1k", "ka-10k", "ka-100k", "ka-1m", "ka-10m", "close-1k", "lat-1k", "mix"]
+SYSTEMS = ["tcpha", "tcpha-relay", "haproxy", "direct"]
+WORKLOAD_TEXT = {
+    "ka-1k": "1 KB, keep-alive",
+    "ka-10k": "10 KB, keep-alive",
+    "ka-100k": "100 KB, keep-alive",
+    "ka-1m": "1 MB, keep-alive",
+    "ka-10m": "10 MB, keep-alive",
+    "close-1k": "1 KB, new connection per request",
+    "lat-1k": "1 KB, new connection per request, one client connection (latency at light load)",
+    "mix": "web-like mix (SURGE-like sizes, Zipf popularity), new connection per request, images rule",
+    "locality-round-robin": "locality working set, round-robin",
+    "locality-lard": "locality working set, LARD",
+}
+MICRO_TEXT = {
+    "BM_HttpParseRequest": "http::parse_request, a 9-header browser request",
+    "BM_RouterRoute": "sched::Router::route, 4 RE2 rules, third matches (LARD)",
+    "BM_ProtoHandoffFrame": "proto::Session send + feed of one HANDOFF frame (MAC both ways)",
+    "BM_HandoffExport": "handoff::export_state + leave_repair (loopback, private netns)",
+    "BM_HandoffExportImport": "export_state, silent close, import_state, activate (loopback)",
+    "BM_DatapathForwardAck": "tc program on a forwarded client ACK (BPF_PROG_RUN)",
+}
+
+
+def f(x, digits=0, unit=""):
+    if x is None:
+        return "–"
+    if isinstance(x, float) and digits == 0 and abs(x) < 10:
+        digits = 2 if abs(x) < 1 else 1
+    return f"{x:,.{digits}f}{unit}"
+
+
+def ms(us):
+    return "–" if us is None else f"{us / 1000:.2f}"
+
+
+def sig(x):
+    """Three significant digits, for costs spanning orders of magnitude."""
+    return "–" if x is None else f"{x:.3g}"
+
+
+def ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def lines_targets(results):
+    out = ["| target | measured | goal | met |", "|---|---|---|---|"]
+    for t in results["targets"]:
+        if "not_measured" in t:
+            meas = f"not measured: {t['not_measured']}"
+        elif "value_us" in t:
+            meas = f"{f(t['value_us'])} us" if t["value_us"] is not None else "not measured"
+        elif "lard_hit_rate" in t:
+            meas = f"LARD {t['lard_hit_rate']:.1%} vs round-robin {t['rr_hit_rate']:.1%}"
+        else:
+            meas = f"{t['ratio']:.3g}x" if t["ratio"] is not None else "not measured"
+        met = {True: "yes", False: "**no**", None: "–"}[t["met"]]
+        out.append(f"| {t['target']} | {meas} | {t['goal']} | {met} |")
+    return out
+
+
+def lines_workload(runs, w):
+    rows = [(s, runs[(s, w)]) for s in SYSTEMS if (s, w) in runs]
+    if not rows:
+        return []
+    out = ["| system | req/s | MB/s | latency p50 (ms) | p99 (ms) | FE CPU s/GB | FE CPU s/1000 conn "
+           "| FE tx / response byte | bed CPU s/GB | errors | other load (CPUs) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s, r in rows:
+        errs = sum(r["errors"].values())
+        out.append(f"| {s} | {f(r['requests_per_s'])} | {f(r['mb_per_s'], 1)} | {ms(r['latency_us']['p50'])} "
+                   f"| {ms(r['latency_us']['p99'])} | {sig(r.get('fe_cpu_s_per_gb'))} "
+                   f"| {sig(r.get('fe_cpu_s_per_1000_conn'))} | {sig(r.get('fe_tx_per_response_byte'))} "
+                   f"| {sig(r.get('bed_cpu_s_per_gb'))} | {errs} | {r['other_load_cpus']:.2f} |")
+    ratios = []
+    for s in ("tcpha", "tcpha-relay"):
+        for ref in ("haproxy", "direct"):
+            if (s, w) in runs and (ref, w) in runs:
+                x = ratio(runs[(s, w)]["requests_per_s"], runs[(ref, w)]["requests_per_s"])
+                ratios.append(f"{s}/{ref} {x:.2f}x")
+        if (s, w) in runs and ("haproxy", w) in runs:
+            x = ratio(runs[(s, w)].get("fe_cpu_s_per_gb"), runs[("haproxy", w)].get("fe_cpu_s_per_gb"))
+            if x is not None:
+                ratios.append(f"{s}/haproxy FE CPU per GB {x:.3f}x")
+    if ratios:
+        out += ["", "Ratios (throughput unless said): " + "; ".join(ratios) + "."]
+    return out
+
+
+def lines_handoff(runs):
+    out = ["| workload | handoffs | failed | p50 (us) | p99 (us) | HOLD+export+send p50/p99 "
+           "| send→READY p50/p99 | READY→COMMIT p50/p99 | BE import p50/p99 | forwarded pkts/conn "
+           "| BPF ns/pkt | FE CPU us/handoff |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in ("tcpha", "tcpha-relay"):
+        for w in ORDER + ["locality-round-robin", "locality-lard"]:
+            r = runs.get((s, w))
+            if not r or not r.get("tcpha"):
+                continue
+            t = r["tcpha"]
+            lat, br = t.get("handoff_latency_us") or {}, t.get("handoff_breakdown_us") or {}
+
+            def pp(d):
+                return f"{f(d.get('p50'))} / {f(d.get('p99'))}" if d else "–"
+
+            imp = [x for x in t.get("be_import_latency_us") or [] if x]
+            imp_s = (f"{f(max(x['p50'] for x in imp))} / {f(max(x['p99'] for x in imp))}" if imp else "–")
+            per = t.get("fe_cpu_s_per_handoff")
+            out.append(f"| {s} {w} | {f(t['handoffs_ok'])} | {f(t['handoffs_failed'])} | {f(lat.get('p50'))} "
+                       f"| {f(lat.get('p99'))} | {pp(br.get('hold_export_send'))} | {pp(br.get('send_to_ready'))} "
+                       f"| {pp(br.get('ready_to_commit'))} | {imp_s} "
+                       f"| {sig(t.get('forwarded_packets_per_connection'))} | {f(t.get('bpf_ns_per_packet'))} "
+                       f"| {f(per * 1e6 if per else None, 1)} |")
+    return out
+
+
+def lines_locality(results, runs):
+    miss = next((u["not_measured"] for u in results["not_measured"] if u["system"] == "locality"), None)
+    if miss:
+        return [f"**Not measured: {miss}.** The workload is in place (bench/run.sh, `locality`): "
+                "it runs as soon as the BE status reports `cache.hits` and `cache.misses`."]
+    out = ["| policy | cache hit rate | req/s | MB/s | p50 (ms) | p99 (ms) | other load |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for p in ("round-robin", "lard"):
+        r = runs.get(("tcpha", f"locality-{p}"))
+        if r:
+            hr = r.get("cache_hit_rate")
+            out.append(f"| {p} | {'–' if hr is None else f'{hr:.1%}'} | {f(r['requests_per_s'])} "
+                       f"| {f(r['mb_per_s'], 1)} | {ms(r['latency_us']['p50'])} | {ms(r['latency_us']['p99'])} "
+                       f"| {r['other_load_cpus']:.2f} |")
+    return out
+
+
+def lines_micro(results):
+    if not results["micro"]:
+        return ["Not run (build target `tcpha_micro` missing)."]
+    out = ["| benchmark | what | ns/op | CPU ns/op |", "|---|---|---:|---:|"]
+    for m in results["micro"]:
+        what = MICRO_TEXT.get(m["name"], "")
+        if "skipped" in m:
+            out.append(f"| {m['name']} | {what} | skipped: {m['skipped']} | |")
+        else:
+            out.append(f"| {m['name']} | {what} | {f(m['ns_per_op'])} | {f(m['cpu_ns_per_op'])} |")
+    return out
+
+
+def lines_model(results):
+    m = results["model"]
+    if not m:
+        return ["Not computed: it needs the tcpha close-1k and ka-10m runs."]
+    out = [
+        "**This is a model, not a measurement.** It extrapolates from costs measured above to one FE",
+        "CPU core doing nothing but steering, with BEs on hosts of their own:",
+        "",
+        f"- FE process CPU per connection (accept, read, parse, route, export, HANDOFF/READY/COMMIT,",
+        f"  map updates, close), from the 1 KB new-connection run: **{m['fe_cpu_s_per_connection'] * 1e6:.1f} us**;",
+        f"- client packets the datapath forwards per connection after the handoff: "
+        f"{m['forwarded_packets_per_small_connection']:.2f} for a 1 KB response, plus "
+        f"{m['forwarded_packets_per_response_mb']:.0f} per MB of response (ACKs; 10 MB run);",
+        f"- per forwarded packet: the tc program, {m['bpf_ns_per_packet']:.0f} ns ({m['bpf_ns_source']}), plus",
+        "  the kernel's receive and redirect work around it, which on this bed runs in softirq",
+        "  context charged to whichever process sent the packet (the client) and cannot be",
+        "  isolated.",
+        "",
+        "Two scenarios: **bed** takes the packet counts as measured here and nothing for the",
+        "kernel's share (an upper bound on capacity; veth carries 64 KB segments, so clients",
+        "acknowledge far less often than on a real link); **MTU 1500** *assumes* a delayed-ACK",
+        f"client on a 1500-byte link ({m['assumed_acks_per_mb_mtu1500']:.0f} ACKs per MB) and "
+        f"{m['assumed_kernel_ns_per_packet_mtu1500'] / 1000:.0f} us of kernel work per forwarded packet.",
+        "",
+        "FE conn/s per core = 1 / (CPU per connection + packets per connection x per-packet cost);",
+        "BEs per FE core = that / the responses per second one BE served in the direct run of the",
+        "same size (one nginx worker on this machine; each response counted as one connection,",
+        "the FE's worst case).",
+        "",
+        "| response | fwd pkts/conn bed / MTU 1500 | FE conn/s per core bed | MTU 1500 | Gbit/s steered bed "
+        "| MTU 1500 | BE responses/s (direct) | BEs per FE core bed | MTU 1500 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in m["rows"]:
+        out.append(f"| {r['response']} | {r['packets_per_connection_bed']:.1f} / {r['packets_per_connection_mtu1500']:.1f} "
+                   f"| {f(r['conn_per_s_bed'])} | {f(r['conn_per_s_mtu1500'])} | {f(r['gbit_per_s_bed'], 1)} "
+                   f"| {f(r['gbit_per_s_mtu1500'], 1)} | {f(r.get('be_responses_per_s'))} "
+                   f"| {f(r.get('bes_per_fe_core_bed'), 1)} | {f(r.get('bes_per_fe_core_mtu1500'), 1)} |")
+    if m.get("haproxy_gbit_per_s_per_core_1m"):
+        out += ["", f"For comparison, HAProxy's measured FE CPU per GB in the 1 MB run means one HAProxy core "
+                f"relays at most about {m['haproxy_gbit_per_s_per_core_1m']:.1f} Gbit/s on this bed, whatever the number of BEs: "
+                "a relaying proxy's capacity is bytes, tcpha's is connections."]
+    return out
+
+
+def render(results, runs, plots):
+    meta, mach, files = results["meta"], results["machine"], results["files"]
+    mix = files["mix"]
+    L = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (bench/run.sh measures, bench/report.py writes this page, "
+        "bench/out/results.json holds every figure). Do not edit by hand: re-run.",
+        "",
+        f"- **Date**: {meta['started']} (UTC), {meta['elapsed_s']} s; "
+        f"{'QUICK run (short durations)' if meta['quick'] else 'full run'}.",
+        f"- **Command**: `{meta['command']}` (tcpha {meta['git']}).",
+        f"- **Machine**: {mach['nproc']} vCPUs ({mach['cpu_model']}), Linux {mach['kernel']}, "
+        f"{mach['memory_gb']} GB. **The client, the FE and the 3 BEs share these {mach['nproc']} vCPUs**: "
+        "they are network namespaces on one virtual machine, joined by veth pairs and a bridge "
+        "(scripts/testbed.sh). Figures are comparisons on the same CPUs, not the capacity of "
+        "separate hosts.",
+        f"- **Software**: {meta['versions']['haproxy'].split(' - ')[0]}, {meta['versions']['nginx']}, "
+        f"{meta['versions']['wrk'].split(' Copyright')[0]}.",
+        f"- **Each run**: {meta['warmup_s']} s warm-up, then {meta['duration_s']} s measured with wrk "
+        "(threads = vCPUs). Other engineers compile on this machine "
+        f"at times: a run during which other work used more than {meta['quiet_load_cpus']} CPUs was "
+        f"repeated (at most {meta['retries']} times) and the least disturbed attempt kept; the "
+        "*other load* column says how much CPU other work took during the kept run.",
+        "",
+        "## Targets (issue 6)",
+        "",
+        *lines_targets(results),
+        "",
+        "## What runs",
+        "",
+        "- **tcpha**: `tcpha fe` (one worker per vCPU) on the FE, `tcpha be` with the built-in static "
+        "server (sendfile, no cache) on each BE; a fresh FE per workload, so its latency "
+        "histograms cover that workload (warm-up included).",
+        "- **tcpha-relay**: the same, with each BE agent relaying to the BE's nginx over loopback "
+        "(`upstream`, PROXY protocol v2).",
+        "- **haproxy**: Debian's HAProxy in `mode http` in the FE namespace, one thread per vCPU, "
+        f"listening on the VIP {'10.200.0.10'} (the bench adds it to the FE's eth0 while no tcpha FE "
+        "runs, so the client uses the same address for every balancer), balancing round-robin over "
+        "nginx on each BE (port 8080), with the same routing as tcpha's rules. Defaults otherwise "
+        "(keep-alive and connection reuse on the server side).",
+        "- **direct**: the client to be1's nginx, no balancer: the bound one BE sets.",
+        "- nginx (every BE): one worker (as the single-threaded BE agent), sendfile on, "
+        "keep-alive, no access log.",
+        f"- **Routing**: one rule, round-robin over the 3 BEs, except in *mix*: paths matching "
+        f"`{meta['image_rule']}` go to be1, the rest round-robin to be2 and be3 (tcpha rules, HAProxy "
+        "`path_reg` ACL).",
+        f"- **Mix file set** (bench/gen_files.py, deterministic): {mix['files']} files, "
+        f"{mix['bytes'] / 1e6:.0f} MB, median {mix['median_bytes'] / 1e3:.1f} KB, largest "
+        f"{mix['max_bytes'] / 1e6:.1f} MB (SURGE-like lognormal body and Pareto tail); Zipf popularity; "
+        f"{mix['image_request_share']:.0%} of requests are images; mean response "
+        f"{mix['mean_response_bytes'] / 1e3:.0f} KB. wrk picks paths by popularity (bench/wrk/bench.lua).",
+        "",
+        "Columns: *FE CPU* is the CPU time of the balancer process (all threads, from "
+        "/proc/PID/task/*/schedstat: utime+stime at ns resolution) per GB of responses and per 1000 "
+        "client connections (= ms per connection); *FE tx / response byte* is what the FE's eth0 "
+        "sent per response byte the client received; *bed CPU* is the CPU time of every process in "
+        "the FE and BE namespaces plus the client's, per GB. Latency is wrk's, per request.",
+        "",
+        "## Results",
+    ]
+    for w in ORDER:
+        block = lines_workload(runs, w)
+        if block:
+            L += ["", f"### {w}: {WORKLOAD_TEXT.get(w, w)}", "", *block]
+    for u in results["not_measured"]:
+        if u["system"] != "locality":
+            L += ["", f"**{u['system']}: not measured: {u['not_measured']}.**"]
+    L += ["", "## Handoff latency (tcpha)", "",
+          "Request complete to COMMIT sent, on the FE, and its parts: HOLD map update + "
+          "TCP_REPAIR export + HANDOFF send; the control round trip (the BE's import included) "
+          "to READY; the datapath FORWARD update + COMMIT. BE import is the BE's own "
+          "measurement (max over BEs, cumulative since the agents started). *BPF ns/pkt* is "
+          "the tc program's mean run time per packet in situ (kernel BPF statistics).", "",
+          *lines_handoff(runs),
+          "", "## Locality: LARD against round-robin", "",
+          f"Each BE has `cache_mb = {meta['cache_mb']}`; the working set is "
+          f"{files['loc']['files']} files of {files['loc']['file_bytes'] // 1024} KB "
+          f"({files['loc']['bytes'] / 2**20:.0f} MB: twice one BE's cache, two thirds of all three), "
+          f"requested uniformly, new connection per request, after {meta['locality_warmup_s']} s "
+          "of warm-up on fresh agents. The files stay in the kernel's page cache either way "
+          f"({mach['memory_gb']} GB of RAM), so a miss costs a read() into the agent's cache, not a "
+          "disk access: the hit rate is what carries over to BEs whose content does not fit in "
+          "memory; the throughput difference here is small.", "",
+          *lines_locality(results, runs),
+          "", "## Microbenchmarks", "",
+          "Google Benchmark (bench/micro/), run first, before the daemons start. Debian's "
+          "libbenchmark is built without optimisation (it says so); the code measured is ours, "
+          "built as the project builds.", "",
+          *lines_micro(results),
+          "", "## Scaling beyond this machine (a model)", "",
+          *lines_model(results),
+          "", "## Plots", ""]
+    captions = {"throughput_vs_size.png": "Throughput against response size (keep-alive)",
+                "fe_cpu_per_gb.png": "FE CPU seconds per GB served",
+                "latency_cdf.png": "Latency CDF (wrk percentiles)"}
+    for p in plots:
+        L.append(f"![{captions.get(p, p)}](bench/{p})")
+        L.append("")
+    if not plots:
+        L += ["No plots (matplotlib missing).", ""]
+    L += ["## Caveats", "",
+          "- One VM, 2 vCPUs: the client and every server compete for the same CPUs, and a "
+          "cross-vCPU wakeup costs tens of microseconds here (docs/design.md). Absolute numbers "
+          "say little about separate hosts; the ratios and the FE costs are the point.",
+          "- The kernel's per-packet receive work (softirq) runs in the context of whichever "
+          "process sent the packet, so the FE CPU column does not include the datapath's "
+          "forwarding of client ACKs (the BPF column and the model account for it) and HAProxy's "
+          "column includes some receive work for its peers' packets.",
+          "- Handoff latency histograms are cumulative since the FE started (warm-up and "
+          "measured run, and any discarded attempt of the same workload).",
+          "- The BE agents run with SIGPIPE ignored: the built-in server's sendfile() into a "
+          "connection the client has closed raised SIGPIPE and ended the agent when wrk stopped "
+          "mid-transfer. With the agent ignoring SIGPIPE itself this is a no-op.",
+          "- With a new connection per request, HAProxy passes the client's `Connection: close` "
+          "on to nginx, so its server-side connections are reused only in part (its default "
+          "behaviour, left as it is).",
+          ""]
+    return "\n".join(L)

@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# make bench [QUICK=1]: tcpha against HAProxy and against no balancer at all, in one
+# run on one namespace test bed (a client, a FE and 3 BEs; scripts/testbed.sh).
+#
+#   bash bench/run.sh [path/to/tcpha]      (QUICK=1: the same in under 3 minutes)
+#
+# Systems, one after the other on the same bed: tcpha (handoff, built-in server),
+# tcpha-relay (handoff, the BE agent relaying to nginx; when the relay is available),
+# haproxy (HTTP mode on the FE, relaying to nginx on each BE) and direct (the client to
+# one BE's nginx: the per-BE bound). Workloads (wrk): keep-alive GETs of 1 KB..10 MB,
+# 1 KB with a new connection per request, a web-like mix with rules, and the locality
+# workload (tcpha, LARD against round-robin with a bounded file cache).
+#
+# Writes bench/out/ (results.json, raw/, PNG plots), docs/BENCHMARKS.md and
+# docs/bench/*.png. Environment: QUICK, BENCH_DURATION, BENCH_WARMUP (s),
+# BENCH_SYSTEMS, BENCH_WORKLOADS (space-separated names), BENCH_RETRIES (per run),
+# BENCH_RETRY_BUDGET (repeats in all), BENCH_QUIET_MAX/BENCH_QUIET_BUDGET (s of waiting
+# for a quiet machine, per run / in all), BENCH_OUT.
+set -euo pipefail
+shopt -s inherit_errexit
+BENCH_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BENCH_ROOT=$(cd "$BENCH_HERE/.." && pwd)
+# shellcheck source=scripts/testbed.sh
+source "$BENCH_ROOT/scripts/testbed.sh"
+# shellcheck source=bench/lib/systems.sh
+source "$BENCH_HERE/lib/systems.sh"
+# shellcheck source=bench/lib/measure.sh
+source "$BENCH_HERE/lib/measure.sh"
+tb_require_root
+tb_require_cmd wrk jq curl tc bpftool "$NGINX" "$HAPROXY" /usr/bin/time python3
+tb_require_tcpha
+
+# The settings this run was given, for the record (before defaults fill them in).
+BENCH_GIVEN=$(env | grep -E '^(QUICK|BENCH_[A-Z_]+|CACHE_MB|LOC_WARMUP)=' | sort | tr '\n' ' ' || true)
+QUICK=${QUICK:-0}
+[[ $QUICK == 1 ]] || QUICK=0
+# Time budget: QUICK under 3 minutes, the full run under 20 even on a busy machine (the
+# waits for a quiet machine and the repeats of disturbed runs have budgets of their own).
+if ((QUICK)); then
+  BENCH_DURATION=${BENCH_DURATION:-2} BENCH_WARMUP=${BENCH_WARMUP:-1} LOC_WARMUP=${LOC_WARMUP:-3}
+  BENCH_QUIET_MAX=${BENCH_QUIET_MAX:-0} BENCH_QUIET_BUDGET=${BENCH_QUIET_BUDGET:-0}
+  BENCH_RETRIES=${BENCH_RETRIES:-0} BENCH_RETRY_BUDGET=${BENCH_RETRY_BUDGET:-0} MICRO_MIN_TIME=0.05
+else
+  BENCH_DURATION=${BENCH_DURATION:-12} BENCH_WARMUP=${BENCH_WARMUP:-3} LOC_WARMUP=${LOC_WARMUP:-10}
+  BENCH_QUIET_MAX=${BENCH_QUIET_MAX:-20} BENCH_QUIET_BUDGET=${BENCH_QUIET_BUDGET:-120}
+  BENCH_RETRIES=${BENCH_RETRIES:-2} BENCH_RETRY_BUDGET=${BENCH_RETRY_BUDGET:-6} MICRO_MIN_TIME=0.5
+fi
+BENCH_QUIET_LOAD=${BENCH_QUIET_LOAD:-0.25} # CPUs of other work that make a run "disturbed"
+BENCH_WRK_THREADS=${BENCH_WRK_THREADS:-$(nproc)}
+BENCH_SEED=${BENCH_SEED:-1}
+BENCH_SYSTEMS=${BENCH_SYSTEMS:-tcpha tcpha-relay haproxy direct}
+CACHE_MB=${CACHE_MB:-8} # per BE in the locality workload; its working set is 2x that
+OUT=${BENCH_OUT:-$BENCH_HERE/out}
+BENCH_RAW=$OUT/raw
+
+# name | path, or @list for bench/wrk/bench.lua | connections | new connection per
+# request | routing (bench_cluster_config, bench_haproxy_conf)
+WORKLOADS=(
+  "ka-1k /f1k.bin 16 0 all"
+  "ka-10k /f10k.bin 16 0 all"
+  "ka-100k /f100k.bin 16 0 all"
+  "ka-1m /f1m.bin 16 0 all"
+  "ka-10m /f10m.bin 8 0 all"
+  "close-1k /f1k.bin 32 1 all"
+  "lat-1k /f1k.bin 1 1 all"
+  "mix @mix 32 1 split"
+)
+((QUICK)) && BENCH_WORKLOADS=${BENCH_WORKLOADS:-ka-1k ka-1m ka-10m close-1k lat-1k mix locality}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-ka-1k ka-10k ka-100k ka-1m ka-10m close-1k lat-1k mix locality}
+wanted() { [[ " $BENCH_WORKLOADS " == *" $1 "* ]]; }
+has_system() { [[ " $BENCH_SYSTEMS " == *" $1 "* ]]; }
+
+rm -rf "$BENCH_RAW"
+mkdir -p "$BENCH_RAW" "$OUT/files"
+started=$(date -u +%FT%TZ)
+t_start=$SECONDS
+
+# --- microbenchmarks first, while nothing else of ours runs -------------------------
+micro=$(dirname "$TB_TCPHA")/bench/tcpha_micro
+if [[ -x $micro ]]; then
+  tb_log "microbenchmarks ($micro)"
+  "$micro" --benchmark_min_time="$MICRO_MIN_TIME" --benchmark_format=json \
+    --benchmark_out="$BENCH_RAW/micro.json" --benchmark_out_format=json >/dev/null ||
+    tb_fail "microbenchmarks failed"
+else
+  tb_log "no $micro (build target tcpha_micro): microbenchmarks not run"
+fi
+
+# --- the bed ------------------------------------------------------------------------
+tb_init 3
+tb_key
+python3 "$BENCH_HERE/gen_files.py" "$OUT/files" --loc-files $((CACHE_MB * 2 * 16)) \
+  --loc-kb 64 >"$BENCH_RAW/files.json"
+for ((k = 1; k <= TB_N_BE; k++)); do
+  tb_docroot "$k"
+  cp -al "$OUT/files/mix" "$OUT/files/loc" "$TB_DIR/www/be$k/" 2>/dev/null ||
+    cp -a "$OUT/files/mix" "$OUT/files/loc" "$TB_DIR/www/be$k/"
+done
+# A new connection per request at thousands per second: the client reuses ports in
+# TIME_WAIT (it closes last with HAProxy) and gets the whole port range.
+for ns in "$TB_NS_C" "$TB_NS_FE"; do
+  ip netns exec "$ns" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="1024 65000"
+done
+python3 "$BENCH_HERE/bpf_stats.py" >"$TB_DIR/bpf_stats.log" 2>&1 &
+tb_track bpf_stats $!
+
+url_of() { # SYSTEM PATH
+  local path=$2
+  [[ $path == @* ]] && path=/
+  if [[ $1 == direct ]]; then echo "http://${TB_BE_ADDR[1]}:8080$path"; else echo "http://$TB_VIP$path"; fi
+}
+paths_of() { if [[ $1 == @* ]]; then echo "$OUT/files/${1#@}.paths"; fi; }
+
+# run_workloads SYSTEM FE_PID_VAR PREP_FN: every wanted workload; PREP_FN ROUTING
+# (re)starts what an attempt needs.
+run_workloads() {
+  local system=$1 fe_var=$2 prep=$3 w name path conns close routing
+  for w in "${WORKLOADS[@]}"; do
+    read -r name path conns close routing <<<"$w"
+    wanted "$name" || continue
+    bench_measure "$system" "$name" "$(url_of "$system" "$path")" "$conns" "$close" \
+      "$(paths_of "$path")" "$fe_var" "$prep" "$routing"
+  done
+}
+
+unavailable() { # SYSTEM REASON
+  tb_log "$1 not measured: $2"
+  jq -n --arg s "$1" --arg r "$2" '{system: $s, not_measured: $r}' >"$BENCH_RAW/$1.unavailable.json"
+}
+
+prep_tcpha() { bench_tcpha_fe "$1" builtin; }
+prep_relay() { bench_tcpha_fe "$1" relay; }
+prep_haproxy() {
+  bench_haproxy_stop
+  bench_haproxy_start "$1"
+}
+prep_none() { :; }
+
+# The relay is newer than the rest: probe it (config accepted, one byte-exact fetch)
+# instead of letting a missing feature end the whole run.
+relay_usable() {
+  local i out
+  out=$(bench_cluster_config all relay 2>&1) || {
+    RELAY_WHY="config refused: ${out//$'\n'/ }"
+    return 1
+  }
+  bench_tcpha_start_bes
+  # shellcheck disable=SC2119 # no extra arguments for tcpha fe
+  tb_start_fe
+  for ((i = 0; i < 200; i++)); do
+    tb__ready && break
+    sleep 0.05
+  done
+  if ! tb__ready; then
+    RELAY_WHY="cluster not ready with upstream = nginx"
+  elif ! out=$(tb_fetch f100k.bin 2>&1); then
+    RELAY_WHY="fetch through the relay failed: $out"
+  else
+    return 0
+  fi
+  return 1
+}
+
+for system in $BENCH_SYSTEMS; do
+  case $system in
+    tcpha)
+      run_workloads tcpha fe prep_tcpha
+      bench_tcpha_stop
+      ;;
+    tcpha-relay)
+      for ((k = 1; k <= TB_N_BE; k++)); do bench_nginx_start "$k"; done
+      if relay_usable; then
+        run_workloads tcpha-relay fe prep_relay
+      else
+        unavailable tcpha-relay "$RELAY_WHY"
+      fi
+      bench_tcpha_stop
+      bench_nginx_stop
+      ;;
+    haproxy)
+      for ((k = 1; k <= TB_N_BE; k++)); do bench_nginx_start "$k"; done
+      run_workloads haproxy haproxy prep_haproxy
+      bench_haproxy_stop
+      bench_nginx_stop
+      ;;
+    direct)
+      bench_nginx_start 1
+      run_workloads direct - prep_none
+      bench_nginx_stop
+      ;;
+    *) tb_fail "unknown system '$system' (tcpha tcpha-relay haproxy direct)" ;;
+  esac
+done
+
+# --- locality: LARD against round-robin, with a bounded file cache on each BE --------
+prep_locality() {
+  bench_tcpha_stop
+  bench_tcpha_fe "$1" builtin "$CACHE_MB"
+}
+if wanted locality && has_system tcpha; then
+  prep_locality locality-round-robin
+  if ! tb_status_json be1 | jq -e '[.cache.hits, .cache.misses] | all(type == "number")' >/dev/null; then
+    unavailable locality "cache missing: the BE status reports no cache.hits/cache.misses"
+  else
+    for policy in round-robin lard; do
+      BENCH_WARMUP=$LOC_WARMUP bench_measure tcpha "locality-$policy" "$(url_of tcpha /)" 16 1 \
+        "$OUT/files/loc.paths" fe prep_locality "locality-$policy"
+    done
+  fi
+  bench_tcpha_stop
+fi
+
+# --- report -------------------------------------------------------------------------
+if [[ -n ${MAKELEVEL:-} ]]; then
+  command="${BENCH_GIVEN//QUICK=1 /}make bench"
+  ((QUICK)) && command+=" QUICK=1"
+else
+  command="${BENCH_GIVEN}bash bench/run.sh $*"
+fi
+jq -n --arg command "$command" --arg started "$started" --argjson quick "$QUICK" \
+  --argjson duration "$BENCH_DURATION" --argjson warmup "$BENCH_WARMUP" \
+  --argjson loc_warmup "$LOC_WARMUP" --argjson retries "$BENCH_RETRIES" \
+  --argjson retry_budget "$BENCH_RETRY_BUDGET" --argjson repeated "$BENCH_REPEATS" \
+  --argjson quiet_load "$BENCH_QUIET_LOAD" --argjson cache_mb "$CACHE_MB" \
+  --argjson elapsed "$((SECONDS - t_start))" --arg image_re "$BENCH_IMAGE_RE" \
+  --arg haproxy "$("$HAPROXY" -v | head -n 1)" --arg nginx "$("$NGINX" -v 2>&1)" \
+  --arg wrk "$(wrk -v 2>&1 | head -n 1)" --arg tcpha "$("$TB_TCPHA" --version 2>&1 | head -n 1)" \
+  --arg git "$(git -C "$BENCH_ROOT" describe --always --dirty 2>/dev/null || echo unknown)" \
+  '{command: $command, started: $started, quick: ($quick == 1), duration_s: $duration,
+    warmup_s: $warmup, locality_warmup_s: $loc_warmup, retries: $retries,
+    retry_budget: $retry_budget, repeated_runs: $repeated,
+    quiet_load_cpus: $quiet_load, cache_mb: $cache_mb, elapsed_s: $elapsed,
+    image_rule: $image_re, git: $git,
+    versions: {haproxy: $haproxy, nginx: $nginx, wrk: $wrk, tcpha: $tcpha}}' >"$BENCH_RAW/meta.json"
+python3 "$BENCH_HERE/report.py" --raw "$BENCH_RAW" --out "$OUT" --docs "$BENCH_ROOT/docs"
+tb_log "done in $((SECONDS - t_start)) s: $OUT/results.json, docs/BENCHMARKS.md"
