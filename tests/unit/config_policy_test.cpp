@@ -8,19 +8,18 @@
 #include <fstream>
 
 #include "config/config.hpp"
+#include "config_fixture.hpp"
 #include "sched/router.hpp"
 
 namespace fs = std::filesystem;
 using tcpha::config::load;
 using tcpha::config::LoadResult;
 
+using tcpha::testing::ConfigDir;
+using tcpha::testing::joined;
+
 namespace {
 
-std::string joined(const LoadResult& r) {
-  std::string s;
-  for (const auto& e : r.errors) s += e + "\n";
-  return s;
-}
 
 // Line 1-3 of every file; the rules and sections under test start at line 4.
 const std::string kHead =
@@ -29,23 +28,6 @@ const std::string kHead =
     "frontend = { address = \"10.0.0.1\", interface = \"eth0\" }\n"
     "backend = [{ id = \"be1\", address = \"10.0.0.11\", docroot = \"/srv\", groups = [\"g\"] }]\n";
 
-class ConfigDir : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string tmpl = (fs::path(::testing::TempDir()) / "config_policy_test.XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string write(const std::string& name, const std::string& text) {
-    fs::path p = dir_ / name;
-    std::ofstream(p, std::ios::binary) << text;
-    return p.string();
-  }
-
-  fs::path dir_;
-};
 
 struct BadFile {
   const char* name;

@@ -1,4 +1,5 @@
 #include "config/config.hpp"
+#include "config_fixture.hpp"
 
 #include <gtest/gtest.h>
 #include <sodium.h>
@@ -11,6 +12,9 @@
 namespace fs = std::filesystem;
 using tcpha::config::load;
 using tcpha::config::LoadResult;
+
+using tcpha::testing::ConfigDir;
+using tcpha::testing::joined;
 
 namespace {
 
@@ -29,33 +33,7 @@ std::vector<uint8_t> blake2b_32(const std::string& bytes) {
   return out;
 }
 
-std::string joined(const LoadResult& r) {
-  std::string s;
-  for (const auto& e : r.errors) s += e + "\n";
-  return s;
-}
 
-// A scratch directory holding a good key (cluster.key) and a short one (short.key).
-class ConfigDir : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string tmpl = (fs::path(::testing::TempDir()) / "config_test.XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-    write("cluster.key", std::string(40, 'k'));
-    write("short.key", "12345");
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string write(const std::string& name, const std::string& text) {
-    fs::path p = dir_ / name;
-    fs::create_directories(p.parent_path());
-    std::ofstream(p, std::ios::binary) << text;
-    return p.string();
-  }
-
-  fs::path dir_;
-};
 
 TEST(Config, InterfaceExampleLoads) {
   const std::string path = TCPHA_TEST_DATA "/config/cluster.toml";
