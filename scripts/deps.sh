@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   build-essential cmake ninja-build pkg-config
-  clang llvm libbpf-dev bpftool linux-libc-dev libelf-dev zlib1g-dev
+  clang llvm libclang-rt-14-dev libbpf-dev bpftool linux-libc-dev libelf-dev zlib1g-dev
   libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev libre2-dev libsodium-dev
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
   jq curl wrk nginx-light haproxy iproute2 nftables ethtool procps psmisc
