@@ -170,7 +170,7 @@ class Agent {
 Status Agent::open(int sigfd) {
   if (!self_.upstream.empty()) {
     RelayOptions o;
-    o.upstream = *parse_host_port(self_.upstream);  // validated with the config
+    o.upstream = *parse_socket_address(self_.upstream);  // validated with the config
     o.proxy_protocol = self_.proxy_protocol;
     o.connect_timeout_ns = uint64_t(self_.upstream_timeout_ms) * kMs;
     o.idle_timeout_ns = kRelayIdleNs;

@@ -163,17 +163,19 @@ void Relays::start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, ui
     finish(c, End::Refused);
     return;
   }
-  c.upstream.reset(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  const SocketAddress& up = opts_.upstream;
+  c.upstream.reset(socket(up.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  // A unix socket connects or fails at once; EAGAIN there means a full listen
+  // backlog, which is a refusal like ECONNREFUSED.
   if (!c.upstream.valid() ||
-      (connect(c.upstream.get(), reinterpret_cast<const sockaddr*>(&opts_.upstream),
-               sizeof opts_.upstream) != 0 &&
-       errno != EINPROGRESS)) {
-    warn("relay: connect to upstream " + endpoint_str(opts_.upstream) + ": " + strerror(errno));
+      (connect(c.upstream.get(), up.get(), up.length) != 0 && errno != EINPROGRESS)) {
+    warn("relay: connect to upstream " + up.text + ": " + strerror(errno));
     finish(c, End::Refused);
     return;
   }
   // Requests are small and each one waits for its answer: send them at once.
-  setsockopt(c.upstream.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (up.family() == AF_INET)
+    setsockopt(c.upstream.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   epoll_event e{};
   e.events = kEvents;
   e.data.u64 = c.id << 1;
@@ -228,7 +230,7 @@ void Relays::on_ready(uint64_t now_ns) {
     (upstream_side ? c.upstream_out : c.client_out) |= out;
     if (upstream_side && !c.connected) {
       if (int err = socket_error(c.upstream.get())) {
-        warn("relay: connect to upstream " + endpoint_str(opts_.upstream) + ": " + strerror(err));
+        warn("relay: connect to upstream " + opts_.upstream.text + ": " + strerror(err));
         finish(c, End::Refused);
         continue;
       }
@@ -265,6 +267,9 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
         c.to_upstream.append(buf, size_t(n));
         c.received += uint64_t(n);
         moved = true;
+        // A short read emptied the receive queue; bytes arriving later raise a new
+        // edge. Saves the recv() that would only say EAGAIN (one per request).
+        if (size_t(n) < room) c.client_in = false;
       } else if (n == 0) {
         c.client_eof = moved = true;
       } else if (!transient(errno)) {
@@ -279,6 +284,8 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
       ssize_t n = send(c.upstream.get(), c.to_upstream.data() + c.to_upstream_off,
                        c.pending_upstream(), MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n > 0) {
+        // Short write: the send buffer is full and EPOLLOUT will say when it is not.
+        if (size_t(n) < c.pending_upstream()) c.upstream_out = false;
         c.to_upstream_off += size_t(n);
         if (c.to_upstream_off == c.to_upstream.size()) {
           c.to_upstream.clear();
@@ -321,6 +328,7 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
       ssize_t n = splice(c.pipe_r.get(), nullptr, c.client.get(), nullptr, c.in_pipe,
                          SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {
+        if (size_t(n) < c.in_pipe) c.client_out = false;  // send buffer full, as above
         c.in_pipe -= size_t(n);
         c.sent += uint64_t(n);
         inc(Counter::bytes_to_client, uint64_t(n));
@@ -422,7 +430,7 @@ void Relays::tick(uint64_t now_ns) {
     auto it = conns_.find(id);
     if (it == conns_.end()) continue;
     if (how == End::Timeout)
-      warn("relay: upstream " + endpoint_str(opts_.upstream) + " did not accept within " +
+      warn("relay: upstream " + opts_.upstream.text + " did not accept within " +
            std::to_string(opts_.connect_timeout_ns / 1'000'000) + " ms");
     finish(*it->second, how);
   }

@@ -1,9 +1,12 @@
 #include "common/net.hpp"
 
 #include <arpa/inet.h>
+#include <sys/un.h>
 
 #include <charconv>
+#include <cstddef>
 #include <cstdio>
+#include <cstring>
 
 namespace tcpha {
 
@@ -53,6 +56,31 @@ std::optional<sockaddr_in> parse_host_port(std::string_view s) {
 
 std::string endpoint_str(const sockaddr_in& sa) {
   return ipv4_str(sa.sin_addr) + ":" + std::to_string(ntohs(sa.sin_port));
+}
+
+std::optional<SocketAddress> parse_socket_address(std::string_view s) {
+  SocketAddress a;
+  a.text = std::string(s);
+  constexpr std::string_view kUnix = "unix:";
+  if (s.substr(0, kUnix.size()) == kUnix) {
+    auto path = s.substr(kUnix.size());
+    sockaddr_un un{};
+    // Absolute only: the agent's working directory is not the operator's. The path
+    // needs its terminating NUL inside sun_path; no NUL may hide inside it.
+    if (path.empty() || path[0] != '/' || path.size() >= sizeof un.sun_path ||
+        path.find('\0') != std::string_view::npos)
+      return std::nullopt;
+    un.sun_family = AF_UNIX;
+    path.copy(un.sun_path, path.size());
+    std::memcpy(&a.storage, &un, sizeof un);
+    a.length = socklen_t(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+    return a;
+  }
+  auto in = parse_host_port(s);
+  if (!in) return std::nullopt;
+  std::memcpy(&a.storage, &*in, sizeof *in);
+  a.length = sizeof *in;
+  return a;
 }
 
 }  // namespace tcpha

@@ -287,8 +287,9 @@ void read_backend(const TableReader& r, BackendSection& b) {
             "set exactly one of docroot (built-in server) and upstream (local HTTP server)");
   if (docroot && docroot->empty()) r.error("docroot", "empty path");
   if (docroot && !docroot->empty()) b.docroot = *docroot;
-  if (upstream && !parse_host_port(*upstream))
-    r.error("upstream", "'" + *upstream + "' is not HOST:PORT with an IPv4 host");
+  if (upstream && !parse_socket_address(*upstream))
+    r.error("upstream",
+            "'" + *upstream + "' is neither HOST:PORT with an IPv4 host nor unix:/ABSOLUTE/PATH");
   else if (upstream)
     b.upstream = *upstream;
   if (auto pp = r.integer("proxy_protocol", 0, 2)) {

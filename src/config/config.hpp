@@ -54,7 +54,7 @@ struct BackendSection {
   uint32_t weight = 1;
   std::vector<std::string> groups;
   std::string docroot;             // built-in static server, or
-  std::string upstream;            // "host:port" of a local HTTP server
+  std::string upstream;            // "host:port" or "unix:/path" of a local HTTP server
   int proxy_protocol = 0;          // 0 = off, 2 = PROXY v2
   uint32_t cache_mb = 0;
   std::string metrics;

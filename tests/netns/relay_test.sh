@@ -6,6 +6,10 @@
 # bypassing the FE, half-close, a client reset, a stalled reader not growing the
 # agents' memory, and 502/504 when the upstream is down or unreachable, after which
 # the agents still serve.
+#
+# RELAY_UPSTREAM=unix runs the same checks with nginx listening on a unix socket
+# (`upstream = "unix:/..."`; tests/netns/relay_unix_test.sh), except the unreachable
+# upstream: a unix connect is refused or accepted at once, it never times out.
 set -euo pipefail
 shopt -s inherit_errexit
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,6 +23,9 @@ NGINX=${NGINX:-/usr/sbin/nginx}
   exit 77
 }
 tb_require_tcpha
+RELAY_UPSTREAM=${RELAY_UPSTREAM:-tcp}
+[[ $RELAY_UPSTREAM == tcp || $RELAY_UPSTREAM == unix ]] ||
+  tb_fail "RELAY_UPSTREAM: tcp or unix, not '$RELAY_UPSTREAM'"
 
 N=3
 TIMEOUT_MS=1000   # upstream_timeout_ms: connect timeout -> 504
@@ -30,15 +37,18 @@ tb_init $N
 tb_key
 for ((k = 1; k <= N; k++)); do
   tb_docroot "$k"
-  TB_BE_EXTRA[k]=$(printf 'upstream = "127.0.0.1:8080"\nproxy_protocol = 2\nupstream_timeout_ms = %d' \
-    "$TIMEOUT_MS")
+  upstream=127.0.0.1:8080
+  [[ $RELAY_UPSTREAM == unix ]] && upstream=unix:$TB_DIR/nginx$k/nginx.sock
+  TB_BE_EXTRA[k]=$(printf 'upstream = "%s"\nproxy_protocol = 2\nupstream_timeout_ms = %d' \
+    "$upstream" "$TIMEOUT_MS")
 done
 tb_config
 
 # nginx k: private prefix, config, logs and temp dirs under TB_DIR; in the
 # foreground (daemon off) so the bed tracks and stops the master by its pid.
 nginx_conf() {
-  local k=$1 dir=$TB_DIR/nginx$1
+  local k=$1 dir=$TB_DIR/nginx$1 listen=127.0.0.1:8080
+  [[ $RELAY_UPSTREAM == unix ]] && listen=unix:$dir/nginx.sock
   mkdir -p "$dir"
   cat >"$dir/nginx.conf" <<EOF
 daemon off;
@@ -60,7 +70,7 @@ http {
   sendfile on;
   keepalive_timeout 75s;
   server {
-    listen 127.0.0.1:8080 proxy_protocol;
+    listen $listen proxy_protocol;
     root $TB_DIR/www/be$k;
   }
 }
@@ -72,11 +82,15 @@ nginx_start() {
   tb_spawn "nginx$k" "${TB_NS_BE[k]}" "$NGINX" -e stderr -p "$TB_DIR/nginx$k" \
     -c "$TB_DIR/nginx$k/nginx.conf"
   for ((i = 0; i < 100; i++)); do
-    tb_be "$k" bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080' 2>/dev/null && return 0
+    if [[ $RELAY_UPSTREAM == unix ]]; then
+      [[ -S $TB_DIR/nginx$k/nginx.sock ]] && return 0
+    else
+      tb_be "$k" bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080' 2>/dev/null && return 0
+    fi
     tb__alive "nginx$k" || break
     sleep 0.05
   done
-  tb_fail "nginx on be$k did not start listening on 127.0.0.1:8080"
+  tb_fail "nginx on be$k did not start listening ($RELAY_UPSTREAM)"
 }
 
 agent_rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/${TB_PID[be$1]}/status"; }
@@ -142,8 +156,10 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
 s.settimeout(30)
 s.connect((vip, 80))
 s.sendall(f"GET /{path} HTTP/1.1\r\nHost: {vip}\r\nConnection: close\r\n\r\n".encode())
+# Bytes to read before acting: 100 KB, or argv[4] for halfclose.
+first = int(sys.argv[4]) if mode == "halfclose" and len(sys.argv) > 4 else 100 * 1024
 data = bytearray()
-while len(data) < 100 * 1024 and mode in ("halfclose", "stall", "reset"):
+while len(data) < first and mode in ("halfclose", "stall", "reset", "rst"):
     chunk = s.recv(65536)
     if not chunk:
         break
@@ -152,6 +168,11 @@ if mode == "halfclose":
     # FIN mid-response (the FE hands off established connections only, so not
     # before the answer starts); the rest must still arrive.
     s.shutdown(socket.SHUT_WR)
+if mode == "rst":
+    # RST at once, the response half read.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    sys.exit(0)
 if mode == "reset":
     # FIN, then RST with the response half read: the BE's socket goes CLOSE_WAIT,
     # then its next write fails with EPIPE (a signal, if the agent let it).
@@ -221,7 +242,13 @@ for pair in ka1:f100k.bin ka2:f1m.bin; do
 done
 
 echo "== half-close: the client sends FIN while the response flows"
-out=$(tb_c timeout 30 python3 "$TB_DIR/client.py" halfclose "$TB_VIP" f1m.bin) ||
+# nginx takes a client's FIN (EPOLLRDHUP) as an abort while it still has bytes to
+# write, whoever the client is. Over loopback TCP the whole 1 MB sits in socket
+# buffers early, so the FIN goes after 100 KB; a unix socket buffers ~200 KB, so
+# there it goes when the last 200 KB are still to come.
+at=$((100 * 1024))
+[[ $RELAY_UPSTREAM == unix ]] && at=$((1048576 - 200 * 1024))
+out=$(tb_c timeout 30 python3 "$TB_DIR/client.py" halfclose "$TB_VIP" f1m.bin "$at") ||
   tb_fail "half-closed client failed: $out"
 requests=$((requests + 1))
 [[ $out == "200 ${TB_SIZE[f1m.bin]} ${TB_SHA[f1m.bin]}" ]] || tb_fail "half-closed client got: $out"
@@ -241,8 +268,13 @@ done
 ((total == requests)) || tb_fail "access logs hold $total requests, $requests were made"
 
 echo "== client reset mid-download"
+# Over TCP: FIN, then RST (the relay's next splice into the closed socket must fail
+# with EPIPE, not SIGPIPE). Over a unix socket nginx answers the FIN by aborting at
+# once, which can end the relay before the RST comes: there the RST comes alone.
+how=reset
+[[ $RELAY_UPSTREAM == unix ]] && how=rst
 resets0=$(relay_counter client_resets)
-tb_c timeout 30 python3 "$TB_DIR/client.py" reset "$TB_VIP" f10m.bin ||
+tb_c timeout 30 python3 "$TB_DIR/client.py" "$how" "$TB_VIP" f10m.bin ||
   tb_fail "resetting client failed"
 wait_no_active
 resets=$(relay_counter client_resets)
@@ -328,29 +360,38 @@ for ((i = 0; i < N; i++)); do
   n=$(tb_fetch f100k.bin) || tb_fail "request after nginx restarted failed"
 done
 
-echo "== upstream unreachable (SYNs dropped): 504 after ${TIMEOUT_MS} ms"
-for ((k = 1; k <= N; k++)); do
-  tb_be "$k" nft -f - <<'EOF'
+unreachable() {
+  echo "== upstream unreachable (SYNs dropped): 504 after ${TIMEOUT_MS} ms"
+  for ((k = 1; k <= N; k++)); do
+    tb_be "$k" nft -f - <<'EOF'
 table inet relaytest {
   chain out { type filter hook output priority 0; tcp dport 8080 drop; }
 }
 EOF
-done
-for ((i = 0; i < N; i++)); do
-  out=$(tb_curl f1k.bin -o /dev/null -w '%{http_code} %{time_total}') || tb_fail "request to an unreachable upstream: $out"
-  ms=$(awk -v t="${out#* }" 'BEGIN { printf "%d", t * 1000 }')
-  [[ ${out%% *} == 504 ]] || tb_fail "upstream unreachable: want HTTP 504, got ${out%% *}"
-  # The agents check timeouts every 100 ms.
-  ((ms >= TIMEOUT_MS - 50 && ms < TIMEOUT_MS + 500)) ||
-    tb_fail "upstream unreachable: 504 after $ms ms (timeout ${TIMEOUT_MS} ms)"
-done
-echo "504 in ${ms} ms"
-v=$(relay_counter upstream_timeouts)
-((v >= N)) || tb_fail "upstream_timeouts = $v: the 504s are not counted"
-for ((k = 1; k <= N; k++)); do tb_be "$k" nft delete table inet relaytest; done
-for ((i = 0; i < N; i++)); do
-  n=$(tb_fetch f1m.bin) || tb_fail "request after the upstream became reachable again failed"
-done
+  done
+  for ((i = 0; i < N; i++)); do
+    out=$(tb_curl f1k.bin -o /dev/null -w '%{http_code} %{time_total}') || tb_fail "request to an unreachable upstream: $out"
+    ms=$(awk -v t="${out#* }" 'BEGIN { printf "%d", t * 1000 }')
+    [[ ${out%% *} == 504 ]] || tb_fail "upstream unreachable: want HTTP 504, got ${out%% *}"
+    # The agents check timeouts every 100 ms.
+    ((ms >= TIMEOUT_MS - 50 && ms < TIMEOUT_MS + 500)) ||
+      tb_fail "upstream unreachable: 504 after $ms ms (timeout ${TIMEOUT_MS} ms)"
+  done
+  echo "504 in ${ms} ms"
+  v=$(relay_counter upstream_timeouts)
+  ((v >= N)) || tb_fail "upstream_timeouts = $v: the 504s are not counted"
+  for ((k = 1; k <= N; k++)); do tb_be "$k" nft delete table inet relaytest; done
+  for ((i = 0; i < N; i++)); do
+    n=$(tb_fetch f1m.bin) || tb_fail "request after the upstream became reachable again failed"
+  done
+}
+extra_conns=$((2 * N)) # the N 502s and the N fetches after nginx restarted
+if [[ $RELAY_UPSTREAM == tcp ]]; then
+  unreachable
+  extra_conns=$((extra_conns + 2 * N)) # N 504s, N fetches after the path reopened
+else
+  echo "== (unix socket: no unreachable case; connect is refused or accepted at once)"
+fi
 wait_no_active
 
 echo "== status"
@@ -360,9 +401,8 @@ failed=$(jq -e '.handoffs.failed' <<<"$js") || tb_fail "FE status has no handoff
 relayed=$(relay_counter relayed)
 echo "relayed $relayed connections, $(relay_counter bytes_to_client) bytes to clients"
 # One connection per request, but the keep-alive pair shares one; plus the reset
-# client, the 20 aborted ones, N 502s, N 504s and the 2N fetches after the upstream
-# came back.
-conns=$((requests - 1 + 1 + 20 + 4 * N))
+# client, the 20 aborted ones and the connections after the upstream went away.
+conns=$((requests - 1 + 1 + 20 + extra_conns))
 ((relayed >= conns)) || tb_fail "relayed $relayed connections, want >= $conns"
 
-echo "PASS: relay"
+echo "PASS: relay ($RELAY_UPSTREAM upstream)"

@@ -183,6 +183,26 @@ docroot = "/srv"
   EXPECT_EQ(r.config->backends[0].weight, 1u);
 }
 
+TEST_F(ConfigDir, UpstreamMayBeAUnixSocket) {
+  auto path = write("unix.toml", R"([cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+upstream = "unix:/run/nginx/tcpha.sock"
+proxy_protocol = 2
+)");
+  LoadResult r = load(path);
+  ASSERT_TRUE(r.errors.empty()) << joined(r);
+  EXPECT_EQ(r.config->backends[0].upstream, "unix:/run/nginx/tcpha.sock");
+  EXPECT_EQ(r.config->backends[0].proxy_protocol, 2);
+}
+
 TEST_F(ConfigDir, KeyFileIsRelativeToTheClusterFile) {
   write("site/keys/shared.key", std::string(32, 'x'));
   auto text = R"([cluster]
@@ -695,7 +715,16 @@ id = "be1"
 address = "10.0.0.11"
 upstream = "localhost:8080"
 )",
-         6, "[backend] upstream: 'localhost:8080' is not HOST:PORT"},
+         6, "[backend] upstream: 'localhost:8080' is neither HOST:PORT"},
+        {"RelativeUnixUpstream",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+upstream = "unix:nginx.sock"
+)",
+         6, "[backend] upstream: 'unix:nginx.sock' is neither HOST:PORT"},
         {"ProxyProtocolV1",
          R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
 frontend = { address = "10.0.0.1", interface = "eth0" }
