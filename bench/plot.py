@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 SIZES = [("ka-1k", 1024), ("ka-10k", 10240), ("ka-100k", 102400), ("ka-1m", 1 << 20), ("ka-10m", 10 << 20)]
-STYLE = {"tcpha": ("tab:blue", "o"), "tcpha-relay": ("tab:cyan", "s"),
+STYLE = {"tcpha": ("tab:blue", "o"), "tcpha-relay": ("tab:cyan", "s"), "tcpha-relay-unix": ("tab:green", "v"),
          "haproxy": ("tab:red", "^"), "direct": ("tab:gray", "D")}
 DPI = 90
 
@@ -52,7 +52,8 @@ def throughput_vs_size(runs, out):
 def fe_cpu_per_gb(runs, out):
     workloads = [w for w in ("ka-100k", "ka-1m", "ka-10m", "mix", "close-1k")
                  if any((s, w) in runs for s in ("tcpha", "haproxy"))]
-    systems = [s for s in ("tcpha", "tcpha-relay", "haproxy") if any((s, w) in runs for w in workloads)]
+    systems = [s for s in ("tcpha", "tcpha-relay", "tcpha-relay-unix", "haproxy")
+               if any((s, w) in runs for w in workloads)]
     if not workloads or not systems:
         return None
     fig, ax = plt.subplots(figsize=(8, 3.6))

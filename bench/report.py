@@ -19,8 +19,9 @@ import sys
 import report_md
 from report_md import WORKLOAD_TEXT
 
-SYSTEMS = ["tcpha", "tcpha-relay", "haproxy", "direct"]
-BALANCERS = ["tcpha", "tcpha-relay", "haproxy"]
+SYSTEMS = ["tcpha", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
+BALANCERS = ["tcpha", "tcpha-relay", "tcpha-relay-unix", "haproxy"]
+RELAYS = ["tcpha-relay", "tcpha-relay-unix"]
 # Response sizes of the keep-alive workloads (throughput against size).
 SIZES = {"ka-1k": 1024, "ka-10k": 10240, "ka-100k": 102400, "ka-1m": 1048576, "ka-10m": 10485760}
 # The model's assumptions, for a real network rather than this bed's veth pairs (whose
@@ -188,6 +189,15 @@ def targets(runs, locality_missing):
         x = ratio(val("tcpha", w, "fe_cpu_s_per_gb"), val("haproxy", w, "fe_cpu_s_per_gb"))
         t.append({"target": f"large files ({WORKLOAD_TEXT[w]}): tcpha FE CPU per GB <= 1/10 of HAProxy's",
                   "ratio": x, "goal": "<= 0.1", "met": None if x is None else x <= 0.1})
+    # Issue 5: the relay's throughput (bytes per second of large responses) against the
+    # same nginx serving the client directly.
+    for s in RELAYS:
+        how = "unix socket" if s.endswith("unix") else "loopback TCP"
+        for w in ("ka-1m", "ka-10m"):
+            x = ratio(val(s, w, "mb_per_s"), val("direct", w, "mb_per_s"))
+            t.append({"target": f"relay to nginx over {how} ({WORKLOAD_TEXT[w]}): throughput >= 0.8x "
+                                "nginx serving the client directly",
+                      "ratio": x, "goal": ">= 0.8", "met": None if x is None else x >= 0.8})
     x = ratio(val("tcpha", "close-1k", "requests_per_s"), val("haproxy", "close-1k", "requests_per_s"))
     t.append({"target": "new connection per small request: tcpha rate >= 0.8x HAProxy's",
               "ratio": x, "goal": ">= 0.8", "met": None if x is None else x >= 0.8})
@@ -213,7 +223,7 @@ def ratios(runs):
     """Every balancer against HAProxy and against direct serving, per workload."""
     out = {}
     for (system, w), r in runs.items():
-        if system not in ("tcpha", "tcpha-relay"):
+        if system not in ("tcpha", *RELAYS):
             continue
         for ref in ("haproxy", "direct"):
             b = runs.get((ref, w))

@@ -1,7 +1,7 @@
 """docs/BENCHMARKS.md from results.json's contents (bench/report.py calls render())."""
 
 ORDER = ["ka-1k", "ka-10k", "ka-100k", "ka-1m", "ka-10m", "close-1k", "lat-1k", "mix"]
-SYSTEMS = ["tcpha", "tcpha-relay", "haproxy", "direct"]
+SYSTEMS = ["tcpha", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
 WORKLOAD_TEXT = {
     "ka-1k": "1 KB, keep-alive",
     "ka-10k": "10 KB, keep-alive",
@@ -75,7 +75,7 @@ def lines_workload(runs, w):
                    f"| {sig(r.get('fe_cpu_s_per_1000_conn'))} | {sig(r.get('fe_tx_per_response_byte'))} "
                    f"| {sig(r.get('bed_cpu_s_per_gb'))} | {errs} | {r['other_load_cpus']:.2f} |")
     ratios = []
-    for s in ("tcpha", "tcpha-relay"):
+    for s in ("tcpha", "tcpha-relay", "tcpha-relay-unix"):
         for ref in ("haproxy", "direct"):
             if (s, w) in runs and (ref, w) in runs:
                 x = ratio(runs[(s, w)]["requests_per_s"], runs[(ref, w)]["requests_per_s"])
@@ -94,7 +94,7 @@ def lines_handoff(runs):
            "| send→READY p50/p99 | READY→COMMIT p50/p99 | BE import p50/p99 | forwarded pkts/conn "
            "| BPF ns/pkt | FE CPU us/handoff |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for s in ("tcpha", "tcpha-relay"):
+    for s in ("tcpha", "tcpha-relay", "tcpha-relay-unix"):
         for w in ORDER + ["locality-round-robin", "locality-lard"]:
             r = runs.get((s, w))
             if not r or not r.get("tcpha"):
@@ -226,7 +226,9 @@ def render(results, runs, plots):
         "server (sendfile, no cache) on each BE; a fresh FE per workload, so its latency "
         "histograms cover that workload (warm-up included).",
         "- **tcpha-relay**: the same, with each BE agent relaying to the BE's nginx over loopback "
-        "(`upstream`, PROXY protocol v2).",
+        "TCP (`upstream = \"127.0.0.1:8081\"`, PROXY protocol v2).",
+        "- **tcpha-relay-unix**: the same relay to the same nginx over its unix socket "
+        "(`upstream = \"unix:/...\"`, PROXY protocol v2).",
         "- **haproxy**: Debian's HAProxy in `mode http` in the FE namespace, one thread per vCPU, "
         f"listening on the VIP {'10.200.0.10'} (the bench adds it to the FE's eth0 while no tcpha FE "
         "runs, so the client uses the same address for every balancer), balancing round-robin over "

@@ -5,7 +5,8 @@
 #   bash bench/run.sh [path/to/tcpha]      (QUICK=1: the same in under 3 minutes)
 #
 # Systems, one after the other on the same bed: tcpha (handoff, built-in server),
-# tcpha-relay (handoff, the BE agent relaying to nginx; when the relay is available),
+# tcpha-relay (handoff, the BE agent relaying to nginx over loopback TCP; when the
+# relay is available), tcpha-relay-unix (the same over nginx's unix socket),
 # haproxy (HTTP mode on the FE, relaying to nginx on each BE) and direct (the client to
 # one BE's nginx: the per-BE bound). Workloads (wrk): keep-alive GETs of 1 KB..10 MB,
 # 1 KB with a new connection per request, a web-like mix with rules, and the locality
@@ -48,7 +49,7 @@ fi
 BENCH_QUIET_LOAD=${BENCH_QUIET_LOAD:-0.25} # CPUs of other work that make a run "disturbed"
 BENCH_WRK_THREADS=${BENCH_WRK_THREADS:-$(nproc)}
 BENCH_SEED=${BENCH_SEED:-1}
-BENCH_SYSTEMS=${BENCH_SYSTEMS:-tcpha tcpha-relay haproxy direct}
+BENCH_SYSTEMS=${BENCH_SYSTEMS:-tcpha tcpha-relay tcpha-relay-unix haproxy direct}
 CACHE_MB=${CACHE_MB:-8} # per BE in the locality workload; its working set is 2x that
 OUT=${BENCH_OUT:-$BENCH_HERE/out}
 BENCH_RAW=$OUT/raw
@@ -130,6 +131,7 @@ unavailable() { # SYSTEM REASON
 
 prep_tcpha() { bench_tcpha_fe "$1" builtin; }
 prep_relay() { bench_tcpha_fe "$1" relay; }
+prep_relay_unix() { bench_tcpha_fe "$1" relay-unix; }
 prep_haproxy() {
   bench_haproxy_stop
   bench_haproxy_start "$1"
@@ -138,9 +140,9 @@ prep_none() { :; }
 
 # The relay is newer than the rest: probe it (config accepted, one byte-exact fetch)
 # instead of letting a missing feature end the whole run.
-relay_usable() {
+relay_usable() { # MODE
   local i out
-  out=$(bench_cluster_config all relay 2>&1) || {
+  out=$(bench_cluster_config all "$1" 2>&1) || {
     RELAY_WHY="config refused: ${out//$'\n'/ }"
     return 1
   }
@@ -167,12 +169,14 @@ for system in $BENCH_SYSTEMS; do
       run_workloads tcpha fe prep_tcpha
       bench_tcpha_stop
       ;;
-    tcpha-relay)
+    tcpha-relay | tcpha-relay-unix)
       for ((k = 1; k <= TB_N_BE; k++)); do bench_nginx_start "$k"; done
-      if relay_usable; then
-        run_workloads tcpha-relay fe prep_relay
+      mode=relay prep=prep_relay
+      [[ $system == tcpha-relay-unix ]] && mode=relay-unix prep=prep_relay_unix
+      if relay_usable "$mode"; then
+        run_workloads "$system" fe "$prep"
       else
-        unavailable tcpha-relay "$RELAY_WHY"
+        unavailable "$system" "$RELAY_WHY"
       fi
       bench_tcpha_stop
       bench_nginx_stop
@@ -188,7 +192,7 @@ for system in $BENCH_SYSTEMS; do
       run_workloads direct - prep_none
       bench_nginx_stop
       ;;
-    *) tb_fail "unknown system '$system' (tcpha tcpha-relay haproxy direct)" ;;
+    *) tb_fail "unknown system '$system' (tcpha tcpha-relay tcpha-relay-unix haproxy direct)" ;;
   esac
 done
 

@@ -11,7 +11,8 @@ HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
 # bench_cluster_config ROUTING [MODE=builtin] [CACHE_MB=0]: $TB_DIR/cluster.toml.
 # ROUTING: "all" (one rule, round-robin over the 3 BEs), "split" (images to be1, the
 # rest round-robin over be2 and be3), "locality-POLICY" (POLICY over all BEs).
-# MODE: builtin (docroot) or relay (upstream = this BE's nginx with PROXY v2).
+# MODE: builtin (docroot), relay (upstream = this BE's nginx over loopback TCP, PROXY
+# v2) or relay-unix (the same nginx over its unix socket).
 # Every routing lists the same groups for every BE, so the BE agents' own sections
 # only change with MODE and CACHE_MB: a routing change needs only a new FE.
 bench_cluster_config() {
@@ -24,6 +25,8 @@ bench_cluster_config() {
     for ((k = 1; k <= TB_N_BE; k++)); do
       if [[ $mode == relay ]]; then
         serve='upstream = "127.0.0.1:8081"'$'\n''proxy_protocol = 2'
+      elif [[ $mode == relay-unix ]]; then
+        serve="upstream = \"unix:$TB_DIR/nginx$k/nginx.sock\""$'\n''proxy_protocol = 2'
       else
         serve="docroot = \"$TB_DIR/www/be$k\""
         ((cache > 0)) && serve+=$'\n'"cache_mb = $cache"
@@ -89,8 +92,8 @@ bench_tcpha_fe() {
 
 # nginx k: a private prefix under TB_DIR, in the foreground (daemon off) so that the bed
 # tracks the master by its pid. One worker, like the single-threaded tcpha BE agent.
-# Listens on the BE's address:8080 (HAProxy, direct) and on 127.0.0.1:8081 with the
-# PROXY protocol (the tcpha relay).
+# Listens on the BE's address:8080 (HAProxy, direct), and with the PROXY protocol on
+# 127.0.0.1:8081 and on a unix socket (the tcpha relay, both ways).
 bench_nginx_conf() {
   local k=$1 dir=$TB_DIR/nginx$1
   mkdir -p "$dir"
@@ -118,6 +121,7 @@ http {
   server {
     listen ${TB_BE_ADDR[k]}:8080 reuseport backlog=4096;
     listen 127.0.0.1:8081 proxy_protocol;
+    listen unix:$dir/nginx.sock proxy_protocol;
     root $TB_DIR/www/be$k;
   }
 }
