@@ -115,7 +115,6 @@ http {
   scgi_temp_path $dir/scgi;
   default_type application/octet-stream;
   sendfile on;
-  tcp_nopush on;
   keepalive_timeout 75s;
   keepalive_requests 1000000;
   server {
