@@ -11,7 +11,7 @@ CXX=${FUZZ_CXX:-clang++}
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Isrc -Ibpf)
 
 declare -A srcs=(
-  [http]="tests/fuzz/http_fuzz.cpp src/http/request.cpp"
+  [http]="tests/fuzz/http_fuzz.cpp src/http/request.cpp src/http/forwarded.cpp"
   [proto]="tests/fuzz/proto_fuzz.cpp src/proto/codec.cpp src/proto/session.cpp"
   [config]="tests/fuzz/config_fuzz.cpp src/config/config.cpp src/config/toml_reader.cpp src/common/net.cpp"
 )

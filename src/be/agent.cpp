@@ -172,6 +172,8 @@ Status Agent::open(int sigfd) {
     RelayOptions o;
     o.upstream = *parse_socket_address(self_.upstream);  // validated with the config
     o.proxy_protocol = self_.proxy_protocol;
+    o.x_forwarded_for = self_.x_forwarded_for;
+    o.limits.max_head = cfg_.frontend.max_header_bytes;  // the FE's limit on the first
     o.connect_timeout_ns = uint64_t(self_.upstream_timeout_ms) * kMs;
     o.idle_timeout_ns = kRelayIdleNs;
     auto r = Relays::create(o, [this](uint64_t control_id, uint64_t handoff_id, uint64_t sent,
@@ -522,6 +524,7 @@ std::string Agent::prometheus() const {
     e.counter("tcpha_be_cache_misses_total", "file cache misses", cache_->misses());
     e.gauge("tcpha_be_cache_bytes", "bytes held by the file cache", double(cache_->bytes()));
   }
+  if (relays_) relays_->prometheus(e);
   return e.str();
 }
 

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "common/net.hpp"
+#include "http/forwarded.hpp"
 #include "http/response.hpp"
 
 namespace tcpha::be {
@@ -65,8 +66,9 @@ struct Relays::Conn {
   uint64_t id = 0, control_id = 0, handoff_id = 0;
   UniqueFd client, upstream, pipe_r, pipe_w;
   size_t pipe_cap = 0;
-  size_t in_pipe = 0;       // response bytes spliced in, not yet out to the client
-  std::string to_upstream;  // PROXY header, then request bytes not yet written
+  size_t in_pipe = 0;                     // response bytes spliced in, not yet out to the client
+  std::string to_upstream;                // PROXY header, then request bytes not yet written
+  std::optional<http::ForwardedFor> xff;  // with x_forwarded_for: rewrites request heads
   size_t to_upstream_off = 0;
   bool connected = false;  // upstream connect() completed
   // Edge-triggered readiness: set by an event, cleared by EAGAIN, so that pump()
@@ -148,7 +150,7 @@ void Relays::start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, ui
   // hold a response's short tail until the previous segment is acknowledged.
   int one = 1;
   setsockopt(c.client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (opts_.proxy_protocol == 2) {
+  if (opts_.proxy_protocol == 2 || opts_.x_forwarded_for) {
     sockaddr_in peer{}, local{};
     socklen_t pl = sizeof peer, ll = sizeof local;
     if (getpeername(c.client.get(), reinterpret_cast<sockaddr*>(&peer), &pl) != 0 ||
@@ -156,7 +158,8 @@ void Relays::start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, ui
       finish(c, End::ClientError);
       return;
     }
-    c.to_upstream = make_proxy_v2(peer, local);
+    if (opts_.proxy_protocol == 2) c.to_upstream = make_proxy_v2(peer, local);
+    if (opts_.x_forwarded_for) c.xff.emplace(ipv4_str(peer.sin_addr), opts_.limits);
   }
   if (auto s = open_pipe(c); !s) {  // out of descriptors: as bad as a refusing upstream
     warn("relay: " + s.error().message());
@@ -264,7 +267,19 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
       size_t room = std::min(sizeof buf, opts_.request_buffer - c.to_upstream.size());
       ssize_t n = recv(c.client.get(), buf, room, MSG_DONTWAIT);
       if (n > 0) {
-        c.to_upstream.append(buf, size_t(n));
+        if (c.xff) {
+          uint64_t heads = c.xff->requests();
+          http::ParseResult r = c.xff->feed(std::string_view(buf, size_t(n)), c.to_upstream);
+          inc(Counter::forwarded_for, c.xff->requests() - heads);
+          if (r.status == http::ParseStatus::Error) {
+            spdlog::debug("relay: request {} not framed ({} {}): connection reset",
+                          c.xff->requests() + 1, r.http_status, r.reason);
+            finish(c, End::BadRequest);
+            return false;
+          }
+        } else {
+          c.to_upstream.append(buf, size_t(n));
+        }
         c.received += uint64_t(n);
         moved = true;
         // A short read emptied the receive queue; bytes arriving later raise a new
@@ -374,7 +389,11 @@ void Relays::finish(Conn& c, End how) {
       inc(Counter::idle_closed);
       break;
     case End::ClientError:
-      inc(Counter::client_resets);
+    case End::BadRequest:
+      // A request the relay cannot frame: the server must not get it without the
+      // header, and the responses already under way cannot be followed by a 400
+      // whose place in the stream the relay does not know. Both sides are reset.
+      inc(how == End::ClientError ? Counter::client_resets : Counter::bad_requests);
       close_with_reset(c.upstream);
       close_with_reset(c.client);
       break;
@@ -434,6 +453,13 @@ void Relays::tick(uint64_t now_ns) {
            std::to_string(opts_.connect_timeout_ns / 1'000'000) + " ms");
     finish(*it->second, how);
   }
+}
+
+void Relays::prometheus(metrics::Exposition& e) const {
+#define TCPHA_X(name, help) \
+  e.counter("tcpha_be_relay_" #name, help, counters_[size_t(Counter::name)].load());
+  TCPHA_RELAY_COUNTERS(TCPHA_X)
+#undef TCPHA_X
 }
 
 nlohmann::json Relays::status() const {

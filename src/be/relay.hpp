@@ -21,6 +21,8 @@
 #include "common/fd.hpp"
 #include "common/net.hpp"
 #include "common/result.hpp"
+#include "http/request.hpp"
+#include "metrics/exposition.hpp"
 
 namespace tcpha::be {
 
@@ -33,6 +35,8 @@ std::string make_proxy_v2(const sockaddr_in& client, const sockaddr_in& server);
 struct RelayOptions {
   SocketAddress upstream;           // TCP (loopback) or a unix stream socket
   int proxy_protocol = 0;           // 0 or 2
+  bool x_forwarded_for = false;     // X-Forwarded-For line in every request head
+  http::Limits limits;              // request framing for x_forwarded_for
   uint64_t connect_timeout_ns = 0;  // no connection by then: 504
   uint64_t idle_timeout_ns = 0;     // no byte moved either way for this long: closed
   // Response bytes in flight per connection. 64 KiB (the default pipe size) moved
@@ -41,14 +45,16 @@ struct RelayOptions {
   size_t request_buffer = 16 * 1024;  // request bytes held per connection
 };
 
-#define TCPHA_RELAY_COUNTERS(X)                                                  \
-  X(relayed, "connections relayed to the upstream")                              \
-  X(upstream_refused, "upstream connections refused or failed: 502 sent")        \
-  X(upstream_timeouts, "upstream connections not established in time: 504 sent") \
-  X(upstream_resets, "relays ended by an upstream error or reset")               \
-  X(client_resets, "relays ended by a client error or reset")                    \
-  X(idle_closed, "relays closed after upstream idle timeout")                    \
-  X(bytes_to_client, "response bytes spliced to clients (and 502/504 replies)")  \
+#define TCPHA_RELAY_COUNTERS(X)                                                          \
+  X(relayed, "connections relayed to the upstream")                                      \
+  X(upstream_refused, "upstream connections refused or failed: 502 sent")                \
+  X(upstream_timeouts, "upstream connections not established in time: 504 sent")         \
+  X(upstream_resets, "relays ended by an upstream error or reset")                       \
+  X(client_resets, "relays ended by a client error or reset")                            \
+  X(idle_closed, "relays closed after upstream idle timeout")                            \
+  X(forwarded_for, "request heads given an X-Forwarded-For line")                        \
+  X(bad_requests, "relays reset: a later request could not be framed (x_forwarded_for)") \
+  X(bytes_to_client, "response bytes spliced to clients (and 502/504 replies)")          \
   X(bytes_to_upstream, "request bytes written to the upstream (with PROXY headers)")
 
 // All relayed connections of one agent, driven by the agent's event loop: fd() is an
@@ -72,6 +78,8 @@ class Relays {
   size_t active() const { return conns_.size(); }
   // Counters; safe to call from another thread.
   nlohmann::json status() const;
+  // The same counters as tcpha_be_relay_<name>_total.
+  void prometheus(metrics::Exposition& e) const;
 
  private:
   enum class Counter {
@@ -81,7 +89,7 @@ class Relays {
         count
   };
   struct Conn;
-  enum class End { Graceful, ClientError, UpstreamError, Refused, Timeout, Idle };
+  enum class End { Graceful, ClientError, UpstreamError, Refused, Timeout, Idle, BadRequest };
 
   Relays(const RelayOptions& opts, ClosedFn closed);
   void inc(Counter c, uint64_t n = 1) {

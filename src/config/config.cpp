@@ -274,7 +274,7 @@ void read_frontend(const TableReader& r, FrontendSection& f) {
 
 void read_backend(const TableReader& r, BackendSection& b) {
   r.allow_only({"id", "address", "weight", "groups", "docroot", "upstream", "proxy_protocol",
-                "cache_mb", "metrics", "upstream_timeout_ms"});
+                "x_forwarded_for", "cache_mb", "metrics", "upstream_timeout_ms"});
   b.line = r.line();
   read_id(r, Need::required, b.id);
   read_address(r, "address", Need::required, b.address, b.addr);
@@ -299,6 +299,14 @@ void read_backend(const TableReader& r, BackendSection& b) {
       r.error("proxy_protocol", "needs upstream: it applies to the relay to a local server");
     else
       b.proxy_protocol = static_cast<int>(*pp);
+  }
+  if (r.has("x_forwarded_for")) {
+    if (auto* x = r.table().get("x_forwarded_for"); !x || !x->is_boolean())
+      r.error("x_forwarded_for", "expected a boolean");
+    else if (!r.has("upstream"))
+      r.error("x_forwarded_for", "needs upstream: it applies to the relay to a local server");
+    else
+      b.x_forwarded_for = x->as_boolean()->get();
   }
   if (r.has("cache_mb") && r.has("upstream"))
     r.error("cache_mb", "applies only to the built-in server (docroot)");

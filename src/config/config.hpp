@@ -56,6 +56,7 @@ struct BackendSection {
   std::string docroot;             // built-in static server, or
   std::string upstream;            // "host:port" or "unix:/path" of a local HTTP server
   int proxy_protocol = 0;          // 0 = off, 2 = PROXY v2
+  bool x_forwarded_for = false;    // add the client's address to every relayed request head
   uint32_t cache_mb = 0;
   std::string metrics;
   uint32_t upstream_timeout_ms = 2000;  // connect timeout to the upstream: 504 after it

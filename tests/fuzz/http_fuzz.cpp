@@ -1,10 +1,13 @@
-// libFuzzer target for the HTTP request-head parser and the chunked-body scanner.
+// libFuzzer target for the HTTP request-head parser, the chunked-body scanner and the
+// relay's X-Forwarded-For rewriter.
 // Small limits so the fuzzer reaches every limit check quickly.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <string_view>
 
+#include "http/forwarded.hpp"
 #include "http/request.hpp"
 
 using namespace tcpha::http;
@@ -57,6 +60,30 @@ void check_chunked(std::string_view body, const Limits& lim) {
     check(a.http_status == b.http_status, "chunked error depends on split");
 }
 
+// The rewriter's output must not depend on how the stream is split, and taking the
+// inserted lines out again must give back exactly the bytes that were passed on.
+void check_forwarded(std::string_view stream, const Limits& lim) {
+  ForwardedFor whole("192.0.2.1", lim), halves("192.0.2.1", lim);
+  std::string a, b;
+  auto ra = whole.feed(stream, a);
+  size_t cut = stream.size() / 3;
+  auto rb = halves.feed(stream.substr(0, cut), b);
+  if (rb.status != ParseStatus::Error) rb = halves.feed(stream.substr(cut), b);
+  check(ra.status == rb.status && a == b, "X-Forwarded-For output depends on split");
+  check(ra.status != ParseStatus::Complete, "rewriter said Complete");
+  static constexpr std::string_view kLine = "X-Forwarded-For: 192.0.2.1\r\n";
+  std::string back;
+  size_t from = 0, found = 0;
+  for (size_t at; (at = a.find(kLine, from)) != std::string::npos; from = at + kLine.size()) {
+    back.append(a, from, at - from);
+    ++found;
+  }
+  back.append(a, from);
+  check(found >= whole.requests(), "fewer lines than requests");
+  // Everything passed on is a prefix of the input (held-back head bytes excepted).
+  if (found == whole.requests()) check(stream.substr(0, back.size()) == back, "bytes altered");
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -102,5 +129,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
               res.error_pos == pre.error_pos,
           "prefix error differs");
   }
+  check_forwarded(buf, lim);
   return 0;
 }

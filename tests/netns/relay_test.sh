@@ -39,7 +39,7 @@ for ((k = 1; k <= N; k++)); do
   tb_docroot "$k"
   upstream=127.0.0.1:8080
   [[ $RELAY_UPSTREAM == unix ]] && upstream=unix:$TB_DIR/nginx$k/nginx.sock
-  TB_BE_EXTRA[k]=$(printf 'upstream = "%s"\nproxy_protocol = 2\nupstream_timeout_ms = %d' \
+  TB_BE_EXTRA[k]=$(printf 'upstream = "%s"\nproxy_protocol = 2\nx_forwarded_for = true\nupstream_timeout_ms = %d\nmetrics = "127.0.0.1:9181"' \
     "$upstream" "$TIMEOUT_MS")
 done
 tb_config
@@ -59,7 +59,7 @@ pid $dir/nginx.pid;
 error_log stderr warn;
 events { worker_connections 1024; }
 http {
-  log_format relay '\$proxy_protocol_addr \$remote_addr "\$request" \$status \$body_bytes_sent';
+  log_format relay '\$proxy_protocol_addr \$remote_addr "\$request" \$status \$body_bytes_sent "\$http_x_forwarded_for"';
   access_log $dir/access.log relay;
   client_body_temp_path $dir/body;
   proxy_temp_path $dir/proxy;
@@ -253,7 +253,30 @@ out=$(tb_c timeout 30 python3 "$TB_DIR/client.py" halfclose "$TB_VIP" f1m.bin "$
 requests=$((requests + 1))
 [[ $out == "200 ${TB_SIZE[f1m.bin]} ${TB_SHA[f1m.bin]}" ]] || tb_fail "half-closed client got: $out"
 
-echo "== access logs: every request, each with the client's address"
+echo "== pipelined requests, one with a body that looks like a request"
+# Three requests in one write: the relay must find each head (the POST's body is a
+# request line, which must stay body) and add X-Forwarded-For to each, after the
+# client's own.
+out=$(tb_c timeout 30 python3 - "$TB_VIP" <<'PY'
+import socket, sys
+vip = sys.argv[1]
+body = b"GET /f1k.bin?p=evil HTTP/1.1\r\nHost: x\r\n\r\n"
+reqs = (b"GET /f1k.bin?p=1 HTTP/1.1\r\nHost: v\r\nX-Forwarded-For: 192.0.2.7\r\n\r\n"
+        b"POST /f1k.bin?p=2 HTTP/1.1\r\nHost: v\r\nContent-Length: %d\r\n\r\n" % len(body) + body +
+        b"GET /f1k.bin?p=3 HTTP/1.1\r\nHost: v\r\nConnection: close\r\n\r\n")
+s = socket.create_connection((vip, 80), timeout=20)
+s.sendall(reqs)
+data = b""
+while chunk := s.recv(65536):
+    data += chunk
+print(data.count(b"HTTP/1.1 200 OK"), data.count(b"HTTP/1.1 405"))
+PY
+) || tb_fail "pipelined client failed: $out"
+# nginx answers a POST to a static file with 405 and reads its body away.
+[[ $out == "2 1" ]] || tb_fail "pipelined: want 2 x 200 and 1 x 405, got: $out"
+requests=$((requests + 3))
+
+echo "== access logs: every request, each with the client's address (PROXY and X-Forwarded-For)"
 wait_no_active # nginx logs a request when its response is done
 total=0
 for ((k = 1; k <= N; k++)); do
@@ -262,10 +285,21 @@ for ((k = 1; k <= N; k++)); do
   ((n > 0)) || tb_fail "nginx on be$k logged no request"
   bad=$(awk -v c="$TB_C_ADDR" '$1 != c' "$log" | head -3)
   [[ -z $bad ]] || tb_fail "be$k: access log lines without the client address $TB_C_ADDR: $bad"
+  # X-Forwarded-For ends with the client's address on every line: the relay's entry.
+  bad=$(awk -v c="$TB_C_ADDR" '$NF != "\"" c "\"" && $NF != c "\""' "$log" | head -3)
+  [[ -z $bad ]] || tb_fail "be$k: X-Forwarded-For not ending with $TB_C_ADDR: $bad"
   echo "be$k: $n requests from $TB_C_ADDR"
   total=$((total + n))
 done
 ((total == requests)) || tb_fail "access logs hold $total requests, $requests were made"
+logs=$(cat "$TB_DIR"/nginx*/access.log)
+grep -q 'p=evil' <<<"$logs" && tb_fail "a request body was taken for a request: $(grep 'p=evil' <<<"$logs")"
+n=$(grep -c '"GET /f1k.bin?p=1 HTTP/1.1" 200 1024 "192.0.2.7, '"$TB_C_ADDR"'"$' <<<"$logs" || true)
+((n == 1)) || tb_fail "pipelined request 1: the client's X-Forwarded-For is not followed by the relay's"
+n=$(grep -cE '"(POST /f1k.bin\?p=2|GET /f1k.bin\?p=3) HTTP/1.1" [0-9]+ [0-9]+ "'"$TB_C_ADDR"'"$' <<<"$logs" || true)
+((n == 2)) || tb_fail "pipelined requests 2 and 3: want the relay's X-Forwarded-For on both, found $n"
+v=$(relay_counter forwarded_for)
+((v >= requests)) || tb_fail "relay.forwarded_for = $v, want >= $requests"
 
 echo "== client reset mid-download"
 # Over TCP: FIN, then RST (the relay's next splice into the closed socket must fail
@@ -400,9 +434,21 @@ failed=$(jq -e '.handoffs.failed' <<<"$js") || tb_fail "FE status has no handoff
 ((failed == 0)) || tb_fail "handoffs.failed = $failed"
 relayed=$(relay_counter relayed)
 echo "relayed $relayed connections, $(relay_counter bytes_to_client) bytes to clients"
-# One connection per request, but the keep-alive pair shares one; plus the reset
-# client, the 20 aborted ones and the connections after the upstream went away.
-conns=$((requests - 1 + 1 + 20 + extra_conns))
+# The same counters on each agent's Prometheus endpoint.
+for ((k = 1; k <= N; k++)); do
+  prom=$(tb_be "$k" curl -sS --noproxy '*' --max-time 5 http://127.0.0.1:9181/metrics) ||
+    tb_fail "be$k metrics endpoint: $prom"
+  js=$(tb_status_json "be$k")
+  for c in relayed forwarded_for upstream_refused bytes_to_client; do
+    want=$(jq -e ".relay.$c" <<<"$js") || tb_fail "be$k status has no relay.$c"
+    got=$(awk -v m="tcpha_be_relay_${c}_total" '$1 == m { print $2 }' <<<"$prom")
+    [[ $got == "$want" ]] || tb_fail "be$k: tcpha_be_relay_${c}_total = '$got', status says $want"
+  done
+done
+# One connection per request, but the keep-alive pair shares one and the three
+# pipelined requests share one; plus the reset client, the 20 aborted ones and the
+# connections after the upstream went away.
+conns=$((requests - 1 - 2 + 1 + 20 + extra_conns))
 ((relayed >= conns)) || tb_fail "relayed $relayed connections, want >= $conns"
 
 echo "PASS: relay ($RELAY_UPSTREAM upstream)"

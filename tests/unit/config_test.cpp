@@ -66,6 +66,7 @@ TEST(Config, InterfaceExampleLoads) {
   EXPECT_EQ(b.groups, (std::vector<std::string>{"static", "images"}));
   EXPECT_EQ(b.docroot, "/srv/be1");
   EXPECT_EQ(b.upstream, "");
+  EXPECT_FALSE(b.x_forwarded_for);
   EXPECT_EQ(b.proxy_protocol, 0);
   EXPECT_EQ(b.line, 13);
   EXPECT_EQ(c.find_backend("be1"), &b);
@@ -196,11 +197,13 @@ id = "be1"
 address = "10.0.0.11"
 upstream = "unix:/run/nginx/tcpha.sock"
 proxy_protocol = 2
+x_forwarded_for = true
 )");
   LoadResult r = load(path);
   ASSERT_TRUE(r.errors.empty()) << joined(r);
   EXPECT_EQ(r.config->backends[0].upstream, "unix:/run/nginx/tcpha.sock");
   EXPECT_EQ(r.config->backends[0].proxy_protocol, 2);
+  EXPECT_TRUE(r.config->backends[0].x_forwarded_for);
 }
 
 TEST_F(ConfigDir, KeyFileIsRelativeToTheClusterFile) {
@@ -716,6 +719,26 @@ address = "10.0.0.11"
 upstream = "localhost:8080"
 )",
          6, "[backend] upstream: 'localhost:8080' is neither HOST:PORT"},
+        {"XForwardedForWithoutUpstream",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+x_forwarded_for = true
+)",
+         7, "[backend] x_forwarded_for: needs upstream"},
+        {"XForwardedForNotBoolean",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+upstream = "127.0.0.1:8080"
+x_forwarded_for = "yes"
+)",
+         7, "[backend] x_forwarded_for: expected a boolean"},
         {"RelativeUnixUpstream",
          R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
 frontend = { address = "10.0.0.1", interface = "eth0" }

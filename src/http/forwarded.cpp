@@ -1,0 +1,122 @@
+#include "http/forwarded.hpp"
+
+#include <algorithm>
+
+namespace tcpha::http {
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return (x | 0x20) == (y | 0x20);
+         });
+}
+
+// Whether a comma-separated header list (Connection) holds `token`, case-insensitively.
+bool has_token(std::string_view list, std::string_view token) {
+  while (!list.empty()) {
+    size_t comma = list.find(',');
+    std::string_view item = list.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (iequals(item, token)) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+// A request that asks to switch protocols: after it the stream may not be HTTP.
+bool asks_upgrade(const Request& req) {
+  if (!req.header("Upgrade")) return false;
+  for (size_t i = 0; i < req.header_count; ++i)
+    if (iequals(req.headers[i].name, "Connection") && has_token(req.headers[i].value, "upgrade"))
+      return true;
+  return false;
+}
+
+}  // namespace
+
+ForwardedFor::ForwardedFor(std::string_view client, const Limits& lim)
+    : lim_(lim), line_("X-Forwarded-For: " + std::string(client) + "\r\n") {}
+
+ParseResult ForwardedFor::fail(const ParseResult& r) {
+  state_ = State::Failed;
+  error_ = r;
+  head_.clear();
+  return r;
+}
+
+ParseResult ForwardedFor::feed(std::string_view in, std::string& out) {
+  while (!in.empty()) {
+    switch (state_) {
+      case State::Failed:
+        return error_;
+      case State::Tunnel:
+        out.append(in);
+        return {ParseStatus::NeedMore, 0};
+      case State::Head: {
+        // Only the head is held back; a complete one is parsed where it lies when
+        // nothing of it was held (the common case: a whole request in one read).
+        std::string_view buf = in;
+        size_t held = head_.size();
+        if (held) {
+          // One byte over the limit is enough for the parser to refuse (431).
+          head_.append(in.substr(0, std::min(in.size(), lim_.max_head + 1 - held)));
+          buf = head_;
+        }
+        Request req;
+        ParseResult r = parse_request(buf, req, lim_);
+        if (r.status == ParseStatus::Error) return fail(r);
+        if (r.status == ParseStatus::NeedMore) {
+          if (!held) head_.assign(in);
+          return {ParseStatus::NeedMore, 0};
+        }
+        // Complete: the head without its final CRLF, our line, the CRLF.
+        out.append(buf.substr(0, req.head_len - 2));
+        out.append(line_);
+        out.append("\r\n");
+        ++requests_;
+        upgrade_next_ = asks_upgrade(req);  // before clear(): req points into head_
+        size_t used = req.head_len - held;  // bytes of `in` the head took
+        head_.clear();
+        in.remove_prefix(used);
+        if (req.chunked) {
+          chunked_.emplace(lim_);
+          state_ = State::Chunked;
+        } else {
+          body_left_ = req.content_length.value_or(0);
+          state_ = body_left_ ? State::Body : upgrade_next_ ? State::Tunnel : State::Head;
+        }
+        break;
+      }
+      case State::Body: {
+        size_t n = size_t(std::min<uint64_t>(body_left_, in.size()));
+        out.append(in.substr(0, n));
+        in.remove_prefix(n);
+        body_left_ -= n;
+        if (!body_left_) state_ = upgrade_next_ ? State::Tunnel : State::Head;
+        break;
+      }
+      case State::Chunked: {
+        uint64_t before = chunked_->scanned();
+        ParseResult r = chunked_->feed(in);
+        if (r.status == ParseStatus::Error) {
+          // The bytes before the offending one go on, however the body was split:
+          // what is passed on never depends on how the stream arrived.
+          out.append(in.substr(0, size_t(std::min<uint64_t>(r.error_pos - before, in.size()))));
+          return fail(r);
+        }
+        out.append(in.substr(0, r.consumed));
+        in.remove_prefix(r.consumed);
+        if (r.status == ParseStatus::Complete) {
+          chunked_.reset();
+          state_ = upgrade_next_ ? State::Tunnel : State::Head;
+        }
+        break;
+      }
+    }
+  }
+  return {state_ == State::Failed ? ParseStatus::Error : ParseStatus::NeedMore, 0};
+}
+
+}  // namespace tcpha::http
