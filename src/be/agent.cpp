@@ -73,7 +73,7 @@ enum class Counter {
 };
 
 struct Item {
-  enum Kind { Listener, Control, Http, Signal, Relay } kind;
+  enum Kind { Listener, Control, Http, Signal } kind;  // relayed sockets: Relays::owns()
   explicit Item(Kind k) : kind(k) {}
 };
 
@@ -145,7 +145,6 @@ class Agent {
   Item listener_item_{Item::Listener}, signal_item_{Item::Signal};
   // Upstream mode (self_.upstream set): relayed connections instead of HttpConns.
   std::unique_ptr<Relays> relays_;
-  Item relay_item_{Item::Relay};
   uint64_t next_control_id_ = 1;
   std::map<uint64_t, std::unique_ptr<ControlConn>> controls_;
   std::map<std::pair<uint64_t, uint64_t>, PendingImport> pending_;  // (control, handoff id)
@@ -176,14 +175,15 @@ Status Agent::open(int sigfd) {
     o.limits.max_head = cfg_.frontend.max_header_bytes;  // the FE's limit on the first
     o.connect_timeout_ns = uint64_t(self_.upstream_timeout_ms) * kMs;
     o.idle_timeout_ns = kRelayIdleNs;
-    auto r = Relays::create(o, [this](uint64_t control_id, uint64_t handoff_id, uint64_t sent,
-                                      uint64_t received) {
-      report_closed(control_id, handoff_id, sent, received);
-      active_.fetch_sub(1);
-    });
+    auto r = Relays::create(
+        o,
+        [this](uint64_t control_id, uint64_t handoff_id, uint64_t sent, uint64_t received) {
+          report_closed(control_id, handoff_id, sent, received);
+          active_.fetch_sub(1);
+        },
+        ep_.get());
     if (!r) return r.error();
     relays_ = std::move(*r);
-    set(EPOLL_CTL_ADD, relays_->fd(), EPOLLIN, &relay_item_);
   } else {
     docroot_.reset(::open(self_.docroot.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!docroot_.valid()) return sys_error("docroot " + self_.docroot);
@@ -212,7 +212,12 @@ void Agent::run() {
     // The tick sends heartbeats, so it runs at least twice per heartbeat interval.
     const int tick_ms = int(std::clamp<uint32_t>(cfg_.cluster.heartbeat_ms / 2, 5, 100));
     int n = epoll_wait(ep_.get(), evs, 256, tick_ms);
+    const uint64_t woke = n > 0 ? monotonic_ns() : 0;
     for (int i = 0; i < n; ++i) {
+      if (Relays::owns(evs[i].data.u64)) {
+        relays_->on_event(evs[i].data.u64, evs[i].events, woke);
+        continue;
+      }
       auto* it = static_cast<Item*>(evs[i].data.ptr);
       switch (it->kind) {
         case Item::Listener:
@@ -228,9 +233,6 @@ void Agent::run() {
           break;
         case Item::Http:
           on_http(*static_cast<HttpConn*>(it), evs[i].events);
-          break;
-        case Item::Relay:
-          relays_->on_ready(monotonic_ns());
           break;
       }
     }

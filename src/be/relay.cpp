@@ -24,6 +24,9 @@ constexpr size_t kSparePipes = 64;  // empty pipes kept to skip pipe2+F_SETPIPE_
 constexpr uint64_t kWarnEveryNs = 1'000'000'000;
 constexpr uint32_t kEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 
+constexpr uint64_t kTagBit = uint64_t{1} << 63;  // see Relays::owns()
+constexpr uint64_t kWakeTag = kTagBit;           // connection tags: id << 1 | side, id >= 1
+
 bool transient(int err) { return err == EAGAIN || err == EINTR; }
 
 // Closing with a zero linger time sends RST instead of FIN: how a reset on one side
@@ -90,7 +93,8 @@ Relays::Relays(const RelayOptions& opts, ClosedFn closed)
 
 Relays::~Relays() = default;
 
-Result<std::unique_ptr<Relays>> Relays::create(const RelayOptions& opts, ClosedFn closed) {
+Result<std::unique_ptr<Relays>> Relays::create(const RelayOptions& opts, ClosedFn closed,
+                                               int epoll_fd) {
   // splice() into a socket the client has reset raises SIGPIPE, and unlike send()
   // it takes no MSG_NOSIGNAL: the error must come back as EPIPE instead of ending
   // the process.
@@ -98,14 +102,13 @@ Result<std::unique_ptr<Relays>> Relays::create(const RelayOptions& opts, ClosedF
   ign.sa_handler = SIG_IGN;
   if (sigaction(SIGPIPE, &ign, nullptr) != 0) return sys_error("sigaction(SIGPIPE)");
   std::unique_ptr<Relays> r(new Relays(opts, std::move(closed)));
-  r->ep_.reset(epoll_create1(EPOLL_CLOEXEC));
-  if (!r->ep_.valid()) return sys_error("epoll_create1");
+  r->ep_ = epoll_fd;
   r->wake_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!r->wake_.valid()) return sys_error("eventfd");
   epoll_event e{};
   e.events = EPOLLIN;
-  e.data.u64 = 0;  // connection tags are id << 1 | side with id >= 1
-  if (epoll_ctl(r->ep_.get(), EPOLL_CTL_ADD, r->wake_.get(), &e) != 0)
+  e.data.u64 = kWakeTag;
+  if (epoll_ctl(r->ep_, EPOLL_CTL_ADD, r->wake_.get(), &e) != 0)
     return sys_error("epoll_ctl(eventfd)");
   return r;
 }
@@ -181,10 +184,10 @@ void Relays::start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, ui
     setsockopt(c.upstream.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   epoll_event e{};
   e.events = kEvents;
-  e.data.u64 = c.id << 1;
-  epoll_ctl(ep_.get(), EPOLL_CTL_ADD, c.client.get(), &e);
-  e.data.u64 = c.id << 1 | 1;
-  epoll_ctl(ep_.get(), EPOLL_CTL_ADD, c.upstream.get(), &e);
+  e.data.u64 = kTagBit | c.id << 1;
+  epoll_ctl(ep_, EPOLL_CTL_ADD, c.client.get(), &e);
+  e.data.u64 = kTagBit | c.id << 1 | 1;
+  epoll_ctl(ep_, EPOLL_CTL_ADD, c.upstream.get(), &e);
   pump(c, now_ns);  // the request is already in the client's receive queue
 }
 
@@ -206,49 +209,43 @@ void Relays::warn(const std::string& msg) {
   last_warn_ns_ = now;
 }
 
-void Relays::on_ready(uint64_t now_ns) {
-  epoll_event evs[64];
-  int n = epoll_wait(ep_.get(), evs, 64, 0);
-  for (int i = 0; i < n; ++i) {
-    uint64_t tag = evs[i].data.u64;
-    if (tag == 0) {
-      uint64_t v;
-      [[maybe_unused]] ssize_t r = read(wake_.get(), &v, sizeof v);
-      std::vector<uint64_t> ids;
-      ids.swap(again_);
-      for (uint64_t id : ids)
-        if (auto it = conns_.find(id); it != conns_.end()) pump(*it->second, now_ns);
-      continue;
-    }
-    // The other socket's event in this batch may have ended the connection already.
-    auto it = conns_.find(tag >> 1);
-    if (it == conns_.end()) continue;
-    Conn& c = *it->second;
-    bool upstream_side = tag & 1;
-    uint32_t ev = evs[i].events;
-    // Errors and hangups count as readiness both ways: the next call reports them.
-    bool in = ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
-    bool out = ev & (EPOLLOUT | EPOLLHUP | EPOLLERR);
-    (upstream_side ? c.upstream_in : c.client_in) |= in;
-    (upstream_side ? c.upstream_out : c.client_out) |= out;
-    if (upstream_side && !c.connected) {
-      if (int err = socket_error(c.upstream.get())) {
-        warn("relay: connect to upstream " + opts_.upstream.text + ": " + strerror(err));
-        finish(c, End::Refused);
-        continue;
-      }
-      if (!(ev & EPOLLOUT)) continue;
-      c.connected = true;
-    } else if (ev & EPOLLERR) {
-      // An error on a socket pump() would not touch now (e.g. a reset while the
-      // relay waits on the other side) still ends the connection.
-      if (socket_error(upstream_side ? c.upstream.get() : c.client.get()) != 0) {
-        finish(c, upstream_side ? End::UpstreamError : End::ClientError);
-        continue;
-      }
-    }
-    pump(c, now_ns);
+void Relays::on_event(uint64_t tag, uint32_t ev, uint64_t now_ns) {
+  if (tag == kWakeTag) {
+    uint64_t v;
+    [[maybe_unused]] ssize_t r = read(wake_.get(), &v, sizeof v);
+    std::vector<uint64_t> ids;
+    ids.swap(again_);
+    for (uint64_t id : ids)
+      if (auto it = conns_.find(id); it != conns_.end()) pump(*it->second, now_ns);
+    return;
   }
+  // The other socket's event in this batch may have ended the connection already.
+  auto it = conns_.find((tag & ~kTagBit) >> 1);
+  if (it == conns_.end()) return;
+  Conn& c = *it->second;
+  bool upstream_side = tag & 1;
+  // Errors and hangups count as readiness both ways: the next call reports them.
+  bool in = ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+  bool out = ev & (EPOLLOUT | EPOLLHUP | EPOLLERR);
+  (upstream_side ? c.upstream_in : c.client_in) |= in;
+  (upstream_side ? c.upstream_out : c.client_out) |= out;
+  if (upstream_side && !c.connected) {
+    if (int err = socket_error(c.upstream.get())) {
+      warn("relay: connect to upstream " + opts_.upstream.text + ": " + strerror(err));
+      finish(c, End::Refused);
+      return;
+    }
+    if (!(ev & EPOLLOUT)) return;
+    c.connected = true;
+  } else if (ev & EPOLLERR) {
+    // An error on a socket pump() would not touch now (e.g. a reset while the
+    // relay waits on the other side) still ends the connection.
+    if (socket_error(upstream_side ? c.upstream.get() : c.client.get()) != 0) {
+      finish(c, upstream_side ? End::UpstreamError : End::ClientError);
+      return;
+    }
+  }
+  pump(c, now_ns);
 }
 
 // Moves bytes both ways until nothing more can move, passing FINs on once their
@@ -430,7 +427,7 @@ void Relays::finish(Conn& c, End how) {
   }
   if (c.in_pipe == 0 && c.pipe_r.valid() && spare_pipes_.size() < kSparePipes)
     spare_pipes_.push_back({std::move(c.pipe_r), std::move(c.pipe_w)});
-  // Closing the sockets also removes them from ep_.
+  // Closing the sockets also removes them from the epoll set.
   uint64_t control_id = c.control_id, handoff_id = c.handoff_id, sent = c.sent,
            received = c.received;
   conns_.erase(c.id);

@@ -57,23 +57,28 @@ struct RelayOptions {
   X(bytes_to_client, "response bytes spliced to clients (and 502/504 replies)")          \
   X(bytes_to_upstream, "request bytes written to the upstream (with PROXY headers)")
 
-// All relayed connections of one agent, driven by the agent's event loop: fd() is an
-// epoll descriptor that becomes readable when on_ready() has work.
+// All relayed connections of one agent, driven by the agent's event loop. Their
+// sockets sit in the agent's own epoll set (one epoll_wait per wake-up, not two),
+// tagged so that owns() tells their events from the agent's: the tags have the top
+// bit set, which no user-space pointer has.
 class Relays {
  public:
   // (control connection id, handoff id, bytes sent to the client, bytes received
   // from it), once per relayed connection when it ends, for the FE's CLOSED.
   using ClosedFn = std::function<void(uint64_t, uint64_t, uint64_t, uint64_t)>;
 
-  static Result<std::unique_ptr<Relays>> create(const RelayOptions& opts, ClosedFn closed);
+  // epoll_fd: the agent's epoll set, which must outlive this object.
+  static Result<std::unique_ptr<Relays>> create(const RelayOptions& opts, ClosedFn closed,
+                                                int epoll_fd);
   ~Relays();
   Relays(const Relays&) = delete;
   Relays& operator=(const Relays&) = delete;
 
-  int fd() const { return ep_.get(); }
+  // Whether an event of the agent's epoll set is one of ours (epoll_event.data.u64).
+  static bool owns(uint64_t tag) { return tag >> 63; }
   // Takes over an activated client socket and starts connecting to the upstream.
   void start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, uint64_t now_ns);
-  void on_ready(uint64_t now_ns);
+  void on_event(uint64_t tag, uint32_t events, uint64_t now_ns);
   void tick(uint64_t now_ns);  // timeouts; call every ~100 ms
   size_t active() const { return conns_.size(); }
   // Counters; safe to call from another thread.
@@ -102,7 +107,8 @@ class Relays {
 
   RelayOptions opts_;
   ClosedFn closed_;
-  UniqueFd ep_, wake_;  // wake_: an eventfd in ep_, readable while again_ has work
+  int ep_ = -1;    // the agent's epoll set
+  UniqueFd wake_;  // an eventfd in ep_, readable while again_ has work
   uint64_t next_id_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;
   std::vector<uint64_t> again_;  // connections that used up their turn with work left
