@@ -3,38 +3,6 @@
 #include <algorithm>
 
 namespace tcpha::http {
-namespace {
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return (x | 0x20) == (y | 0x20);
-         });
-}
-
-// Whether a comma-separated header list (Connection) holds `token`, case-insensitively.
-bool has_token(std::string_view list, std::string_view token) {
-  while (!list.empty()) {
-    size_t comma = list.find(',');
-    std::string_view item = list.substr(0, comma);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (iequals(item, token)) return true;
-    if (comma == std::string_view::npos) break;
-    list.remove_prefix(comma + 1);
-  }
-  return false;
-}
-
-// A request that asks to switch protocols: after it the stream may not be HTTP.
-bool asks_upgrade(const Request& req) {
-  if (!req.header("Upgrade")) return false;
-  for (size_t i = 0; i < req.header_count; ++i)
-    if (iequals(req.headers[i].name, "Connection") && has_token(req.headers[i].value, "upgrade"))
-      return true;
-  return false;
-}
-
-}  // namespace
 
 ForwardedFor::ForwardedFor(std::string_view client, const Limits& lim)
     : lim_(lim), line_("X-Forwarded-For: " + std::string(client) + "\r\n") {}
@@ -76,7 +44,7 @@ ParseResult ForwardedFor::feed(std::string_view in, std::string& out) {
         out.append(line_);
         out.append("\r\n");
         ++requests_;
-        upgrade_next_ = asks_upgrade(req);  // before clear(): req points into head_
+        upgrade_next_ = req.upgrade;
         size_t used = req.head_len - held;  // bytes of `in` the head took
         head_.clear();
         in.remove_prefix(used);

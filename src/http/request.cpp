@@ -122,6 +122,7 @@ ParseResult parse_header_line(std::string_view buf, size_t start, size_t end, bo
 // Per-head state that does not belong in Request.
 struct HeadState {
   bool host_seen = false, te_seen = false, conn_close = false, conn_keep_alive = false;
+  bool conn_upgrade = false, upgrade_seen = false;
 };
 
 ParseResult apply_header(Request& r, HeadState& st, const Header& h, size_t pos) {
@@ -157,8 +158,11 @@ ParseResult apply_header(Request& r, HeadState& st, const Header& h, size_t pos)
       std::string_view opt = trim_ows(v.substr(0, comma));
       st.conn_close |= iequals(opt, "close");
       st.conn_keep_alive |= iequals(opt, "keep-alive");
+      st.conn_upgrade |= iequals(opt, "upgrade");
       v = comma == std::string_view::npos ? std::string_view() : v.substr(comma + 1);
     }
+  } else if (iequals(h.name, "upgrade")) {
+    st.upgrade_seen = true;
   }
   return ok();
 }
@@ -236,6 +240,7 @@ ParseResult parse_head(std::string_view buf, std::string_view view, Request& r, 
   if (r.version_minor == 1 && !st.host_seen) return fail(400, pos, "HTTP/1.1 request without Host");
   if (!authority.empty()) r.host = authority;
   r.keep_alive = !st.conn_close && (r.version_minor == 1 || st.conn_keep_alive);
+  r.upgrade = st.conn_upgrade && st.upgrade_seen;
   return {ParseStatus::Complete, r.head_len};
 }
 
@@ -270,6 +275,7 @@ ParseResult parse_request(std::string_view buf, Request& out, const Limits& lim)
   out.content_length.reset();
   out.chunked = false;
   out.keep_alive = true;
+  out.upgrade = false;
   out.head_len = 0;
 
   // Only the first max_head bytes can hold a valid head; judging just those keeps the

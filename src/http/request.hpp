@@ -52,6 +52,7 @@ struct Request {
   std::optional<uint64_t> content_length;
   bool chunked = false;
   bool keep_alive = true;  // 1.1: unless "Connection: close"; 1.0: only with "keep-alive"
+  bool upgrade = false;    // asks to switch protocols: Upgrade + "Connection: upgrade"
   size_t head_len = 0;     // bytes of the head including the final CRLFCRLF
 
   // First header with this name, compared case-insensitively.

@@ -121,6 +121,22 @@ TEST(HttpParser, FieldsOfVariousForms) {
   EXPECT_FALSE(r.keep_alive);  // close wins over keep-alive
 }
 
+TEST(HttpParser, UpgradeNeedsBothHeaders) {
+  Request r;
+  ASSERT_EQ(parse("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\n"
+                  "Upgrade: websocket\r\n\r\n",
+                  r)
+                .status,
+            ParseStatus::Complete);
+  EXPECT_TRUE(r.upgrade);
+  ASSERT_EQ(parse("GET /a HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n", r).status,
+            ParseStatus::Complete);
+  EXPECT_FALSE(r.upgrade);  // and the flag does not stick from the previous parse
+  ASSERT_EQ(parse("GET /a HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\n\r\n", r).status,
+            ParseStatus::Complete);
+  EXPECT_FALSE(r.upgrade);
+}
+
 TEST(HttpParser, Pipelined) {
   std::string first = "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n";
   std::string second = "GET /b HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
