@@ -104,24 +104,17 @@ agent_cpu_ticks() {
   echo $((f[11] + f[12]))
 }
 
-# Sum of one relay counter over every agent.
-relay_counter() {
+# Sum of one number of the agents' status JSON (a jq path) over every agent.
+status_sum() {
   local k sum=0 v
   for ((k = 1; k <= N; k++)); do
-    v=$(tb_status_json "be$k" | jq -e ".relay.$1") || tb_fail "be$k status has no relay.$1"
+    v=$(tb_status_json "be$k" | jq -e "$1") || tb_fail "be$k status has no $1"
     sum=$((sum + v))
   done
   echo "$sum"
 }
-
-active_total() {
-  local k sum=0 v
-  for ((k = 1; k <= N; k++)); do
-    v=$(tb_status_json "be$k" | jq -e '.active') || tb_fail "be$k status has no active count"
-    sum=$((sum + v))
-  done
-  echo "$sum"
-}
+relay_counter() { status_sum ".relay.$1"; }
+active_total() { status_sum .active; }
 
 # Waits for every relayed connection to end (each agent alive throughout).
 wait_no_active() {
