@@ -18,6 +18,13 @@ inline constexpr uint8_t kOptTimestamps = 1;
 inline constexpr uint8_t kOptSack = 2;
 inline constexpr uint8_t kOptWscale = 4;
 
+// TcpState::flags.
+// The client's FIN arrived before the export (the socket was in CLOSE_WAIT): rcv_seq
+// and the re-queued bytes are followed by that FIN, which the importer's kernel will
+// never see again (the exporter acknowledged it). The importer answers what is queued
+// and then closes; it must not wait for another request.
+inline constexpr uint8_t kStatePeerFin = 1;
+
 // Everything the importing side needs, in host byte order except the addresses and
 // ports (network order, as in sockaddr_in). Fixed-size: it travels in HANDOFF.
 struct TcpState {
@@ -32,7 +39,7 @@ struct TcpState {
   uint8_t options = 0;       // kOpt* negotiated with the client
   uint8_t snd_wscale = 0;
   uint8_t rcv_wscale = 0;
-  uint8_t pad = 0;
+  uint8_t flags = 0;        // kState*
   // TCP_REPAIR_WINDOW
   uint32_t snd_wl1 = 0;
   uint32_t snd_wnd = 0;

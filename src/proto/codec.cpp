@@ -72,7 +72,7 @@ void put_state(std::string& out, const handoff::TcpState& s) {
   put_be(out, s.options);
   put_be(out, s.snd_wscale);
   put_be(out, s.rcv_wscale);
-  put_be(out, s.pad);
+  put_be(out, s.flags);
   put_be(out, s.snd_wl1);
   put_be(out, s.snd_wnd);
   put_be(out, s.max_window);
@@ -93,7 +93,7 @@ void get_state(Reader& r, handoff::TcpState& s) {
   s.options = r.be<uint8_t>();
   s.snd_wscale = r.be<uint8_t>();
   s.rcv_wscale = r.be<uint8_t>();
-  s.pad = r.be<uint8_t>();
+  s.flags = r.be<uint8_t>();
   s.snd_wl1 = r.be<uint32_t>();
   s.snd_wnd = r.be<uint32_t>();
   s.max_window = r.be<uint32_t>();

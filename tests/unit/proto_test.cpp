@@ -35,7 +35,7 @@ handoff::TcpState sample_state() {
   s.options = handoff::kOptTimestamps | handoff::kOptSack | handoff::kOptWscale;
   s.snd_wscale = 7;
   s.rcv_wscale = 9;
-  s.pad = 0x5a;
+  s.flags = 0x5a;
   s.snd_wl1 = 0x11111112;
   s.snd_wnd = 64240;
   s.max_window = 65535;
@@ -57,7 +57,7 @@ void expect_same(const handoff::TcpState& a, const handoff::TcpState& b) {
   EXPECT_EQ(a.options, b.options);
   EXPECT_EQ(a.snd_wscale, b.snd_wscale);
   EXPECT_EQ(a.rcv_wscale, b.rcv_wscale);
-  EXPECT_EQ(a.pad, b.pad);
+  EXPECT_EQ(a.flags, b.flags);
   EXPECT_EQ(a.snd_wl1, b.snd_wl1);
   EXPECT_EQ(a.snd_wnd, b.snd_wnd);
   EXPECT_EQ(a.max_window, b.max_window);
