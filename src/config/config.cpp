@@ -207,7 +207,7 @@ void read_key(const TableReader& r, const std::string& cluster_path, const std::
 
 void read_cluster(const TableReader& r, const std::string& path, ClusterSection& c) {
   r.allow_only({"vip", "ports", "key_file", "forward", "control_port", "heartbeat_ms",
-                "dead_after_ms"});
+                "dead_after_ms", "keepalive_timeout_ms", "send_timeout_ms"});
   read_address(r, "vip", Need::required, c.vip, c.vip_addr);
   if (const toml::array* ports = r.array("ports", Need::required)) read_ports(r, *ports, c.ports);
   if (auto f = r.string("forward")) {
@@ -219,6 +219,8 @@ void read_cluster(const TableReader& r, const std::string& path, ClusterSection&
   r.number("control_port", 1, 65535, c.control_port);
   r.number("heartbeat_ms", 10, 60000, c.heartbeat_ms);
   r.number("dead_after_ms", 20, 600000, c.dead_after_ms);
+  r.number("keepalive_timeout_ms", 10, 3600000, c.keepalive_timeout_ms);
+  r.number("send_timeout_ms", 10, 3600000, c.send_timeout_ms);
   if (c.dead_after_ms < 2 * c.heartbeat_ms)
     r.error(r.has("dead_after_ms") ? "dead_after_ms" : "heartbeat_ms",
             "dead_after_ms must be at least twice heartbeat_ms, or one late heartbeat marks a "

@@ -24,6 +24,12 @@ struct ClusterSection {
   // control connection is still open (a hung, not dead, agent).
   uint32_t heartbeat_ms = 100;
   uint32_t dead_after_ms = 500;
+  // Every server of the cluster (BE agents, the FE as a local node): a kept-alive
+  // connection idle between requests this long is closed, and so is one whose client
+  // has acknowledged nothing of a response for send_timeout_ms (it stopped reading).
+  // nginx's keepalive_timeout and send_timeout, with nginx's defaults' spirit.
+  uint32_t keepalive_timeout_ms = 60000;
+  uint32_t send_timeout_ms = 60000;
 };
 
 struct FrontendSection {
