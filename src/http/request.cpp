@@ -59,9 +59,14 @@ ParseResult classify_target(Request& r, size_t at, std::string_view& authority) 
     authority = t.substr(0, end);
     if (authority.empty() || !std::all_of(authority.begin(), authority.end(), is_host_char))
       return fail(400, at, "bad authority in absolute-form target");
-    if (end == std::string_view::npos || t[end] != '/')
-      return fail(400, at, "absolute-form target without path");
-    t.remove_prefix(end);
+    t.remove_prefix(std::min(end, t.size()));
+    if (t.empty() || t.front() == '?') {
+      // RFC 9112 3.2.2 / RFC 9110 4.2.3: an empty path is "/" ("http://h?q" asks for
+      // "/?q"). The literal outlives the buffer, which is all a view needs.
+      r.path = "/";
+      r.query = t.empty() ? t : t.substr(1);
+      return ok();
+    }
   }
   size_t q = t.find('?');
   r.path = t.substr(0, q);

@@ -14,8 +14,9 @@
 //  - empty lines (CRLF) before the request line are skipped (RFC 9112 2.2) and are
 //    counted in head_len;
 //  - the target is visible ASCII except '#'; raw bytes >= 0x80 -> 400;
-//  - absolute-form targets must be http(s)://authority/path with a non-empty path and
-//    no userinfo; CONNECT's authority-form is not supported (400);
+//  - absolute-form targets are http(s)://authority[/path][?query] with no userinfo; an
+//    empty path means "/" (RFC 9112 3.2.2), and the authority is the request's host;
+//    CONNECT's authority-form is not supported (400);
 //  - a repeated Transfer-Encoding header is treated as the list "chunked, chunked",
 //    i.e. as a coding other than exactly "chunked" -> 501;
 //  - Content-Length above INT64_MAX counts as overflow -> 400 (so head_len + body
@@ -42,6 +43,7 @@ struct Header {
 struct Request {
   std::string_view method, target;
   std::string_view path;   // target before '?'; for absolute-form, the path part only
+                           // ("/" when empty: then a static string, not in the buffer)
   std::string_view query;  // after '?', may be empty
   int version_minor = 1;   // HTTP/1.0 or HTTP/1.1 only
   // The Host header's value (required once for 1.1). For an absolute-form target it is

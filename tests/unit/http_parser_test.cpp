@@ -53,6 +53,8 @@ const std::vector<std::string> kValid = {
     "GET /? HTTP/1.1\r\nHost:\r\nX-Empty:\r\nX-Tab:\t a\tb \t\r\n\r\n",
     "\r\n\r\nGET /after-crlf HTTP/1.1\r\nHost: h\r\n\r\n",
     "DELETE /r HTTP/1.1\r\nhOsT: h\r\nX-Obs: caf\xc3\xa9\r\nConnection: keep-alive, close\r\n\r\n",
+    "GET http://example.org?q=1 HTTP/1.1\r\nHost: other\r\n\r\n",
+    "GET HTTP://example.org:8080 HTTP/1.1\r\nHost: example.org:8080\r\n\r\n",
 };
 
 TEST(HttpParser, EveryPrefixNeedsMoreThenSameResult) {
@@ -119,6 +121,28 @@ TEST(HttpParser, FieldsOfVariousForms) {
   EXPECT_EQ(r.host, "h");
   EXPECT_EQ(r.header("x-obs"), "caf\xc3\xa9");
   EXPECT_FALSE(r.keep_alive);  // close wins over keep-alive
+}
+
+// RFC 9112 3.2.2: an absolute-form target with an empty path asks for "/" (it was 400),
+// and its authority, not the Host header, is the host requests are routed by.
+TEST(HttpParser, AbsoluteFormWithEmptyPath) {
+  Request r;
+  ASSERT_EQ(parse(kValid[9], r).status, ParseStatus::Complete);
+  EXPECT_EQ(r.path, "/");
+  EXPECT_EQ(r.query, "q=1");
+  EXPECT_EQ(r.host, "example.org");
+  EXPECT_EQ(r.target, "http://example.org?q=1");
+
+  ASSERT_EQ(parse(kValid[10], r).status, ParseStatus::Complete);
+  EXPECT_EQ(r.path, "/");
+  EXPECT_EQ(r.query, "");
+  EXPECT_EQ(r.host, "example.org:8080");
+
+  ASSERT_EQ(parse("GET https://a.example? HTTP/1.1\r\nHost: b\r\n\r\n", r).status,
+            ParseStatus::Complete);
+  EXPECT_EQ(r.path, "/");
+  EXPECT_EQ(r.query, "");
+  EXPECT_EQ(r.host, "a.example");
 }
 
 TEST(HttpParser, UpgradeNeedsBothHeaders) {
@@ -199,7 +223,9 @@ const std::vector<ErrorCase> kErrors = {
     {"GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400},
     {"GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n", 400},
     {"GET http://user@h/x HTTP/1.1\r\nHost: h\r\n\r\n", 400},
-    {"GET http://h HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+    {"GET http:// HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+    {"GET http://?q HTTP/1.1\r\nHost: h\r\n\r\n", 400},
+    {"GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n", 400},
     {"CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n", 400},
     {"GET /\r\nHost: h\r\n\r\n", 400},
     {"GET / http/1.1\r\nHost: h\r\n\r\n", 400},
