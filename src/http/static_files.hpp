@@ -12,6 +12,10 @@
 //    file. Containment does not rest on that check alone: files are opened with
 //    openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS), so symlinks leading out of the
 //    docroot fail too (403);
+//  - hidden files: a segment starting with '.' other than "." (.git, .env, .htpasswd)
+//    -> 404, as if absent; only a leading /.well-known/ (RFC 8615) is served;
+//  - the trailing-slash redirect's Location is always a path on this server: leading
+//    slashes collapse to one ("GET //evil.example" must not send the browser away);
 //  - a directory is served through its index.html; a directory path without a trailing
 //    '/' is redirected (301) so relative links in the index resolve; no listings;
 //  - only regular files (403 for FIFOs, devices, sockets); files are opened

@@ -162,7 +162,7 @@ TEST_F(StaticFiles, TraversalIsRefused) {
     EXPECT_EQ(plan(get(t)).status, 400) << t;
   EXPECT_EQ(plan(get("/./hello.txt")).status, 200);
   EXPECT_EQ(plan(get("//hello.txt")).status, 200);
-  EXPECT_EQ(plan(get("/..hello")).status, 404);  // only a whole ".." segment is special
+  EXPECT_EQ(plan(get("/..hello")).status, 404);  // hidden, not traversal
   EXPECT_EQ(plan(get("/space%20name.txt")).status, 200);
   EXPECT_EQ(plan(get("/hell%6F.txt?q=1")).status, 200);
 }
@@ -185,6 +185,51 @@ TEST_F(StaticFiles, DirectoryIndex) {
   EXPECT_TRUE(has_line(redirect.head, "Location: /sub/?x=1"));
   EXPECT_TRUE(has_line(plan(get("/sub")).head, "Location: /sub/"));
   EXPECT_EQ(plan(get("/empty/")).status, 404);
+}
+
+// "GET //sub" once redirected to "//sub/", which a browser reads as the host "sub": an
+// open redirect. The Location must stay a path on this server.
+TEST_F(StaticFiles, RedirectIsNeverProtocolRelative) {
+  fs::create_directories(root_ / "evil.example");
+  fs::create_directories(root_ / "back\\slash");
+  const std::pair<const char*, const char*> cases[] = {
+      {"//sub", "Location: /sub/"},
+      {"///sub?x=1", "Location: /sub/?x=1"},
+      {"//evil.example", "Location: /evil.example/"},
+      {"/%2F%2Fevil.example", "Location: /%2F%2Fevil.example/"},
+      {"/back\\slash", "Location: /back%5Cslash/"},
+  };
+  for (const auto& [target, location] : cases) {
+    auto r = plan(get(target));
+    EXPECT_EQ(r.status, 301) << target;
+    EXPECT_TRUE(has_line(r.head, location)) << target << "\n" << r.head;
+    EXPECT_EQ(r.head.find("Location: //"), std::string::npos) << target;
+    EXPECT_EQ(r.head.find("Location: /\\"), std::string::npos) << target;
+  }
+}
+
+// Hidden files (.git, .env, .htpasswd) are never served, however the path spells them.
+TEST_F(StaticFiles, HiddenFilesAreNotServed) {
+  write(root_ / ".env", "SECRET=1\n");
+  fs::create_directories(root_ / ".git");
+  write(root_ / ".git" / "config", "[core]\n");
+  write(root_ / "sub" / ".htpasswd", "u:x\n");
+  fs::create_directories(root_ / ".well-known" / "acme-challenge");
+  write(root_ / ".well-known" / "acme-challenge" / "tok", "tok\n");
+  fs::create_directories(root_ / "sub" / ".well-known");
+  write(root_ / "sub" / ".well-known" / "x", "x\n");
+  for (const char* t : {"/.env", "/.git/config", "/.git/", "/.git", "/sub/.htpasswd",
+                        "/%2eenv", "/%2Egit/config", "/sub%2F.htpasswd", "//.env", "/./.env",
+                        "/sub/.well-known/x"}) {
+    auto r = plan(get(t));
+    EXPECT_EQ(r.status, 404) << t;
+    EXPECT_EQ(r.length, 0u) << t;
+    EXPECT_FALSE(r.file.valid()) << t;
+  }
+  EXPECT_EQ(plan(get("/.well-known/acme-challenge/tok")).status, 200);
+  write(root_ / "sub" / "a.b", "ab\n");
+  EXPECT_EQ(plan(get("/sub/a.b")).status, 200);  // a dot inside a name is fine
+  EXPECT_EQ(plan(get("/hello.txt")).status, 200);
 }
 
 TEST_F(StaticFiles, ContentTypes) {
