@@ -1,0 +1,157 @@
+#pragma once
+// The back-end agent's single-threaded core: one epoll set holding the control
+// listener, the control links from the FE workers, the handed-off client connections
+// and the signalfd. Its parts live in one file each:
+//   event_loop.cpp     open(), run(), tick(): the loop and what runs on its timer
+//   control_links.cpp  accepting and running control links, sending on them
+//   imports.cpp        the receiving side of a handoff: HANDOFF -> import -> READY,
+//                      COMMIT -> activate, ABORT, import deadlines
+//   serving.cpp        connections served by the built-in static server
+//   drain.cpp          SIGTERM: stop taking work, let what runs finish
+//   stats.cpp          status JSON and Prometheus views of the counters
+// run_backend (agent.cpp) sets up the host around it.
+#include <sys/epoll.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include <spdlog/spdlog.h>
+
+#include "be/relay.hpp"
+#include "common/fd.hpp"
+#include "common/histogram.hpp"
+#include "common/result.hpp"
+#include "config/config.hpp"
+#include "metrics/registry.hpp"
+#include "proto/control.hpp"
+#include "serve/file_cache.hpp"
+#include "serve/static_session.hpp"
+
+namespace tcpha::be {
+
+inline constexpr uint64_t kMs = 1'000'000;
+inline constexpr uint64_t kKeepAliveIdleNs = 60'000 * kMs;  // idle keep-alive connections close
+inline constexpr uint64_t kDrainTimeoutNs = 30'000 * kMs;  // SIGTERM waits this long for connections
+// Relayed connections: longer than common servers' keep-alive and send timeouts, so
+// the server's own timeouts normally decide; this reaps connections whose peer vanished.
+inline constexpr uint64_t kRelayIdleNs = 300'000 * kMs;
+
+#define TCPHA_BE_COUNTERS(X)                                                  \
+  X(imported, "connections imported and committed")                          \
+  X(import_failed, "HANDOFFs refused because the import failed")              \
+  X(aborted, "imports dropped on ABORT, timeout or control link loss")        \
+  X(requests, "HTTP requests answered")                                       \
+  X(bad_requests, "requests refused as malformed or too large")               \
+  X(bytes_sent, "response bytes sent (heads and bodies)")                     \
+  X(ctl_accepted, "control connections accepted")                             \
+  X(ctl_bad_frames, "control frames that failed authentication or parsing")
+
+inline constexpr auto kBeCounters =
+    std::to_array<metrics::CounterInfo>({TCPHA_BE_COUNTERS(TCPHA_METRICS_COUNTER)});
+
+enum class Counter {
+#define TCPHA_X(name, help) name,
+  TCPHA_BE_COUNTERS(TCPHA_X)
+#undef TCPHA_X
+      count
+};
+
+struct Item {
+  enum Kind { Listener, Control, Http, Signal } kind;  // relayed sockets: Relays::owns()
+  explicit Item(Kind k) : kind(k) {}
+};
+
+struct ControlConn : Item {
+  ControlConn(uint64_t id_, const std::array<uint8_t, 32>& key, const std::string& self)
+      : Item(Control), id(id_), session(key, proto::Role::Be, self) {}
+  uint64_t id;
+  UniqueFd fd;
+  proto::Session session;
+  std::string in, out;
+  bool want_out = false;
+};
+
+// A handed-off connection, imported and held in repair mode until COMMIT.
+struct PendingImport {
+  UniqueFd fd;
+  uint64_t deadline;
+};
+
+// A handed-off connection served by the built-in static server.
+struct HttpConn : Item {
+  HttpConn(int docroot, serve::FileCache* cache) : Item(Http), session(docroot, "tcpha", cache) {}
+  UniqueFd fd;
+  uint64_t handoff_id = 0;
+  uint64_t control_id = 0;  // the control connection to report CLOSED on
+  serve::StaticSession session;
+  bool writing = false;     // epoll interest is EPOLLOUT
+  uint64_t last_active = 0;
+};
+
+class Agent {
+ public:
+  Agent(const config::Config& cfg, const config::BackendSection& self);
+
+  Status open(int sigfd);
+  void run();
+  std::string status_json() const;
+  std::string prometheus() const;
+  uint32_t cache_hit_permille() const;
+  bool vip_sockets_sending() const;
+  void set_on_drain(std::function<void()> f) { on_drain_ = std::move(f); }
+
+ private:
+  void set(int op, int fd, uint32_t ev, Item* it);
+  void inc(Counter c, uint64_t n = 1) { counters_[size_t(c)].fetch_add(n, std::memory_order_relaxed); }
+  void tick(uint64_t now);
+  // control_links.cpp
+  void on_accept();
+  void on_control(ControlConn& cc, uint32_t events);
+  void drop_control(ControlConn& cc, const std::string& why);
+  void flush(ControlConn& cc);
+  void report_closed(uint64_t control_id, uint64_t handoff_id, uint64_t sent, uint64_t received);
+  void send_heartbeats(uint64_t now);
+  // imports.cpp
+  void on_message(ControlConn& cc, proto::Message& m);
+  void expire_imports(uint64_t now);
+  // serving.cpp
+  void start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id);
+  void on_http(HttpConn& h, uint32_t events);
+  void close_http(HttpConn& h);
+  void close_idle_http(uint64_t now);
+  // drain.cpp
+  void begin_drain();
+  void drain_tick(uint64_t now);
+
+  const config::Config& cfg_;
+  const config::BackendSection& self_;
+  std::array<uint8_t, 32> key_{};
+  UniqueFd ep_, listener_, docroot_;
+  std::unique_ptr<serve::FileCache> cache_;  // cache_mb > 0
+  Item listener_item_{Item::Listener}, signal_item_{Item::Signal};
+  // Upstream mode (self_.upstream set): relayed connections instead of HttpConns.
+  std::unique_ptr<Relays> relays_;
+  uint64_t next_control_id_ = 1;
+  std::map<uint64_t, std::unique_ptr<ControlConn>> controls_;
+  std::map<std::pair<uint64_t, uint64_t>, PendingImport> pending_;  // (control, handoff id)
+  std::unordered_map<HttpConn*, std::unique_ptr<HttpConn>> conns_;
+  std::array<std::atomic<uint64_t>, size_t(Counter::count)> counters_{};
+  std::atomic<int64_t> active_{0};
+  LatencyHistogram import_latency_;  // HANDOFF decoded -> READY sent
+  std::atomic<size_t> control_links_{0};
+  bool stop_ = false;
+  uint64_t next_heartbeat_ = 0;
+  // SIGTERM/SIGINT: stop taking work, let what runs finish (bounded), then exit.
+  std::function<void()> on_drain_;
+  bool draining_ = false;
+  int sigfd_ = -1;
+  uint64_t drain_deadline_ = 0;
+};
+
+}  // namespace tcpha::be

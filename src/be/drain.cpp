@@ -1,0 +1,61 @@
+// SIGTERM/SIGINT: stop taking work (LEAVE), let what runs finish (bounded), then exit.
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "be/agent_core.hpp"
+#include "common/clock.hpp"
+
+namespace tcpha::be {
+
+void Agent::begin_drain() {
+  if (draining_) {
+    stop_ = true;  // a second signal: stop now
+    return;
+  }
+  draining_ = true;
+  drain_deadline_ = monotonic_ns() + kDrainTimeoutNs;
+  spdlog::info("draining: {} connections to finish (at most {} s); signal again to stop now",
+               active_.load(), kDrainTimeoutNs / 1'000'000'000);
+  if (on_drain_) on_drain_();
+}
+
+void Agent::drain_tick(uint64_t now) {
+  // Idle keep-alive connections would hold the drain open: close them now.
+  std::vector<HttpConn*> idle_now;
+  for (auto& [p, h] : conns_)
+    if (!h->writing && h->session.idle()) idle_now.push_back(p);
+  for (HttpConn* h : idle_now) close_http(*h);
+  // Closed connections may still have response bytes in flight: the kernel sends
+  // them after close(), but only while the VIP is still ours. Wait for them too.
+  bool done = active_.load() <= 0 && pending_.empty() && !vip_sockets_sending();
+  if (done || now >= drain_deadline_) {
+    if (active_.load() > 0)
+      spdlog::warn("drain timeout: {} connections still open are cut", active_.load());
+    stop_ = true;
+  }
+}
+
+// True while a TCP socket on the VIP still has unacknowledged data or an unanswered
+// FIN (states ESTABLISHED, FIN_WAIT1, CLOSE_WAIT, LAST_ACK, CLOSING, or a send queue).
+// Read from /proc/net/tcp, which shows this network namespace's sockets only.
+bool Agent::vip_sockets_sending() const {
+  std::ifstream f("/proc/net/tcp");
+  std::string line;
+  std::getline(f, line);  // header
+  char want[9];
+  std::snprintf(want, sizeof want, "%08X", cfg_.cluster.vip_addr.s_addr);
+  while (std::getline(f, line)) {
+    std::istringstream in(line);
+    std::string sl, local, remote, state, queues;
+    if (!(in >> sl >> local >> remote >> state >> queues)) continue;
+    if (local.compare(0, 8, want) != 0) continue;
+    unsigned st = std::stoul(state, nullptr, 16);
+    unsigned long txq = std::stoul(queues.substr(0, queues.find(':')), nullptr, 16);
+    if (txq > 0 || st == 0x01 || st == 0x04 || st == 0x08 || st == 0x09 || st == 0x0B) return true;
+  }
+  return false;
+}
+
+}  // namespace tcpha::be

@@ -1,0 +1,117 @@
+// The agent's event loop: one epoll set, one thread; the timer work in tick().
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "be/agent_core.hpp"
+#include "common/clock.hpp"
+#include "common/net.hpp"
+
+namespace tcpha::be {
+
+Agent::Agent(const config::Config& cfg, const config::BackendSection& self)
+    : cfg_(cfg), self_(self), ep_(epoll_create1(EPOLL_CLOEXEC)) {
+  std::copy_n(cfg.cluster.key.begin(), key_.size(), key_.begin());
+}
+
+void Agent::set(int op, int fd, uint32_t ev, Item* it) {
+  epoll_event e{};
+  e.events = ev;
+  e.data.ptr = it;
+  if (epoll_ctl(ep_.get(), op, fd, &e) != 0 && op != EPOLL_CTL_DEL)
+    spdlog::error("epoll_ctl: {}", strerror(errno));
+}
+
+Status Agent::open(int sigfd) {
+  if (!self_.upstream.empty()) {
+    RelayOptions o;
+    o.upstream = *parse_socket_address(self_.upstream);  // validated with the config
+    o.proxy_protocol = self_.proxy_protocol;
+    o.x_forwarded_for = self_.x_forwarded_for;
+    o.limits.max_head = cfg_.frontend.max_header_bytes;  // the FE's limit on the first
+    o.connect_timeout_ns = uint64_t(self_.upstream_timeout_ms) * kMs;
+    o.idle_timeout_ns = kRelayIdleNs;
+    auto r = Relays::create(
+        o,
+        [this](uint64_t control_id, uint64_t handoff_id, uint64_t sent, uint64_t received) {
+          report_closed(control_id, handoff_id, sent, received);
+          active_.fetch_sub(1);
+        },
+        ep_.get());
+    if (!r) return r.error();
+    relays_ = std::move(*r);
+  } else {
+    docroot_.reset(::open(self_.docroot.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!docroot_.valid()) return sys_error("docroot " + self_.docroot);
+    if (self_.cache_mb > 0) cache_ = std::make_unique<serve::FileCache>(uint64_t(self_.cache_mb) << 20);
+  }
+  listener_.reset(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  int one = 1;
+  setsockopt(listener_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr = self_.addr;
+  a.sin_port = htons(cfg_.cluster.control_port);
+  if (bind(listener_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+    return sys_error("bind control port " + endpoint_str(a));
+  if (listen(listener_.get(), 128) != 0) return sys_error("listen");
+  set(EPOLL_CTL_ADD, listener_.get(), EPOLLIN, &listener_item_);
+  sigfd_ = sigfd;
+  set(EPOLL_CTL_ADD, sigfd, EPOLLIN, &signal_item_);
+  return {};
+}
+
+void Agent::run() {
+  epoll_event evs[256];
+  uint64_t next_tick = 0;
+  while (!stop_) {
+    // The tick sends heartbeats, so it runs at least twice per heartbeat interval.
+    const int tick_ms = int(std::clamp<uint32_t>(cfg_.cluster.heartbeat_ms / 2, 5, 100));
+    int n = epoll_wait(ep_.get(), evs, 256, tick_ms);
+    const uint64_t woke = n > 0 ? monotonic_ns() : 0;
+    for (int i = 0; i < n; ++i) {
+      if (Relays::owns(evs[i].data.u64)) {
+        relays_->on_event(evs[i].data.u64, evs[i].events, woke);
+        continue;
+      }
+      auto* it = static_cast<Item*>(evs[i].data.ptr);
+      switch (it->kind) {
+        case Item::Listener:
+          on_accept();
+          break;
+        case Item::Signal: {
+          signalfd_siginfo si{};
+          if (read(sigfd_, &si, sizeof si) == sizeof si) begin_drain();
+          break;
+        }
+        case Item::Control:
+          on_control(*static_cast<ControlConn*>(it), evs[i].events);
+          break;
+        case Item::Http:
+          on_http(*static_cast<HttpConn*>(it), evs[i].events);
+          break;
+      }
+    }
+    uint64_t now = monotonic_ns();
+    if (now >= next_tick) {
+      tick(now);
+      next_tick = now + uint64_t(tick_ms) * kMs;
+    }
+  }
+}
+
+void Agent::tick(uint64_t now) {
+  expire_imports(now);
+  close_idle_http(now);
+  if (relays_) relays_->tick(now);
+  if (draining_) drain_tick(now);
+  send_heartbeats(now);
+}
+
+}  // namespace tcpha::be

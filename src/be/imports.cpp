@@ -1,0 +1,65 @@
+// The receiving side of a handoff: HANDOFF -> import (repair mode, silent) -> READY;
+// COMMIT -> activate and serve; ABORT, a lost link or the deadline -> dropped.
+#include <arpa/inet.h>
+
+#include "be/agent_core.hpp"
+#include "common/clock.hpp"
+#include "common/net.hpp"
+#include "handoff/tcp_state.hpp"
+
+namespace tcpha::be {
+
+void Agent::on_message(ControlConn& cc, proto::Message& m) {
+  if (auto* h = std::get_if<proto::HandoffMsg>(&m)) {
+    uint64_t t0 = monotonic_ns();
+    auto fd = handoff::import_state(h->state, h->request);
+    uint32_t status = 0;
+    if (!fd) {
+      status = uint32_t(fd.error().err ? fd.error().err : EPROTO);
+      inc(Counter::import_failed);
+      spdlog::warn("import of {}:{}: {}", ipv4_str(h->state.peer_addr), ntohs(h->state.peer_port),
+                   fd.error().message());
+    } else {
+      // Held in repair mode (silent) until the FE has pointed the flow at us.
+      uint64_t wait = 2 * kMs * cfg_.frontend.handoff_timeout_ms + 1000 * kMs;
+      pending_[{cc.id, h->id}] = PendingImport{std::move(*fd), monotonic_ns() + wait};
+    }
+    cc.session.send(proto::ReadyMsg{h->id, status}, cc.out);
+    flush(cc);
+    import_latency_.record_ns(monotonic_ns() - t0);
+  } else if (auto* c = std::get_if<proto::CommitMsg>(&m)) {
+    auto it = pending_.find({cc.id, c->id});
+    if (it == pending_.end()) return;
+    UniqueFd fd = std::move(it->second.fd);
+    pending_.erase(it);
+    if (auto s = handoff::activate(fd.get()); !s) {
+      spdlog::warn("activate: {}", s.error().message());
+      return;
+    }
+    if (relays_) {
+      inc(Counter::imported);
+      active_.fetch_add(1);
+      relays_->start(std::move(fd), cc.id, c->id, monotonic_ns());
+      return;
+    }
+    start_http(std::move(fd), cc.id, c->id);
+  } else if (auto* a = std::get_if<proto::AbortMsg>(&m)) {
+    if (pending_.erase({cc.id, a->id})) inc(Counter::aborted);
+  } else {
+    spdlog::warn("unexpected control message type {}", int(proto::type_of(m)));
+  }
+}
+
+void Agent::expire_imports(uint64_t now) {
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (now >= it->second.deadline) {
+      inc(Counter::aborted);
+      spdlog::warn("import {} never committed: dropped", it->first.second);
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+}  // namespace tcpha::be
