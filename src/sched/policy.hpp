@@ -21,6 +21,9 @@ struct LoadView {
   virtual ~LoadView() = default;
   virtual bool usable(uint32_t backend) const = 0;     // up, not drained, this worker can reach it
   virtual int64_t active(uint32_t backend) const = 0;  // active connections the FE knows of
+  // The member's own CPU load in permille of one CPU, from its heartbeats (seed 000
+  // 4.9, dynamic load feedback); 0 when unknown (the local node, no heartbeat yet).
+  virtual uint32_t cpu_permille(uint32_t /*backend*/) const { return 0; }
 };
 
 struct Member {
@@ -48,10 +51,18 @@ class Members {
   int64_t active(size_t pos, const LoadView& load) const {
     return std::clamp<int64_t>(load.active(list_[pos].id), 0, int64_t{1} << 30);
   }
-  // True when a carries less load per unit of weight than b: (a+1)/wa < (b+1)/wb. The
-  // +1 makes an idle heavy member preferred over an idle light one.
+  // Load per unit of weight: connections (+1, so an idle heavy member is preferred
+  // over an idle light one) scaled by the member's reported CPU load, so that a
+  // member busy with few but expensive connections (or with work of its own) gets
+  // fewer new ones: factor 1 at idle, 2 with one CPU saturated (capped there).
+  int64_t pressure(size_t pos, const LoadView& load) const {
+    const int64_t cpu = std::min<uint32_t>(load.cpu_permille(list_[pos].id), 1000);
+    return (active(pos, load) + 1) * (1000 + cpu);
+  }
+  // True when a carries less load per unit of weight than b. Products stay below
+  // 2^31 * 2000 * 1000 < 2^63.
   bool lighter(size_t a, size_t b, const LoadView& load) const {
-    return (active(a, load) + 1) * list_[b].weight < (active(b, load) + 1) * list_[a].weight;
+    return pressure(a, load) * list_[b].weight < pressure(b, load) * list_[a].weight;
   }
 
  private:

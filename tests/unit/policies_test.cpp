@@ -23,9 +23,11 @@ namespace {
 struct FakeLoad : LoadView {
   std::vector<bool> up;
   std::vector<int64_t> act;
-  explicit FakeLoad(size_t n) : up(n, true), act(n, 0) {}
+  std::vector<uint32_t> cpu;
+  explicit FakeLoad(size_t n) : up(n, true), act(n, 0), cpu(n, 0) {}
   bool usable(uint32_t i) const override { return i < up.size() && up[i]; }
   int64_t active(uint32_t i) const override { return i < act.size() ? act[i] : 0; }
+  uint32_t cpu_permille(uint32_t i) const override { return i < cpu.size() ? cpu[i] : 0; }
 };
 
 // Members be0..be<n-1> with ids 0..n-1 (no local node: its id is out of range).
@@ -104,6 +106,22 @@ TEST(LeastConn, PicksTheLeastLoadedPerWeight) {
   EXPECT_EQ(weighted.next(wl), 1);
   wl.act = {1, 8};  // 2 against 2.25
   EXPECT_EQ(weighted.next(wl), 0);
+}
+
+// Seed 000 4.9, dynamic load feedback: the members' own CPU load weighs in.
+TEST(LeastConn, ReportedCpuLoadWeighsIn) {
+  LeastConn lc(members({1, 1}));
+  FakeLoad load(2);
+  load.act = {3, 4};
+  EXPECT_EQ(lc.next(load), 0);  // no CPU reports: fewer connections wins
+  load.cpu = {900, 0};          // 4 * 1.9 = 7.6 against 5 * 1.0
+  EXPECT_EQ(lc.next(load), 1);
+  load.cpu = {100, 0};          // 4 * 1.1 = 4.4 against 5
+  EXPECT_EQ(lc.next(load), 0);
+  load.cpu = {5000, 0};         // an absurd report is capped at one CPU: 4 * 2 against 5
+  EXPECT_EQ(lc.next(load), 1);
+  load.act = {1, 4};            // capped: 2 * 2 = 4 against 5, still preferred
+  EXPECT_EQ(lc.next(load), 0);
 }
 
 TEST(LeastConn, EqualMembersTakeTurns) {
