@@ -18,6 +18,25 @@ std::optional<in_addr> parse_ipv4(std::string_view s) {
   return a;
 }
 
+std::optional<Ipv4Prefix> parse_ipv4_prefix(std::string_view s) {
+  size_t slash = s.find('/');
+  auto a = parse_ipv4(s.substr(0, slash));
+  if (!a) return std::nullopt;
+  Ipv4Prefix p;
+  if (slash != std::string_view::npos) {
+    std::string_view len = s.substr(slash + 1);
+    auto [end, ec] = std::from_chars(len.data(), len.data() + len.size(), p.length);
+    if (len.empty() || ec != std::errc() || end != len.data() + len.size() || p.length < 0 ||
+        p.length > 32)
+      return std::nullopt;
+  }
+  p.network = ntohl(a->s_addr);
+  if (!p.contains(*a)) return std::nullopt;  // host bits set
+  return p;
+}
+
+bool is_loopback(in_addr a) { return (ntohl(a.s_addr) >> 24) == 127; }
+
 std::string ipv4_str(in_addr a) {
   char buf[INET_ADDRSTRLEN];
   inet_ntop(AF_INET, &a, buf, sizeof buf);

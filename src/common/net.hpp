@@ -21,6 +21,20 @@ std::string mac_str(const Mac& m);
 std::optional<sockaddr_in> parse_host_port(std::string_view s);
 std::string endpoint_str(const sockaddr_in& sa);
 
+// An IPv4 network "A.B.C.D/LEN" (a bare address means /32): access lists.
+struct Ipv4Prefix {
+  uint32_t network = 0;  // host byte order, host bits zero
+  int length = 32;
+  bool contains(in_addr a) const {
+    uint32_t mask = length == 0 ? 0 : ~uint32_t{0} << (32 - length);
+    return (ntohl(a.s_addr) & mask) == network;
+  }
+};
+// nullopt when malformed or when host bits are set ("10.0.0.1/8" is a typo for either
+// "10.0.0.1" or "10.0.0.0/8": refusing it beats guessing).
+std::optional<Ipv4Prefix> parse_ipv4_prefix(std::string_view s);
+bool is_loopback(in_addr a);  // 127.0.0.0/8
+
 // Where a back-end's relay reaches its local server: "host:port" (TCP over IPv4) or
 // "unix:/absolute/path" (a stream socket in the file system). `text` is what the
 // operator wrote, for messages.

@@ -5,11 +5,13 @@
 #include <net/if.h>
 #include <re2/re2.h>
 #include <sodium.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -28,13 +30,17 @@ constexpr size_t kMaxKeyBytes = 64 * 1024;
 constexpr size_t kMaxClusterFileBytes = 4 * 1024 * 1024;
 
 // Reads the whole file, refusing files larger than max. On failure returns false and
-// sets why.
-bool read_limited(const std::string& path, size_t max, std::string& out, std::string& why) {
+// sets why. `mode`, when given, receives the opened file's mode (no race with a
+// separate stat of the path).
+bool read_limited(const std::string& path, size_t max, std::string& out, std::string& why,
+                  mode_t* mode = nullptr) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) {
+  struct stat st;
+  if (!fd.valid() || (mode && ::fstat(fd.get(), &st) != 0)) {
     why = std::strerror(errno);
     return false;
   }
+  if (mode) *mode = st.st_mode;
   out.clear();
   char buf[16384];
   for (;;) {
@@ -107,13 +113,38 @@ void read_id(const TableReader& r, Need need, std::string& out) {
     out = *s;
 }
 
-void read_metrics(const TableReader& r, std::string& out) {
+// metrics = "ADDR:PORT" and metrics_allow = ["NET/LEN", ...]. The endpoint has no
+// authentication, so one reachable from other hosts needs an explicit list of who may
+// scrape it; a loopback one serves local scrapers only.
+void read_metrics(const TableReader& r, std::string& out, std::vector<Ipv4Prefix>& allow) {
+  if (const toml::array* list = r.array("metrics_allow")) {
+    if (list->empty()) r.error("metrics_allow", "empty list; omit the key for loopback only");
+    for (const toml::node& n : *list) {
+      std::optional<Ipv4Prefix> p;
+      if (n.is_string()) p = parse_ipv4_prefix(n.as_string()->get());
+      if (p)
+        allow.push_back(*p);
+      else
+        r.error_at(n, "metrics_allow",
+                   n.is_string() ? "'" + n.as_string()->get() +
+                                       "' is not an IPv4 network (\"10.0.0.0/8\", or an address)"
+                                 : "expected strings, got " + std::string(kind_of(n)));
+    }
+    if (!r.has("metrics")) r.error("metrics_allow", "applies only with metrics");
+  }
   auto s = r.string("metrics");
   if (!s) return;
-  if (!parse_host_port(*s))
+  auto sa = parse_host_port(*s);
+  if (!sa) {
     r.error("metrics", "'" + *s + "' is not ADDR:PORT (e.g. \"127.0.0.1:9180\")");
-  else
-    out = *s;
+    return;
+  }
+  if (!is_loopback(sa->sin_addr) && !r.has("metrics_allow"))
+    r.error("metrics", "'" + *s +
+                           "' is reachable from other hosts and the endpoint has no "
+                           "authentication: bind it to 127.0.0.1, or list who may scrape it "
+                           "(metrics_allow = [\"10.0.0.0/8\"])");
+  out = *s;
 }
 
 void check_regex(const TableReader& r, const toml::node& n, std::string_view key,
@@ -183,10 +214,21 @@ void read_key(const TableReader& r, const std::string& cluster_path, const std::
   std::filesystem::path p(name);
   if (p.is_relative()) p = std::filesystem::path(cluster_path).parent_path() / p;
   c.key_file = p.string();
-  const std::string hint = " (make one with: head -c 32 /dev/urandom > " + c.key_file + ")";
+  const std::string hint =
+      " (make one with: (umask 077; head -c 32 /dev/urandom > " + c.key_file + "))";
   std::string bytes, why;
-  if (!read_limited(c.key_file, kMaxKeyBytes, bytes, why)) {
+  mode_t mode = 0;
+  if (!read_limited(c.key_file, kMaxKeyBytes, bytes, why, &mode)) {
     r.error("key_file", "cannot read '" + c.key_file + "': " + why + hint);
+    return;
+  }
+  // Like ssh with a private key: a secret others can read (or replace) is no secret.
+  if ((mode & 077) != 0) {
+    char octal[8];
+    std::snprintf(octal, sizeof octal, "%04o", static_cast<unsigned>(mode & 07777));
+    r.error("key_file", "'" + c.key_file + "' has mode " + octal +
+                            ": group or others may access it; the cluster key must be "
+                            "readable by its owner only (chmod 600 " + c.key_file + ")");
     return;
   }
   if (bytes.size() < kMinKeyBytes) {
@@ -211,10 +253,15 @@ void read_cluster(const TableReader& r, const std::string& path, ClusterSection&
   read_address(r, "vip", Need::required, c.vip, c.vip_addr);
   if (const toml::array* ports = r.array("ports", Need::required)) read_ports(r, *ports, c.ports);
   if (auto f = r.string("forward")) {
-    if (*f == "dr" || *f == "tunnel")
+    // "tunnel" is planned (BEs beyond the FE's L2 segment), but until the datapath
+    // encapsulates, accepting it would silently forward by MAC rewrite instead.
+    if (*f == "dr")
       c.forward = *f;
+    else if (*f == "tunnel")
+      r.error("forward", "\"tunnel\" is not implemented yet; use \"dr\" (back-ends on the "
+                         "front-end's L2 segment)");
     else
-      r.error("forward", "'" + *f + "' is not \"dr\" or \"tunnel\"");
+      r.error("forward", "'" + *f + "' is not \"dr\"");
   }
   r.number("control_port", 1, 65535, c.control_port);
   r.number("heartbeat_ms", 10, 60000, c.heartbeat_ms);
@@ -242,9 +289,10 @@ void read_groups(const TableReader& r, std::vector<std::string>& out) {
 }
 
 void read_frontend(const TableReader& r, FrontendSection& f) {
-  r.allow_only({"id", "address", "interface", "metrics", "workers", "header_timeout_ms",
-                "max_header_bytes", "handoff_timeout_ms", "max_flows", "flow_linger_ms",
-                "flow_idle_s", "groups", "docroot", "access_log"});
+  r.allow_only({"id", "address", "interface", "metrics", "metrics_allow", "workers",
+                "header_timeout_ms", "max_header_bytes", "handoff_timeout_ms", "max_flows",
+                "max_flows_per_client", "flow_linger_ms", "flow_idle_s", "groups", "docroot",
+                "access_log"});
   f.line = r.line();
   read_id(r, Need::optional, f.id);
   read_address(r, "address", Need::required, f.address, f.addr);
@@ -254,12 +302,21 @@ void read_frontend(const TableReader& r, FrontendSection& f) {
     else
       r.error("interface", "'" + *i + "' is not a valid interface name");
   }
-  read_metrics(r, f.metrics);
+  read_metrics(r, f.metrics, f.metrics_allow);
   r.number("workers", 0, 256, f.workers);
   r.number("header_timeout_ms", 1, 600000, f.header_timeout_ms);
   r.number("max_header_bytes", 1024, 1048576, f.max_header_bytes);
   r.number("handoff_timeout_ms", 1, 60000, f.handoff_timeout_ms);
   r.number("max_flows", 16, 16777216, f.max_flows);
+  if (auto v = r.integer("max_flows_per_client", 1, 16777216)) {
+    f.max_flows_per_client = static_cast<uint32_t>(*v);
+    if (f.max_flows_per_client > f.max_flows)
+      r.error("max_flows_per_client",
+              std::to_string(*v) + " is above max_flows (" + std::to_string(f.max_flows) +
+                  "): one client address could fill the flow table");
+  } else if (!r.has("max_flows_per_client")) {
+    f.max_flows_per_client = std::min(f.max_flows_per_client, f.max_flows);
+  }
   r.number("flow_linger_ms", 1, 600000, f.flow_linger_ms);
   r.number("flow_idle_s", 1, 7 * 86400, f.flow_idle_s);
   read_groups(r, f.groups);
@@ -276,7 +333,7 @@ void read_frontend(const TableReader& r, FrontendSection& f) {
 
 void read_backend(const TableReader& r, BackendSection& b) {
   r.allow_only({"id", "address", "weight", "groups", "docroot", "upstream", "proxy_protocol",
-                "x_forwarded_for", "cache_mb", "metrics", "upstream_timeout_ms"});
+                "x_forwarded_for", "cache_mb", "metrics", "metrics_allow", "upstream_timeout_ms"});
   b.line = r.line();
   read_id(r, Need::required, b.id);
   read_address(r, "address", Need::required, b.address, b.addr);
@@ -316,7 +373,7 @@ void read_backend(const TableReader& r, BackendSection& b) {
   if (r.has("upstream_timeout_ms") && !r.has("upstream"))
     r.error("upstream_timeout_ms", "applies only to the relay to a local server (upstream)");
   r.number("upstream_timeout_ms", 1, 600000, b.upstream_timeout_ms);
-  read_metrics(r, b.metrics);
+  read_metrics(r, b.metrics, b.metrics_allow);
 }
 
 constexpr std::string_view kMatchKeys[] = {"method", "host", "path", "header", "cookie"};

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "common/net.hpp"
+
 namespace tcpha::config {
 
 struct ClusterSection {
@@ -18,7 +20,7 @@ struct ClusterSection {
   std::vector<uint16_t> ports;     // at least one, unique
   std::string key_file;            // resolved relative to the cluster file's directory
   std::vector<uint8_t> key;        // 32 bytes derived from the key file's contents
-  std::string forward = "dr";      // "dr" | "tunnel"
+  std::string forward = "dr";      // "dr" only; "tunnel" is refused until it exists
   uint16_t control_port = 7400;    // BE agents listen here on their address
   // BE -> FE heartbeats: a BE silent for dead_after_ms is marked down, even if its
   // control connection is still open (a hung, not dead, agent).
@@ -38,11 +40,16 @@ struct FrontendSection {
   in_addr addr{};
   std::string interface;           // client-facing interface
   std::string metrics;             // "ADDR:PORT", empty = off
+  // Who may scrape `metrics`: required for a non-loopback ADDR; empty = loopback only.
+  std::vector<Ipv4Prefix> metrics_allow;
   uint32_t workers = 0;            // 0 = one per online CPU
   uint32_t header_timeout_ms = 10000;
   uint32_t max_header_bytes = 16384;
   uint32_t handoff_timeout_ms = 500;
   uint32_t max_flows = 65536;
+  // Flows (client connections in the table) one client address may hold, so one
+  // source cannot fill the table for everyone. Clamped to max_flows when not set.
+  uint32_t max_flows_per_client = 1024;
   uint32_t flow_linger_ms = 5000;  // keep a flow this long after FIN/RST or CLOSED
   uint32_t flow_idle_s = 900;      // remove a forwarded flow idle this long
   // Local node (seed 000 4.7): the FE serves requests of these groups itself from
@@ -65,6 +72,7 @@ struct BackendSection {
   bool x_forwarded_for = false;    // add the client's address to every relayed request head
   uint32_t cache_mb = 0;
   std::string metrics;
+  std::vector<Ipv4Prefix> metrics_allow;  // as in FrontendSection
   uint32_t upstream_timeout_ms = 2000;  // connect timeout to the upstream: 504 after it
   int line = 0;
 };

@@ -18,7 +18,23 @@ inline std::string joined(const config::LoadResult& r) {
   return s;
 }
 
+// tests/data/config (the INTERFACE.md example) copied to a private directory, once per
+// test process: a checked-out cluster.key is group/other readable (git keeps no modes
+// but the executable bit), which load() refuses. Returns the copy of cluster.toml.
+inline std::string example_config() {
+  namespace fs = std::filesystem;
+  static const std::string path = [] {
+    std::string tmpl = (fs::path(::testing::TempDir()) / "tcpha_example.XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) return std::string("mkdtemp failed");
+    fs::copy(fs::path(TCPHA_TEST_DATA) / "config", tmpl, fs::copy_options::recursive);
+    fs::permissions(fs::path(tmpl) / "cluster.key", fs::perms::owner_read | fs::perms::owner_write);
+    return (fs::path(tmpl) / "cluster.toml").string();
+  }();
+  return path;
+}
+
 // A scratch directory holding a good key (cluster.key) and a short one (short.key).
+// Every file written is private (0600), as load() wants the cluster key.
 class ConfigDir : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -35,6 +51,8 @@ class ConfigDir : public ::testing::Test {
     std::filesystem::path p = dir_ / name;
     std::filesystem::create_directories(p.parent_path());
     std::ofstream(p, std::ios::binary) << text;
+    std::filesystem::permissions(p, std::filesystem::perms::owner_read |
+                                        std::filesystem::perms::owner_write);
     return p.string();
   }
 

@@ -3,8 +3,10 @@
 
 #include <gtest/gtest.h>
 #include <sodium.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -36,7 +38,8 @@ std::vector<uint8_t> blake2b_32(const std::string& bytes) {
 
 
 TEST(Config, InterfaceExampleLoads) {
-  const std::string path = TCPHA_TEST_DATA "/config/cluster.toml";
+  const std::string path = tcpha::testing::example_config();
+  const std::string key_path = fs::path(path).parent_path() / "cluster.key";
   LoadResult r = load(path);
   ASSERT_TRUE(r.errors.empty()) << joined(r);
   ASSERT_TRUE(r.config);
@@ -47,7 +50,7 @@ TEST(Config, InterfaceExampleLoads) {
   EXPECT_EQ(c.cluster.ports, std::vector<uint16_t>{80});
   EXPECT_EQ(c.cluster.forward, "dr");
   EXPECT_EQ(c.cluster.control_port, 7400);
-  EXPECT_EQ(c.cluster.key_file, TCPHA_TEST_DATA "/config/cluster.key");
+  EXPECT_EQ(c.cluster.key_file, key_path);
   EXPECT_EQ(c.cluster.key, blake2b_32(slurp(TCPHA_TEST_DATA "/config/cluster.key")));
 
   EXPECT_EQ(c.frontend.id, "fe");
@@ -55,7 +58,9 @@ TEST(Config, InterfaceExampleLoads) {
   EXPECT_EQ(c.frontend.addr.s_addr, htonl(0x0a000001));
   EXPECT_EQ(c.frontend.interface, "eth0");
   EXPECT_EQ(c.frontend.metrics, "");
+  EXPECT_TRUE(c.frontend.metrics_allow.empty());
   EXPECT_EQ(c.frontend.max_header_bytes, 16384u);
+  EXPECT_EQ(c.frontend.max_flows_per_client, 1024u);
   EXPECT_EQ(c.frontend.line, 7);
 
   ASSERT_EQ(c.backends.size(), 1u);
@@ -90,7 +95,7 @@ TEST_F(ConfigDir, EveryOptionalKeyIsRead) {
 vip = "192.168.1.10"
 ports = [80, 8080]
 key_file = "cluster.key"
-forward = "tunnel"
+forward = "dr"
 control_port = 7500
 
 [frontend]
@@ -103,6 +108,7 @@ header_timeout_ms = 2000
 max_header_bytes = 8192
 handoff_timeout_ms = 250
 max_flows = 1024
+max_flows_per_client = 64
 flow_linger_ms = 100
 flow_idle_s = 60
 
@@ -114,6 +120,7 @@ groups = ["api"]
 upstream = "127.0.0.1:8080"
 proxy_protocol = 2
 metrics = "0.0.0.0:9181"
+metrics_allow = ["10.1.0.0/16", "192.0.2.7", "127.0.0.1"]
 
 [[backend]]
 id = "static.2"
@@ -134,7 +141,7 @@ policy = "hash"
   ASSERT_TRUE(r.errors.empty()) << joined(r);
   const auto& c = *r.config;
   EXPECT_EQ(c.cluster.ports, (std::vector<uint16_t>{80, 8080}));
-  EXPECT_EQ(c.cluster.forward, "tunnel");
+  EXPECT_EQ(c.cluster.forward, "dr");
   EXPECT_EQ(c.cluster.control_port, 7500);
   EXPECT_EQ(c.cluster.key, blake2b_32(std::string(40, 'k')));
   EXPECT_EQ(c.frontend.id, "dispatcher");
@@ -144,6 +151,7 @@ policy = "hash"
   EXPECT_EQ(c.frontend.max_header_bytes, 8192u);
   EXPECT_EQ(c.frontend.handoff_timeout_ms, 250u);
   EXPECT_EQ(c.frontend.max_flows, 1024u);
+  EXPECT_EQ(c.frontend.max_flows_per_client, 64u);
   EXPECT_EQ(c.frontend.flow_linger_ms, 100u);
   EXPECT_EQ(c.frontend.flow_idle_s, 60u);
   ASSERT_EQ(c.backends.size(), 2u);
@@ -151,6 +159,11 @@ policy = "hash"
   EXPECT_EQ(c.backends[0].upstream, "127.0.0.1:8080");
   EXPECT_EQ(c.backends[0].proxy_protocol, 2);
   EXPECT_EQ(c.backends[0].metrics, "0.0.0.0:9181");
+  ASSERT_EQ(c.backends[0].metrics_allow.size(), 3u);
+  EXPECT_TRUE(c.backends[0].metrics_allow[0].contains(*tcpha::parse_ipv4("10.1.200.3")));
+  EXPECT_FALSE(c.backends[0].metrics_allow[0].contains(*tcpha::parse_ipv4("10.2.0.1")));
+  EXPECT_EQ(c.backends[0].metrics_allow[1].length, 32);
+  EXPECT_TRUE(c.backends[1].metrics_allow.empty());
   EXPECT_EQ(c.backends[1].docroot, "/srv/www");
   EXPECT_EQ(c.backends[1].cache_mb, 256u);
   EXPECT_TRUE(c.backends[1].groups.empty());
@@ -182,6 +195,139 @@ docroot = "/srv"
   ASSERT_TRUE(r.errors.empty()) << joined(r);
   EXPECT_TRUE(r.config->rules.empty());
   EXPECT_EQ(r.config->backends[0].weight, 1u);
+}
+
+// The FE, the BE and `tcpha check` refuse a cluster key others may read or replace,
+// as ssh refuses such a private key; the error names the mode and the fix.
+TEST_F(ConfigDir, KeyFileMustBePrivate) {
+  auto path = write("modes.toml", R"([cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+)");
+  const fs::path key = dir_ / "cluster.key";
+  for (auto mode : {0640, 0644, 0604, 0660, 0606, 0620, 0602, 0610}) {
+    ASSERT_EQ(::chmod(key.c_str(), mode), 0);
+    LoadResult r = load(path);
+    EXPECT_FALSE(r.config) << std::oct << mode;
+    ASSERT_EQ(r.errors.size(), 1u) << joined(r);
+    char octal[8];
+    std::snprintf(octal, sizeof octal, "%04o", mode);
+    EXPECT_EQ(r.errors[0], path + ":4: [cluster] key_file: '" + key.string() + "' has mode " +
+                               octal +
+                               ": group or others may access it; the cluster key must be "
+                               "readable by its owner only (chmod 600 " + key.string() + ")");
+  }
+  for (auto mode : {0600, 0400}) {
+    ASSERT_EQ(::chmod(key.c_str(), mode), 0);
+    LoadResult r = load(path);
+    EXPECT_TRUE(r.errors.empty()) << std::oct << mode << "\n" << joined(r);
+  }
+}
+
+// A metrics endpoint reachable from other hosts must say who may scrape it.
+TEST_F(ConfigDir, MetricsOffLoopbackNeedsAnAllowList) {
+  const std::string head = R"([cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+)";
+  struct Case {
+    const char* lines;
+    const char* error;  // nullptr: valid
+  } cases[] = {
+      {"metrics = \"127.0.0.1:9180\"", nullptr},
+      {"metrics = \"127.0.0.53:9180\"", nullptr},
+      {"metrics = \"10.0.0.1:9180\"",
+       ":12: [frontend] metrics: '10.0.0.1:9180' is reachable from other hosts and the endpoint "
+       "has no authentication: bind it to 127.0.0.1, or list who may scrape it (metrics_allow = "
+       "[\"10.0.0.0/8\"])"},
+      {"metrics = \"0.0.0.0:9180\"", ":12: [frontend] metrics: '0.0.0.0:9180' is reachable"},
+      {"metrics = \"0.0.0.0:9180\"\nmetrics_allow = [\"10.0.0.0/8\", \"192.0.2.1\"]", nullptr},
+      {"metrics = \"127.0.0.1:9180\"\nmetrics_allow = [\"127.0.0.1\"]", nullptr},
+      {"metrics = \"0.0.0.0:9180\"\nmetrics_allow = []",
+       ":13: [frontend] metrics_allow: empty list; omit the key for loopback only"},
+      {"metrics = \"0.0.0.0:9180\"\nmetrics_allow = [\"10.0.0.1/8\"]",
+       ":13: [frontend] metrics_allow: '10.0.0.1/8' is not an IPv4 network"},
+      {"metrics = \"0.0.0.0:9180\"\nmetrics_allow = [\"10.0.0.0/8\",\n  \"example.org\"]",
+       ":14: [frontend] metrics_allow: 'example.org' is not an IPv4 network"},
+      {"metrics = \"0.0.0.0:9180\"\nmetrics_allow = [10]",
+       ":13: [frontend] metrics_allow: expected strings, got an integer"},
+      {"metrics_allow = [\"10.0.0.0/8\"]",
+       ":12: [frontend] metrics_allow: applies only with metrics"},
+  };
+  for (const auto& c : cases) {
+    auto path = write("metrics.toml", head + c.lines + "\n");
+    LoadResult r = load(path);
+    if (!c.error) {
+      EXPECT_TRUE(r.errors.empty()) << c.lines << "\n" << joined(r);
+      continue;
+    }
+    ASSERT_EQ(r.errors.size(), 1u) << c.lines << "\n" << joined(r);
+    EXPECT_EQ(r.errors[0].rfind(path + c.error, 0), 0u) << r.errors[0];
+  }
+  // [[backend]] metrics: the same rule.
+  auto path = write("be_metrics.toml", head + "[[backend]]\nid = \"be2\"\naddress = \"10.0.0.12\"\n"
+                                              "docroot = \"/srv\"\nmetrics = \"10.0.0.12:9181\"\n");
+  LoadResult r = load(path);
+  ASSERT_EQ(r.errors.size(), 1u) << joined(r);
+  EXPECT_EQ(r.errors[0].rfind(path + ":16: [backend] metrics: '10.0.0.12:9181' is reachable", 0),
+            0u)
+      << r.errors[0];
+}
+
+// max_flows_per_client caps one client address's share of the flow table.
+TEST_F(ConfigDir, MaxFlowsPerClient) {
+  const std::string head = R"([cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+)";
+  auto load_with = [&](const std::string& lines) {
+    return load(write("flows.toml", head + lines + "\n"));
+  };
+  LoadResult r = load_with("");
+  ASSERT_TRUE(r.config) << joined(r);
+  EXPECT_EQ(r.config->frontend.max_flows_per_client, 1024u);  // the default
+  r = load_with("max_flows = 100");
+  ASSERT_TRUE(r.config) << joined(r);
+  EXPECT_EQ(r.config->frontend.max_flows_per_client, 100u);  // clamped to the table
+  r = load_with("max_flows_per_client = 5000");
+  ASSERT_TRUE(r.config) << joined(r);
+  EXPECT_EQ(r.config->frontend.max_flows_per_client, 5000u);
+  r = load_with("max_flows = 100\nmax_flows_per_client = 101");
+  ASSERT_EQ(r.errors.size(), 1u) << joined(r);
+  EXPECT_NE(r.errors[0].find(":13: [frontend] max_flows_per_client: 101 is above max_flows (100)"),
+            std::string::npos)
+      << r.errors[0];
+  for (const char* bad : {"max_flows_per_client = 0", "max_flows_per_client = -1",
+                          "max_flows_per_client = \"10\""}) {
+    r = load_with(bad);
+    ASSERT_EQ(r.errors.size(), 1u) << bad << "\n" << joined(r);
+    EXPECT_NE(r.errors[0].find(":12: [frontend] max_flows_per_client: "), std::string::npos)
+        << r.errors[0];
+  }
 }
 
 TEST_F(ConfigDir, UpstreamMayBeAUnixSocket) {
@@ -268,7 +414,7 @@ group = "nobody"
   EXPECT_FALSE(r.config);
   ASSERT_EQ(r.errors.size(), 6u) << joined(r);
   EXPECT_EQ(r.errors[0], path + ":3: [cluster] ports: port 80 is listed twice");
-  EXPECT_EQ(r.errors[1], path + ":5: [cluster] forward: 'nat' is not \"dr\" or \"tunnel\"");
+  EXPECT_EQ(r.errors[1], path + ":5: [cluster] forward: 'nat' is not \"dr\"");
   EXPECT_EQ(r.errors[2], path + ":9: [frontend] workers: 1000 is out of range 0..256");
   EXPECT_EQ(r.errors[3], path + ":14: unknown key 'colour' in [backend]");
   EXPECT_EQ(r.errors[4], path + ":16: [rule] path: bad regular expression: missing ): (");
@@ -419,7 +565,16 @@ ports = [80]
 key_file = "cluster.key"
 forward = "DR"
 )",
-         7, "[cluster] forward: 'DR' is not \"dr\" or \"tunnel\""},
+         7, "[cluster] forward: 'DR' is not \"dr\""},
+        {"ForwardTunnelIsNotImplemented", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+forward = "tunnel"
+)",
+         7, "[cluster] forward: \"tunnel\" is not implemented yet; use \"dr\""},
         {"KeyFileTooShort", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
 backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
 [cluster]
@@ -428,8 +583,8 @@ ports = [80]
 key_file = "short.key"
 )",
          6,
-         "short.key' holds 5 bytes, at least 32 are needed (make one with: head -c 32 /dev/urandom "
-         "> "},
+         "short.key' holds 5 bytes, at least 32 are needed (make one with: (umask 077; head -c 32 "
+         "/dev/urandom > "},
         {"KeyFileMissing", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
 backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
 [cluster]
@@ -437,7 +592,8 @@ vip = "10.0.0.10"
 ports = [80]
 key_file = "absent.key"
 )",
-         6, "absent.key': No such file or directory (make one with: head -c 32 /dev/urandom > "},
+         6, "absent.key': No such file or directory (make one with: (umask 077; head -c 32 "
+            "/dev/urandom > "},
         {"EmptyKeyFile", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
 backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
 [cluster]

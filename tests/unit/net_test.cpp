@@ -60,5 +60,28 @@ TEST(SocketAddress, UnixPathsMustBeAbsoluteAndFit) {
   EXPECT_FALSE(parse_socket_address("/run/x.sock"));
 }
 
+// metrics_allow entries: networks, with host bits refused as a likely typo.
+TEST(Ipv4Prefix, ParsesNetworksAndMatches) {
+  auto a = [](const char* s) { return *parse_ipv4(s); };
+  auto net = parse_ipv4_prefix("10.0.0.0/8");
+  ASSERT_TRUE(net);
+  EXPECT_TRUE(net->contains(a("10.1.2.3")));
+  EXPECT_FALSE(net->contains(a("11.0.0.1")));
+  auto host = parse_ipv4_prefix("192.0.2.7");
+  ASSERT_TRUE(host);
+  EXPECT_EQ(host->length, 32);
+  EXPECT_TRUE(host->contains(a("192.0.2.7")));
+  EXPECT_FALSE(host->contains(a("192.0.2.8")));
+  auto any = parse_ipv4_prefix("0.0.0.0/0");
+  ASSERT_TRUE(any);
+  EXPECT_TRUE(any->contains(a("203.0.113.9")));
+  for (const char* bad : {"", "10.0.0.1/8", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/-1",
+                          "10.0.0.0/8x", "10.0.0/8", "host/8", "10.0.0.0/ 8"})
+    EXPECT_FALSE(parse_ipv4_prefix(bad)) << bad;
+  EXPECT_TRUE(is_loopback(a("127.0.0.1")));
+  EXPECT_TRUE(is_loopback(a("127.255.0.9")));
+  EXPECT_FALSE(is_loopback(a("10.0.0.1")));
+}
+
 }  // namespace
 }  // namespace tcpha

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "config_fixture.hpp"
 #include "http/request.hpp"
 #include "sched/router.hpp"
 
@@ -338,8 +339,8 @@ TEST_F(LocalNode, ItsLoadCountsForLeastConn) {
 }
 
 TEST(RouterFromFile, InterfaceExample) {
-  auto loaded = config::load(TCPHA_TEST_DATA "/config/cluster.toml");
-  ASSERT_TRUE(loaded.config);
+  auto loaded = config::load(tcpha::testing::example_config());
+  ASSERT_TRUE(loaded.config) << tcpha::testing::joined(loaded);
   auto r = Router::build(*loaded.config);
   ASSERT_TRUE(r.ok()) << r.error().message();
   Router& router = **r;
