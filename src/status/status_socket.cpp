@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -34,21 +35,44 @@ bool wait_fd(int fd, short events) {
 
 std::string default_socket_path(const std::string& id) { return "/run/tcpha/" + id + ".sock"; }
 
+bool command_allowed(const std::string& command, uid_t peer_uid, uid_t daemon_uid) {
+  if (command.empty() || command == "status" || command == "ping") return true;
+  return peer_uid == 0 || peer_uid == daemon_uid;
+}
+
 Result<std::unique_ptr<Server>> Server::start(const std::string& path, Handler handler) {
-  auto addr = unix_addr(path);
-  if (!addr) return addr.error();
+  if (auto a = unix_addr(path); !a) return a.error();
   std::error_code ec;
-  auto dir = std::filesystem::path(path).parent_path();
+  auto file = std::filesystem::path(path);
+  auto dir = file.parent_path();
   if (!dir.empty()) std::filesystem::create_directories(dir, ec);
-  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return sys_error("socket(AF_UNIX)");
-  // A socket file nobody answers on is a leftover of a crashed daemon: replace it.
+  // A socket file nobody answers on is a leftover of a crashed daemon: the rename
+  // below replaces it.
   if (query(path, "ping").ok()) return app_error("status socket " + path + " is in use");
-  unlink(path.c_str());
-  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&*addr), sizeof *addr) != 0)
-    return sys_error("bind " + path);
-  chmod(path.c_str(), 0660);
-  if (listen(fd.get(), 16) != 0) return sys_error("listen " + path);
+
+  // bind() creates the file with the process umask's mode; a chmod() afterwards leaves
+  // a window in which anyone may connect. So: bind in a fresh 0700 directory next to
+  // the target (nobody else can reach the socket there), set 0660, rename into place.
+  std::string tmp_dir = (dir.empty() ? std::filesystem::path(".") : dir).string() + "/." +
+                        file.filename().string() + ".XXXXXX";
+  if (!mkdtemp(tmp_dir.data())) return sys_error("mkdtemp " + tmp_dir);
+  const std::string tmp = tmp_dir + "/s";
+  auto addr = unix_addr(tmp);
+  UniqueFd fd;
+  Status bound = [&]() -> Status {
+    if (!addr) return addr.error();
+    fd.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) return sys_error("socket(AF_UNIX)");
+    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&*addr), sizeof *addr) != 0)
+      return sys_error("bind " + tmp);
+    if (chmod(tmp.c_str(), 0660) != 0) return sys_error("chmod " + tmp);
+    if (listen(fd.get(), 16) != 0) return sys_error("listen " + tmp);
+    if (rename(tmp.c_str(), path.c_str()) != 0) return sys_error("rename to " + path);
+    return {};
+  }();
+  unlink(tmp.c_str());  // only left when a step failed
+  rmdir(tmp_dir.c_str());
+  if (!bound) return bound.error();
   return std::unique_ptr<Server>(new Server(path, std::move(fd), std::move(handler)));
 }
 
@@ -72,6 +96,9 @@ void Server::run() {
     if (p[1].revents) return;
     UniqueFd c(accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!c.valid()) continue;
+    ucred peer{};
+    socklen_t peer_len = sizeof peer;
+    if (getsockopt(c.get(), SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0) continue;
     std::string cmd;
     char buf[512];
     while (cmd.find('\n') == std::string::npos && cmd.size() < 4096 && wait_fd(c.get(), POLLIN)) {
@@ -80,7 +107,16 @@ void Server::run() {
       cmd.append(buf, size_t(n));
     }
     if (auto nl = cmd.find('\n'); nl != std::string::npos) cmd.resize(nl);
-    std::string answer = cmd == "ping" ? std::string("{\"pong\":true}") : handler_(cmd);
+    std::string answer;
+    if (!command_allowed(cmd, peer.uid, geteuid())) {
+      spdlog::warn("status: a command from uid {} (pid {}) refused: only root or uid {} may "
+                   "change the daemon",
+                   peer.uid, peer.pid, geteuid());
+      answer = "{\"ok\":false,\"error\":\"permission denied: only root or the daemon's user "
+               "may change it\"}";
+    } else {
+      answer = cmd == "ping" ? std::string("{\"pong\":true}") : handler_(cmd);
+    }
     answer += '\n';
     size_t off = 0;
     while (off < answer.size() && wait_fd(c.get(), POLLOUT)) {
