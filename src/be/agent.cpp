@@ -99,7 +99,8 @@ int Daemon::start(const std::string& status_socket) {
                cfg_.cluster.vip, self_.upstream.empty() ? "docroot" : "relay to",
                self_.upstream.empty() ? self_.docroot : self_.upstream);
   if (!self_.metrics.empty()) {
-    auto m = metrics::Endpoint::start(self_.metrics, [agent] { return agent->prometheus(); });
+    auto m = metrics::Endpoint::start(
+        self_.metrics, [agent] { return agent->prometheus(); }, self_.metrics_allow);
     if (!m) {
       spdlog::error("metrics endpoint {}: {}", self_.metrics, m.error().message());
       return 2;

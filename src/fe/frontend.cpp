@@ -363,7 +363,8 @@ int run_frontend(const config::Config& boot, const std::string& status_socket) {
 
   std::unique_ptr<metrics::Endpoint> metrics_endpoint;
   if (!f.metrics.empty()) {
-    auto m = metrics::Endpoint::start(f.metrics, [&] { return fe.prometheus(flows.load()); });
+    auto m = metrics::Endpoint::start(
+        f.metrics, [&] { return fe.prometheus(flows.load()); }, f.metrics_allow);
     if (!m) {
       spdlog::error("metrics endpoint {}: {}", f.metrics, m.error().message());
       return 2;

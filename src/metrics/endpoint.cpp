@@ -141,11 +141,27 @@ bool serve(Client& c, short revents, const Endpoint::Render& render) {
   }
 }
 
+// The slot a new connection may take when all are in use: the one that has waited
+// longest without a complete head (the earliest deadline among the Reading ones), so
+// holding slots open costs a client its own slot, not the scrapers theirs. end() when
+// every slot is answering.
+std::vector<Client>::iterator evictable(std::vector<Client>& clients) {
+  auto oldest = clients.end();
+  for (auto it = clients.begin(); it != clients.end(); ++it)
+    if (it->state == Client::Reading && (oldest == clients.end() || it->deadline < oldest->deadline))
+      oldest = it;
+  return oldest;
+}
+
 }  // namespace
 
-Result<std::unique_ptr<Endpoint>> Endpoint::start(const std::string& addr_port, Render render) {
+Result<std::unique_ptr<Endpoint>> Endpoint::start(const std::string& addr_port, Render render,
+                                                  std::vector<Ipv4Prefix> allow) {
   auto sa = parse_listen_address(addr_port);
   if (!sa) return app_error("metrics endpoint: '" + addr_port + "' is not ADDR:PORT");
+  if (allow.empty() && !is_loopback(sa->sin_addr))
+    return app_error("metrics endpoint: " + addr_port +
+                     " is reachable from other hosts: list who may scrape it (metrics_allow)");
   UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return sys_error("metrics endpoint: socket");
   int one = 1;  // a restarted daemon must rebind while old connections sit in TIME_WAIT
@@ -160,16 +176,24 @@ Result<std::unique_ptr<Endpoint>> Endpoint::start(const std::string& addr_port, 
     return sys_error("metrics endpoint: getsockname");
   UniqueFd stop(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stop.valid()) return sys_error("metrics endpoint: eventfd");
-  return std::unique_ptr<Endpoint>(
-      new Endpoint(std::move(fd), std::move(stop), bound, std::move(render)));
+  return std::unique_ptr<Endpoint>(new Endpoint(std::move(fd), std::move(stop), bound,
+                                                std::move(render), std::move(allow)));
 }
 
-Endpoint::Endpoint(UniqueFd listener, UniqueFd stop, sockaddr_in bound, Render render)
+Endpoint::Endpoint(UniqueFd listener, UniqueFd stop, sockaddr_in bound, Render render,
+                   std::vector<Ipv4Prefix> allow)
     : listener_(std::move(listener)),
       stop_(std::move(stop)),
       bound_(bound),
       render_(std::move(render)),
+      allow_(std::move(allow)),
       thread_([this] { run(); }) {}
+
+bool Endpoint::allowed(in_addr peer) const {
+  if (allow_.empty()) return is_loopback(peer);
+  return std::any_of(allow_.begin(), allow_.end(),
+                     [&](const Ipv4Prefix& p) { return p.contains(peer); });
+}
 
 Endpoint::~Endpoint() {
   uint64_t one = 1;
@@ -186,12 +210,15 @@ void Endpoint::run() {
     int64_t now = now_ms();
     std::erase_if(clients, [&](const Client& c) { return c.deadline <= now; });
 
-    const bool accepting = clients.size() < kMaxClients && now >= accept_paused_until;
+    // With every slot taken, a new connection may still take the slot of one waiting
+    // for its head (evictable); with every slot answering, it waits in the backlog.
+    const bool room = clients.size() < kMaxClients || evictable(clients) != clients.end();
+    const bool accepting = room && now >= accept_paused_until;
     fds.assign(
         {pollfd{stop_.get(), POLLIN, 0}, pollfd{accepting ? listener_.get() : -1, POLLIN, 0}});
     // Wake for the earliest client deadline, or when a paused listener may resume (a
-    // listener off because every slot is taken resumes when a client leaves).
-    int64_t wake = !accepting && clients.size() < kMaxClients ? accept_paused_until : INT64_MAX;
+    // listener off because every slot is answering resumes when a client leaves).
+    int64_t wake = !accepting && room ? accept_paused_until : INT64_MAX;
     for (const Client& c : clients) {
       fds.push_back({c.fd.get(), short(c.state == Client::Writing ? POLLOUT : POLLIN), 0});
       wake = std::min(wake, c.deadline);
@@ -210,11 +237,22 @@ void Endpoint::run() {
         clients.erase(clients.begin() + std::ptrdiff_t(i));
 
     if (!(fds[1].revents & POLLIN)) continue;
-    while (clients.size() < kMaxClients) {
-      int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    for (;;) {
+      if (clients.size() >= kMaxClients && evictable(clients) == clients.end()) break;
+      sockaddr_in peer{};
+      socklen_t peer_len = sizeof peer;
+      int fd = ::accept4(listener_.get(), reinterpret_cast<sockaddr*>(&peer), &peer_len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd >= 0) {
+        UniqueFd conn(fd);
+        if (peer.sin_family != AF_INET || !allowed(peer.sin_addr)) {
+          spdlog::debug("metrics endpoint: {} is not in metrics_allow; closed",
+                        endpoint_str(peer));
+          continue;  // closed unanswered
+        }
+        if (clients.size() >= kMaxClients) clients.erase(evictable(clients));
         clients.push_back(
-            Client{UniqueFd(fd), Client::Reading, {}, {}, 0, now_ms() + kHeadTimeoutMs});
+            Client{std::move(conn), Client::Reading, {}, {}, 0, now_ms() + kHeadTimeoutMs});
         continue;
       }
       if (errno == EINTR || errno == ECONNABORTED) continue;

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/fd.hpp"
+#include "common/net.hpp"
 #include "metrics/endpoint.hpp"
 #include "metrics/exposition.hpp"
 #include "metrics/registry.hpp"
@@ -266,10 +267,17 @@ TEST(Registry, OneTableFeedsStatusJsonAndPrometheus) {
 
 // ---- the HTTP endpoint ----
 
-tcpha::UniqueFd connect_to(uint16_t port) {
+// `from`: the client's source address (any 127.x.y.z works on lo), for allow lists.
+tcpha::UniqueFd connect_to(uint16_t port, const char* from = nullptr) {
   tcpha::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   timeval tv{3, 0};  // a hung server fails the test instead of hanging it
   setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (from) {
+    sockaddr_in src{};
+    src.sin_family = AF_INET;
+    src.sin_addr = *tcpha::parse_ipv4(from);
+    EXPECT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&src), sizeof src), 0) << from;
+  }
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(port);
@@ -286,8 +294,8 @@ std::string read_all(int fd) {
   return out;
 }
 
-std::string request(uint16_t port, const std::string& raw) {
-  auto fd = connect_to(port);
+std::string request(uint16_t port, const std::string& raw, const char* from = nullptr) {
+  auto fd = connect_to(port, from);
   EXPECT_EQ(::send(fd.get(), raw.data(), raw.size(), MSG_NOSIGNAL), ssize_t(raw.size()));
   return read_all(fd.get());
 }
@@ -381,6 +389,60 @@ TEST_F(EndpointTest, ManySilentClientsOnlyDelayUntilTheirDeadline) {
   std::string r = request(endpoint->port(), "GET /metrics HTTP/1.1\r\n\r\n");
   EXPECT_TRUE(r.starts_with("HTTP/1.1 200 OK\r\n"));
   EXPECT_LT(Clock::now() - t0, std::chrono::milliseconds(3 * Endpoint::kHeadTimeoutMs));
+}
+
+// Silent connections used to hold all kMaxClients slots until their head deadline, so
+// a real scrape waited (and an attacker reconnecting every second held it off for
+// good). Now a new connection takes the slot of the oldest one still silent.
+TEST_F(EndpointTest, SilentClientsCannotHoldTheSlots) {
+  std::vector<tcpha::UniqueFd> silent;
+  for (size_t i = 0; i < Endpoint::kMaxClients + 4; ++i)
+    silent.push_back(connect_to(endpoint->port()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // all accepted
+  auto t0 = Clock::now();
+  std::string r = request(endpoint->port(), "GET /metrics HTTP/1.1\r\n\r\n");
+  EXPECT_TRUE(r.starts_with("HTTP/1.1 200 OK\r\n")) << r;
+  EXPECT_LT(Clock::now() - t0, std::chrono::milliseconds(300));
+  // The evicted ones were closed unanswered, the oldest first.
+  EXPECT_EQ(read_all(silent.front().get()), "");
+}
+
+// Only addresses in the allow list are served; others are closed unanswered.
+TEST(Endpoint, AllowListDecidesWhoIsServed) {
+  std::atomic<int> renders{0};
+  auto render = [&] {
+    ++renders;
+    return sample_document();
+  };
+  auto ep = Endpoint::start("127.0.0.1:0", render, {*tcpha::parse_ipv4_prefix("127.0.0.2")});
+  ASSERT_TRUE(ep.ok()) << ep.error().message();
+  const uint16_t port = (*ep)->port();
+  const std::string get = "GET /metrics HTTP/1.1\r\n\r\n";
+  EXPECT_EQ(request(port, get, "127.0.0.1"), "");
+  EXPECT_EQ(request(port, get, "127.0.0.3"), "");
+  EXPECT_EQ(renders, 0);
+  EXPECT_TRUE(request(port, get, "127.0.0.2").starts_with("HTTP/1.1 200 OK\r\n"));
+  EXPECT_EQ(renders, 1);
+
+  // No list: loopback only, which a loopback listener serves as before.
+  auto local = Endpoint::start("127.0.0.1:0", render);
+  ASSERT_TRUE(local.ok());
+  EXPECT_TRUE(request((*local)->port(), get, "127.0.0.9").starts_with("HTTP/1.1 200 OK\r\n"));
+}
+
+// A listener other hosts can reach must come with a list of who may use it.
+TEST(Endpoint, NonLoopbackAddressNeedsAnAllowList) {
+  auto render = [] { return sample_document(); };
+  for (const char* addr : {"0.0.0.0:0", "10.1.2.3:0"}) {
+    auto ep = Endpoint::start(addr, render);
+    ASSERT_FALSE(ep.ok()) << addr;
+    EXPECT_NE(ep.error().message().find("metrics_allow"), std::string::npos)
+        << ep.error().message();
+  }
+  auto any = Endpoint::start("0.0.0.0:0", render, {*tcpha::parse_ipv4_prefix("127.0.0.0/8")});
+  ASSERT_TRUE(any.ok()) << any.error().message();
+  EXPECT_TRUE(request((*any)->port(), "GET /metrics HTTP/1.1\r\n\r\n")
+                  .starts_with("HTTP/1.1 200 OK\r\n"));
 }
 
 TEST_F(EndpointTest, StopsPromptlyWithClientsConnected) {
