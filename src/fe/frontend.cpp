@@ -116,18 +116,23 @@ class Frontend {
     sh_.counters.inc(Counter::reloads);
   }
 
-  // A back-end registered itself (JOIN). One the file lists is only undrained.
-  void join(const proto::JoinMsg& j) {
+  // A back-end registered itself (JOIN) on a link from `peer`. One the file lists must
+  // come from its listed address and is only taken back from its own LEAVE (an
+  // operator's drain stays). Returns why the JOIN is refused, or "".
+  std::string join(const proto::JoinMsg& j, in_addr peer) {
     std::lock_guard lk(mu_);
-    if (file_cfg_->find_backend(j.id)) {
-      sh_.backend(j.id)->drained.store(false);
+    if (const auto* listed = file_cfg_->find_backend(j.id)) {
+      if (listed->addr.s_addr != peer.s_addr)
+        return j.id + " is listed at " + listed->address + ", the link comes from " + ipv4_str(peer);
+      sh_.backend(j.id)->leaving.store(false);
+      sh_.backend(j.id)->drained.store(false);  // until the workers read `leaving` too
       spdlog::info("{} registered (listed in the cluster file)", j.id);
-      return;
+      return "";
     }
-    std::string why = validate_join(j);
+    std::string why = validate_join(j, peer);
     if (!why.empty()) {
       spdlog::warn("JOIN from {} refused: {}", j.id, why);
-      return;
+      return why;
     }
     config::BackendSection b;
     b.id = j.id;
@@ -138,17 +143,21 @@ class Frontend {
     b.docroot = "(dynamic)";
     auto previous = dynamic_;
     dynamic_[j.id] = b;
-    sh_.backend(j.id)->drained.store(false);
+    sh_.backend(j.id)->leaving.store(false);
+    sh_.backend(j.id)->drained.store(false);  // until the workers read `leaving` too
     if (!publish_locked()) {
       dynamic_ = previous;
-      return;
+      return "configuration refused";
     }
     spdlog::info("{} joined at {} (groups {})", j.id, b.address, fmt::join(b.groups, ","));
+    return "";
   }
 
-  // LEAVE: no new handoffs; its connections finish.
+  // LEAVE: no new handoffs; its connections finish. Separate from an operator's drain,
+  // so that the BE's next JOIN undoes this and only this.
   void leave(const std::string& id) {
-    sh_.backend(id)->drained.store(true);
+    sh_.backend(id)->leaving.store(true);
+    sh_.backend(id)->drained.store(true);  // until the workers read `leaving` too
     spdlog::info("{} is leaving: drained", id);
   }
 
@@ -195,15 +204,19 @@ class Frontend {
   }
 
  private:
-  std::string validate_join(const proto::JoinMsg& j) const {
+  std::string validate_join(const proto::JoinMsg& j, in_addr peer) const {
     if (j.id.empty() || j.id.size() > 31 ||
         j.id.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") !=
             std::string::npos)
       return "bad id";
     if (j.id == file_cfg_->frontend.id) return "id is the front-end's";
     if (j.address == 0 || j.address == file_cfg_->cluster.vip_addr.s_addr) return "bad address";
+    if (j.address != peer.s_addr)
+      return "address " + ipv4_str(j.address) + " is not the link's source " + ipv4_str(peer);
     for (const auto& b : file_cfg_->backends)
       if (b.addr.s_addr == j.address) return "address already used by " + b.id;
+    for (const auto& [id, b] : dynamic_)
+      if (id != j.id && b.addr.s_addr == j.address) return "address already used by " + id;
     if (j.weight < 1 || j.weight > 1000) return "weight out of 1..1000";
     if (j.groups.empty()) return "no groups";
     for (const auto& g : j.groups)
@@ -372,7 +385,7 @@ int run_frontend(const config::Config& boot, const std::string& status_socket) {
     metrics_endpoint = std::move(*m);
   }
   auto membership = Membership::start(
-      boot, {[&](const proto::JoinMsg& j) { fe.join(j); },
+      boot, {[&](const proto::JoinMsg& j, in_addr peer) { return fe.join(j, peer); },
              [&](const std::string& id) { fe.leave(id); }, [&](const std::string& id) { fe.gone(id); }});
   if (!membership) {
     spdlog::error("registration listener: {}", membership.error().message());

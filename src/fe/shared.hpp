@@ -69,7 +69,8 @@ struct BackendState {
   std::string id;
   uint32_t uid = 0;                    // stable number, stored in datapath flows
   std::atomic<uint32_t> links_up{0};   // workers with a live, heartbeating control link
-  std::atomic<bool> drained{false};
+  std::atomic<bool> drained{false};   // by the operator (tcpha drain)
+  std::atomic<bool> leaving{false};   // by the BE itself (LEAVE); its next JOIN clears it
   std::atomic<uint64_t> mac{0};        // packed MAC (low 48 bits), 0 = unknown
   std::atomic<uint64_t> handoffs{0};
   std::atomic<uint64_t> failures{0};
@@ -133,7 +134,8 @@ struct Shared {
   std::string state_of(const BackendState& b) const {
     uint32_t up = b.links_up.load(std::memory_order_relaxed);
     if (up == 0) return "down";
-    if (b.drained.load(std::memory_order_relaxed)) return "drained";
+    if (b.drained.load(std::memory_order_relaxed) || b.leaving.load(std::memory_order_relaxed))
+      return "drained";
     return up == workers ? "up" : "degraded";
   }
 

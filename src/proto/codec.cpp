@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <iterator>
+#include <optional>
 
 #include "proto/bytes.hpp"
 #include "proto/control.hpp"
@@ -205,6 +206,29 @@ bool encode_payload(const Message& m, std::string& out) {
   }
   std::visit([&out](const auto& v) { put(out, v); }, m);
   return true;
+}
+
+std::optional<size_t> max_payload(MsgType t) {
+  switch (t) {
+    case MsgType::Handoff:
+      return kMaxPayload;
+    case MsgType::Ready:
+      return 8 + 4;
+    case MsgType::Commit:
+    case MsgType::Abort:
+      return 8;
+    case MsgType::Closed:
+      return 3 * 8;
+    case MsgType::Heartbeat:
+      return 8 + 3 * 4;
+    case MsgType::Join:  // id, address, weight, up to 255 groups of up to 255 bytes
+      return (1 + 255) + 4 + 4 + 1 + 255 * (1 + 255);
+    case MsgType::Leave:
+      return 0;
+    case MsgType::Hello:
+      break;
+  }
+  return std::nullopt;
 }
 
 Result<Message> decode_payload(MsgType t, const uint8_t* p, size_t n) {

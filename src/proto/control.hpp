@@ -44,6 +44,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -116,6 +117,11 @@ MsgType type_of(const Message& m);
 // payload would exceed kMaxPayload (a HANDOFF request that large).
 bool encode_payload(const Message& m, std::string& out);
 
+// The largest payload a frame of type `t` may carry; nullopt for HELLO and unknown
+// types. Checked against a frame's header, so that a claim of more fails before the
+// payload is buffered.
+std::optional<size_t> max_payload(MsgType t);
+
 // Decodes a payload of type `t` (not Hello); EBADMSG on an unknown type, a truncated
 // field or trailing bytes.
 Result<Message> decode_payload(MsgType t, const uint8_t* p, size_t n);
@@ -140,12 +146,15 @@ class Session {
   // invalid frame returns an Error (err EBADMSG: malformed or not authentic; EPROTO:
   // authentic bytes that break the protocol, e.g. wrong role or sequence). Messages of
   // valid frames before it are still delivered. After an error the session is dead.
-  Status feed(std::string& in, std::vector<Message>& msgs);
+  // `out` receives what the session itself must send in answer (nothing yet).
+  Status feed(std::string& in, std::vector<Message>& msgs, std::string& out);
+  Status feed(std::string& in, std::vector<Message>& msgs);  // the same, for old callers
 
   // Our HELLO was sent and the peer's verified; send() works from now on.
   bool established() const { return started_ && peer_hello_ && !dead_; }
   bool dead() const { return dead_; }
   const std::string& peer_id() const { return peer_id_; }
+  uint64_t frames_received() const { return recv_seq_; }  // authentic frames so far
 
   // Appends one authenticated frame carrying m to `out`. Returns false (out unchanged)
   // before established(), after an error, or when m is too large for one frame.

@@ -122,9 +122,17 @@ Status Session::take_hello(const uint8_t* p, size_t n, size_t& used) {
 Status Session::take_frame(const uint8_t* p, size_t n, std::vector<Message>& msgs, size_t& used) {
   used = 0;
   if (!prefix_ok(p, n)) return malformed("bad magic or version");
+  const auto type = static_cast<MsgType>(p[kOffType]);
+  if (n > kOffType && type == MsgType::Hello) return violation("HELLO after session setup");
   if (n < kHeaderSize) return {};
+  // The header alone bounds what is buffered: an unknown type or a length over the
+  // type's largest payload fails before any of the payload is waited for.
+  const auto max = max_payload(type);
+  if (!max) return malformed("unknown type " + std::to_string(p[kOffType]));
   const uint32_t len = load_be<uint32_t>(p + kOffLength);
-  if (len > kMaxPayload) return malformed("payload length " + std::to_string(len) + " over limit");
+  if (len > *max)
+    return malformed("payload length " + std::to_string(len) + " over the limit of type " +
+                     std::to_string(p[kOffType]));
   const size_t total = kHeaderSize + len + kMacSize;
   if (n < total) return {};
 
@@ -141,8 +149,6 @@ Status Session::take_frame(const uint8_t* p, size_t n, std::vector<Message>& msg
                      std::to_string(recv_seq_ + 1) + " (replayed, reordered or lost frame)");
   }
   if (load_be<uint16_t>(p + kOffFlags) != 0) return violation("unknown flags");
-  const auto type = static_cast<MsgType>(p[kOffType]);
-  if (type == MsgType::Hello) return violation("HELLO after session setup");
   auto m = decode_payload(type, p + kHeaderSize, len);
   if (!m) return m.error();
   recv_seq_ = seq;
@@ -151,7 +157,7 @@ Status Session::take_frame(const uint8_t* p, size_t n, std::vector<Message>& msg
   return {};
 }
 
-Status Session::feed(std::string& in, std::vector<Message>& msgs) {
+Status Session::feed(std::string& in, std::vector<Message>& msgs, std::string& /*out*/) {
   if (dead_) return violation("session already failed");
   const auto* base = reinterpret_cast<const uint8_t*>(in.data());
   size_t pos = 0;
@@ -170,6 +176,11 @@ Status Session::feed(std::string& in, std::vector<Message>& msgs) {
   // One erase per call, not per frame: a burst of small frames stays linear.
   in.erase(0, pos);
   return st;
+}
+
+Status Session::feed(std::string& in, std::vector<Message>& msgs) {
+  std::string out;
+  return feed(in, msgs, out);
 }
 
 bool Session::send(const Message& m, std::string& out) {

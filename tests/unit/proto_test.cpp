@@ -480,6 +480,26 @@ TEST(ProtoSession, OversizeLengthFailsWithoutWaitingForThePayload) {
   EXPECT_EQ(st.error().err, EBADMSG);
 }
 
+TEST(ProtoSession, LengthOverTheTypesLargestPayloadFailsAtTheHeader) {
+  for (uint8_t type = 0; type < 16; ++type) {
+    Pair p;
+    p.establish();
+    const auto max = max_payload(MsgType(type));
+    std::string header(kHeaderSize, '\0');
+    auto* h = reinterpret_cast<uint8_t*>(header.data());
+    std::memcpy(h, "TCPH", 4);
+    h[4] = kVersion;
+    h[5] = type;
+    store_be(h + 8, static_cast<uint32_t>(max ? *max + 1 : 0));
+    store_be(h + 12, uint64_t{1});
+    std::vector<Message> msgs;
+    EXPECT_FALSE(deliver(p.be, header, msgs).ok()) << "type " << int(type) << ": header alone";
+    if (max && *max < kMaxPayload) {
+      EXPECT_LT(*max, size_t{70'000}) << "only HANDOFF may be large";
+    }
+  }
+}
+
 TEST(ProtoSession, GarbageFailsAtTheFirstWrongByte) {
   Pair p;
   std::vector<Message> msgs;

@@ -1,0 +1,58 @@
+#pragma once
+// A listening TCP socket for an event loop that must not spin when accept() fails for
+// lack of descriptors or memory. The loops' listeners are level-triggered: the pending
+// connection that accept() could not take wakes the loop again at once, so EMFILE,
+// ENFILE, ENOBUFS and ENOMEM would turn the loop into a 100% CPU spin. Instead the
+// listener leaves the epoll set for kPauseNs (connections wait in the backlog
+// meanwhile) and tick() puts it back.
+//
+//   auto l = ListenSocket::open(addr, 128);    // bound, listening, nonblocking
+//   l->attach(epfd, &listener_item);           // EPOLLIN, data.ptr = tag
+//   on EPOLLIN:  while (auto fd = l->accept(&peer, now); fd.valid()) { ... }
+//   every tick:  l->tick(now);
+// A poll loop polls fd() only while !paused().
+#include <netinet/in.h>
+
+#include <cstdint>
+
+#include "common/fd.hpp"
+#include "common/result.hpp"
+
+namespace tcpha {
+
+class ListenSocket {
+ public:
+  static constexpr uint64_t kPauseNs = 100'000'000;
+
+  // socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind + listen, nonblocking, close-on-exec.
+  static Result<ListenSocket> open(const sockaddr_in& addr, int backlog, bool reuse_port = false);
+  explicit ListenSocket(UniqueFd fd) : fd_(std::move(fd)) {}
+  ListenSocket(ListenSocket&&) = default;
+  ListenSocket& operator=(ListenSocket&&) = default;
+
+  // Registers the socket in `epfd` for EPOLLIN with data.ptr = tag.
+  void attach(int epfd, void* tag);
+
+  // One accept4 (nonblocking, close-on-exec); `peer` may be null. An invalid fd when
+  // nothing is pending, on an error that concerns only that connection, or when the
+  // process or system ran out of descriptors or memory: then the listener is paused.
+  UniqueFd accept(sockaddr_in* peer, uint64_t now);
+
+  // Resumes a paused listener once kPauseNs have passed.
+  void tick(uint64_t now);
+
+  bool paused() const { return paused_until_ != 0; }
+  uint64_t pauses() const { return pauses_; }  // how often it paused, for counters
+  int fd() const { return fd_.get(); }
+
+ private:
+  void arm(bool on);
+
+  UniqueFd fd_;
+  int epfd_ = -1;
+  void* tag_ = nullptr;
+  uint64_t paused_until_ = 0;
+  uint64_t pauses_ = 0;
+};
+
+}  // namespace tcpha
