@@ -21,10 +21,10 @@ using tcpha::testing::joined;
 namespace {
 
 
-// Line 1-3 of every file; the rules and sections under test start at line 4.
+// Line 1-3 of every file; the rules and sections under test start at line 4. The key
+// is the fixture's private cluster.key, next to the file.
 const std::string kHead =
-    "cluster = { vip = \"10.0.0.10\", ports = [80], key_file = \"" TCPHA_TEST_DATA
-    "/config/cluster.key\" }\n"
+    "cluster = { vip = \"10.0.0.10\", ports = [80], key_file = \"cluster.key\" }\n"
     "frontend = { address = \"10.0.0.1\", interface = \"eth0\" }\n"
     "backend = [{ id = \"be1\", address = \"10.0.0.11\", docroot = \"/srv\", groups = [\"g\"] }]\n";
 
@@ -86,7 +86,7 @@ INSTANTIATE_TEST_SUITE_P(
          R"([cluster]
 vip = "10.0.0.10"
 ports = [80]
-key_file = ")" TCPHA_TEST_DATA R"(/config/cluster.key"
+key_file = "cluster.key"
 heartbeat_ms = 100
 dead_after_ms = 199
 [frontend]
@@ -104,7 +104,7 @@ docroot = "/srv"
          R"([cluster]
 vip = "10.0.0.10"
 ports = [80]
-key_file = ")" TCPHA_TEST_DATA R"(/config/cluster.key"
+key_file = "cluster.key"
 heartbeat_ms = 300
 [frontend]
 address = "10.0.0.1"
@@ -121,7 +121,7 @@ docroot = "/srv"
          R"([cluster]
 vip = "10.0.0.10"
 ports = [80]
-key_file = ")" TCPHA_TEST_DATA R"(/config/cluster.key"
+key_file = "cluster.key"
 heartbeat_ms = 5
 [frontend]
 address = "10.0.0.1"
@@ -136,7 +136,7 @@ docroot = "/srv"
          R"([cluster]
 vip = "10.0.0.10"
 ports = [80]
-key_file = ")" TCPHA_TEST_DATA R"(/config/cluster.key"
+key_file = "cluster.key"
 [frontend]
 address = "10.0.0.1"
 interface = "eth0"
@@ -153,7 +153,7 @@ docroot = "/srv"
          R"([cluster]
 vip = "10.0.0.10"
 ports = [80]
-key_file = ")" TCPHA_TEST_DATA R"(/config/cluster.key"
+key_file = "cluster.key"
 [frontend]
 address = "10.0.0.1"
 interface = "eth0"
@@ -209,7 +209,7 @@ TEST_F(ConfigDir, HeartbeatExactlyHalfOfDeadAfterIsAccepted) {
   std::string path = write("hb.toml", R"([cluster]
 vip = "10.0.0.10"
 ports = [80]
-key_file = ")" TCPHA_TEST_DATA R"(/config/cluster.key"
+key_file = "cluster.key"
 heartbeat_ms = 250
 dead_after_ms = 500
 [frontend]
@@ -231,7 +231,7 @@ TEST_F(ConfigDir, GroupOfOnlyTheFrontendRoutesLocally) {
   std::string path = write("local.toml", R"([cluster]
 vip = "10.0.0.10"
 ports = [80]
-key_file = ")" TCPHA_TEST_DATA R"(/config/cluster.key"
+key_file = "cluster.key"
 [frontend]
 address = "10.0.0.1"
 interface = "eth0"
