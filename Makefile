@@ -1,9 +1,12 @@
 # Top-level entry points. Every target installs its dependencies first (idempotent).
-BUILD      ?= build
-ASAN_BUILD ?= build-asan
-JOBS       ?= $(shell nproc)
+BUILD         ?= build
+RELEASE_BUILD ?= build-release
+ASAN_BUILD    ?= build-asan
+JOBS          ?= $(shell nproc)
+# Warnings are errors here (development and CI), not in a plain cmake build.
+WERROR        ?= -DTCPHA_WERROR=ON
 
-.PHONY: all deps build asan test unit demo bench format clean
+.PHONY: all deps build release asan test unit demo bench format clean
 
 all: build
 
@@ -11,21 +14,30 @@ deps:
 	@bash scripts/deps.sh
 
 build: deps
-	cmake -S . -B $(BUILD) -G Ninja
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(WERROR)
 	cmake --build $(BUILD) -j $(JOBS)
 
+# What users and packagers build (-O3, NDEBUG): it must compile warning-free and pass
+# the unit, kernel and BPF tests too.
+release: deps
+	cmake -S . -B $(RELEASE_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release $(WERROR)
+	cmake --build $(RELEASE_BUILD) -j $(JOBS)
+
 asan: deps
-	cmake -S . -B $(ASAN_BUILD) -G Ninja -DTCPHA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+	cmake -S . -B $(ASAN_BUILD) -G Ninja -DTCPHA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug $(WERROR)
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
-# All tests: unit + BPF + end-to-end (netns) in the normal build, then the unit and
-# BPF tests again under ASan+UBSan.
-test: build asan
-	cd $(BUILD) && ctest --output-on-failure --timeout 900
-	cd $(ASAN_BUILD) && ctest --output-on-failure -L 'unit|bpf'
+# All tests: unit + kernel + BPF + end-to-end (netns) + fuzzing in the normal build
+# (RelWithDebInfo; independent netns beds two at a time), then the unit, kernel and BPF
+# tests in the Release build and under ASan+UBSan. Kernel, BPF and netns tests need
+# root; without it ctest lists them as skipped.
+test: build release asan
+	cd $(BUILD) && ctest --output-on-failure --timeout 900 -j 2
+	cd $(RELEASE_BUILD) && ctest --output-on-failure -L 'unit|kernel|bpf' -j $(JOBS)
+	cd $(ASAN_BUILD) && ctest --output-on-failure -L 'unit|kernel|bpf'
 
 unit: build
-	cd $(BUILD) && ctest --output-on-failure -L unit
+	cd $(BUILD) && ctest --output-on-failure -L unit -j $(JOBS)
 
 demo: build
 	bash scripts/demo.sh $(BUILD)/tcpha
@@ -37,4 +49,4 @@ format:
 	clang-format -i $$(git ls-files '*.cpp' '*.hpp' '*.h' '*.c')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(RELEASE_BUILD) $(ASAN_BUILD)

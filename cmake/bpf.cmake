@@ -34,16 +34,3 @@ function(bpf_object name source)
   target_include_directories(${name}_skel INTERFACE ${CMAKE_CURRENT_BINARY_DIR})
   target_link_libraries(${name}_skel INTERFACE PkgConfig::LIBBPF)
 endfunction()
-
-# tcpha_component(NAME DEPS...): a static library from every .cpp in the current
-# directory (an interface library while the directory has none yet).
-function(tcpha_component name)
-  file(GLOB srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cpp)
-  if(srcs)
-    add_library(${name} STATIC ${srcs})
-    target_link_libraries(${name} PUBLIC ${ARGN})
-  else()
-    add_library(${name} INTERFACE)
-    target_link_libraries(${name} INTERFACE ${ARGN})
-  endif()
-endfunction()

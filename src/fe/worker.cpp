@@ -17,7 +17,7 @@
 #include "datapath/datapath.hpp"
 #include "handoff/tcp_state.hpp"
 #include "http/request.hpp"
-#include "http/static_files.hpp"
+#include "serve/static_files.hpp"
 #include "serve/static_session.hpp"
 
 namespace tcpha::fe {

@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <ctime>
 
-#include "http/static_files.hpp"
+#include "serve/static_files.hpp"
 
 namespace tcpha::serve {
 
@@ -71,7 +71,7 @@ bool StaticSession::plan_next() {
   } else {
     // GET and HEAD carry no body; for other methods (answered 405) the connection
     // closes after the reply rather than guessing where their body ends.
-    auto reply = http::plan_static_reply(docroot_fd_, req, server_name_, time(nullptr));
+    auto reply = plan_static_reply(docroot_fd_, req, server_name_, time(nullptr));
     bool has_body = req.content_length.value_or(0) > 0 || req.chunked;
     in_.erase(0, r.consumed);
     out_ = std::move(reply.head);

@@ -1,4 +1,4 @@
-#include "http/static_files.hpp"
+#include "serve/static_files.hpp"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -10,8 +10,10 @@
 #include <filesystem>
 #include <fstream>
 
-namespace tcpha::http {
+namespace tcpha::serve {
 namespace {
+
+using namespace tcpha::http;
 
 namespace fs = std::filesystem;
 
@@ -403,4 +405,4 @@ TEST(HttpResponse, Dates) {
 }
 
 }  // namespace
-}  // namespace tcpha::http
+}  // namespace tcpha::serve

@@ -1,4 +1,4 @@
-#include "http/static_files.hpp"
+#include "serve/static_files.hpp"
 
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -12,7 +12,17 @@
 
 #include "http/text.hpp"
 
-namespace tcpha::http {
+namespace tcpha::serve {
+
+using http::format_http_date;
+using http::iequals;
+using http::is_digit;
+using http::is_ows;
+using http::parse_http_date;
+using http::reason_phrase;
+using http::Request;
+using http::trim_ows;
+
 namespace {
 
 struct Ctx {
@@ -349,4 +359,4 @@ StaticReply plan_static_reply(int docroot_fd, const Request& req, std::string_vi
   return r;
 }
 
-}  // namespace tcpha::http
+}  // namespace tcpha::serve

@@ -37,7 +37,7 @@
 #include "http/request.hpp"
 #include "http/response.hpp"
 
-namespace tcpha::http {
+namespace tcpha::serve {
 
 struct StaticReply {
   int status = 0;
@@ -51,11 +51,11 @@ struct StaticReply {
 
 // `docroot_fd`: a directory fd (O_PATH is enough). `server_name`: Server header value,
 // omitted when empty. `now`: for Date and for judging If-Modified-Since.
-StaticReply plan_static_reply(int docroot_fd, const Request& req, std::string_view server_name,
-                              time_t now);
+StaticReply plan_static_reply(int docroot_fd, const http::Request& req,
+                              std::string_view server_name, time_t now);
 
 // Content-Type for a file name by its extension (case-insensitive);
 // application/octet-stream when unknown.
 std::string_view content_type_for(std::string_view file_name);
 
-}  // namespace tcpha::http
+}  // namespace tcpha::serve
