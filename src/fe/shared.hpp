@@ -4,6 +4,7 @@
 // handoff latency histograms.
 #include <netinet/in.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -30,6 +31,7 @@ namespace tcpha::fe {
 // Front-end counters, declared once: X(name, help). Exposed by status and metrics.
 #define TCPHA_FE_COUNTERS(X)                                                        \
   X(accepted, "client connections accepted")                                        \
+  X(accept_paused, "times a listener paused accepting (out of descriptors or memory)") \
   X(handoff_ok, "connections handed off (COMMIT sent)")                             \
   X(handoff_failed, "handoff attempts aborted (BE refused, timed out or unreachable)") \
   X(handoff_timeout, "handoff attempts aborted because no READY came in time")      \
@@ -38,14 +40,17 @@ namespace tcpha::fe {
   X(no_rule, "requests answered 404 because no rule matched")                       \
   X(no_backend, "requests answered 503 because no back-end was available")          \
   X(flow_table_full, "requests answered 503 because the flow table was full")       \
+  X(client_flow_cap, "requests answered 503: the client holds max_flows_per_client") \
   X(bad_request, "requests refused as malformed (400/501/505)")                     \
   X(too_large, "requests refused as too large (414/431)")                           \
   X(header_timeout, "connections closed after the request head timeout (408)")      \
   X(client_gone, "clients that closed before sending a whole request head")         \
+  X(local_timeouts, "local-node connections closed idle, stalled or slow (timeouts)") \
   X(ctl_connects, "control connections established")                                \
   X(ctl_failures, "control connections lost or refused")                            \
   X(ctl_bad_frames, "control frames that failed authentication or parsing")         \
   X(ctl_stale, "control links marked down for missed heartbeats")                   \
+  X(ctl_unauthorized, "READY/CLOSED about a handoff another back-end owns (ignored)") \
   X(be_closed, "CLOSED reports received from back-ends")                            \
   X(reloads, "configuration reloads applied")                                       \
   X(reload_failures, "configuration reloads refused (the old one stays)")
@@ -63,6 +68,31 @@ struct Counters {
   uint64_t get(Counter c) const { return v[size_t(c)].load(std::memory_order_relaxed); }
 };
 
+// Connections per client address that hold a flow (being handed off, or handed off
+// and not yet reported closed), so that one source cannot fill the flow table that
+// every client shares. Lock-free: addresses hash into a fixed array of counters;
+// two addresses that share a bucket share its count, which can only make the cap
+// stricter for them, never looser.
+class ClientQuota {
+ public:
+  // False (and nothing counted) when the address already holds `cap`.
+  bool acquire(uint32_t addr, uint32_t cap) {
+    auto& n = slot(addr);
+    if (n.fetch_add(1, std::memory_order_relaxed) < cap) return true;
+    n.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  void release(uint32_t addr) { slot(addr).fetch_sub(1, std::memory_order_relaxed); }
+
+ private:
+  static constexpr size_t kBuckets = size_t{1} << 16;
+  std::atomic<uint32_t>& slot(uint32_t addr) {
+    uint64_t h = uint64_t(addr) * 0x9e3779b97f4a7c15ull;  // Fibonacci hashing
+    return n_[size_t(h >> 48)];
+  }
+  std::array<std::atomic<uint32_t>, kBuckets> n_{};
+};
+
 // One back-end, by id. Lives as long as the front-end (a reload that removes a
 // back-end only takes it out of the snapshot), so workers may keep pointers to it.
 struct BackendState {
@@ -78,6 +108,7 @@ struct BackendState {
   std::atomic<int64_t> heartbeat_age_ms{-1};  // age of the newest heartbeat any worker saw
   std::atomic<uint32_t> reported_active{0};   // the BE's own count, from heartbeats
   std::atomic<uint32_t> cache_hit_permille{0};  // the BE's file cache, from heartbeats
+  std::atomic<uint32_t> cpu_permille{0};  // the BE's CPU load, from heartbeats
 
   static uint64_t pack(const Mac& m) {
     uint64_t v = 0;
@@ -113,6 +144,7 @@ struct Shared {
 
   Counters counters;
   std::atomic<int64_t> local_active{0};  // connections the FE serves itself
+  ClientQuota client_quota;              // [frontend] max_flows_per_client
   LatencyHistogram handoff_latency;      // request complete -> COMMIT sent
   LatencyHistogram export_latency;       // HOLD + export + HANDOFF sent
   LatencyHistogram ready_latency;        // HANDOFF sent -> READY received

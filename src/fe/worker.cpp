@@ -1,6 +1,7 @@
 #include "fe/worker.hpp"
 #include "common/clock.hpp"
 #include "common/io.hpp"
+#include "common/listen_socket.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
@@ -16,6 +17,7 @@
 
 #include "datapath/datapath.hpp"
 #include "handoff/tcp_state.hpp"
+#include "host/host.hpp"
 #include "http/request.hpp"
 #include "serve/static_files.hpp"
 #include "serve/static_session.hpp"
@@ -52,11 +54,19 @@ struct Worker::ClientConn : Item {
   BackendState* be = nullptr;
   BackendState* failed_be = nullptr;  // excluded from the retry
   int attempts = 0;
-  int rule = -1;
+  int rule = -1;              // index into snap's router
+  // The snapshot this connection was routed with: the rule index, the local docroot
+  // fd and the access log's rule name stay valid however many reloads happen while
+  // it is handed off or served locally.
+  std::shared_ptr<const Snapshot> snap;
   std::string request_line;   // for the access log
   tcpha_flow_key key{};
   std::unique_ptr<serve::StaticSession> session;  // when served locally
   bool want_write = false;
+  bool peer_fin = false;       // the client half-closed after its request
+  bool quota = false;          // holds one of its address's client_quota slots
+  uint64_t progress = 0;       // local node: bytes sent + requests at the last check
+  uint64_t progress_at = 0;    // ... and when that last changed
 };
 
 struct Worker::ControlConn : Item {
@@ -95,6 +105,10 @@ class Worker::Load final : public sched::LoadView {
     if (i < bes.size()) return bes[i]->active.load(std::memory_order_relaxed);
     return w_.sh_.local_active.load(std::memory_order_relaxed);
   }
+  uint32_t cpu_permille(uint32_t i) const override {
+    const auto& bes = w_.snap_->backends;
+    return i < bes.size() ? bes[i]->cpu_permille.load(std::memory_order_relaxed) : 0;
+  }
 
  private:
   const Worker& w_;
@@ -127,20 +141,14 @@ void Worker::epoll_set(int op, int fd, uint32_t events, Item* item) {
 
 Status Worker::open_listeners() {
   for (uint16_t port : sh_.boot->cluster.ports) {
-    UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!fd.valid()) return sys_error("socket");
-    int one = 1;
-    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr = sh_.boot->cluster.vip_addr;
     a.sin_port = htons(port);
-    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
-      return sys_error("bind " + endpoint_str(a));
-    if (listen(fd.get(), 4096) != 0) return sys_error("listen " + endpoint_str(a));
-    epoll_set(EPOLL_CTL_ADD, fd.get(), EPOLLIN, &listener_item_);
-    listeners_.push_back(std::move(fd));
+    auto l = ListenSocket::open(a, 4096, /*reuse_port=*/true);  // one per worker and port
+    if (!l) return l.error();
+    l->attach(ep_.get(), &listener_item_);
+    listeners_.push_back(std::move(*l));
   }
   return {};
 }
@@ -176,7 +184,7 @@ void Worker::run() {
           break;
         }
         case Item::Listener:
-          for (auto& l : listeners_) on_accept(l.get());
+          for (auto& l : listeners_) on_accept(l);
           break;
         case Item::Client: {
           auto& c = *static_cast<ClientConn*>(item);
@@ -229,14 +237,15 @@ void Worker::reconcile() {
   }
 }
 
-void Worker::on_accept(int lfd) {
+void Worker::on_accept(ListenSocket& l) {
+  const uint64_t now = monotonic_ns();
   for (int burst = 0; burst < 64; ++burst) {
     auto c = std::make_unique<ClientConn>();
-    socklen_t len = sizeof c->peer;
-    c->fd.reset(accept4(lfd, reinterpret_cast<sockaddr*>(&c->peer), &len,
-                        SOCK_NONBLOCK | SOCK_CLOEXEC));
+    const uint64_t pauses = l.pauses();
+    c->fd = l.accept(&c->peer, now);
+    if (l.pauses() != pauses) sh_.counters.inc(Counter::accept_paused);
     if (!c->fd.valid()) return;
-    len = sizeof c->local;
+    socklen_t len = sizeof c->local;
     getsockname(c->fd.get(), reinterpret_cast<sockaddr*>(&c->local), &len);
     sh_.counters.inc(Counter::accepted);
     c->deadline = monotonic_ns() + snap_->cfg->frontend.header_timeout_ms * kMs;
@@ -268,6 +277,13 @@ void Worker::on_client(ClientConn& c, uint32_t events) {
     size_t want = std::min<size_t>(room, 16384);
     c.buf.resize(old + want);
     ssize_t n = recv(c.fd.get(), c.buf.data() + old, want, 0);
+    if (n == 0 && old > 0) {
+      // A half-close right after the request (`printf ... | nc`) is legal: the
+      // request is still answered, by whoever gets the connection.
+      c.buf.resize(old);
+      c.peer_fin = true;
+      break;
+    }
     if (n <= 0) {
       c.buf.resize(old);
       if (n < 0 && errno == EAGAIN) break;
@@ -290,6 +306,10 @@ void Worker::route(ClientConn& c) {
   auto r = http::parse_request(c.buf, req, lim);
   switch (r.status) {
     case http::ParseStatus::NeedMore:
+      if (c.peer_fin) {  // the rest of the head will never come
+        sh_.counters.inc(Counter::client_gone);
+        destroy(c);
+      }
       return;
     case http::ParseStatus::Error: {
       bool large = r.http_status == 414 || r.http_status == 431;
@@ -309,6 +329,7 @@ void Worker::route(ClientConn& c) {
       c.request_line = std::string(req.method) + " " + std::string(req.target) + " HTTP/1." +
                        std::to_string(req.version_minor);
   }
+  c.snap = snap_;
   Load load(*this, c.failed_be);
   auto d = snap_->router->route(req, c.peer.sin_addr.s_addr, load);
   c.rule = d.rule;
@@ -335,7 +356,7 @@ void Worker::serve_locally(ClientConn& c) {
   sh_.local_active.fetch_add(1, std::memory_order_relaxed);
   c.state = ClientConn::Local;
   c.deadline = 0;
-  c.session = std::make_unique<serve::StaticSession>(snap_->local_docroot.get(), "tcpha");
+  c.session = std::make_unique<serve::StaticSession>(c.snap->local_docroot.get(), "tcpha");
   c.session->preload(std::move(c.buf));
   c.buf.clear();
   access(c, "local");
@@ -363,6 +384,14 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
   c.key = datapath::make_key(c.peer.sin_addr.s_addr, c.peer.sin_port, c.local.sin_addr.s_addr,
                              c.local.sin_port);
   ++c.attempts;
+  if (!c.quota) {
+    if (!sh_.client_quota.acquire(c.peer.sin_addr.s_addr, c.snap->cfg->frontend.max_flows_per_client)) {
+      sh_.counters.inc(Counter::client_flow_cap);
+      reply_and_close(c, 503, "client-flow-cap");
+      return;
+    }
+    c.quota = true;
+  }
   // 1. HOLD: from here the client's packets are dropped (it retransmits them).
   if (auto s = sh_.dp->hold(c.key); !s) {
     bool full = s.error().err == E2BIG;
@@ -402,6 +431,14 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
   auto it = pending_.find(id);
   if (it == pending_.end()) return;  // timed out already; the BE drops its import
   ClientConn& c = *it->second;
+  if (c.be != cc.be) {
+    // Only the BE the handoff went to may answer it: another BE's READY would make
+    // us forward the client to a BE that holds no socket for it.
+    sh_.counters.inc(Counter::ctl_unauthorized);
+    spdlog::warn("[w{}] READY for handoff {} from {}, which was sent to {}: ignored", index_, id,
+                 cc.be->id, c.be->id);
+    return;
+  }
   pending_.erase(it);
   BackendState& b = *c.be;
   uint64_t ready_at = monotonic_ns();
@@ -429,14 +466,22 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
   // just as silent and keeps the close off the BE's critical path.
   cc.session.send(proto::CommitMsg{id}, cc.out);
   flush(cc);
+  if (!cc.fd.valid()) {
+    // The link died under the COMMIT (control_down ran): the BE drops its import
+    // silently and our socket, still in repair mode, is the only owner. Take it
+    // back like any failed attempt instead of counting a connection nobody serves.
+    attempt_failed(c, false);
+    return;
+  }
+  b.handoffs.fetch_add(1, std::memory_order_relaxed);
+  b.active.fetch_add(1, std::memory_order_relaxed);
+  committed_[id] = Committed{c.key, &b};
+  c.quota = false;  // the committed entry holds it now, until CLOSED
+  sh_.counters.inc(Counter::handoff_ok);
   uint64_t done = monotonic_ns();
   sh_.commit_latency.record_ns(done - ready_at);
   sh_.handoff_latency.record_ns(done - c.request_done);
   c.fd.reset();
-  sh_.counters.inc(Counter::handoff_ok);
-  b.handoffs.fetch_add(1, std::memory_order_relaxed);
-  b.active.fetch_add(1, std::memory_order_relaxed);
-  committed_[id] = Committed{c.key, &b};
   access(c, "handoff", done - c.request_done);
   clients_.erase(&c);
 }
@@ -487,7 +532,16 @@ void Worker::reply_and_close(ClientConn& c, int status, const char* outcome) {
   c.buf.clear();
 }
 
+// Forgets a handed-off connection (closed, or its BE's link lost): its BE's active
+// count and its client's quota slot go with it.
+Worker::CommittedMap::iterator Worker::release(CommittedMap::iterator it) {
+  it->second.be->active.fetch_sub(1, std::memory_order_relaxed);
+  sh_.client_quota.release(it->second.key.saddr[0]);
+  return committed_.erase(it);
+}
+
 void Worker::destroy(ClientConn& c) {
+  if (c.quota) sh_.client_quota.release(c.peer.sin_addr.s_addr);
   if (c.fd.valid()) epoll_set(EPOLL_CTL_DEL, c.fd.get(), 0, &c);
   clients_.erase(&c);
 }
@@ -496,7 +550,7 @@ void Worker::access(const ClientConn& c, const char* outcome, uint64_t handoff_n
   auto log = sh_.access_log.load();
   if (!log) return;
   log->info("{} \"{}\" rule={} backend={} outcome={} handoff_us={}", endpoint_str(c.peer),
-            c.request_line, c.rule >= 0 ? snap_->router->rule_name(c.rule) : "-",
+            c.request_line, c.rule >= 0 && c.snap ? c.snap->router->rule_name(c.rule) : "-",
             c.state == ClientConn::Local ? "local" : (c.be ? c.be->id : "-"), outcome,
             handoff_ns / 1000);
 }
@@ -550,14 +604,8 @@ void Worker::control_down(ControlConn& cc, const std::string& why) {
   for (auto& [id, c] : pending_)
     if (c->be == &b) victims.push_back(c);
   for (ClientConn* c : victims) attempt_failed(*c, false);
-  for (auto it = committed_.begin(); it != committed_.end();) {
-    if (it->second.be == &b) {
-      b.active.fetch_sub(1, std::memory_order_relaxed);
-      it = committed_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  for (auto it = committed_.begin(); it != committed_.end();)
+    it = it->second.be == &b ? release(it) : std::next(it);
 }
 
 void Worker::flush(ControlConn& cc) {
@@ -600,7 +648,7 @@ void Worker::on_control(ControlConn& cc, uint32_t events) {
         return;
       }
       // The neighbour entry exists now that we talked to it; DR needs its MAC.
-      auto mac = datapath::neighbour_mac(cc.addr.s_addr);
+      auto mac = host::neighbour_mac(cc.addr.s_addr);
       if (!mac) {
         control_down(cc, "no ARP entry for " + ipv4_str(cc.addr));
         return;
@@ -636,23 +684,57 @@ void Worker::on_message(ControlConn& cc, proto::Message& m) {
     sh_.counters.inc(Counter::be_closed);
     auto it = committed_.find(cl->id);
     if (it == committed_.end()) return;
+    if (it->second.be != cc.be) {  // only the owner may end a connection
+      sh_.counters.inc(Counter::ctl_unauthorized);
+      spdlog::warn("[w{}] CLOSED for handoff {} from {}, which {} owns: ignored", index_, cl->id,
+                   cc.be->id, it->second.be->id);
+      return;
+    }
     (void)sh_.dp->mark_closing(it->second.key, monotonic_ns());
-    it->second.be->active.fetch_sub(1, std::memory_order_relaxed);
-    committed_.erase(it);
+    release(it);
   } else if (auto* hb = std::get_if<proto::HeartbeatMsg>(&m)) {
     cc.be->reported_active.store(hb->active, std::memory_order_relaxed);
     cc.be->cache_hit_permille.store(hb->cache_hit_permille, std::memory_order_relaxed);
+    cc.be->cpu_permille.store(hb->cpu_permille, std::memory_order_relaxed);
   } else {
     spdlog::warn("[w{}] unexpected message type {} from {}", index_, int(proto::type_of(m)),
                  cc.be->id);
   }
 }
 
+// A connection the FE serves itself times out like one on a BE: idle between
+// requests for keepalive_timeout_ms, no response byte taken by the client for
+// send_timeout_ms, or a request head still incomplete header_timeout_ms after the
+// last answer. Only answers count as progress, so a byte every few seconds
+// (slowloris) does not keep it.
+bool Worker::local_expired(ClientConn& c, uint64_t now) {
+  const uint64_t progress = c.session->bytes_sent() + c.session->requests();
+  if (progress != c.progress || c.progress_at == 0) {
+    c.progress = progress;
+    c.progress_at = now;
+    return false;
+  }
+  const auto& cfg = *c.snap->cfg;
+  uint64_t limit_ms = c.want_write        ? cfg.cluster.send_timeout_ms
+                      : c.session->idle() ? cfg.cluster.keepalive_timeout_ms
+                                          : cfg.frontend.header_timeout_ms;
+  return now - c.progress_at > limit_ms * kMs;
+}
+
 void Worker::tick(uint64_t now) {
+  for (auto& l : listeners_) l.tick(now);
   std::vector<ClientConn*> expired;
-  for (auto& [p, c] : clients_)
-    if (c->deadline && now >= c->deadline) expired.push_back(p);
+  for (auto& [p, c] : clients_) {
+    if (c->state == ClientConn::Local) {
+      if (local_expired(*c, now)) expired.push_back(p);
+    } else if (c->deadline && now >= c->deadline) {
+      expired.push_back(p);
+    }
+  }
   for (ClientConn* c : expired) {
+    // Handling one may free others (a failed handoff's flush can take a control link
+    // down, which fails every handoff pending on it): skip those.
+    if (!clients_.count(c)) continue;
     switch (c->state) {
       case ClientConn::Reading:
         sh_.counters.inc(Counter::header_timeout);
@@ -668,6 +750,9 @@ void Worker::tick(uint64_t now) {
         destroy(*c);
         break;
       case ClientConn::Local:
+        sh_.counters.inc(Counter::local_timeouts);
+        sh_.local_active.fetch_sub(1, std::memory_order_relaxed);
+        destroy(*c);
         break;
     }
   }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/fd.hpp"
+#include "common/listen_socket.hpp"
 #include "common/result.hpp"
 #include "fe/shared.hpp"
 #include "proto/control.hpp"
@@ -39,7 +40,7 @@ class Worker {
   struct ControlConn;
   class Load;
 
-  void on_accept(int lfd);
+  void on_accept(ListenSocket& l);
   void on_client(ClientConn& c, uint32_t events);
   void on_local(ClientConn& c, uint32_t events);
   void route(ClientConn& c);
@@ -59,6 +60,7 @@ class Worker {
   void flush(ControlConn& cc);
   void on_control(ControlConn& cc, uint32_t events);
   void reconcile();
+  bool local_expired(ClientConn& c, uint64_t now);
   void tick(uint64_t now);
   void epoll_set(int op, int fd, uint32_t events, Item* item);
 
@@ -69,7 +71,7 @@ class Worker {
   UniqueFd ep_;
   UniqueFd wake_;
   Item wake_item_{Item::Wake};
-  std::vector<UniqueFd> listeners_;
+  std::vector<ListenSocket> listeners_;
   Item listener_item_{Item::Listener};
   std::unordered_map<BackendState*, std::unique_ptr<ControlConn>> controls_;
   std::unordered_map<ClientConn*, std::unique_ptr<ClientConn>> clients_;
@@ -78,7 +80,9 @@ class Worker {
     tcpha_flow_key key;
     BackendState* be;
   };
-  std::unordered_map<uint64_t, Committed> committed_;   // handed off, until CLOSED
+  using CommittedMap = std::unordered_map<uint64_t, Committed>;
+  CommittedMap committed_;  // handed off, until CLOSED
+  CommittedMap::iterator release(CommittedMap::iterator it);
   uint64_t next_id_ = 1;
   uint64_t next_tick_ = 0;
   bool stopping_ = false;

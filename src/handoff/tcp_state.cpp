@@ -45,7 +45,12 @@ Status export_into(int fd, std::string& already_read, TcpState& st) {
   socklen_t len = sizeof info;
   if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0)
     return sys_error("getsockopt(TCP_INFO)");
-  if (info.tcpi_state != 1 /* TCP_ESTABLISHED */)
+  // CLOSE_WAIT: the client sent its request and then its FIN (a legal half-close).
+  // rcv_nxt already counts the FIN, so the importer's rcv_nxt matches what the
+  // client sends next; it learns of the FIN from the flag, not from its kernel.
+  if (info.tcpi_state == 8 /* TCP_CLOSE_WAIT */)
+    st.flags |= kStatePeerFin;
+  else if (info.tcpi_state != 1 /* TCP_ESTABLISHED */)
     return app_error("export: socket not established");
   // The FE never answers a request it hands off: nothing may be in flight or unsent.
   if (info.tcpi_unacked != 0 || info.tcpi_notsent_bytes != 0)
