@@ -54,6 +54,9 @@ ParseResult classify_target(Request& r, size_t at, std::string_view& authority) 
     if (t.substr(s, 3) != "://" ||
         !(iequals(t.substr(0, s), "http") || iequals(t.substr(0, s), "https")))
       return fail(400, at, "request target is neither origin-form nor http(s) absolute-form");
+    // An empty path means "/" (RFC 9112 3.2.2: "http://h?q" asks for "/?q"). The
+    // second slash of "://" is one, and keeps every field a view into the buffer.
+    const std::string_view root = t.substr(s + 2, 1);
     t.remove_prefix(s + 3);
     size_t end = t.find_first_of("/?");
     authority = t.substr(0, end);
@@ -61,9 +64,7 @@ ParseResult classify_target(Request& r, size_t at, std::string_view& authority) 
       return fail(400, at, "bad authority in absolute-form target");
     t.remove_prefix(std::min(end, t.size()));
     if (t.empty() || t.front() == '?') {
-      // RFC 9112 3.2.2 / RFC 9110 4.2.3: an empty path is "/" ("http://h?q" asks for
-      // "/?q"). The literal outlives the buffer, which is all a view needs.
-      r.path = "/";
+      r.path = root;
       r.query = t.empty() ? t : t.substr(1);
       return ok();
     }

@@ -43,7 +43,7 @@ struct Header {
 struct Request {
   std::string_view method, target;
   std::string_view path;   // target before '?'; for absolute-form, the path part only
-                           // ("/" when empty: then a static string, not in the buffer)
+                           // ("/" when empty: then the second slash of "://")
   std::string_view query;  // after '?', may be empty
   int version_minor = 1;   // HTTP/1.0 or HTTP/1.1 only
   // The Host header's value (required once for 1.1). For an absolute-form target it is

@@ -129,6 +129,9 @@ TEST(HttpParser, AbsoluteFormWithEmptyPath) {
   Request r;
   ASSERT_EQ(parse(kValid[9], r).status, ParseStatus::Complete);
   EXPECT_EQ(r.path, "/");
+  // Still a view into the buffer, like every field (callers and the fuzzer rely on it).
+  EXPECT_GE(r.path.data(), kValid[9].data());
+  EXPECT_LT(r.path.data(), kValid[9].data() + kValid[9].size());
   EXPECT_EQ(r.query, "q=1");
   EXPECT_EQ(r.host, "example.org");
   EXPECT_EQ(r.target, "http://example.org?q=1");
