@@ -27,11 +27,22 @@ function(tcpha_component name)
 endfunction()
 
 # tcpha_link_included(TARGET SOURCE): links TARGET with every component whose headers
-# SOURCE includes (`#include "<dir>/..."` -> tcpha_<dir>), and nothing else. Tests and
+# SOURCE includes (`#include "<dir>/..."` -> tcpha_<dir>), directly or through a
+# helper header next to it (`#include "fixture.hpp"`), and nothing else. Tests and
 # microbenchmarks use it instead of a catch-all library: what a test compiles against
 # is what it tests. Editing SOURCE re-runs the scan.
 function(tcpha_link_included target source)
+  get_filename_component(here ${source} DIRECTORY)
   file(STRINGS ${source} lines REGEX "^#include \"[a-z_]+/")
+  file(STRINGS ${source} locals REGEX "^#include \"[a-z_]+\\.hpp\"")
+  foreach(local ${locals})
+    string(REGEX REPLACE "^#include \"([a-z_]+\\.hpp)\".*" "\\1" header "${local}")
+    if(EXISTS ${here}/${header})
+      file(STRINGS ${here}/${header} more REGEX "^#include \"[a-z_]+/")
+      list(APPEND lines ${more})
+      set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${here}/${header})
+    endif()
+  endforeach()
   set(deps)
   foreach(line ${lines})
     string(REGEX REPLACE "^#include \"([a-z_]+)/.*" "\\1" dir "${line}")
