@@ -326,7 +326,7 @@ int run_frontend(const config::Config& boot, const std::string& status_socket) {
   for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&sigs, s);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);  // before any thread starts
 
-  auto fe_mac = datapath::interface_mac(f.interface);
+  auto fe_mac = host::interface_mac(f.interface);
   if (!fe_mac) {
     spdlog::error("interface {}: {}", f.interface, fe_mac.error().message());
     return 2;

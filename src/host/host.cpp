@@ -4,10 +4,13 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <net/if_arp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -122,6 +125,45 @@ Result<std::string> interface_of(in_addr addr) {
   freeifaddrs(list);
   if (name.empty()) return app_error("no interface holds " + ipv4_str(addr));
   return name;
+}
+
+Result<Mac> interface_mac(const std::string& ifname) {
+  ifreq ifr{};
+  if (ifname.empty() || ifname.size() >= sizeof ifr.ifr_name)
+    return Error{EINVAL, "interface name '" + ifname + "'"};
+  UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return sys_error("socket for SIOCGIFHWADDR");
+  std::memcpy(ifr.ifr_name, ifname.data(), ifname.size());
+  if (ioctl(fd.get(), SIOCGIFHWADDR, &ifr) < 0) return sys_error("SIOCGIFHWADDR " + ifname);
+  // The datapath parses and rewrites Ethernet headers; an L3 device has none.
+  const auto type = ifr.ifr_hwaddr.sa_family;
+  if (type != ARPHRD_ETHER && type != ARPHRD_LOOPBACK)
+    return Error{EAFNOSUPPORT, ifname + " is not an Ethernet interface"};
+  Mac m;
+  std::memcpy(m.data(), ifr.ifr_hwaddr.sa_data, m.size());
+  return m;
+}
+
+std::optional<Mac> neighbour_mac(uint32_t addr_be) {
+  // IP address  HW type  Flags  HW address  Mask  Device
+  std::ifstream arp("/proc/net/arp");
+  std::string line;
+  std::getline(arp, line);  // header
+  while (std::getline(arp, line)) {
+    char ip[64], hw[64];
+    unsigned type = 0, flags = 0;
+    if (std::sscanf(line.c_str(), "%63s 0x%x 0x%x %63s", ip, &type, &flags, hw) != 4) continue;
+    if (!(flags & ATF_COM)) continue;  // incomplete: resolution still under way or failed
+    auto a = parse_ipv4(ip);
+    if (!a || a->s_addr != addr_be) continue;
+    unsigned b[6];
+    if (std::sscanf(hw, "%x:%x:%x:%x:%x:%x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]) != 6)
+      continue;
+    Mac m;
+    for (size_t i = 0; i < m.size(); ++i) m[i] = static_cast<uint8_t>(b[i]);
+    return m;
+  }
+  return std::nullopt;
 }
 
 }  // namespace tcpha::host

@@ -1,11 +1,15 @@
 #pragma once
 // What the daemons change on the host, each as an RAII guard that undoes exactly
-// what it did: an address added to an interface, a sysctl written.
+// what it did (an address added to an interface, a sysctl written), and what they
+// look up about it (interfaces, link-layer addresses).
 #include <netinet/in.h>
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "common/net.hpp"
 #include "common/result.hpp"
 
 namespace tcpha::host {
@@ -45,5 +49,11 @@ Status write_sysctl(const std::string& name, const std::string& value);
 
 // The name of the interface that holds `addr`, or an error.
 Result<std::string> interface_of(in_addr addr);
+
+// The MAC address of a local Ethernet interface (SIOCGIFHWADDR); loopback gives
+// 00:00:00:00:00:00. Error{ENODEV} when there is no such interface.
+Result<Mac> interface_mac(const std::string& ifname);
+// An IPv4 neighbour's MAC from /proc/net/arp (complete entries only), nullopt if absent.
+std::optional<Mac> neighbour_mac(uint32_t addr_be);
 
 }  // namespace tcpha::host
