@@ -36,10 +36,11 @@ void ListenSocket::arm(bool on) {
 }
 
 UniqueFd ListenSocket::accept(sockaddr_in* peer, uint64_t now) {
-  if (paused()) return UniqueFd();
+  if (paused() || !fd_.valid()) return UniqueFd();
   sockaddr_in sa{};
   socklen_t len = sizeof sa;
-  UniqueFd c(accept4(fd_.get(), reinterpret_cast<sockaddr*>(&sa), &len, SOCK_NONBLOCK | SOCK_CLOEXEC));
+  UniqueFd c(
+      accept4(fd_.get(), reinterpret_cast<sockaddr*>(&sa), &len, SOCK_NONBLOCK | SOCK_CLOEXEC));
   if (c.valid()) {
     if (peer) *peer = sa;
     return c;

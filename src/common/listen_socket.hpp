@@ -26,6 +26,7 @@ class ListenSocket {
 
   // socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind + listen, nonblocking, close-on-exec.
   static Result<ListenSocket> open(const sockaddr_in& addr, int backlog, bool reuse_port = false);
+  ListenSocket() = default;  // none yet: fd() < 0, accept() takes nothing
   explicit ListenSocket(UniqueFd fd) : fd_(std::move(fd)) {}
   ListenSocket(ListenSocket&&) = default;
   ListenSocket& operator=(ListenSocket&&) = default;

@@ -1,5 +1,6 @@
 #include "fe/membership.hpp"
 
+#include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -7,8 +8,6 @@
 #include <cstring>
 #include <list>
 #include <map>
-
-#include <spdlog/spdlog.h>
 
 #include "common/clock.hpp"
 #include "common/net.hpp"
@@ -39,15 +38,18 @@ Result<std::unique_ptr<Membership>> Membership::start(const config::Config& cfg,
 }
 
 Membership::Membership(const config::Config& cfg, ListenSocket listener, Handlers h)
-    : self_id_(cfg.frontend.id), listener_(std::move(listener)),
-      stop_(eventfd(0, EFD_CLOEXEC)), h_(std::move(h)) {
+    : self_id_(cfg.frontend.id),
+      listener_(std::move(listener)),
+      stop_(eventfd(0, EFD_CLOEXEC)),
+      h_(std::move(h)) {
   std::copy_n(cfg.cluster.key.begin(), key_.size(), key_.begin());
   thread_ = std::thread([this] { run(); });
 }
 
 Membership::~Membership() {
   uint64_t one = 1;
-  if (write(stop_.get(), &one, sizeof one) < 0) spdlog::warn("membership wake: {}", strerror(errno));
+  if (write(stop_.get(), &one, sizeof one) < 0)
+    spdlog::warn("membership wake: {}", strerror(errno));
   thread_.join();
 }
 
@@ -145,7 +147,8 @@ void Membership::run() {
           UniqueFd c = listener_.accept(&peer, now);
           if (!c.valid()) break;
           if (!make_room()) {
-            spdlog::warn("registration from {} refused: {} links open", endpoint_str(peer), kMaxLinks);
+            spdlog::warn("registration from {} refused: {} links open", endpoint_str(peer),
+                         kMaxLinks);
             continue;
           }
           Slot& s = slots.emplace_back(opt);

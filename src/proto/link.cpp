@@ -27,7 +27,9 @@ void tune(int fd) {
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-std::string errno_str(const char* what, int err) { return std::string(what) + ": " + strerror(err); }
+std::string errno_str(const char* what, int err) {
+  return std::string(what) + ": " + strerror(err);
+}
 
 }  // namespace
 
@@ -38,8 +40,7 @@ uint64_t Backoff::next() {
   return delay;
 }
 
-Link::Link(LinkOptions o)
-    : opt_(std::move(o)), session_(opt_.key, opt_.role, opt_.node_id) {}
+Link::Link(LinkOptions o) : opt_(std::move(o)), session_(opt_.key, opt_.role, opt_.node_id) {}
 
 Link::~Link() {
   dialing_ = false;
@@ -77,6 +78,7 @@ void Link::dial(const sockaddr_in& to, uint64_t now) {
 }
 
 void Link::redial(bool on) {
+  if (on && peer_.sin_family != AF_INET) return;  // never dialed: nowhere to go
   dialing_ = on;
   if (on && state_ == State::Closed) {
     state_ = State::Idle;
@@ -155,7 +157,8 @@ unsigned Link::receive(std::vector<Message>& msgs) {
     }
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) fail(Failure::SocketError, errno_str("recv", errno));
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        fail(Failure::SocketError, errno_str("recv", errno));
       break;
     }
     budget -= size_t(n);
@@ -227,7 +230,8 @@ unsigned Link::tick(uint64_t now) {
       break;
     case State::Up:
       if (opt_.idle_ns && now - last_heard_ > opt_.idle_ns)
-        fail(Failure::Timeout, "nothing heard for " + std::to_string((now - last_heard_) / kMs) + " ms");
+        fail(Failure::Timeout,
+             "nothing heard for " + std::to_string((now - last_heard_) / kMs) + " ms");
       else if (opt_.keepalive_ns && now - last_sent_ >= opt_.keepalive_ns)
         send(HeartbeatMsg{now, 0, 0, 0});
       break;

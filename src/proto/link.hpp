@@ -52,8 +52,8 @@ struct LinkOptions {
   std::array<uint8_t, 32> key{};
   Role role = Role::Fe;
   std::string node_id;
-  size_t max_out = size_t{4} << 20;        // bytes queued to send; more fails the link
-  uint64_t handshake_ns = 3'000'000'000;   // adopt/dial -> established, or the link fails
+  size_t max_out = size_t{4} << 20;       // bytes queued to send; more fails the link
+  uint64_t handshake_ns = 3'000'000'000;  // adopt/dial -> established, or the link fails
   uint64_t idle_ns = 0;       // established and no frame heard for this long: fails (0 = never)
   uint64_t keepalive_ns = 0;  // established and nothing sent for this long: a HEARTBEAT (0 = never)
   in_addr source{};           // dial from this local address (0: the kernel chooses)
@@ -98,7 +98,8 @@ class Link {
   void close(const std::string& why);
   void stop(const std::string& why);
   // Whether a dialed link reconnects after failures (on by dial()); turning it back on
-  // reconnects a link that stopped at once (at the next tick()).
+  // reconnects a link that stopped at once (at the next tick()). No effect on a link
+  // that was never dialed.
   void redial(bool on);
 
   State state() const { return state_; }

@@ -1,20 +1,20 @@
 // proto::Link over socketpairs and loopback TCP: the handshake, partial writes, a
 // peer that never reads (the bounded queue fails the link), garbage, a peer that
 // vanishes, the handshake deadline, keepalive and idle limits, redial with backoff.
+#include "proto/link.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
 #include <cstring>
 
 #include "common/clock.hpp"
 #include "common/fd.hpp"
-#include "proto/link.hpp"
 
 namespace tcpha::proto {
 namespace {
@@ -54,7 +54,8 @@ void pump(std::initializer_list<Side*> sides, uint64_t now = 0) {
       }
     if (p.empty() || poll(p.data(), p.size(), 20) <= 0 || monotonic_ns() > until) return;
     for (size_t i = 0; i < p.size(); ++i)
-      if (p[i].revents) who[i]->changes |= who[i]->link->on_events(uint32_t(p[i].revents), who[i]->msgs, now);
+      if (p[i].revents)
+        who[i]->changes |= who[i]->link->on_events(uint32_t(p[i].revents), who[i]->msgs, now);
   }
 }
 
@@ -62,7 +63,8 @@ void pump(std::initializer_list<Side*> sides, uint64_t now = 0) {
 struct UpPair {
   Link fe, be;
   Side f{&fe}, b{&be};
-  explicit UpPair(LinkOptions fo = options(Role::Fe, "fe"), LinkOptions bo = options(Role::Be, "be1"))
+  explicit UpPair(LinkOptions fo = options(Role::Fe, "fe"),
+                  LinkOptions bo = options(Role::Be, "be1"))
       : fe(std::move(fo)), be(std::move(bo)) {
     auto [x, y] = socket_pair();
     fe.adopt(std::move(x), sockaddr_in{}, 0);

@@ -1,14 +1,14 @@
 // ListenSocket: out of descriptors, a level-triggered listener leaves the epoll set for
 // a while instead of waking the loop in a spin, then comes back and accepts.
+#include "common/listen_socket.hpp"
+
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 
-#include <gtest/gtest.h>
-
 #include "common/fd.hpp"
-#include "common/listen_socket.hpp"
 
 namespace tcpha {
 namespace {

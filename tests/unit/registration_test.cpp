@@ -2,18 +2,18 @@
 // (and bare proto::Links standing in for BEs that misbehave). JOIN is tied to the
 // link's source address; only the link holding an id may remove it; the links keep
 // each other alive, a silent one is reaped, and a restarted FE is joined again.
+#include "be/registration.hpp"
+
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 
-#include "be/registration.hpp"
 #include "common/clock.hpp"
 #include "fe/membership.hpp"
 #include "proto/link.hpp"
@@ -82,13 +82,12 @@ struct Registry : ::testing::Test {
     cfg.cluster.key.assign(32, 0x5a);
   }
   void start_fe() {
-    auto m = fe::Membership::start(
-        cfg, {[this](const proto::JoinMsg& j, in_addr peer) {
-                ev.add("join " + j.id + " " + ipv4_str(peer));
-                return refuse;
-              },
-              [this](const std::string& id) { ev.add("leave " + id); },
-              [this](const std::string& id) { ev.add("gone " + id); }});
+    auto m = fe::Membership::start(cfg, {[this](const proto::JoinMsg& j, in_addr peer) {
+                                           ev.add("join " + j.id + " " + ipv4_str(peer));
+                                           return refuse;
+                                         },
+                                         [this](const std::string& id) { ev.add("leave " + id); },
+                                         [this](const std::string& id) { ev.add("gone " + id); }});
     ASSERT_TRUE(m.ok()) << m.error().message();
     fe = std::move(*m);
   }
@@ -141,7 +140,8 @@ TEST_F(Registry, JoinCarriesTheLinksRealSourceAddress) {
   ASSERT_TRUE(bring_up(be, fe_addr()) & proto::Link::kWentUp);
   // The JOIN claims another address; the handler learns where the link really is.
   ASSERT_TRUE(be.send(join_msg("be9", "10.9.9.9")));
-  drive(be, [](unsigned) { return false; }, nullptr, 100);
+  drive(
+      be, [](unsigned) { return false; }, nullptr, 100);
   EXPECT_TRUE(ev.wait_for("join be9 127.0.0.2")) << ::testing::PrintToString(ev.all());
 }
 
@@ -169,14 +169,16 @@ TEST_F(Registry, ALateCloseOfAnOldLinkDoesNotRemoveTheRejoinedBackend) {
   proto::Link old_link(be_options("be9", "127.0.0.2"));
   ASSERT_TRUE(bring_up(old_link, fe_addr()) & proto::Link::kWentUp);
   ASSERT_TRUE(old_link.send(join_msg("be9", "127.0.0.2")));
-  drive(old_link, [](unsigned) { return false; }, nullptr, 50);
+  drive(
+      old_link, [](unsigned) { return false; }, nullptr, 50);
   ASSERT_TRUE(ev.wait_for("join be9 127.0.0.2"));
 
   // The BE registers again on a new link (it restarted; the old link lingers).
   proto::Link new_link(be_options("be9", "127.0.0.2"));
   ASSERT_TRUE(bring_up(new_link, fe_addr()) & proto::Link::kWentUp);
   ASSERT_TRUE(new_link.send(join_msg("be9", "127.0.0.2")));
-  drive(new_link, [](unsigned) { return false; }, nullptr, 50);
+  drive(
+      new_link, [](unsigned) { return false; }, nullptr, 50);
   // The old link closes now: the FE must not remove be9, which the new link holds.
   unsigned seen = drive(old_link, [](unsigned s) { return s & proto::Link::kWentDown; });
   EXPECT_TRUE(seen & proto::Link::kWentDown) << "the superseded link is closed by the FE";
@@ -187,7 +189,8 @@ TEST_F(Registry, ALateCloseOfAnOldLinkDoesNotRemoveTheRejoinedBackend) {
 
   // Only the holder's LEAVE and close count.
   ASSERT_TRUE(new_link.send(proto::LeaveMsg{}));
-  drive(new_link, [](unsigned) { return false; }, nullptr, 50);
+  drive(
+      new_link, [](unsigned) { return false; }, nullptr, 50);
   EXPECT_TRUE(ev.wait_for("leave be9"));
   new_link.stop("test");
   EXPECT_TRUE(ev.wait_for("gone be9"));
@@ -198,7 +201,8 @@ TEST_F(Registry, AnIdHeldByALiveLinkFromAnotherAddressIsNotTaken) {
   proto::Link owner(be_options("be9", "127.0.0.2"));
   ASSERT_TRUE(bring_up(owner, fe_addr()) & proto::Link::kWentUp);
   ASSERT_TRUE(owner.send(join_msg("be9", "127.0.0.2")));
-  drive(owner, [](unsigned) { return false; }, nullptr, 50);
+  drive(
+      owner, [](unsigned) { return false; }, nullptr, 50);
   ASSERT_TRUE(ev.wait_for("join be9 127.0.0.2"));
 
   proto::Link thief(be_options("be9", "127.0.0.3"));
@@ -224,7 +228,8 @@ TEST_F(Registry, KeepalivesFlowAndSilentLinksAreReaped) {
 
   // The FE's keepalives arrive about every second.
   std::vector<proto::Message> got;
-  drive(silent, [](unsigned) { return false; }, &got, 1500);
+  drive(
+      silent, [](unsigned) { return false; }, &got, 1500);
   ASSERT_FALSE(got.empty());
   EXPECT_TRUE(std::holds_alternative<proto::HeartbeatMsg>(got[0]));
   ASSERT_TRUE(ev.wait_for("join be9 127.0.0.2"));
