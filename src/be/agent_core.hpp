@@ -23,11 +23,14 @@
 
 #include <spdlog/spdlog.h>
 
+#include "be/closing.hpp"
+#include "be/cpu_load.hpp"
 #include "be/relay.hpp"
 #include "common/fd.hpp"
 #include "common/histogram.hpp"
 #include "common/result.hpp"
 #include "config/config.hpp"
+#include "handoff/tcp_state.hpp"
 #include "metrics/registry.hpp"
 #include "proto/control.hpp"
 #include "serve/file_cache.hpp"
@@ -36,11 +39,16 @@
 namespace tcpha::be {
 
 inline constexpr uint64_t kMs = 1'000'000;
-inline constexpr uint64_t kKeepAliveIdleNs = 60'000 * kMs;  // idle keep-alive connections close
 inline constexpr uint64_t kDrainTimeoutNs = 30'000 * kMs;  // SIGTERM waits this long for connections
 // Relayed connections: longer than common servers' keep-alive and send timeouts, so
 // the server's own timeouts normally decide; this reaps connections whose peer vanished.
 inline constexpr uint64_t kRelayIdleNs = 300'000 * kMs;
+// A client that keeps sending this long after the response is complete (lingering
+// close) is reset: nginx's lingering_time.
+inline constexpr uint64_t kLingerNs = 30'000 * kMs;
+// Served connections' acknowledgement progress is looked at this often (one TCP_INFO
+// each): the send timeout it enforces is tens of seconds.
+inline constexpr uint64_t kAckCheckNs = 1'000 * kMs;
 
 #define TCPHA_BE_COUNTERS(X)                                                  \
   X(imported, "connections imported and committed")                          \
@@ -50,7 +58,11 @@ inline constexpr uint64_t kRelayIdleNs = 300'000 * kMs;
   X(bad_requests, "requests refused as malformed or too large")               \
   X(bytes_sent, "response bytes sent (heads and bodies)")                     \
   X(ctl_accepted, "control connections accepted")                             \
-  X(ctl_bad_frames, "control frames that failed authentication or parsing")
+  X(ctl_bad_frames, "control frames that failed authentication or parsing")     \
+  X(import_refused, "HANDOFFs refused: not the VIP and a configured port")    \
+  X(activate_failed, "committed imports that could not leave repair mode")    \
+  X(send_timeouts, "connections reset: the client acknowledged nothing for send_timeout_ms") \
+  X(header_timeouts, "connections closed: a request head incomplete after header_timeout_ms")
 
 inline constexpr auto kBeCounters =
     std::to_array<metrics::CounterInfo>({TCPHA_BE_COUNTERS(TCPHA_METRICS_COUNTER)});
@@ -81,6 +93,7 @@ struct ControlConn : Item {
 struct PendingImport {
   UniqueFd fd;
   uint64_t deadline;
+  bool peer_fin = false;  // handoff::kStatePeerFin: the client's FIN follows the request
 };
 
 // A handed-off connection served by the built-in static server.
@@ -92,7 +105,16 @@ struct HttpConn : Item {
   serve::StaticSession session;
   bool writing = false;     // epoll interest is EPOLLOUT
   uint64_t last_active = 0;
+  uint64_t head_started = 0;  // first byte of an incomplete request head seen (0: none)
+  // Send timeout: tcpi_bytes_acked when last looked at, and when it last grew.
+  uint64_t acked = 0, ack_progress = 0, next_ack_check = 0;
 };
+
+// Whether a HANDOFF's connection may be imported here: its local address is the VIP
+// and its local port one of the cluster's ports (imports.cpp).
+bool import_allowed(const handoff::TcpState& st, const config::Config& cfg);
+
+class StatsView;
 
 class Agent {
  public:
@@ -103,6 +125,8 @@ class Agent {
   std::string status_json() const;
   std::string prometheus() const;
   uint32_t cache_hit_permille() const;
+  // Every number the agent reports, once; status_json and prometheus render it.
+  void report(StatsView& v) const;
   bool vip_sockets_sending() const;
   void set_on_drain(std::function<void()> f) { on_drain_ = std::move(f); }
 
@@ -121,10 +145,14 @@ class Agent {
   void on_message(ControlConn& cc, proto::Message& m);
   void expire_imports(uint64_t now);
   // serving.cpp
-  void start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id);
+  void start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id, bool peer_fin);
   void on_http(HttpConn& h, uint32_t events);
-  void close_http(HttpConn& h);
-  void close_idle_http(uint64_t now);
+  // Graceful: the conversation is over (lingering close, Closings); else the
+  // connection failed or timed out and is closed (Reset: with RST) and reported at once.
+  enum class End { Graceful, Failed, Reset };
+  void close_http(HttpConn& h, End how = End::Graceful);
+  void http_timeouts(uint64_t now);
+  void on_closed(const ClosedReport& r);
   // drain.cpp
   void begin_drain();
   void drain_tick(uint64_t now);
@@ -135,6 +163,8 @@ class Agent {
   UniqueFd ep_, listener_, docroot_;
   std::unique_ptr<serve::FileCache> cache_;  // cache_mb > 0
   Item listener_item_{Item::Listener}, signal_item_{Item::Signal};
+  // Connections whose response is complete, until they are really over (both kinds).
+  std::unique_ptr<Closings> closings_;
   // Upstream mode (self_.upstream set): relayed connections instead of HttpConns.
   std::unique_ptr<Relays> relays_;
   uint64_t next_control_id_ = 1;
@@ -147,6 +177,13 @@ class Agent {
   std::atomic<size_t> control_links_{0};
   bool stop_ = false;
   uint64_t next_heartbeat_ = 0;
+  CpuLoad cpu_;  // the load heartbeats carry
+  std::atomic<uint32_t> cpu_permille_{0};  // its last value, for the stats
+  // Closings' counters, or zeros before open().
+  const Closings::Counters& closings_counters() const {
+    static const Closings::Counters kNone{};
+    return closings_ ? closings_->counters() : kNone;
+  }
   // SIGTERM/SIGINT: stop taking work, let what runs finish (bounded), then exit.
   std::function<void()> on_drain_;
   bool draining_ = false;

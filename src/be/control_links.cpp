@@ -104,7 +104,9 @@ void Agent::report_closed(uint64_t control_id, uint64_t handoff_id, uint64_t sen
 void Agent::send_heartbeats(uint64_t now) {
   if (now < next_heartbeat_) return;
   next_heartbeat_ = now + uint64_t(cfg_.cluster.heartbeat_ms) * kMs;
-  proto::HeartbeatMsg hb{now, uint32_t(std::max<int64_t>(0, active_.load())), 0,
+  uint32_t cpu = cpu_.sample(now);
+  cpu_permille_.store(cpu, std::memory_order_relaxed);
+  proto::HeartbeatMsg hb{now, uint32_t(std::max<int64_t>(0, active_.load())), cpu,
                          cache_hit_permille()};
   std::vector<ControlConn*> links;
   for (auto& [id, cc] : controls_)

@@ -29,6 +29,10 @@ void Agent::set(int op, int fd, uint32_t ev, Item* it) {
 }
 
 Status Agent::open(int sigfd) {
+  Closings::Options co;
+  co.stall_ns = uint64_t(cfg_.cluster.send_timeout_ms) * kMs;
+  co.linger_ns = kLingerNs;
+  closings_ = std::make_unique<Closings>(ep_.get(), co, [this](const ClosedReport& r) { on_closed(r); });
   if (!self_.upstream.empty()) {
     RelayOptions o;
     o.upstream = *parse_socket_address(self_.upstream);  // validated with the config
@@ -39,11 +43,7 @@ Status Agent::open(int sigfd) {
     o.idle_timeout_ns = kRelayIdleNs;
     auto r = Relays::create(
         o,
-        [this](uint64_t control_id, uint64_t handoff_id, uint64_t sent, uint64_t received) {
-          report_closed(control_id, handoff_id, sent, received);
-          active_.fetch_sub(1);
-        },
-        ep_.get());
+        [this](const ClosedReport& r) { on_closed(r); }, ep_.get(), closings_.get());
     if (!r) return r.error();
     relays_ = std::move(*r);
   } else {
@@ -80,6 +80,10 @@ void Agent::run() {
         relays_->on_event(evs[i].data.u64, evs[i].events, woke);
         continue;
       }
+      if (Closings::owns(evs[i].data.u64)) {
+        closings_->on_event(evs[i].data.u64, woke);
+        continue;
+      }
       auto* it = static_cast<Item*>(evs[i].data.ptr);
       switch (it->kind) {
         case Item::Listener:
@@ -108,10 +112,18 @@ void Agent::run() {
 
 void Agent::tick(uint64_t now) {
   expire_imports(now);
-  close_idle_http(now);
+  http_timeouts(now);
   if (relays_) relays_->tick(now);
+  closings_->tick(now);
   if (draining_) drain_tick(now);
   send_heartbeats(now);
+}
+
+// A served connection has ended (at once, or after its lingering close): the FE may
+// free its flow.
+void Agent::on_closed(const ClosedReport& r) {
+  report_closed(r.control_id, r.handoff_id, r.sent, r.received);
+  active_.fetch_sub(1);
 }
 
 }  // namespace tcpha::be

@@ -2,6 +2,8 @@
 // COMMIT -> activate and serve; ABORT, a lost link or the deadline -> dropped.
 #include <arpa/inet.h>
 
+#include <algorithm>
+
 #include "be/agent_core.hpp"
 #include "common/clock.hpp"
 #include "common/net.hpp"
@@ -9,9 +11,25 @@
 
 namespace tcpha::be {
 
+bool import_allowed(const handoff::TcpState& st, const config::Config& cfg) {
+  if (st.local_addr != cfg.cluster.vip_addr.s_addr) return false;
+  return std::find(cfg.cluster.ports.begin(), cfg.cluster.ports.end(), ntohs(st.local_port)) !=
+         cfg.cluster.ports.end();
+}
+
 void Agent::on_message(ControlConn& cc, proto::Message& m) {
   if (auto* h = std::get_if<proto::HandoffMsg>(&m)) {
     uint64_t t0 = monotonic_ns();
+    // The import binds the state's local address and port: only the VIP's service
+    // ports, never another address or port of this host, whoever holds the key.
+    if (!import_allowed(h->state, cfg_)) {
+      inc(Counter::import_refused);
+      spdlog::warn("HANDOFF {} for {}:{} refused: not the VIP and a configured port", h->id,
+                   ipv4_str(h->state.local_addr), ntohs(h->state.local_port));
+      cc.session.send(proto::ReadyMsg{h->id, uint32_t(EACCES)}, cc.out);
+      flush(cc);
+      return;
+    }
     auto fd = handoff::import_state(h->state, h->request);
     uint32_t status = 0;
     if (!fd) {
@@ -22,7 +40,9 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
     } else {
       // Held in repair mode (silent) until the FE has pointed the flow at us.
       uint64_t wait = 2 * kMs * cfg_.frontend.handoff_timeout_ms + 1000 * kMs;
-      pending_[{cc.id, h->id}] = PendingImport{std::move(*fd), monotonic_ns() + wait};
+      pending_[{cc.id, h->id}] =
+          PendingImport{std::move(*fd), monotonic_ns() + wait,
+                        (h->state.flags & handoff::kStatePeerFin) != 0};
     }
     cc.session.send(proto::ReadyMsg{h->id, status}, cc.out);
     flush(cc);
@@ -31,18 +51,23 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
     auto it = pending_.find({cc.id, c->id});
     if (it == pending_.end()) return;
     UniqueFd fd = std::move(it->second.fd);
+    bool peer_fin = it->second.peer_fin;
     pending_.erase(it);
     if (auto s = handoff::activate(fd.get()); !s) {
+      // The FE has pointed the flow here and counts the connection active: tell it
+      // the connection is gone, or it keeps both for ever.
+      inc(Counter::activate_failed);
       spdlog::warn("activate: {}", s.error().message());
+      report_closed(cc.id, c->id, 0, 0);
       return;
     }
     if (relays_) {
       inc(Counter::imported);
       active_.fetch_add(1);
-      relays_->start(std::move(fd), cc.id, c->id, monotonic_ns());
+      relays_->start(std::move(fd), cc.id, c->id, peer_fin, monotonic_ns());
       return;
     }
-    start_http(std::move(fd), cc.id, c->id);
+    start_http(std::move(fd), cc.id, c->id, peer_fin);
   } else if (auto* a = std::get_if<proto::AbortMsg>(&m)) {
     if (pending_.erase({cc.id, a->id})) inc(Counter::aborted);
   } else {

@@ -72,6 +72,12 @@ struct Relays::Conn {
   size_t in_pipe = 0;                     // response bytes spliced in, not yet out to the client
   std::string to_upstream;                // PROXY header, then request bytes not yet written
   std::optional<http::ForwardedFor> xff;  // with x_forwarded_for: rewrites request heads
+  std::string client_addr;                // for xff
+  // An upgrade request has been passed on and the upstream's answer is not known yet:
+  // the client's bytes after it wait in `held` (and in its socket), since whether
+  // they are HTTP depends on that answer (101: no longer HTTP; anything else: it is).
+  bool upgrade_pending = false;
+  std::string held;
   size_t to_upstream_off = 0;
   bool connected = false;  // upstream connect() completed
   // Edge-triggered readiness: set by an event, cleared by EAGAIN, so that pump()
@@ -82,26 +88,28 @@ struct Relays::Conn {
   bool upstream_eof = false;   // read the upstream's FIN
   bool upstream_shut = false;  // passed the client's FIN on to the upstream
   bool client_shut = false;    // passed the upstream's FIN on to the client
+  bool peer_fin = false;       // the client's FIN follows the bytes in its receive queue
+  bool bad_request = false;    // read_client failed on framing, not on the socket
   uint64_t sent = 0, received = 0;
   uint64_t connect_deadline = 0, last_progress = 0;
 
   size_t pending_upstream() const { return to_upstream.size() - to_upstream_off; }
 };
 
-Relays::Relays(const RelayOptions& opts, ClosedFn closed)
-    : opts_(opts), closed_(std::move(closed)) {}
+Relays::Relays(const RelayOptions& opts, ClosedFn closed, Closings* closing)
+    : opts_(opts), closed_(std::move(closed)), closing_(closing) {}
 
 Relays::~Relays() = default;
 
 Result<std::unique_ptr<Relays>> Relays::create(const RelayOptions& opts, ClosedFn closed,
-                                               int epoll_fd) {
+                                               int epoll_fd, Closings* closing) {
   // splice() into a socket the client has reset raises SIGPIPE, and unlike send()
   // it takes no MSG_NOSIGNAL: the error must come back as EPIPE instead of ending
   // the process.
   struct sigaction ign {};
   ign.sa_handler = SIG_IGN;
   if (sigaction(SIGPIPE, &ign, nullptr) != 0) return sys_error("sigaction(SIGPIPE)");
-  std::unique_ptr<Relays> r(new Relays(opts, std::move(closed)));
+  std::unique_ptr<Relays> r(new Relays(opts, std::move(closed), closing));
   r->ep_ = epoll_fd;
   r->wake_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!r->wake_.valid()) return sys_error("eventfd");
@@ -134,13 +142,15 @@ Status Relays::open_pipe(Conn& c) {
   return {};
 }
 
-void Relays::start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, uint64_t now_ns) {
+void Relays::start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, bool peer_fin,
+                   uint64_t now_ns) {
   auto owned = std::make_unique<Conn>();
   Conn& c = *owned;
   c.id = next_id_++;
   c.control_id = control_id;
   c.handoff_id = handoff_id;
   c.client = std::move(client);
+  c.peer_fin = peer_fin;
   c.last_progress = now_ns;
   c.connect_deadline = now_ns + opts_.connect_timeout_ns;
   conns_.emplace(c.id, std::move(owned));
@@ -158,15 +168,18 @@ void Relays::start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, ui
     socklen_t pl = sizeof peer, ll = sizeof local;
     if (getpeername(c.client.get(), reinterpret_cast<sockaddr*>(&peer), &pl) != 0 ||
         getsockname(c.client.get(), reinterpret_cast<sockaddr*>(&local), &ll) != 0) {
-      finish(c, End::ClientError);
+      finish(c, End::ClientError, now_ns);
       return;
     }
     if (opts_.proxy_protocol == 2) c.to_upstream = make_proxy_v2(peer, local);
-    if (opts_.x_forwarded_for) c.xff.emplace(ipv4_str(peer.sin_addr), opts_.limits);
+    if (opts_.x_forwarded_for) {
+      c.client_addr = ipv4_str(peer.sin_addr);
+      c.xff.emplace(c.client_addr, opts_.limits);
+    }
   }
   if (auto s = open_pipe(c); !s) {  // out of descriptors: as bad as a refusing upstream
     warn("relay: " + s.error().message());
-    finish(c, End::Refused);
+    finish(c, End::Refused, now_ns);
     return;
   }
   const SocketAddress& up = opts_.upstream;
@@ -176,7 +189,7 @@ void Relays::start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, ui
   if (!c.upstream.valid() ||
       (connect(c.upstream.get(), up.get(), up.length) != 0 && errno != EINPROGRESS)) {
     warn("relay: connect to upstream " + up.text + ": " + strerror(errno));
-    finish(c, End::Refused);
+    finish(c, End::Refused, now_ns);
     return;
   }
   // Requests are small and each one waits for its answer: send them at once.
@@ -232,7 +245,7 @@ void Relays::on_event(uint64_t tag, uint32_t ev, uint64_t now_ns) {
   if (upstream_side && !c.connected) {
     if (int err = socket_error(c.upstream.get())) {
       warn("relay: connect to upstream " + opts_.upstream.text + ": " + strerror(err));
-      finish(c, End::Refused);
+      finish(c, End::Refused, now_ns);
       return;
     }
     if (!(ev & EPOLLOUT)) return;
@@ -241,7 +254,7 @@ void Relays::on_event(uint64_t tag, uint32_t ev, uint64_t now_ns) {
     // An error on a socket pump() would not touch now (e.g. a reset while the
     // relay waits on the other side) still ends the connection.
     if (socket_error(upstream_side ? c.upstream.get() : c.client.get()) != 0) {
-      finish(c, upstream_side ? End::UpstreamError : End::ClientError);
+      finish(c, upstream_side ? End::UpstreamError : End::ClientError, now_ns);
       return;
     }
   }
@@ -255,41 +268,9 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
     bool moved = false;
     // Client -> buffer, while the buffer has room: a full buffer (upstream not
     // writable) stops reading the client, whose window then closes.
-    if (c.client_in && !c.client_eof && c.pending_upstream() < opts_.request_buffer) {
-      if (c.to_upstream_off) {
-        c.to_upstream.erase(0, c.to_upstream_off);
-        c.to_upstream_off = 0;
-      }
-      char buf[16384];
-      size_t room = std::min(sizeof buf, opts_.request_buffer - c.to_upstream.size());
-      ssize_t n = recv(c.client.get(), buf, room, MSG_DONTWAIT);
-      if (n > 0) {
-        if (c.xff) {
-          uint64_t heads = c.xff->requests();
-          http::ParseResult r = c.xff->feed(std::string_view(buf, size_t(n)), c.to_upstream);
-          inc(Counter::forwarded_for, c.xff->requests() - heads);
-          if (r.status == http::ParseStatus::Error) {
-            spdlog::debug("relay: request {} not framed ({} {}): connection reset",
-                          c.xff->requests() + 1, r.http_status, r.reason);
-            finish(c, End::BadRequest);
-            return false;
-          }
-        } else {
-          c.to_upstream.append(buf, size_t(n));
-        }
-        c.received += uint64_t(n);
-        moved = true;
-        // A short read emptied the receive queue; bytes arriving later raise a new
-        // edge. Saves the recv() that would only say EAGAIN (one per request).
-        if (size_t(n) < room) c.client_in = false;
-      } else if (n == 0) {
-        c.client_eof = moved = true;
-      } else if (!transient(errno)) {
-        finish(c, End::ClientError);
-        return false;
-      } else {
-        c.client_in = false;
-      }
+    if (!read_client(c, moved)) {
+      finish(c, c.bad_request ? End::BadRequest : End::ClientError, now_ns);
+      return false;
     }
     // Buffer -> upstream (the PROXY header first: it is at the buffer's front).
     if (c.connected && c.upstream_out && c.pending_upstream() > 0) {
@@ -306,7 +287,7 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
         inc(Counter::bytes_to_upstream, uint64_t(n));
         moved = true;
       } else if (n < 0 && !transient(errno)) {
-        finish(c, End::UpstreamError);
+        finish(c, End::UpstreamError, now_ns);
         return false;
       } else if (n < 0) {
         c.upstream_out = false;
@@ -318,7 +299,16 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
     }
     // Upstream -> pipe, while the pipe has room: a full pipe (client not writable)
     // stops reading the upstream, whose window then closes.
-    if (c.connected && c.upstream_in && !c.upstream_eof && c.in_pipe < c.pipe_cap) {
+    if (c.connected && c.upstream_in && !c.upstream_eof && c.in_pipe < c.pipe_cap &&
+        c.upgrade_pending) {
+      if (!resolve_upgrade(c)) {
+        finish(c, End::BadRequest, now_ns);
+        return false;
+      }
+      if (!c.upgrade_pending) moved = true;
+    }
+    if (c.connected && c.upstream_in && !c.upstream_eof && c.in_pipe < c.pipe_cap &&
+        !c.upgrade_pending) {
       ssize_t n = splice(c.upstream.get(), nullptr, c.pipe_w.get(), nullptr, c.pipe_cap - c.in_pipe,
                          SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n > 0) {
@@ -327,7 +317,7 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
       } else if (n == 0) {
         c.upstream_eof = moved = true;
       } else if (!transient(errno)) {
-        finish(c, End::UpstreamError);
+        finish(c, End::UpstreamError, now_ns);
         return false;
       } else if (c.in_pipe == 0) {
         // With bytes in the pipe, EAGAIN may mean a full pipe rather than an empty
@@ -346,7 +336,7 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
         inc(Counter::bytes_to_client, uint64_t(n));
         moved = true;
       } else if (n < 0 && !transient(errno)) {
-        finish(c, End::ClientError);
+        finish(c, End::ClientError, now_ns);
         return false;
       } else if (n < 0) {
         c.client_out = false;
@@ -357,7 +347,7 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
       c.client_shut = true;
     }
     if (c.client_shut && c.upstream_shut) {
-      finish(c, End::Graceful);
+      finish(c, End::Graceful, now_ns);
       return false;
     }
     if (!moved) return true;
@@ -373,17 +363,123 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
   return true;
 }
 
-void Relays::finish(Conn& c, End how) {
+// Reads what the client sent into to_upstream (through the X-Forwarded-For framing
+// when on). False when the connection must end: c.bad_request says whether for
+// framing or for a socket error.
+bool Relays::read_client(Conn& c, bool& moved) {
+  if (!c.client_in || c.client_eof || c.upgrade_pending ||
+      c.pending_upstream() >= opts_.request_buffer)
+    return true;
+  if (c.to_upstream_off) {
+    c.to_upstream.erase(0, c.to_upstream_off);
+    c.to_upstream_off = 0;
+  }
+  char buf[16384];
+  size_t room = std::min(sizeof buf, opts_.request_buffer - c.to_upstream.size());
+  ssize_t n = recv(c.client.get(), buf, room, MSG_DONTWAIT);
+  if (n > 0) {
+    if (c.xff && !feed_client(c, std::string_view(buf, size_t(n)))) return false;
+    if (!c.xff) c.to_upstream.append(buf, size_t(n));
+    c.received += uint64_t(n);
+    moved = true;
+    // A short read emptied the receive queue; bytes arriving later raise a new
+    // edge. Saves the recv() that would only say EAGAIN (one per request).
+    if (size_t(n) < room) c.client_in = false;
+  } else if (n == 0) {
+    c.client_eof = moved = true;
+  } else if (!transient(errno)) {
+    return false;
+  } else {
+    c.client_in = false;
+  }
+  // The client's FIN was consumed before the handoff: an empty receive queue is EOF.
+  if (!c.client_in && c.peer_fin && !c.client_eof) c.client_eof = moved = true;
+  return true;
+}
+
+// Appends `in` to to_upstream with X-Forwarded-For lines. When an upgrade request
+// ends inside `in`, only the bytes up to its end go on; the rest is held until the
+// upstream has answered it (resolve_upgrade).
+bool Relays::feed_client(Conn& c, std::string_view in) {
+  uint64_t heads = c.xff->requests();
+  std::optional<http::ForwardedFor> before;
+  if (!c.xff->tunnel()) before = *c.xff;  // to find where an upgrade request ends
+  size_t out0 = c.to_upstream.size();
+  http::ParseResult r = c.xff->feed(in, c.to_upstream);
+  if (r.status != http::ParseStatus::Error && before && c.xff->tunnel()) {
+    // The framing switched to pass-through inside `in`. Tunnel is final, so the
+    // shortest prefix that switches it is found by bisection on copies (upgrade
+    // requests are rare; a read is at most 16 KiB).
+    size_t lo = 0, hi = in.size();  // not switched after in[0, lo), switched after in[0, hi)
+    while (hi - lo > 1) {
+      size_t mid = lo + (hi - lo) / 2;
+      http::ForwardedFor probe = *before;
+      std::string sink;
+      probe.feed(in.substr(0, mid), sink);
+      (probe.tunnel() ? hi : lo) = mid;
+    }
+    c.to_upstream.resize(out0);
+    c.xff = std::move(before);
+    r = c.xff->feed(in.substr(0, hi), c.to_upstream);
+    c.held.assign(in.substr(hi));
+    c.upgrade_pending = true;
+  }
+  inc(Counter::forwarded_for, c.xff->requests() - heads);
+  if (r.status == http::ParseStatus::Error) {
+    spdlog::debug("relay: request {} not framed ({} {}): connection reset",
+                  c.xff->requests() + 1, r.http_status, r.reason);
+    c.bad_request = true;
+    return false;
+  }
+  return true;
+}
+
+// With an upgrade pending, looks at the upstream's next bytes before they are
+// spliced: "HTTP/1.x 101" switches the connection to pass-through; anything else
+// (another status, or bytes of an earlier response) keeps it HTTP, framed with
+// X-Forwarded-For, so that no later request can skip the header by merely asking
+// for an upgrade. False when the held bytes cannot be framed.
+bool Relays::resolve_upgrade(Conn& c) {
+  static constexpr std::string_view kHttp = "HTTP/1.";
+  char head[12];
+  ssize_t n = recv(c.upstream.get(), head, sizeof head, MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0 && transient(errno)) {
+    c.upstream_in = false;  // nothing yet: wait for the next edge
+    return true;
+  }
+  std::string_view got(head, n > 0 ? size_t(n) : 0);
+  bool prefix = n > 0 && got.substr(0, std::min(got.size(), kHttp.size())) ==
+                             kHttp.substr(0, std::min(got.size(), kHttp.size()));
+  if (n > 0 && n < ssize_t(sizeof head) && prefix) {
+    c.upstream_in = false;  // a status line in pieces: wait for the rest
+    return true;
+  }
+  c.upgrade_pending = false;
+  std::string held = std::move(c.held);
+  c.held.clear();
+  if (n == ssize_t(sizeof head) && prefix && got.substr(8) == " 101") {
+    inc(Counter::upgrades);
+    c.to_upstream += held;  // the framing is in pass-through already
+    return true;
+  }
+  inc(Counter::upgrades_declined);
+  c.xff.emplace(c.client_addr, opts_.limits);
+  return held.empty() || feed_client(c, held);
+}
+
+void Relays::finish(Conn& c, End how, uint64_t now_ns) {
   int status = how == End::Timeout                                ? 504
                : how == End::Refused || how == End::UpstreamError ? 502
                                                                   : 0;
+  bool linger = false;  // the client's socket goes to closing_ (FIN, lingering close)
   switch (how) {
     case End::Graceful:
+      linger = true;
       break;
-    case End::Idle:  // FIN both ways; anything unread turns into a reset by itself
-      shutdown(c.client.get(), SHUT_WR);
+    case End::Idle:  // FIN both ways
       if (c.upstream.valid()) shutdown(c.upstream.get(), SHUT_WR);
       inc(Counter::idle_closed);
+      linger = true;
       break;
     case End::ClientError:
     case End::BadRequest:
@@ -407,31 +503,32 @@ void Relays::finish(Conn& c, End how) {
       }
       {
         // Nothing was sent yet, so the reply fits the empty send buffer in one call.
+        // The lingering close keeps unread request bytes from resetting it away.
         std::string reply = http::simple_reply(status, true);
         ssize_t n = send(c.client.get(), reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
           c.sent += uint64_t(n);
           inc(Counter::bytes_to_client, uint64_t(n));
         }
-        shutdown(c.client.get(), SHUT_WR);
-        // Closing with unread bytes would reset the connection and discard the reply
-        // before it is sent; read what the client has sent so far.
-        char buf[16384];
-        for (int i = 0; i < 64; ++i) {
-          ssize_t r = recv(c.client.get(), buf, sizeof buf, MSG_DONTWAIT);
-          if (r <= 0) break;
-          c.received += uint64_t(r);
-        }
+        linger = true;
       }
       break;
   }
   if (c.in_pipe == 0 && c.pipe_r.valid() && spare_pipes_.size() < kSparePipes)
     spare_pipes_.push_back({std::move(c.pipe_r), std::move(c.pipe_w)});
   // Closing the sockets also removes them from the epoll set.
-  uint64_t control_id = c.control_id, handoff_id = c.handoff_id, sent = c.sent,
-           received = c.received;
+  ClosedReport r{c.control_id, c.handoff_id, c.sent, c.received};
+  UniqueFd client;
+  bool peer_fin = c.client_eof;
+  if (linger && c.client.valid()) {
+    epoll_ctl(ep_, EPOLL_CTL_DEL, c.client.get(), nullptr);  // closing_ adds it with its tag
+    client = std::move(c.client);
+  }
   conns_.erase(c.id);
-  closed_(control_id, handoff_id, sent, received);
+  if (client.valid())
+    closing_->close(std::move(client), r, peer_fin, now_ns);
+  else
+    closed_(r);
 }
 
 void Relays::tick(uint64_t now_ns) {
@@ -448,23 +545,8 @@ void Relays::tick(uint64_t now_ns) {
     if (how == End::Timeout)
       warn("relay: upstream " + opts_.upstream.text + " did not accept within " +
            std::to_string(opts_.connect_timeout_ns / 1'000'000) + " ms");
-    finish(*it->second, how);
+    finish(*it->second, how, now_ns);
   }
-}
-
-void Relays::prometheus(metrics::Exposition& e) const {
-#define TCPHA_X(name, help) \
-  e.counter("tcpha_be_relay_" #name, help, counters_[size_t(Counter::name)].load());
-  TCPHA_RELAY_COUNTERS(TCPHA_X)
-#undef TCPHA_X
-}
-
-nlohmann::json Relays::status() const {
-  nlohmann::json j = nlohmann::json::object();
-#define TCPHA_X(name, help) j[#name] = counters_[size_t(Counter::name)].load();
-  TCPHA_RELAY_COUNTERS(TCPHA_X)
-#undef TCPHA_X
-  return j;
 }
 
 }  // namespace tcpha::be

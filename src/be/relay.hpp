@@ -18,11 +18,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include "be/closing.hpp"
 #include "common/fd.hpp"
 #include "common/net.hpp"
 #include "common/result.hpp"
 #include "http/request.hpp"
-#include "metrics/exposition.hpp"
+#include "metrics/registry.hpp"
 
 namespace tcpha::be {
 
@@ -54,8 +55,13 @@ struct RelayOptions {
   X(idle_closed, "relays closed after upstream idle timeout")                            \
   X(forwarded_for, "request heads given an X-Forwarded-For line")                        \
   X(bad_requests, "relays reset: a later request could not be framed (x_forwarded_for)") \
+  X(upgrades, "upgrade requests the upstream accepted (101): passed through from then")  \
+  X(upgrades_declined, "upgrade requests the upstream answered without 101: still framed") \
   X(bytes_to_client, "response bytes spliced to clients (and 502/504 replies)")          \
   X(bytes_to_upstream, "request bytes written to the upstream (with PROXY headers)")
+
+inline constexpr auto kRelayCounters =
+    std::to_array<metrics::CounterInfo>({TCPHA_RELAY_COUNTERS(TCPHA_METRICS_COUNTER)});
 
 // All relayed connections of one agent, driven by the agent's event loop. Their
 // sockets sit in the agent's own epoll set (one epoll_wait per wake-up, not two),
@@ -63,13 +69,14 @@ struct RelayOptions {
 // bit set, which no user-space pointer has.
 class Relays {
  public:
-  // (control connection id, handoff id, bytes sent to the client, bytes received
-  // from it), once per relayed connection when it ends, for the FE's CLOSED.
-  using ClosedFn = std::function<void(uint64_t, uint64_t, uint64_t, uint64_t)>;
+  // Once per relayed connection that ends with a reset or error, for the FE's
+  // CLOSED. Connections that end gracefully go to `closing` instead, which reports
+  // them when they are over.
+  using ClosedFn = std::function<void(const ClosedReport&)>;
 
-  // epoll_fd: the agent's epoll set, which must outlive this object.
+  // epoll_fd: the agent's epoll set; it and `closing` must outlive this object.
   static Result<std::unique_ptr<Relays>> create(const RelayOptions& opts, ClosedFn closed,
-                                                int epoll_fd);
+                                                int epoll_fd, Closings* closing);
   ~Relays();
   Relays(const Relays&) = delete;
   Relays& operator=(const Relays&) = delete;
@@ -77,14 +84,14 @@ class Relays {
   // Whether an event of the agent's epoll set is one of ours (epoll_event.data.u64).
   static bool owns(uint64_t tag) { return tag >> 63; }
   // Takes over an activated client socket and starts connecting to the upstream.
-  void start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, uint64_t now_ns);
+  // peer_fin: the client's FIN follows the queued request bytes (handoff::kStatePeerFin).
+  void start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, bool peer_fin,
+             uint64_t now_ns);
   void on_event(uint64_t tag, uint32_t events, uint64_t now_ns);
   void tick(uint64_t now_ns);  // timeouts; call every ~100 ms
   size_t active() const { return conns_.size(); }
-  // Counters; safe to call from another thread.
-  nlohmann::json status() const;
-  // The same counters as tcpha_be_relay_<name>_total.
-  void prometheus(metrics::Exposition& e) const;
+  // Counters (kRelayCounters); safe to read from another thread.
+  std::array<uint64_t, kRelayCounters.size()> counters() const { return metrics::snapshot(counters_); }
 
  private:
   enum class Counter {
@@ -96,17 +103,21 @@ class Relays {
   struct Conn;
   enum class End { Graceful, ClientError, UpstreamError, Refused, Timeout, Idle, BadRequest };
 
-  Relays(const RelayOptions& opts, ClosedFn closed);
+  Relays(const RelayOptions& opts, ClosedFn closed, Closings* closing);
   void inc(Counter c, uint64_t n = 1) {
     counters_[size_t(c)].fetch_add(n, std::memory_order_relaxed);
   }
   bool pump(Conn& c, uint64_t now_ns);
-  void finish(Conn& c, End how);
+  bool read_client(Conn& c, bool& moved);
+  bool feed_client(Conn& c, std::string_view in);
+  bool resolve_upgrade(Conn& c);
+  void finish(Conn& c, End how, uint64_t now_ns);
   Status open_pipe(Conn& c);
   void warn(const std::string& msg);
 
   RelayOptions opts_;
   ClosedFn closed_;
+  Closings* closing_ = nullptr;
   int ep_ = -1;    // the agent's epoll set
   UniqueFd wake_;  // an eventfd in ep_, readable while again_ has work
   uint64_t next_id_ = 1;

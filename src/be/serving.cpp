@@ -1,4 +1,6 @@
 // Handed-off connections served by the built-in static server (docroot mode).
+#include <linux/tcp.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <vector>
@@ -7,13 +9,23 @@
 #include "common/clock.hpp"
 
 namespace tcpha::be {
+namespace {
 
-void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id) {
+uint64_t bytes_acked(int fd) {
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 ? info.tcpi_bytes_acked : 0;
+}
+
+}  // namespace
+
+void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id, bool peer_fin) {
   auto h = std::make_unique<HttpConn>(docroot_.get(), cache_.get());
   h->fd = std::move(fd);
   h->handoff_id = handoff_id;
   h->control_id = control_id;
   h->last_active = monotonic_ns();
+  if (peer_fin) h->session.set_peer_fin();
   inc(Counter::imported);
   active_.fetch_add(1);
   set(EPOLL_CTL_ADD, h->fd.get(), EPOLLIN | EPOLLRDHUP, h.get());
@@ -24,9 +36,10 @@ void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id) {
 
 void Agent::on_http(HttpConn& h, uint32_t events) {
   using Want = serve::StaticSession::Want;
-  h.last_active = monotonic_ns();
+  uint64_t now = monotonic_ns();
+  h.last_active = now;
   if (events & EPOLLERR) {
-    close_http(h);
+    close_http(h, End::Failed);
     return;
   }
   uint64_t sent = h.session.bytes_sent(), requests = h.session.requests(),
@@ -37,30 +50,71 @@ void Agent::on_http(HttpConn& h, uint32_t events) {
   inc(Counter::requests, h.session.requests() - requests);
   inc(Counter::bad_requests, h.session.bad_requests() - bad);
   if (w == Want::Close) {
-    close_http(h);
+    close_http(h, h.session.failed() ? End::Failed : End::Graceful);
     return;
   }
+  // The header timeout runs from the first byte of a request head, however slowly
+  // the rest trickles in (one byte must not buy another keep-alive period).
+  if (!h.session.partial_request()) h.head_started = 0;
+  else if (!h.head_started) h.head_started = now;
   bool writing = w == Want::Write;
   if (writing != h.writing) {
     h.writing = writing;
+    if (writing) {  // the send timeout counts from here
+      h.ack_progress = now;
+      h.acked = bytes_acked(h.fd.get());
+      h.next_ack_check = now + kAckCheckNs;
+    }
     set(EPOLL_CTL_MOD, h.fd.get(), writing ? uint32_t(EPOLLOUT) : EPOLLIN | EPOLLRDHUP, &h);
   }
 }
 
-void Agent::close_http(HttpConn& h) {
-  // Graceful: FIN after the last byte; the client's FIN/ACK are forwarded to us.
-  shutdown(h.fd.get(), SHUT_WR);
+void Agent::close_http(HttpConn& h, End how) {
   set(EPOLL_CTL_DEL, h.fd.get(), 0, &h);
-  report_closed(h.control_id, h.handoff_id, h.session.bytes_sent(), h.session.bytes_received());
-  active_.fetch_sub(1);
-  conns_.erase(&h);
+  ClosedReport r{h.control_id, h.handoff_id, h.session.bytes_sent(), h.session.bytes_received()};
+  if (how == End::Graceful) {
+    // FIN after the last byte; reported closed when the connection is over.
+    closings_->close(std::move(h.fd), r, h.session.peer_closed(), monotonic_ns());
+    conns_.erase(&h);
+    return;
+  }
+  if (how == End::Reset) {
+    linger l{1, 0};
+    setsockopt(h.fd.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  }
+  conns_.erase(&h);  // closes the socket
+  on_closed(r);
 }
 
-void Agent::close_idle_http(uint64_t now) {
-  std::vector<HttpConn*> idle;
-  for (auto& [p, h] : conns_)
-    if (!h->writing && now - h->last_active > kKeepAliveIdleNs) idle.push_back(p);
-  for (HttpConn* h : idle) close_http(*h);
+// Keep-alive idle, header and send timeouts of the built-in server's connections.
+void Agent::http_timeouts(uint64_t now) {
+  const uint64_t keepalive = uint64_t(cfg_.cluster.keepalive_timeout_ms) * kMs;
+  const uint64_t header = uint64_t(cfg_.frontend.header_timeout_ms) * kMs;
+  const uint64_t send = uint64_t(cfg_.cluster.send_timeout_ms) * kMs;
+  std::vector<std::pair<HttpConn*, Counter>> due;  // Counter::count: keep-alive idle
+  for (auto& [p, h] : conns_) {
+    if (h->writing) {
+      // A client that stopped reading acknowledges nothing: its response would hold
+      // the connection (and its file) for ever.
+      if (now < h->next_ack_check) continue;
+      h->next_ack_check = now + kAckCheckNs;
+      uint64_t acked = bytes_acked(h->fd.get());
+      if (acked != h->acked) {
+        h->acked = acked;
+        h->ack_progress = now;
+      } else if (now - h->ack_progress > send) {
+        due.emplace_back(p, Counter::send_timeouts);
+      }
+    } else if (h->head_started && now - h->head_started > header) {
+      due.emplace_back(p, Counter::header_timeouts);
+    } else if (!h->head_started && now - h->last_active > keepalive) {
+      due.emplace_back(p, Counter::count);
+    }
+  }
+  for (auto [h, why] : due) {
+    if (why != Counter::count) inc(why);
+    close_http(*h, why == Counter::send_timeouts ? End::Reset : End::Graceful);
+  }
 }
 
 }  // namespace tcpha::be

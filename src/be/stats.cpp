@@ -1,43 +1,122 @@
-// The agent's counters as `tcpha status --json` and as Prometheus text.
+// The agent's numbers, declared once (Agent::report) and rendered two ways: the status
+// JSON (`tcpha status --json`) and Prometheus text. Every number is one call in
+// report(), which both views implement, so none exists in one view only.
+//
+// Names: a number `n` of section `s` is JSON .s.n (top level when s is empty) and
+// Prometheus tcpha_be_[s_]n, plus _total for counters, except that section "counters"
+// (the agent's own counters) adds no s_; a latency histogram `n` is JSON n_us
+// (p50/p99/count) and Prometheus tcpha_be_n_seconds.
 #include <nlohmann/json.hpp>
 
+#include <span>
+
 #include "be/agent_core.hpp"
+#include "metrics/exposition.hpp"
 
 namespace tcpha::be {
 
+class StatsView {
+ public:
+  virtual ~StatsView() = default;
+  // A block of counters declared with an X-list table.
+  virtual void counters(std::string_view section, std::span<const metrics::CounterInfo> table,
+                        std::span<const uint64_t> values) = 0;
+  virtual void counter(std::string_view section, std::string_view name, std::string_view help,
+                       uint64_t v) = 0;
+  virtual void gauge(std::string_view section, std::string_view name, std::string_view help,
+                     double v) = 0;
+  virtual void latency(std::string_view name, std::string_view help, const LatencyHistogram& h) = 0;
+};
+
+namespace {
+
+class JsonView : public StatsView {
+ public:
+  explicit JsonView(nlohmann::json& j) : j_(j) {}
+  void counters(std::string_view section, std::span<const metrics::CounterInfo> table,
+                std::span<const uint64_t> values) override {
+    for (size_t i = 0; i < table.size(); ++i) at(section)[metrics::counter_key(table[i].name)] = values[i];
+  }
+  void counter(std::string_view section, std::string_view name, std::string_view, uint64_t v) override {
+    at(section)[std::string(name)] = v;
+  }
+  void gauge(std::string_view section, std::string_view name, std::string_view, double v) override {
+    at(section)[std::string(name)] = v;
+  }
+  void latency(std::string_view name, std::string_view, const LatencyHistogram& h) override {
+    j_[std::string(name) + "_us"] = metrics::latency_json(h);
+  }
+
+ private:
+  nlohmann::json& at(std::string_view section) {
+    return section.empty() ? j_ : j_[std::string(section)];
+  }
+  nlohmann::json& j_;
+};
+
+class PromView : public StatsView {
+ public:
+  explicit PromView(metrics::Exposition& e) : e_(e) {}
+  void counters(std::string_view section, std::span<const metrics::CounterInfo> table,
+                std::span<const uint64_t> values) override {
+    for (size_t i = 0; i < table.size(); ++i)
+      e_.counter(name(section, metrics::counter_key(table[i].name)), table[i].help, values[i]);
+  }
+  void counter(std::string_view section, std::string_view n, std::string_view help, uint64_t v) override {
+    e_.counter(name(section, n), help, v);
+  }
+  void gauge(std::string_view section, std::string_view n, std::string_view help, double v) override {
+    e_.gauge(name(section, n), help, v);
+  }
+  void latency(std::string_view n, std::string_view help, const LatencyHistogram& h) override {
+    e_.histogram(name("", n) + "_seconds", help, h);
+  }
+
+ private:
+  static std::string name(std::string_view section, std::string_view n) {
+    std::string s = "tcpha_be_";
+    if (!section.empty() && section != "counters") (s += section) += '_';
+    return s += n;
+  }
+  metrics::Exposition& e_;
+};
+
+}  // namespace
+
+void Agent::report(StatsView& v) const {
+  // The status JSON's "counters" are the Prometheus tcpha_be_<name>_total.
+  v.counters("counters", kBeCounters, metrics::snapshot(counters_));
+  v.counters("counters", kClosingCounters, metrics::snapshot(closings_counters()));
+  v.gauge("", "active", "connections this back-end serves (until really over)", double(active_.load()));
+  v.gauge("", "control_links", "established control links from front-end workers",
+          double(control_links_.load()));
+  v.gauge("", "cpu_permille", "host CPU use sent in heartbeats, permille of all CPUs",
+          double(cpu_permille_.load()));
+  v.latency("import_latency", "HANDOFF received to READY sent", import_latency_);
+  if (cache_) {
+    v.counter("cache", "hits", "file cache hits", cache_->hits());
+    v.counter("cache", "misses", "file cache misses", cache_->misses());
+    v.gauge("cache", "bytes", "bytes held by the file cache", double(cache_->bytes()));
+    v.gauge("cache", "capacity", "the file cache's budget in bytes", double(cache_->capacity()));
+    v.gauge("cache", "hit_rate", "file cache hits / lookups", cache_hit_permille() / 1000.0);
+  }
+  if (relays_) v.counters("relay", kRelayCounters, relays_->counters());
+}
+
 std::string Agent::status_json() const {
-  auto j = nlohmann::json{{"role", "be"},
-                          {"id", self_.id},
-                          {"address", self_.address},
-                          {"imported", counters_[size_t(Counter::imported)].load()},
-                          {"active", active_.load()},
-                          {"control_links", control_links_.load()},
-                          {"import_latency_us", metrics::latency_json(import_latency_)},
-                          {"counters", metrics::counters_json(kBeCounters, metrics::snapshot(counters_))}};
-  if (cache_)
-    j["cache"] = {{"hits", cache_->hits()},
-                  {"misses", cache_->misses()},
-                  {"bytes", cache_->bytes()},
-                  {"capacity", cache_->capacity()},
-                  {"hit_rate", cache_hit_permille() / 1000.0}};
-  if (relays_) j["relay"] = relays_->status();
+  auto j = nlohmann::json{{"role", "be"}, {"id", self_.id}, {"address", self_.address}};
+  JsonView view(j);
+  report(view);
+  // Kept for the tools that read it before "counters" existed: the same number as
+  // .counters.imported (tcpha_be_imported_total).
+  j["imported"] = counters_[size_t(Counter::imported)].load();
   return j.dump();
 }
 
 std::string Agent::prometheus() const {
   metrics::Exposition e;
-  metrics::add_counters(e, "tcpha_be_", kBeCounters, metrics::snapshot(counters_));
-  e.gauge("tcpha_be_active", "connections this back-end serves", double(active_.load()));
-  e.gauge("tcpha_be_control_links", "established control links from front-end workers",
-          double(control_links_.load()));
-  e.histogram("tcpha_be_import_latency_seconds", "HANDOFF received to READY sent",
-              import_latency_);
-  if (cache_) {
-    e.counter("tcpha_be_cache_hits_total", "file cache hits", cache_->hits());
-    e.counter("tcpha_be_cache_misses_total", "file cache misses", cache_->misses());
-    e.gauge("tcpha_be_cache_bytes", "bytes held by the file cache", double(cache_->bytes()));
-  }
-  if (relays_) relays_->prometheus(e);
+  PromView view(e);
+  report(view);
   return e.str();
 }
 

@@ -24,6 +24,7 @@ StaticSession::Want StaticSession::on_readable(int fd) {
     if (n == 0) {
       peer_closed_ = true;
     } else if (errno != EAGAIN) {
+      failed_ = true;
       return Want::Close;
     }
     break;
@@ -46,6 +47,7 @@ StaticSession::Want StaticSession::serve(int fd) {
       case Io::Again:
         return Want::Write;
       case Io::Failed:
+        failed_ = true;
         return Want::Close;
       case Io::Done:
         responding_ = false;

@@ -32,8 +32,21 @@ class StaticSession {
   // Continues a response that hit EAGAIN, then serves further buffered requests.
   Want on_writable(int fd);
 
+  // The client's FIN came before the bytes now in the socket's receive queue (it was
+  // consumed before a handoff, handoff::kStatePeerFin): answer what is queued, then
+  // close, as if EOF had been read after it.
+  void set_peer_fin() { peer_closed_ = true; }
+
   // No response under way and no buffered request bytes: safe to close (drain).
   bool idle() const { return !responding_ && in_.empty(); }
+  // Bytes of a request that is not complete yet, and no response under way: what a
+  // header timeout measures.
+  bool partial_request() const { return !responding_ && !in_.empty(); }
+  // Whether the client's FIN has been seen (read, or set_peer_fin()).
+  bool peer_closed() const { return peer_closed_; }
+  // The last Want::Close came from a failed read or write (reset, EPIPE), not from the
+  // end of the conversation: nothing more can be delivered.
+  bool failed() const { return failed_; }
 
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }
@@ -60,6 +73,7 @@ class StaticSession {
   bool responding_ = false;
   bool close_after_ = false;
   bool peer_closed_ = false;
+  bool failed_ = false;
   uint64_t bytes_sent_ = 0, bytes_received_ = 0, requests_ = 0, bad_requests_ = 0;
 };
 
