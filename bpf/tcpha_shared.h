@@ -1,6 +1,7 @@
 /* The one header that the BPF datapath and the C++ daemons both see: map keys,
- * map values and counter ids. Fixed-width types only; C++ static_asserts the sizes
- * (src/datapath/datapath.cpp). */
+ * map values, flags and counter ids. Fixed-width types only; the layout asserts at
+ * the end are checked by both compilers (clang -target bpf and the C++ build), so
+ * the two sides cannot disagree on a size or an offset. */
 #ifndef TCPHA_SHARED_H
 #define TCPHA_SHARED_H
 
@@ -12,10 +13,14 @@ enum tcpha_flow_state {
   TCPHA_FLOW_FORWARD = 2, /* handed off: rewrite MACs and send to the back-end */
 };
 
-/* Flags the datapath sets on a flow so that userspace can age it out. */
+/* Flow flags. FIN and RST are information only (status, debugging): anyone on the
+ * client's network can send them with any sequence number, so they never end a
+ * flow by themselves. BE_CLOSED does: only userspace sets it, when the back-end
+ * reports the connection finished. */
 enum tcpha_flow_flags {
-  TCPHA_FLOW_F_FIN = 1 << 0, /* client sent FIN */
-  TCPHA_FLOW_F_RST = 1 << 1, /* client sent RST */
+  TCPHA_FLOW_F_FIN = 1 << 0,       /* a client FIN was forwarded (datapath) */
+  TCPHA_FLOW_F_RST = 1 << 1,       /* a client RST was forwarded (datapath) */
+  TCPHA_FLOW_F_BE_CLOSED = 1 << 2, /* the back-end reported CLOSED (userspace) */
 };
 
 /* Client 4-tuple, as it arrives at the FE: saddr/sport = client, daddr/dport = VIP.
@@ -32,29 +37,32 @@ struct tcpha_flow_key {
 
 struct tcpha_flow_value {
   __u8 state;       /* enum tcpha_flow_state */
-  __u8 flags;       /* enum tcpha_flow_flags, set by the datapath */
+  __u8 flags;       /* enum tcpha_flow_flags */
   __u16 pad;
   __u32 backend;    /* index of the back-end in the FE's table (for status) */
   __u8 dmac[6];     /* back-end's MAC: new destination */
   __u8 smac[6];     /* FE's own MAC: new source (so the switch never learns the
                        client's MAC on the FE's port) */
-  __u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet, for idle aging */
-  __u64 closing_ns;   /* first FIN/RST seen (0: none), for TIME_WAIT-like aging */
+  __u64 last_seen_ns; /* bpf_ktime_get_ns() of the last forwarded packet (HOLD: of
+                         the hold), for idle aging */
+  __u64 closing_ns;   /* when the back-end reported CLOSED (0: not yet), set by
+                         userspace with F_BE_CLOSED; the linger runs from here */
   __u64 packets;      /* packets forwarded */
   __u64 bytes;        /* bytes forwarded */
 };
 
 /* Per-CPU counters, declared once: X(id, description). */
-#define TCPHA_DP_COUNTERS(X)                                              \
-  X(RX, "packets seen by the datapath")                                   \
-  X(PASS, "packets passed to the FE's stack")                             \
-  X(HOLD_DROP, "client packets dropped while their flow was held")        \
-  X(FORWARD, "packets forwarded to a back-end")                           \
-  X(FORWARD_BYTES, "bytes forwarded to a back-end")                       \
-  X(STALE_SYN, "SYNs that matched a stale flow, which was removed")       \
-  X(FIN, "client FINs seen on forwarded flows")                           \
-  X(RST, "client RSTs seen on forwarded flows")                           \
-  X(MALFORMED, "truncated or malformed IP/TCP headers passed untouched")
+#define TCPHA_DP_COUNTERS(X)                                                      \
+  X(RX, "packets seen by the datapath")                                           \
+  X(PASS, "packets passed to the FE's stack")                                     \
+  X(HOLD_DROP, "client packets dropped while their flow was held")                \
+  X(FORWARD, "packets forwarded to a back-end")                                   \
+  X(FORWARD_BYTES, "bytes forwarded to a back-end")                               \
+  X(STALE_SYN, "SYNs that matched a finished flow, which was removed")            \
+  X(FIN, "client FINs seen on forwarded flows")                                   \
+  X(RST, "client RSTs seen on forwarded flows")                                   \
+  X(MALFORMED, "truncated or malformed IP/TCP headers passed untouched")          \
+  X(SYN_DROP, "SYNs dropped because the flow of their 4-tuple is live")
 
 enum tcpha_dp_counter {
 #define TCPHA_X_ENUM(id, desc) TCPHA_DP_##id,
@@ -64,5 +72,28 @@ enum tcpha_dp_counter {
 };
 
 #define TCPHA_DEFAULT_MAX_FLOWS 65536
+/* The datapath's linger until userspace sets the configured one (flow_linger_ms's
+ * default). */
+#define TCPHA_DEFAULT_LINGER_NS 5000000000ULL
+
+/* The layouts both sides must agree on; checked by clang -target bpf and by C++. */
+#ifdef __cplusplus
+#define TCPHA_LAYOUT(cond) static_assert(cond, #cond)
+#else
+#define TCPHA_LAYOUT(cond) _Static_assert(cond, #cond)
+#endif
+TCPHA_LAYOUT(sizeof(struct tcpha_flow_key) == 40);
+TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_key, sport) == 32);
+TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_key, dport) == 34);
+TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_key, family) == 36);
+TCPHA_LAYOUT(sizeof(struct tcpha_flow_value) == 56);
+TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, flags) == 1);
+TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, backend) == 4);
+TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, dmac) == 8);
+TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, smac) == 14);
+TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, last_seen_ns) == 24);
+TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, closing_ns) == 32);
+TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, bytes) == 48);
+#undef TCPHA_LAYOUT
 
 #endif /* TCPHA_SHARED_H */

@@ -1,17 +1,23 @@
 // The FE datapath's per-packet cost: the tc program run by BPF_PROG_RUN on a client ACK
 // of a handed-off (FORWARD) flow, i.e. parse, flow lookup, MAC rewrite, redirect
-// verdict. The kernel's own receive and transmit work around it is not included. Needs
-// root (CAP_BPF); skipped otherwise.
+// verdict. The kernel's own receive and transmit work around it is not included.
+// And the flow GC's cost on a table of 1M live flows: one whole sweep with batch map
+// reads (FlowGc) against the key-by-key walk it replaced, and one slice of a sweep as
+// the GC thread runs it every 500 ms. Needs root (CAP_BPF); skipped otherwise.
 #include <arpa/inet.h>
 #include <benchmark/benchmark.h>
 #include <bpf/bpf.h>
 #include <linux/pkt_cls.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "common/clock.hpp"
 #include "datapath/datapath.hpp"
+#include "datapath/flow_gc.hpp"
 
 namespace {
 
@@ -85,5 +91,100 @@ void BM_DatapathForwardAck(benchmark::State& state) {
   if (state.iterations() > 0) state.counters["ns_per_op"] = total_ns / double(state.iterations());
 }
 BENCHMARK(BM_DatapathForwardAck)->UseManualTime();
+
+using tcpha::datapath::FlowGc;
+using tcpha::datapath::FlowKey;
+using tcpha::datapath::FlowLimits;
+using tcpha::datapath::FlowVerdict;
+
+constexpr uint32_t kGcFlows = 1u << 20;
+// Nothing is over: the steady state, where a pass only reads.
+constexpr FlowLimits kGcLimits{5'000'000'000ull, 900'000'000'000ull, 3'000'000'000ull};
+
+// One table of kGcFlows live FORWARD flows, filled once and shared by the GC benchmarks.
+Datapath* gc_table(benchmark::State& state) {
+  static std::unique_ptr<Datapath> dp;
+  static bool tried = false;
+  if (!tried) {
+    tried = true;
+    if (geteuid() != 0) return nullptr;
+    auto r = Datapath::load_only(kGcFlows);
+    if (!r) return nullptr;
+    std::vector<FlowKey> keys(kGcFlows);
+    std::vector<tcpha_flow_value> values(kGcFlows);
+    const uint64_t now = tcpha::monotonic_ns();
+    const uint32_t vip = inet_addr("10.200.0.10");
+    for (uint32_t i = 0; i < kGcFlows; ++i) {
+      keys[i] = tcpha::datapath::make_key(htonl(0x0ac80000 + i / 60000),
+                                          htons(uint16_t(1024 + i % 60000)), vip, htons(kVipPort));
+      values[i].state = TCPHA_FLOW_FORWARD;
+      values[i].last_seen_ns = now;
+    }
+    __u32 n = kGcFlows;
+    if (bpf_map_update_batch((*r)->flows_fd(), keys.data(), values.data(), &n, nullptr) != 0 ||
+        n != kGcFlows)
+      return nullptr;
+    dp = std::move(*r);
+  }
+  if (!dp) state.SkipWithError("needs root (CAP_BPF) and memory for a 1M-flow table");
+  return dp.get();
+}
+
+// The GC before batch operations: bpf_map_get_next_key + bpf_map_lookup_elem per
+// flow (two syscalls each), as Datapath::gc did.
+size_t keywise_pass(int fd, uint64_t now, const FlowLimits& limits, std::vector<FlowKey>& doomed) {
+  size_t live = 0;
+  tcpha_flow_value v;
+  doomed.clear();
+  FlowKey cur, next;
+  for (const FlowKey* prev = nullptr; bpf_map_get_next_key(fd, prev, &next) == 0; prev = &cur) {
+    cur = next;
+    if (bpf_map_lookup_elem(fd, &cur, &v) < 0) continue;
+    ++live;
+    if (tcpha::datapath::classify_flow(v, now, limits) != FlowVerdict::keep) doomed.push_back(cur);
+  }
+  return live;
+}
+
+void BM_FlowGcPassKeyByKey(benchmark::State& state) {
+  Datapath* dp = gc_table(state);
+  if (!dp) return;
+  std::vector<FlowKey> doomed;
+  size_t live = 0;
+  for (auto _ : state)
+    live = keywise_pass(dp->flows_fd(), tcpha::monotonic_ns(), kGcLimits, doomed);
+  if (live != kGcFlows) state.SkipWithError("the walk missed flows");
+  state.counters["flows"] = double(live);
+  state.counters["ns_per_flow"] =
+      benchmark::Counter(double(live) * double(state.iterations()),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_FlowGcPassKeyByKey)->Unit(benchmark::kMillisecond)->Iterations(3);
+
+void BM_FlowGcPassBatch(benchmark::State& state) {
+  Datapath* dp = gc_table(state);
+  if (!dp) return;
+  FlowGc gc(*dp);
+  size_t live = 0;
+  for (auto _ : state) live = gc.sweep(tcpha::monotonic_ns(), kGcLimits).live;
+  if (live != kGcFlows) state.SkipWithError("the sweep missed flows");
+  state.counters["flows"] = double(live);
+  state.counters["ns_per_flow"] =
+      benchmark::Counter(double(live) * double(state.iterations()),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_FlowGcPassBatch)->Unit(benchmark::kMillisecond)->Iterations(5);
+
+// What the GC thread does per 500 ms tick on this table: one slice of a sweep.
+void BM_FlowGcTick(benchmark::State& state) {
+  Datapath* dp = gc_table(state);
+  if (!dp) return;
+  FlowGc gc(*dp);
+  const size_t per_tick = tcpha::datapath::FlowGcThread::entries_per_tick(dp->max_flows());
+  size_t visited = 0;
+  for (auto _ : state) visited += gc.step(tcpha::monotonic_ns(), kGcLimits, per_tick).visited;
+  state.counters["flows_per_tick"] = double(visited) / double(state.iterations());
+}
+BENCHMARK(BM_FlowGcTick)->Unit(benchmark::kMillisecond)->Iterations(20);
 
 }  // namespace

@@ -5,28 +5,15 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <net/if.h>
-#include <net/if_arp.h>
 #include <spdlog/spdlog.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <time.h>
 
+#include <atomic>
 #include <cctype>
-#include <cstddef>
-#include <cstdio>
 #include <cstring>
-#include <fstream>
+#include <vector>
 
-#include "common/fd.hpp"
 #include "tcpha_dp.skel.h"
-
-// The layouts the BPF program was compiled with (clang -target bpf, same header).
-static_assert(sizeof(tcpha_flow_key) == 40);
-static_assert(offsetof(tcpha_flow_key, sport) == 32 && offsetof(tcpha_flow_key, family) == 36);
-static_assert(sizeof(tcpha_flow_value) == 56);
-static_assert(offsetof(tcpha_flow_value, dmac) == 8 && offsetof(tcpha_flow_value, smac) == 14);
-static_assert(offsetof(tcpha_flow_value, last_seen_ns) == 24);
-static_assert(offsetof(tcpha_flow_value, bytes) == 48);
 
 namespace tcpha::datapath {
 namespace {
@@ -59,18 +46,6 @@ std::string key_str(const FlowKey& k) {
   inet_ntop(af, k.daddr, d, sizeof d);
   return std::string(s) + ":" + std::to_string(ntohs(k.sport)) + "->" + d + ":" +
          std::to_string(ntohs(k.dport));
-}
-
-enum class Verdict { keep, closed, idle };
-
-Verdict classify(const tcpha_flow_value& v, uint64_t now, uint64_t linger, uint64_t idle,
-                 uint64_t hold_max) {
-  // now > ts: a packet stamped after `now` was taken is fresh, not ancient.
-  auto older = [now](uint64_t ts, uint64_t age) { return now > ts && now - ts > age; };
-  if (v.state != TCPHA_FLOW_FORWARD)
-    return older(v.last_seen_ns, hold_max) ? Verdict::idle : Verdict::keep;
-  if (v.closing_ns != 0 && older(v.closing_ns, linger)) return Verdict::closed;
-  return older(v.last_seen_ns, idle) ? Verdict::idle : Verdict::keep;
 }
 
 }  // namespace
@@ -183,41 +158,27 @@ Status Datapath::remove(const FlowKey& key) {
 
 Status Datapath::mark_closing(const FlowKey& key, uint64_t now_ns) {
   auto v = lookup(key);
-  if (!v || v->closing_ns != 0) return {};
+  if (!v || (v->flags & TCPHA_FLOW_F_BE_CLOSED)) return {};
+  v->flags |= TCPHA_FLOW_F_BE_CLOSED;
   v->closing_ns = now_ns;
   // Read-modify-write: counters the datapath adds in between are lost, which
-  // only affects statistics of a closing flow.
+  // only affects statistics of a closing flow. The update replaces the element,
+  // so a concurrent write by the program cannot undo the flag.
   if (int rc = bpf_map_update_elem(flows_fd(), &key, &*v, BPF_EXIST); rc < 0 && rc != -ENOENT)
     return Error{-rc, "mark closing " + key_str(key)};
   return {};
 }
 
-Datapath::GcStats Datapath::gc(uint64_t now_ns, uint64_t linger_ns, uint64_t idle_ns,
-                               uint64_t hold_max_ns) {
-  GcStats st;
-  const int fd = flows_fd();
-  tcpha_flow_value v;
-  // Deleting the walk's current key would restart bpf_map_get_next_key from the
-  // first bucket, so collect candidates first and delete after the walk.
-  doomed_.clear();
-  FlowKey cur, next;
-  for (const FlowKey* prev = nullptr; bpf_map_get_next_key(fd, prev, &next) == 0; prev = &cur) {
-    cur = next;
-    if (bpf_map_lookup_elem(fd, &cur, &v) < 0) continue;
-    ++st.live;
-    if (classify(v, now_ns, linger_ns, idle_ns, hold_max_ns) != Verdict::keep)
-      doomed_.push_back(cur);
-  }
-  // Decide again just before deleting: a flow may have woken up or been
-  // re-programmed during the walk.
-  for (const FlowKey& k : doomed_) {
-    if (bpf_map_lookup_elem(fd, &k, &v) < 0) continue;
-    const Verdict why = classify(v, now_ns, linger_ns, idle_ns, hold_max_ns);
-    if (why == Verdict::keep || bpf_map_delete_elem(fd, &k) < 0) continue;
-    ++(why == Verdict::closed ? st.removed_closed : st.removed_idle);
-    --st.live;
-  }
-  return st;
+// The program reads the knob through a volatile load per packet; a relaxed atomic
+// store on the shared mapping is all the ordering it needs.
+void Datapath::set_linger(uint64_t linger_ns) {
+  std::atomic_ref knob(skel_->data->tcpha_linger_ns);
+  knob.store(linger_ns, std::memory_order_relaxed);
+}
+
+uint64_t Datapath::linger() const {
+  std::atomic_ref knob(skel_->data->tcpha_linger_ns);
+  return knob.load(std::memory_order_relaxed);
 }
 
 std::optional<tcpha_flow_value> Datapath::lookup(const FlowKey& key) const {
@@ -264,44 +225,6 @@ const char* Datapath::counter_help(int id) {
 
 int Datapath::prog_fd() const { return bpf_program__fd(skel_->progs.tcpha_ingress); }
 int Datapath::flows_fd() const { return bpf_map__fd(skel_->maps.flows); }
-
-Result<Mac> interface_mac(const std::string& ifname) {
-  ifreq ifr{};
-  if (ifname.empty() || ifname.size() >= sizeof ifr.ifr_name)
-    return Error{EINVAL, "interface name '" + ifname + "'"};
-  UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return sys_error("socket for SIOCGIFHWADDR");
-  std::memcpy(ifr.ifr_name, ifname.data(), ifname.size());
-  if (ioctl(fd.get(), SIOCGIFHWADDR, &ifr) < 0) return sys_error("SIOCGIFHWADDR " + ifname);
-  // The datapath parses and rewrites Ethernet headers; an L3 device has none.
-  const auto type = ifr.ifr_hwaddr.sa_family;
-  if (type != ARPHRD_ETHER && type != ARPHRD_LOOPBACK)
-    return Error{EAFNOSUPPORT, ifname + " is not an Ethernet interface"};
-  Mac m;
-  std::memcpy(m.data(), ifr.ifr_hwaddr.sa_data, m.size());
-  return m;
-}
-
-std::optional<Mac> neighbour_mac(uint32_t addr_be) {
-  // IP address  HW type  Flags  HW address  Mask  Device
-  std::ifstream arp("/proc/net/arp");
-  std::string line;
-  std::getline(arp, line);  // header
-  while (std::getline(arp, line)) {
-    char ip[64], hw[64];
-    unsigned type = 0, flags = 0;
-    if (std::sscanf(line.c_str(), "%63s 0x%x 0x%x %63s", ip, &type, &flags, hw) != 4) continue;
-    if (!(flags & ATF_COM)) continue;  // incomplete: resolution still under way or failed
-    auto a = parse_ipv4(ip);
-    if (!a || a->s_addr != addr_be) continue;
-    unsigned b[6];
-    if (std::sscanf(hw, "%x:%x:%x:%x:%x:%x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]) != 6)
-      continue;
-    Mac m;
-    for (size_t i = 0; i < m.size(); ++i) m[i] = static_cast<uint8_t>(b[i]);
-    return m;
-  }
-  return std::nullopt;
-}
+uint32_t Datapath::max_flows() const { return bpf_map__max_entries(skel_->maps.flows); }
 
 }  // namespace tcpha::datapath

@@ -1,14 +1,14 @@
 #pragma once
 // The front-end's client-facing datapath: the tc program (bpf/datapath.bpf.c) and
 // its flow table, as one RAII object. The daemon holds the fds; nothing is pinned
-// (`ip netns exec` remounts /sys, so /sys/fs/bpf cannot be relied upon).
+// (`ip netns exec` remounts /sys, so /sys/fs/bpf cannot be relied upon). Flows are
+// aged out by FlowGc (flow_gc.hpp); the rules are at the top of datapath.bpf.c.
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
-#include <vector>
 
 #include "common/net.hpp"
 #include "common/result.hpp"
@@ -27,9 +27,6 @@ FlowKey make_key(uint32_t client_addr_be, uint16_t client_port_be, uint32_t vip_
 class Datapath {
  public:
   using Counters = std::array<uint64_t, TCPHA_DP_NR_COUNTERS>;
-  struct GcStats {
-    size_t removed_closed = 0, removed_idle = 0, live = 0;
-  };
 
   // Loads the program with the flow table bounded to max_flows and attaches it to
   // ifname's clsact ingress, creating the clsact qdisc if absent. A filter left
@@ -53,13 +50,15 @@ class Datapath {
   Status forward(const FlowKey& key, uint32_t backend, const Mac& be_mac, const Mac& fe_mac);
   // Removes the flow; a flow that is already gone is fine.
   Status remove(const FlowKey& key);
-  // Sets closing_ns if unset (the back-end reported the connection closed); a
-  // flow that is already gone is fine.
+  // The back-end reported the connection finished: sets F_BE_CLOSED and closing_ns
+  // (first report wins). From then on a SYN on the 4-tuple replaces the flow, and
+  // FlowGc removes it once the linger has passed. A flow that is gone is fine.
   Status mark_closing(const FlowKey& key, uint64_t now_ns);
-  // Deletes FORWARD flows closed longer than linger_ns or idle longer than idle_ns,
-  // and HOLD flows older than hold_max_ns. Times are CLOCK_MONOTONIC ns, the clock
-  // of bpf_ktime_get_ns().
-  GcStats gc(uint64_t now_ns, uint64_t linger_ns, uint64_t idle_ns, uint64_t hold_max_ns);
+  // How long a FORWARD flow must be idle before a SYN may replace it (the
+  // program's tcpha_linger_ns; TCPHA_DEFAULT_LINGER_NS until set). Takes effect
+  // for the next packet.
+  void set_linger(uint64_t linger_ns);
+  uint64_t linger() const;
 
   std::optional<tcpha_flow_value> lookup(const FlowKey& key) const;
   Counters counters() const;                // summed over CPUs
@@ -68,6 +67,7 @@ class Datapath {
 
   int prog_fd() const;
   int flows_fd() const;
+  uint32_t max_flows() const;  // the flow table's size
 
  private:
   struct SkelDeleter {
@@ -82,12 +82,6 @@ class Datapath {
   int ifindex_ = 0;  // 0: not attached
   bool created_qdisc_ = false;
   bool attached_ = false;
-  std::vector<FlowKey> doomed_;  // gc scratch, kept to reuse its capacity
 };
-
-// The MAC address of a local interface (SIOCGIFHWADDR).
-Result<Mac> interface_mac(const std::string& ifname);
-// An IPv4 neighbour's MAC from /proc/net/arp (complete entries only), nullopt if absent.
-std::optional<Mac> neighbour_mac(uint32_t addr_be);
 
 }  // namespace tcpha::datapath

@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "datapath/datapath.hpp"
+#include "datapath/flow_gc.hpp"
 #include "fe/membership.hpp"
 #include "fe/worker.hpp"
 #include "host/host.hpp"
@@ -395,24 +396,17 @@ int run_frontend(const config::Config& boot, const std::string& status_socket) {
   std::vector<std::thread> threads;
   for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
 
-  // Ages flows out of the datapath table: closed ones after a TIME_WAIT-like linger,
-  // idle ones, and holds a crashed handoff left behind.
-  std::mutex mu;
-  std::condition_variable cv;
-  bool stopping = false;
-  std::thread gc([&] {
-    const uint64_t ms = 1'000'000;
-    std::unique_lock lk(mu);
-    while (!cv.wait_for(lk, std::chrono::milliseconds(500), [&] { return stopping; })) {
-      const auto& cf = sh.snapshot.load()->cfg->frontend;
-      auto st = sh.dp->gc(monotonic_ns(), cf.flow_linger_ms * ms, uint64_t(cf.flow_idle_s) * 1000 * ms,
-                          (2ull * cf.handoff_timeout_ms + 1000) * ms);
-      flows.store(st.live);
-      if (st.removed_closed || st.removed_idle)
-        spdlog::debug("flows: {} closed and {} idle removed, {} live", st.removed_closed,
-                      st.removed_idle, st.live);
-    }
-  });
+  // Ages flows out of the datapath table (datapath/flow_gc.hpp): closed ones after
+  // the linger, idle ones, and holds a crashed handoff left behind.
+  datapath::FlowGcThread gc(
+      *sh.dp,
+      [&] {
+        const uint64_t ms = 1'000'000;
+        const auto& cf = sh.snapshot.load()->cfg->frontend;
+        return datapath::FlowLimits{cf.flow_linger_ms * ms, uint64_t(cf.flow_idle_s) * 1000 * ms,
+                                    (2ull * cf.handoff_timeout_ms + 1000) * ms};
+      },
+      [&](const datapath::GcStats& st) { flows.store(st.live); });
 
   spdlog::info("front-end {} on {} VIP {} ports {}, {} workers, {} back-ends", f.id, f.interface,
                boot.cluster.vip, fmt::join(boot.cluster.ports, ","), sh.workers,
@@ -429,12 +423,7 @@ int run_frontend(const config::Config& boot, const std::string& status_socket) {
   }
   for (auto& w : workers) w->stop();
   for (auto& t : threads) t.join();
-  {
-    std::lock_guard lk(mu);
-    stopping = true;
-  }
-  cv.notify_all();
-  gc.join();
+  gc.stop();
   membership->reset();
   metrics_endpoint.reset();
   workers.clear();
