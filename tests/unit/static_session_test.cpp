@@ -149,4 +149,31 @@ TEST_F(StaticSessionTest, ChangedFileIsANewEntry) {
   EXPECT_EQ(cache.misses(), 2u);
 }
 
+TEST_F(StaticSessionTest, PeerFinBeforeHandoffAnswersQueuedRequestsThenCloses) {
+  // handoff::kStatePeerFin: the client's FIN was consumed by the FE; this socket will
+  // never read EOF. Both keep-alive requests are answered, then the session closes
+  // instead of waiting for a third.
+  serve::StaticSession s(docroot_, "tcpha");
+  s.set_peer_fin();
+  client_send("GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\nGET /b.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+  serve::StaticSession::Want w;
+  std::string got = run(s, &w);
+  EXPECT_EQ(count(got, "HTTP/1.1 200 OK"), 2u);
+  EXPECT_EQ(w, serve::StaticSession::Want::Close);
+  EXPECT_TRUE(s.peer_closed());
+  EXPECT_FALSE(s.failed());
+}
+
+TEST_F(StaticSessionTest, PartialRequestIsVisibleForTheHeaderTimeout) {
+  serve::StaticSession s(docroot_, "tcpha");
+  client_send("GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\nGET /b.t");
+  std::string got = run(s);
+  EXPECT_EQ(count(got, "HTTP/1.1 200 OK"), 1u);
+  EXPECT_TRUE(s.partial_request());  // the second head has begun
+  client_send("xt HTTP/1.1\r\nHost: x\r\n\r\n");
+  got = run(s);
+  EXPECT_EQ(count(got, "HTTP/1.1 200 OK"), 1u);
+  EXPECT_FALSE(s.partial_request());
+}
+
 }  // namespace
