@@ -232,9 +232,9 @@ docroot = "/srv"
   }
 }
 
-// A metrics endpoint reachable from other hosts must say who may scrape it.
-TEST_F(ConfigDir, MetricsOffLoopbackNeedsAnAllowList) {
-  const std::string head = R"([cluster]
+// A complete file whose last table is [frontend], ending at line 11: a test appends
+// [frontend] keys from line 12 on.
+const std::string kFrontendLast = R"([cluster]
 vip = "10.0.0.10"
 ports = [80]
 key_file = "cluster.key"
@@ -246,6 +246,10 @@ docroot = "/srv"
 address = "10.0.0.1"
 interface = "eth0"
 )";
+
+// A metrics endpoint reachable from other hosts must say who may scrape it.
+TEST_F(ConfigDir, MetricsOffLoopbackNeedsAnAllowList) {
+  const std::string head = kFrontendLast;
   struct Case {
     const char* lines;
     const char* error;  // nullptr: valid
@@ -292,18 +296,7 @@ interface = "eth0"
 
 // max_flows_per_client caps one client address's share of the flow table.
 TEST_F(ConfigDir, MaxFlowsPerClient) {
-  const std::string head = R"([cluster]
-vip = "10.0.0.10"
-ports = [80]
-key_file = "cluster.key"
-[[backend]]
-id = "be1"
-address = "10.0.0.11"
-docroot = "/srv"
-[frontend]
-address = "10.0.0.1"
-interface = "eth0"
-)";
+  const std::string head = kFrontendLast;
   auto load_with = [&](const std::string& lines) {
     return load(write("flows.toml", head + lines + "\n"));
   };
