@@ -42,6 +42,8 @@ SocketState socket_state(int fd) {
 
 }  // namespace
 
+uint64_t tcp_bytes_acked(int fd) { return socket_state(fd).bytes_acked; }
+
 Closings::Closings(int epoll_fd, Options opts, ClosedFn closed)
     : ep_(epoll_fd), opts_(opts), closed_(std::move(closed)) {}
 

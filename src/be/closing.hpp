@@ -46,6 +46,11 @@ namespace tcpha::be {
 inline constexpr auto kClosingCounters =
     std::to_array<metrics::CounterInfo>({TCPHA_CLOSING_COUNTERS(TCPHA_METRICS_COUNTER)});
 
+// tcpi_bytes_acked of a TCP socket (0 on error): acknowledgement progress, which the
+// send timeouts measure. Here because <linux/tcp.h> has the field and glibc's
+// <netinet/tcp.h>, which the relay needs, does not (and the two clash).
+uint64_t tcp_bytes_acked(int fd);
+
 struct ClosedReport {
   uint64_t control_id = 0, handoff_id = 0, sent = 0, received = 0;
 };

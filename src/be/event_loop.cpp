@@ -41,6 +41,7 @@ Status Agent::open(int sigfd) {
     o.limits.max_head = cfg_.frontend.max_header_bytes;  // the FE's limit on the first
     o.connect_timeout_ns = uint64_t(self_.upstream_timeout_ms) * kMs;
     o.idle_timeout_ns = kRelayIdleNs;
+    o.send_timeout_ns = uint64_t(cfg_.cluster.send_timeout_ms) * kMs;
     auto r = Relays::create(
         o,
         [this](const ClosedReport& r) { on_closed(r); }, ep_.get(), closings_.get());

@@ -22,6 +22,7 @@ namespace {
 constexpr int kRoundsPerTurn = 8;   // up to 8 pipes' worth per turn, then the others'
 constexpr size_t kSparePipes = 64;  // empty pipes kept to skip pipe2+F_SETPIPE_SZ
 constexpr uint64_t kWarnEveryNs = 1'000'000'000;
+constexpr uint64_t kAckCheckNs = 1'000'000'000;  // send timeouts are tens of seconds
 constexpr uint32_t kEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 
 constexpr uint64_t kTagBit = uint64_t{1} << 63;  // see Relays::owns()
@@ -92,6 +93,9 @@ struct Relays::Conn {
   bool bad_request = false;    // read_client failed on framing, not on the socket
   uint64_t sent = 0, received = 0;
   uint64_t connect_deadline = 0, last_progress = 0;
+  // Send timeout: tcpi_bytes_acked when last looked at, when it last grew, and when
+  // to look next.
+  uint64_t acked = 0, ack_progress = 0, next_ack_check = 0;
 
   size_t pending_upstream() const { return to_upstream.size() - to_upstream_off; }
 };
@@ -483,10 +487,13 @@ void Relays::finish(Conn& c, End how, uint64_t now_ns) {
       break;
     case End::ClientError:
     case End::BadRequest:
+    case End::SendTimeout:
       // A request the relay cannot frame: the server must not get it without the
       // header, and the responses already under way cannot be followed by a 400
       // whose place in the stream the relay does not know. Both sides are reset.
-      inc(how == End::ClientError ? Counter::client_resets : Counter::bad_requests);
+      inc(how == End::ClientError   ? Counter::client_resets
+          : how == End::BadRequest ? Counter::bad_requests
+                                   : Counter::send_timeouts);
       close_with_reset(c.upstream);
       close_with_reset(c.client);
       break;
@@ -531,6 +538,25 @@ void Relays::finish(Conn& c, End how, uint64_t now_ns) {
     closed_(r);
 }
 
+// Response bytes wait in the pipe for a client that takes none: true once it has
+// acknowledged nothing for send_timeout_ns (looked at once a second: TCP_INFO).
+bool Relays::stalled_client(Conn& c, uint64_t now_ns) {
+  if (!opts_.send_timeout_ns || c.in_pipe == 0 || c.client_out) {
+    c.next_ack_check = 0;  // not waiting on the client: start afresh next time
+    return false;
+  }
+  if (now_ns < c.next_ack_check) return false;
+  uint64_t acked = tcp_bytes_acked(c.client.get());
+  bool first = c.next_ack_check == 0;
+  c.next_ack_check = now_ns + kAckCheckNs;
+  if (first || acked != c.acked) {
+    c.acked = acked;
+    c.ack_progress = now_ns;
+    return false;
+  }
+  return now_ns - c.ack_progress > opts_.send_timeout_ns;
+}
+
 void Relays::tick(uint64_t now_ns) {
   std::vector<std::pair<uint64_t, End>> due;
   for (auto& [id, c] : conns_) {
@@ -538,6 +564,8 @@ void Relays::tick(uint64_t now_ns) {
       due.emplace_back(id, End::Timeout);
     else if (now_ns - c->last_progress > opts_.idle_timeout_ns)
       due.emplace_back(id, End::Idle);
+    else if (stalled_client(*c, now_ns))
+      due.emplace_back(id, End::SendTimeout);
   }
   for (auto [id, how] : due) {
     auto it = conns_.find(id);

@@ -40,6 +40,9 @@ struct RelayOptions {
   http::Limits limits;              // request framing for x_forwarded_for
   uint64_t connect_timeout_ns = 0;  // no connection by then: 504
   uint64_t idle_timeout_ns = 0;     // no byte moved either way for this long: closed
+  // Response bytes wait for the client and it has acknowledged nothing for this long
+  // (it stopped reading): reset. 0: off.
+  uint64_t send_timeout_ns = 0;
   // Response bytes in flight per connection. 64 KiB (the default pipe size) moved
   // 12-20% more throughput than 256 KiB on the bench (docs/relay.md).
   size_t pipe_bytes = 64 * 1024;
@@ -53,6 +56,7 @@ struct RelayOptions {
   X(upstream_resets, "relays ended by an upstream error or reset")                       \
   X(client_resets, "relays ended by a client error or reset")                            \
   X(idle_closed, "relays closed after upstream idle timeout")                            \
+  X(send_timeouts, "relays reset: the client acknowledged nothing for send_timeout_ms")  \
   X(forwarded_for, "request heads given an X-Forwarded-For line")                        \
   X(bad_requests, "relays reset: a later request could not be framed (x_forwarded_for)") \
   X(upgrades, "upgrade requests the upstream accepted (101): passed through from then")  \
@@ -101,7 +105,9 @@ class Relays {
         count
   };
   struct Conn;
-  enum class End { Graceful, ClientError, UpstreamError, Refused, Timeout, Idle, BadRequest };
+  enum class End {
+    Graceful, ClientError, UpstreamError, Refused, Timeout, Idle, BadRequest, SendTimeout
+  };
 
   Relays(const RelayOptions& opts, ClosedFn closed, Closings* closing);
   void inc(Counter c, uint64_t n = 1) {
@@ -111,6 +117,7 @@ class Relays {
   bool read_client(Conn& c, bool& moved);
   bool feed_client(Conn& c, std::string_view in);
   bool resolve_upgrade(Conn& c);
+  bool stalled_client(Conn& c, uint64_t now_ns);
   void finish(Conn& c, End how, uint64_t now_ns);
   Status open_pipe(Conn& c);
   void warn(const std::string& msg);

@@ -1,6 +1,4 @@
 // Handed-off connections served by the built-in static server (docroot mode).
-#include <linux/tcp.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <vector>
@@ -9,16 +7,6 @@
 #include "common/clock.hpp"
 
 namespace tcpha::be {
-namespace {
-
-uint64_t bytes_acked(int fd) {
-  tcp_info info{};
-  socklen_t len = sizeof info;
-  return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 ? info.tcpi_bytes_acked : 0;
-}
-
-}  // namespace
-
 void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id, bool peer_fin) {
   auto h = std::make_unique<HttpConn>(docroot_.get(), cache_.get());
   h->fd = std::move(fd);
@@ -62,7 +50,7 @@ void Agent::on_http(HttpConn& h, uint32_t events) {
     h.writing = writing;
     if (writing) {  // the send timeout counts from here
       h.ack_progress = now;
-      h.acked = bytes_acked(h.fd.get());
+      h.acked = tcp_bytes_acked(h.fd.get());
       h.next_ack_check = now + kAckCheckNs;
     }
     set(EPOLL_CTL_MOD, h.fd.get(), writing ? uint32_t(EPOLLOUT) : EPOLLIN | EPOLLRDHUP, &h);
@@ -98,7 +86,7 @@ void Agent::http_timeouts(uint64_t now) {
       // the connection (and its file) for ever.
       if (now < h->next_ack_check) continue;
       h->next_ack_check = now + kAckCheckNs;
-      uint64_t acked = bytes_acked(h->fd.get());
+      uint64_t acked = tcp_bytes_acked(h->fd.get());
       if (acked != h->acked) {
         h->acked = acked;
         h->ack_progress = now;

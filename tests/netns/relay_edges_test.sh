@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The relay with x_forwarded_for (issue 11, item 7): an `Upgrade` request switches the
-# connection to pass-through only when the upstream answers 101. Here nginx serves a
-# static file and ignores the upgrade (200), so the request pipelined after it is
-# still HTTP and must get the relay's X-Forwarded-For; before the fix it went to the
-# server untouched, so any client could send requests without the header by asking
-# for an upgrade first.
+# Edges of the relay (issue 11):
+#  - with x_forwarded_for (item 7), an `Upgrade` request switches the connection to
+#    pass-through only when the upstream answers 101. Here nginx serves a static file
+#    and ignores the upgrade (200), so the request pipelined after it is still HTTP
+#    and must get the relay's X-Forwarded-For; before the fix it went to the server
+#    untouched, so any client could send requests without the header by asking for
+#    an upgrade first;
+#  - a client that stops reading is reset after send_timeout_ms without
+#    acknowledgements (item 5), not held for the 300 s idle reaper.
 set -euo pipefail
 shopt -s inherit_errexit
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,11 +22,13 @@ NGINX=${NGINX:-/usr/sbin/nginx}
 }
 tb_require_tcpha
 
+SEND_TIMEOUT_MS=3000
 tb_init 1
 tb_key
 tb_docroot 1
 TB_BE_EXTRA[1]='upstream = "127.0.0.1:8080"
 x_forwarded_for = true'
+TB_CLUSTER_EXTRA="send_timeout_ms = $SEND_TIMEOUT_MS"
 tb_config
 
 dir=$TB_DIR/nginx1
@@ -80,4 +85,22 @@ line=$(grep 'u=1' "$dir/access.log")
 [[ $line == *"\"$TB_C_ADDR\"" ]] || tb_fail "the upgrade request lacks X-Forwarded-For: $line"
 n=$(relay_counter upgrades_declined)
 ((n == 1)) || tb_fail "upgrades_declined = $n, want 1"
-echo "PASS: relay_upgrade"
+
+echo "== a client that stops reading: reset after send_timeout_ms (${SEND_TIMEOUT_MS} ms)"
+be_active() { tb_status_json be1 | jq -e .active; }
+tb_spawn --log "$TB_DIR/stall.out" stall "$TB_NS_C" python3 -c '
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect((sys.argv[1], 80))
+s.sendall(b"GET /f10m.bin HTTP/1.1\r\nHost: v\r\n\r\n")
+time.sleep(30)
+' "$TB_VIP"
+tb_until 3000 eval '(($(be_active) >= 1))' || tb_fail "the stalled download did not start on be1"
+t0=$(tb__now_ms)
+tb_until $((SEND_TIMEOUT_MS + 4000)) eval '(($(be_active) == 0))' ||
+  tb_fail "be1 still relays to a client that has read nothing for $(($(tb__now_ms) - t0)) ms"
+echo "be1 gave up on the stalled client after $(($(tb__now_ms) - t0)) ms"
+n=$(relay_counter send_timeouts)
+((n == 1)) || tb_fail "send_timeouts = $n, want 1"
+echo "PASS: relay_edges"
