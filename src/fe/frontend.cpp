@@ -1,13 +1,10 @@
 #include "fe/frontend.hpp"
-#include "common/clock.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <chrono>
-#include <condition_variable>
 #include <mutex>
 #include <thread>
 
@@ -33,6 +30,49 @@ constexpr auto kFeCounters =
     std::to_array<metrics::CounterInfo>({TCPHA_FE_COUNTERS(TCPHA_METRICS_COUNTER)});
 constexpr auto kDpCounters =
     std::to_array<metrics::CounterInfo>({TCPHA_DP_COUNTERS(TCPHA_METRICS_COUNTER)});
+
+// The FE's latency histograms, declared once: status shows them under `json` (in
+// microseconds), Prometheus as tcpha_fe_<prom>_seconds.
+struct LatencyInfo {
+  const char* json;
+  const char* prom;
+  const char* help;
+  LatencyHistogram Shared::*hist;
+};
+constexpr LatencyInfo kLatencies[] = {
+    {"handoff_latency_us", "handoff_latency", "request complete to COMMIT sent",
+     &Shared::handoff_latency},
+    {"hold_export_send", "handoff_export", "HOLD + export + HANDOFF sent", &Shared::export_latency},
+    {"send_to_ready", "handoff_ready", "HANDOFF sent to READY received", &Shared::ready_latency},
+    {"ready_to_commit", "handoff_commit", "READY received to COMMIT sent (FORWARD + send)",
+     &Shared::commit_latency},
+};
+
+// Per-back-end numbers, declared once: a field of each entry of status's
+// "backends" and the Prometheus family tcpha_backend_<name> (with _total for
+// counters), labelled by back-end.
+struct BackendStat {
+  const char* name;
+  const char* help;
+  bool counter;
+  double (*get)(const BackendState&);
+};
+constexpr BackendStat kBackendStats[] = {
+    {"handoffs", "connections handed off to the back-end", true,
+     [](const BackendState& b) { return double(b.handoffs.load()); }},
+    {"failures", "failed handoff attempts to the back-end", true,
+     [](const BackendState& b) { return double(b.failures.load()); }},
+    {"active", "handed-off connections not yet reported closed", false,
+     [](const BackendState& b) { return double(b.active.load()); }},
+    {"reported_active", "connections the back-end reports serving (heartbeat)", false,
+     [](const BackendState& b) { return double(b.reported_active.load()); }},
+    {"heartbeat_age_ms", "age of the newest heartbeat any worker saw, ms (-1: none)", false,
+     [](const BackendState& b) { return double(b.heartbeat_age_ms.load()); }},
+    {"cache_hit_rate", "the back-end's file cache hit rate (heartbeat)", false,
+     [](const BackendState& b) { return b.cache_hit_permille.load() / 1000.0; }},
+    {"cpu_load", "the back-end's CPU load, in CPUs (heartbeat)", false,
+     [](const BackendState& b) { return b.cpu_permille.load() / 1000.0; }},
+};
 
 // Builds the snapshot a configuration becomes: router, back-end states, docroot.
 Result<std::shared_ptr<const Snapshot>> make_snapshot(Shared& sh,
@@ -126,7 +166,6 @@ class Frontend {
       if (listed->addr.s_addr != peer.s_addr)
         return j.id + " is listed at " + listed->address + ", the link comes from " + ipv4_str(peer);
       sh_.backend(j.id)->leaving.store(false);
-      sh_.backend(j.id)->drained.store(false);  // until the workers read `leaving` too
       spdlog::info("{} registered (listed in the cluster file)", j.id);
       return "";
     }
@@ -145,7 +184,6 @@ class Frontend {
     auto previous = dynamic_;
     dynamic_[j.id] = b;
     sh_.backend(j.id)->leaving.store(false);
-    sh_.backend(j.id)->drained.store(false);  // until the workers read `leaving` too
     if (!publish_locked()) {
       dynamic_ = previous;
       return "configuration refused";
@@ -158,7 +196,6 @@ class Frontend {
   // so that the BE's next JOIN undoes this and only this.
   void leave(const std::string& id) {
     sh_.backend(id)->leaving.store(true);
-    sh_.backend(id)->drained.store(true);  // until the workers read `leaving` too
     spdlog::info("{} is leaving: drained", id);
   }
 
@@ -178,23 +215,20 @@ class Frontend {
     e.gauge("tcpha_fe_flows", "flows in the datapath table", double(flows));
     e.gauge("tcpha_fe_local_active", "connections the front-end serves itself",
             double(sh_.local_active.load()));
-    e.histogram("tcpha_fe_handoff_latency_seconds", "request complete to COMMIT sent",
-                sh_.handoff_latency);
-    e.histogram("tcpha_fe_handoff_export_seconds", "HOLD + export + HANDOFF sent",
-                sh_.export_latency);
-    e.histogram("tcpha_fe_handoff_ready_seconds", "HANDOFF sent to READY received",
-                sh_.ready_latency);
+    for (const auto& h : kLatencies)
+      e.histogram(std::string("tcpha_fe_") + h.prom + "_seconds", h.help, sh_.*h.hist);
     auto snap = sh_.snapshot.load();
     for (const BackendState* b : snap->backends) {
       metrics::Labels l{{"backend", b->id}};
       e.gauge("tcpha_backend_up", "1 when every worker has a live link to the back-end",
               sh_.state_of(*b) == "up" ? 1 : 0, l);
-      e.gauge("tcpha_backend_active", "handed-off connections not yet closed",
-              double(b->active.load()), l);
-      e.counter("tcpha_backend_handoffs_total", "connections handed off to the back-end",
-                b->handoffs.load(), l);
-      e.counter("tcpha_backend_failures_total", "failed handoff attempts to the back-end",
-                b->failures.load(), l);
+      for (const auto& st : kBackendStats) {
+        std::string name = std::string("tcpha_backend_") + st.name;
+        if (st.counter)
+          e.counter(name + "_total", st.help, uint64_t(st.get(*b)), l);
+        else
+          e.gauge(name, st.help, st.get(*b), l);
+      }
     }
     return e.str();
   }
@@ -273,21 +307,27 @@ class Frontend {
       const BackendState& b = *snap->backends[i];
       const auto& c = snap->cfg->backends[i];
       uint64_t mac = b.mac.load();
-      bes.push_back({{"id", b.id},
-                     {"address", c.address},
-                     {"state", sh_.state_of(b)},
-                     {"weight", c.weight},
-                     {"groups", c.groups},
-                     {"handoffs", b.handoffs.load()},
-                     {"failures", b.failures.load()},
-                     {"active", b.active.load()},
-                     {"reported_active", b.reported_active.load()},
-                     {"heartbeat_age_ms", b.heartbeat_age_ms.load()},
-                     {"cache_hit_rate", b.cache_hit_permille.load() / 1000.0},
-                     {"dynamic", dynamic_.count(b.id) != 0},
-                     {"mac", mac ? mac_str(BackendState::unpack(mac)) : ""}});
+      json be = {{"id", b.id},
+                 {"address", c.address},
+                 {"state", sh_.state_of(b)},
+                 {"weight", c.weight},
+                 {"groups", c.groups},
+                 {"dynamic", dynamic_.count(b.id) != 0},
+                 {"mac", mac ? mac_str(BackendState::unpack(mac)) : ""}};
+      for (const auto& st : kBackendStats) {
+        const double v = st.get(b);
+        if (double(int64_t(v)) == v)
+          be[st.name] = int64_t(v);  // counts stay integers in JSON
+        else
+          be[st.name] = v;
+      }
+      bes.push_back(std::move(be));
     }
     json counters = metrics::counters_json(kFeCounters, metrics::snapshot(sh_.counters.v));
+    // The first histogram is the whole handoff; the others are its parts.
+    json breakdown = json::object();
+    for (size_t i = 1; i < std::size(kLatencies); ++i)
+      breakdown[kLatencies[i].json] = latency_json(sh_.*kLatencies[i].hist);
     json dp = metrics::counters_json(kDpCounters, sh_.dp->counters());
     return {{"role", "fe"},
             {"id", snap->cfg->frontend.id},
@@ -300,11 +340,8 @@ class Frontend {
              {{"ok", sh_.counters.get(Counter::handoff_ok)},
               {"failed", sh_.counters.get(Counter::handoff_failed)}}},
             {"flows", flows},
-            {"handoff_latency_us", latency_json(sh_.handoff_latency)},
-            {"handoff_breakdown_us",
-             {{"hold_export_send", latency_json(sh_.export_latency)},
-              {"send_to_ready", latency_json(sh_.ready_latency)},
-              {"ready_to_commit", latency_json(sh_.commit_latency)}}},
+            {kLatencies[0].json, latency_json(sh_.*kLatencies[0].hist)},
+            {"handoff_breakdown_us", breakdown},
             {"counters", counters},
             {"datapath", dp}};
   }
@@ -318,15 +355,53 @@ class Frontend {
   std::map<std::string, config::BackendSection> dynamic_;
 };
 
-}  // namespace
 
-int run_frontend(const config::Config& boot, const std::string& status_socket) {
-  const auto& f = boot.frontend;
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&sigs, s);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);  // before any thread starts
+// The front-end daemon. Its members are what it set up on the host and in the
+// process, declared in the order they are set up, so that destruction (the reverse
+// order) tears down correctly on every path, early failures included: worker threads
+// stop first, then the flow GC, the listeners for BEs and operators, the workers'
+// sockets, and last the VIP and the datapath.
+class Daemon {
+ public:
+  explicit Daemon(const config::Config& boot) : boot_(boot) {}
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
 
+  // Sets everything up; 0, or the exit status to fail with (INTERFACE.md).
+  int start(const std::string& status_socket);
+  // Until SIGINT/SIGTERM; SIGHUP reloads. The signals must be blocked in every thread.
+  void run(const sigset_t& sigs);
+
+ private:
+  // Stops the workers and joins their threads before anything they use goes away.
+  struct Threads {
+    explicit Threads(std::vector<std::unique_ptr<Worker>>& w) : workers(w) {
+      for (auto& wk : workers) threads.emplace_back([&wk] { wk->run(); });
+    }
+    std::vector<std::unique_ptr<Worker>>& workers;
+    std::vector<std::thread> threads;
+    ~Threads() {
+      for (auto& w : workers) w->stop();
+      for (auto& t : threads) t.join();
+    }
+  };
+
+  const config::Config& boot_;
+  std::unique_ptr<datapath::Datapath> dp_;
+  std::unique_ptr<host::AddressGuard> vip_;
+  Shared sh_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<Frontend> fe_;
+  std::atomic<size_t> flows_{0};
+  std::unique_ptr<status::Server> status_;
+  std::unique_ptr<metrics::Endpoint> metrics_;
+  std::unique_ptr<Membership> membership_;
+  std::unique_ptr<datapath::FlowGcThread> gc_;
+  std::unique_ptr<Threads> threads_;
+};
+
+int Daemon::start(const std::string& status_socket) {
+  const auto& f = boot_.frontend;
   auto fe_mac = host::interface_mac(f.interface);
   if (!fe_mac) {
     spdlog::error("interface {}: {}", f.interface, fe_mac.error().message());
@@ -338,98 +413,104 @@ int run_frontend(const config::Config& boot, const std::string& status_socket) {
                   f.interface, dp.error().message());
     return 2;
   }
-  auto vip = host::AddressGuard::add(f.interface, boot.cluster.vip_addr);
+  dp_ = std::move(*dp);
+  auto vip = host::AddressGuard::add(f.interface, boot_.cluster.vip_addr);
   if (!vip) {
     spdlog::error("{}", vip.error().message());
     return 2;
   }
+  vip_ = std::move(*vip);
 
-  Shared sh;
-  sh.boot = &boot;
-  sh.dp = dp->get();
-  sh.fe_mac = *fe_mac;
-  sh.workers = f.workers ? f.workers : uint32_t(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
-  auto snap = make_snapshot(sh, std::make_shared<const config::Config>(boot), 1);
+  sh_.boot = &boot_;
+  sh_.dp = dp_.get();
+  sh_.fe_mac = *fe_mac;
+  sh_.workers = f.workers ? f.workers : uint32_t(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+  auto snap = make_snapshot(sh_, std::make_shared<const config::Config>(boot_), 1);
   if (!snap) {
     spdlog::error("{}", snap.error().message());
     return 1;
   }
-  sh.snapshot.store(*snap);
-  sh.generation.store(1);
-  sh.access_log.store(open_access_log(f.access_log));
-  std::vector<std::unique_ptr<Worker>> workers;
-  Frontend fe(boot, sh, workers);
-  for (uint32_t i = 0; i < sh.workers; ++i) {
-    workers.push_back(std::make_unique<Worker>(sh, i));
-    if (auto s = workers.back()->open_listeners(); !s) {
+  sh_.snapshot.store(*snap);
+  sh_.generation.store(1);
+  sh_.access_log.store(open_access_log(f.access_log));
+  for (uint32_t i = 0; i < sh_.workers; ++i) {
+    workers_.push_back(std::make_unique<Worker>(sh_, i));
+    if (auto s = workers_.back()->open_listeners(); !s) {
       spdlog::error("{}", s.error().message());
       return 2;
     }
   }
+  fe_ = std::make_unique<Frontend>(boot_, sh_, workers_);
 
-  std::atomic<size_t> flows{0};
   auto status = status::Server::start(
-      status_socket, [&](const std::string& cmd) { return fe.command(cmd, flows.load()); });
+      status_socket, [this](const std::string& cmd) { return fe_->command(cmd, flows_.load()); });
   if (!status) {
     spdlog::error("status socket: {}", status.error().message());
     return 2;
   }
-
-  std::unique_ptr<metrics::Endpoint> metrics_endpoint;
+  status_ = std::move(*status);
   if (!f.metrics.empty()) {
     auto m = metrics::Endpoint::start(
-        f.metrics, [&] { return fe.prometheus(flows.load()); }, f.metrics_allow);
+        f.metrics, [this] { return fe_->prometheus(flows_.load()); }, f.metrics_allow);
     if (!m) {
       spdlog::error("metrics endpoint {}: {}", f.metrics, m.error().message());
       return 2;
     }
-    metrics_endpoint = std::move(*m);
+    metrics_ = std::move(*m);
   }
   auto membership = Membership::start(
-      boot, {[&](const proto::JoinMsg& j, in_addr peer) { return fe.join(j, peer); },
-             [&](const std::string& id) { fe.leave(id); }, [&](const std::string& id) { fe.gone(id); }});
+      boot_, {[this](const proto::JoinMsg& j, in_addr peer) { return fe_->join(j, peer); },
+              [this](const std::string& id) { fe_->leave(id); },
+              [this](const std::string& id) { fe_->gone(id); }});
   if (!membership) {
     spdlog::error("registration listener: {}", membership.error().message());
     return 2;
   }
-
-  std::vector<std::thread> threads;
-  for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
+  membership_ = std::move(*membership);
 
   // Ages flows out of the datapath table (datapath/flow_gc.hpp): closed ones after
   // the linger, idle ones, and holds a crashed handoff left behind.
-  datapath::FlowGcThread gc(
-      *sh.dp,
-      [&] {
+  gc_ = std::make_unique<datapath::FlowGcThread>(
+      *dp_,
+      [this] {
         const uint64_t ms = 1'000'000;
-        const auto& cf = sh.snapshot.load()->cfg->frontend;
+        const auto& cf = sh_.snapshot.load()->cfg->frontend;
         return datapath::FlowLimits{cf.flow_linger_ms * ms, uint64_t(cf.flow_idle_s) * 1000 * ms,
                                     (2ull * cf.handoff_timeout_ms + 1000) * ms};
       },
-      [&](const datapath::GcStats& st) { flows.store(st.live); });
+      [this](const datapath::GcStats& st) { flows_.store(st.live); });
 
+  threads_ = std::make_unique<Threads>(workers_);
   spdlog::info("front-end {} on {} VIP {} ports {}, {} workers, {} back-ends", f.id, f.interface,
-               boot.cluster.vip, fmt::join(boot.cluster.ports, ","), sh.workers,
-               boot.backends.size());
+               boot_.cluster.vip, fmt::join(boot_.cluster.ports, ","), sh_.workers,
+               boot_.backends.size());
+  return 0;
+}
+
+void Daemon::run(const sigset_t& sigs) {
   for (;;) {
     int sig = 0;
     sigwait(&sigs, &sig);
-    if (sig == SIGHUP) {
-      fe.reload();
-      continue;
+    if (sig != SIGHUP) {
+      spdlog::info("signal {}: stopping", sig);
+      return;
     }
-    spdlog::info("signal {}: stopping", sig);
-    break;
+    fe_->reload();
   }
-  for (auto& w : workers) w->stop();
-  for (auto& t : threads) t.join();
-  gc.stop();
-  membership->reset();
-  metrics_endpoint.reset();
-  workers.clear();
-  status->reset();
-  vip->reset();
-  dp->reset();
+}
+
+}  // namespace
+
+int run_frontend(const config::Config& boot, const std::string& status_socket) {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&sigs, s);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);  // before any thread starts
+  {
+    Daemon d(boot);
+    if (int rc = d.start(status_socket); rc != 0) return rc;
+    d.run(sigs);
+  }
   spdlog::info("front-end stopped; VIP and datapath removed");
   return 0;
 }
