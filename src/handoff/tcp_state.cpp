@@ -138,18 +138,19 @@ Status import_into(int fd, const TcpState& st, const std::string& queued) {
       !s)
     return s;
 
-  sockaddr_in local{};
-  local.sin_family = AF_INET;
-  local.sin_addr.s_addr = st.local_addr;
-  local.sin_port = st.local_port;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0)
+  auto ipv4 = [](uint32_t addr, uint16_t port) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = addr;
+    a.sin_port = port;
+    return a;
+  };
+  const sockaddr_in local = ipv4(st.local_addr, st.local_port);
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&local), sizeof local) != 0)
     return sys_error("bind(VIP) for import");
-  sockaddr_in peer{};
-  peer.sin_family = AF_INET;
-  peer.sin_addr.s_addr = st.peer_addr;
-  peer.sin_port = st.peer_port;
+  const sockaddr_in peer = ipv4(st.peer_addr, st.peer_port);
   // In repair mode connect() goes straight to ESTABLISHED and sends nothing.
-  if (connect(fd, reinterpret_cast<sockaddr*>(&peer), sizeof peer) != 0)
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&peer), sizeof peer) != 0)
     return sys_error("connect(client) in repair mode");
 
   tcp_repair_opt opts[4];

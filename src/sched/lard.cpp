@@ -32,14 +32,7 @@ Lard::Entry& Lard::find_or_insert(uint64_t target) {
 int Lard::least_loaded(const LoadView& load) {
   const size_t n = members_.size();
   if (n == 0) return -1;
-  const size_t start = turn_++ % n;
-  int best = -1;
-  for (size_t i = 0; i < n; ++i) {
-    size_t pos = (start + i) % n;
-    if (!members_.usable(pos, load)) continue;
-    if (best < 0 || members_.lighter(pos, size_t(best), load)) best = int(pos);
-  }
-  return best;
+  return members_.lightest(turn_++ % n, load);
 }
 
 // The paper's condition for moving (or, with LARD/R, widening) a target: its member is

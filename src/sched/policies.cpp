@@ -51,14 +51,7 @@ int RoundRobin::next(const LoadView& load) {
 int LeastConn::next(const LoadView& load) {
   const size_t n = members_.size();
   if (n == 0) return -1;
-  const size_t start = start_.fetch_add(1, std::memory_order_relaxed) % n;
-  int best = -1;
-  for (size_t i = 0; i < n; ++i) {
-    size_t pos = (start + i) % n;
-    if (!members_.usable(pos, load)) continue;
-    if (best < 0 || members_.lighter(pos, size_t(best), load)) best = int(pos);
-  }
-  return best;
+  return members_.lightest(start_.fetch_add(1, std::memory_order_relaxed) % n, load);
 }
 
 ConsistentHash::ConsistentHash(Members members, std::string_view key) : Policy(std::move(members)) {

@@ -64,6 +64,18 @@ class Members {
   bool lighter(size_t a, size_t b, const LoadView& load) const {
     return pressure(a, load) * list_[b].weight < pressure(b, load) * list_[a].weight;
   }
+  // The usable member with the least load per unit of weight, or -1. Ties go to the
+  // first one found from `start` on, so callers that rotate `start` share them out.
+  int lightest(size_t start, const LoadView& load) const {
+    const size_t n = list_.size();
+    int best = -1;
+    for (size_t i = 0; i < n; ++i) {
+      size_t pos = (start + i) % n;
+      if (!usable(pos, load)) continue;
+      if (best < 0 || lighter(pos, size_t(best), load)) best = int(pos);
+    }
+    return best;
+  }
 
  private:
   std::vector<Member> list_;
