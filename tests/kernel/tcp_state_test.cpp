@@ -169,6 +169,38 @@ TEST_F(TcpStateTest, MovesMidStreamConnectionByteExact) {
   EXPECT_EQ(recv(cli_, &c, 1, 0), 0);
 }
 
+// A request followed at once by the client's FIN (a half-close): the socket is in
+// CLOSE_WAIT when it is exported. The export says so, and the importer's socket takes
+// the client's next segments (rcv_nxt already past the FIN) and answers to EOF.
+TEST_F(TcpStateTest, MovesHalfClosedConnection) {
+  std::string request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  send_all(cli_, request);
+  shutdown(cli_, SHUT_WR);
+  usleep(20000);  // the FIN arrives: CLOSE_WAIT
+  std::string already;
+  auto st = handoff::export_state(srv_, local_, peer_, already);
+  ASSERT_TRUE(st.ok()) << st.error().message();
+  EXPECT_TRUE(st->flags & handoff::kStatePeerFin);
+  EXPECT_EQ(already, request) << "the request bytes, without the FIN";
+  close(srv_);
+  srv_ = -1;
+
+  auto moved = handoff::import_state(*st, already);
+  ASSERT_TRUE(moved.ok()) << moved.error().message();
+  ASSERT_TRUE(handoff::activate(moved->get()).ok());
+  int fd = moved->get();
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  EXPECT_EQ(recv_exact(fd, request.size()), request);
+  std::string reply = pattern(300000, 'r');
+  send_all(fd, reply);
+  shutdown(fd, SHUT_WR);
+  EXPECT_EQ(recv_exact(cli_, reply.size()), reply);
+  char c;
+  pollfd p{cli_, POLLIN, 0};
+  ASSERT_GT(poll(&p, 1, 5000), 0);
+  EXPECT_EQ(recv(cli_, &c, 1, 0), 0) << "the client sees the answer's FIN";
+}
+
 TEST_F(TcpStateTest, AbortGivesTheSocketBack) {
   std::string request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
   send_all(cli_, request);
