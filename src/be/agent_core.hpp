@@ -28,11 +28,13 @@
 #include "be/relay.hpp"
 #include "common/fd.hpp"
 #include "common/histogram.hpp"
+#include "common/listen_socket.hpp"
 #include "common/result.hpp"
 #include "config/config.hpp"
 #include "handoff/tcp_state.hpp"
 #include "metrics/registry.hpp"
 #include "proto/control.hpp"
+#include "proto/link.hpp"
 #include "serve/file_cache.hpp"
 #include "serve/static_session.hpp"
 
@@ -40,6 +42,9 @@ namespace tcpha::be {
 
 inline constexpr uint64_t kMs = 1'000'000;
 inline constexpr uint64_t kDrainTimeoutNs = 30'000 * kMs;  // SIGTERM waits this long for connections
+// Control links (control_links.cpp): at most this many, and of them at most this many
+// still unauthenticated (a newer connection displaces the oldest of those).
+inline constexpr size_t kMaxControlLinks = 256, kMaxPendingControl = 64;
 // Relayed connections: longer than common servers' keep-alive and send timeouts, so
 // the server's own timeouts normally decide; this reaps connections whose peer vanished.
 inline constexpr uint64_t kRelayIdleNs = 300'000 * kMs;
@@ -58,6 +63,8 @@ inline constexpr uint64_t kAckCheckNs = 1'000 * kMs;
   X(bad_requests, "requests refused as malformed or too large")               \
   X(bytes_sent, "response bytes sent (heads and bodies)")                     \
   X(ctl_accepted, "control connections accepted")                             \
+  X(ctl_refused, "control connections refused: not from the FE's address, or too many") \
+  X(ctl_dropped, "control connections dropped unauthenticated (deadline, garbage, cap)") \
   X(ctl_bad_frames, "control frames that failed authentication or parsing")     \
   X(import_refused, "HANDOFFs refused: not the VIP and a configured port")    \
   X(activate_failed, "committed imports that could not leave repair mode")    \
@@ -80,13 +87,10 @@ struct Item {
 };
 
 struct ControlConn : Item {
-  ControlConn(uint64_t id_, const std::array<uint8_t, 32>& key, const std::string& self)
-      : Item(Control), id(id_), session(key, proto::Role::Be, self) {}
+  ControlConn(uint64_t id_, proto::LinkOptions o) : Item(Control), id(id_), link(std::move(o)) {}
   uint64_t id;
-  UniqueFd fd;
-  proto::Session session;
-  std::string in, out;
-  bool want_out = false;
+  proto::Link link;
+  bool counted = false;  // established: counted in control_links_
 };
 
 // A handed-off connection, imported and held in repair mode until COMMIT.
@@ -138,7 +142,11 @@ class Agent {
   void on_accept();
   void on_control(ControlConn& cc, uint32_t events);
   void drop_control(ControlConn& cc, const std::string& why);
-  void flush(ControlConn& cc);
+  proto::LinkOptions control_options() const;
+  bool control_source_allowed(in_addr a) const;
+  bool make_room_for_control();
+  void control_changed(ControlConn& cc, unsigned changes, std::vector<proto::Message>& msgs);
+  void tick_controls(uint64_t now);
   void report_closed(uint64_t control_id, uint64_t handoff_id, uint64_t sent, uint64_t received);
   void send_heartbeats(uint64_t now);
   // imports.cpp
@@ -160,7 +168,8 @@ class Agent {
   const config::Config& cfg_;
   const config::BackendSection& self_;
   std::array<uint8_t, 32> key_{};
-  UniqueFd ep_, listener_, docroot_;
+  UniqueFd ep_, docroot_;
+  ListenSocket listener_;  // the control port
   std::unique_ptr<serve::FileCache> cache_;  // cache_mb > 0
   Item listener_item_{Item::Listener}, signal_item_{Item::Signal};
   // Connections whose response is complete, until they are really over (both kinds).

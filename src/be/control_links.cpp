@@ -1,51 +1,73 @@
 // The agent's control links: the FE workers connect to the control port; each link
-// carries HANDOFF/COMMIT/ABORT in and READY/CLOSED/HEARTBEAT out.
+// carries HANDOFF/COMMIT/ABORT in and READY/CLOSED/HEARTBEAT out. Before a link has
+// authenticated it is bounded: only the FE's address may connect, at most
+// kMaxPendingControl links wait in their handshake (a newer connection displaces the
+// oldest), each for at most the handshake deadline (proto::Link), and the listener
+// pauses instead of spinning when descriptors run out (ListenSocket).
 #include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "be/agent_core.hpp"
-#include "common/io.hpp"
+#include "common/clock.hpp"
+#include "common/net.hpp"
 
 namespace tcpha::be {
 
-void Agent::on_accept() {
-  for (;;) {
-    UniqueFd fd(accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-    if (!fd.valid()) return;
-    int one = 1;
-    setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    auto cc = std::make_unique<ControlConn>(next_control_id_++, key_, self_.id);
-    cc->fd = std::move(fd);
-    cc->session.start(cc->out);
-    set(EPOLL_CTL_ADD, cc->fd.get(), EPOLLIN | EPOLLRDHUP, cc.get());
-    inc(Counter::ctl_accepted);
-    ControlConn* raw = cc.get();
-    controls_.emplace(raw->id, std::move(cc));
-    flush(*raw);
-  }
+proto::LinkOptions Agent::control_options() const {
+  proto::LinkOptions o;
+  o.key = key_;
+  o.role = proto::Role::Be;
+  o.node_id = self_.id;
+  return o;
 }
 
-void Agent::flush(ControlConn& cc) {
-  if (int err = send_pending(cc.fd.get(), cc.out)) {
-    drop_control(cc, strerror(err));
-    return;
+// Only the front-end connects here ([frontend] address; a standby's too, once the
+// configuration has standbys).
+bool Agent::control_source_allowed(in_addr a) const {
+  return a.s_addr == cfg_.frontend.addr.s_addr;
+}
+
+// Room for one more unauthenticated link: the oldest one still in its handshake goes
+// when kMaxPendingControl wait; nothing is displaced once kMaxControlLinks are up.
+bool Agent::make_room_for_control() {
+  size_t pending = 0;
+  ControlConn* oldest = nullptr;
+  for (auto& [id, cc] : controls_)  // by id: oldest first
+    if (!cc->link.up() && pending++ == 0) oldest = cc.get();
+  if (pending >= kMaxPendingControl && oldest) {
+    inc(Counter::ctl_dropped);
+    drop_control(*oldest, "displaced by a newer connection before authenticating");
+    return true;
   }
-  bool want = !cc.out.empty();
-  if (want != cc.want_out) {
-    cc.want_out = want;
-    set(EPOLL_CTL_MOD, cc.fd.get(), EPOLLIN | EPOLLRDHUP | (want ? uint32_t(EPOLLOUT) : 0u), &cc);
+  return controls_.size() < kMaxControlLinks;
+}
+
+void Agent::on_accept() {
+  const uint64_t now = monotonic_ns();
+  for (int burst = 0; burst < 64; ++burst) {  // the rest on the next turn of the loop
+    sockaddr_in peer{};
+    UniqueFd fd = listener_.accept(&peer, now);
+    if (!fd.valid()) return;
+    if (!control_source_allowed(peer.sin_addr) || !make_room_for_control()) {
+      inc(Counter::ctl_refused);
+      spdlog::debug("control connection from {} refused", endpoint_str(peer));
+      continue;  // closed at once
+    }
+    auto cc = std::make_unique<ControlConn>(next_control_id_++, control_options());
+    ControlConn* raw = cc.get();
+    controls_.emplace(raw->id, std::move(cc));
+    raw->link.attach(ep_.get(), static_cast<Item*>(raw));
+    raw->link.adopt(std::move(fd), peer, now);
+    inc(Counter::ctl_accepted);
   }
 }
 
 void Agent::drop_control(ControlConn& cc, const std::string& why) {
-  if (cc.session.established()) {
+  if (cc.counted) {
     control_links_.fetch_sub(1);
-    spdlog::warn("control link from {} lost: {}", cc.session.peer_id(), why);
+    spdlog::warn("control link from {} lost: {}", cc.link.peer_id(), why);
   }
   // Imports not yet committed die with the link that would have committed them.
   for (auto it = pending_.begin(); it != pending_.end();) {
@@ -56,47 +78,50 @@ void Agent::drop_control(ControlConn& cc, const std::string& why) {
       ++it;
     }
   }
-  set(EPOLL_CTL_DEL, cc.fd.get(), 0, &cc);
-  controls_.erase(cc.id);
+  controls_.erase(cc.id);  // the link closes its socket
 }
 
 void Agent::on_control(ControlConn& cc, uint32_t events) {
-  if (events & EPOLLIN) {
-    if (int err = recv_available(cc.fd.get(), cc.in)) {
-      drop_control(cc, err == kPeerClosed ? "closed by peer" : strerror(err));
-      return;
-    }
-    bool was = cc.session.established();
-    std::vector<proto::Message> msgs;
-    Status s = cc.session.feed(cc.in, msgs);
-    if (!was && cc.session.established()) {
-      control_links_.fetch_add(1);
-      spdlog::info("control link from {} established", cc.session.peer_id());
-    }
-    uint64_t id = cc.id;
-    for (auto& m : msgs) {
-      on_message(cc, m);
-      if (!controls_.count(id)) return;
-    }
-    if (!s) {
-      inc(Counter::ctl_bad_frames);
-      drop_control(cc, "bad frame: " + s.error().message());
-      return;
-    }
-    flush(cc);
-    return;
+  std::vector<proto::Message> msgs;
+  const unsigned changes = cc.link.on_events(events, msgs, monotonic_ns());
+  control_changed(cc, changes, msgs);
+}
+
+void Agent::control_changed(ControlConn& cc, unsigned changes, std::vector<proto::Message>& msgs) {
+  if (changes & proto::Link::kWentUp) {
+    cc.counted = true;
+    control_links_.fetch_add(1);
+    spdlog::info("control link from {} established", cc.link.peer_id());
   }
-  if (events & EPOLLOUT) flush(cc);
-  else if (events & (EPOLLERR | EPOLLHUP)) drop_control(cc, "connection error");
+  const uint64_t id = cc.id;
+  for (auto& m : msgs) {
+    on_message(cc, m);
+    if (!controls_.count(id)) return;
+  }
+  if (changes & proto::Link::kWentDown) {
+    if (cc.link.failure() == proto::Link::Failure::BadFrame) inc(Counter::ctl_bad_frames);
+    if (!cc.counted) inc(Counter::ctl_dropped);
+    drop_control(cc, cc.link.reason());
+  }
 }
 
 // Lets the FE free the flow early (ARCHITECTURE.md, teardown).
 void Agent::report_closed(uint64_t control_id, uint64_t handoff_id, uint64_t sent,
                           uint64_t received) {
-  if (auto it = controls_.find(control_id); it != controls_.end() && it->second->session.established()) {
-    it->second->session.send(proto::ClosedMsg{handoff_id, sent, received}, it->second->out);
-    flush(*it->second);
-  }
+  if (auto it = controls_.find(control_id); it != controls_.end())
+    it->second->link.send(proto::ClosedMsg{handoff_id, sent, received});
+}
+
+// Deadlines of the links (handshake; failures inside send()) and the listener's pause;
+// then the heartbeats.
+void Agent::tick_controls(uint64_t now) {
+  listener_.tick(now);
+  std::vector<ControlConn*> links;
+  for (auto& [id, cc] : controls_) links.push_back(cc.get());
+  std::vector<proto::Message> none;
+  for (ControlConn* cc : links)
+    if (const unsigned changes = cc->link.tick(now)) control_changed(*cc, changes, none);
+  send_heartbeats(now);
 }
 
 // Heartbeats: the FE marks a BE down when they stop, even if the TCP connection
@@ -108,13 +133,7 @@ void Agent::send_heartbeats(uint64_t now) {
   cpu_permille_.store(cpu, std::memory_order_relaxed);
   proto::HeartbeatMsg hb{now, uint32_t(std::max<int64_t>(0, active_.load())), cpu,
                          cache_hit_permille()};
-  std::vector<ControlConn*> links;
-  for (auto& [id, cc] : controls_)
-    if (cc->session.established()) links.push_back(cc.get());
-  for (ControlConn* cc : links) {
-    cc->session.send(hb, cc->out);
-    flush(*cc);
-  }
+  for (auto& [id, cc] : controls_) cc->link.send(hb);  // nothing unless up
 }
 
 }  // namespace tcpha::be

@@ -52,17 +52,14 @@ Status Agent::open(int sigfd) {
     if (!docroot_.valid()) return sys_error("docroot " + self_.docroot);
     if (self_.cache_mb > 0) cache_ = std::make_unique<serve::FileCache>(uint64_t(self_.cache_mb) << 20);
   }
-  listener_.reset(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  int one = 1;
-  setsockopt(listener_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr = self_.addr;
   a.sin_port = htons(cfg_.cluster.control_port);
-  if (bind(listener_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
-    return sys_error("bind control port " + endpoint_str(a));
-  if (listen(listener_.get(), 128) != 0) return sys_error("listen");
-  set(EPOLL_CTL_ADD, listener_.get(), EPOLLIN, &listener_item_);
+  auto l = ListenSocket::open(a, 128);
+  if (!l) return Error{l.error().err, "control port: " + l.error().what};
+  listener_ = std::move(*l);
+  listener_.attach(ep_.get(), &listener_item_);
   sigfd_ = sigfd;
   set(EPOLL_CTL_ADD, sigfd, EPOLLIN, &signal_item_);
   return {};
@@ -117,7 +114,7 @@ void Agent::tick(uint64_t now) {
   if (relays_) relays_->tick(now);
   closings_->tick(now);
   if (draining_) drain_tick(now);
-  send_heartbeats(now);
+  tick_controls(now);  // and heartbeats
 }
 
 // A served connection has ended (at once, or after its lingering close): the FE may

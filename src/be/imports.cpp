@@ -26,8 +26,7 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
       inc(Counter::import_refused);
       spdlog::warn("HANDOFF {} for {}:{} refused: not the VIP and a configured port", h->id,
                    ipv4_str(h->state.local_addr), ntohs(h->state.local_port));
-      cc.session.send(proto::ReadyMsg{h->id, uint32_t(EACCES)}, cc.out);
-      flush(cc);
+      cc.link.send(proto::ReadyMsg{h->id, uint32_t(EACCES)});
       return;
     }
     auto fd = handoff::import_state(h->state, h->request);
@@ -44,8 +43,7 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
           PendingImport{std::move(*fd), monotonic_ns() + wait,
                         (h->state.flags & handoff::kStatePeerFin) != 0};
     }
-    cc.session.send(proto::ReadyMsg{h->id, status}, cc.out);
-    flush(cc);
+    cc.link.send(proto::ReadyMsg{h->id, status});
     import_latency_.record_ns(monotonic_ns() - t0);
   } else if (auto* c = std::get_if<proto::CommitMsg>(&m)) {
     auto it = pending_.find({cc.id, c->id});

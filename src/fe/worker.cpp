@@ -1,6 +1,5 @@
 #include "fe/worker.hpp"
 #include "common/clock.hpp"
-#include "common/io.hpp"
 #include "common/listen_socket.hpp"
 
 #include <arpa/inet.h>
@@ -28,7 +27,6 @@ namespace {
 constexpr uint64_t kMs = 1'000'000;
 constexpr uint64_t kTickNs = 20 * kMs;           // timeouts are checked this often
 constexpr uint64_t kCloseLingerNs = 2000 * kMs;  // after an error reply, wait for the client's FIN
-constexpr uint64_t kBackoffMinMs = 50, kBackoffMaxMs = 2000;
 constexpr uint64_t kRetireGraceNs = 60'000 * kMs;  // a removed BE's link lives on for CLOSEDs
 constexpr int kMaxAttempts = 2;                    // handoff attempts per request
 
@@ -70,20 +68,13 @@ struct Worker::ClientConn : Item {
 };
 
 struct Worker::ControlConn : Item {
-  enum State { Idle, Connecting, Handshake, Up } state = Idle;
-  ControlConn(BackendState& b, in_addr a, const std::array<uint8_t, 32>& key,
-              const std::string& self)
-      : Item(Control), be(&b), addr(a), session(key, proto::Role::Fe, self) {}
+  ControlConn(BackendState& b, in_addr a, proto::LinkOptions o)
+      : Item(Control), be(&b), addr(a), link(std::move(o)) {}
   BackendState* be;
-  in_addr addr;
-  UniqueFd fd;
-  proto::Session session;
-  std::string in, out;
-  uint64_t retry_at = 0;
-  uint64_t backoff_ms = kBackoffMinMs;
-  uint64_t last_heard = 0;  // any frame from the BE counts as a heartbeat
-  bool live = false;        // counted in be->links_up: Up and heartbeating
-  bool want_out = false;
+  in_addr addr;             // where the BE is (a reload may move it; tick() redials)
+  proto::Link link;         // dials addr, redials with proto::Backoff
+  bool up = false;          // link up, peer id and MAC checked
+  bool live = false;        // counted in be->links_up: up and heartbeating
   uint64_t retired_at = 0;  // no longer in the configuration; closes when idle
 };
 
@@ -95,7 +86,9 @@ class Worker::Load final : public sched::LoadView {
     const auto& bes = w_.snap_->backends;
     if (i >= bes.size()) return false;
     BackendState* b = bes[i];
-    if (b == exclude_ || b->drained.load(std::memory_order_relaxed)) return false;
+    if (b == exclude_ || b->drained.load(std::memory_order_relaxed) ||
+        b->leaving.load(std::memory_order_relaxed))
+      return false;
     auto it = w_.controls_.find(b);
     return it != w_.controls_.end() && it->second->live &&
            b->mac.load(std::memory_order_relaxed) != 0;
@@ -165,7 +158,7 @@ void Worker::wake() {
 
 void Worker::run() {
   for (auto& [b, cc] : controls_)
-    if (cc->state == ControlConn::Idle) connect_control(*cc);
+    if (cc->link.state() == proto::Link::State::Idle) connect_control(*cc);
   epoll_event evs[256];
   for (;;) {
     int n = epoll_wait(ep_.get(), evs, 256, int(kTickNs / kMs));
@@ -230,8 +223,9 @@ void Worker::reconcile() {
   }
   for (auto& [b, addr] : wanted) {
     if (controls_.count(b)) continue;
-    auto cc = std::make_unique<ControlConn>(*b, addr, key_of(cfg), cfg.frontend.id);
+    auto cc = std::make_unique<ControlConn>(*b, addr, control_options());
     ControlConn* raw = cc.get();
+    raw->link.attach(ep_.get(), static_cast<Item*>(raw));
     controls_.emplace(b, std::move(cc));
     if (!listeners_.empty()) connect_control(*raw);  // run() connects the initial ones
   }
@@ -416,7 +410,7 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
   c.be = &be;
   c.state = ClientConn::Handing;
   proto::HandoffMsg msg{c.id, *st, c.buf};
-  if (!cc.session.send(msg, cc.out)) {
+  if (!cc.link.send(msg)) {
     attempt_failed(c, false);
     return;
   }
@@ -424,7 +418,6 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
   sh_.export_latency.record_ns(c.handoff_sent - c.request_done);
   c.deadline = c.handoff_sent + snap_->cfg->frontend.handoff_timeout_ms * kMs;
   pending_[c.id] = &c;
-  flush(cc);
 }
 
 void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
@@ -454,8 +447,7 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
   if (auto s = sh_.dp->forward(c.key, b.uid, be_mac, sh_.fe_mac); !s) {
     // ENOENT: a new SYN reused the 4-tuple meanwhile; this connection is gone.
     spdlog::warn("forward {}: {}", endpoint_str(c.peer), s.error().message());
-    cc.session.send(proto::AbortMsg{id}, cc.out);
-    flush(cc);
+    cc.link.send(proto::AbortMsg{id});
     sh_.counters.inc(Counter::handoff_failed);
     take_back(c);
     reply_and_close(c, 503, "forward-failed");
@@ -464,10 +456,8 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
   // 4. COMMIT: the BE leaves repair mode and answers. Our socket is still in repair
   // mode and the client's packets no longer reach it, so closing it after COMMIT is
   // just as silent and keeps the close off the BE's critical path.
-  cc.session.send(proto::CommitMsg{id}, cc.out);
-  flush(cc);
-  if (!cc.fd.valid()) {
-    // The link died under the COMMIT (control_down ran): the BE drops its import
+  if (!cc.link.send(proto::CommitMsg{id})) {
+    // The link died under the COMMIT (control_down follows): the BE drops its import
     // silently and our socket, still in repair mode, is the only owner. Take it
     // back like any failed attempt instead of counting a connection nobody serves.
     attempt_failed(c, false);
@@ -500,10 +490,8 @@ void Worker::take_back(ClientConn& c) {
 void Worker::attempt_failed(ClientConn& c, bool tell_be) {
   BackendState& b = *c.be;
   if (tell_be) {
-    if (auto it = controls_.find(&b); it != controls_.end() && it->second->session.established()) {
-      it->second->session.send(proto::AbortMsg{c.id}, it->second->out);
-      flush(*it->second);
-    }
+    if (auto it = controls_.find(&b); it != controls_.end())
+      it->second->link.send(proto::AbortMsg{c.id});
   }
   sh_.counters.inc(Counter::handoff_failed);
   b.failures.fetch_add(1, std::memory_order_relaxed);
@@ -564,40 +552,36 @@ void Worker::set_live(ControlConn& cc, bool live) {
     cc.be->links_up.fetch_sub(1);
 }
 
+// Every control link to a BE: dialed from the FE's own address (a BE accepts control
+// connections from that address only, and the VIP lives on the same interface).
+proto::LinkOptions Worker::control_options() const {
+  const auto& cfg = *snap_->cfg;
+  proto::LinkOptions o;
+  o.key = key_of(cfg);
+  o.role = proto::Role::Fe;
+  o.node_id = cfg.frontend.id;
+  o.source = cfg.frontend.addr;
+  return o;
+}
+
 void Worker::connect_control(ControlConn& cc) {
-  cc.fd.reset(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  int one = 1;
-  setsockopt(cc.fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr = cc.addr;
   a.sin_port = htons(snap_->cfg->cluster.control_port);
-  cc.in.clear();
-  cc.out.clear();
-  cc.session = proto::Session(key_of(*snap_->cfg), proto::Role::Fe, snap_->cfg->frontend.id);
-  if (connect(cc.fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 &&
-      errno != EINPROGRESS) {
-    control_down(cc, std::string("connect: ") + strerror(errno));
-    return;
-  }
-  cc.state = ControlConn::Connecting;
-  cc.want_out = true;
-  epoll_set(EPOLL_CTL_ADD, cc.fd.get(), EPOLLIN | EPOLLOUT | EPOLLRDHUP, &cc);
+  cc.link.dial(a, monotonic_ns());  // redials by itself, with proto::Backoff
 }
 
 void Worker::control_down(ControlConn& cc, const std::string& why) {
   BackendState& b = *cc.be;
-  if (cc.state == ControlConn::Up)
+  if (cc.up)
     spdlog::warn("[w{}] {} down: {}", index_, b.id, why);
   else
     spdlog::debug("[w{}] {} unreachable: {}", index_, b.id, why);
   set_live(cc, false);
   sh_.counters.inc(Counter::ctl_failures);
-  if (cc.fd.valid()) epoll_set(EPOLL_CTL_DEL, cc.fd.get(), 0, &cc);
-  cc.fd.reset();
-  cc.state = ControlConn::Idle;
-  cc.retry_at = monotonic_ns() + cc.backoff_ms * kMs;
-  cc.backoff_ms = std::min(cc.backoff_ms * 2, kBackoffMaxMs);
+  cc.link.close(why);  // if still open; it redials after the backoff
+  cc.up = false;
   // Handoffs in flight to it fail over; connections it owns are no longer counted
   // (it cannot report them closed any more; the datapath ages their flows out).
   std::vector<ClientConn*> victims;
@@ -608,73 +592,39 @@ void Worker::control_down(ControlConn& cc, const std::string& why) {
     it = it->second.be == &b ? release(it) : std::next(it);
 }
 
-void Worker::flush(ControlConn& cc) {
-  if (!cc.fd.valid()) return;
-  if (int err = send_pending(cc.fd.get(), cc.out)) {
-    control_down(cc, std::string("send: ") + strerror(err));
-    return;
-  }
-  bool want = !cc.out.empty();
-  if (want != cc.want_out) {
-    cc.want_out = want;
-    epoll_set(EPOLL_CTL_MOD, cc.fd.get(), EPOLLIN | EPOLLRDHUP | (want ? uint32_t(EPOLLOUT) : 0u),
-              &cc);
-  }
+void Worker::on_control(ControlConn& cc, uint32_t events) {
+  std::vector<proto::Message> msgs;
+  const unsigned changes = cc.link.on_events(events, msgs, monotonic_ns());
+  control_changed(cc, changes, msgs);
 }
 
-void Worker::on_control(ControlConn& cc, uint32_t events) {
-  if (cc.state == ControlConn::Connecting) {
-    int err = 0;
-    socklen_t len = sizeof err;
-    getsockopt(cc.fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err != 0 || (events & (EPOLLERR | EPOLLHUP))) {
-      control_down(cc, std::string("connect: ") + strerror(err ? err : ECONNREFUSED));
+void Worker::control_changed(ControlConn& cc, unsigned changes, std::vector<proto::Message>& msgs) {
+  BackendState& b = *cc.be;
+  if (changes & proto::Link::kWentUp) {
+    if (cc.link.peer_id() != b.id) {
+      control_down(cc, "peer says it is '" + cc.link.peer_id() + "'");
       return;
     }
-    cc.state = ControlConn::Handshake;
-    cc.session.start(cc.out);
+    // The neighbour entry exists now that we talked to it; DR needs its MAC.
+    auto mac = host::neighbour_mac(cc.addr.s_addr);
+    if (!mac) {
+      control_down(cc, "no ARP entry for " + ipv4_str(cc.addr));
+      return;
+    }
+    b.mac.store(BackendState::pack(*mac), std::memory_order_relaxed);
+    cc.up = true;
+    sh_.counters.inc(Counter::ctl_connects);
+    spdlog::info("[w{}] {} up ({})", index_, b.id, mac_str(*mac));
   }
-  if (events & EPOLLIN) {
-    if (int err = recv_available(cc.fd.get(), cc.in)) {
-      control_down(cc, err == kPeerClosed ? "connection closed by back-end" : strerror(err));
-      return;
-    }
-    std::vector<proto::Message> msgs;
-    Status s = cc.session.feed(cc.in, msgs);
-    BackendState& b = *cc.be;
-    if (cc.state == ControlConn::Handshake && cc.session.established()) {
-      if (cc.session.peer_id() != b.id) {
-        control_down(cc, "peer says it is '" + cc.session.peer_id() + "'");
-        return;
-      }
-      // The neighbour entry exists now that we talked to it; DR needs its MAC.
-      auto mac = host::neighbour_mac(cc.addr.s_addr);
-      if (!mac) {
-        control_down(cc, "no ARP entry for " + ipv4_str(cc.addr));
-        return;
-      }
-      b.mac.store(BackendState::pack(*mac), std::memory_order_relaxed);
-      cc.state = ControlConn::Up;
-      cc.backoff_ms = kBackoffMinMs;
-      sh_.counters.inc(Counter::ctl_connects);
-      spdlog::info("[w{}] {} up ({})", index_, b.id, mac_str(*mac));
-    }
-    if (cc.state == ControlConn::Up && (cc.session.established())) {
-      cc.last_heard = monotonic_ns();
-      if (!cc.live) {
-        if (cc.retired_at == 0) set_live(cc, true);
-      }
-    }
-    for (auto& m : msgs) on_message(cc, m);
-    if (!s) {
+  // Any frame counts as a heartbeat (tick() reads the link's last_heard()).
+  const bool heard = (changes & proto::Link::kWentUp) || !msgs.empty();
+  if (cc.up && heard && !cc.live && cc.retired_at == 0) set_live(cc, true);
+  for (auto& m : msgs) on_message(cc, m);
+  if (changes & proto::Link::kWentDown) {
+    if (cc.link.failure() == proto::Link::Failure::BadFrame)
       sh_.counters.inc(Counter::ctl_bad_frames);
-      control_down(cc, "bad frame: " + s.error().message());
-      return;
-    }
+    control_down(cc, cc.link.reason());
   }
-  if (cc.fd.valid() && (events & EPOLLOUT)) flush(cc);
-  if (cc.fd.valid() && (events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLIN))
-    control_down(cc, "connection error");
 }
 
 void Worker::on_message(ControlConn& cc, proto::Message& m) {
@@ -759,8 +709,18 @@ void Worker::tick(uint64_t now) {
   const uint64_t dead_ns = uint64_t(snap_->cfg->cluster.dead_after_ms) * kMs;
   std::vector<BackendState*> gone;
   for (auto& [b, cc] : controls_) {
-    if (cc->state == ControlConn::Up) {
-      uint64_t age = now - cc->last_heard;
+    // The link's own deadlines and redial (not for a retired BE); a failure inside
+    // send() is reported here too.
+    cc->link.redial(cc->retired_at == 0);
+    if (cc->retired_at == 0 && cc->link.state() == proto::Link::State::Idle &&
+        cc->link.peer().sin_addr.s_addr != cc->addr.s_addr)
+      connect_control(*cc);  // never dialed, or a reload moved the BE
+    if (const unsigned changes = cc->link.tick(now)) {
+      std::vector<proto::Message> none;
+      control_changed(*cc, changes, none);
+    }
+    if (cc->up) {
+      uint64_t age = now - cc->link.last_heard();
       b->heartbeat_age_ms.store(int64_t(age / kMs), std::memory_order_relaxed);
       // A BE that stops talking (hung, stopped, overloaded) is taken out of rotation
       // while its connection is still open; the next frame brings it back.
@@ -770,8 +730,6 @@ void Worker::tick(uint64_t now) {
         set_live(*cc, false);
       }
     }
-    if (cc->state == ControlConn::Idle && !cc->retired_at && now >= cc->retry_at)
-      connect_control(*cc);
     if (cc->retired_at) {
       set_live(*cc, false);
       bool busy = std::any_of(pending_.begin(), pending_.end(),
@@ -783,9 +741,7 @@ void Worker::tick(uint64_t now) {
   }
   for (BackendState* b : gone) {
     auto& cc = *controls_.at(b);
-    if (cc.fd.valid()) {
-      control_down(cc, "removed from the configuration");
-    }
+    if (cc.link.fd() >= 0) control_down(cc, "removed from the configuration");
     controls_.erase(b);
   }
 }

@@ -14,6 +14,7 @@
 #include "common/result.hpp"
 #include "fe/shared.hpp"
 #include "proto/control.hpp"
+#include "proto/link.hpp"
 #include "tcpha_shared.h"
 
 namespace tcpha::fe {
@@ -57,7 +58,8 @@ class Worker {
   void connect_control(ControlConn& cc);
   void control_down(ControlConn& cc, const std::string& why);
   void set_live(ControlConn& cc, bool live);
-  void flush(ControlConn& cc);
+  proto::LinkOptions control_options() const;
+  void control_changed(ControlConn& cc, unsigned changes, std::vector<proto::Message>& msgs);
   void on_control(ControlConn& cc, uint32_t events);
   void reconcile();
   bool local_expired(ClientConn& c, uint64_t now);
