@@ -18,11 +18,14 @@ void BM_ProtoHandoffFrame(benchmark::State& state) {
   randombytes_buf(key.data(), key.size());
   tcpha::proto::Session fe(key, tcpha::proto::Role::Fe, "fe");
   tcpha::proto::Session be(key, tcpha::proto::Role::Be, "be1");
-  std::string fe_out, be_out;
+  std::string fe_out, be_out, fe_auth, be_auth, none;
   std::vector<tcpha::proto::Message> msgs;
   fe.start(fe_out);
   be.start(be_out);
-  if (!be.feed(fe_out, msgs).ok() || !fe.feed(be_out, msgs).ok() || !fe.established()) {
+  // HELLOs both ways, each answered with an AUTH (control.hpp).
+  if (!be.feed(fe_out, msgs, be_auth).ok() || !fe.feed(be_out, msgs, fe_auth).ok() ||
+      !be.feed(fe_auth, msgs, none).ok() || !fe.feed(be_auth, msgs, none).ok() ||
+      !fe.established() || !be.established()) {
     state.SkipWithError("session setup failed");
     return;
   }
@@ -35,7 +38,7 @@ void BM_ProtoHandoffFrame(benchmark::State& state) {
     ++h.id;
     wire.clear();
     msgs.clear();
-    if (!fe.send(h, wire) || !be.feed(wire, msgs).ok() || msgs.size() != 1) {
+    if (!fe.send(h, wire) || !be.feed(wire, msgs, none).ok() || msgs.size() != 1) {
       state.SkipWithError("frame did not round-trip");
       break;
     }

@@ -1,8 +1,8 @@
 // Payload encodings of the control messages (layout: control.hpp). Every field is
 // written and read explicitly with bounds checks: structs are never copied as memory,
 // so padding and host byte order never reach the wire.
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <iterator>
 #include <optional>
@@ -192,8 +192,8 @@ constexpr size_t kHandoffFixed = 8 + kTcpStateWireSize + 4;
 }  // namespace
 
 MsgType type_of(const Message& m) {
-  static constexpr MsgType kTypes[] = {MsgType::Handoff, MsgType::Ready,     MsgType::Commit,
-                                       MsgType::Abort,   MsgType::Closed,    MsgType::Heartbeat,
+  static constexpr MsgType kTypes[] = {MsgType::Handoff, MsgType::Ready,  MsgType::Commit,
+                                       MsgType::Abort,   MsgType::Closed, MsgType::Heartbeat,
                                        MsgType::Join,    MsgType::Leave};
   static_assert(std::size(kTypes) == std::variant_size_v<Message>);
   return kTypes[m.index()];
@@ -225,7 +225,8 @@ std::optional<size_t> max_payload(MsgType t) {
       return (1 + 255) + 4 + 4 + 1 + 255 * (1 + 255);
     case MsgType::Leave:
       return 0;
-    case MsgType::Hello:
+    case MsgType::Hello:  // the session's own frames, never messages
+    case MsgType::Auth:
       break;
   }
   return std::nullopt;
@@ -250,6 +251,7 @@ Result<Message> decode_payload(MsgType t, const uint8_t* p, size_t n) {
     case MsgType::Leave:
       return decode_as<LeaveMsg>(p, n);
     case MsgType::Hello:
+    case MsgType::Auth:
       break;
   }
   return Error{EBADMSG, "control message: unknown type " + std::to_string(static_cast<int>(t))};

@@ -3,17 +3,26 @@
 // listens) carrying framed, authenticated binary messages. The codec works on byte
 // buffers only, never on sockets, so that nonblocking epoll loops own all I/O.
 //
-// Session setup. Each side first sends one HELLO (kHelloSize = 92 bytes):
-//   "TCPH" | version u8 = 1 | type u8 = HELLO | role u8 (1 = FE, 2 = BE) | pad u8 = 0 |
-//   node id (32 bytes, NUL padded) | nonce (16 random bytes) |
+// Session setup: a mutual challenge-response in two messages each way.
+// 1. Each side first sends one HELLO (kHelloSize = 88 bytes):
+//   "TCPH" | version u8 = 2 | type u8 = HELLO | role u8 (1 = FE, 2 = BE) | pad u8 = 0 |
+//   node id (32 bytes, NUL padded) | nonce (16 random bytes, its challenge) |
 //   HMAC-SHA256 over all preceding bytes, keyed with the 32-byte cluster key.
 // The receiver checks magic, version, MAC, that the role is the opposite of its own and
 // that the nonce is not its own (a reflected HELLO). Both sides then derive one key per
-// direction:
-//   k_fe2be = BLAKE2b-256(key = cluster key, "tcpha-ctl-v1 fe2be" || nonce_fe || nonce_be)
-//   k_be2fe = the same with "tcpha-ctl-v1 be2fe".
-// A recorded session replayed to a node fails: that node's fresh nonce changes the keys,
-// so none of the recorded frames verify and the replayer cannot forge new ones.
+// direction from both challenges:
+//   k_fe2be = BLAKE2b-256(key = cluster key, "tcpha-ctl-v2 fe2be" || nonce_fe || nonce_be)
+//   k_be2fe = the same with "tcpha-ctl-v2 be2fe".
+// 2. Each side's first frame (below) is AUTH, sequence 1, whose payload is the
+// transcript hash BLAKE2b-256(FE's HELLO || BE's HELLO), both exactly as on the wire.
+// Its MAC, under the direction key, answers the peer's challenge: only a holder of the
+// cluster key who saw this session's nonces can make it. A session is established
+// only when the peer's AUTH verified; nothing else is accepted before it. So a captured
+// HELLO replays forever in vain (the replayer cannot answer the new challenge), and a
+// recorded session replayed to a node fails at its AUTH.
+// Before the peer's AUTH, only the handshake's sizes are accepted: a HELLO is judged by
+// its first bytes and the next frame header must announce an AUTH of exactly
+// kAuthSize bytes, so an unauthenticated peer cannot make a node buffer more.
 //
 // Every later frame (kHeaderSize = 20, kMacSize = 32), integers big-endian:
 //   "TCPH" | version u8 | type u8 | flags u16 (none defined: must be 0) |
@@ -21,21 +30,27 @@
 //   keyed BLAKE2b-256(header || payload) with the sending direction's key (a PRF
 //   and MAC by design; about 4x faster than HMAC-SHA256 in libsodium here, which
 //   matters on the handoff path: each handoff signs and checks four frames).
-// seq starts at 1 in each direction and must be exactly the previous one plus 1, which
-// rejects replayed, reordered and dropped frames. A frame from our own direction fed
-// back to us (reflection) fails the MAC, since the directions use different keys.
+// seq starts at 1 (the AUTH) in each direction and must be exactly the previous one
+// plus 1, which rejects replayed, reordered and dropped frames. A frame from our own
+// direction fed back to us (reflection) fails the MAC, since the directions use
+// different keys.
 //
 // Any invalid frame (magic, version, length, MAC, sequence, type, payload layout) is an
 // error: nothing in it is acted upon, the session is dead and the caller closes the
-// connection and counts it. Magic, version and length are checked as soon as their bytes
-// arrive, so an oversize length fails without waiting for the payload.
+// connection and counts it. Magic, version, type and length are checked as soon as their
+// bytes arrive, so a length over the type's largest payload (max_payload) fails without
+// waiting for the payload.
 //
 // Payloads (big-endian, every field encoded explicitly; exact length, no trailing bytes):
+//   AUTH      32-byte transcript hash (handshake only; never delivered as a message)
 //   HANDOFF   u64 id | TcpState (below) | u32 request length | request bytes
 //   READY     u64 id | u32 status (0 = ok, else an errno-like reason the BE refused)
 //   COMMIT    u64 id              ABORT     u64 id
 //   CLOSED    u64 id | u64 bytes_sent | u64 bytes_received (seen by the BE)
 //   HEARTBEAT u64 sent_ns | u32 active | u32 cpu_permille | u32 cache_hit_permille
+//   JOIN      u8 id length | id | address (4 raw bytes) | u32 weight | u8 group count |
+//             per group: u8 length | name
+//   LEAVE     (empty)
 // TcpState travels field by field in declaration order (kTcpStateWireSize = 60 bytes):
 // addresses and ports, already in network order in the struct, as their 4/2 raw bytes;
 // every other field big-endian.
@@ -56,12 +71,13 @@
 namespace tcpha::proto {
 
 inline constexpr char kMagic[4] = {'T', 'C', 'P', 'H'};
-inline constexpr uint8_t kVersion = 1;
+inline constexpr uint8_t kVersion = 2;
 inline constexpr size_t kHeaderSize = 20;
 inline constexpr size_t kMacSize = 32;
 inline constexpr size_t kNodeIdSize = 32;
 inline constexpr size_t kNonceSize = 16;
 inline constexpr size_t kHelloSize = 8 + kNodeIdSize + kNonceSize + kMacSize;
+inline constexpr size_t kAuthSize = 32;
 inline constexpr size_t kMaxPayload = size_t{1} << 20;
 inline constexpr size_t kTcpStateWireSize = 60;
 
@@ -75,6 +91,7 @@ enum class MsgType : uint8_t {
   Heartbeat = 7,
   Join = 8,   // BE -> FE registration link: add me (dynamic membership, seed 000 4.10)
   Leave = 9,  // BE -> FE registration link: I am going; no new handoffs, let mine finish
+  Auth = 10,  // handshake: the answer to the peer's challenge (session.cpp)
 };
 enum class Role : uint8_t { Fe = 1, Be = 2 };
 
@@ -138,20 +155,21 @@ class Session {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  // Appends our HELLO to `out`. Call once, before anything else is sent.
+  // Appends our HELLO to `out` (and our AUTH, when the peer's HELLO came first). Call
+  // once, before anything else is sent.
   void start(std::string& out);
 
   // Consumes every complete frame at the front of `in` (erasing it), appending the
-  // decoded messages to `msgs`; a partial frame stays in `in` for the next call. On an
-  // invalid frame returns an Error (err EBADMSG: malformed or not authentic; EPROTO:
-  // authentic bytes that break the protocol, e.g. wrong role or sequence). Messages of
-  // valid frames before it are still delivered. After an error the session is dead.
-  // `out` receives what the session itself must send in answer (nothing yet).
+  // decoded messages to `msgs` and what the handshake must answer (our AUTH) to `out`;
+  // a partial frame stays in `in` for the next call. On an invalid frame returns an
+  // Error (err EBADMSG: malformed or not authentic; EPROTO: authentic bytes that break
+  // the protocol, e.g. wrong role or sequence). Messages of valid frames before it are
+  // still delivered. After an error the session is dead.
   Status feed(std::string& in, std::vector<Message>& msgs, std::string& out);
-  Status feed(std::string& in, std::vector<Message>& msgs);  // the same, for old callers
 
-  // Our HELLO was sent and the peer's verified; send() works from now on.
-  bool established() const { return started_ && peer_hello_ && !dead_; }
+  // Our HELLO and AUTH were sent and the peer's verified: the peer proved that it
+  // holds the cluster key in this very session. send() works from now on.
+  bool established() const { return started_ && peer_auth_ && !dead_; }
   bool dead() const { return dead_; }
   const std::string& peer_id() const { return peer_id_; }
   uint64_t frames_received() const { return recv_seq_; }  // authentic frames so far
@@ -161,14 +179,18 @@ class Session {
   bool send(const Message& m, std::string& out);
 
  private:
-  Status take_hello(const uint8_t* p, size_t n, size_t& used);
+  Status take_hello(const uint8_t* p, size_t n, size_t& used, std::string& out);
   Status take_frame(const uint8_t* p, size_t n, std::vector<Message>& msgs, size_t& used);
-  void derive_keys(const uint8_t* peer_nonce);
+  void derive_keys(const uint8_t* peer_hello);
+  void seal(std::string& out, size_t base, MsgType t);
+  void send_auth(std::string& out);
 
   std::array<uint8_t, 32> cluster_key_;
   Role self_;
   std::array<uint8_t, kNodeIdSize> node_id_{};
   std::array<uint8_t, kNonceSize> nonce_{};
+  std::array<uint8_t, kHelloSize> hello_{};      // ours, built once
+  std::array<uint8_t, kAuthSize> transcript_{};  // hash of both HELLOs
   // MAC states already keyed with each direction's key: a frame then costs only the
   // hash of its own bytes.
   crypto_generichash_state send_mac_{};
@@ -178,6 +200,7 @@ class Session {
   std::string peer_id_;
   bool started_ = false;
   bool peer_hello_ = false;
+  bool peer_auth_ = false;
   bool dead_ = false;
 };
 

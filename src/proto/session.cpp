@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
 #include "proto/bytes.hpp"
 #include "proto/control.hpp"
@@ -11,8 +12,8 @@ namespace tcpha::proto {
 namespace {
 
 constexpr size_t kLabelSize = 18;
-constexpr char kLabelFe2Be[] = "tcpha-ctl-v1 fe2be";
-constexpr char kLabelBe2Fe[] = "tcpha-ctl-v1 be2fe";
+constexpr char kLabelFe2Be[] = "tcpha-ctl-v2 fe2be";
+constexpr char kLabelBe2Fe[] = "tcpha-ctl-v2 be2fe";
 static_assert(sizeof(kLabelFe2Be) == kLabelSize + 1 && sizeof(kLabelBe2Fe) == kLabelSize + 1);
 
 // HELLO layout offsets.
@@ -45,6 +46,15 @@ Session::Session(const std::array<uint8_t, 32>& cluster_key, Role self, std::str
   if (sodium_init() < 0) std::abort();
   std::memcpy(node_id_.data(), node_id.data(), std::min(node_id.size(), kNodeIdSize));
   randombytes_buf(nonce_.data(), nonce_.size());
+  uint8_t* h = hello_.data();
+  std::memcpy(h, kMagic, sizeof(kMagic));
+  h[4] = kVersion;
+  h[kOffType] = static_cast<uint8_t>(MsgType::Hello);
+  h[kHelloRole] = static_cast<uint8_t>(self_);
+  h[kHelloPad] = 0;
+  std::memcpy(h + kHelloId, node_id_.data(), kNodeIdSize);
+  std::memcpy(h + kHelloNonce, nonce_.data(), kNonceSize);
+  crypto_auth_hmacsha256(h + kHelloMac, h, kHelloMac, cluster_key_.data());
 }
 
 Session::~Session() {
@@ -55,27 +65,19 @@ Session::~Session() {
 
 void Session::start(std::string& out) {
   if (started_) return;
-  const size_t base = out.size();
-  out.resize(base + kHelloSize);
-  uint8_t* h = bytes_at(out, base);
-  std::memcpy(h, kMagic, sizeof(kMagic));
-  h[4] = kVersion;
-  h[kOffType] = static_cast<uint8_t>(MsgType::Hello);
-  h[kHelloRole] = static_cast<uint8_t>(self_);
-  h[kHelloPad] = 0;
-  std::memcpy(h + kHelloId, node_id_.data(), kNodeIdSize);
-  std::memcpy(h + kHelloNonce, nonce_.data(), kNonceSize);
-  crypto_auth_hmacsha256(h + kHelloMac, h, kHelloMac, cluster_key_.data());
+  out.append(reinterpret_cast<const char*>(hello_.data()), hello_.size());
   started_ = true;
+  if (peer_hello_) send_auth(out);
 }
 
-void Session::derive_keys(const uint8_t* peer_nonce) {
-  const uint8_t* nonce_fe = self_ == Role::Fe ? nonce_.data() : peer_nonce;
-  const uint8_t* nonce_be = self_ == Role::Fe ? peer_nonce : nonce_.data();
+// Keys and transcript from both HELLOs (ours and the peer's verified one).
+void Session::derive_keys(const uint8_t* peer_hello) {
+  const uint8_t* fe_hello = self_ == Role::Fe ? hello_.data() : peer_hello;
+  const uint8_t* be_hello = self_ == Role::Fe ? peer_hello : hello_.data();
   uint8_t in[kLabelSize + 2 * kNonceSize];
   uint8_t fe2be[32], be2fe[32];
-  std::memcpy(in + kLabelSize, nonce_fe, kNonceSize);
-  std::memcpy(in + kLabelSize + kNonceSize, nonce_be, kNonceSize);
+  std::memcpy(in + kLabelSize, fe_hello + kHelloNonce, kNonceSize);
+  std::memcpy(in + kLabelSize + kNonceSize, be_hello + kHelloNonce, kNonceSize);
   std::memcpy(in, kLabelFe2Be, kLabelSize);
   crypto_generichash(fe2be, sizeof(fe2be), in, sizeof(in), cluster_key_.data(), 32);
   std::memcpy(in, kLabelBe2Fe, kLabelSize);
@@ -85,9 +87,14 @@ void Session::derive_keys(const uint8_t* peer_nonce) {
   crypto_generichash_init(&recv_mac_, fe ? be2fe : fe2be, 32, kMacSize);
   sodium_memzero(fe2be, sizeof(fe2be));
   sodium_memzero(be2fe, sizeof(be2fe));
+  crypto_generichash_state t;
+  crypto_generichash_init(&t, nullptr, 0, kAuthSize);
+  crypto_generichash_update(&t, fe_hello, kHelloSize);
+  crypto_generichash_update(&t, be_hello, kHelloSize);
+  crypto_generichash_final(&t, transcript_.data(), kAuthSize);
 }
 
-Status Session::take_hello(const uint8_t* p, size_t n, size_t& used) {
+Status Session::take_hello(const uint8_t* p, size_t n, size_t& used, std::string& out) {
   used = 0;
   if (!prefix_ok(p, n)) return malformed("bad magic or version in HELLO");
   if (n > kOffType && p[kOffType] != static_cast<uint8_t>(MsgType::Hello)) {
@@ -113,9 +120,10 @@ Status Session::take_hello(const uint8_t* p, size_t n, size_t& used) {
     return malformed("HELLO node id empty or not NUL padded");
   }
   peer_id_.assign(id, id_len);
-  derive_keys(p + kHelloNonce);
+  derive_keys(p);
   peer_hello_ = true;
   used = kHelloSize;
+  if (started_) send_auth(out);  // else start() sends it after our HELLO
   return {};
 }
 
@@ -123,14 +131,19 @@ Status Session::take_frame(const uint8_t* p, size_t n, std::vector<Message>& msg
   used = 0;
   if (!prefix_ok(p, n)) return malformed("bad magic or version");
   const auto type = static_cast<MsgType>(p[kOffType]);
-  if (n > kOffType && type == MsgType::Hello) return violation("HELLO after session setup");
+  if (n > kOffType) {
+    if (type == MsgType::Hello) return violation("HELLO after session setup");
+    if (!peer_auth_ && type != MsgType::Auth) return violation("first frame is not AUTH");
+    if (peer_auth_ && type == MsgType::Auth) return violation("AUTH after session setup");
+  }
   if (n < kHeaderSize) return {};
-  // The header alone bounds what is buffered: an unknown type or a length over the
-  // type's largest payload fails before any of the payload is waited for.
-  const auto max = max_payload(type);
+  // The header alone bounds what is buffered: before AUTH only its exact size passes,
+  // after it an unknown type or a length over the type's largest payload fails before
+  // any of the payload is waited for.
+  const auto max = type == MsgType::Auth ? std::optional<size_t>(kAuthSize) : max_payload(type);
   if (!max) return malformed("unknown type " + std::to_string(p[kOffType]));
   const uint32_t len = load_be<uint32_t>(p + kOffLength);
-  if (len > *max)
+  if (len > *max || (type == MsgType::Auth && len != kAuthSize))
     return malformed("payload length " + std::to_string(len) + " over the limit of type " +
                      std::to_string(p[kOffType]));
   const size_t total = kHeaderSize + len + kMacSize;
@@ -149,6 +162,15 @@ Status Session::take_frame(const uint8_t* p, size_t n, std::vector<Message>& msg
                      std::to_string(recv_seq_ + 1) + " (replayed, reordered or lost frame)");
   }
   if (load_be<uint16_t>(p + kOffFlags) != 0) return violation("unknown flags");
+  if (type == MsgType::Auth) {
+    // Authentic under this session's keys; the transcript also binds both HELLOs.
+    if (sodium_memcmp(p + kHeaderSize, transcript_.data(), kAuthSize) != 0)
+      return violation("AUTH over another transcript");
+    recv_seq_ = seq;
+    peer_auth_ = true;
+    used = total;
+    return {};
+  }
   auto m = decode_payload(type, p + kHeaderSize, len);
   if (!m) return m.error();
   recv_seq_ = seq;
@@ -157,7 +179,7 @@ Status Session::take_frame(const uint8_t* p, size_t n, std::vector<Message>& msg
   return {};
 }
 
-Status Session::feed(std::string& in, std::vector<Message>& msgs, std::string& /*out*/) {
+Status Session::feed(std::string& in, std::vector<Message>& msgs, std::string& out) {
   if (dead_) return violation("session already failed");
   const auto* base = reinterpret_cast<const uint8_t*>(in.data());
   size_t pos = 0;
@@ -165,7 +187,7 @@ Status Session::feed(std::string& in, std::vector<Message>& msgs, std::string& /
   for (;;) {
     size_t used = 0;
     st = peer_hello_ ? take_frame(base + pos, in.size() - pos, msgs, used)
-                     : take_hello(base + pos, in.size() - pos, used);
+                     : take_hello(base + pos, in.size() - pos, used, out);
     if (!st) {
       dead_ = true;
       break;
@@ -178,9 +200,28 @@ Status Session::feed(std::string& in, std::vector<Message>& msgs, std::string& /
   return st;
 }
 
-Status Session::feed(std::string& in, std::vector<Message>& msgs) {
-  std::string out;
-  return feed(in, msgs, out);
+// Completes the frame at out[base..]: its payload follows kHeaderSize reserved bytes;
+// writes the header and appends the MAC.
+void Session::seal(std::string& out, size_t base, MsgType t) {
+  const size_t len = out.size() - base - kHeaderSize;
+  out.resize(out.size() + kMacSize);
+  uint8_t* h = bytes_at(out, base);
+  std::memcpy(h, kMagic, sizeof(kMagic));
+  h[4] = kVersion;
+  h[kOffType] = static_cast<uint8_t>(t);
+  store_be<uint16_t>(h + kOffFlags, 0);
+  store_be(h + kOffLength, static_cast<uint32_t>(len));
+  store_be(h + kOffSeq, ++send_seq_);
+  crypto_generichash_state st = send_mac_;
+  crypto_generichash_update(&st, h, kHeaderSize + len);
+  crypto_generichash_final(&st, h + kHeaderSize + len, kMacSize);
+}
+
+void Session::send_auth(std::string& out) {
+  const size_t base = out.size();
+  out.resize(base + kHeaderSize);
+  out.append(reinterpret_cast<const char*>(transcript_.data()), transcript_.size());
+  seal(out, base, MsgType::Auth);
 }
 
 bool Session::send(const Message& m, std::string& out) {
@@ -191,18 +232,7 @@ bool Session::send(const Message& m, std::string& out) {
     out.resize(base);
     return false;
   }
-  const size_t len = out.size() - base - kHeaderSize;
-  out.resize(out.size() + kMacSize);
-  uint8_t* h = bytes_at(out, base);
-  std::memcpy(h, kMagic, sizeof(kMagic));
-  h[4] = kVersion;
-  h[kOffType] = static_cast<uint8_t>(type_of(m));
-  store_be<uint16_t>(h + kOffFlags, 0);
-  store_be(h + kOffLength, static_cast<uint32_t>(len));
-  store_be(h + kOffSeq, ++send_seq_);
-  crypto_generichash_state st = send_mac_;
-  crypto_generichash_update(&st, h, kHeaderSize + len);
-  crypto_generichash_final(&st, h + kHeaderSize + len, kMacSize);
+  seal(out, base, type_of(m));
   return true;
 }
 

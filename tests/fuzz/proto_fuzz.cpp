@@ -2,9 +2,10 @@
 // wired into CMake):
 //   clang++ -std=c++20 -fsanitize=fuzzer,address -I src tests/fuzz/proto_fuzz.cpp \
 //     src/proto/*.cpp -lsodium
-// Raw bytes reach a BE session exactly as from a socket; since they cannot carry a valid
-// MAC, the payload decoder is also fed directly, which is what an authenticated but
-// malicious peer could reach.
+// Raw bytes reach a BE session exactly as from a socket; since they cannot answer its
+// challenge (control.hpp: HELLO, then AUTH), the payload decoder is also fed directly,
+// which is what an authenticated but malicious peer could reach.
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -29,11 +30,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   be.start(out);
   const size_t cut = size ? data[0] % (size + 1) : 0;
   in.assign(reinterpret_cast<const char*>(data), cut);
-  if (be.feed(in, msgs).ok()) {
+  bool ok = be.feed(in, msgs, out).ok();
+  if (ok) {
     in.append(reinterpret_cast<const char*>(data) + cut, size - cut);
-    (void)be.feed(in, msgs);
+    ok = be.feed(in, msgs, out).ok();
   }
-  if (!msgs.empty()) std::abort();  // nothing unauthenticated may ever be delivered
+  // Nothing unauthenticated may ever be delivered, and no input can answer the
+  // session's fresh challenge: even a valid HELLO (the seed corpus has one, signed with
+  // kKey) leaves the session unestablished.
+  if (!msgs.empty() || be.established()) std::abort();
+  // While the input is acceptable so far, less than a HELLO or an AUTH frame waits: an
+  // unauthenticated peer cannot make the session buffer more.
+  if (ok && in.size() >= std::max(kHelloSize, kHeaderSize + kAuthSize + kMacSize)) std::abort();
 
   // The payload decoder: the first byte is the type. Whatever decodes must re-encode to
   // the same bytes, since every encoding is canonical.

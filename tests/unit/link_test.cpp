@@ -164,6 +164,66 @@ TEST(ProtoLink, APeerThatVanishesIsReportedOnce) {
   EXPECT_EQ(p.fe.tick(10 * 1000 * kMs), 0u);
 }
 
+// A node that captured an FE's HELLO (and what followed) replays it to a BE: the BE
+// never counts the link as up and sends it nothing but its own handshake; the link
+// dies at the handshake deadline, or at once on the recorded AUTH.
+TEST(ProtoLink, ReplayedHandshakeNeverBringsALinkUp) {
+  // Capture what an FE sends on a real session.
+  Link fe(options(Role::Fe, "fe")), be(options(Role::Be, "be1"));
+  auto [x, y] = socket_pair();
+  auto [tap, wire] = socket_pair();  // fe <-> tap ... y <-> be: we relay and record
+  fe.adopt(std::move(x), sockaddr_in{}, 0);
+  be.adopt(std::move(wire), sockaddr_in{}, 0);
+  std::string recorded;
+  Side f{&fe}, b{&be};
+  for (int round = 0; round < 50 && !(fe.up() && be.up()); ++round) {
+    pump({&f, &b});
+    char buf[4096];
+    ssize_t n;
+    while ((n = recv(y.get(), buf, sizeof buf, MSG_DONTWAIT)) > 0) {  // FE -> BE
+      recorded.append(buf, size_t(n));
+      ASSERT_EQ(send(tap.get(), buf, size_t(n), 0), n);
+    }
+    while ((n = recv(tap.get(), buf, sizeof buf, MSG_DONTWAIT)) > 0)  // BE -> FE
+      ASSERT_EQ(send(y.get(), buf, size_t(n), 0), n);
+  }
+  ASSERT_TRUE(fe.up() && be.up());
+  ASSERT_GT(recorded.size(), kHelloSize);
+
+  for (bool hello_only : {true, false}) {
+    auto o = options(Role::Be, "be1");
+    o.handshake_ns = 500 * kMs;
+    Link victim(o);
+    auto [attacker, v] = socket_pair();
+    victim.adopt(std::move(v), sockaddr_in{}, 0);
+    const std::string replay = hello_only ? recorded.substr(0, kHelloSize) : recorded;
+    ASSERT_EQ(write(attacker.get(), replay.data(), replay.size()), ssize_t(replay.size()));
+    Side s{&victim};
+    pump({&s}, 10 * kMs);
+    EXPECT_FALSE(s.changes & Link::kWentUp);
+    EXPECT_FALSE(victim.up());
+    EXPECT_TRUE(s.msgs.empty());
+    EXPECT_FALSE(victim.send(HeartbeatMsg{})) << "nothing is queued to a replayer";
+    if (hello_only) {
+      EXPECT_EQ(s.changes, 0u) << "waits for an answer to its challenge";
+      EXPECT_EQ(victim.tick(500 * kMs), Link::kWentDown);
+      EXPECT_EQ(victim.failure(), Link::Failure::Timeout);
+    } else {
+      EXPECT_EQ(s.changes, Link::kWentDown) << "the recorded AUTH answers another challenge";
+      EXPECT_EQ(victim.failure(), Link::Failure::BadFrame);
+    }
+    // What the victim sent: its HELLO and at most its AUTH, nothing else (failing on the
+    // recorded AUTH in the same read, it drops its own unsent AUTH).
+    char buf[4096];
+    const ssize_t n = recv(attacker.get(), buf, sizeof buf, MSG_DONTWAIT);
+    const ssize_t hello_and_auth = ssize_t(kHelloSize + kHeaderSize + kAuthSize + kMacSize);
+    if (hello_only)
+      EXPECT_EQ(n, hello_and_auth);
+    else
+      EXPECT_TRUE(n == ssize_t(kHelloSize) || n == hello_and_auth) << n;
+  }
+}
+
 TEST(ProtoLink, HandshakeDeadline) {
   auto o = options(Role::Be, "be1");
   o.handshake_ns = 500 * kMs;

@@ -125,18 +125,32 @@ struct Pair {
   Session fe;
   Session be;
   std::string fe_hello, be_hello;
+  std::string fe_auth, be_auth;  // each side's AUTH, once it has the other's HELLO
   explicit Pair(const Key& fe_key = kKey, const Key& be_key = kKey)
       : fe(fe_key, Role::Fe, "fe"), be(be_key, Role::Be, "be1") {
     fe.start(fe_hello);
     be.start(be_hello);
   }
-  // Delivers both HELLOs.
-  void establish() {
+  // Delivers both HELLOs; each side answers with its AUTH.
+  void exchange_hellos() {
     std::vector<Message> msgs;
     std::string a = fe_hello, b = be_hello;
-    ASSERT_TRUE(be.feed(a, msgs).ok());
-    ASSERT_TRUE(fe.feed(b, msgs).ok());
+    ASSERT_TRUE(be.feed(a, msgs, be_auth).ok());
+    ASSERT_TRUE(fe.feed(b, msgs, fe_auth).ok());
     ASSERT_TRUE(msgs.empty());
+    ASSERT_EQ(fe_auth.size(), kHeaderSize + kAuthSize + kMacSize);
+    ASSERT_EQ(be_auth.size(), kHeaderSize + kAuthSize + kMacSize);
+    ASSERT_FALSE(fe.established() || be.established()) << "no answer to our challenge yet";
+  }
+  // Delivers both HELLOs (unless done already) and both AUTHs.
+  void establish() {
+    if (fe_auth.empty()) exchange_hellos();
+    std::vector<Message> msgs;
+    std::string a = fe_auth, b = be_auth, none;
+    ASSERT_TRUE(be.feed(a, msgs, none).ok());
+    ASSERT_TRUE(fe.feed(b, msgs, none).ok());
+    ASSERT_TRUE(msgs.empty());
+    ASSERT_TRUE(none.empty());
     ASSERT_TRUE(fe.established() && be.established());
   }
 };
@@ -147,9 +161,11 @@ std::string frame_of(Session& s, const Message& m) {
   return out;
 }
 
-// Feeds all of `bytes`; returns the status and the decoded messages.
+// Feeds all of `bytes`; returns the status and the decoded messages (what the session
+// answers is dropped).
 Status deliver(Session& s, std::string bytes, std::vector<Message>& msgs) {
-  return s.feed(bytes, msgs);
+  std::string out;
+  return s.feed(bytes, msgs, out);
 }
 
 // What an independent implementation of the key schedule in control.hpp computes from
@@ -198,21 +214,30 @@ TEST(ProtoSession, HandshakeEstablishesBothSidesWithPeerIds) {
   std::string out;
   EXPECT_FALSE(p.fe.send(CommitMsg{1}, out)) << "send before the peer's HELLO";
   EXPECT_TRUE(out.empty());
+  p.exchange_hellos();
+  EXPECT_FALSE(p.fe.send(CommitMsg{1}, out)) << "send before the peer's AUTH";
+  EXPECT_TRUE(out.empty());
   p.establish();
   EXPECT_EQ(p.fe.peer_id(), "be1");
   EXPECT_EQ(p.be.peer_id(), "fe");
+  EXPECT_EQ(p.fe.frames_received(), 1u) << "the AUTH";
 }
 
 TEST(ProtoSession, HelloMayArriveBeforeOurOwnStart) {
   Session fe(kKey, Role::Fe, "fe"), be(kKey, Role::Be, "be1");
-  std::string wire;
+  std::string wire, be_out, fe_out;
   std::vector<Message> msgs;
   fe.start(wire);
-  ASSERT_TRUE(be.feed(wire, msgs).ok());
-  EXPECT_FALSE(be.established()) << "our own HELLO is not sent yet";
-  be.start(wire);
-  ASSERT_TRUE(fe.feed(wire, msgs).ok());
-  ASSERT_TRUE(be.established() && fe.established());
+  ASSERT_TRUE(be.feed(wire, msgs, be_out).ok());
+  EXPECT_TRUE(be_out.empty()) << "no AUTH before our own HELLO";
+  EXPECT_FALSE(be.established());
+  be.start(be_out);  // HELLO, then AUTH at once
+  EXPECT_EQ(be_out.size(), kHelloSize + kHeaderSize + kAuthSize + kMacSize);
+  ASSERT_TRUE(fe.feed(be_out, msgs, fe_out).ok());
+  ASSERT_TRUE(fe.established()) << "the BE answered";
+  ASSERT_FALSE(be.established()) << "the FE has not answered yet";
+  ASSERT_TRUE(deliver(be, fe_out, msgs).ok());
+  ASSERT_TRUE(be.established());
   ASSERT_TRUE(deliver(be, frame_of(fe, CommitMsg{9}), msgs).ok());
   ASSERT_EQ(msgs.size(), 1u);
 }
@@ -225,8 +250,10 @@ TEST(ProtoSession, EveryMessageRoundTripsInBothDirections) {
     std::string wire;
     for (const auto& m : sent) ASSERT_TRUE(from->send(m, wire));
     std::vector<Message> got;
-    ASSERT_TRUE(to->feed(wire, got).ok());
+    std::string none;
+    ASSERT_TRUE(to->feed(wire, got, none).ok());
     EXPECT_TRUE(wire.empty());
+    EXPECT_TRUE(none.empty());
     ASSERT_EQ(got.size(), sent.size());
     for (size_t i = 0; i < sent.size(); ++i) expect_same(sent[i], got[i]);
   }
@@ -256,19 +283,33 @@ TEST(ProtoSession, FramesSplitAtEveryByteBoundaryStillDecode) {
   const auto sent = all_messages();
   for (size_t cut = 0;; ++cut) {
     Pair p;
+    p.exchange_hellos();
     std::vector<Message> msgs;
-    ASSERT_TRUE(deliver(p.fe, p.be_hello, msgs).ok());
-    std::string stream = p.fe_hello;  // the BE receives HELLO and frames in one stream
+    ASSERT_TRUE(deliver(p.fe, p.be_auth, msgs).ok());
+    std::string stream = p.fe_auth;  // the BE receives AUTH and frames in one stream
     for (const auto& m : sent) ASSERT_TRUE(p.fe.send(m, stream));
     if (cut > stream.size()) break;
-    std::string in = stream.substr(0, cut);
-    ASSERT_TRUE(p.be.feed(in, msgs).ok()) << "cut " << cut;
+    std::string in = stream.substr(0, cut), out;
+    ASSERT_TRUE(p.be.feed(in, msgs, out).ok()) << "cut " << cut;
     in += stream.substr(cut);
-    ASSERT_TRUE(p.be.feed(in, msgs).ok()) << "cut " << cut;
+    ASSERT_TRUE(p.be.feed(in, msgs, out).ok()) << "cut " << cut;
     EXPECT_TRUE(in.empty());
     ASSERT_EQ(msgs.size(), sent.size()) << "cut " << cut;
     for (size_t i = 0; i < sent.size(); ++i) expect_same(sent[i], msgs[i]);
   }
+}
+
+TEST(ProtoSession, HelloByteByByteAnswersOnceComplete) {
+  Pair p;
+  std::string in, out;
+  std::vector<Message> msgs;
+  for (char c : p.fe_hello) {
+    EXPECT_TRUE(out.empty());
+    in.push_back(c);
+    ASSERT_TRUE(p.be.feed(in, msgs, out).ok());
+  }
+  EXPECT_TRUE(in.empty());
+  EXPECT_EQ(out.size(), kHeaderSize + kAuthSize + kMacSize);
 }
 
 TEST(ProtoSession, ByteByByteFeedKeepsPartialFramesBuffered) {
@@ -278,9 +319,10 @@ TEST(ProtoSession, ByteByByteFeedKeepsPartialFramesBuffered) {
   for (const auto& m : all_messages()) ASSERT_TRUE(p.be.send(m, wire));
   std::string in;
   std::vector<Message> msgs;
+  std::string none;
   for (char c : wire) {
     in.push_back(c);
-    ASSERT_TRUE(p.fe.feed(in, msgs).ok());
+    ASSERT_TRUE(p.fe.feed(in, msgs, none).ok());
   }
   EXPECT_TRUE(in.empty());
   EXPECT_EQ(msgs.size(), all_messages().size());
@@ -297,7 +339,7 @@ TEST(ProtoSession, WrongClusterKeyFailsAtHello) {
   EXPECT_EQ(fe.error().err, EBADMSG);
   EXPECT_FALSE(p.be.established());
   EXPECT_TRUE(p.be.dead());
-  EXPECT_FALSE(p.be.feed(p.fe_hello, msgs).ok()) << "a dead session stays dead";
+  EXPECT_FALSE(deliver(p.be, p.fe_hello, msgs).ok()) << "a dead session stays dead";
 }
 
 TEST(ProtoSession, SameRoleHelloIsRefused) {
@@ -305,7 +347,7 @@ TEST(ProtoSession, SameRoleHelloIsRefused) {
   std::string hello;
   std::vector<Message> msgs;
   fe1.start(hello);
-  Status st = fe2.feed(hello, msgs);
+  Status st = deliver(fe2, hello, msgs);
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.error().err, EPROTO);
 }
@@ -337,12 +379,13 @@ TEST(ProtoSession, FlippedBitAnywhereInFrameIsRefusedAndNothingDelivered) {
     frame_bits = f.size() * 8;
     f[bit / 8] = static_cast<char>(f[bit / 8] ^ (1 << (bit % 8)));
     std::vector<Message> msgs;
-    Status st = p.be.feed(f, msgs);
+    std::string none;
+    Status st = p.be.feed(f, msgs, none);
     if (st.ok()) {
       // A flip that enlarged the length field leaves the frame incomplete; once the
       // claimed bytes arrive it must fail like any other.
       f.append(kMaxPayload + kMacSize, '\0');
-      st = p.be.feed(f, msgs);
+      st = p.be.feed(f, msgs, none);
     }
     EXPECT_FALSE(st.ok()) << "bit " << bit;
     EXPECT_TRUE(msgs.empty()) << "bit " << bit;
@@ -378,8 +421,8 @@ TEST(ProtoSession, ValidFramesBeforeABadOneAreStillDelivered) {
   p.establish();
   const std::string first = frame_of(p.fe, CommitMsg{1});
   std::vector<Message> msgs;
-  std::string in = first + first;
-  EXPECT_FALSE(p.be.feed(in, msgs).ok());
+  std::string in = first + first, none;
+  EXPECT_FALSE(p.be.feed(in, msgs, none).ok());
   ASSERT_EQ(msgs.size(), 1u);
   EXPECT_EQ(in, first) << "the valid frame is consumed, the bad one left";
 }
@@ -394,46 +437,133 @@ TEST(ProtoSession, ReflectedFrameIsRefused) {
   EXPECT_TRUE(msgs.empty());
 }
 
-TEST(ProtoSession, ReplayedOldSessionCannotDriveANewOne) {
-  // Recorded from an old session: the FE's HELLO and a HANDOFF.
+// A node that saw a whole session: every byte the FE sent, played back on a new
+// connection to a fresh BE. The HELLO verifies (it is authentic), but the BE's fresh
+// challenge makes new keys, so the recorded AUTH does not answer it.
+TEST(ProtoSession, ReplayedWholeSessionNeverEstablishes) {
   Pair old;
   old.establish();
-  const std::string handoff = frame_of(old.fe, HandoffMsg{1, sample_state(), "GET /"});
+  const std::string recording = old.fe_hello + old.fe_auth +
+                                frame_of(old.fe, HandoffMsg{1, sample_state(), "GET /"}) +
+                                frame_of(old.fe, CommitMsg{1});
+  // Delivered at once, and byte by byte: the BE is never established at any point.
+  for (bool bytewise : {false, true}) {
+    Session be(kKey, Role::Be, "be1");
+    std::string be_out, in;
+    be.start(be_out);
+    std::vector<Message> msgs;
+    Status st;
+    for (size_t i = 0; i < recording.size() && st.ok(); i += bytewise ? 1 : recording.size()) {
+      in += recording.substr(i, bytewise ? 1 : recording.size());
+      st = be.feed(in, msgs, be_out);
+      EXPECT_FALSE(be.established()) << "byte " << i;
+    }
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.error().err, EBADMSG) << st.error().message();
+    EXPECT_TRUE(msgs.empty());
+    EXPECT_FALSE(be.established());
+    std::string out;
+    EXPECT_FALSE(be.send(HeartbeatMsg{}, out)) << "nothing goes to a replayer";
+  }
+}
 
-  // The replayer connects to a fresh BE and plays the recording back. The HELLO itself
-  // verifies (it is authentic), but the fresh BE nonce gives new keys.
+// Only a captured HELLO: the replayer gets the fresh BE's HELLO and AUTH, but without
+// the cluster key it cannot answer; whatever it sends next fails, nothing is delivered.
+TEST(ProtoSession, ReplayedHelloNeverEstablishes) {
+  Pair old;
+  old.establish();
   Session be(kKey, Role::Be, "be1");
-  std::string be_hello;
-  be.start(be_hello);
+  std::string be_out;
+  be.start(be_out);
   std::vector<Message> msgs;
-  ASSERT_TRUE(deliver(be, old.fe_hello, msgs).ok());
-  ASSERT_TRUE(be.established());
-  Status st = deliver(be, handoff, msgs);
-  ASSERT_FALSE(st.ok());
-  EXPECT_EQ(st.error().err, EBADMSG);
-  EXPECT_TRUE(msgs.empty());
-
-  // Nor can it forge one: what it knows (both nonces, the old session's keys) without
-  // the cluster key does not yield the new session's key.
-  for (int guess = 0; guess < 2; ++guess) {
+  std::string in = old.fe_hello;
+  ASSERT_TRUE(be.feed(in, msgs, be_out).ok()) << "the HELLO itself is authentic";
+  EXPECT_FALSE(be.established()) << "a HELLO alone is no proof";
+  std::string out;
+  EXPECT_FALSE(be.send(HeartbeatMsg{}, out));
+  // Its best tries: the old session's AUTH, and AUTHs forged with the keys it can
+  // compute (the old session's, or a guessed cluster key over the new nonces).
+  const std::string be_hello = be_out.substr(0, kHelloSize);
+  const std::string forged_payload(kAuthSize, '\0');
+  const std::string tries[] = {
+      old.fe_auth,
+      forge(derive(kKey, "tcpha-ctl-v2 fe2be", old.fe_hello, old.be_hello), 10, 0, 1,
+            forged_payload),
+      forge(derive(make_key(9), "tcpha-ctl-v2 fe2be", old.fe_hello, be_hello), 10, 0, 1,
+            forged_payload),
+  };
+  for (const auto& t : tries) {
     Session fresh(kKey, Role::Be, "be1");
-    std::string h;
-    fresh.start(h);
-    ASSERT_TRUE(deliver(fresh, old.fe_hello, msgs).ok());
-    const Key k = guess == 0 ? derive(kKey, "tcpha-ctl-v1 fe2be", old.fe_hello, old.be_hello)
-                             : derive(make_key(9), "tcpha-ctl-v1 fe2be", old.fe_hello, h);
-    EXPECT_FALSE(deliver(fresh, forge(k, 4, 0, 1, payload_of(CommitMsg{1})), msgs).ok());
+    std::string o, i = old.fe_hello;
+    fresh.start(o);
+    ASSERT_TRUE(fresh.feed(i, msgs, o).ok());
+    i = t;
+    EXPECT_FALSE(fresh.feed(i, msgs, o).ok());
+    EXPECT_FALSE(fresh.established());
   }
   EXPECT_TRUE(msgs.empty());
+}
+
+TEST(ProtoSession, AuthOverAnotherTranscriptIsRefused) {
+  // The right key for these nonces (a holder of the cluster key) but not this transcript.
+  Pair p;
+  p.exchange_hellos();
+  const Key k = derive(kKey, "tcpha-ctl-v2 fe2be", p.fe_hello, p.be_hello);
+  std::vector<Message> msgs;
+  Status st = deliver(p.be, forge(k, 10, 0, 1, std::string(kAuthSize, 'x')), msgs);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().err, EPROTO);
+  EXPECT_FALSE(p.be.established());
+}
+
+TEST(ProtoSession, BeforeAuthOnlyTheHandshakeSizesPass) {
+  // A header claiming a 1 MiB HANDOFF right after the HELLO fails at once, before any
+  // MAC check and without waiting for (or buffering) the payload.
+  for (uint8_t type : {uint8_t(2), uint8_t(10)}) {
+    Pair p;
+    p.exchange_hellos();
+    std::string header(kHeaderSize, '\0');
+    auto* h = reinterpret_cast<uint8_t*>(header.data());
+    std::memcpy(h, "TCPH", 4);
+    h[4] = kVersion;
+    h[5] = type;
+    store_be(h + 8, static_cast<uint32_t>(kMaxPayload));
+    store_be(h + 12, uint64_t{1});
+    std::vector<Message> msgs;
+    std::string in = header, out;
+    Status st = p.be.feed(in, msgs, out);
+    ASSERT_FALSE(st.ok()) << int(type);
+    EXPECT_TRUE(p.be.dead());
+  }
+  // A valid frame of another type before the AUTH: refused from its type byte on.
+  Pair q;
+  q.exchange_hellos();
+  std::vector<Message> msgs;
+  Status st = deliver(q.be, std::string("TCPH\x02\x04", 6), msgs);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().err, EPROTO);
+  // And an AUTH after the handshake is a protocol violation.
+  Pair r;
+  r.establish();
+  st = deliver(r.be, r.fe_auth, msgs);
+  ASSERT_FALSE(st.ok());
 }
 
 TEST(ProtoSession, KeyScheduleMatchesTheDocumentedDerivation) {
   Pair p;
   p.establish();
-  const Key fe2be = derive(kKey, "tcpha-ctl-v1 fe2be", p.fe_hello, p.be_hello);
-  const Key be2fe = derive(kKey, "tcpha-ctl-v1 be2fe", p.fe_hello, p.be_hello);
-  EXPECT_EQ(frame_of(p.fe, CommitMsg{42}), forge(fe2be, 4, 0, 1, payload_of(CommitMsg{42})));
-  EXPECT_EQ(frame_of(p.be, AbortMsg{43}), forge(be2fe, 5, 0, 1, payload_of(AbortMsg{43})));
+  const Key fe2be = derive(kKey, "tcpha-ctl-v2 fe2be", p.fe_hello, p.be_hello);
+  const Key be2fe = derive(kKey, "tcpha-ctl-v2 be2fe", p.fe_hello, p.be_hello);
+  // AUTH (type 10, sequence 1) carries BLAKE2b-256(FE HELLO || BE HELLO).
+  uint8_t t[kAuthSize];
+  const std::string both = p.fe_hello + p.be_hello;
+  crypto_generichash(t, sizeof t, reinterpret_cast<const uint8_t*>(both.data()), both.size(),
+                     nullptr, 0);
+  const std::string transcript(reinterpret_cast<const char*>(t), sizeof t);
+  EXPECT_EQ(p.fe_auth, forge(fe2be, 10, 0, 1, transcript));
+  EXPECT_EQ(p.be_auth, forge(be2fe, 10, 0, 1, transcript));
+  EXPECT_EQ(frame_of(p.fe, CommitMsg{42}), forge(fe2be, 4, 0, 2, payload_of(CommitMsg{42})));
+  EXPECT_EQ(frame_of(p.be, AbortMsg{43}), forge(be2fe, 5, 0, 2, payload_of(AbortMsg{43})));
 }
 
 TEST(ProtoSession, AuthenticFramesBreakingTheProtocolAreRefused) {
@@ -455,9 +585,9 @@ TEST(ProtoSession, AuthenticFramesBreakingTheProtocolAreRefused) {
   for (const auto& c : cases) {
     Pair p;
     p.establish();
-    const Key k = derive(kKey, "tcpha-ctl-v1 fe2be", p.fe_hello, p.be_hello);
+    const Key k = derive(kKey, "tcpha-ctl-v2 fe2be", p.fe_hello, p.be_hello);
     std::vector<Message> msgs;
-    Status st = deliver(p.be, forge(k, c.type, c.flags, 1, c.payload), msgs);
+    Status st = deliver(p.be, forge(k, c.type, c.flags, 2, c.payload), msgs);
     ASSERT_FALSE(st.ok()) << int(c.type);
     EXPECT_EQ(st.error().err, c.err) << st.error().message();
     EXPECT_TRUE(msgs.empty());
@@ -473,7 +603,7 @@ TEST(ProtoSession, OversizeLengthFailsWithoutWaitingForThePayload) {
   h[4] = kVersion;
   h[5] = 2;
   store_be(h + 8, static_cast<uint32_t>(kMaxPayload + 1));
-  store_be(h + 12, uint64_t{1});
+  store_be(h + 12, uint64_t{2});
   std::vector<Message> msgs;
   Status st = deliver(p.be, header, msgs);
   ASSERT_FALSE(st.ok());
@@ -491,7 +621,7 @@ TEST(ProtoSession, LengthOverTheTypesLargestPayloadFailsAtTheHeader) {
     h[4] = kVersion;
     h[5] = type;
     store_be(h + 8, static_cast<uint32_t>(max ? *max + 1 : 0));
-    store_be(h + 12, uint64_t{1});
+    store_be(h + 12, uint64_t{2});
     std::vector<Message> msgs;
     EXPECT_FALSE(deliver(p.be, header, msgs).ok()) << "type " << int(type) << ": header alone";
     if (max && *max < kMaxPayload) {
@@ -506,9 +636,9 @@ TEST(ProtoSession, GarbageFailsAtTheFirstWrongByte) {
   EXPECT_FALSE(deliver(p.be, "G", msgs).ok()) << "an HTTP client on the control port";
   Pair q;
   q.establish();
-  EXPECT_FALSE(deliver(q.be, "TCPH\x02", msgs).ok()) << "another version";
+  EXPECT_FALSE(deliver(q.be, "TCPH\x01", msgs).ok()) << "another version";
   Pair r;
-  Status st = deliver(r.be, "TCPH\x01\x04", msgs);
+  Status st = deliver(r.be, "TCPH\x02\x04", msgs);
   ASSERT_FALSE(st.ok()) << "a frame before the HELLO";
   EXPECT_EQ(st.error().err, EPROTO);
 }
