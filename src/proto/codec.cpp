@@ -189,15 +189,36 @@ Result<Message> decode_as(const uint8_t* p, size_t n) {
 // HANDOFF's fixed part: id, TcpState, request length.
 constexpr size_t kHandoffFixed = 8 + kTcpStateWireSize + 4;
 
+// Every message type once, in the order of the Message variant: its wire type, its
+// largest payload (checked against a frame's header) and its decoder. HELLO and AUTH
+// are the session's own frames, never messages.
+struct TypeInfo {
+  MsgType type;
+  size_t max_payload;
+  Result<Message> (*decode)(const uint8_t*, size_t);
+};
+constexpr TypeInfo kTypes[] = {
+    {MsgType::Handoff, kMaxPayload, decode_as<HandoffMsg>},
+    {MsgType::Ready, 8 + 4, decode_as<ReadyMsg>},
+    {MsgType::Commit, 8, decode_as<CommitMsg>},
+    {MsgType::Abort, 8, decode_as<AbortMsg>},
+    {MsgType::Closed, 3 * 8, decode_as<ClosedMsg>},
+    {MsgType::Heartbeat, 8 + 3 * 4, decode_as<HeartbeatMsg>},
+    // id, address, weight, up to 255 groups of up to 255 bytes
+    {MsgType::Join, (1 + 255) + 4 + 4 + 1 + 255 * (1 + 255), decode_as<JoinMsg>},
+    {MsgType::Leave, 0, decode_as<LeaveMsg>},
+};
+static_assert(std::size(kTypes) == std::variant_size_v<Message>);
+
+const TypeInfo* info(MsgType t) {
+  for (const auto& i : kTypes)
+    if (i.type == t) return &i;
+  return nullptr;
+}
+
 }  // namespace
 
-MsgType type_of(const Message& m) {
-  static constexpr MsgType kTypes[] = {MsgType::Handoff, MsgType::Ready,  MsgType::Commit,
-                                       MsgType::Abort,   MsgType::Closed, MsgType::Heartbeat,
-                                       MsgType::Join,    MsgType::Leave};
-  static_assert(std::size(kTypes) == std::variant_size_v<Message>);
-  return kTypes[m.index()];
-}
+MsgType type_of(const Message& m) { return kTypes[m.index()].type; }
 
 bool encode_payload(const Message& m, std::string& out) {
   if (const auto* h = std::get_if<HandoffMsg>(&m);
@@ -209,51 +230,12 @@ bool encode_payload(const Message& m, std::string& out) {
 }
 
 std::optional<size_t> max_payload(MsgType t) {
-  switch (t) {
-    case MsgType::Handoff:
-      return kMaxPayload;
-    case MsgType::Ready:
-      return 8 + 4;
-    case MsgType::Commit:
-    case MsgType::Abort:
-      return 8;
-    case MsgType::Closed:
-      return 3 * 8;
-    case MsgType::Heartbeat:
-      return 8 + 3 * 4;
-    case MsgType::Join:  // id, address, weight, up to 255 groups of up to 255 bytes
-      return (1 + 255) + 4 + 4 + 1 + 255 * (1 + 255);
-    case MsgType::Leave:
-      return 0;
-    case MsgType::Hello:  // the session's own frames, never messages
-    case MsgType::Auth:
-      break;
-  }
-  return std::nullopt;
+  const TypeInfo* i = info(t);
+  return i ? std::optional<size_t>(i->max_payload) : std::nullopt;
 }
 
 Result<Message> decode_payload(MsgType t, const uint8_t* p, size_t n) {
-  switch (t) {
-    case MsgType::Handoff:
-      return decode_as<HandoffMsg>(p, n);
-    case MsgType::Ready:
-      return decode_as<ReadyMsg>(p, n);
-    case MsgType::Commit:
-      return decode_as<CommitMsg>(p, n);
-    case MsgType::Abort:
-      return decode_as<AbortMsg>(p, n);
-    case MsgType::Closed:
-      return decode_as<ClosedMsg>(p, n);
-    case MsgType::Heartbeat:
-      return decode_as<HeartbeatMsg>(p, n);
-    case MsgType::Join:
-      return decode_as<JoinMsg>(p, n);
-    case MsgType::Leave:
-      return decode_as<LeaveMsg>(p, n);
-    case MsgType::Hello:
-    case MsgType::Auth:
-      break;
-  }
+  if (const TypeInfo* i = info(t)) return i->decode(p, n);
   return Error{EBADMSG, "control message: unknown type " + std::to_string(static_cast<int>(t))};
 }
 
