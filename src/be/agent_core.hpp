@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -91,6 +92,7 @@ struct ControlConn : Item {
   uint64_t id;
   proto::Link link;
   bool counted = false;  // established: counted in control_links_
+  bool dropped = false;  // closed, waiting in Agent::dropped_ for the batch to end
 };
 
 // A handed-off connection, imported and held in repair mode until COMMIT.
@@ -178,6 +180,10 @@ class Agent {
   std::unique_ptr<Relays> relays_;
   uint64_t next_control_id_ = 1;
   std::map<uint64_t, std::unique_ptr<ControlConn>> controls_;
+  // Links dropped while the loop still holds events for them (a new connection can
+  // displace another link whose event is later in the same epoll batch): closed at
+  // once, freed after the batch.
+  std::vector<std::unique_ptr<ControlConn>> dropped_;
   std::map<std::pair<uint64_t, uint64_t>, PendingImport> pending_;  // (control, handoff id)
   std::unordered_map<HttpConn*, std::unique_ptr<HttpConn>> conns_;
   std::array<std::atomic<uint64_t>, size_t(Counter::count)> counters_{};

@@ -78,10 +78,16 @@ void Agent::drop_control(ControlConn& cc, const std::string& why) {
       ++it;
     }
   }
-  controls_.erase(cc.id);  // the link closes its socket
+  auto it = controls_.find(cc.id);
+  if (it == controls_.end()) return;
+  cc.dropped = true;
+  cc.link.stop(why);  // closes the socket now
+  dropped_.push_back(std::move(it->second));
+  controls_.erase(it);
 }
 
 void Agent::on_control(ControlConn& cc, uint32_t events) {
+  if (cc.dropped) return;  // dropped earlier in this batch of events
   std::vector<proto::Message> msgs;
   const unsigned changes = cc.link.on_events(events, msgs, monotonic_ns());
   control_changed(cc, changes, msgs);

@@ -100,6 +100,7 @@ void Agent::run() {
           break;
       }
     }
+    dropped_.clear();  // no event of this batch refers to them any more
     uint64_t now = monotonic_ns();
     if (now >= next_tick) {
       tick(now);
