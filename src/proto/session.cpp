@@ -130,12 +130,11 @@ Status Session::take_hello(const uint8_t* p, size_t n, size_t& used, std::string
 Status Session::take_frame(const uint8_t* p, size_t n, std::vector<Message>& msgs, size_t& used) {
   used = 0;
   if (!prefix_ok(p, n)) return malformed("bad magic or version");
+  if (n <= kOffType) return {};  // the type byte has not arrived (n may be 0)
   const auto type = static_cast<MsgType>(p[kOffType]);
-  if (n > kOffType) {
-    if (type == MsgType::Hello) return violation("HELLO after session setup");
-    if (!peer_auth_ && type != MsgType::Auth) return violation("first frame is not AUTH");
-    if (peer_auth_ && type == MsgType::Auth) return violation("AUTH after session setup");
-  }
+  if (type == MsgType::Hello) return violation("HELLO after session setup");
+  if (!peer_auth_ && type != MsgType::Auth) return violation("first frame is not AUTH");
+  if (peer_auth_ && type == MsgType::Auth) return violation("AUTH after session setup");
   if (n < kHeaderSize) return {};
   // The header alone bounds what is buffered: before AUTH only its exact size passes,
   // after it an unknown type or a length over the type's largest payload fails before

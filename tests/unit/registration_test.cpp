@@ -256,7 +256,11 @@ TEST_F(Registry, BackendJoinsAgainAfterTheFrontEndRestartsAndLeavesOnRequest) {
   EXPECT_TRUE(reg.linked());
 
   fe.reset();  // the FE stops; it comes back a moment later on the same port
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // The BE's thread notices the closed link when it next runs (bounded wait: under
+  // ASan with other tests beside it, that can take longer than a fixed sleep).
+  const auto t_down = std::chrono::steady_clock::now();
+  while (reg.linked() && std::chrono::steady_clock::now() - t_down < std::chrono::seconds(3))
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_FALSE(reg.linked());
   start_fe();
   // The BE redials within its backoff (at most 2 s) and joins again.
