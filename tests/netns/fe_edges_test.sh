@@ -74,14 +74,21 @@ for path in /f100k.bin /f1m.bin /l/f100k.bin; do
 done
 
 echo "== item 5: local-node connections time out"
-# idle: one answered request, then nothing; the FE must close within ~keepalive_timeout.
-read -r what secs < <(tb_c python3 - "$TB_VIP" <<'EOF'
+# answered.py: a kept-alive connection to the local node whose first request was
+# answered (module attribute `s`), for the checks below.
+cat >"$TB_DIR/answered.py" <<'EOF'
 import socket, sys, time
 s = socket.create_connection((sys.argv[1], 80), timeout=10)
 s.sendall(b"GET /l/f1k.bin HTTP/1.1\r\nHost: bed\r\n\r\n")
 got = b""
 while b"\r\n\r\n" not in got or len(got.partition(b"\r\n\r\n")[2]) < 1024:
     got += s.recv(65536)
+EOF
+# idle: one answered request, then nothing; the FE must close within ~keepalive_timeout.
+read -r what secs < <(tb_c python3 - "$TB_VIP" "$TB_DIR" <<'EOF'
+import socket, sys, time
+sys.path.insert(0, sys.argv[2])
+from answered import s
 t0 = time.monotonic()
 s.settimeout(8)
 try:
@@ -96,13 +103,10 @@ awk -v s="$secs" 'BEGIN { exit !(s >= 0.5 && s < 2.5) }' || tb_fail "idle connec
 echo "idle keep-alive connection closed by the local node after $secs s"
 
 # slowloris: after a first answer, a byte every 150 ms; closed within ~header_timeout.
-read -r what secs < <(tb_c python3 - "$TB_VIP" <<'EOF'
+read -r what secs < <(tb_c python3 - "$TB_VIP" "$TB_DIR" <<'EOF'
 import socket, sys, time
-s = socket.create_connection((sys.argv[1], 80), timeout=10)
-s.sendall(b"GET /l/f1k.bin HTTP/1.1\r\nHost: bed\r\n\r\n")
-got = b""
-while b"\r\n\r\n" not in got or len(got.partition(b"\r\n\r\n")[2]) < 1024:
-    got += s.recv(65536)
+sys.path.insert(0, sys.argv[2])
+from answered import s
 t0 = time.monotonic()
 s.settimeout(0.15)
 head = b"GET /l/f1k.bin HTTP/1.1\r\nX-Slow: " + b"a" * 200
