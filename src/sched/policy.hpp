@@ -55,8 +55,15 @@ class Members {
   // over an idle light one) scaled by the member's reported CPU load, so that a
   // member busy with few but expensive connections (or with work of its own) gets
   // fewer new ones: factor 1 at idle, 2 with one CPU saturated (capped there).
+  // The CPU figure counts in bands of kCpuBand permille: two members whose loads
+  // differ by sampling noise (heartbeats taken at different instants; in a test bed
+  // they even share one host) must tie, so that ties rotate instead of the member
+  // that happened to report 1% less winning every new target (CI saw LARD give one
+  // BE 1 of 30 paths that way).
+  static constexpr uint32_t kCpuBand = 200;
   int64_t pressure(size_t pos, const LoadView& load) const {
-    const int64_t cpu = std::min<uint32_t>(load.cpu_permille(list_[pos].id), 1000);
+    const uint32_t raw = std::min<uint32_t>(load.cpu_permille(list_[pos].id), 1000);
+    const int64_t cpu = raw / kCpuBand * kCpuBand;
     return (active(pos, load) + 1) * (1000 + cpu);
   }
   // True when a carries less load per unit of weight than b. Products stay below

@@ -116,12 +116,24 @@ TEST(LeastConn, ReportedCpuLoadWeighsIn) {
   EXPECT_EQ(lc.next(load), 0);  // no CPU reports: fewer connections wins
   load.cpu = {900, 0};          // 4 * 1.9 = 7.6 against 5 * 1.0
   EXPECT_EQ(lc.next(load), 1);
-  load.cpu = {100, 0};          // 4 * 1.1 = 4.4 against 5
+  load.cpu = {300, 0};          // band 200: 4 * 1.2 = 4.8 against 5
   EXPECT_EQ(lc.next(load), 0);
+  load.cpu = {450, 0};          // band 400: 4 * 1.4 = 5.6 against 5
+  EXPECT_EQ(lc.next(load), 1);
   load.cpu = {5000, 0};         // an absurd report is capped at one CPU: 4 * 2 against 5
   EXPECT_EQ(lc.next(load), 1);
   load.act = {1, 4};            // capped: 2 * 2 = 4 against 5, still preferred
   EXPECT_EQ(lc.next(load), 0);
+}
+
+// CPU reports that differ by less than a band are noise: equal members still take turns.
+TEST(LeastConn, CpuNoiseDoesNotBreakTies) {
+  LeastConn lc(members({1, 1, 1}));
+  FakeLoad load(3);
+  load.cpu = {430, 410, 590};  // all in the 400 band
+  std::vector<int> got(3, 0);
+  for (int i = 0; i < 30; ++i) ++got[size_t(lc.next(load))];
+  EXPECT_EQ(got, (std::vector<int>{10, 10, 10}));
 }
 
 TEST(LeastConn, EqualMembersTakeTurns) {
