@@ -8,7 +8,7 @@ PKGS=(
   clang llvm libclang-rt-14-dev libbpf-dev bpftool linux-libc-dev libelf-dev zlib1g-dev
   libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev libre2-dev libsodium-dev
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
-  jq curl wrk nginx-light haproxy iproute2 nftables ethtool procps psmisc
+  jq curl wrk nginx-light haproxy iproute2 nftables ethtool procps psmisc chromium
   python3 python3-matplotlib python3-prometheus-client
 )
 
