@@ -153,6 +153,25 @@ void get(Reader& r, JoinMsg& m) {
 }
 void get(Reader&, LeaveMsg&) {}
 
+void put(std::string& out, const WorkerMsg& m) { put_be(out, m.index); }
+void get(Reader& r, WorkerMsg& m) { m.index = r.be<uint32_t>(); }
+void put(std::string& out, const RepointMsg& m) {
+  put_be(out, m.id);
+  put_str(out, m.target);
+}
+void get(Reader& r, RepointMsg& m) {
+  m.id = r.be<uint64_t>();
+  get_str(r, m.target);
+}
+void put(std::string& out, const RepointedMsg& m) {
+  put_be(out, m.id);
+  put_be(out, m.status);
+}
+void get(Reader& r, RepointedMsg& m) {
+  m.id = r.be<uint64_t>();
+  m.status = r.be<uint32_t>();
+}
+
 void get(Reader& r, HandoffMsg& m) {
   m.id = r.be<uint64_t>();
   get_state(r, m.state);
@@ -207,6 +226,9 @@ constexpr TypeInfo kTypes[] = {
     // id, address, weight, up to 255 groups of up to 255 bytes
     {MsgType::Join, (1 + 255) + 4 + 4 + 1 + 255 * (1 + 255), decode_as<JoinMsg>},
     {MsgType::Leave, 0, decode_as<LeaveMsg>},
+    {MsgType::Worker, 4, decode_as<WorkerMsg>},
+    {MsgType::Repoint, 8 + 1 + 255, decode_as<RepointMsg>},
+    {MsgType::Repointed, 8 + 4, decode_as<RepointedMsg>},
 };
 static_assert(std::size(kTypes) == std::variant_size_v<Message>);
 

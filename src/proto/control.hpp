@@ -51,6 +51,13 @@
 //   JOIN      u8 id length | id | address (4 raw bytes) | u32 weight | u8 group count |
 //             per group: u8 length | name
 //   LEAVE     (empty)
+//   WORKER    u32 index       FE worker -> BE, once per link: which worker this link is
+//                             (a connection's id carries its worker in bits 48..63, so a
+//                             BE that received it from another BE reports CLOSED to
+//                             the right worker)
+//   REPOINT   u64 id | u8 length | target BE id   BE -> FE: the connection moved to that
+//                             BE (committed there); point the flow at it
+//   REPOINTED u64 id | u32 status (0 = done)       FE -> BE: the answer to REPOINT
 // TcpState travels field by field in declaration order (kTcpStateWireSize = 60 bytes):
 // addresses and ports, already in network order in the struct, as their 4/2 raw bytes;
 // every other field big-endian.
@@ -92,6 +99,9 @@ enum class MsgType : uint8_t {
   Join = 8,   // BE -> FE registration link: add me (dynamic membership, seed 000 4.10)
   Leave = 9,  // BE -> FE registration link: I am going; no new handoffs, let mine finish
   Auth = 10,  // handshake: the answer to the peer's challenge (session.cpp)
+  Worker = 11,     // FE -> BE: the FE worker behind this link
+  Repoint = 12,    // BE -> FE: a connection moved to another BE (multi-handoff)
+  Repointed = 13,  // FE -> BE: the flow now points at the new owner
 };
 enum class Role : uint8_t { Fe = 1, Be = 2 };
 
@@ -125,8 +135,22 @@ struct JoinMsg {
   std::vector<std::string> groups;
 };
 struct LeaveMsg {};
+struct WorkerMsg {
+  uint32_t index = 0;
+};
+struct RepointMsg {
+  uint64_t id = 0;
+  std::string target;  // the id of the BE that owns the connection now
+};
+struct RepointedMsg {
+  uint64_t id = 0;
+  uint32_t status = 0;  // 0 = the flow points at the new owner; else errno-like
+};
 using Message = std::variant<HandoffMsg, ReadyMsg, CommitMsg, AbortMsg, ClosedMsg, HeartbeatMsg,
-                             JoinMsg, LeaveMsg>;
+                             JoinMsg, LeaveMsg, WorkerMsg, RepointMsg, RepointedMsg>;
+
+// The FE worker that owns a connection id (ids are (worker << 48) | counter).
+constexpr uint32_t worker_of(uint64_t id) { return uint32_t(id >> 48); }
 
 MsgType type_of(const Message& m);
 

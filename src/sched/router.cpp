@@ -127,9 +127,17 @@ Result<std::unique_ptr<Router>> Router::build(const config::Config& cfg) {
 }
 
 Decision Router::route(const http::Request& req, uint32_t client_addr_be, const LoadView& load) {
+  return route_held(req, client_addr_be, load, kNoHolder);
+}
+
+Decision Router::route_held(const http::Request& req, uint32_t client_addr_be,
+                            const LoadView& load, uint32_t holder) {
   for (size_t i = 0; i < rules_.size(); ++i) {
     Rule& rule = rules_[i];
     if (!rule.matches(req)) continue;
+    const Members& m = rule.policy->members();
+    for (size_t pos = 0; holder != kNoHolder && pos < m.size(); ++pos)
+      if (m[pos].id == holder) return {Decision::Backend, holder, int(i)};
     const int pos = rule.policy->pick(req, client_addr_be, load);
     if (pos < 0) return {Decision::NoBackend, 0, int(i)};
     const uint32_t id = rule.policy->members()[size_t(pos)].id;

@@ -52,6 +52,13 @@ class Router {
   ~Router();
 
   Decision route(const http::Request& req, uint32_t client_addr_be, const LoadView& load);
+  // A later request on a connection that back-end `holder` (config index) holds
+  // already: when `holder` is in the matching rule's group the answer is `holder`
+  // itself, without asking the policy (the connection stays; no policy state
+  // changes); otherwise as route(). Multi-handoff: the BE routes each later request.
+  static constexpr uint32_t kNoHolder = UINT32_MAX;
+  Decision route_held(const http::Request& req, uint32_t client_addr_be, const LoadView& load,
+                      uint32_t holder);
 
   size_t rule_count() const;
   const std::string& rule_name(int i) const;  // the rule's name, or "rule@LINE"

@@ -37,10 +37,15 @@ StaticSession::Want StaticSession::on_writable(int fd) { return serve(fd); }
 StaticSession::Want StaticSession::serve(int fd) {
   for (;;) {
     if (!responding_) {
-      if (!plan_next()) {
-        // Nothing complete to answer. A client that closed its side is done; one that
-        // filled the buffer without completing a request was answered 431 by the parser.
-        return peer_closed_ ? Want::Close : Want::Read;
+      switch (plan_next()) {
+        case Plan::None:
+          // Nothing complete to answer. A client that closed its side is done; one that
+          // filled the buffer without completing a request was answered 431 by the parser.
+          return peer_closed_ ? Want::Close : Want::Read;
+        case Plan::Move:
+          return Want::Move;
+        case Plan::Planned:
+          break;
       }
     }
     switch (write_pending(fd)) {
@@ -60,12 +65,26 @@ StaticSession::Want StaticSession::serve(int fd) {
   }
 }
 
-bool StaticSession::plan_next() {
-  if (in_.empty()) return false;
+StaticSession::Plan StaticSession::plan_next() {
+  if (in_.empty()) return Plan::None;
   http::Request req;
   auto r = http::parse_request(in_, req);
-  if (r.status == http::ParseStatus::NeedMore) return false;
-  if (r.status == http::ParseStatus::Error) {
+  if (r.status == http::ParseStatus::NeedMore) return Plan::None;
+  int verdict = kServe;
+  if (r.status == http::ParseStatus::Complete) {
+    verdict = refuse_ ? refuse_ : router_ ? router_(req) : kServe;
+    refuse_ = 0;
+  }
+  if (verdict == kMove) return Plan::Move;
+  if (verdict != kServe) {
+    // Routed nowhere (404, 503), like the FE answers a first request; the connection
+    // stays unless the request has a body we would have to skip or asks to close.
+    bool has_body = req.content_length.value_or(0) > 0 || req.chunked;
+    close_after_ = has_body || !req.keep_alive;
+    out_ = http::simple_reply(verdict, close_after_);
+    in_.erase(0, r.consumed);
+    ++requests_;
+  } else if (r.status == http::ParseStatus::Error) {
     ++bad_requests_;
     out_ = http::simple_reply(r.http_status, true);
     close_after_ = true;
@@ -92,7 +111,7 @@ bool StaticSession::plan_next() {
     ++requests_;
   }
   responding_ = true;
-  return true;
+  return Plan::Planned;
 }
 
 StaticSession::Io StaticSession::write_pending(int fd) {

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "common/fd.hpp"
@@ -17,8 +18,25 @@ namespace tcpha::serve {
 
 class StaticSession {
  public:
-  // What the caller should wait for next.
-  enum class Want { Read, Write, Close };
+  // What the caller should wait for next. Move: the next request belongs elsewhere
+  // (the router said so); it is still buffered (buffered()), no response is under
+  // way, and the session waits until the caller moves the connection or calls
+  // refuse_next().
+  enum class Want { Read, Write, Close, Move };
+
+  // Routes each complete request before it is answered (multi-handoff): kServe to
+  // answer it here, kMove to stop before it (Want::Move), or an HTTP status to answer
+  // it with that error and keep the connection (404: no rule matches; 503: no member
+  // of its group is usable). Without a router every request is served here.
+  static constexpr int kServe = 0, kMove = -1;
+  using Router = std::function<int(const http::Request&)>;
+  void set_router(Router r) { router_ = std::move(r); }
+  // The move of the connection failed: answer the next request with `status` (and
+  // keep the connection) instead of routing it again.
+  void refuse_next(int status) { refuse_ = status; }
+  // The bytes read and not answered yet: the request the router wanted moved and
+  // whatever was pipelined after it. They travel with the connection.
+  std::string& buffered() { return in_; }
 
   // `cache` (may be null) must outlive the session.
   StaticSession(int docroot_fd, std::string server_name, FileCache* cache = nullptr)
@@ -55,7 +73,8 @@ class StaticSession {
 
  private:
   Want serve(int fd);
-  bool plan_next();               // false when no complete request is buffered
+  enum class Plan { None, Planned, Move };
+  Plan plan_next();
   enum class Io { Done, Again, Failed };
   Io write_pending(int fd);
 
@@ -64,6 +83,8 @@ class StaticSession {
   int docroot_fd_;
   std::string server_name_;
   FileCache* cache_;
+  Router router_;
+  int refuse_ = 0;  // refuse_next()'s status, for the next request
   std::shared_ptr<const std::string> cached_;  // body from the cache, when it had it
   std::string in_;
   std::string out_;         // response head (+ small inline body) still to send

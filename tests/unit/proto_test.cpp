@@ -94,6 +94,14 @@ void expect_same(const Message& a, const Message& b) {
     EXPECT_EQ(x->groups, y.groups);
   } else if (std::holds_alternative<LeaveMsg>(a)) {
     EXPECT_TRUE(std::holds_alternative<LeaveMsg>(b));
+  } else if (auto* x = std::get_if<WorkerMsg>(&a)) {
+    EXPECT_EQ(x->index, std::get<WorkerMsg>(b).index);
+  } else if (auto* x = std::get_if<RepointMsg>(&a)) {
+    EXPECT_EQ(x->id, std::get<RepointMsg>(b).id);
+    EXPECT_EQ(x->target, std::get<RepointMsg>(b).target);
+  } else if (auto* x = std::get_if<RepointedMsg>(&a)) {
+    EXPECT_EQ(x->id, std::get<RepointedMsg>(b).id);
+    EXPECT_EQ(x->status, std::get<RepointedMsg>(b).status);
   } else {
     const auto& p = std::get<HeartbeatMsg>(a);
     const auto& q = std::get<HeartbeatMsg>(b);
@@ -117,6 +125,11 @@ std::vector<Message> all_messages() {
       JoinMsg{"be4", 0x0e00c80a, 3, {"all", "images"}},
       JoinMsg{"x", 0, 1, {}},
       LeaveMsg{},
+      WorkerMsg{7},
+      RepointMsg{0x0001000000000009, "be3"},
+      RepointMsg{1, ""},
+      RepointedMsg{0x0001000000000009, 0},
+      RepointedMsg{2, ENOENT},
   };
 }
 

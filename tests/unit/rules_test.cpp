@@ -99,6 +99,32 @@ class Routing : public ::testing::Test {
   FakeLoad load_;
 };
 
+// Multi-handoff: a BE that holds the connection keeps it when it is in the matching
+// rule's group (without consulting the policy), and is routed like the FE otherwise.
+TEST_F(Routing, HolderInTheGroupKeepsTheConnection) {
+  auto pages = rule("g1");
+  pages.path = "^/pages/";
+  auto images = rule("g2");
+  images.path = "^/img/";
+  use({pages, images});
+  auto held = [&](const Req& req, uint32_t holder) {
+    return router_->route_held(req.r, 0x0100007f, load_, holder);
+  };
+  Decision d = held(get("/pages/a.html"), 1);
+  EXPECT_EQ(d.kind, Decision::Backend);
+  EXPECT_EQ(d.backend, 1u);
+  EXPECT_EQ(d.rule, 0);
+  d = held(get("/img/a.png"), 1);  // not be1's group: the group's member
+  EXPECT_EQ(d.kind, Decision::Backend);
+  EXPECT_EQ(d.backend, 2u);
+  EXPECT_EQ(d.rule, 1);
+  load_.up[1] = false;  // the holder keeps its own requests even when others see it down
+  EXPECT_EQ(held(get("/pages/b.html"), 1).backend, 1u);
+  EXPECT_EQ(held(get("/other"), 1).kind, Decision::NoRule);
+  load_.up[2] = false;
+  EXPECT_EQ(held(get("/img/b.png"), 1).kind, Decision::NoBackend);
+}
+
 TEST_F(Routing, Method) {
   auto r = rule("g1");
   r.method = "^(POST|PUT)$";
