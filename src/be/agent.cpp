@@ -84,7 +84,7 @@ int Daemon::setup_host() {
 int Daemon::start(const std::string& status_socket) {
   if (int rc = setup_host()) return rc;
   agent_ = std::make_unique<Agent>(cfg_, self_);
-  if (auto s = agent_->open(sigfd_.get()); !s) {
+  if (auto s = agent_->open(sigfd_.get(), ifname_); !s) {
     spdlog::error("{}", s.error().message());
     return 2;
   }

@@ -7,6 +7,9 @@
 //   imports.cpp        the receiving side of a handoff: HANDOFF -> import -> READY,
 //                      COMMIT -> activate, ABORT, import deadlines
 //   serving.cpp        connections served by the built-in static server
+//   moves.cpp          multi-handoff: routing each later request, moving a connection
+//                      to the BE that serves it (handoff::Sender), links to the other
+//                      BEs, the local datapath that holds and forwards during a move
 //   drain.cpp          SIGTERM: stop taking work, let what runs finish
 //   stats.cpp          status JSON and Prometheus views of the counters
 // run_backend (agent.cpp) sets up the host around it.
@@ -30,12 +33,16 @@
 #include "common/fd.hpp"
 #include "common/histogram.hpp"
 #include "common/listen_socket.hpp"
+#include "common/net.hpp"
 #include "common/result.hpp"
 #include "config/config.hpp"
+#include "datapath/datapath.hpp"
+#include "handoff/sender.hpp"
 #include "handoff/tcp_state.hpp"
 #include "metrics/registry.hpp"
 #include "proto/control.hpp"
 #include "proto/link.hpp"
+#include "sched/router.hpp"
 #include "serve/file_cache.hpp"
 #include "serve/static_session.hpp"
 
@@ -70,7 +77,14 @@ inline constexpr uint64_t kAckCheckNs = 1'000 * kMs;
   X(import_refused, "HANDOFFs refused: not the VIP and a configured port")    \
   X(activate_failed, "committed imports that could not leave repair mode")    \
   X(send_timeouts, "connections reset: the client acknowledged nothing for send_timeout_ms") \
-  X(header_timeouts, "connections closed: a request head incomplete after header_timeout_ms")
+  X(header_timeouts, "connections closed: a request head incomplete after header_timeout_ms") \
+  X(moved_out, "connections moved to another back-end for a later request (committed there)") \
+  X(moved_in, "connections received from another back-end and committed here")  \
+  X(move_failed, "moves that did not happen (refused, timed out, link down): served or answered here") \
+  X(routed_elsewhere, "later requests whose rule's group does not include this back-end") \
+  X(no_rule, "later requests answered 404: no rule matches")                    \
+  X(no_backend, "later requests answered 503: no member of their group is usable") \
+  X(peer_refused, "links from other back-ends refused: the id does not match the address")
 
 inline constexpr auto kBeCounters =
     std::to_array<metrics::CounterInfo>({TCPHA_BE_COUNTERS(TCPHA_METRICS_COUNTER)});
@@ -83,7 +97,7 @@ enum class Counter {
 };
 
 struct Item {
-  enum Kind { Listener, Control, Http, Signal } kind;  // relayed sockets: Relays::owns()
+  enum Kind { Listener, Control, Http, Signal, Peer } kind;  // relayed sockets: Relays::owns()
   explicit Item(Kind k) : kind(k) {}
 };
 
@@ -93,6 +107,29 @@ struct ControlConn : Item {
   proto::Link link;
   bool counted = false;  // established: counted in control_links_
   bool dropped = false;  // closed, waiting in Agent::dropped_ for the batch to end
+  // Who is at the other end: an FE worker (its index, from WORKER; -1 until then) or
+  // another back-end (its index in the cluster file) that moves connections here.
+  int32_t worker = -1;
+  int32_t peer_backend = -1;
+};
+
+// This back-end's link to another one of the cluster file (moves.cpp): dialed from
+// here, so this side sends the handoffs (role FE in the handshake) and the other side
+// answers READY. Its heartbeats give the load the router's policies see.
+struct PeerLink : Item {
+  PeerLink(uint32_t index_, in_addr addr_, proto::LinkOptions o)
+      : Item(Peer), index(index_), addr(addr_), link(std::move(o)) {}
+  uint32_t index;  // in cfg.backends
+  in_addr addr;
+  proto::Link link;
+  bool up = false;  // established, id checked, MAC known
+  Mac mac{};
+};
+
+// What this back-end knows of another one's load (heartbeats on either link).
+struct PeerLoad {
+  uint32_t active = 0, cpu_permille = 0;
+  uint64_t heard_at = 0;
 };
 
 // A handed-off connection, imported and held in repair mode until COMMIT.
@@ -114,6 +151,14 @@ struct HttpConn : Item {
   uint64_t head_started = 0;  // first byte of an incomplete request head seen (0: none)
   // Send timeout: tcpi_bytes_acked when last looked at, and when it last grew.
   uint64_t acked = 0, ack_progress = 0, next_ack_check = 0;
+  // Multi-handoff (moves.cpp).
+  sockaddr_in local{}, peer{};
+  int64_t move_target = -1;   // the back-end the next request belongs to
+  int64_t failed_target = -1; // the one a failed move went to: not chosen again for it
+  bool awaiting_ack = false;  // waiting for the previous response's last ACK
+  uint64_t move_wanted = 0;   // when the router said move (latency, ack wait limit)
+  uint64_t move_deadline = 0; // READY expected by then
+  handoff::Sender move;
 };
 
 // Whether a HANDOFF's connection may be imported here: its local address is the VIP
@@ -126,7 +171,8 @@ class Agent {
  public:
   Agent(const config::Config& cfg, const config::BackendSection& self);
 
-  Status open(int sigfd);
+  // ifname: this host's interface toward the FE (the datapath for moves goes there).
+  Status open(int sigfd, const std::string& ifname);
   void run();
   std::string status_json() const;
   std::string prometheus() const;
@@ -150,6 +196,7 @@ class Agent {
   void control_changed(ControlConn& cc, unsigned changes, std::vector<proto::Message>& msgs);
   void tick_controls(uint64_t now);
   void report_closed(uint64_t control_id, uint64_t handoff_id, uint64_t sent, uint64_t received);
+  ControlConn* fe_link(uint32_t worker);
   void send_heartbeats(uint64_t now);
   // imports.cpp
   void on_message(ControlConn& cc, proto::Message& m);
@@ -163,6 +210,22 @@ class Agent {
   void close_http(HttpConn& h, End how = End::Graceful);
   void http_timeouts(uint64_t now);
   void on_closed(const ClosedReport& r);
+  // moves.cpp
+  class PeerPort;
+  class PeerLoadView;
+  Status open_moves(const std::string& ifname);
+  int route_later(HttpConn& h, const http::Request& req);
+  void start_move(HttpConn& h, uint64_t now);
+  void move_failed(HttpConn& h, const char* why);
+  void retry_awaiting_ack(uint64_t now);
+  void move_committed(HttpConn& h, PeerLink& p, uint64_t now);
+  void on_peer(PeerLink& p, uint32_t events);
+  void peer_changed(PeerLink& p, unsigned changes, std::vector<proto::Message>& msgs);
+  void peer_down(PeerLink& p, const std::string& why);
+  void on_repointed(const proto::RepointedMsg& m);
+  void forget_local_flow(const handoff::TcpState& st);
+  void tick_moves(uint64_t now);
+  void note_load(int32_t backend, const proto::HeartbeatMsg& hb, uint64_t now);
   // drain.cpp
   void begin_drain();
   void drain_tick(uint64_t now);
@@ -189,6 +252,24 @@ class Agent {
   std::array<std::atomic<uint64_t>, size_t(Counter::count)> counters_{};
   std::atomic<int64_t> active_{0};
   LatencyHistogram import_latency_;  // HANDOFF decoded -> READY sent
+  // Multi-handoff (moves.cpp); all empty when the cluster file has no [[rule]] (every
+  // back-end serves every request: nothing ever moves).
+  std::unique_ptr<sched::Router> router_;
+  int32_t self_index_ = -1;                      // in cfg_.backends
+  std::unique_ptr<datapath::Datapath> dp_;       // this host's copy of the FE's datapath
+  Mac own_mac_{};
+  std::vector<std::unique_ptr<PeerLink>> peers_;  // by backend index; null for self
+  std::vector<PeerLoad> peer_load_;               // by backend index
+  std::map<std::pair<uint32_t, uint64_t>, HttpConn*> moving_;  // (target, id): READY awaited
+  std::vector<HttpConn*> awaiting_ack_;  // moves waiting for their last response's ACK
+  struct MovedFlow {
+    tcpha_flow_key key;
+    uint64_t at = 0;          // committed elsewhere (our datapath forwards strays)
+    uint64_t repointed = 0;   // the FE confirmed (0: not yet)
+  };
+  std::unordered_map<uint64_t, MovedFlow> moved_flows_;  // by connection id
+  LatencyHistogram move_latency_;  // the router said move -> COMMIT sent
+  uint64_t next_moves_tick_ = 0;
   std::atomic<size_t> control_links_{0};
   bool stop_ = false;
   uint64_t next_heartbeat_ = 0;

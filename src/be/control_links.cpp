@@ -24,9 +24,21 @@ proto::LinkOptions Agent::control_options() const {
 }
 
 // Only the front-end connects here ([frontend] address; a standby's too, once the
-// configuration has standbys).
+// configuration has standbys), and, when connections move between back-ends, the
+// other back-ends of the cluster file.
 bool Agent::control_source_allowed(in_addr a) const {
-  return a.s_addr == cfg_.frontend.addr.s_addr;
+  if (a.s_addr == cfg_.frontend.addr.s_addr) return true;
+  if (!router_) return false;
+  for (size_t i = 0; i < cfg_.backends.size(); ++i)
+    if (int32_t(i) != self_index_ && cfg_.backends[i].addr.s_addr == a.s_addr) return true;
+  return false;
+}
+
+// The established link of FE worker `worker` (WORKER told us which link is whose).
+ControlConn* Agent::fe_link(uint32_t worker) {
+  for (auto& [id, cc] : controls_)
+    if (cc->worker == int32_t(worker) && cc->peer_backend < 0 && cc->link.up()) return cc.get();
+  return nullptr;
 }
 
 // Room for one more unauthenticated link: the oldest one still in its handshake goes
@@ -95,6 +107,18 @@ void Agent::on_control(ControlConn& cc, uint32_t events) {
 
 void Agent::control_changed(ControlConn& cc, unsigned changes, std::vector<proto::Message>& msgs) {
   if (changes & proto::Link::kWentUp) {
+    // A link from another back-end's address must carry that back-end's id: the key
+    // proves membership of the cluster, the address which member it is.
+    const in_addr from = cc.link.peer().sin_addr;
+    if (from.s_addr != cfg_.frontend.addr.s_addr) {
+      for (size_t i = 0; i < cfg_.backends.size(); ++i)
+        if (cfg_.backends[i].addr.s_addr == from.s_addr) cc.peer_backend = int32_t(i);
+      if (cc.peer_backend < 0 || cfg_.backends[size_t(cc.peer_backend)].id != cc.link.peer_id()) {
+        inc(Counter::peer_refused);
+        drop_control(cc, "peer says it is '" + cc.link.peer_id() + "' from " + ipv4_str(from));
+        return;
+      }
+    }
     cc.counted = true;
     control_links_.fetch_add(1);
     spdlog::info("control link from {} established", cc.link.peer_id());
@@ -112,10 +136,19 @@ void Agent::control_changed(ControlConn& cc, unsigned changes, std::vector<proto
 }
 
 // Lets the FE free the flow early (ARCHITECTURE.md, teardown).
+// The FE worker that owns the id: the link the connection came on when it came from
+// that worker, else (it came from another back-end) that worker's link.
 void Agent::report_closed(uint64_t control_id, uint64_t handoff_id, uint64_t sent,
                           uint64_t received) {
-  if (auto it = controls_.find(control_id); it != controls_.end())
-    it->second->link.send(proto::ClosedMsg{handoff_id, sent, received});
+  const proto::ClosedMsg m{handoff_id, sent, received};
+  const int32_t worker = int32_t(proto::worker_of(handoff_id));
+  if (auto it = controls_.find(control_id); it != controls_.end() &&
+                                            it->second->peer_backend < 0 &&
+                                            (it->second->worker < 0 || it->second->worker == worker)) {
+    it->second->link.send(m);
+  } else if (ControlConn* fe = fe_link(uint32_t(worker))) {
+    fe->link.send(m);
+  }
 }
 
 // Deadlines of the links (handshake; failures inside send()) and the listener's pause;
@@ -140,6 +173,8 @@ void Agent::send_heartbeats(uint64_t now) {
   proto::HeartbeatMsg hb{now, uint32_t(std::max<int64_t>(0, active_.load())), cpu,
                          cache_hit_permille()};
   for (auto& [id, cc] : controls_) cc->link.send(hb);  // nothing unless up
+  for (auto& p : peers_)
+    if (p) p->link.send(hb);
 }
 
 }  // namespace tcpha::be

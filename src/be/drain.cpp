@@ -25,7 +25,8 @@ void Agent::drain_tick(uint64_t now) {
   // Idle keep-alive connections would hold the drain open: close them now.
   std::vector<HttpConn*> idle_now;
   for (auto& [p, h] : conns_)
-    if (!h->writing && h->session.idle()) idle_now.push_back(p);
+    if (!h->writing && h->session.idle() && h->move.state() == handoff::Sender::State::Idle)
+      idle_now.push_back(p);
   for (HttpConn* h : idle_now) close_http(*h);
   // Closed connections may still have response bytes in flight: the kernel sends
   // them after close(), but only while the VIP is still ours. Wait for them too.

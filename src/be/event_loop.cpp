@@ -28,7 +28,7 @@ void Agent::set(int op, int fd, uint32_t ev, Item* it) {
     spdlog::error("epoll_ctl: {}", strerror(errno));
 }
 
-Status Agent::open(int sigfd) {
+Status Agent::open(int sigfd, const std::string& ifname) {
   Closings::Options co;
   co.stall_ns = uint64_t(cfg_.cluster.send_timeout_ms) * kMs;
   co.linger_ns = kLingerNs;
@@ -62,7 +62,7 @@ Status Agent::open(int sigfd) {
   listener_.attach(ep_.get(), &listener_item_);
   sigfd_ = sigfd;
   set(EPOLL_CTL_ADD, sigfd, EPOLLIN, &signal_item_);
-  return {};
+  return open_moves(ifname);
 }
 
 void Agent::run() {
@@ -71,7 +71,7 @@ void Agent::run() {
   while (!stop_) {
     // The tick sends heartbeats, so it runs at least twice per heartbeat interval.
     const int tick_ms = int(std::clamp<uint32_t>(cfg_.cluster.heartbeat_ms / 2, 5, 100));
-    int n = epoll_wait(ep_.get(), evs, 256, tick_ms);
+    int n = epoll_wait(ep_.get(), evs, 256, awaiting_ack_.empty() ? tick_ms : 1);
     const uint64_t woke = n > 0 ? monotonic_ns() : 0;
     for (int i = 0; i < n; ++i) {
       if (Relays::owns(evs[i].data.u64)) {
@@ -98,10 +98,14 @@ void Agent::run() {
         case Item::Http:
           on_http(*static_cast<HttpConn*>(it), evs[i].events);
           break;
+        case Item::Peer:
+          on_peer(*static_cast<PeerLink*>(it), evs[i].events);
+          break;
       }
     }
     dropped_.clear();  // no event of this batch refers to them any more
     uint64_t now = monotonic_ns();
+    if (!awaiting_ack_.empty()) retry_awaiting_ack(now);
     if (now >= next_tick) {
       tick(now);
       next_tick = now + uint64_t(tick_ms) * kMs;
@@ -114,6 +118,7 @@ void Agent::tick(uint64_t now) {
   http_timeouts(now);
   if (relays_) relays_->tick(now);
   closings_->tick(now);
+  tick_moves(now);
   if (draining_) drain_tick(now);
   tick_controls(now);  // and heartbeats
 }

@@ -29,6 +29,11 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
       cc.link.send(proto::ReadyMsg{h->id, uint32_t(EACCES)});
       return;
     }
+    if (cc.peer_backend >= 0 && !router_) {  // only a back-end that moves may send here
+      cc.link.send(proto::ReadyMsg{h->id, uint32_t(EACCES)});
+      return;
+    }
+    forget_local_flow(h->state);
     auto fd = handoff::import_state(h->state, h->request);
     uint32_t status = 0;
     if (!fd) {
@@ -59,6 +64,7 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
       report_closed(cc.id, c->id, 0, 0);
       return;
     }
+    if (cc.peer_backend >= 0) inc(Counter::moved_in);
     if (relays_) {
       inc(Counter::imported);
       active_.fetch_add(1);
@@ -68,6 +74,12 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
     start_http(std::move(fd), cc.id, c->id, peer_fin);
   } else if (auto* a = std::get_if<proto::AbortMsg>(&m)) {
     if (pending_.erase({cc.id, a->id})) inc(Counter::aborted);
+  } else if (auto* w = std::get_if<proto::WorkerMsg>(&m); w && cc.peer_backend < 0) {
+    cc.worker = int32_t(w->index);
+  } else if (auto* r = std::get_if<proto::RepointedMsg>(&m); r && cc.peer_backend < 0) {
+    on_repointed(*r);
+  } else if (auto* hb = std::get_if<proto::HeartbeatMsg>(&m); hb && cc.peer_backend >= 0) {
+    note_load(cc.peer_backend, *hb, monotonic_ns());
   } else {
     spdlog::warn("unexpected control message type {}", int(proto::type_of(m)));
   }

@@ -14,6 +14,14 @@ void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id, bo
   h->control_id = control_id;
   h->last_active = monotonic_ns();
   if (peer_fin) h->session.set_peer_fin();
+  socklen_t len = sizeof h->local;
+  getsockname(h->fd.get(), reinterpret_cast<sockaddr*>(&h->local), &len);
+  len = sizeof h->peer;
+  getpeername(h->fd.get(), reinterpret_cast<sockaddr*>(&h->peer), &len);
+  if (router_) {
+    HttpConn* conn = h.get();
+    h->session.set_router([this, conn](const http::Request& req) { return route_later(*conn, req); });
+  }
   inc(Counter::imported);
   active_.fetch_add(1);
   set(EPOLL_CTL_ADD, h->fd.get(), EPOLLIN | EPOLLRDHUP, h.get());
@@ -39,6 +47,14 @@ void Agent::on_http(HttpConn& h, uint32_t events) {
   inc(Counter::bad_requests, h.session.bad_requests() - bad);
   if (w == Want::Close) {
     close_http(h, h.session.failed() ? End::Failed : End::Graceful);
+    return;
+  }
+  if (w == Want::Move) {  // the next request belongs to another back-end
+    if (h.writing) {
+      h.writing = false;
+      set(EPOLL_CTL_MOD, h.fd.get(), EPOLLIN | EPOLLRDHUP, &h);
+    }
+    start_move(h, now);
     return;
   }
   // The header timeout runs from the first byte of a request head, however slowly
@@ -81,6 +97,7 @@ void Agent::http_timeouts(uint64_t now) {
   const uint64_t send = uint64_t(cfg_.cluster.send_timeout_ms) * kMs;
   std::vector<std::pair<HttpConn*, Counter>> due;  // Counter::count: keep-alive idle
   for (auto& [p, h] : conns_) {
+    if (h->move.state() != handoff::Sender::State::Idle || h->awaiting_ack) continue;  // moving
     if (h->writing) {
       // A client that stopped reading acknowledges nothing: its response would hold
       // the connection (and its file) for ever.

@@ -93,6 +93,8 @@ void Agent::report(StatsView& v) const {
   v.gauge("", "cpu_permille", "host CPU use sent in heartbeats, permille of all CPUs",
           double(cpu_permille_.load()));
   v.latency("import_latency", "HANDOFF received to READY sent", import_latency_);
+  v.latency("move_latency", "a later request routed elsewhere to COMMIT sent (multi-handoff)",
+            move_latency_);
   if (cache_) {
     v.counter("cache", "hits", "file cache hits", cache_->hits());
     v.counter("cache", "misses", "file cache misses", cache_->misses());

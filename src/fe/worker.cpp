@@ -65,6 +65,7 @@ struct Worker::ClientConn : Item {
   bool quota = false;          // holds one of its address's client_quota slots
   uint64_t progress = 0;       // local node: bytes sent + requests at the last check
   uint64_t progress_at = 0;    // ... and when that last changed
+  handoff::Sender move;        // the handoff attempt under way (state Sent while Handing)
 };
 
 struct Worker::ControlConn : Item {
@@ -108,6 +109,32 @@ class Worker::Load final : public sched::LoadView {
   const BackendState* exclude_;
 };
 
+// The handoff sender's view of one target back-end: this worker's datapath (shared by
+// all workers) and this worker's control link to it.
+class Worker::Port final : public handoff::SenderPort {
+ public:
+  Port(Worker& w, BackendState& b) : w_(w), b_(b) {}
+  Status hold(const tcpha_flow_key& key) override { return w_.sh_.dp->hold(key); }
+  Status forward(const tcpha_flow_key& key) override {
+    Mac be_mac = BackendState::unpack(b_.mac.load(std::memory_order_relaxed));
+    return w_.sh_.dp->forward(key, b_.uid, be_mac, w_.sh_.fe_mac);
+  }
+  void release(const tcpha_flow_key& key) override { (void)w_.sh_.dp->remove(key); }
+  bool send_handoff(uint64_t id, const handoff::TcpState& st, const std::string& bytes) override {
+    return send(proto::HandoffMsg{id, st, bytes});
+  }
+  bool send_commit(uint64_t id) override { return send(proto::CommitMsg{id}); }
+  void send_abort(uint64_t id) override { send(proto::AbortMsg{id}); }
+
+ private:
+  bool send(const proto::Message& m) {
+    auto it = w_.controls_.find(&b_);
+    return it != w_.controls_.end() && it->second->link.send(m);
+  }
+  Worker& w_;
+  BackendState& b_;
+};
+
 Worker::Worker(Shared& shared, uint32_t index)
     : sh_(shared), index_(index), ep_(epoll_create1(EPOLL_CLOEXEC)),
       wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
@@ -118,8 +145,8 @@ Worker::Worker(Shared& shared, uint32_t index)
 Worker::~Worker() {
   // Connections still being handed off go back to the FE's stack and are refused.
   for (auto& [id, c] : pending_) {
-    (void)handoff::leave_repair(c->fd.get());
-    (void)sh_.dp->remove(c->key);
+    Port port(*this, *c->be);
+    c->move.abort(port, false);
   }
   for (auto& [b, cc] : controls_) set_live(*cc, false);
 }
@@ -386,34 +413,33 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
     }
     c.quota = true;
   }
-  // 1. HOLD: from here the client's packets are dropped (it retransmits them).
-  if (auto s = sh_.dp->hold(c.key); !s) {
-    bool full = s.error().err == E2BIG;
-    sh_.counters.inc(full ? Counter::flow_table_full : Counter::handoff_failed);
-    if (!full) spdlog::warn("hold {}: {}", endpoint_str(c.peer), s.error().message());
-    reply_and_close(c, 503, full ? "flow-table-full" : "hold-failed");
-    return;
-  }
-  // 2. Export; the socket stays in repair mode, so closing it later is silent.
-  epoll_set(EPOLL_CTL_DEL, c.fd.get(), 0, &c);
-  auto st = handoff::export_state(c.fd.get(), c.local, c.peer, c.buf);
-  if (!st) {
-    spdlog::warn("export {}: {}", endpoint_str(c.peer), st.error().message());
-    (void)sh_.dp->remove(c.key);
-    sh_.counters.inc(Counter::handoff_failed);
-    epoll_set(EPOLL_CTL_ADD, c.fd.get(), EPOLLIN | EPOLLRDHUP, &c);
-    reply_and_close(c, 503, "export-failed");
-    return;
-  }
-  ControlConn& cc = *controls_.at(&be);
   c.id = (uint64_t(index_) << 48) | next_id_++;
   c.be = &be;
-  c.state = ClientConn::Handing;
-  proto::HandoffMsg msg{c.id, *st, c.buf};
-  if (!cc.link.send(msg)) {
+  // Steps 1-3 (handoff/sender.hpp): HOLD, export, HANDOFF. Out of the epoll set
+  // meanwhile: the socket is in repair mode.
+  epoll_set(EPOLL_CTL_DEL, c.fd.get(), 0, &c);
+  Port port(*this, be);
+  const handoff::MovingConn mc{c.fd.get(), c.local, c.peer, c.key};
+  using Outcome = handoff::Sender::Outcome;
+  const Outcome o = c.move.start(port, mc, c.id, c.buf);
+  if (o == Outcome::LinkDown) {
+    c.state = ClientConn::Handing;
     attempt_failed(c, false);
     return;
   }
+  if (o != Outcome::Ok) {
+    const bool full = o == Outcome::TableFull;
+    sh_.counters.inc(full ? Counter::flow_table_full : Counter::handoff_failed);
+    if (!full)
+      spdlog::warn("handoff of {}: {}", endpoint_str(c.peer), handoff::Sender::describe(o));
+    epoll_set(EPOLL_CTL_ADD, c.fd.get(), EPOLLIN | EPOLLRDHUP, &c);
+    reply_and_close(c, 503,
+                    full                            ? "flow-table-full"
+                    : o == Outcome::ExportFailed    ? "export-failed"
+                                                    : "hold-failed");
+    return;
+  }
+  c.state = ClientConn::Handing;
   c.handoff_sent = monotonic_ns();
   sh_.export_latency.record_ns(c.handoff_sent - c.request_done);
   c.deadline = c.handoff_sent + snap_->cfg->frontend.handoff_timeout_ms * kMs;
@@ -436,32 +462,31 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
   BackendState& b = *c.be;
   uint64_t ready_at = monotonic_ns();
   sh_.ready_latency.record_ns(ready_at - c.handoff_sent);
-  if (status != 0) {
-    spdlog::warn("{} refused handoff of {}: {}", b.id, endpoint_str(c.peer),
-                 strerror(int(status)));
-    attempt_failed(c, false);
-    return;
-  }
-  // 3. FORWARD: the client's packets go to the BE from now on.
-  Mac be_mac = BackendState::unpack(b.mac.load(std::memory_order_relaxed));
-  if (auto s = sh_.dp->forward(c.key, b.uid, be_mac, sh_.fe_mac); !s) {
-    // ENOENT: a new SYN reused the 4-tuple meanwhile; this connection is gone.
-    spdlog::warn("forward {}: {}", endpoint_str(c.peer), s.error().message());
-    cc.link.send(proto::AbortMsg{id});
-    sh_.counters.inc(Counter::handoff_failed);
-    take_back(c);
-    reply_and_close(c, 503, "forward-failed");
-    return;
-  }
-  // 4. COMMIT: the BE leaves repair mode and answers. Our socket is still in repair
-  // mode and the client's packets no longer reach it, so closing it after COMMIT is
-  // just as silent and keeps the close off the BE's critical path.
-  if (!cc.link.send(proto::CommitMsg{id})) {
-    // The link died under the COMMIT (control_down follows): the BE drops its import
-    // silently and our socket, still in repair mode, is the only owner. Take it
-    // back like any failed attempt instead of counting a connection nobody serves.
-    attempt_failed(c, false);
-    return;
+  // Steps 4-5: FORWARD, COMMIT. Our socket is still in repair mode and the client's
+  // packets no longer reach it, so closing it after COMMIT is just as silent and
+  // keeps the close off the BE's critical path.
+  Port port(*this, b);
+  using Outcome = handoff::Sender::Outcome;
+  switch (c.move.on_ready(port, status)) {
+    case Outcome::Ok:
+      break;
+    case Outcome::Refused:
+      spdlog::warn("{} refused handoff of {}: {}", b.id, endpoint_str(c.peer),
+                   strerror(int(status)));
+      attempt_failed(c, false);
+      return;
+    case Outcome::ForwardFailed:
+      // ENOENT: a new SYN reused the 4-tuple meanwhile; this connection is gone.
+      spdlog::warn("forward {}: flow gone", endpoint_str(c.peer));
+      sh_.counters.inc(Counter::handoff_failed);
+      take_back(c);
+      reply_and_close(c, 503, "forward-failed");
+      return;
+    default:
+      // The link died under the COMMIT (control_down follows): the BE drops its import
+      // silently and our socket is the only owner again. Retried like any failure.
+      attempt_failed(c, false);
+      return;
   }
   b.handoffs.fetch_add(1, std::memory_order_relaxed);
   b.active.fetch_add(1, std::memory_order_relaxed);
@@ -476,12 +501,10 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
   clients_.erase(&c);
 }
 
-// Puts a connection whose handoff did not happen back into the FE's hands: out of
-// repair, unheld, the bytes peeked at export time left in the socket.
+// A connection the sender has given back (out of repair, unheld) is the FE's again:
+// read from, with the bytes peeked at export time left in the socket.
 void Worker::take_back(ClientConn& c) {
   pending_.erase(c.id);
-  if (auto s = handoff::leave_repair(c.fd.get()); !s) spdlog::warn("{}", s.error().message());
-  (void)sh_.dp->remove(c.key);
   c.buf.resize(c.consumed);
   c.state = ClientConn::Reading;
   epoll_set(EPOLL_CTL_ADD, c.fd.get(), EPOLLIN | EPOLLRDHUP, &c);
@@ -489,10 +512,8 @@ void Worker::take_back(ClientConn& c) {
 
 void Worker::attempt_failed(ClientConn& c, bool tell_be) {
   BackendState& b = *c.be;
-  if (tell_be) {
-    if (auto it = controls_.find(&b); it != controls_.end())
-      it->second->link.send(proto::AbortMsg{c.id});
-  }
+  Port port(*this, b);
+  c.move.abort(port, tell_be);  // NotPending when the sender has taken it back already
   sh_.counters.inc(Counter::handoff_failed);
   b.failures.fetch_add(1, std::memory_order_relaxed);
   take_back(c);
@@ -613,6 +634,9 @@ void Worker::control_changed(ControlConn& cc, unsigned changes, std::vector<prot
     }
     b.mac.store(BackendState::pack(*mac), std::memory_order_relaxed);
     cc.up = true;
+    // Which worker this link is: a BE that received one of our connections from
+    // another BE reports its CLOSED to the worker named in the connection's id.
+    cc.link.send(proto::WorkerMsg{index_});
     sh_.counters.inc(Counter::ctl_connects);
     spdlog::info("[w{}] {} up ({})", index_, b.id, mac_str(*mac));
   }
@@ -631,17 +655,9 @@ void Worker::on_message(ControlConn& cc, proto::Message& m) {
   if (auto* r = std::get_if<proto::ReadyMsg>(&m)) {
     on_ready(cc, r->id, r->status);
   } else if (auto* cl = std::get_if<proto::ClosedMsg>(&m)) {
-    sh_.counters.inc(Counter::be_closed);
-    auto it = committed_.find(cl->id);
-    if (it == committed_.end()) return;
-    if (it->second.be != cc.be) {  // only the owner may end a connection
-      sh_.counters.inc(Counter::ctl_unauthorized);
-      spdlog::warn("[w{}] CLOSED for handoff {} from {}, which {} owns: ignored", index_, cl->id,
-                   cc.be->id, it->second.be->id);
-      return;
-    }
-    (void)sh_.dp->mark_closing(it->second.key, monotonic_ns());
-    release(it);
+    on_closed(cc, *cl);
+  } else if (auto* rp = std::get_if<proto::RepointMsg>(&m)) {
+    on_repoint(cc, *rp);
   } else if (auto* hb = std::get_if<proto::HeartbeatMsg>(&m)) {
     cc.be->reported_active.store(hb->active, std::memory_order_relaxed);
     cc.be->cache_hit_permille.store(hb->cache_hit_permille, std::memory_order_relaxed);
@@ -649,6 +665,79 @@ void Worker::on_message(ControlConn& cc, proto::Message& m) {
   } else {
     spdlog::warn("[w{}] unexpected message type {} from {}", index_, int(proto::type_of(m)),
                  cc.be->id);
+  }
+}
+
+void Worker::on_closed(ControlConn& cc, const proto::ClosedMsg& cl) {
+  sh_.counters.inc(Counter::be_closed);
+  auto it = committed_.find(cl.id);
+  if (it == committed_.end()) return;
+  if (it->second.be != cc.be) {
+    // Only the owner may end a connection. A BE it has just moved to may report
+    // before the REPOINT naming it arrives: kept until then (on_repoint).
+    early_closed_[cl.id] = EarlyClosed{cc.be, monotonic_ns()};
+    return;
+  }
+  (void)sh_.dp->mark_closing(it->second.key, monotonic_ns());
+  release(it);
+}
+
+// Multi-handoff: the owner of a connection moved it to another BE (committed there)
+// and asks us to point the flow at the new owner. Only the current owner may, and
+// only to a BE we know and can reach; the answer tells it when it may stop
+// forwarding the strays it still receives.
+void Worker::on_repoint(ControlConn& cc, const proto::RepointMsg& m) {
+  uint32_t status = 0;
+  auto it = committed_.find(m.id);
+  BackendState* to = nullptr;
+  for (BackendState* b : snap_->backends)
+    if (b->id == m.target) to = b;
+  if (it == committed_.end()) {
+    status = ENOENT;
+  } else if (it->second.be != cc.be) {
+    sh_.counters.inc(Counter::ctl_unauthorized);
+    spdlog::warn("[w{}] REPOINT of {} from {}, which {} owns: ignored", index_, m.id, cc.be->id,
+                 it->second.be->id);
+    status = EPERM;
+  } else if (!to || to->mac.load(std::memory_order_relaxed) == 0) {
+    status = EHOSTUNREACH;
+  } else {
+    Mac mac = BackendState::unpack(to->mac.load(std::memory_order_relaxed));
+    if (auto s = sh_.dp->forward(it->second.key, to->uid, mac, sh_.fe_mac); !s)
+      status = uint32_t(s.error().err ? s.error().err : EIO);
+  }
+  if (status != 0) {
+    sh_.counters.inc(Counter::repoint_refused);
+  } else {
+    sh_.counters.inc(Counter::repoints);
+    it->second.be->active.fetch_sub(1, std::memory_order_relaxed);
+    to->active.fetch_add(1, std::memory_order_relaxed);
+    it->second.be = to;
+  }
+  cc.link.send(proto::RepointedMsg{m.id, status});
+  if (status == 0) {
+    auto e = early_closed_.find(m.id);
+    if (e != early_closed_.end() && e->second.be == to) {
+      (void)sh_.dp->mark_closing(it->second.key, monotonic_ns());
+      release(it);
+    }
+    if (e != early_closed_.end()) early_closed_.erase(e);
+  }
+}
+
+// A CLOSED that no REPOINT justified within a few seconds came from a BE that never
+// owned the connection.
+void Worker::expire_early_closed(uint64_t now) {
+  constexpr uint64_t kWaitNs = 5000 * kMs;
+  for (auto it = early_closed_.begin(); it != early_closed_.end();) {
+    if (now - it->second.at < kWaitNs) {
+      ++it;
+      continue;
+    }
+    sh_.counters.inc(Counter::ctl_unauthorized);
+    spdlog::warn("[w{}] CLOSED for handoff {} from {}, which never owned it: ignored", index_,
+                 it->first, it->second.be->id);
+    it = early_closed_.erase(it);
   }
 }
 
@@ -673,6 +762,7 @@ bool Worker::local_expired(ClientConn& c, uint64_t now) {
 
 void Worker::tick(uint64_t now) {
   for (auto& l : listeners_) l.tick(now);
+  if (!early_closed_.empty()) expire_early_closed(now);
   std::vector<ClientConn*> expired;
   for (auto& [p, c] : clients_) {
     if (c->state == ClientConn::Local) {

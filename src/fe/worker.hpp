@@ -13,6 +13,7 @@
 #include "common/listen_socket.hpp"
 #include "common/result.hpp"
 #include "fe/shared.hpp"
+#include "handoff/sender.hpp"
 #include "proto/control.hpp"
 #include "proto/link.hpp"
 #include "tcpha_shared.h"
@@ -40,6 +41,7 @@ class Worker {
   struct ClientConn;
   struct ControlConn;
   class Load;
+  class Port;
 
   void on_accept(ListenSocket& l);
   void on_client(ClientConn& c, uint32_t events);
@@ -49,6 +51,9 @@ class Worker {
   void serve_locally(ClientConn& c);
   void on_message(ControlConn& cc, proto::Message& m);
   void on_ready(ControlConn& cc, uint64_t id, uint32_t status);
+  void on_repoint(ControlConn& cc, const proto::RepointMsg& m);
+  void on_closed(ControlConn& cc, const proto::ClosedMsg& m);
+  void expire_early_closed(uint64_t now);
   // A handoff attempt failed on the BE's side: retry elsewhere once, else 503.
   void attempt_failed(ClientConn& c, bool tell_be);
   void take_back(ClientConn& c);
@@ -84,6 +89,14 @@ class Worker {
   };
   using CommittedMap = std::unordered_map<uint64_t, Committed>;
   CommittedMap committed_;  // handed off, until CLOSED
+  // CLOSEDs from a BE that does not own the connection yet: it may have moved there
+  // and its REPOINT (from the previous owner, on another link) is still on its way.
+  // Applied when that REPOINT arrives, dropped (and counted unauthorized) after a while.
+  struct EarlyClosed {
+    BackendState* be;
+    uint64_t at;
+  };
+  std::unordered_map<uint64_t, EarlyClosed> early_closed_;
   CommittedMap::iterator release(CommittedMap::iterator it);
   uint64_t next_id_ = 1;
   uint64_t next_tick_ = 0;

@@ -71,10 +71,7 @@ StaticSession::Plan StaticSession::plan_next() {
   auto r = http::parse_request(in_, req);
   if (r.status == http::ParseStatus::NeedMore) return Plan::None;
   int verdict = kServe;
-  if (r.status == http::ParseStatus::Complete) {
-    verdict = refuse_ ? refuse_ : router_ ? router_(req) : kServe;
-    refuse_ = 0;
-  }
+  if (r.status == http::ParseStatus::Complete && router_) verdict = router_(req);
   if (verdict == kMove) return Plan::Move;
   if (verdict != kServe) {
     // Routed nowhere (404, 503), like the FE answers a first request; the connection

@@ -31,9 +31,6 @@ class StaticSession {
   static constexpr int kServe = 0, kMove = -1;
   using Router = std::function<int(const http::Request&)>;
   void set_router(Router r) { router_ = std::move(r); }
-  // The move of the connection failed: answer the next request with `status` (and
-  // keep the connection) instead of routing it again.
-  void refuse_next(int status) { refuse_ = status; }
   // The bytes read and not answered yet: the request the router wanted moved and
   // whatever was pipelined after it. They travel with the connection.
   std::string& buffered() { return in_; }
@@ -84,7 +81,6 @@ class StaticSession {
   std::string server_name_;
   FileCache* cache_;
   Router router_;
-  int refuse_ = 0;  // refuse_next()'s status, for the next request
   std::shared_ptr<const std::string> cached_;  // body from the cache, when it had it
   std::string in_;
   std::string out_;         // response head (+ small inline body) still to send

@@ -94,7 +94,7 @@ class AgentStats : public ::testing::Test {
 
   void same_fields() {
     Agent agent(cfg_, self_);
-    ASSERT_TRUE(agent.open(sig_.get()));
+    ASSERT_TRUE(agent.open(sig_.get(), "lo"));  // no [[rule]]: no datapath attached
     auto j = nlohmann::json::parse(agent.status_json());
     auto have = families(agent.prometheus());
     EXPECT_EQ(expected_families(j, have), have) << j.dump(1);

@@ -1,0 +1,401 @@
+// Multi-handoff (seed 000 4.8.2-4.8.3, seed 003): the back-end that holds a handed-off
+// connection routes every later request on it with the cluster's rules. A request for
+// a group this back-end is in is served here; any other is moved, with the connection,
+// to a member of its group chosen by the rule's policy, by the same sender the FE uses
+// (handoff/sender.hpp) and the same receiving side (imports.cpp):
+//
+//   1. the previous response is complete and fully acknowledged (export needs an
+//      empty send queue; docs/multi-handoff.md says why the send queue is not carried)
+//   2. HOLD in this host's datapath (the FE's BPF object, attached to our interface):
+//      the client's packets, which the FE still sends here, are dropped
+//   3. export; HANDOFF (state + the unanswered bytes: the request and anything
+//      pipelined after it) to the target over our link to it
+//   4. READY: our datapath forwards the client's packets to the target (strays: the
+//      FE still points the flow here), COMMIT, our socket closes silently
+//   5. REPOINT to the FE worker that owns the connection's id; it points the flow at
+//      the target and answers REPOINTED, after which our forwarding entry goes.
+//
+// Every failure before COMMIT gives the connection back to this back-end, which then
+// routes the request again without the failed target (another member, or 503 from
+// here): the connection survives. The connection keeps the id the FE gave it, so
+// whoever holds it reports CLOSED to the FE worker named in it.
+#include <arpa/inet.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "be/agent_core.hpp"
+#include "common/clock.hpp"
+#include "host/host.hpp"
+
+namespace tcpha::be {
+namespace {
+// A response whose last ACK has not come this long after the next request wanted to
+// move is not waited for any more: the move fails and the request is answered here.
+constexpr uint64_t kAckWaitNs = 2000 * kMs;
+// After the FE confirmed the repoint, strays already on the wire get this long.
+constexpr uint64_t kStrayGraceNs = 1000 * kMs;
+constexpr uint64_t kMovesTickNs = 100 * kMs;
+
+// b - a, or 0 when a is later (stamps taken in another order than compared).
+uint64_t since(uint64_t a, uint64_t b) { return b > a ? b - a : 0; }
+
+int unacked_bytes(int fd) {
+  int n = 0;
+  return ioctl(fd, SIOCOUTQ, &n) == 0 ? n : -1;
+}
+}  // namespace
+
+// The sender's view of one target: our datapath and our link to it.
+class Agent::PeerPort final : public handoff::SenderPort {
+ public:
+  PeerPort(Agent& a, PeerLink& p) : a_(a), p_(p) {}
+  Status hold(const tcpha_flow_key& key) override { return a_.dp_->hold(key); }
+  Status forward(const tcpha_flow_key& key) override {
+    return a_.dp_->forward(key, p_.index, p_.mac, a_.own_mac_);
+  }
+  void release(const tcpha_flow_key& key) override { (void)a_.dp_->remove(key); }
+  bool send_handoff(uint64_t id, const handoff::TcpState& st, const std::string& bytes) override {
+    return p_.link.send(proto::HandoffMsg{id, st, bytes});
+  }
+  bool send_commit(uint64_t id) override { return p_.link.send(proto::CommitMsg{id}); }
+  void send_abort(uint64_t id) override { p_.link.send(proto::AbortMsg{id}); }
+
+ private:
+  Agent& a_;
+  PeerLink& p_;
+};
+
+// The other back-ends as this one sees them: usable while our link to them is up and
+// they heartbeat; their load from those heartbeats. Our own entry is never asked for
+// (route_held answers for the holder without the policy).
+class Agent::PeerLoadView final : public sched::LoadView {
+ public:
+  PeerLoadView(const Agent& a, int64_t exclude, uint64_t now) : a_(a), exclude_(exclude), now_(now) {}
+  bool usable(uint32_t i) const override {
+    if (i >= a_.peers_.size() || int64_t(i) == exclude_ || !a_.peers_[i] || !a_.peers_[i]->up)
+      return false;
+    const uint64_t dead = uint64_t(a_.cfg_.cluster.dead_after_ms) * kMs;
+    return now_ - a_.peer_load_[i].heard_at <= dead;
+  }
+  int64_t active(uint32_t i) const override {
+    if (int32_t(i) == a_.self_index_) return a_.active_.load(std::memory_order_relaxed);
+    return i < a_.peer_load_.size() ? a_.peer_load_[i].active : 0;
+  }
+  uint32_t cpu_permille(uint32_t i) const override {
+    return i < a_.peer_load_.size() ? a_.peer_load_[i].cpu_permille : 0;
+  }
+
+ private:
+  const Agent& a_;
+  int64_t exclude_;
+  uint64_t now_;
+};
+
+// Moves are set up only when some request can belong elsewhere: a rule whose group
+// another back-end is in and this one is not. Otherwise (no rules, one rule over
+// every back-end, ...) this back-end serves every later request, as before, with no
+// datapath and no links to the others.
+Status Agent::open_moves(const std::string& ifname) {
+  for (size_t i = 0; i < cfg_.backends.size(); ++i)
+    if (&cfg_.backends[i] == &self_) self_index_ = int32_t(i);
+  if (self_index_ < 0) return {};
+  auto in = [](const std::vector<std::string>& groups, const std::string& g) {
+    return std::find(groups.begin(), groups.end(), g) != groups.end();
+  };
+  const bool can_move = std::any_of(cfg_.rules.begin(), cfg_.rules.end(), [&](const auto& r) {
+    return !in(self_.groups, r.group) &&
+           std::any_of(cfg_.backends.begin(), cfg_.backends.end(),
+                       [&](const auto& b) { return in(b.groups, r.group); });
+  });
+  if (!can_move) return {};
+  if (!self_.upstream.empty()) {
+    spdlog::info("relay mode: later requests on a connection stay on this back-end "
+                 "(multi-handoff is built-in server only so far)");
+    return {};
+  }
+  auto router = sched::Router::build(cfg_);
+  if (!router) return router.error();
+  router_ = std::move(*router);
+  auto dp = datapath::Datapath::attach(ifname, TCPHA_DEFAULT_MAX_FLOWS);
+  if (!dp) return Error{dp.error().err, "datapath on " + ifname + ": " + dp.error().what};
+  dp_ = std::move(*dp);
+  dp_->set_linger(uint64_t(cfg_.frontend.flow_linger_ms) * kMs);
+  auto mac = host::interface_mac(ifname);
+  if (!mac) return mac.error();
+  own_mac_ = *mac;
+  peers_.resize(cfg_.backends.size());
+  peer_load_.resize(cfg_.backends.size());
+  const uint64_t now = monotonic_ns();
+  for (size_t i = 0; i < cfg_.backends.size(); ++i) {
+    if (int32_t(i) == self_index_) continue;
+    proto::LinkOptions o;
+    o.key = key_;
+    o.role = proto::Role::Fe;  // the side that sends handoffs on this link
+    o.node_id = self_.id;
+    o.source = self_.addr;
+    auto p = std::make_unique<PeerLink>(uint32_t(i), cfg_.backends[i].addr, std::move(o));
+    p->link.attach(ep_.get(), static_cast<Item*>(p.get()));
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_addr = cfg_.backends[i].addr;
+    to.sin_port = htons(cfg_.cluster.control_port);
+    p->link.dial(to, now);
+    peers_[i] = std::move(p);
+  }
+  return {};
+}
+
+// The session's router (StaticSession::Router) for connection h.
+int Agent::route_later(HttpConn& h, const http::Request& req) {
+  if (!router_) return serve::StaticSession::kServe;
+  // Still waiting to move for this very request (more bytes arrived meanwhile): the
+  // decision stands; routing again would advance the policies for nothing.
+  if (h.awaiting_ack && h.move_target >= 0) return serve::StaticSession::kMove;
+  const uint64_t now = monotonic_ns();
+  PeerLoadView load(*this, h.failed_target, now);
+  auto d = router_->route_held(req, h.peer.sin_addr.s_addr, load, uint32_t(self_index_));
+  h.failed_target = -1;  // excluded for this request only
+  switch (d.kind) {
+    case sched::Decision::Backend:
+      if (int32_t(d.backend) == self_index_) return serve::StaticSession::kServe;
+      inc(Counter::routed_elsewhere);
+      h.move_target = int64_t(d.backend);
+      h.move_wanted = now;
+      return serve::StaticSession::kMove;
+    case sched::Decision::Local:
+      // The FE's own group: the FE serves first requests only; a later one is
+      // served here (what every request got before multi-handoff).
+      return serve::StaticSession::kServe;
+    case sched::Decision::NoRule:
+      inc(Counter::no_rule);
+      return 404;
+    case sched::Decision::NoBackend:
+      inc(Counter::no_backend);
+      return 503;
+  }
+  return serve::StaticSession::kServe;
+}
+
+// The router said move (on_http saw Want::Move): the response before it is complete.
+void Agent::start_move(HttpConn& h, uint64_t now) {
+  if (h.move.state() != handoff::Sender::State::Idle) return;
+  // 1. Everything we sent must be acknowledged: TCP_REPAIR exports an empty send
+  // queue only. Usually it is by now (the client's next request carries the ACK);
+  // otherwise the loop looks again every millisecond (awaiting_ack_).
+  const int unacked = unacked_bytes(h.fd.get());
+  if (unacked != 0) {
+    if (unacked > 0 && since(h.move_wanted, now) < kAckWaitNs) {
+      if (!h.awaiting_ack) awaiting_ack_.push_back(&h);
+      h.awaiting_ack = true;
+      return;
+    }
+    move_failed(h, "the previous response was not acknowledged in time");
+    return;
+  }
+  PeerLink* p = h.move_target >= 0 && size_t(h.move_target) < peers_.size()
+                    ? peers_[size_t(h.move_target)].get()
+                    : nullptr;
+  if (!p || !p->up) {
+    move_failed(h, "no link to it");
+    return;
+  }
+  set(EPOLL_CTL_DEL, h.fd.get(), 0, &h);
+  PeerPort port(*this, *p);
+  const handoff::MovingConn mc{h.fd.get(), h.local, h.peer,
+                               datapath::make_key(h.peer.sin_addr.s_addr, h.peer.sin_port,
+                                                  h.local.sin_addr.s_addr, h.local.sin_port)};
+  // 2-3: HOLD, export, HANDOFF; the connection keeps the id the FE gave it.
+  const auto o = h.move.start(port, mc, h.handoff_id, h.session.buffered());
+  if (o != handoff::Sender::Outcome::Ok) {
+    set(EPOLL_CTL_ADD, h.fd.get(), EPOLLIN | EPOLLRDHUP, &h);
+    move_failed(h, handoff::Sender::describe(o));
+    return;
+  }
+  h.move_deadline = now + uint64_t(cfg_.frontend.handoff_timeout_ms) * kMs;
+  moving_[{p->index, h.handoff_id}] = &h;
+}
+
+// The connection stays here: the request is routed again without the failed target
+// (another member of its group, or 503 from here).
+void Agent::move_failed(HttpConn& h, const char* why) {
+  inc(Counter::move_failed);
+  spdlog::warn("move of {} to {}: {}", endpoint_str(h.peer),
+               h.move_target >= 0 ? cfg_.backends[size_t(h.move_target)].id : "?", why);
+  h.failed_target = h.move_target;
+  h.move_target = -1;
+  h.awaiting_ack = false;
+  on_http(h, EPOLLIN);
+}
+
+// 4-5 done by the sender (FORWARD, COMMIT): the target owns the connection.
+void Agent::move_committed(HttpConn& h, PeerLink& p, uint64_t now) {
+  inc(Counter::moved_out);
+  move_latency_.record_ns(since(h.move_wanted, now));
+  const uint64_t id = h.handoff_id;
+  moved_flows_[id] = MovedFlow{h.move.conn().key, now, 0};
+  if (ControlConn* fe = fe_link(proto::worker_of(id)))
+    fe->link.send(proto::RepointMsg{id, cfg_.backends[p.index].id});
+  else
+    spdlog::warn("moved connection {} to {}: no link to its FE worker to repoint the flow; "
+                 "this back-end forwards its packets until they stop",
+                 endpoint_str(h.peer), cfg_.backends[p.index].id);
+  // Our socket is still in repair mode: closing it sends nothing. No CLOSED: the
+  // connection lives on at the target, which reports it.
+  active_.fetch_sub(1);
+  conns_.erase(&h);
+}
+
+void Agent::on_peer(PeerLink& p, uint32_t events) {
+  std::vector<proto::Message> msgs;
+  const unsigned changes = p.link.on_events(events, msgs, monotonic_ns());
+  peer_changed(p, changes, msgs);
+}
+
+void Agent::peer_changed(PeerLink& p, unsigned changes, std::vector<proto::Message>& msgs) {
+  const uint64_t now = monotonic_ns();
+  if (changes & proto::Link::kWentUp) {
+    const auto& want = cfg_.backends[p.index].id;
+    if (p.link.peer_id() != want) {
+      peer_down(p, "peer says it is '" + p.link.peer_id() + "', not '" + want + "'");
+      return;
+    }
+    auto mac = host::neighbour_mac(p.addr.s_addr);
+    if (!mac) {
+      peer_down(p, "no ARP entry for " + ipv4_str(p.addr));
+      return;
+    }
+    p.mac = *mac;
+    p.up = true;
+    peer_load_[p.index].heard_at = now;
+    spdlog::info("link to back-end {} established", want);
+  }
+  for (auto& m : msgs) {
+    if (auto* r = std::get_if<proto::ReadyMsg>(&m)) {
+      auto it = moving_.find({p.index, r->id});
+      if (it == moving_.end()) continue;  // timed out already
+      HttpConn& h = *it->second;
+      moving_.erase(it);
+      PeerPort port(*this, p);
+      const auto o = h.move.on_ready(port, r->status);
+      if (o == handoff::Sender::Outcome::Ok) {
+        move_committed(h, p, now);
+      } else {
+        set(EPOLL_CTL_ADD, h.fd.get(), EPOLLIN | EPOLLRDHUP, &h);
+        move_failed(h, handoff::Sender::describe(o));
+      }
+    } else if (auto* hb = std::get_if<proto::HeartbeatMsg>(&m)) {
+      note_load(int32_t(p.index), *hb, now);
+    }
+  }
+  if (changes & proto::Link::kWentDown) peer_down(p, p.link.reason());
+}
+
+// Moves waiting for this peer fail back here; the link redials by itself.
+void Agent::peer_down(PeerLink& p, const std::string& why) {
+  if (p.up) spdlog::warn("link to back-end {} lost: {}", cfg_.backends[p.index].id, why);
+  p.up = false;
+  p.link.close(why);
+  std::vector<HttpConn*> victims;
+  for (auto& [k, h] : moving_)
+    if (k.first == p.index) victims.push_back(h);
+  for (HttpConn* h : victims) {
+    moving_.erase({p.index, h->handoff_id});
+    PeerPort port(*this, p);
+    h->move.abort(port, false);
+    set(EPOLL_CTL_ADD, h->fd.get(), EPOLLIN | EPOLLRDHUP, h);
+    move_failed(*h, "the link to it went down");
+  }
+}
+
+void Agent::note_load(int32_t backend, const proto::HeartbeatMsg& hb, uint64_t now) {
+  if (backend < 0 || size_t(backend) >= peer_load_.size()) return;
+  auto& l = peer_load_[size_t(backend)];
+  l.active = hb.active;
+  l.cpu_permille = hb.cpu_permille;
+  l.heard_at = now;
+}
+
+void Agent::on_repointed(const proto::RepointedMsg& m) {
+  auto it = moved_flows_.find(m.id);
+  if (it == moved_flows_.end()) return;
+  if (m.status == 0) {
+    it->second.repointed = monotonic_ns();
+  } else {
+    spdlog::warn("the FE refused to repoint connection {}: {}; this back-end forwards its "
+                 "packets until they stop", m.id, strerror(int(m.status)));
+  }
+}
+
+// An import here (from the FE or a back-end): if this host still forwards the
+// connection's packets elsewhere (it moved away from here earlier and now comes back),
+// that entry must go before the client's packets are ours to receive.
+void Agent::forget_local_flow(const handoff::TcpState& st) {
+  if (!dp_) return;
+  auto key = datapath::make_key(st.peer_addr, st.peer_port, st.local_addr, st.local_port);
+  (void)dp_->remove(key);
+  for (auto it = moved_flows_.begin(); it != moved_flows_.end(); ++it) {
+    if (std::equal(std::begin(it->second.key.saddr), std::end(it->second.key.saddr),
+                   std::begin(key.saddr)) &&
+        it->second.key.sport == key.sport && it->second.key.dport == key.dport) {
+      moved_flows_.erase(it);
+      break;
+    }
+  }
+}
+
+// Moves waiting for the last ACK of the response before them: every turn of the loop,
+// which then waits at most a millisecond (run()).
+void Agent::retry_awaiting_ack(uint64_t now) {
+  auto waiting = std::move(awaiting_ack_);
+  awaiting_ack_.clear();
+  for (HttpConn* h : waiting) {
+    if (!conns_.count(h) || !h->awaiting_ack) continue;
+    h->awaiting_ack = false;
+    start_move(*h, now);
+  }
+}
+
+void Agent::tick_moves(uint64_t now) {
+  if (!dp_ || now < next_moves_tick_) return;
+  next_moves_tick_ = now + kMovesTickNs;
+  // READY overdue: the target is slow or gone; the connection stays here.
+  std::vector<std::pair<uint32_t, HttpConn*>> late;
+  for (auto& [k, h] : moving_)
+    if (now >= h->move_deadline) late.emplace_back(k.first, h);
+  for (auto [target, h] : late) {
+    moving_.erase({target, h->handoff_id});
+    PeerPort port(*this, *peers_[target]);
+    h->move.abort(port, true);
+    set(EPOLL_CTL_ADD, h->fd.get(), EPOLLIN | EPOLLRDHUP, h);
+    move_failed(*h, "no READY in time");
+  }
+  // Forwarding entries of connections that moved away: gone once the FE points the
+  // flow at the new owner (plus a grace for packets on the wire), or once no packet
+  // has come for the linger (the FE never confirmed).
+  const uint64_t linger = uint64_t(cfg_.frontend.flow_linger_ms) * kMs;
+  for (auto it = moved_flows_.begin(); it != moved_flows_.end();) {
+    const auto& f = it->second;
+    bool done = f.repointed && now - f.repointed > kStrayGraceNs;
+    if (!done && now - f.at > linger) {
+      auto v = dp_->lookup(f.key);
+      const uint64_t seen = v ? v->last_seen_ns : 0;
+      done = !v || (now > seen && now - seen > linger);
+    }
+    if (done) {
+      (void)dp_->remove(f.key);
+      it = moved_flows_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& p : peers_) {
+    if (!p) continue;
+    std::vector<proto::Message> none;
+    if (const unsigned changes = p->link.tick(now)) peer_changed(*p, changes, none);
+  }
+}
+
+}  // namespace tcpha::be

@@ -1,0 +1,87 @@
+#include "handoff/sender.hpp"
+
+#include <cerrno>
+
+namespace tcpha::handoff {
+
+const char* Sender::describe(Outcome o) {
+  switch (o) {
+    case Outcome::Ok: return "ok";
+    case Outcome::TableFull: return "flow table full";
+    case Outcome::HoldFailed: return "hold failed";
+    case Outcome::ExportFailed: return "export failed";
+    case Outcome::LinkDown: return "control link down";
+    case Outcome::Refused: return "refused by the target";
+    case Outcome::ForwardFailed: return "flow vanished before forwarding";
+    case Outcome::NotPending: return "no handoff pending";
+  }
+  return "?";
+}
+
+Sender::Outcome Sender::start(SenderPort& port, const MovingConn& conn, uint64_t id,
+                              std::string& bytes) {
+  if (state_ == State::Sent) return Outcome::NotPending;
+  conn_ = conn;
+  id_ = id;
+  // 1. HOLD
+  if (auto s = port.hold(conn.key); !s)
+    return s.error().err == E2BIG ? Outcome::TableFull : Outcome::HoldFailed;
+  // 2. export (the socket stays in repair mode)
+  bytes_ = &bytes;
+  bytes_before_ = bytes.size();
+  auto st = port.export_socket(conn.fd, conn.local, conn.peer, bytes);
+  if (!st) {  // export_state has left repair mode and restored `bytes` itself
+    port.release(conn.key);
+    bytes_ = nullptr;
+    return Outcome::ExportFailed;
+  }
+  st_ = *st;
+  // 3. HANDOFF
+  if (!port.send_handoff(id, st_, bytes)) {
+    take_back(port);
+    return Outcome::LinkDown;
+  }
+  state_ = State::Sent;
+  return Outcome::Ok;
+}
+
+Sender::Outcome Sender::on_ready(SenderPort& port, uint32_t status) {
+  if (state_ != State::Sent) return Outcome::NotPending;
+  if (status != 0) {
+    take_back(port);
+    return Outcome::Refused;
+  }
+  // 4. FORWARD
+  if (auto s = port.forward(conn_.key); !s) {
+    port.send_abort(id_);
+    take_back(port);
+    return Outcome::ForwardFailed;
+  }
+  // 5. COMMIT. If the link died under it, the target drops its import silently (it
+  // never sees COMMIT) and our socket, still in repair mode, is the only owner.
+  if (!port.send_commit(id_)) {
+    take_back(port);
+    return Outcome::LinkDown;
+  }
+  state_ = State::Committed;
+  bytes_ = nullptr;
+  return Outcome::Ok;
+}
+
+Sender::Outcome Sender::abort(SenderPort& port, bool tell) {
+  if (state_ != State::Sent) return Outcome::NotPending;
+  if (tell) port.send_abort(id_);
+  take_back(port);
+  return Outcome::Ok;
+}
+
+void Sender::take_back(SenderPort& port) {
+  (void)port.leave_repair(conn_.fd);  // a failure here leaves a silent socket: the
+                                      // caller's next I/O on it fails and closes it
+  port.release(conn_.key);
+  if (bytes_) bytes_->resize(bytes_before_);
+  bytes_ = nullptr;
+  state_ = State::Idle;
+}
+
+}  // namespace tcpha::handoff

@@ -1,0 +1,179 @@
+// The handoff sender's state machine (handoff/sender.hpp), state by state, against a
+// port that records what it was asked to do: every path must leave exactly one owner.
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <string>
+#include <vector>
+
+#include "handoff/sender.hpp"
+
+namespace tcpha::handoff {
+namespace {
+
+struct FakePort : SenderPort {
+  std::vector<std::string> calls;
+  int hold_err = 0, forward_err = 0, export_err = 0;
+  bool link_up = true, commit_ok = true;
+  std::string queued = " pipelined";  // what export finds still in the receive queue
+
+  Status hold(const tcpha_flow_key&) override {
+    calls.push_back("hold");
+    if (hold_err) return Error{hold_err, "hold"};
+    return {};
+  }
+  Status forward(const tcpha_flow_key&) override {
+    calls.push_back("forward");
+    if (forward_err) return Error{forward_err, "forward"};
+    return {};
+  }
+  void release(const tcpha_flow_key&) override { calls.push_back("release"); }
+  bool send_handoff(uint64_t id, const TcpState& st, const std::string& bytes) override {
+    calls.push_back("handoff " + std::to_string(id) + " " + std::to_string(st.rcv_seq) + " " + bytes);
+    return link_up;
+  }
+  bool send_commit(uint64_t id) override {
+    calls.push_back("commit " + std::to_string(id));
+    return commit_ok;
+  }
+  void send_abort(uint64_t id) override { calls.push_back("abort " + std::to_string(id)); }
+  Result<TcpState> export_socket(int fd, const sockaddr_in&, const sockaddr_in&,
+                                 std::string& bytes) override {
+    calls.push_back("export " + std::to_string(fd));
+    if (export_err) return Error{export_err, "export"};
+    bytes += queued;  // as export_state: unread bytes appended
+    TcpState st;
+    st.rcv_seq = 1000;
+    return st;
+  }
+  Status leave_repair(int fd) override {
+    calls.push_back("leave_repair " + std::to_string(fd));
+    return {};
+  }
+};
+
+using Calls = std::vector<std::string>;
+using Outcome = Sender::Outcome;
+using State = Sender::State;
+
+MovingConn conn() {
+  MovingConn c;
+  c.fd = 7;
+  return c;
+}
+
+class SenderTest : public ::testing::Test {
+ protected:
+  // Starts an attempt that reaches Sent; the calls log is cleared afterwards.
+  void sent() {
+    ASSERT_EQ(s.start(port, conn(), 42, bytes), Outcome::Ok);
+    ASSERT_EQ(s.state(), State::Sent);
+    port.calls.clear();
+  }
+  FakePort port;
+  Sender s;
+  std::string bytes = "GET / HTTP/1.1\r\n\r\n";
+};
+
+TEST_F(SenderTest, StartHoldsExportsAndSends) {
+  EXPECT_EQ(s.start(port, conn(), 42, bytes), Outcome::Ok);
+  EXPECT_EQ(s.state(), State::Sent);
+  EXPECT_EQ(s.id(), 42u);
+  EXPECT_EQ(port.calls, (Calls{"hold", "export 7", "handoff 42 1000 GET / HTTP/1.1\r\n\r\n pipelined"}));
+  EXPECT_EQ(bytes, "GET / HTTP/1.1\r\n\r\n pipelined");
+}
+
+TEST_F(SenderTest, FullTableStopsBeforeTouchingTheSocket) {
+  port.hold_err = E2BIG;
+  EXPECT_EQ(s.start(port, conn(), 42, bytes), Outcome::TableFull);
+  EXPECT_EQ(port.calls, (Calls{"hold"}));
+  EXPECT_EQ(s.state(), State::Idle);
+  port.hold_err = EIO;
+  EXPECT_EQ(s.start(port, conn(), 42, bytes), Outcome::HoldFailed);
+}
+
+TEST_F(SenderTest, FailedExportReleasesTheHold) {
+  port.export_err = EPERM;
+  EXPECT_EQ(s.start(port, conn(), 42, bytes), Outcome::ExportFailed);
+  EXPECT_EQ(port.calls, (Calls{"hold", "export 7", "release"}));
+  EXPECT_EQ(s.state(), State::Idle);
+}
+
+TEST_F(SenderTest, LinkDownAtHandoffTakesTheConnectionBack) {
+  port.link_up = false;
+  EXPECT_EQ(s.start(port, conn(), 42, bytes), Outcome::LinkDown);
+  EXPECT_EQ(port.calls.back(), "release");
+  EXPECT_EQ(port.calls[port.calls.size() - 2], "leave_repair 7");
+  EXPECT_EQ(bytes, "GET / HTTP/1.1\r\n\r\n");  // the peeked bytes stay in the socket
+  EXPECT_EQ(s.state(), State::Idle);
+}
+
+TEST_F(SenderTest, ReadyForwardsThenCommits) {
+  sent();
+  EXPECT_EQ(s.on_ready(port, 0), Outcome::Ok);
+  EXPECT_EQ(port.calls, (Calls{"forward", "commit 42"}));
+  EXPECT_EQ(s.state(), State::Committed);
+  // A second READY (a duplicate, or a forged one) changes nothing.
+  EXPECT_EQ(s.on_ready(port, 0), Outcome::NotPending);
+  EXPECT_EQ(s.abort(port, true), Outcome::NotPending);
+  EXPECT_EQ(port.calls.size(), 2u);
+}
+
+TEST_F(SenderTest, RefusedReadyTakesBack) {
+  sent();
+  EXPECT_EQ(s.on_ready(port, ENOSPC), Outcome::Refused);
+  EXPECT_EQ(port.calls, (Calls{"leave_repair 7", "release"}));
+  EXPECT_EQ(bytes, "GET / HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(s.state(), State::Idle);
+}
+
+TEST_F(SenderTest, VanishedFlowAbortsAndTakesBack) {
+  sent();
+  port.forward_err = ENOENT;
+  EXPECT_EQ(s.on_ready(port, 0), Outcome::ForwardFailed);
+  EXPECT_EQ(port.calls, (Calls{"forward", "abort 42", "leave_repair 7", "release"}));
+  EXPECT_EQ(s.state(), State::Idle);
+}
+
+TEST_F(SenderTest, CommitLostWithTheLinkTakesBack) {
+  sent();
+  port.commit_ok = false;
+  EXPECT_EQ(s.on_ready(port, 0), Outcome::LinkDown);
+  // The flow pointed at the target for a moment; released, the client's packets
+  // reach our socket again, which leaves repair mode first.
+  EXPECT_EQ(port.calls, (Calls{"forward", "commit 42", "leave_repair 7", "release"}));
+  EXPECT_EQ(s.state(), State::Idle);
+}
+
+TEST_F(SenderTest, TimeoutAbortsAndTakesBack) {
+  sent();
+  EXPECT_EQ(s.abort(port, true), Outcome::Ok);
+  EXPECT_EQ(port.calls, (Calls{"abort 42", "leave_repair 7", "release"}));
+  EXPECT_EQ(s.state(), State::Idle);
+  port.calls.clear();
+  EXPECT_EQ(s.abort(port, true), Outcome::NotPending);
+  EXPECT_TRUE(port.calls.empty());
+}
+
+TEST_F(SenderTest, LinkLossTakesBackWithoutTellingTheTarget) {
+  sent();
+  EXPECT_EQ(s.abort(port, false), Outcome::Ok);
+  EXPECT_EQ(port.calls, (Calls{"leave_repair 7", "release"}));
+}
+
+TEST_F(SenderTest, ReadyWhileIdleIsIgnored) {
+  EXPECT_EQ(s.on_ready(port, 0), Outcome::NotPending);
+  EXPECT_TRUE(port.calls.empty());
+}
+
+TEST_F(SenderTest, ATakenBackConnectionCanMoveAgain) {
+  sent();
+  ASSERT_EQ(s.on_ready(port, EBUSY), Outcome::Refused);
+  port.calls.clear();
+  EXPECT_EQ(s.start(port, conn(), 43, bytes), Outcome::Ok);
+  EXPECT_EQ(s.on_ready(port, 0), Outcome::Ok);
+  EXPECT_EQ(port.calls.back(), "commit 43");
+}
+
+}  // namespace
+}  // namespace tcpha::handoff
