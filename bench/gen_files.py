@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generates the benchmark's file sets, deterministically, and their request lists.
 
-  gen_files.py DIR [--mix-files N] [--loc-files N] [--loc-kb K] [--seed S]
+  gen_files.py DIR [--mix-files N] [--loc-files N] [--loc-kb K] [--browse-pages N] [--seed S]
 
 DIR/mix/: a web-like file set in the manner of SURGE (Barford and Crovella, 1998):
 sizes from a lognormal body (mu 9.357, sigma 1.318) with a Pareto tail (k 133 KB,
@@ -10,9 +10,15 @@ popularity Zipf (exponent 1) over a random permutation, so that size and popular
 are independent. About 55% of the files are images (.jpg, .png, .gif), the rest
 pages, style sheets and scripts: the rules send the two kinds to different groups.
 DIR/loc/: the locality working set, N files of K KiB each, requested uniformly.
+DIR/browse/: partitioned web pages (the multi-handoff workload): pages/ (HTML,
+16-24 KB), img/ (.jpg/.png/.gif, 5-50 KB) and assets/ (.js/.css, 10-100 KB), sizes
+log-uniform; bench/run.sh puts each of the three directories on one BE only. Each page
+uses 8 images (mostly its own, some shared) and 3 of the site's assets.
 
-Writes DIR/mix.paths and DIR/loc.paths ("path weight" lines for bench/wrk/bench.lua)
-and prints a JSON summary. The same seed gives byte-identical files.
+Writes DIR/mix.paths and DIR/loc.paths ("path weight" lines for bench/wrk/bench.lua),
+DIR/browse.visits (one page visit a line: the page, its images, its assets, in the
+order a browser asks for them) and prints a JSON summary. The same seed gives
+byte-identical files.
 """
 import argparse
 import json
@@ -46,12 +52,56 @@ def write(root, rel, size):
             f.write(body(rel, size))
 
 
+def log_uniform(rng, lo, hi):
+    return int(lo * (hi / lo) ** rng.random())
+
+
+def browse(root, n_pages, seed):
+    """The partitioned site: files under root/browse/, visits in root/browse.visits.
+    A random stream of its own, so the mix and loc sets do not change with it."""
+    rng = random.Random(seed * 31 + 12)
+    for d in ("pages", "img", "assets"):
+        os.makedirs(os.path.join(root, "browse", d), exist_ok=True)
+    pages = [(f"browse/pages/p{i:04d}.html", log_uniform(rng, 16_000, 24_000)) for i in range(n_pages)]
+    n_img, n_assets = n_pages * 4, max(6, n_pages // 4)
+    images = [(f"browse/img/i{i:05d}.{rng.choice(('jpg', 'jpg', 'png', 'gif'))}", log_uniform(rng, 5_000, 50_000))
+              for i in range(n_img)]
+    assets = [(f"browse/assets/a{i:04d}.{'js' if i % 2 else 'css'}", log_uniform(rng, 10_000, 100_000))
+              for i in range(n_assets)]
+    for rel, size in pages + images + assets:
+        write(root, rel, size)
+    size = dict(pages + images + assets)
+    visits = []
+    with open(os.path.join(root, "browse.visits"), "w") as out:
+        for i, (page, _) in enumerate(pages):
+            # 4 images of its own, 4 from anywhere (logos, shared pictures); 3 assets.
+            own = [images[i * 4 + j][0] for j in range(4)]
+            shared = [images[rng.randrange(n_img)][0] for _ in range(4)]
+            css_js = [assets[j][0] for j in rng.sample(range(n_assets), 3)]
+            visit = [page] + own + shared + css_js
+            visits.append(visit)
+            out.write(" ".join("/" + rel for rel in visit) + "\n")
+    per_visit = [sum(size[rel] for rel in v) for v in visits]
+    return {
+        "pages": len(pages), "images": len(images), "assets": len(assets),
+        "requests_per_visit": len(visits[0]),
+        "images_per_visit": 8, "assets_per_visit": 3,
+        "bytes": sum(size.values()),
+        "mean_visit_bytes": round(sum(per_visit) / len(per_visit)),
+        "mean_response_bytes": round(sum(per_visit) / len(per_visit) / len(visits[0])),
+        "page_bytes": [min(s for _, s in pages), max(s for _, s in pages)],
+        "image_bytes": [min(s for _, s in images), max(s for _, s in images)],
+        "asset_bytes": [min(s for _, s in assets), max(s for _, s in assets)],
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dir")
     ap.add_argument("--mix-files", type=int, default=2000)
     ap.add_argument("--loc-files", type=int, default=256)
     ap.add_argument("--loc-kb", type=int, default=64)
+    ap.add_argument("--browse-pages", type=int, default=50)
     ap.add_argument("--seed", type=int, default=20240601)
     a = ap.parse_args()
     rng = random.Random(a.seed)
@@ -99,6 +149,7 @@ def main():
             "mean_response_bytes": round(sum(weight[rel] * s for rel, s in files)),
         },
         "loc": {"files": a.loc_files, "file_bytes": loc_size, "bytes": a.loc_files * loc_size},
+        "browse": browse(a.dir, a.browse_pages, a.seed),
     }))
 
 

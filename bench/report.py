@@ -127,14 +127,43 @@ def derive(r):
             "be_import_latency_us": [x.get("import_latency_us") for x in b.get("be_status") or []
                                      if isinstance(x, dict)],
         }
+    be_ns = [y - x for x, y in zip(a.get("be_cpu_ns") or [], b.get("be_cpu_ns") or [])]
+    if be_ns:
+        # Everything in the BE namespaces: the tcpha agents, or nginx behind HAProxy.
+        d["be_cpu_s"] = sum(be_ns) / 1e9
+        d["be_cpu_s_each"] = [x / 1e9 for x in be_ns]
+        d["be_cpu_us_per_request"] = ratio(d["be_cpu_s"] * 1e6, w["requests"])
+    if d.get("fe_cpu_s") is not None:
+        d["fe_cpu_us_per_request"] = ratio(d["fe_cpu_s"] * 1e6, w["requests"])
     bes = list(zip(a.get("be_status") or [], b.get("be_status") or []))
     if bes:
         sums = {}
-        for key in ("requests", "imported", "bytes_sent", "cache_hits", "cache_misses"):
+        for key in ("requests", "imported", "bytes_sent", "cache_hits", "cache_misses",
+                    "moved_out", "moved_in", "move_failed", "routed_elsewhere", "no_rule", "no_backend"):
             vals = [(be_number(x, key), be_number(y, key)) for x, y in bes if isinstance(y, dict)]
             vals = [y - x for x, y in vals if x is not None and y is not None]
             sums[key] = sum(vals) if vals else None
         d["backends"] = sums
+        if sums["moved_out"] is not None:
+            # Multi-handoff (issue 12). Latencies: per BE, cumulative since the agent
+            # started (bench_tcpha_fe gives each routing fresh agents).
+            fe_c = (d.get("tcpha") or {}).get("fe_counters") or {}
+            d["moves"] = {
+                "moved_out": sums["moved_out"], "moved_in": sums["moved_in"],
+                "move_failed": sums["move_failed"], "routed_elsewhere": sums["routed_elsewhere"],
+                "no_rule": sums["no_rule"], "no_backend": sums["no_backend"],
+                "fe_repoints": fe_c.get("repoints", 0),
+                "fe_repoint_refused": fe_c.get("repoint_refused", 0),
+                "moves_per_request": ratio(sums["moved_out"], w["requests"]),
+                "move_latency_us": [dict(x.get("move_latency_us") or {}, id=x.get("id"))
+                                    for x in b.get("be_status") or [] if isinstance(x, dict)],
+                "be_import_latency_us": [dict(x.get("import_latency_us") or {}, id=x.get("id"))
+                                         for x in b.get("be_status") or [] if isinstance(x, dict)],
+            }
+            lat = [x for x in d["moves"]["move_latency_us"] if x.get("count")]
+            # The BEs' histograms are separate: the worst BE's percentile, not a merged one.
+            d["moves"]["move_latency_p50_us_max"] = max((x["p50"] for x in lat), default=None)
+            d["moves"]["move_latency_p99_us_max"] = max((x["p99"] for x in lat), default=None)
         if sums["cache_hits"] is not None and sums["cache_misses"] is not None:
             total = sums["cache_hits"] + sums["cache_misses"]
             d["cache_hit_rate"] = sums["cache_hits"] / total if total else None
@@ -206,6 +235,17 @@ def targets(runs, locality_missing):
         p50 = r["tcpha"]["handoff_latency_us"]["p50"] if r and r.get("tcpha") else None
         t.append({"target": f"handoff p50 < 100 us ({label})", "value_us": p50, "goal": "< 100 us",
                   "met": None if p50 is None else p50 < 100})
+    # Issue 12: browsing partitioned content over keep-alive connections, every request
+    # routed (tcpha moves the connection between BEs, HAProxy relays per request).
+    x = ratio(val("tcpha", "browse-part", "requests_per_s"), val("haproxy", "browse-part", "requests_per_s"))
+    t.append({"target": f"partitioned content, keep-alive ({WORKLOAD_TEXT['browse-part']}): "
+                        "tcpha throughput >= 1.5x HAProxy's (issue 12)",
+              "ratio": x, "goal": ">= 1.5", "met": None if x is None else x >= 1.5})
+    r = get(runs, "tcpha", "browse-part-1")
+    p50 = ((r or {}).get("moves") or {}).get("move_latency_p50_us_max")
+    t.append({"target": "move latency p50 <= 100 us, one connection at a time (browse-part-1, worst BE; "
+                        "issue 12)", "value_us": p50, "goal": "<= 100 us",
+              "met": None if p50 is None else p50 <= 100})
     rr, lard = get(runs, "tcpha", "locality-round-robin"), get(runs, "tcpha", "locality-lard")
     if rr and lard and rr.get("cache_hit_rate") is not None and lard.get("cache_hit_rate") is not None:
         gain = lard["cache_hit_rate"] - rr["cache_hit_rate"]

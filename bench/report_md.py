@@ -1,6 +1,7 @@
 """docs/BENCHMARKS.md from results.json's contents (bench/report.py calls render())."""
 
-ORDER = ["ka-1k", "ka-10k", "ka-100k", "ka-1m", "ka-10m", "close-1k", "lat-1k", "mix"]
+ORDER = ["ka-1k", "ka-10k", "ka-100k", "ka-1m", "ka-10m", "close-1k", "lat-1k", "mix", "browse-part",
+         "browse-part-1"]
 SYSTEMS = ["tcpha", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
 WORKLOAD_TEXT = {
     "ka-1k": "1 KB, keep-alive",
@@ -11,6 +12,9 @@ WORKLOAD_TEXT = {
     "close-1k": "1 KB, new connection per request",
     "lat-1k": "1 KB, new connection per request, one client connection (latency at light load)",
     "mix": "web-like mix (SURGE-like sizes, Zipf popularity), new connection per request, images rule",
+    "browse-part": "browsing partitioned content (page, 8 images, 3 assets per visit, each kind on one BE), "
+                   "16 keep-alive connections",
+    "browse-part-1": "browsing partitioned content, one keep-alive connection (moves one at a time)",
     "locality-round-robin": "locality working set, round-robin",
     "locality-lard": "locality working set, LARD",
 }
@@ -116,6 +120,29 @@ def lines_handoff(runs):
     return out
 
 
+def lines_moves(runs):
+    """Multi-handoff (issue 12): the moves the BEs made in the browse runs, and what the
+    BEs and the balancer cost per request there."""
+    out = ["| system workload | req/s | moves out | in | failed | moves/request | FE repoints | refused "
+           "| move latency p50 / p99 (us) per BE | BE CPU us/req | FE CPU us/req | errors |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    n = 0
+    for w in ("browse-part", "browse-part-1"):
+        for s in SYSTEMS:
+            r = runs.get((s, w))
+            if not r:
+                continue
+            n += 1
+            m = r.get("moves") or {}
+            lat = "; ".join(f"{x.get('id')} {f(x.get('p50'))} / {f(x.get('p99'))}"
+                            for x in m.get("move_latency_us") or [] if x.get("count")) or "–"
+            out.append(f"| {s} {w} | {f(r['requests_per_s'])} | {f(m.get('moved_out'))} | {f(m.get('moved_in'))} "
+                       f"| {f(m.get('move_failed'))} | {sig(m.get('moves_per_request'))} | {f(m.get('fe_repoints'))} "
+                       f"| {f(m.get('fe_repoint_refused'))} | {lat} | {f(r.get('be_cpu_us_per_request'), 1)} "
+                       f"| {f(r.get('fe_cpu_us_per_request'), 1)} | {sum(r['errors'].values())} |")
+    return out if n else []
+
+
 def lines_locality(results, runs):
     miss = next((u["not_measured"] for u in results["not_measured"] if u["system"] == "locality"), None)
     if miss:
@@ -191,6 +218,25 @@ def lines_model(results):
     return out
 
 
+def lines_browse_setup(files):
+    b = files.get("browse")
+    if not b:
+        return []
+    return [
+        f"- **Partitioned site** (browse-part, browse-part-1; bench/gen_files.py `browse/`): {b['pages']} "
+        f"pages of {b['page_bytes'][0] / 1e3:.0f}-{b['page_bytes'][1] / 1e3:.0f} KB only on be1, "
+        f"{b['images']} images of {b['image_bytes'][0] / 1e3:.0f}-{b['image_bytes'][1] / 1e3:.0f} KB only on be2, "
+        f"{b['assets']} scripts and style sheets of {b['asset_bytes'][0] / 1e3:.0f}-{b['asset_bytes'][1] / 1e3:.0f} KB "
+        f"only on be3 (the same docroots for tcpha's built-in server and nginx). Each wrk connection "
+        f"walks page visits in order: the page, its {b['images_per_visit']} images, its {b['assets_per_visit']} "
+        f"assets ({b['requests_per_visit']} requests, {b['mean_visit_bytes'] / 1e3:.0f} KB on average), "
+        "then another visit at random, on the same keep-alive connection (one wrk thread per "
+        "connection, so that each connection walks its own visits). Routing: three path rules, one "
+        "group per BE, no catch-all (tcpha rules; HAProxy `path_reg` ACLs -> `use_backend` per group, "
+        "one server each, `http-reuse always`, keep-alive on both sides).",
+    ]
+
+
 def render(results, runs, plots):
     meta, mach, files = results["meta"], results["machine"], results["files"]
     mix = files["mix"]
@@ -216,7 +262,7 @@ def render(results, runs, plots):
         f"repeated (at most {meta['retries']} times) and the least disturbed attempt kept; the "
         "*other load* column says how much CPU other work took during the kept run.",
         "",
-        "## Targets (issue 6)",
+        "## Targets (issues 6 and 12)",
         "",
         *lines_targets(results),
         "",
@@ -245,6 +291,7 @@ def render(results, runs, plots):
         f"{mix['max_bytes'] / 1e6:.1f} MB (SURGE-like lognormal body and Pareto tail); Zipf popularity; "
         f"{mix['image_request_share']:.0%} of requests are images; mean response "
         f"{mix['mean_response_bytes'] / 1e3:.0f} KB. wrk picks paths by popularity (bench/wrk/bench.lua).",
+        *lines_browse_setup(files),
         "",
         "Columns: *FE CPU* is the CPU time of the balancer process (all threads, from "
         "/proc/PID/task/*/schedstat: utime+stime at ns resolution) per GB of responses and per 1000 "
@@ -260,7 +307,22 @@ def render(results, runs, plots):
             L += ["", f"### {w}: {WORKLOAD_TEXT.get(w, w)}", "", *block]
     for u in results["not_measured"]:
         if u["system"] != "locality":
-            L += ["", f"**{u['system']}: not measured: {u['not_measured']}.**"]
+            what = f"{u['system']} {u['workload']}" if u.get("workload") else u["system"]
+            L += ["", f"**{what}: not measured: {u['not_measured']}.**"]
+    moves = lines_moves(runs)
+    if moves:
+        L += ["", "## Multi-handoff: every request routed on partitioned content (issue 12)", "",
+              "The browse workloads. tcpha: the BE holding a keep-alive connection routes each later "
+              "request with the cluster's rules and, when the request's group is on another BE, moves "
+              "the live connection there (BE -> BE handoff, then REPOINT to the FE). HAProxy relays "
+              "each request to the nginx of its group's BE. *Move latency* is each BE's own "
+              "measurement, from the router saying move to COMMIT sent (it includes waiting for the "
+              "previous response to be acknowledged), cumulative over warm-up and measured run on BE "
+              "agents started for that workload; **browse-part-1 is the move latency one at a time** "
+              "(one connection: one move in flight in the whole bed), browse-part the latency under "
+              "load. *BE CPU* is every process in the BE namespaces (tcpha agents, or nginx), per "
+              "request; *FE CPU* the balancer process's. *Refused*: REPOINTs the FE refused.", "",
+              *moves]
     L += ["", "## Handoff latency (tcpha)", "",
           "Request complete to COMMIT sent, on the FE, and its parts: HOLD map update + "
           "TCP_REPAIR export + HANDOFF send; the control round trip (the BE's import included) "

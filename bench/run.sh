@@ -9,8 +9,11 @@
 # relay is available), tcpha-relay-unix (the same over nginx's unix socket),
 # haproxy (HTTP mode on the FE, relaying to nginx on each BE) and direct (the client to
 # one BE's nginx: the per-BE bound). Workloads (wrk): keep-alive GETs of 1 KB..10 MB,
-# 1 KB with a new connection per request, a web-like mix with rules, and the locality
-# workload (tcpha, LARD against round-robin with a bounded file cache).
+# 1 KB with a new connection per request, a web-like mix with rules, browsing a
+# partitioned site over keep-alive connections (pages, images and assets each on one BE
+# only: every request routed, tcpha moving connections between BEs; 16 connections, and
+# one connection for the move latency one at a time), and the locality workload
+# (tcpha, LARD against round-robin with a bounded file cache).
 #
 # Writes bench/out/ (results.json, raw/, PNG plots), docs/BENCHMARKS.md and
 # docs/bench/*.png. Environment: QUICK, BENCH_DURATION, BENCH_WARMUP (s),
@@ -54,8 +57,8 @@ CACHE_MB=${CACHE_MB:-8} # per BE in the locality workload; its working set is 2x
 OUT=${BENCH_OUT:-$BENCH_HERE/out}
 BENCH_RAW=$OUT/raw
 
-# name | path, or @list for bench/wrk/bench.lua | connections | new connection per
-# request | routing (bench_cluster_config, bench_haproxy_conf)
+# name | path, or @list for bench/wrk/bench.lua (@browse: page visits) | connections |
+# new connection per request | routing (bench_cluster_config, bench_haproxy_conf)
 WORKLOADS=(
   "ka-1k /f1k.bin 16 0 all"
   "ka-10k /f10k.bin 16 0 all"
@@ -65,9 +68,11 @@ WORKLOADS=(
   "close-1k /f1k.bin 32 1 all"
   "lat-1k /f1k.bin 1 1 all"
   "mix @mix 32 1 split"
+  "browse-part @browse 16 0 part"
+  "browse-part-1 @browse 1 0 part1"
 )
-((QUICK)) && BENCH_WORKLOADS=${BENCH_WORKLOADS:-ka-1k ka-1m ka-10m close-1k lat-1k mix locality}
-BENCH_WORKLOADS=${BENCH_WORKLOADS:-ka-1k ka-10k ka-100k ka-1m ka-10m close-1k lat-1k mix locality}
+((QUICK)) && BENCH_WORKLOADS=${BENCH_WORKLOADS:-ka-1k ka-1m ka-10m close-1k lat-1k mix browse-part browse-part-1 locality}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-ka-1k ka-10k ka-100k ka-1m ka-10m close-1k lat-1k mix browse-part browse-part-1 locality}
 wanted() { [[ " $BENCH_WORKLOADS " == *" $1 "* ]]; }
 has_system() { [[ " $BENCH_SYSTEMS " == *" $1 "* ]]; }
 
@@ -97,6 +102,15 @@ for ((k = 1; k <= TB_N_BE; k++)); do
   cp -al "$OUT/files/mix" "$OUT/files/loc" "$TB_DIR/www/be$k/" 2>/dev/null ||
     cp -a "$OUT/files/mix" "$OUT/files/loc" "$TB_DIR/www/be$k/"
 done
+# The partitioned site: each group's directory on its BE only (BENCH_PART_GROUPS), for
+# tcpha's built-in server and nginx alike.
+for g in "${BENCH_PART_GROUPS[@]}"; do
+  read -r _ re k <<<"$g"
+  d=${re#^/browse/}
+  mkdir -p "$TB_DIR/www/be$k/browse"
+  cp -al "$OUT/files/browse/${d%/}" "$TB_DIR/www/be$k/browse/" 2>/dev/null ||
+    cp -a "$OUT/files/browse/${d%/}" "$TB_DIR/www/be$k/browse/"
+done
 # A new connection per request at thousands per second: the client reuses ports in
 # TIME_WAIT (it closes last with HAProxy) and gets the whole port range.
 for ns in "$TB_NS_C" "$TB_NS_FE"; do
@@ -110,7 +124,13 @@ url_of() { # SYSTEM PATH
   [[ $path == @* ]] && path=/
   if [[ $1 == direct ]]; then echo "http://${TB_BE_ADDR[1]}:8080$path"; else echo "http://$TB_VIP$path"; fi
 }
-paths_of() { if [[ $1 == @* ]]; then echo "$OUT/files/${1#@}.paths"; fi; }
+paths_of() {
+  if [[ $1 == @browse ]]; then
+    echo "$OUT/files/browse.visits"
+  elif [[ $1 == @* ]]; then
+    echo "$OUT/files/${1#@}.paths"
+  fi
+}
 
 # run_workloads SYSTEM FE_PID_VAR PREP_FN: every wanted workload; PREP_FN ROUTING
 # (re)starts what an attempt needs.
@@ -119,14 +139,24 @@ run_workloads() {
   for w in "${WORKLOADS[@]}"; do
     read -r name path conns close routing <<<"$w"
     wanted "$name" || continue
+    if [[ $routing == part* && $system != tcpha && $system != haproxy ]]; then
+      if [[ $system == direct ]]; then
+        unavailable "$system" "partitioned content: no one BE holds it all" "$name"
+      else
+        unavailable "$system" "later requests on a relayed connection stay on its BE (multi-handoff is built-in server only)" "$name"
+      fi
+      continue
+    fi
     bench_measure "$system" "$name" "$(url_of "$system" "$path")" "$conns" "$close" \
       "$(paths_of "$path")" "$fe_var" "$prep" "$routing"
   done
 }
 
-unavailable() { # SYSTEM REASON
-  tb_log "$1 not measured: $2"
-  jq -n --arg s "$1" --arg r "$2" '{system: $s, not_measured: $r}' >"$BENCH_RAW/$1.unavailable.json"
+unavailable() { # SYSTEM REASON [WORKLOAD]
+  tb_log "$1${3:+ $3} not measured: $2"
+  jq -n --arg s "$1" --arg r "$2" --arg w "${3:-}" \
+    '{system: $s, not_measured: $r} + (if $w == "" then {} else {workload: $w} end)' \
+    >"$BENCH_RAW/$1${3:+.$3}.unavailable.json"
 }
 
 prep_tcpha() { bench_tcpha_fe "$1" builtin; }
@@ -147,6 +177,7 @@ relay_usable() { # MODE
     return 1
   }
   bench_tcpha_start_bes
+  BENCH_BE_ROUTING=all
   # shellcheck disable=SC2119 # no extra arguments for tcpha fe
   tb_start_fe
   for ((i = 0; i < 200; i++)); do

@@ -27,6 +27,17 @@ bench__bed_pids() {
   for ns in "$TB_NS_FE" "${TB_NS_BE[@]:1}"; do ip netns pids "$ns" 2>/dev/null; done
 }
 
+# CPU ns of every process in each BE's namespace, space-separated, BE 1 first (the BE
+# agents, or nginx: what serving and moving cost on the BEs).
+bench__be_cpu_ns() {
+  local k cpu=() pids
+  for ((k = 1; k <= TB_N_BE; k++)); do
+    mapfile -t pids < <(ip netns pids "${TB_NS_BE[k]}" 2>/dev/null)
+    cpu+=("$(bench__cpu_ns "${pids[@]}")")
+  done
+  echo "${cpu[*]}"
+}
+
 # "busy steal softirq" ticks of the whole machine (first line of /proc/stat).
 bench__machine_ticks() {
   local _cpu user nice system irq softirq steal
@@ -62,12 +73,14 @@ bench__snapshot() {
   done
   jq -n --arg t "$EPOCHREALTIME" --arg ticks "$ticks" --argjson fe_ns "$fe_ns" \
     --arg bed_ns "$(mapfile -t p < <(bench__bed_pids) && bench__cpu_ns "${p[@]}")" \
+    --arg be_ns "$(bench__be_cpu_ns)" \
     --arg ksoftirqd_ns "$(bench__cpu_ns "${BENCH_KSOFTIRQD[@]}")" \
     --arg fe_tx "$(tb_iface_tx_bytes "$TB_NS_FE")" --arg fe_rx "$(tb_iface_rx_bytes "$TB_NS_FE")" \
     --argjson fe "$fe_js" --argjson bpf "$bpf" --jsonargs '{
       t: ($t | tonumber), busy_ticks: ($ticks | split(" ")[0] | tonumber),
       steal_ticks: ($ticks | split(" ")[1] | tonumber),
       softirq_ticks: ($ticks | split(" ")[2] | tonumber), bed_cpu_ns: ($bed_ns | tonumber),
+      be_cpu_ns: ($be_ns | split(" ") | map(tonumber)),
       ksoftirqd_cpu_ns: ($ksoftirqd_ns | tonumber),
       fe_cpu_ns: $fe_ns, fe_tx_bytes: ($fe_tx | tonumber), fe_rx_bytes: ($fe_rx | tonumber),
       fe_status: $fe, be_status: $ARGS.positional, bpf: $bpf }' "${bes[@]}" >"$out"
@@ -106,7 +119,15 @@ bench__wait_quiet() {
 }
 
 # Threads for wrk: one per CPU, but wrk wants at least one connection per thread.
-bench__threads() { echo $(($1 < BENCH_WRK_THREADS ? $1 : BENCH_WRK_THREADS)); }
+# Page visits (PATHS *.visits) get one thread per connection: bench.lua's request()
+# cannot tell a thread's connections apart, and each connection must walk its own visit.
+bench__threads() { # CONNS [PATHS]
+  if [[ ${2:-} == *.visits ]]; then
+    echo "$1"
+  else
+    echo $(($1 < BENCH_WRK_THREADS ? $1 : BENCH_WRK_THREADS))
+  fi
+}
 
 # bench__wrk OUT DURATION URL CONNS CLOSE PATHS: one wrk run from the client namespace,
 # its CPU time (user+sys) in OUT.time.
@@ -114,7 +135,7 @@ bench__wrk() {
   local out=$1 dur=$2 url=$3 conns=$4 close=$5 paths=$6
   tb_c env BENCH_PATHS="$paths" BENCH_CLOSE="$close" BENCH_SEED="$BENCH_SEED" \
     /usr/bin/time -f '%U %S' -o "$out.time" \
-    wrk -t "$(bench__threads "$conns")" -c "$conns" -d "${dur}s" --timeout 10s \
+    wrk -t "$(bench__threads "$conns" "$paths")" -c "$conns" -d "${dur}s" --timeout 10s \
     -s "$BENCH_HERE/wrk/bench.lua" "$url" >"$out" 2>&1 ||
     tb_fail "wrk failed: $(tail -n 5 "$out")"
 }
@@ -145,7 +166,7 @@ bench_measure() {
     jq -n --arg system "$system" --arg workload "$workload" --arg url "$url" \
       --argjson conns "$conns" --argjson close "$close" --arg paths "$paths" \
       --argjson attempt "$attempt" --argjson load "$load" --argjson wrk_cpu "$wrk_cpu" \
-      --argjson threads "$(bench__threads "$conns")" --argjson duration "$BENCH_DURATION" \
+      --argjson threads "$(bench__threads "$conns" "$paths")" --argjson duration "$BENCH_DURATION" \
       --argjson wrk "$(sed -n 's/^BENCH_JSON //p' "$base.wrk")" \
       --slurpfile before "$base.before" --slurpfile after "$base.after" \
       '{system: $system, workload: $workload, url: $url, conns: $conns, close: ($close == 1),

@@ -19,7 +19,34 @@ if os.getenv("BENCH_CLOSE") == "1" then
   wrk.headers["Connection"] = "close"
 end
 
-if paths_file and paths_file ~= "" then
+if paths_file and paths_file:match("%.visits$") then
+  local visits = {}
+  local visit, pos = nil, 0
+
+  local threads = 0
+  function setup(thread)
+    threads = threads + 1
+    thread:set("bench_thread", threads)
+  end
+
+  function init(args)
+    for line in io.lines(paths_file) do
+      local v = {}
+      for p in line:gmatch("%S+") do v[#v + 1] = wrk.format(nil, p) end
+      if #v > 0 then visits[#visits + 1] = v end
+    end
+    assert(#visits > 0, "no visits in " .. paths_file)
+    math.randomseed(seed * 7919 + (bench_thread or 0))
+  end
+
+  function request()
+    if not visit or pos >= #visit then
+      visit, pos = visits[math.random(#visits)], 0
+    end
+    pos = pos + 1
+    return visit[pos]
+  end
+elseif paths_file and paths_file ~= "" then
   local paths, cdf = {}, {}
 
   local function load()
