@@ -1,7 +1,7 @@
 """docs/BENCHMARKS.md from results.json's contents (bench/report.py calls render())."""
 
-ORDER = ["ka-1k", "ka-10k", "ka-100k", "ka-1m", "ka-10m", "close-1k", "lat-1k", "mix", "browse-part",
-         "browse-part-1"]
+ORDER = ["ka-1k", "ka-10k", "ka-100k", "ka-1m", "ka-10m", "close-1k", "lat-1k", "mix", "browse-all",
+         "browse-part", "browse-part-1"]
 SYSTEMS = ["tcpha", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
 WORKLOAD_TEXT = {
     "ka-1k": "1 KB, keep-alive",
@@ -12,6 +12,8 @@ WORKLOAD_TEXT = {
     "close-1k": "1 KB, new connection per request",
     "lat-1k": "1 KB, new connection per request, one client connection (latency at light load)",
     "mix": "web-like mix (SURGE-like sizes, Zipf popularity), new connection per request, images rule",
+    "browse-all": "browsing, every file on every BE (the baseline of browse-part: no moves), "
+                  "16 keep-alive connections",
     "browse-part": "browsing partitioned content (page, 8 images, 3 assets per visit, each kind on one BE), "
                    "16 keep-alive connections",
     "browse-part-1": "browsing partitioned content, one keep-alive connection (moves one at a time)",
@@ -124,10 +126,10 @@ def lines_moves(runs):
     """Multi-handoff (issue 12): the moves the BEs made in the browse runs, and what the
     BEs and the balancer cost per request there."""
     out = ["| system workload | req/s | moves out | in | failed | moves/request | FE repoints | refused "
-           "| move latency p50 / p99 (us) per BE | BE CPU us/req | FE CPU us/req | errors |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+           "| move latency p50 / p99 (us) per BE | BE CPU us/req | FE CPU us/req | bed CPU us/req | errors |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     n = 0
-    for w in ("browse-part", "browse-part-1"):
+    for w in ("browse-all", "browse-part", "browse-part-1"):
         for s in SYSTEMS:
             r = runs.get((s, w))
             if not r:
@@ -139,8 +141,17 @@ def lines_moves(runs):
             out.append(f"| {s} {w} | {f(r['requests_per_s'])} | {f(m.get('moved_out'))} | {f(m.get('moved_in'))} "
                        f"| {f(m.get('move_failed'))} | {sig(m.get('moves_per_request'))} | {f(m.get('fe_repoints'))} "
                        f"| {f(m.get('fe_repoint_refused'))} | {lat} | {f(r.get('be_cpu_us_per_request'), 1)} "
-                       f"| {f(r.get('fe_cpu_us_per_request'), 1)} | {sum(r['errors'].values())} |")
-    return out if n else []
+                       f"| {f(r.get('fe_cpu_us_per_request'), 1)} "
+                       f"| {f(ratio(r.get('bed_cpu_s'), r['requests'] / 1e6), 1)} | {sum(r['errors'].values())} |")
+    if not n:
+        return []
+    part, base = runs.get(("tcpha", "browse-part")), runs.get(("tcpha", "browse-all"))
+    per = (part.get("moves") or {}).get("moves_per_request") if part else None
+    if part and base and per and part.get("be_cpu_us_per_request") and base.get("be_cpu_us_per_request"):
+        cost = (part["be_cpu_us_per_request"] - base["be_cpu_us_per_request"]) / per
+        out += ["", f"tcpha's BE CPU per move, both ends (browse-part minus browse-all BE CPU per request, "
+                f"divided by moves per request): **{cost:.0f} us**."]
+    return out
 
 
 def lines_locality(results, runs):
@@ -321,7 +332,10 @@ def render(results, runs, plots):
               "agents started for that workload; **browse-part-1 is the move latency one at a time** "
               "(one connection: one move in flight in the whole bed), browse-part the latency under "
               "load. *BE CPU* is every process in the BE namespaces (tcpha agents, or nginx), per "
-              "request; *FE CPU* the balancer process's. *Refused*: REPOINTs the FE refused.", "",
+              "request; *FE CPU* the balancer process's; *bed CPU* everything, the client (wrk) included: "
+              "with every process on the same vCPUs, throughput goes as its inverse. *Refused*: REPOINTs the "
+              "FE refused. browse-all is the baseline: the same visits with every file on every BE "
+              "(one rule over all BEs), so no request is routed elsewhere.", "",
               *moves]
     L += ["", "## Handoff latency (tcpha)", "",
           "Request complete to COMMIT sent, on the FE, and its parts: HOLD map update + "

@@ -12,7 +12,8 @@
 # 1 KB with a new connection per request, a web-like mix with rules, browsing a
 # partitioned site over keep-alive connections (pages, images and assets each on one BE
 # only: every request routed, tcpha moving connections between BEs; 16 connections, and
-# one connection for the move latency one at a time), and the locality workload
+# one connection for the move latency one at a time; browse-all, the same visits with
+# every file on every BE, is the baseline without moves), and the locality workload
 # (tcpha, LARD against round-robin with a bounded file cache).
 #
 # Writes bench/out/ (results.json, raw/, PNG plots), docs/BENCHMARKS.md and
@@ -68,11 +69,12 @@ WORKLOADS=(
   "close-1k /f1k.bin 32 1 all"
   "lat-1k /f1k.bin 1 1 all"
   "mix @mix 32 1 split"
+  "browse-all @browse-all 16 0 all"
   "browse-part @browse 16 0 part"
   "browse-part-1 @browse 1 0 part1"
 )
-((QUICK)) && BENCH_WORKLOADS=${BENCH_WORKLOADS:-ka-1k ka-1m ka-10m close-1k lat-1k mix browse-part browse-part-1 locality}
-BENCH_WORKLOADS=${BENCH_WORKLOADS:-ka-1k ka-10k ka-100k ka-1m ka-10m close-1k lat-1k mix browse-part browse-part-1 locality}
+((QUICK)) && BENCH_WORKLOADS=${BENCH_WORKLOADS:-ka-1k ka-1m ka-10m close-1k lat-1k mix browse-all browse-part browse-part-1 locality}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-ka-1k ka-10k ka-100k ka-1m ka-10m close-1k lat-1k mix browse-all browse-part browse-part-1 locality}
 wanted() { [[ " $BENCH_WORKLOADS " == *" $1 "* ]]; }
 has_system() { [[ " $BENCH_SYSTEMS " == *" $1 "* ]]; }
 
@@ -111,6 +113,13 @@ for g in "${BENCH_PART_GROUPS[@]}"; do
   cp -al "$OUT/files/browse/${d%/}" "$TB_DIR/www/be$k/browse/" 2>/dev/null ||
     cp -a "$OUT/files/browse/${d%/}" "$TB_DIR/www/be$k/browse/"
 done
+# The baseline: the same site in full on every BE under /all/, visited the same way.
+for ((k = 1; k <= TB_N_BE; k++)); do
+  mkdir -p "$TB_DIR/www/be$k/all"
+  cp -al "$OUT/files/browse" "$TB_DIR/www/be$k/all/" 2>/dev/null ||
+    cp -a "$OUT/files/browse" "$TB_DIR/www/be$k/all/"
+done
+sed 's#/browse/#/all/browse/#g' "$OUT/files/browse.visits" >"$OUT/files/browse-all.visits"
 # A new connection per request at thousands per second: the client reuses ports in
 # TIME_WAIT (it closes last with HAProxy) and gets the whole port range.
 for ns in "$TB_NS_C" "$TB_NS_FE"; do
@@ -125,8 +134,8 @@ url_of() { # SYSTEM PATH
   if [[ $1 == direct ]]; then echo "http://${TB_BE_ADDR[1]}:8080$path"; else echo "http://$TB_VIP$path"; fi
 }
 paths_of() {
-  if [[ $1 == @browse ]]; then
-    echo "$OUT/files/browse.visits"
+  if [[ $1 == @browse* ]]; then
+    echo "$OUT/files/${1#@}.visits"
   elif [[ $1 == @* ]]; then
     echo "$OUT/files/${1#@}.paths"
   fi
