@@ -244,7 +244,9 @@ def lines_browse_setup(files):
         "then another visit at random, on the same keep-alive connection (one wrk thread per "
         "connection, so that each connection walks its own visits). Routing: three path rules, one "
         "group per BE, no catch-all (tcpha rules; HAProxy `path_reg` ACLs -> `use_backend` per group, "
-        "one server each, `http-reuse always`, keep-alive on both sides).",
+        "one server each, `http-reuse always`, keep-alive on both sides). **browse-all** visits the same "
+        "site copied in full to every BE (under /all/), with the one round-robin rule: nothing is "
+        "routed elsewhere, so tcpha never moves a connection (the baseline that prices a move).",
     ]
 
 
