@@ -130,6 +130,7 @@ struct PeerLink : Item {
 struct PeerLoad {
   uint32_t active = 0, cpu_permille = 0;
   uint64_t heard_at = 0;
+  bool draining = false;  // takes no connections (kHeartbeatDraining)
 };
 
 // A handed-off connection, imported and held in repair mode until COMMIT.
@@ -137,6 +138,9 @@ struct PendingImport {
   UniqueFd fd;
   uint64_t deadline;
   bool peer_fin = false;  // handoff::kStatePeerFin: the client's FIN follows the request
+  int32_t rule = -1;      // HandoffMsg::rule
+  uint32_t seq = 0;       // HandoffMsg::seq
+  bool with_request = false;  // the HANDOFF carried request bytes (not an idle move)
 };
 
 // A handed-off connection served by the built-in static server.
@@ -155,6 +159,13 @@ struct HttpConn : Item {
   sockaddr_in local{}, peer{};
   int64_t move_target = -1;   // the back-end the next request belongs to
   int64_t failed_target = -1; // the one a failed move went to: not chosen again for it
+  int rule = -1;              // the rule of the last request routed (drain, rebalance)
+  uint64_t idle_move_after = 0;  // an idle move failed: not tried again before this
+  uint32_t move_seq = 0;      // the connection's move number here (HandoffMsg::seq)
+  // The next request is the one the HANDOFF brought: its sender routed it here, so it
+  // is served here whatever this back-end's own view says (no ping-pong between
+  // views a heartbeat apart, or between an FE that reloaded its rules and us).
+  bool routed_by_sender = false;
   bool awaiting_ack = false;  // waiting for the previous response's last ACK
   uint64_t move_wanted = 0;   // when the router said move (latency, ack wait limit)
   uint64_t move_deadline = 0; // READY expected by then
@@ -202,7 +213,8 @@ class Agent {
   void on_message(ControlConn& cc, proto::Message& m);
   void expire_imports(uint64_t now);
   // serving.cpp
-  void start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id, bool peer_fin);
+  void start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
+                  const PendingImport& imp);
   void on_http(HttpConn& h, uint32_t events);
   // Graceful: the conversation is over (lingering close, Closings); else the
   // connection failed or timed out and is closed (Reset: with RST) and reported at once.
@@ -226,6 +238,12 @@ class Agent {
   void forget_local_flow(const handoff::TcpState& st);
   void tick_moves(uint64_t now);
   void note_load(int32_t backend, const proto::HeartbeatMsg& hb, uint64_t now);
+  // Drain (SIGTERM or the operator's `tcpha drain`) and rebalance move idle
+  // keep-alive connections instead of closing them.
+  bool evacuating() const { return draining_ || fe_drained_; }
+  void move_idle(HttpConn& h, uint32_t target, uint64_t now);
+  void evacuate(uint64_t now);
+  void rebalance(uint64_t now);
   // drain.cpp
   void begin_drain();
   void drain_tick(uint64_t now);
@@ -267,10 +285,15 @@ class Agent {
     uint64_t at = 0;          // committed elsewhere (our datapath forwards strays)
     uint64_t repointed = 0;   // the FE confirmed (0: not yet)
   };
-  std::unordered_map<uint64_t, MovedFlow> moved_flows_;  // by connection id
+  // By connection id and the move number at the new owner: a connection can leave this
+  // back-end more than once, and the FE's answers may come out of order.
+  std::map<std::pair<uint64_t, uint32_t>, MovedFlow> moved_flows_;
   LatencyHistogram move_latency_;  // the router said move -> COMMIT sent
-  uint64_t next_moves_tick_ = 0;
+  uint64_t next_moves_tick_ = 0, next_rebalance_ = 0;
+  bool fe_drained_ = false;     // the operator drained this back-end (DRAIN from the FE)
+  uint64_t drain_started_ = 0;  // SIGTERM
   std::atomic<size_t> control_links_{0};
+  std::atomic<size_t> peer_links_{0};  // established links from other back-ends
   bool stop_ = false;
   uint64_t next_heartbeat_ = 0;
   CpuLoad cpu_;  // the load heartbeats carry

@@ -78,7 +78,7 @@ void Agent::on_accept() {
 
 void Agent::drop_control(ControlConn& cc, const std::string& why) {
   if (cc.counted) {
-    control_links_.fetch_sub(1);
+    (cc.peer_backend < 0 ? control_links_ : peer_links_).fetch_sub(1);
     spdlog::warn("control link from {} lost: {}", cc.link.peer_id(), why);
   }
   // Imports not yet committed die with the link that would have committed them.
@@ -120,7 +120,7 @@ void Agent::control_changed(ControlConn& cc, unsigned changes, std::vector<proto
       }
     }
     cc.counted = true;
-    control_links_.fetch_add(1);
+    (cc.peer_backend < 0 ? control_links_ : peer_links_).fetch_add(1);
     spdlog::info("control link from {} established", cc.link.peer_id());
   }
   const uint64_t id = cc.id;
@@ -171,7 +171,7 @@ void Agent::send_heartbeats(uint64_t now) {
   uint32_t cpu = cpu_.sample(now);
   cpu_permille_.store(cpu, std::memory_order_relaxed);
   proto::HeartbeatMsg hb{now, uint32_t(std::max<int64_t>(0, active_.load())), cpu,
-                         cache_hit_permille()};
+                         cache_hit_permille(), evacuating() ? proto::kHeartbeatDraining : 0u};
   for (auto& [id, cc] : controls_) cc->link.send(hb);  // nothing unless up
   for (auto& p : peers_)
     if (p) p->link.send(hb);

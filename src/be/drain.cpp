@@ -1,4 +1,5 @@
 // SIGTERM/SIGINT: stop taking work (LEAVE), let what runs finish (bounded), then exit.
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -15,22 +16,38 @@ void Agent::begin_drain() {
     return;
   }
   draining_ = true;
-  drain_deadline_ = monotonic_ns() + kDrainTimeoutNs;
+  drain_started_ = monotonic_ns();
+  drain_deadline_ = drain_started_ + kDrainTimeoutNs;
   spdlog::info("draining: {} connections to finish (at most {} s); signal again to stop now",
                active_.load(), kDrainTimeoutNs / 1'000'000'000);
   if (on_drain_) on_drain_();
 }
 
+// How long idle keep-alive connections get to move to other back-ends before a drain
+// closes those that could not (no other member of their group usable).
+constexpr uint64_t kDrainMoveGraceNs = 2000 * kMs;
+
 void Agent::drain_tick(uint64_t now) {
-  // Idle keep-alive connections would hold the drain open: close them now.
-  std::vector<HttpConn*> idle_now;
-  for (auto& [p, h] : conns_)
-    if (!h->writing && h->session.idle() && h->move.state() == handoff::Sender::State::Idle)
-      idle_now.push_back(p);
-  for (HttpConn* h : idle_now) close_http(*h);
+  // Idle keep-alive connections would hold the drain open. Where connections can
+  // move, tick_moves() moves them to other back-ends (evacuate()); what is still here
+  // after the grace, and everything where they cannot move, is closed.
+  if (!router_ || now - drain_started_ > kDrainMoveGraceNs) {
+    std::vector<HttpConn*> idle_now;
+    for (auto& [p, h] : conns_)
+      if (!h->writing && h->session.idle() && h->move.state() == handoff::Sender::State::Idle &&
+          !h->awaiting_ack)
+        idle_now.push_back(p);
+    for (HttpConn* h : idle_now) close_http(*h);
+  }
   // Closed connections may still have response bytes in flight: the kernel sends
   // them after close(), but only while the VIP is still ours. Wait for them too.
-  bool done = active_.load() <= 0 && pending_.empty() && !vip_sockets_sending();
+  // Connections moved away: until the FE has pointed their flows at the new owner,
+  // our datapath forwards their strays, and it goes with the process.
+  const bool strays = std::any_of(moved_flows_.begin(), moved_flows_.end(), [&](const auto& f) {
+    return f.second.repointed == 0 && now - f.second.at < kDrainMoveGraceNs;
+  });
+  bool done = active_.load() <= 0 && pending_.empty() && moving_.empty() && !strays &&
+              !vip_sockets_sending();
   if (done || now >= drain_deadline_) {
     if (active_.load() > 0)
       spdlog::warn("drain timeout: {} connections still open are cut", active_.load());

@@ -46,15 +46,17 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
       uint64_t wait = 2 * kMs * cfg_.frontend.handoff_timeout_ms + 1000 * kMs;
       pending_[{cc.id, h->id}] =
           PendingImport{std::move(*fd), monotonic_ns() + wait,
-                        (h->state.flags & handoff::kStatePeerFin) != 0};
+                        (h->state.flags & handoff::kStatePeerFin) != 0, h->rule, h->seq,
+                        !h->request.empty()};
     }
     cc.link.send(proto::ReadyMsg{h->id, status});
     import_latency_.record_ns(monotonic_ns() - t0);
   } else if (auto* c = std::get_if<proto::CommitMsg>(&m)) {
     auto it = pending_.find({cc.id, c->id});
     if (it == pending_.end()) return;
-    UniqueFd fd = std::move(it->second.fd);
-    bool peer_fin = it->second.peer_fin;
+    PendingImport imp = std::move(it->second);
+    UniqueFd fd = std::move(imp.fd);
+    const bool peer_fin = imp.peer_fin;
     pending_.erase(it);
     if (auto s = handoff::activate(fd.get()); !s) {
       // The FE has pointed the flow here and counts the connection active: tell it
@@ -71,11 +73,16 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
       relays_->start(std::move(fd), cc.id, c->id, peer_fin, monotonic_ns());
       return;
     }
-    start_http(std::move(fd), cc.id, c->id, peer_fin);
+    start_http(std::move(fd), cc.id, c->id, imp);
   } else if (auto* a = std::get_if<proto::AbortMsg>(&m)) {
     if (pending_.erase({cc.id, a->id})) inc(Counter::aborted);
   } else if (auto* w = std::get_if<proto::WorkerMsg>(&m); w && cc.peer_backend < 0) {
     cc.worker = int32_t(w->index);
+  } else if (auto* d = std::get_if<proto::DrainMsg>(&m); d && cc.peer_backend < 0) {
+    if (d->on != fe_drained_)
+      spdlog::info("{} by the operator{}", d->on ? "drained" : "undrained",
+                   d->on && router_ ? ": moving keep-alive connections to other back-ends" : "");
+    fe_drained_ = d->on;
   } else if (auto* r = std::get_if<proto::RepointedMsg>(&m); r && cc.peer_backend < 0) {
     on_repointed(*r);
   } else if (auto* hb = std::get_if<proto::HeartbeatMsg>(&m); hb && cc.peer_backend >= 0) {

@@ -51,14 +51,15 @@ int unacked_bytes(int fd) {
 // The sender's view of one target: our datapath and our link to it.
 class Agent::PeerPort final : public handoff::SenderPort {
  public:
-  PeerPort(Agent& a, PeerLink& p) : a_(a), p_(p) {}
+  PeerPort(Agent& a, PeerLink& p, int rule = -1, uint32_t seq = 0)
+      : a_(a), p_(p), rule_(rule), seq_(seq) {}
   Status hold(const tcpha_flow_key& key) override { return a_.dp_->hold(key); }
   Status forward(const tcpha_flow_key& key) override {
     return a_.dp_->forward(key, p_.index, p_.mac, a_.own_mac_);
   }
   void release(const tcpha_flow_key& key) override { (void)a_.dp_->remove(key); }
   bool send_handoff(uint64_t id, const handoff::TcpState& st, const std::string& bytes) override {
-    return p_.link.send(proto::HandoffMsg{id, st, bytes});
+    return p_.link.send(proto::HandoffMsg{id, st, bytes, rule_, seq_});
   }
   bool send_commit(uint64_t id) override { return p_.link.send(proto::CommitMsg{id}); }
   void send_abort(uint64_t id) override { p_.link.send(proto::AbortMsg{id}); }
@@ -66,6 +67,8 @@ class Agent::PeerPort final : public handoff::SenderPort {
  private:
   Agent& a_;
   PeerLink& p_;
+  int rule_;
+  uint32_t seq_;  // the connection's move number at the target
 };
 
 // The other back-ends as this one sees them: usable while our link to them is up and
@@ -78,7 +81,7 @@ class Agent::PeerLoadView final : public sched::LoadView {
     if (i >= a_.peers_.size() || int64_t(i) == exclude_ || !a_.peers_[i] || !a_.peers_[i]->up)
       return false;
     const uint64_t dead = uint64_t(a_.cfg_.cluster.dead_after_ms) * kMs;
-    return now_ - a_.peer_load_[i].heard_at <= dead;
+    return !a_.peer_load_[i].draining && now_ - a_.peer_load_[i].heard_at <= dead;
   }
   int64_t active(uint32_t i) const override {
     if (int32_t(i) == a_.self_index_) return a_.active_.load(std::memory_order_relaxed);
@@ -94,23 +97,13 @@ class Agent::PeerLoadView final : public sched::LoadView {
   uint64_t now_;
 };
 
-// Moves are set up only when some request can belong elsewhere: a rule whose group
-// another back-end is in and this one is not. Otherwise (no rules, one rule over
-// every back-end, ...) this back-end serves every later request, as before, with no
-// datapath and no links to the others.
+// Moves are set up whenever there is another back-end in the cluster file: a later
+// request may belong to it (partitioned content), and drain and rebalance move idle
+// connections to it. A lone back-end serves every request itself, with no datapath.
 Status Agent::open_moves(const std::string& ifname) {
   for (size_t i = 0; i < cfg_.backends.size(); ++i)
     if (&cfg_.backends[i] == &self_) self_index_ = int32_t(i);
-  if (self_index_ < 0) return {};
-  auto in = [](const std::vector<std::string>& groups, const std::string& g) {
-    return std::find(groups.begin(), groups.end(), g) != groups.end();
-  };
-  const bool can_move = std::any_of(cfg_.rules.begin(), cfg_.rules.end(), [&](const auto& r) {
-    return !in(self_.groups, r.group) &&
-           std::any_of(cfg_.backends.begin(), cfg_.backends.end(),
-                       [&](const auto& b) { return in(b.groups, r.group); });
-  });
-  if (!can_move) return {};
+  if (self_index_ < 0 || cfg_.backends.size() < 2) return {};
   if (!self_.upstream.empty()) {
     spdlog::info("relay mode: later requests on a connection stay on this back-end "
                  "(multi-handoff is built-in server only so far)");
@@ -151,13 +144,24 @@ Status Agent::open_moves(const std::string& ifname) {
 // The session's router (StaticSession::Router) for connection h.
 int Agent::route_later(HttpConn& h, const http::Request& req) {
   if (!router_) return serve::StaticSession::kServe;
+  if (h.routed_by_sender) {  // the request the HANDOFF brought (agent_core.hpp)
+    h.routed_by_sender = false;
+    return serve::StaticSession::kServe;
+  }
   // Still waiting to move for this very request (more bytes arrived meanwhile): the
   // decision stands; routing again would advance the policies for nothing.
   if (h.awaiting_ack && h.move_target >= 0) return serve::StaticSession::kMove;
   const uint64_t now = monotonic_ns();
   PeerLoadView load(*this, h.failed_target, now);
-  auto d = router_->route_held(req, h.peer.sin_addr.s_addr, load, uint32_t(self_index_));
+  // Being drained: a member of the request's group that is not this one, if any.
+  auto d = router_->route_held(req, h.peer.sin_addr.s_addr, load,
+                               evacuating() ? sched::Router::kNoHolder : uint32_t(self_index_));
+  if (evacuating() && d.kind == sched::Decision::NoBackend &&
+      router_->route_held(req, h.peer.sin_addr.s_addr, load, uint32_t(self_index_)).backend ==
+          uint32_t(self_index_))
+    d = {sched::Decision::Backend, uint32_t(self_index_), d.rule};
   h.failed_target = -1;  // excluded for this request only
+  h.rule = d.rule;
   switch (d.kind) {
     case sched::Decision::Backend:
       if (int32_t(d.backend) == self_index_) return serve::StaticSession::kServe;
@@ -203,7 +207,9 @@ void Agent::start_move(HttpConn& h, uint64_t now) {
     return;
   }
   set(EPOLL_CTL_DEL, h.fd.get(), 0, &h);
-  PeerPort port(*this, *p);
+  // The rule travels: the request's (the target routes it again anyway), or for an
+  // idle connection the last one, so that a drain there keeps it in its group.
+  PeerPort port(*this, *p, h.rule, h.move_seq + 1);
   const handoff::MovingConn mc{h.fd.get(), h.local, h.peer,
                                datapath::make_key(h.peer.sin_addr.s_addr, h.peer.sin_port,
                                                   h.local.sin_addr.s_addr, h.local.sin_port)};
@@ -235,9 +241,10 @@ void Agent::move_committed(HttpConn& h, PeerLink& p, uint64_t now) {
   inc(Counter::moved_out);
   move_latency_.record_ns(since(h.move_wanted, now));
   const uint64_t id = h.handoff_id;
-  moved_flows_[id] = MovedFlow{h.move.conn().key, now, 0};
+  const uint32_t seq = h.move_seq + 1;
+  moved_flows_[{id, seq}] = MovedFlow{h.move.conn().key, now, 0};
   if (ControlConn* fe = fe_link(proto::worker_of(id)))
-    fe->link.send(proto::RepointMsg{id, cfg_.backends[p.index].id});
+    fe->link.send(proto::RepointMsg{id, cfg_.backends[p.index].id, seq});
   else
     spdlog::warn("moved connection {} to {}: no link to its FE worker to repoint the flow; "
                  "this back-end forwards its packets until they stop",
@@ -316,12 +323,15 @@ void Agent::note_load(int32_t backend, const proto::HeartbeatMsg& hb, uint64_t n
   l.active = hb.active;
   l.cpu_permille = hb.cpu_permille;
   l.heard_at = now;
+  l.draining = (hb.flags & proto::kHeartbeatDraining) != 0;
 }
 
 void Agent::on_repointed(const proto::RepointedMsg& m) {
-  auto it = moved_flows_.find(m.id);
+  auto it = moved_flows_.find({m.id, m.seq});
   if (it == moved_flows_.end()) return;
-  if (m.status == 0) {
+  // ESTALE: the FE points the flow further on already (a later move's REPOINT came
+  // first); no stray comes here any more either.
+  if (m.status == 0 || m.status == ESTALE) {
     it->second.repointed = monotonic_ns();
   } else {
     spdlog::warn("the FE refused to repoint connection {}: {}; this back-end forwards its "
@@ -336,14 +346,11 @@ void Agent::forget_local_flow(const handoff::TcpState& st) {
   if (!dp_) return;
   auto key = datapath::make_key(st.peer_addr, st.peer_port, st.local_addr, st.local_port);
   (void)dp_->remove(key);
-  for (auto it = moved_flows_.begin(); it != moved_flows_.end(); ++it) {
-    if (std::equal(std::begin(it->second.key.saddr), std::end(it->second.key.saddr),
-                   std::begin(key.saddr)) &&
-        it->second.key.sport == key.sport && it->second.key.dport == key.dport) {
-      moved_flows_.erase(it);
-      break;
-    }
-  }
+  std::erase_if(moved_flows_, [&](const auto& e) {
+    const auto& k = e.second.key;
+    return std::equal(std::begin(k.saddr), std::end(k.saddr), std::begin(key.saddr)) &&
+           k.sport == key.sport && k.dport == key.dport;
+  });
 }
 
 // Moves waiting for the last ACK of the response before them: every turn of the loop,
@@ -395,6 +402,102 @@ void Agent::tick_moves(uint64_t now) {
     if (!p) continue;
     std::vector<proto::Message> none;
     if (const unsigned changes = p->link.tick(now)) peer_changed(*p, changes, none);
+  }
+  if (evacuating()) {
+    evacuate(now);
+  } else if (now >= next_rebalance_) {
+    next_rebalance_ = now + std::max<uint64_t>(uint64_t(cfg_.cluster.heartbeat_ms) * kMs, 200 * kMs);
+    rebalance(now);
+  }
+}
+
+// Moves idle connection h (no request buffered, no response under way) to `target`.
+void Agent::move_idle(HttpConn& h, uint32_t target, uint64_t now) {
+  h.move_target = int64_t(target);
+  h.move_wanted = now;
+  h.idle_move_after = now + 1000 * kMs;  // if it fails, not again for a second
+  start_move(h, now);
+}
+
+static bool idle_here(const HttpConn& h) {
+  return !h.writing && h.session.idle() && !h.awaiting_ack &&
+         h.move.state() == handoff::Sender::State::Idle && h.rule >= 0;
+}
+
+// Drained: every idle keep-alive connection goes to another member of the group of
+// its last request (the rule's policy chooses); busy ones follow when their response
+// is complete (the next tick), and a new request on one is routed away (route_later).
+void Agent::evacuate(uint64_t now) {
+  std::vector<HttpConn*> idle;
+  for (auto& [p, h] : conns_)
+    if (idle_here(*h) && now >= h->idle_move_after) idle.push_back(p);
+  for (HttpConn* h : idle) {
+    PeerLoadView load(*this, -1, now);
+    const int pos = router_->pick(h->rule, h->peer.sin_addr.s_addr, load);
+    if (pos < 0) {
+      h->idle_move_after = now + 1000 * kMs;
+      continue;
+    }
+    const uint32_t id = router_->members(h->rule)[size_t(pos)].id;
+    if (int32_t(id) == self_index_ || id >= cfg_.backends.size()) continue;
+    move_idle(*h, id, now);
+  }
+}
+
+// After a back-end joins (or comes back), the others hold more than their share of the
+// long-lived keep-alive connections and it holds none: each back-end compares its
+// connection count with its weighted share among the usable members of each group it
+// serves (counts from the heartbeats) and moves idle connections of that group to the
+// member furthest below its share. Every back-end does this at once on counts a
+// heartbeat old, so each moves at most half of its excess per round; the counts
+// converge within a few heartbeats. Hash rules are left alone (moving would break
+// their affinity), and so is a group while a move of it is under way.
+void Agent::rebalance(uint64_t now) {
+  if (conns_.empty()) return;
+  std::map<int, std::vector<HttpConn*>> idle_by_rule;
+  for (auto& [p, h] : conns_)
+    if (idle_here(*h) && now >= h->idle_move_after) idle_by_rule[h->rule].push_back(p);
+  PeerLoadView load(*this, -1, now);
+  for (auto& [rule, idle] : idle_by_rule) {
+    if (cfg_.rules.size() > size_t(rule) && cfg_.rules[size_t(rule)].policy == "hash") continue;
+    const sched::Members& m = router_->members(rule);
+    int64_t total = 0, weights = 0, self_weight = 0;
+    bool member = false;
+    for (size_t pos = 0; pos < m.size(); ++pos) {
+      const uint32_t id = m[pos].id;
+      if (int32_t(id) == self_index_) {
+        member = true;
+        self_weight = m[pos].weight;
+      } else if (!m.usable(pos, load) || id >= cfg_.backends.size()) {
+        continue;
+      }
+      total += m.active(pos, load);
+      weights += m[pos].weight;
+    }
+    if (!member || weights <= self_weight) continue;
+    int64_t own = active_.load();
+    // Shares within 10% of the weights: act on an excess over 5% of the share (and at
+    // least 2 connections), and move half of it.
+    const double share = double(total) * double(self_weight) / double(weights);
+    const double excess = double(own) - share;
+    if (excess < std::max(2.0, 0.05 * share)) continue;
+    int64_t to_move = std::min<int64_t>(int64_t(excess / 2 + 0.5), int64_t(idle.size()));
+    std::vector<std::pair<size_t, int64_t>> deficit;  // position, connections below share
+    for (size_t pos = 0; pos < m.size(); ++pos) {
+      const uint32_t id = m[pos].id;
+      if (int32_t(id) == self_index_ || id >= cfg_.backends.size() || !m.usable(pos, load)) continue;
+      const double its_share = double(total) * double(m[pos].weight) / double(weights);
+      const int64_t d = int64_t(its_share - double(m.active(pos, load)));
+      if (d > 0) deficit.emplace_back(pos, d);
+    }
+    for (HttpConn* h : idle) {
+      if (to_move <= 0 || deficit.empty()) break;
+      auto most = std::max_element(deficit.begin(), deficit.end(),
+                                   [](auto& a, auto& b) { return a.second < b.second; });
+      move_idle(*h, m[most->first].id, now);
+      if (--most->second <= 0) deficit.erase(most);
+      --to_move;
+    }
   }
 }
 

@@ -7,13 +7,17 @@
 #include "common/clock.hpp"
 
 namespace tcpha::be {
-void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id, bool peer_fin) {
+void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
+                       const PendingImport& imp) {
   auto h = std::make_unique<HttpConn>(docroot_.get(), cache_.get());
   h->fd = std::move(fd);
   h->handoff_id = handoff_id;
   h->control_id = control_id;
   h->last_active = monotonic_ns();
-  if (peer_fin) h->session.set_peer_fin();
+  h->move_seq = imp.seq;
+  h->routed_by_sender = imp.with_request;
+  if (router_ && imp.rule >= 0 && size_t(imp.rule) < router_->rule_count()) h->rule = imp.rule;
+  if (imp.peer_fin) h->session.set_peer_fin();
   socklen_t len = sizeof h->local;
   getsockname(h->fd.get(), reinterpret_cast<sockaddr*>(&h->local), &len);
   len = sizeof h->peer;

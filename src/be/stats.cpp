@@ -90,6 +90,8 @@ void Agent::report(StatsView& v) const {
   v.gauge("", "active", "connections this back-end serves (until really over)", double(active_.load()));
   v.gauge("", "control_links", "established control links from front-end workers",
           double(control_links_.load()));
+  v.gauge("", "peer_links", "established links from other back-ends (multi-handoff)",
+          double(peer_links_.load()));
   v.gauge("", "cpu_permille", "host CPU use sent in heartbeats, permille of all CPUs",
           double(cpu_permille_.load()));
   v.latency("import_latency", "HANDOFF received to READY sent", import_latency_);

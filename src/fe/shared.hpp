@@ -50,10 +50,11 @@ namespace tcpha::fe {
   X(ctl_failures, "control connections lost or refused")                            \
   X(ctl_bad_frames, "control frames that failed authentication or parsing")         \
   X(ctl_stale, "control links marked down for missed heartbeats")                   \
-  X(ctl_unauthorized, "READY/CLOSED/REPOINT about a handoff another back-end owns (ignored)") \
+  X(ctl_unauthorized, "READY/CLOSED about a handoff another back-end owns (ignored)") \
   X(be_closed, "CLOSED reports received from back-ends")                            \
   X(repoints, "flows repointed to the back-end a connection moved to (REPOINT)")    \
-  X(repoint_refused, "REPOINTs refused: unknown connection, not its owner, or unknown target") \
+  X(repoint_refused, "REPOINTs refused: unknown connection or unknown target")         \
+  X(repoint_stale, "REPOINTs older than one already applied (out of order; harmless)") \
   X(reloads, "configuration reloads applied")                                       \
   X(reload_failures, "configuration reloads refused (the old one stays)")
 

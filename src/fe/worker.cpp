@@ -77,6 +77,7 @@ struct Worker::ControlConn : Item {
   bool up = false;          // link up, peer id and MAC checked
   bool live = false;        // counted in be->links_up: up and heartbeating
   uint64_t retired_at = 0;  // no longer in the configuration; closes when idle
+  bool told_drained = false;  // the BE knows it is drained (DRAIN sent)
 };
 
 // What the router sees of the back-ends, from this worker's point of view.
@@ -113,7 +114,7 @@ class Worker::Load final : public sched::LoadView {
 // all workers) and this worker's control link to it.
 class Worker::Port final : public handoff::SenderPort {
  public:
-  Port(Worker& w, BackendState& b) : w_(w), b_(b) {}
+  Port(Worker& w, BackendState& b, int rule = -1) : w_(w), b_(b), rule_(rule) {}
   Status hold(const tcpha_flow_key& key) override { return w_.sh_.dp->hold(key); }
   Status forward(const tcpha_flow_key& key) override {
     Mac be_mac = BackendState::unpack(b_.mac.load(std::memory_order_relaxed));
@@ -121,7 +122,7 @@ class Worker::Port final : public handoff::SenderPort {
   }
   void release(const tcpha_flow_key& key) override { (void)w_.sh_.dp->remove(key); }
   bool send_handoff(uint64_t id, const handoff::TcpState& st, const std::string& bytes) override {
-    return send(proto::HandoffMsg{id, st, bytes});
+    return send(proto::HandoffMsg{id, st, bytes, rule_});
   }
   bool send_commit(uint64_t id) override { return send(proto::CommitMsg{id}); }
   void send_abort(uint64_t id) override { send(proto::AbortMsg{id}); }
@@ -133,6 +134,7 @@ class Worker::Port final : public handoff::SenderPort {
   }
   Worker& w_;
   BackendState& b_;
+  int rule_;  // the rule the request was routed by, for the BE's drain and rebalance
 };
 
 Worker::Worker(Shared& shared, uint32_t index)
@@ -418,7 +420,7 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
   // Steps 1-3 (handoff/sender.hpp): HOLD, export, HANDOFF. Out of the epoll set
   // meanwhile: the socket is in repair mode.
   epoll_set(EPOLL_CTL_DEL, c.fd.get(), 0, &c);
-  Port port(*this, be);
+  Port port(*this, be, c.rule);
   const handoff::MovingConn mc{c.fd.get(), c.local, c.peer, c.key};
   using Outcome = handoff::Sender::Outcome;
   const Outcome o = c.move.start(port, mc, c.id, c.buf);
@@ -634,6 +636,7 @@ void Worker::control_changed(ControlConn& cc, unsigned changes, std::vector<prot
     }
     b.mac.store(BackendState::pack(*mac), std::memory_order_relaxed);
     cc.up = true;
+    cc.told_drained = false;
     // Which worker this link is: a BE that received one of our connections from
     // another BE reports its CLOSED to the worker named in the connection's id.
     cc.link.send(proto::WorkerMsg{index_});
@@ -682,10 +685,14 @@ void Worker::on_closed(ControlConn& cc, const proto::ClosedMsg& cl) {
   release(it);
 }
 
-// Multi-handoff: the owner of a connection moved it to another BE (committed there)
-// and asks us to point the flow at the new owner. Only the current owner may, and
-// only to a BE we know and can reach; the answer tells it when it may stop
-// forwarding the strays it still receives.
+// Multi-handoff: a BE moved a connection to another BE (committed there) and asks us
+// to point the flow at the new owner; the answer tells it when it may stop forwarding
+// the strays it still receives. The REPOINTs of one connection come from the BEs it
+// passes through, on different links, and a busy worker may read them out of order:
+// each carries the connection's move number, and only a number above the last one
+// applied counts (an older one is answered ESTALE: its sender forwards nothing any
+// more, the flow points further on). Any BE of the cluster may send one (each holds
+// the cluster key and could import the connection anyway); only to a BE we know.
 void Worker::on_repoint(ControlConn& cc, const proto::RepointMsg& m) {
   uint32_t status = 0;
   auto it = committed_.find(m.id);
@@ -694,11 +701,8 @@ void Worker::on_repoint(ControlConn& cc, const proto::RepointMsg& m) {
     if (b->id == m.target) to = b;
   if (it == committed_.end()) {
     status = ENOENT;
-  } else if (it->second.be != cc.be) {
-    sh_.counters.inc(Counter::ctl_unauthorized);
-    spdlog::warn("[w{}] REPOINT of {} from {}, which {} owns: ignored", index_, m.id, cc.be->id,
-                 it->second.be->id);
-    status = EPERM;
+  } else if (m.seq <= it->second.seq) {
+    status = ESTALE;
   } else if (!to || to->mac.load(std::memory_order_relaxed) == 0) {
     status = EHOSTUNREACH;
   } else {
@@ -706,15 +710,20 @@ void Worker::on_repoint(ControlConn& cc, const proto::RepointMsg& m) {
     if (auto s = sh_.dp->forward(it->second.key, to->uid, mac, sh_.fe_mac); !s)
       status = uint32_t(s.error().err ? s.error().err : EIO);
   }
-  if (status != 0) {
+  if (status == ESTALE) {
+    sh_.counters.inc(Counter::repoint_stale);
+  } else if (status != 0) {
     sh_.counters.inc(Counter::repoint_refused);
+    spdlog::warn("[w{}] REPOINT of {} to '{}' from {}: {}", index_, m.id, m.target, cc.be->id,
+                 strerror(int(status)));
   } else {
     sh_.counters.inc(Counter::repoints);
     it->second.be->active.fetch_sub(1, std::memory_order_relaxed);
     to->active.fetch_add(1, std::memory_order_relaxed);
     it->second.be = to;
+    it->second.seq = m.seq;
   }
-  cc.link.send(proto::RepointedMsg{m.id, status});
+  cc.link.send(proto::RepointedMsg{m.id, status, m.seq});
   if (status == 0) {
     auto e = early_closed_.find(m.id);
     if (e != early_closed_.end() && e->second.be == to) {
@@ -809,6 +818,11 @@ void Worker::tick(uint64_t now) {
       std::vector<proto::Message> none;
       control_changed(*cc, changes, none);
     }
+    // The operator's drain, passed on: a drained BE moves its keep-alive connections
+    // to other BEs of their groups (multi-handoff) instead of keeping them.
+    if (const bool d = b->drained.load(std::memory_order_relaxed);
+        cc->up && d != cc->told_drained && cc->link.send(proto::DrainMsg{d}))
+      cc->told_drained = d;
     if (cc->up) {
       uint64_t age = now - cc->link.last_heard();
       b->heartbeat_age_ms.store(int64_t(age / kMs), std::memory_order_relaxed);

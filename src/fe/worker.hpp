@@ -86,6 +86,7 @@ class Worker {
   struct Committed {
     tcpha_flow_key key;
     BackendState* be;
+    uint32_t seq = 0;  // the owner's move number (REPOINT): 0 after our own handoff
   };
   using CommittedMap = std::unordered_map<uint64_t, Committed>;
   CommittedMap committed_;  // handed off, until CLOSED

@@ -108,6 +108,8 @@ void put(std::string& out, const HandoffMsg& m) {
   put_state(out, m.state);
   put_be(out, static_cast<uint32_t>(m.request.size()));
   out.append(m.request);
+  put_be(out, static_cast<uint32_t>(m.rule));
+  put_be(out, m.seq);
 }
 void put(std::string& out, const ReadyMsg& m) {
   put_be(out, m.id);
@@ -125,6 +127,7 @@ void put(std::string& out, const HeartbeatMsg& m) {
   put_be(out, m.active);
   put_be(out, m.cpu_permille);
   put_be(out, m.cache_hit_permille);
+  put_be(out, m.flags);
 }
 
 // Short strings: u8 length, then the bytes.
@@ -157,19 +160,25 @@ void put(std::string& out, const WorkerMsg& m) { put_be(out, m.index); }
 void get(Reader& r, WorkerMsg& m) { m.index = r.be<uint32_t>(); }
 void put(std::string& out, const RepointMsg& m) {
   put_be(out, m.id);
+  put_be(out, m.seq);
   put_str(out, m.target);
 }
 void get(Reader& r, RepointMsg& m) {
   m.id = r.be<uint64_t>();
+  m.seq = r.be<uint32_t>();
   get_str(r, m.target);
 }
 void put(std::string& out, const RepointedMsg& m) {
   put_be(out, m.id);
   put_be(out, m.status);
+  put_be(out, m.seq);
 }
+void put(std::string& out, const DrainMsg& m) { put_be(out, uint8_t(m.on ? 1 : 0)); }
+void get(Reader& r, DrainMsg& m) { m.on = r.be<uint8_t>() != 0; }
 void get(Reader& r, RepointedMsg& m) {
   m.id = r.be<uint64_t>();
   m.status = r.be<uint32_t>();
+  m.seq = r.be<uint32_t>();
 }
 
 void get(Reader& r, HandoffMsg& m) {
@@ -177,6 +186,8 @@ void get(Reader& r, HandoffMsg& m) {
   get_state(r, m.state);
   const uint32_t len = r.be<uint32_t>();
   r.bytes(m.request, len);
+  m.rule = static_cast<int32_t>(r.be<uint32_t>());
+  m.seq = r.be<uint32_t>();
 }
 void get(Reader& r, ReadyMsg& m) {
   m.id = r.be<uint64_t>();
@@ -194,6 +205,7 @@ void get(Reader& r, HeartbeatMsg& m) {
   m.active = r.be<uint32_t>();
   m.cpu_permille = r.be<uint32_t>();
   m.cache_hit_permille = r.be<uint32_t>();
+  m.flags = r.be<uint32_t>();
 }
 
 template <typename M>
@@ -205,8 +217,8 @@ Result<Message> decode_as(const uint8_t* p, size_t n) {
   return Message{std::move(m)};
 }
 
-// HANDOFF's fixed part: id, TcpState, request length.
-constexpr size_t kHandoffFixed = 8 + kTcpStateWireSize + 4;
+// HANDOFF's fixed part: id, TcpState, request length, rule, seq.
+constexpr size_t kHandoffFixed = 8 + kTcpStateWireSize + 4 + 4 + 4;
 
 // Every message type once, in the order of the Message variant: its wire type, its
 // largest payload (checked against a frame's header) and its decoder. HELLO and AUTH
@@ -222,13 +234,14 @@ constexpr TypeInfo kTypes[] = {
     {MsgType::Commit, 8, decode_as<CommitMsg>},
     {MsgType::Abort, 8, decode_as<AbortMsg>},
     {MsgType::Closed, 3 * 8, decode_as<ClosedMsg>},
-    {MsgType::Heartbeat, 8 + 3 * 4, decode_as<HeartbeatMsg>},
+    {MsgType::Heartbeat, 8 + 4 * 4, decode_as<HeartbeatMsg>},
     // id, address, weight, up to 255 groups of up to 255 bytes
     {MsgType::Join, (1 + 255) + 4 + 4 + 1 + 255 * (1 + 255), decode_as<JoinMsg>},
     {MsgType::Leave, 0, decode_as<LeaveMsg>},
     {MsgType::Worker, 4, decode_as<WorkerMsg>},
-    {MsgType::Repoint, 8 + 1 + 255, decode_as<RepointMsg>},
-    {MsgType::Repointed, 8 + 4, decode_as<RepointedMsg>},
+    {MsgType::Repoint, 8 + 4 + 1 + 255, decode_as<RepointMsg>},
+    {MsgType::Repointed, 8 + 4 + 4, decode_as<RepointedMsg>},
+    {MsgType::Drain, 1, decode_as<DrainMsg>},
 };
 static_assert(std::size(kTypes) == std::variant_size_v<Message>);
 

@@ -43,11 +43,16 @@
 //
 // Payloads (big-endian, every field encoded explicitly; exact length, no trailing bytes):
 //   AUTH      32-byte transcript hash (handshake only; never delivered as a message)
-//   HANDOFF   u64 id | TcpState (below) | u32 request length | request bytes
+//   HANDOFF   u64 id | TcpState (below) | u32 request length | request bytes |
+//             i32 rule (the cluster file's rule the connection was last routed by,
+//             -1: none; drain and rebalance keep it in its group) | u32 seq (the
+//             connection's move number at the receiver: 0 from the FE, +1 per move)
 //   READY     u64 id | u32 status (0 = ok, else an errno-like reason the BE refused)
 //   COMMIT    u64 id              ABORT     u64 id
 //   CLOSED    u64 id | u64 bytes_sent | u64 bytes_received (seen by the BE)
-//   HEARTBEAT u64 sent_ns | u32 active | u32 cpu_permille | u32 cache_hit_permille
+//   HEARTBEAT u64 sent_ns | u32 active | u32 cpu_permille | u32 cache_hit_permille |
+//             u32 flags (kHeartbeatDraining: the sender is being drained; take no
+//             connections there)
 //   JOIN      u8 id length | id | address (4 raw bytes) | u32 weight | u8 group count |
 //             per group: u8 length | name
 //   LEAVE     (empty)
@@ -55,9 +60,14 @@
 //                             (a connection's id carries its worker in bits 48..63, so a
 //                             BE that received it from another BE reports CLOSED to
 //                             the right worker)
-//   REPOINT   u64 id | u8 length | target BE id   BE -> FE: the connection moved to that
-//                             BE (committed there); point the flow at it
-//   REPOINTED u64 id | u32 status (0 = done)       FE -> BE: the answer to REPOINT
+//   REPOINT   u64 id | u32 seq | u8 length | target BE id   BE -> FE: the connection
+//                             moved to that BE (committed there, its move number seq);
+//                             point the flow at it. REPOINTs of one connection come
+//                             from different BEs on different links and may arrive out
+//                             of order: the FE applies only a seq above the last one.
+//   REPOINTED u64 id | u32 status (0 = done) | u32 seq   FE -> BE: the answer to REPOINT
+//   DRAIN     u8 on            FE -> BE: the operator drained (1) or undrained (0) it;
+//                             a drained BE moves its keep-alive connections away
 // TcpState travels field by field in declaration order (kTcpStateWireSize = 60 bytes):
 // addresses and ports, already in network order in the struct, as their 4/2 raw bytes;
 // every other field big-endian.
@@ -102,6 +112,7 @@ enum class MsgType : uint8_t {
   Worker = 11,     // FE -> BE: the FE worker behind this link
   Repoint = 12,    // BE -> FE: a connection moved to another BE (multi-handoff)
   Repointed = 13,  // FE -> BE: the flow now points at the new owner
+  Drain = 14,      // FE -> BE: drained or undrained by the operator
 };
 enum class Role : uint8_t { Fe = 1, Be = 2 };
 
@@ -109,6 +120,8 @@ struct HandoffMsg {
   uint64_t id = 0;
   handoff::TcpState state;
   std::string request;  // the bytes the FE read from the client, to re-queue on the BE
+  int32_t rule = -1;
+  uint32_t seq = 0;
 };
 struct ReadyMsg {
   uint64_t id = 0;
@@ -124,9 +137,11 @@ struct ClosedMsg {
   uint64_t id = 0;
   uint64_t bytes_sent = 0, bytes_received = 0;
 };
+inline constexpr uint32_t kHeartbeatDraining = 1;
 struct HeartbeatMsg {
   uint64_t sent_ns = 0;
   uint32_t active = 0, cpu_permille = 0, cache_hit_permille = 0;
+  uint32_t flags = 0;  // kHeartbeat*
 };
 struct JoinMsg {
   std::string id;
@@ -141,13 +156,19 @@ struct WorkerMsg {
 struct RepointMsg {
   uint64_t id = 0;
   std::string target;  // the id of the BE that owns the connection now
+  uint32_t seq = 0;    // the connection's move number there
 };
 struct RepointedMsg {
   uint64_t id = 0;
-  uint32_t status = 0;  // 0 = the flow points at the new owner; else errno-like
+  uint32_t status = 0;  // 0 = the flow points at the new owner; ESTALE: a later move
+                        // was applied already; else errno-like
+  uint32_t seq = 0;     // the REPOINT's
+};
+struct DrainMsg {
+  bool on = false;
 };
 using Message = std::variant<HandoffMsg, ReadyMsg, CommitMsg, AbortMsg, ClosedMsg, HeartbeatMsg,
-                             JoinMsg, LeaveMsg, WorkerMsg, RepointMsg, RepointedMsg>;
+                             JoinMsg, LeaveMsg, WorkerMsg, RepointMsg, RepointedMsg, DrainMsg>;
 
 // The FE worker that owns a connection id (ids are (worker << 48) | counter).
 constexpr uint32_t worker_of(uint64_t id) { return uint32_t(id >> 48); }

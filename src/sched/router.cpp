@@ -147,6 +147,13 @@ Decision Router::route_held(const http::Request& req, uint32_t client_addr_be,
   return {Decision::NoRule, 0, -1};
 }
 
+const Members& Router::members(int rule) const { return rules_.at(size_t(rule)).policy->members(); }
+
+int Router::pick(int rule, uint32_t client_addr_be, const LoadView& load) {
+  static const http::Request kNone{};
+  return rules_.at(size_t(rule)).policy->pick(kNone, client_addr_be, load);
+}
+
 size_t Router::rule_count() const { return rules_.size(); }
 
 const std::string& Router::rule_name(int i) const { return rules_.at(size_t(i)).name; }

@@ -60,6 +60,12 @@ class Router {
   Decision route_held(const http::Request& req, uint32_t client_addr_be, const LoadView& load,
                       uint32_t holder);
 
+  // Rule i's group, and its policy's choice for a connection with no request at hand
+  // (drain and rebalance move idle connections; the policy sees an empty request):
+  // a Members position, or -1 when no member is usable.
+  const Members& members(int rule) const;
+  int pick(int rule, uint32_t client_addr_be, const LoadView& load);
+
   size_t rule_count() const;
   const std::string& rule_name(int i) const;  // the rule's name, or "rule@LINE"
   uint32_t local_id() const { return local_id_; }

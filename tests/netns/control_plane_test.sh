@@ -35,7 +35,8 @@ be1_pid=${TB_PID[be1]}  # ip netns exec and prlimit exec: the agent itself
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Established connections on be1's control port that be1 has accepted (those still in
 # the listen backlog have no owner yet).
-be1_ctl_conns() { tb_be 1 ss -Htnp state established "( sport = :7400 )" | grep -c "pid=$be1_pid," || true; }
+# Connections from the FE's address only: the other BE's link (multi-handoff) is not part of it.
+be1_ctl_conns() { tb_be 1 ss -Htnp state established "( sport = :7400 and dst $TB_FE_ADDR )" | grep -c "pid=$be1_pid," || true; }
 
 # flood NS SECONDS AGE: N connections to be1's control port from namespace NS, held
 # for SECONDS; prints "connected C open O old_open P": O = still open at the end (the

@@ -74,6 +74,8 @@ void expect_same(const Message& a, const Message& b) {
     EXPECT_EQ(x->id, y.id);
     expect_same(x->state, y.state);
     EXPECT_EQ(x->request, y.request);
+    EXPECT_EQ(x->rule, y.rule);
+    EXPECT_EQ(x->seq, y.seq);
   } else if (auto* x = std::get_if<ReadyMsg>(&a)) {
     EXPECT_EQ(x->id, std::get<ReadyMsg>(b).id);
     EXPECT_EQ(x->status, std::get<ReadyMsg>(b).status);
@@ -99,9 +101,13 @@ void expect_same(const Message& a, const Message& b) {
   } else if (auto* x = std::get_if<RepointMsg>(&a)) {
     EXPECT_EQ(x->id, std::get<RepointMsg>(b).id);
     EXPECT_EQ(x->target, std::get<RepointMsg>(b).target);
+    EXPECT_EQ(x->seq, std::get<RepointMsg>(b).seq);
+  } else if (auto* x = std::get_if<DrainMsg>(&a)) {
+    EXPECT_EQ(x->on, std::get<DrainMsg>(b).on);
   } else if (auto* x = std::get_if<RepointedMsg>(&a)) {
     EXPECT_EQ(x->id, std::get<RepointedMsg>(b).id);
     EXPECT_EQ(x->status, std::get<RepointedMsg>(b).status);
+    EXPECT_EQ(x->seq, std::get<RepointedMsg>(b).seq);
   } else {
     const auto& p = std::get<HeartbeatMsg>(a);
     const auto& q = std::get<HeartbeatMsg>(b);
@@ -109,27 +115,30 @@ void expect_same(const Message& a, const Message& b) {
     EXPECT_EQ(p.active, q.active);
     EXPECT_EQ(p.cpu_permille, q.cpu_permille);
     EXPECT_EQ(p.cache_hit_permille, q.cache_hit_permille);
+    EXPECT_EQ(p.flags, q.flags);
   }
 }
 
 std::vector<Message> all_messages() {
   return {
       HandoffMsg{0x1122334455667788, sample_state(), "GET /a.png HTTP/1.1\r\nHost: x\r\n\r\n"},
-      HandoffMsg{2, handoff::TcpState{}, ""},
+      HandoffMsg{2, handoff::TcpState{}, "", 3, 0xfffffffe},
       ReadyMsg{0x1122334455667788, 0},
       ReadyMsg{3, ENOSPC},
       CommitMsg{0xffffffffffffffff},
       AbortMsg{4},
       ClosedMsg{5, 10'000'000'000, 77},
-      HeartbeatMsg{0x7fffffffffffffff, 4'000'000'000, 1000, 999},
+      HeartbeatMsg{0x7fffffffffffffff, 4'000'000'000, 1000, 999, kHeartbeatDraining},
       JoinMsg{"be4", 0x0e00c80a, 3, {"all", "images"}},
       JoinMsg{"x", 0, 1, {}},
       LeaveMsg{},
       WorkerMsg{7},
-      RepointMsg{0x0001000000000009, "be3"},
-      RepointMsg{1, ""},
-      RepointedMsg{0x0001000000000009, 0},
-      RepointedMsg{2, ENOENT},
+      RepointMsg{0x0001000000000009, "be3", 7},
+      RepointMsg{1, "", 0},
+      RepointedMsg{0x0001000000000009, 0, 7},
+      RepointedMsg{2, ENOENT, 1},
+      DrainMsg{true},
+      DrainMsg{false},
   };
 }
 
@@ -275,7 +284,7 @@ TEST(ProtoSession, EveryMessageRoundTripsInBothDirections) {
 TEST(ProtoSession, LargestHandoffFitsAndOneByteMoreIsRefused) {
   Pair p;
   p.establish();
-  const size_t fixed = 8 + kTcpStateWireSize + 4;
+  const size_t fixed = 8 + kTcpStateWireSize + 4 + 4 + 4;  // id, state, length, rule, seq
   HandoffMsg big{1, sample_state(), std::string(kMaxPayload - fixed, 'r')};
   std::string wire;
   ASSERT_TRUE(p.fe.send(big, wire));
@@ -664,12 +673,14 @@ TEST(ProtoCodec, WireLayoutIsBigEndianWithAddressesInNetworkOrder) {
   std::memcpy(&s.local_addr, addr, 4);
   s.mss = 1460;
   const std::string p = payload_of(HandoffMsg{1, s, "ab"});
-  ASSERT_EQ(p.size(), 8 + kTcpStateWireSize + 4 + 2);
+  ASSERT_EQ(p.size(), 8 + kTcpStateWireSize + 4 + 2 + 4 + 4);
   EXPECT_EQ(p.substr(8, 4), std::string("\x0a\x00\x00\x0a", 4));
   EXPECT_EQ(p.substr(8 + 20, 4), std::string("\x00\x00\x05\xb4", 4));  // mss
   EXPECT_EQ(p.substr(8 + kTcpStateWireSize), std::string("\x00\x00\x00\x02"
-                                                         "ab",
-                                                         6));
+                                                         "ab"
+                                                         "\xff\xff\xff\xff"
+                                                         "\x00\x00\x00\x00",
+                                                         14));  // rule -1, seq 0
 }
 
 TEST(ProtoCodec, EveryTruncationAndTrailingByteIsRefused) {
