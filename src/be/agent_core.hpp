@@ -254,6 +254,7 @@ class Agent {
   UniqueFd ep_, docroot_;
   ListenSocket listener_;  // the control port
   std::unique_ptr<serve::FileCache> cache_;  // cache_mb > 0
+  std::shared_ptr<spdlog::logger> access_log_;  // [[backend]] access_log
   Item listener_item_{Item::Listener}, signal_item_{Item::Signal};
   // Connections whose response is complete, until they are really over (both kinds).
   std::unique_ptr<Closings> closings_;

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "be/agent_core.hpp"
+#include "common/access_log.hpp"
 #include "common/clock.hpp"
 #include "common/net.hpp"
 
@@ -51,6 +52,7 @@ Status Agent::open(int sigfd, const std::string& ifname) {
     docroot_.reset(::open(self_.docroot.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!docroot_.valid()) return sys_error("docroot " + self_.docroot);
     if (self_.cache_mb > 0) cache_ = std::make_unique<serve::FileCache>(uint64_t(self_.cache_mb) << 20);
+    access_log_ = open_access_log(self_.access_log);
   }
   sockaddr_in a{};
   a.sin_family = AF_INET;

@@ -22,6 +22,16 @@ void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
   getsockname(h->fd.get(), reinterpret_cast<sockaddr*>(&h->local), &len);
   len = sizeof h->peer;
   getpeername(h->fd.get(), reinterpret_cast<sockaddr*>(&h->peer), &len);
+  if (access_log_) {
+    // Which back-end answered each request, and the connection's move number here
+    // (0: the FE handed it here; n: it came by its n-th move between back-ends).
+    HttpConn* conn = h.get();
+    h->session.set_on_answer([this, conn](const http::Request& req, int status, uint64_t bytes) {
+      access_log_->info("{} \"{} {} HTTP/1.{}\" {} {} backend={} move={}", endpoint_str(conn->peer),
+                        req.method, req.target, req.version_minor, status, bytes, self_.id,
+                        conn->move_seq);
+    });
+  }
   if (router_) {
     HttpConn* conn = h.get();
     h->session.set_router([this, conn](const http::Request& req) { return route_later(*conn, req); });

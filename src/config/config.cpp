@@ -333,7 +333,8 @@ void read_frontend(const TableReader& r, FrontendSection& f) {
 
 void read_backend(const TableReader& r, BackendSection& b) {
   r.allow_only({"id", "address", "weight", "groups", "docroot", "upstream", "proxy_protocol",
-                "x_forwarded_for", "cache_mb", "metrics", "metrics_allow", "upstream_timeout_ms"});
+                "x_forwarded_for", "cache_mb", "metrics", "metrics_allow", "upstream_timeout_ms",
+                "access_log"});
   b.line = r.line();
   read_id(r, Need::required, b.id);
   read_address(r, "address", Need::required, b.address, b.addr);
@@ -374,6 +375,11 @@ void read_backend(const TableReader& r, BackendSection& b) {
     r.error("upstream_timeout_ms", "applies only to the relay to a local server (upstream)");
   r.number("upstream_timeout_ms", 1, 600000, b.upstream_timeout_ms);
   read_metrics(r, b.metrics, b.metrics_allow);
+  if (auto a = r.string("access_log")) {
+    if (a->empty()) r.error("access_log", "empty path");
+    else if (r.has("upstream")) r.error("access_log", "applies only to the built-in server (docroot)");
+    else b.access_log = *a;
+  }
 }
 
 constexpr std::string_view kMatchKeys[] = {"method", "host", "path", "header", "cookie"};

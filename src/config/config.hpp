@@ -74,6 +74,9 @@ struct BackendSection {
   std::string metrics;
   std::vector<Ipv4Prefix> metrics_allow;  // as in FrontendSection
   uint32_t upstream_timeout_ms = 2000;  // connect timeout to the upstream: 504 after it
+  // One line per request this back-end answers (built-in server), the ones a
+  // connection brought here by a move included; empty = off.
+  std::string access_log;
   int line = 0;
 };
 

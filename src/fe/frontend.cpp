@@ -1,4 +1,5 @@
 #include "fe/frontend.hpp"
+#include "common/access_log.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -90,21 +91,6 @@ Result<std::shared_ptr<const Snapshot>> make_snapshot(Shared& sh,
   snap->cfg = std::move(cfg);
   snap->generation = generation;
   return std::shared_ptr<const Snapshot>(std::move(snap));
-}
-
-// The access log is a logger of its own, so that SIGHUP can reopen its file.
-std::shared_ptr<spdlog::logger> open_access_log(const std::string& path) {
-  if (path.empty()) return nullptr;
-  try {
-    auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path);
-    auto log = std::make_shared<spdlog::logger>("access", sink);
-    log->set_pattern("%Y-%m-%dT%H:%M:%S.%f %v");
-    log->flush_on(spdlog::level::info);
-    return log;
-  } catch (const spdlog::spdlog_ex& e) {
-    spdlog::error("access log {}: {}", path, e.what());
-    return nullptr;
-  }
 }
 
 // What a reload may not change: these are bound into sockets, addresses and BPF.

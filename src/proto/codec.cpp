@@ -49,6 +49,8 @@ class Reader {
   }
   // Every field was present and nothing is left over.
   bool ok() const { return ok_ && p_ == end_; }
+  // A field's value is outside its domain (encodings are canonical: one per message).
+  void invalid() { ok_ = false; }
 
  private:
   bool take(size_t n) {
@@ -174,7 +176,11 @@ void put(std::string& out, const RepointedMsg& m) {
   put_be(out, m.seq);
 }
 void put(std::string& out, const DrainMsg& m) { put_be(out, uint8_t(m.on ? 1 : 0)); }
-void get(Reader& r, DrainMsg& m) { m.on = r.be<uint8_t>() != 0; }
+void get(Reader& r, DrainMsg& m) {
+  const uint8_t on = r.be<uint8_t>();
+  if (on > 1) r.invalid();
+  m.on = on == 1;
+}
 void get(Reader& r, RepointedMsg& m) {
   m.id = r.be<uint64_t>();
   m.status = r.be<uint32_t>();

@@ -79,17 +79,21 @@ StaticSession::Plan StaticSession::plan_next() {
     bool has_body = req.content_length.value_or(0) > 0 || req.chunked;
     close_after_ = has_body || !req.keep_alive;
     out_ = http::simple_reply(verdict, close_after_);
+    if (answered_) answered_(req, verdict, out_.size());
     in_.erase(0, r.consumed);
     ++requests_;
   } else if (r.status == http::ParseStatus::Error) {
     ++bad_requests_;
     out_ = http::simple_reply(r.http_status, true);
+    if (answered_) answered_(req, r.http_status, out_.size());
     close_after_ = true;
     in_.clear();
   } else {
     // GET and HEAD carry no body; for other methods (answered 405) the connection
     // closes after the reply rather than guessing where their body ends.
     auto reply = plan_static_reply(docroot_fd_, req, server_name_, time(nullptr));
+    if (answered_)
+      answered_(req, reply.status, reply.head.size() + reply.inline_body.size() + reply.length);
     bool has_body = req.content_length.value_or(0) > 0 || req.chunked;
     in_.erase(0, r.consumed);
     out_ = std::move(reply.head);

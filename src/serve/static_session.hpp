@@ -31,6 +31,10 @@ class StaticSession {
   static constexpr int kServe = 0, kMove = -1;
   using Router = std::function<int(const http::Request&)>;
   void set_router(Router r) { router_ = std::move(r); }
+  // Called once per request answered here (not for one that moves), with the status
+  // and the bytes the response will have: the access log.
+  using Answered = std::function<void(const http::Request&, int status, uint64_t bytes)>;
+  void set_on_answer(Answered a) { answered_ = std::move(a); }
   // The bytes read and not answered yet: the request the router wanted moved and
   // whatever was pipelined after it. They travel with the connection.
   std::string& buffered() { return in_; }
@@ -81,6 +85,7 @@ class StaticSession {
   std::string server_name_;
   FileCache* cache_;
   Router router_;
+  Answered answered_;
   std::shared_ptr<const std::string> cached_;  // body from the cache, when it had it
   std::string in_;
   std::string out_;         // response head (+ small inline body) still to send

@@ -57,6 +57,8 @@ put 3 /assets/big.js $((4 * MB))
 echo "no rule routes here" >"$WWW/be2/misc/note.txt"
 
 TB_BE_GROUPS=([1]='"pages"' [2]='"images"' [3]='"assets"')
+# Each BE logs the requests it answers: the log says which BE served each request.
+for k in 1 2 3; do TB_BE_EXTRA[k]="access_log = \"$TB_DIR/access-be$k.log\""; done
 TB_NO_DEFAULT_RULE=1
 # A stopped BE must stay "up" in everybody's view for the whole fallback check (a move
 # has to be under way when it hangs), and a CPU-starved CI runner must not flap BEs.
@@ -139,6 +141,16 @@ moves_out_ge() { (($(sum_be .counters.moved_out) >= $1)); }
 tb_until 3000 moves_out_ge 29 || true
 moves_step2=$(sum_be .counters.moved_out)
 ((moves_step2 >= 29)) || tb_fail "step 2: the BEs count $moves_step2 moves out, want >= 29 (one per change of group)"
+# The BEs' access logs: each of the 30 requests answered once, by its group's BE.
+for ((i = 0; i < ${#URLS[@]}; i++)); do
+  u=${URLS[i]}
+  want=$(group_of "$u")
+  want=${want#*(}
+  want=${want%)}
+  n=$(cat "$TB_DIR"/access-be*.log | grep -c "\"GET $u HTTP/1.1\" 200 .* backend=$want " || true)
+  ((n >= 1)) || tb_fail "step 2: no access log line says $want answered $u 200"
+done
+echo "access logs: every URL answered 200 by its group's BE; moved connections: $(cat "$TB_DIR"/access-be*.log | grep -vc ' move=0$' || true) lines"
 echo "moves out so far: $moves_step2; FE repoints $(fe_num .counters.repoints), refused $(fe_num .counters.repoint_refused)"
 
 echo "== 2b. a request no rule matches, on a moved connection: 404, connection kept"

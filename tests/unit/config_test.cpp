@@ -127,6 +127,7 @@ id = "static.2"
 address = "192.168.2.12"
 docroot = "/srv/www"
 cache_mb = 256
+access_log = "/var/log/tcpha/static2.log"
 
 [[rule]]
 name = "api"
@@ -166,6 +167,8 @@ policy = "hash"
   EXPECT_TRUE(c.backends[1].metrics_allow.empty());
   EXPECT_EQ(c.backends[1].docroot, "/srv/www");
   EXPECT_EQ(c.backends[1].cache_mb, 256u);
+  EXPECT_EQ(c.backends[1].access_log, "/var/log/tcpha/static2.log");
+  EXPECT_TRUE(c.backends[0].access_log.empty());
   EXPECT_TRUE(c.backends[1].groups.empty());
   ASSERT_EQ(c.rules.size(), 1u);
   const auto& rule = c.rules[0];
@@ -927,6 +930,16 @@ upstream = "127.0.0.1:8080"
 cache_mb = 64
 )",
          7, "[backend] cache_mb: applies only to the built-in server"},
+        {"AccessLogWithUpstream",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+upstream = "127.0.0.1:8080"
+access_log = "/var/log/be1.log"
+)",
+         7, "[backend] access_log: applies only to the built-in server"},
         {"BadBackendMetrics",
          R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
 frontend = { address = "10.0.0.1", interface = "eth0" }

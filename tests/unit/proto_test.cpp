@@ -706,6 +706,14 @@ TEST(ProtoCodec, EveryTruncationAndTrailingByteIsRefused) {
           .ok());
 }
 
+// Found by the fuzzer: DRAIN's byte is 0 or 1; anything else would decode to a message
+// that encodes differently (every encoding is canonical).
+TEST(ProtoCodec, DrainFlagOtherThanZeroOrOneIsRefused) {
+  const uint8_t two[1] = {2}, space[1] = {0x20};
+  EXPECT_FALSE(decode_payload(MsgType::Drain, two, 1).ok());
+  EXPECT_FALSE(decode_payload(MsgType::Drain, space, 1).ok());
+}
+
 TEST(ProtoCodec, HandoffRequestLengthBeyondPayloadIsRefused) {
   std::string p = payload_of(HandoffMsg{1, sample_state(), "abc"});
   store_be(reinterpret_cast<uint8_t*>(p.data()) + 8 + kTcpStateWireSize, uint32_t{0xffffffff});

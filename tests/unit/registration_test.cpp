@@ -253,6 +253,11 @@ TEST_F(Registry, BackendJoinsAgainAfterTheFrontEndRestartsAndLeavesOnRequest) {
   self.groups = {"all"};
   be::Registration reg(cfg, self);
   ASSERT_TRUE(ev.wait_for("join be7 127.0.0.7"));
+  // The BE marks itself linked as it sends JOIN; the FE may see the JOIN first (CI
+  // once had the first link closed at once and redialled 100 ms later): bounded wait.
+  const auto t_up = std::chrono::steady_clock::now();
+  while (!reg.linked() && std::chrono::steady_clock::now() - t_up < std::chrono::seconds(3))
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_TRUE(reg.linked());
 
   fe.reset();  // the FE stops; it comes back a moment later on the same port
