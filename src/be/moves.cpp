@@ -342,15 +342,18 @@ void Agent::on_repointed(const proto::RepointedMsg& m) {
 // An import here (from the FE or a back-end): if this host still forwards the
 // connection's packets elsewhere (it moved away from here earlier and now comes back),
 // that entry must go before the client's packets are ours to receive.
+// Only this back-end puts entries in its datapath, all of them in moved_flows_ (a
+// hold is taken back or becomes a forwarding entry there), so an import whose 4-tuple
+// is not in it costs no syscall.
 void Agent::forget_local_flow(const handoff::TcpState& st) {
   if (!dp_) return;
   auto key = datapath::make_key(st.peer_addr, st.peer_port, st.local_addr, st.local_port);
-  (void)dp_->remove(key);
-  std::erase_if(moved_flows_, [&](const auto& e) {
+  const size_t n = std::erase_if(moved_flows_, [&](const auto& e) {
     const auto& k = e.second.key;
     return std::equal(std::begin(k.saddr), std::end(k.saddr), std::begin(key.saddr)) &&
            k.sport == key.sport && k.dport == key.dport;
   });
+  if (n > 0) (void)dp_->remove(key);
 }
 
 // Moves waiting for the last ACK of the response before them: every turn of the loop,
