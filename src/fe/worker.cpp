@@ -478,10 +478,20 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
       attempt_failed(c, false);
       return;
     case Outcome::ForwardFailed:
-      // ENOENT: a new SYN reused the 4-tuple meanwhile; this connection is gone.
-      spdlog::warn("forward {}: flow gone", endpoint_str(c.peer));
+      // The hold vanished (ENOENT). Not a new SYN (one on a held flow is dropped): the
+      // flow GC deleting the previous connection's closed flow of the same 4-tuple
+      // just as the client reused the port and our hold replaced it (the bench's
+      // close-1k saw 7 in 74,000). The connection is alive and ours again (the sender
+      // told the BE to ABORT): hand it off anew, to the same BE if the policy says so.
+      spdlog::debug("forward {}: the hold vanished; handing off again", endpoint_str(c.peer));
       sh_.counters.inc(Counter::handoff_failed);
       take_back(c);
+      if (c.attempts < kMaxAttempts) {
+        sh_.counters.inc(Counter::handoff_retried);
+        c.deadline = monotonic_ns() + snap_->cfg->frontend.handoff_timeout_ms * kMs;
+        route(c);
+        return;
+      }
       reply_and_close(c, 503, "forward-failed");
       return;
     default:
