@@ -156,10 +156,13 @@ int Agent::route_later(HttpConn& h, const http::Request& req) {
   // Being drained: a member of the request's group that is not this one, if any.
   auto d = router_->route_held(req, h.peer.sin_addr.s_addr, load,
                                evacuating() ? sched::Router::kNoHolder : uint32_t(self_index_));
-  if (evacuating() && d.kind == sched::Decision::NoBackend &&
-      router_->route_held(req, h.peer.sin_addr.s_addr, load, uint32_t(self_index_)).backend ==
-          uint32_t(self_index_))
-    d = {sched::Decision::Backend, uint32_t(self_index_), d.rule};
+  // No other member usable: this one serves it, if it is in the rule's group (the
+  // rule already matched: no second routing).
+  if (evacuating() && d.kind == sched::Decision::NoBackend) {
+    const sched::Members& m = router_->members(d.rule);
+    for (size_t pos = 0; pos < m.size(); ++pos)
+      if (m[pos].id == uint32_t(self_index_)) d = {sched::Decision::Backend, m[pos].id, d.rule};
+  }
   h.failed_target = -1;  // excluded for this request only
   h.rule = d.rule;
   switch (d.kind) {
