@@ -148,12 +148,8 @@ run_workloads() {
   for w in "${WORKLOADS[@]}"; do
     read -r name path conns close routing <<<"$w"
     wanted "$name" || continue
-    if [[ $routing == part* && $system != tcpha && $system != haproxy ]]; then
-      if [[ $system == direct ]]; then
-        unavailable "$system" "partitioned content: no one BE holds it all" "$name"
-      else
-        unavailable "$system" "later requests on a relayed connection stay on its BE (multi-handoff is built-in server only)" "$name"
-      fi
+    if [[ $routing == part* && $system == direct ]]; then
+      unavailable "$system" "partitioned content: no one BE holds it all" "$name"
       continue
     fi
     bench_measure "$system" "$name" "$(url_of "$system" "$path")" "$conns" "$close" \

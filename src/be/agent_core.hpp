@@ -167,6 +167,9 @@ struct HttpConn : Item {
   // views a heartbeat apart, or between an FE that reloaded its rules and us).
   bool routed_by_sender = false;
   bool awaiting_ack = false;  // waiting for the previous response's last ACK
+  // Relay mode: the routing state of a relayed connection (Agent::relay_routes_), in
+  // conns_ only while it moves; a failed move gives it back to the relay.
+  bool relayed = false;
   uint64_t move_wanted = 0;   // when the router said move (latency, ack wait limit)
   uint64_t move_deadline = 0; // READY expected by then
   handoff::Sender move;
@@ -238,6 +241,11 @@ class Agent {
   void forget_local_flow(const handoff::TcpState& st);
   void tick_moves(uint64_t now);
   void note_load(int32_t backend, const proto::HeartbeatMsg& hb, uint64_t now);
+  // Relay mode (moves.cpp): relayed connections are routed and moved too.
+  void start_relay(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
+                   const PendingImport& imp);
+  void relay_move(HttpConn& h, UniqueFd client, std::string bytes, bool peer_fin);
+  void relay_take_back(HttpConn& h);
   // Drain (SIGTERM or the operator's `tcpha drain`) and rebalance move idle
   // keep-alive connections instead of closing them.
   bool evacuating() const { return draining_ || fe_drained_; }
@@ -281,6 +289,9 @@ class Agent {
   std::vector<PeerLoad> peer_load_;               // by backend index
   std::map<std::pair<uint32_t, uint64_t>, HttpConn*> moving_;  // (target, id): READY awaited
   std::vector<HttpConn*> awaiting_ack_;  // moves waiting for their last response's ACK
+  // Relay mode: the routing state of each relayed connection (HttpConn::relayed),
+  // while the relay holds it.
+  std::unordered_map<HttpConn*, std::unique_ptr<HttpConn>> relay_routes_;
   struct MovedFlow {
     tcpha_flow_key key;
     uint64_t at = 0;          // committed elsewhere (our datapath forwards strays)

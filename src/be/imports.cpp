@@ -56,7 +56,6 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
     if (it == pending_.end()) return;
     PendingImport imp = std::move(it->second);
     UniqueFd fd = std::move(imp.fd);
-    const bool peer_fin = imp.peer_fin;
     pending_.erase(it);
     if (auto s = handoff::activate(fd.get()); !s) {
       // The FE has pointed the flow here and counts the connection active: tell it
@@ -68,9 +67,7 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
     }
     if (cc.peer_backend >= 0) inc(Counter::moved_in);
     if (relays_) {
-      inc(Counter::imported);
-      active_.fetch_add(1);
-      relays_->start(std::move(fd), cc.id, c->id, peer_fin, monotonic_ns());
+      start_relay(std::move(fd), cc.id, c->id, imp);
       return;
     }
     start_http(std::move(fd), cc.id, c->id, imp);

@@ -104,14 +104,22 @@ Status Agent::open_moves(const std::string& ifname) {
   for (size_t i = 0; i < cfg_.backends.size(); ++i)
     if (&cfg_.backends[i] == &self_) self_index_ = int32_t(i);
   if (self_index_ < 0 || cfg_.backends.size() < 2) return {};
-  if (!self_.upstream.empty()) {
-    spdlog::info("relay mode: later requests on a connection stay on this back-end "
-                 "(multi-handoff is built-in server only so far)");
-    return {};
-  }
   auto router = sched::Router::build(cfg_);
   if (!router) return router.error();
   router_ = std::move(*router);
+  if (relays_) {
+    // Relay mode: the relay frames each request and response of a connection and
+    // asks route_later about every request, as the built-in server does.
+    static_assert(RelayRouting::kServe == serve::StaticSession::kServe &&
+                  RelayRouting::kMove == serve::StaticSession::kMove);
+    RelayRouting r;
+    r.route = [this](HttpConn& h, const http::Request& req) { return route_later(h, req); };
+    r.move = [this](HttpConn& h, UniqueFd client, std::string bytes, bool peer_fin) {
+      relay_move(h, std::move(client), std::move(bytes), peer_fin);
+    };
+    r.forget = [this](HttpConn& h) { relay_routes_.erase(&h); };
+    relays_->set_routing(std::move(r));
+  }
   auto dp = datapath::Datapath::attach(ifname, TCPHA_DEFAULT_MAX_FLOWS);
   if (!dp) return Error{dp.error().err, "datapath on " + ifname + ": " + dp.error().what};
   dp_ = std::move(*dp);
@@ -236,6 +244,10 @@ void Agent::move_failed(HttpConn& h, const char* why) {
   h.failed_target = h.move_target;
   h.move_target = -1;
   h.awaiting_ack = false;
+  if (h.relayed) {  // the relay takes it back and routes the request again
+    relay_take_back(h);
+    return;
+  }
   on_http(h, EPOLLIN);
 }
 
@@ -505,6 +517,70 @@ void Agent::rebalance(uint64_t now) {
       --to_move;
     }
   }
+}
+
+// Relay mode: a relayed connection's routing state lives beside the relay's connection
+// (relay_routes_); route_later treats it like a served connection's. The request the
+// HANDOFF brought is served here without routing it again (routed_by_sender).
+void Agent::start_relay(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
+                        const PendingImport& imp) {
+  inc(Counter::imported);
+  active_.fetch_add(1);
+  HttpConn* route = nullptr;
+  if (router_ && relays_->routing()) {
+    auto h = std::make_unique<HttpConn>(-1, nullptr);
+    h->relayed = true;
+    h->handoff_id = handoff_id;
+    h->control_id = control_id;
+    h->move_seq = imp.seq;
+    h->routed_by_sender = imp.with_request;
+    if (imp.rule >= 0 && size_t(imp.rule) < router_->rule_count()) h->rule = imp.rule;
+    socklen_t len = sizeof h->local;
+    getsockname(fd.get(), reinterpret_cast<sockaddr*>(&h->local), &len);
+    len = sizeof h->peer;
+    getpeername(fd.get(), reinterpret_cast<sockaddr*>(&h->peer), &len);
+    route = h.get();
+    relay_routes_.emplace(route, std::move(h));
+  }
+  relays_->start(std::move(fd), control_id, handoff_id, imp.peer_fin, monotonic_ns(), route);
+}
+
+// The relay hands over a connection whose next request belongs to h.move_target (set
+// by route_later): every response before it is in the client's socket, the upstream
+// connection is closed. From here it is moved like a served connection; its session
+// only holds the unanswered bytes (more the client sends while the move waits for the
+// last ACK are read into them) and says "move" for whatever it holds.
+void Agent::relay_move(HttpConn& h, UniqueFd client, std::string bytes, bool peer_fin) {
+  auto it = relay_routes_.find(&h);
+  if (it == relay_routes_.end()) return;  // cannot happen: the relay got h from us
+  std::unique_ptr<HttpConn> owned = std::move(it->second);
+  relay_routes_.erase(it);
+  const uint64_t now = monotonic_ns();
+  h.fd = std::move(client);
+  h.session.buffered() = std::move(bytes);
+  if (peer_fin) h.session.set_peer_fin();
+  h.session.set_router([](const http::Request&) { return serve::StaticSession::kMove; });
+  h.last_active = now;
+  set(EPOLL_CTL_ADD, h.fd.get(), EPOLLIN | EPOLLRDHUP, &h);
+  conns_.emplace(&h, std::move(owned));
+  start_move(h, now);
+}
+
+// A relayed connection's move failed (move_failed): back to the relay, which connects
+// to the upstream again and routes the request again without the failed target.
+void Agent::relay_take_back(HttpConn& h) {
+  auto it = conns_.find(&h);
+  if (it == conns_.end()) return;
+  set(EPOLL_CTL_DEL, h.fd.get(), 0, &h);
+  std::unique_ptr<HttpConn> owned = std::move(it->second);
+  conns_.erase(it);
+  UniqueFd fd = std::move(h.fd);
+  std::string bytes = std::move(h.session.buffered());
+  h.session.buffered().clear();
+  const bool fin = h.session.peer_closed();
+  relay_routes_.emplace(&h, std::move(owned));
+  relays_->adopt(h, std::move(fd), std::move(bytes), fin, h.control_id, h.handoff_id,
+                 monotonic_ns());
 }
 
 }  // namespace tcpha::be

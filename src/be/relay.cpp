@@ -97,6 +97,29 @@ struct Relays::Conn {
   // to look next.
   uint64_t acked = 0, ack_progress = 0, next_ack_check = 0;
 
+  // Multi-handoff (route mode, route != null): the client's bytes wait in `in` until
+  // framed; each head is routed before it goes on, and `resp` follows where the
+  // server's responses end, so that the connection can leave between two of them.
+  HttpConn* route = nullptr;
+  std::string in;
+  enum class Req : uint8_t { Head, Body, Chunked, Tunnel } req = Req::Head;
+  uint64_t body_left = 0;
+  std::optional<http::ChunkedScanner> chunked;
+  // The head at the front of `in` is not passed on: RelayRouting::kMove, or the status
+  // the relay answers it with (then verdict_close: the connection closes after the
+  // answer, and verdict_len: the head's length). kServe: none pending.
+  int verdict = RelayRouting::kServe;
+  bool verdict_close = false;
+  size_t verdict_len = 0;
+  bool serve_next = false;    // a refused move: the next head goes on without routing
+  bool upgrade_wait = false;  // an upgrade request went on: its answer decides what follows
+  bool close_after_reply = false;
+  std::string reply;  // the relay's own answer, once every response before it is out
+  size_t reply_off = 0;
+  uint64_t heads_passed = 0;  // on this upstream connection
+  bool peek_big = false;      // the last look found an incomplete head in 16 KiB
+  http::ResponseFramer resp;
+
   size_t pending_upstream() const { return to_upstream.size() - to_upstream_off; }
 };
 
@@ -147,7 +170,28 @@ Status Relays::open_pipe(Conn& c) {
 }
 
 void Relays::start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, bool peer_fin,
-                   uint64_t now_ns) {
+                   uint64_t now_ns, HttpConn* route) {
+  inc(Counter::relayed);
+  if (!routing_.route) route = nullptr;
+  // The request is already in the client's receive queue.
+  if (Conn* c = admit(std::move(client), control_id, handoff_id, peer_fin, now_ns, route, {}))
+    pump(*c, now_ns);
+}
+
+void Relays::adopt(HttpConn& route, UniqueFd client, std::string bytes, bool peer_fin,
+                   uint64_t control_id, uint64_t handoff_id, uint64_t now_ns) {
+  inc(Counter::taken_back);
+  // Called from the agent's move machinery, maybe from inside pump(): the connection
+  // gets its turn from the event loop.
+  if (Conn* c = admit(std::move(client), control_id, handoff_id, peer_fin, now_ns, &route,
+                      std::move(bytes)))
+    again(*c);
+}
+
+// Sets up a relayed connection: socket options, the PROXY header, the pipe, the
+// upstream connection (under way). Null when that failed (the connection has ended).
+Relays::Conn* Relays::admit(UniqueFd client, uint64_t control_id, uint64_t handoff_id,
+                            bool peer_fin, uint64_t now_ns, HttpConn* route, std::string bytes) {
   auto owned = std::make_unique<Conn>();
   Conn& c = *owned;
   c.id = next_id_++;
@@ -155,10 +199,11 @@ void Relays::start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, bo
   c.handoff_id = handoff_id;
   c.client = std::move(client);
   c.peer_fin = peer_fin;
+  c.route = route;
+  c.in = std::move(bytes);
   c.last_progress = now_ns;
   c.connect_deadline = now_ns + opts_.connect_timeout_ns;
   conns_.emplace(c.id, std::move(owned));
-  inc(Counter::relayed);
 
   // splice() honours the socket's O_NONBLOCK, not only SPLICE_F_NONBLOCK: a
   // blocking client socket would stall every relay behind one slow client.
@@ -168,23 +213,26 @@ void Relays::start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, bo
   int one = 1;
   setsockopt(c.client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (opts_.proxy_protocol == 2 || opts_.x_forwarded_for) {
+    // The imported socket's own addresses: the client's, wherever the connection was
+    // accepted or moved from, and the VIP.
     sockaddr_in peer{}, local{};
     socklen_t pl = sizeof peer, ll = sizeof local;
     if (getpeername(c.client.get(), reinterpret_cast<sockaddr*>(&peer), &pl) != 0 ||
         getsockname(c.client.get(), reinterpret_cast<sockaddr*>(&local), &ll) != 0) {
       finish(c, End::ClientError, now_ns);
-      return;
+      return nullptr;
     }
     if (opts_.proxy_protocol == 2) c.to_upstream = make_proxy_v2(peer, local);
     if (opts_.x_forwarded_for) {
       c.client_addr = ipv4_str(peer.sin_addr);
-      c.xff.emplace(c.client_addr, opts_.limits);
+      // Route mode frames the requests itself and adds the line as it passes heads on.
+      if (!c.route) c.xff.emplace(c.client_addr, opts_.limits);
     }
   }
   if (auto s = open_pipe(c); !s) {  // out of descriptors: as bad as a refusing upstream
     warn("relay: " + s.error().message());
     finish(c, End::Refused, now_ns);
-    return;
+    return nullptr;
   }
   const SocketAddress& up = opts_.upstream;
   c.upstream.reset(socket(up.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -194,7 +242,7 @@ void Relays::start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, bo
       (connect(c.upstream.get(), up.get(), up.length) != 0 && errno != EINPROGRESS)) {
     warn("relay: connect to upstream " + up.text + ": " + strerror(errno));
     finish(c, End::Refused, now_ns);
-    return;
+    return nullptr;
   }
   // Requests are small and each one waits for its answer: send them at once.
   if (up.family() == AF_INET)
@@ -205,7 +253,17 @@ void Relays::start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, bo
   epoll_ctl(ep_, EPOLL_CTL_ADD, c.client.get(), &e);
   e.data.u64 = kTagBit | c.id << 1 | 1;
   epoll_ctl(ep_, EPOLL_CTL_ADD, c.upstream.get(), &e);
-  pump(c, now_ns);  // the request is already in the client's receive queue
+  return &c;
+}
+
+// Edge-triggered events will not repeat for bytes already waiting: the connection
+// gets another turn after the others had theirs.
+void Relays::again(Conn& c) {
+  if (again_.empty()) {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t r = write(wake_.get(), &one, sizeof one);
+  }
+  again_.push_back(c.id);
 }
 
 void Relays::warn(const std::string& msg) {
@@ -276,6 +334,15 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
       finish(c, c.bad_request ? End::BadRequest : End::ClientError, now_ns);
       return false;
     }
+    // Route mode: complete requests that may go on, from `in` to the buffer.
+    if (c.route) {
+      const size_t before = c.in.size();
+      if (!frame_requests(c)) {
+        finish(c, End::BadRequest, now_ns);
+        return false;
+      }
+      moved |= c.in.size() != before;
+    }
     // Buffer -> upstream (the PROXY header first: it is at the buffer's front).
     if (c.connected && c.upstream_out && c.pending_upstream() > 0) {
       ssize_t n = send(c.upstream.get(), c.to_upstream.data() + c.to_upstream_off,
@@ -297,7 +364,8 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
         c.upstream_out = false;
       }
     }
-    if (c.connected && c.client_eof && c.pending_upstream() == 0 && !c.upstream_shut) {
+    if (c.connected && c.client_eof && c.pending_upstream() == 0 && c.in.empty() &&
+        !c.upstream_shut) {
       shutdown(c.upstream.get(), SHUT_WR);
       c.upstream_shut = true;
     }
@@ -313,20 +381,37 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
     }
     if (c.connected && c.upstream_in && !c.upstream_eof && c.in_pipe < c.pipe_cap &&
         !c.upgrade_pending) {
-      ssize_t n = splice(c.upstream.get(), nullptr, c.pipe_w.get(), nullptr, c.pipe_cap - c.in_pipe,
-                         SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-      if (n > 0) {
-        c.in_pipe += size_t(n);
-        moved = true;
-      } else if (n == 0) {
-        c.upstream_eof = moved = true;
-      } else if (!transient(errno)) {
+      size_t room = c.pipe_cap - c.in_pipe;
+      Peek look = Peek::Go;
+      // Route mode: no further than the end of the responses framed so far (looking
+      // at the next head or chunk line when there are none), so that the relay knows
+      // when the response before a request that moves is complete.
+      if (c.route && !c.resp.unframed()) {
+        if (c.resp.credit() == 0) look = peek_response(c);
+        if (!c.resp.unframed()) room = size_t(std::min<uint64_t>(room, c.resp.credit()));
+      }
+      if (look == Peek::Failed) {
         finish(c, End::UpstreamError, now_ns);
         return false;
-      } else if (c.in_pipe == 0) {
-        // With bytes in the pipe, EAGAIN may mean a full pipe rather than an empty
-        // socket: only an empty pipe proves the socket has nothing.
-        c.upstream_in = false;
+      }
+      if (look == Peek::Again) moved = true;
+      if (look == Peek::Go && room > 0) {
+        ssize_t n = splice(c.upstream.get(), nullptr, c.pipe_w.get(), nullptr, room,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+          c.in_pipe += size_t(n);
+          if (c.route && !c.resp.unframed()) c.resp.passed(uint64_t(n));
+          moved = true;
+        } else if (n == 0) {
+          c.upstream_eof = moved = true;
+        } else if (!transient(errno)) {
+          finish(c, End::UpstreamError, now_ns);
+          return false;
+        } else if (c.in_pipe == 0) {
+          // With bytes in the pipe, EAGAIN may mean a full pipe rather than an empty
+          // socket: only an empty pipe proves the socket has nothing.
+          c.upstream_in = false;
+        }
       }
     }
     // Pipe -> client.
@@ -346,44 +431,48 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
         c.client_out = false;
       }
     }
-    if (c.upstream_eof && c.in_pipe == 0 && !c.client_shut) {
+    if (c.route && !settle(c, moved, now_ns)) return false;
+    // (An answer of the relay's own still to send goes first.)
+    if (c.upstream_eof && c.in_pipe == 0 && !c.client_shut && c.reply.empty()) {
       shutdown(c.client.get(), SHUT_WR);
       c.client_shut = true;
     }
-    if (c.client_shut && c.upstream_shut) {
+    // Route mode: after the server's FIN nothing the client sends can be answered
+    // (requests still buffered were not passed on).
+    if (c.client_shut && (c.upstream_shut || (c.route && c.upstream_eof))) {
       finish(c, End::Graceful, now_ns);
       return false;
     }
     if (!moved) return true;
     c.last_progress = now_ns;
   }
-  // Edge-triggered events will not repeat for bytes already waiting: come back to
-  // this connection after the others had their turn.
-  if (again_.empty()) {
-    uint64_t one = 1;
-    [[maybe_unused]] ssize_t r = write(wake_.get(), &one, sizeof one);
-  }
-  again_.push_back(c.id);
+  again(c);
   return true;
 }
 
 // Reads what the client sent into to_upstream (through the X-Forwarded-For framing
-// when on). False when the connection must end: c.bad_request says whether for
-// framing or for a socket error.
+// when on), or in route mode into `in`. False when the connection must end:
+// c.bad_request says whether for framing or for a socket error.
 bool Relays::read_client(Conn& c, bool& moved) {
-  if (!c.client_in || c.client_eof || c.upgrade_pending ||
-      c.pending_upstream() >= opts_.request_buffer)
-    return true;
-  if (c.to_upstream_off) {
+  if (!c.client_in || c.client_eof || c.upgrade_pending) return true;
+  // Route mode holds up to a whole head (the parser's limit) unframed.
+  const size_t limit =
+      c.route ? std::max(opts_.request_buffer, opts_.limits.max_head + 1) : opts_.request_buffer;
+  if (c.route ? c.in.size() >= limit : c.pending_upstream() >= limit) return true;
+  if (!c.route && c.to_upstream_off) {
     c.to_upstream.erase(0, c.to_upstream_off);
     c.to_upstream_off = 0;
   }
   char buf[16384];
-  size_t room = std::min(sizeof buf, opts_.request_buffer - c.to_upstream.size());
+  size_t room = std::min(sizeof buf, limit - (c.route ? c.in.size() : c.to_upstream.size()));
   ssize_t n = recv(c.client.get(), buf, room, MSG_DONTWAIT);
   if (n > 0) {
-    if (c.xff && !feed_client(c, std::string_view(buf, size_t(n)))) return false;
-    if (!c.xff) c.to_upstream.append(buf, size_t(n));
+    if (c.route) {
+      c.in.append(buf, size_t(n));
+    } else {
+      if (c.xff && !feed_client(c, std::string_view(buf, size_t(n)))) return false;
+      if (!c.xff) c.to_upstream.append(buf, size_t(n));
+    }
     c.received += uint64_t(n);
     moved = true;
     // A short read emptied the receive queue; bytes arriving later raise a new
@@ -399,6 +488,239 @@ bool Relays::read_client(Conn& c, bool& moved) {
   // The client's FIN was consumed before the handoff: an empty receive queue is EOF.
   if (!c.client_in && c.peer_fin && !c.client_eof) c.client_eof = moved = true;
   return true;
+}
+
+// Route mode: moves the complete requests at the front of `in` to to_upstream (with
+// the X-Forwarded-For line when on), asking the router about each head first. Stops
+// at a head the router sends elsewhere or that the relay answers itself (c.verdict),
+// after an upgrade request until its answer is known, while an answer of the relay's
+// own is unsent, and when the buffer is full. False when a chunked body cannot be
+// framed.
+bool Relays::frame_requests(Conn& c) {
+  using Req = Conn::Req;
+  if (c.to_upstream_off) {
+    c.to_upstream.erase(0, c.to_upstream_off);
+    c.to_upstream_off = 0;
+  }
+  while (!c.in.empty() && c.pending_upstream() < opts_.request_buffer) {
+    switch (c.req) {
+      case Req::Tunnel:  // switched protocols: no longer HTTP
+        c.to_upstream += c.in;
+        c.in.clear();
+        return true;
+      case Req::Body: {
+        const size_t n = size_t(std::min<uint64_t>(c.body_left, c.in.size()));
+        c.to_upstream.append(c.in, 0, n);
+        c.in.erase(0, n);
+        c.body_left -= n;
+        if (!c.body_left) c.req = Req::Head;
+        break;
+      }
+      case Req::Chunked: {
+        const http::ParseResult r = c.chunked->feed(c.in);
+        if (r.status == http::ParseStatus::Error) {
+          spdlog::debug("relay: a chunked request body not framed ({}): connection reset",
+                        r.reason);
+          return false;
+        }
+        c.to_upstream.append(c.in, 0, r.consumed);
+        c.in.erase(0, r.consumed);
+        if (r.status == http::ParseStatus::Complete) {
+          c.chunked.reset();
+          c.req = Req::Head;
+        }
+        break;
+      }
+      case Req::Head: {
+        if (c.verdict != RelayRouting::kServe || c.upgrade_wait || !c.reply.empty()) return true;
+        http::Request req;
+        const http::ParseResult r = http::parse_request(c.in, req, opts_.limits);
+        if (r.status == http::ParseStatus::NeedMore) return true;
+        if (r.status == http::ParseStatus::Error) {
+          // Answered like the FE answers a first request it cannot parse, once every
+          // response before it is out; then the connection closes.
+          spdlog::debug("relay: request not framed ({} {})", r.http_status, r.reason);
+          c.verdict = r.http_status;
+          c.verdict_close = true;
+          c.verdict_len = 0;
+          return true;
+        }
+        int v = RelayRouting::kServe;
+        if (c.serve_next)  // a move refused: this one goes on without routing
+          c.serve_next = false;
+        else
+          v = routing_.route(*c.route, req);
+        if (v != RelayRouting::kServe) {
+          c.verdict = v;
+          // As the built-in server: a request answered here whose body would have to
+          // be skipped, or that asks to close, closes the connection after the answer.
+          c.verdict_close = !req.keep_alive || req.chunked || req.content_length.value_or(0) > 0;
+          c.verdict_len = req.head_len;
+          return true;
+        }
+        pass_head(c, req);
+        break;
+      }
+    }
+  }
+  return true;
+}
+
+// Route mode: the head at the front of `in` goes on (with the X-Forwarded-For line
+// before its blank line when on), and the response framer expects its answer.
+void Relays::pass_head(Conn& c, const http::Request& req) {
+  if (opts_.x_forwarded_for && !c.client_addr.empty()) {
+    c.to_upstream.append(c.in, 0, req.head_len - 2);
+    c.to_upstream += "X-Forwarded-For: ";
+    c.to_upstream += c.client_addr;
+    c.to_upstream += "\r\n\r\n";
+    inc(Counter::forwarded_for);
+  } else {
+    c.to_upstream.append(c.in, 0, req.head_len);
+  }
+  c.resp.expect(req.method == "HEAD");
+  ++c.heads_passed;
+  c.upgrade_wait = req.upgrade;
+  const bool chunked = req.chunked;
+  const uint64_t length = req.content_length.value_or(0);
+  c.in.erase(0, req.head_len);  // req's views end here
+  if (chunked) {
+    c.chunked.emplace(opts_.limits);
+    c.req = Conn::Req::Chunked;
+  } else {
+    c.body_left = length;
+    c.req = length ? Conn::Req::Body : Conn::Req::Head;
+  }
+}
+
+// Route mode: looks at the server's next bytes (a response head, a chunk line) when
+// the framed ones are all passed on.
+Relays::Peek Relays::peek_response(Conn& c) {
+  // 16 KiB holds nearly every head; a longer one is looked at again with 64 KiB, the
+  // framer's limit (beyond it the stream is unframed).
+  const size_t cap = c.peek_big ? 65536 : 16384;
+  if (peek_.size() < 65536) peek_.resize(65536);
+  const ssize_t n = recv(c.upstream.get(), peek_.data(), cap, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) {
+    c.upstream_eof = true;
+    return Peek::Again;
+  }
+  if (n < 0) {
+    if (!transient(errno)) return Peek::Failed;
+    c.upstream_in = false;
+    return Peek::Wait;
+  }
+  switch (c.resp.feed(std::string_view(peek_.data(), size_t(n)))) {
+    case http::ResponseFramer::Step::Framed:
+      c.peek_big = false;
+      return Peek::Go;
+    case http::ResponseFramer::Step::Unframed:
+      return Peek::Go;
+    case http::ResponseFramer::Step::NeedMore:
+      break;
+  }
+  if (size_t(n) == cap && !c.peek_big) {
+    c.peek_big = true;
+    return Peek::Again;
+  }
+  c.upstream_in = false;  // the rest of the head raises a new edge
+  return Peek::Wait;
+}
+
+// Route mode, after bytes moved: what waits on the responses before it. An upgrade
+// request's answer decides whether the client's later bytes are HTTP; a request for
+// another back-end leaves with the connection (hand_over) once every response before
+// it is out; one the relay answers itself is answered then. False when the connection
+// has left or ended.
+bool Relays::settle(Conn& c, bool& moved, uint64_t now_ns) {
+  constexpr int kServe = RelayRouting::kServe, kMove = RelayRouting::kMove;
+  if (c.upgrade_wait) {
+    if (c.resp.switched()) {
+      c.upgrade_wait = false;
+      c.req = Conn::Req::Tunnel;
+      inc(Counter::upgrades);
+      moved = true;
+    } else if (c.resp.unframed() || c.resp.outstanding() == 0) {
+      c.upgrade_wait = false;
+      inc(Counter::upgrades_declined);
+      moved = true;
+    }
+  }
+  if (c.verdict != kServe && c.resp.unframed()) {
+    // Where the response before this request ends is not known (it ends when the
+    // server closes, or the server switched protocols): the connection cannot move
+    // or be answered in order here; the request goes to our server, as before
+    // multi-handoff. A request we cannot frame is not sent anywhere.
+    if (c.verdict_len == 0) {
+      finish(c, End::BadRequest, now_ns);
+      return false;
+    }
+    if (c.verdict == kMove) inc(Counter::moves_refused);
+    c.verdict = kServe;
+    c.serve_next = moved = true;
+    return true;
+  }
+  const bool quiet =
+      c.resp.idle() && c.in_pipe == 0 && (c.pending_upstream() == 0 || c.heads_passed == 0);
+  if (c.verdict != kServe && quiet) {
+    if (c.verdict == kMove) {
+      hand_over(c);
+      return false;
+    }
+    c.close_after_reply = c.verdict_close || c.upstream_eof;
+    c.reply = http::simple_reply(c.verdict, c.close_after_reply);
+    c.reply_off = 0;
+    if (c.close_after_reply)
+      c.in.clear();
+    else
+      c.in.erase(0, c.verdict_len);
+    c.verdict = kServe;
+    inc(Counter::answered_here);
+    moved = true;
+  }
+  if (!c.reply.empty() && c.client_out) {
+    const ssize_t n = send(c.client.get(), c.reply.data() + c.reply_off,
+                           c.reply.size() - c.reply_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      c.reply_off += size_t(n);
+      c.sent += uint64_t(n);
+      inc(Counter::bytes_to_client, uint64_t(n));
+      moved = true;
+      if (c.reply_off < c.reply.size()) c.client_out = false;
+    } else if (n < 0 && !transient(errno)) {
+      finish(c, End::ClientError, now_ns);
+      return false;
+    } else if (n < 0) {
+      c.client_out = false;
+    }
+    if (c.reply_off == c.reply.size()) {
+      c.reply.clear();
+      c.reply_off = 0;
+      if (c.close_after_reply) {
+        finish(c, End::Graceful, now_ns);
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+// Route mode: every response before the request at the front of `in` is complete and
+// in the client's socket. The server's connection closes (it answered everything it
+// was sent: a FIN); the client's socket and the unanswered bytes go to the agent,
+// which moves them (or gives them back: adopt()).
+void Relays::hand_over(Conn& c) {
+  inc(Counter::moved_away);
+  c.upstream.reset();  // closing also removes it from the epoll set
+  if (c.pipe_r.valid() && spare_pipes_.size() < kSparePipes)
+    spare_pipes_.push_back({std::move(c.pipe_r), std::move(c.pipe_w)});
+  epoll_ctl(ep_, EPOLL_CTL_DEL, c.client.get(), nullptr);
+  UniqueFd client = std::move(c.client);
+  std::string bytes = std::move(c.in);
+  HttpConn& route = *c.route;
+  const bool fin = c.client_eof || c.peer_fin;
+  conns_.erase(c.id);  // c is gone
+  routing_.move(route, std::move(client), std::move(bytes), fin);
 }
 
 // Appends `in` to to_upstream with X-Forwarded-For lines. When an upgrade request
@@ -430,8 +752,8 @@ bool Relays::feed_client(Conn& c, std::string_view in) {
   }
   inc(Counter::forwarded_for, c.xff->requests() - heads);
   if (r.status == http::ParseStatus::Error) {
-    spdlog::debug("relay: request {} not framed ({} {}): connection reset",
-                  c.xff->requests() + 1, r.http_status, r.reason);
+    spdlog::debug("relay: request {} not framed ({} {}): connection reset", c.xff->requests() + 1,
+                  r.http_status, r.reason);
     c.bad_request = true;
     return false;
   }
@@ -491,7 +813,7 @@ void Relays::finish(Conn& c, End how, uint64_t now_ns) {
       // A request the relay cannot frame: the server must not get it without the
       // header, and the responses already under way cannot be followed by a 400
       // whose place in the stream the relay does not know. Both sides are reset.
-      inc(how == End::ClientError   ? Counter::client_resets
+      inc(how == End::ClientError  ? Counter::client_resets
           : how == End::BadRequest ? Counter::bad_requests
                                    : Counter::send_timeouts);
       close_with_reset(c.upstream);
@@ -531,7 +853,9 @@ void Relays::finish(Conn& c, End how, uint64_t now_ns) {
     epoll_ctl(ep_, EPOLL_CTL_DEL, c.client.get(), nullptr);  // closing_ adds it with its tag
     client = std::move(c.client);
   }
+  HttpConn* route = c.route;
   conns_.erase(c.id);
+  if (route && routing_.forget) routing_.forget(*route);
   if (client.valid())
     closing_->close(std::move(client), r, peer_fin, now_ns);
   else

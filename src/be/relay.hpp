@@ -4,8 +4,9 @@
 // TCP or a unix socket).
 // Response bytes go upstream -> pipe -> client with splice(2), never through user
 // space; the pipe bounds what is in flight. Request bytes pass through a small
-// buffer the agent can see (later: where each request starts, for multi-handoff).
-// See docs/relay.md.
+// buffer the agent can see. With multi-handoff (RelayRouting) every request is
+// routed and response ends are found (http::ResponseFramer), so that a keep-alive
+// connection can move to another back-end between two requests. See docs/relay.md.
 #include <netinet/in.h>
 
 #include <array>
@@ -23,6 +24,7 @@
 #include "common/net.hpp"
 #include "common/result.hpp"
 #include "http/request.hpp"
+#include "http/response_framer.hpp"
 #include "metrics/registry.hpp"
 
 namespace tcpha::be {
@@ -33,11 +35,30 @@ namespace tcpha::be {
 // address, source port, destination port, all in network order. 28 bytes.
 std::string make_proxy_v2(const sockaddr_in& client, const sockaddr_in& server);
 
+struct HttpConn;  // be/agent_core.hpp: a connection's routing state (multi-handoff)
+
+// Multi-handoff in relay mode (Agent::open_moves sets it when moves are possible): the
+// agent routes each request of a relayed connection, and moves the connection when a
+// request belongs to another back-end.
+struct RelayRouting {
+  static constexpr int kServe = 0, kMove = -1;  // as serve::StaticSession's
+  // Routes one request (Agent::route_later): kServe, kMove (the target is in the
+  // routing state), or an HTTP status (404, 503) the relay answers with itself.
+  std::function<int(HttpConn&, const http::Request&)> route;
+  // The connection leaves: the client socket, the bytes read and not answered (the
+  // request that moves and whatever was pipelined after it), whether the client's
+  // FIN was read. Every response before them is complete and delivered to the client
+  // socket; the upstream connection is closed. A failed move comes back by adopt().
+  std::function<void(HttpConn&, UniqueFd client, std::string bytes, bool peer_fin)> move;
+  // The relayed connection ended here: its routing state goes.
+  std::function<void(HttpConn&)> forget;
+};
+
 struct RelayOptions {
   SocketAddress upstream;           // TCP (loopback) or a unix stream socket
   int proxy_protocol = 0;           // 0 or 2
   bool x_forwarded_for = false;     // X-Forwarded-For line in every request head
-  http::Limits limits;              // request framing for x_forwarded_for
+  http::Limits limits;              // request framing (x_forwarded_for, routing)
   uint64_t connect_timeout_ns = 0;  // no connection by then: 504
   uint64_t idle_timeout_ns = 0;     // no byte moved either way for this long: closed
   // Response bytes wait for the client and it has acknowledged nothing for this long
@@ -61,6 +82,10 @@ struct RelayOptions {
   X(bad_requests, "relays reset: a later request could not be framed (x_forwarded_for)") \
   X(upgrades, "upgrade requests the upstream accepted (101): passed through from then")  \
   X(upgrades_declined, "upgrade requests the upstream answered without 101: still framed") \
+  X(moved_away, "connections handed over to move to another back-end for a later request") \
+  X(taken_back, "moves that failed: the relay took the connection back, routed it again") \
+  X(moves_refused, "later requests for another back-end served here: close-delimited or 101") \
+  X(answered_here, "later requests the relay answered itself (404, 503, 4xx not framed)") \
   X(bytes_to_client, "response bytes spliced to clients (and 502/504 replies)")          \
   X(bytes_to_upstream, "request bytes written to the upstream (with PROXY headers)")
 
@@ -89,8 +114,16 @@ class Relays {
   static bool owns(uint64_t tag) { return tag >> 63; }
   // Takes over an activated client socket and starts connecting to the upstream.
   // peer_fin: the client's FIN follows the queued request bytes (handoff::kStatePeerFin).
+  // route: the connection's routing state when set_routing() was called (every
+  // request is then routed), else null.
   void start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, bool peer_fin,
-             uint64_t now_ns);
+             uint64_t now_ns, HttpConn* route = nullptr);
+  void set_routing(RelayRouting r) { routing_ = std::move(r); }
+  bool routing() const { return bool(routing_.route); }
+  // A move failed (RelayRouting::move): the connection is relayed here again, over a
+  // new upstream connection (with the PROXY header again); `bytes` are routed again.
+  void adopt(HttpConn& route, UniqueFd client, std::string bytes, bool peer_fin,
+             uint64_t control_id, uint64_t handoff_id, uint64_t now_ns);
   void on_event(uint64_t tag, uint32_t events, uint64_t now_ns);
   void tick(uint64_t now_ns);  // timeouts; call every ~100 ms
   size_t active() const { return conns_.size(); }
@@ -113,7 +146,16 @@ class Relays {
   void inc(Counter c, uint64_t n = 1) {
     counters_[size_t(c)].fetch_add(n, std::memory_order_relaxed);
   }
+  Conn* admit(UniqueFd client, uint64_t control_id, uint64_t handoff_id, bool peer_fin,
+              uint64_t now_ns, HttpConn* route, std::string bytes);
+  void again(Conn& c);
   bool pump(Conn& c, uint64_t now_ns);
+  bool frame_requests(Conn& c);
+  void pass_head(Conn& c, const http::Request& req);
+  enum class Peek { Go, Wait, Again, Failed };
+  Peek peek_response(Conn& c);
+  bool settle(Conn& c, bool& moved, uint64_t now_ns);
+  void hand_over(Conn& c);
   bool read_client(Conn& c, bool& moved);
   bool feed_client(Conn& c, std::string_view in);
   bool resolve_upgrade(Conn& c);
@@ -123,6 +165,8 @@ class Relays {
   void warn(const std::string& msg);
 
   RelayOptions opts_;
+  RelayRouting routing_;
+  std::vector<char> peek_;  // response heads and chunk lines looked at (MSG_PEEK)
   ClosedFn closed_;
   Closings* closing_ = nullptr;
   int ep_ = -1;    // the agent's epoll set
