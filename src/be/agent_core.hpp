@@ -141,6 +141,7 @@ struct PendingImport {
   int32_t rule = -1;      // HandoffMsg::rule
   uint32_t seq = 0;       // HandoffMsg::seq
   bool with_request = false;  // the HANDOFF carried request bytes (not an idle move)
+  sockaddr_in local{}, peer{};  // from the imported state: no getsockname/getpeername
 };
 
 // A handed-off connection served by the built-in static server.
@@ -172,6 +173,7 @@ struct HttpConn : Item {
   bool relayed = false;
   uint64_t move_wanted = 0;   // when the router said move (latency, ack wait limit)
   uint64_t move_deadline = 0; // READY expected by then
+  uint64_t move_sent = 0;     // HANDOFF sent (the parts of move_latency)
   handoff::Sender move;
 };
 
@@ -301,6 +303,10 @@ class Agent {
   // back-end more than once, and the FE's answers may come out of order.
   std::map<std::pair<uint64_t, uint32_t>, MovedFlow> moved_flows_;
   LatencyHistogram move_latency_;  // the router said move -> COMMIT sent
+  // Its parts: waiting for the previous response's ACK; HOLD + export + HANDOFF sent;
+  // HANDOFF sent -> READY (the target's import and the round trip); READY -> COMMIT.
+  LatencyHistogram move_wait_latency_, move_send_latency_, move_ready_latency_,
+      move_commit_latency_;
   uint64_t next_moves_tick_ = 0, next_rebalance_ = 0;
   bool fe_drained_ = false;     // the operator drained this back-end (DRAIN from the FE)
   uint64_t drain_started_ = 0;  // SIGTERM

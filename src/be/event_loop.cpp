@@ -75,6 +75,7 @@ void Agent::run() {
     const int tick_ms = int(std::clamp<uint32_t>(cfg_.cluster.heartbeat_ms / 2, 5, 100));
     int n = epoll_wait(ep_.get(), evs, 256, awaiting_ack_.empty() ? tick_ms : 1);
     const uint64_t woke = n > 0 ? monotonic_ns() : 0;
+    proto::WriteBatch batch;  // control frames of this round: one write per link
     for (int i = 0; i < n; ++i) {
       if (Relays::owns(evs[i].data.u64)) {
         relays_->on_event(evs[i].data.u64, evs[i].events, woke);

@@ -44,10 +44,12 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
     } else {
       // Held in repair mode (silent) until the FE has pointed the flow at us.
       uint64_t wait = 2 * kMs * cfg_.frontend.handoff_timeout_ms + 1000 * kMs;
-      pending_[{cc.id, h->id}] =
-          PendingImport{std::move(*fd), monotonic_ns() + wait,
+      PendingImport imp{std::move(*fd), monotonic_ns() + wait,
                         (h->state.flags & handoff::kStatePeerFin) != 0, h->rule, h->seq,
                         !h->request.empty()};
+      imp.local = ipv4_endpoint(h->state.local_addr, h->state.local_port);
+      imp.peer = ipv4_endpoint(h->state.peer_addr, h->state.peer_port);
+      pending_[{cc.id, h->id}] = std::move(imp);
     }
     cc.link.send(proto::ReadyMsg{h->id, status});
     import_latency_.record_ns(monotonic_ns() - t0);

@@ -225,12 +225,15 @@ void Agent::start_move(HttpConn& h, uint64_t now) {
                                datapath::make_key(h.peer.sin_addr.s_addr, h.peer.sin_port,
                                                   h.local.sin_addr.s_addr, h.local.sin_port)};
   // 2-3: HOLD, export, HANDOFF; the connection keeps the id the FE gave it.
+  move_wait_latency_.record_ns(since(h.move_wanted, now));
   const auto o = h.move.start(port, mc, h.handoff_id, h.session.buffered());
   if (o != handoff::Sender::Outcome::Ok) {
     set(EPOLL_CTL_ADD, h.fd.get(), EPOLLIN | EPOLLRDHUP, &h);
     move_failed(h, handoff::Sender::describe(o));
     return;
   }
+  h.move_sent = monotonic_ns();
+  move_send_latency_.record_ns(since(now, h.move_sent));
   h.move_deadline = now + uint64_t(cfg_.frontend.handoff_timeout_ms) * kMs;
   moving_[{p->index, h.handoff_id}] = &h;
 }
@@ -254,7 +257,9 @@ void Agent::move_failed(HttpConn& h, const char* why) {
 // 4-5 done by the sender (FORWARD, COMMIT): the target owns the connection.
 void Agent::move_committed(HttpConn& h, PeerLink& p, uint64_t now) {
   inc(Counter::moved_out);
-  move_latency_.record_ns(since(h.move_wanted, now));
+  const uint64_t done = monotonic_ns();
+  move_commit_latency_.record_ns(since(now, done));
+  move_latency_.record_ns(since(h.move_wanted, done));
   const uint64_t id = h.handoff_id;
   const uint32_t seq = h.move_seq + 1;
   moved_flows_[{id, seq}] = MovedFlow{h.move.conn().key, now, 0};
@@ -300,6 +305,7 @@ void Agent::peer_changed(PeerLink& p, unsigned changes, std::vector<proto::Messa
       if (it == moving_.end()) continue;  // timed out already
       HttpConn& h = *it->second;
       moving_.erase(it);
+      move_ready_latency_.record_ns(since(h.move_sent, now));
       PeerPort port(*this, p);
       const auto o = h.move.on_ready(port, r->status);
       if (o == handoff::Sender::Outcome::Ok) {

@@ -18,10 +18,8 @@ void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
   h->routed_by_sender = imp.with_request;
   if (router_ && imp.rule >= 0 && size_t(imp.rule) < router_->rule_count()) h->rule = imp.rule;
   if (imp.peer_fin) h->session.set_peer_fin();
-  socklen_t len = sizeof h->local;
-  getsockname(h->fd.get(), reinterpret_cast<sockaddr*>(&h->local), &len);
-  len = sizeof h->peer;
-  getpeername(h->fd.get(), reinterpret_cast<sockaddr*>(&h->peer), &len);
+  h->local = imp.local;
+  h->peer = imp.peer;
   if (access_log_) {
     // Which back-end answered each request, and the connection's move number here
     // (0: the FE handed it here; n: it came by its n-th move between back-ends).

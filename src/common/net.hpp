@@ -20,6 +20,14 @@ std::string mac_str(const Mac& m);
 // "host:port" with a dotted IPv4 host; nullopt when malformed.
 std::optional<sockaddr_in> parse_host_port(std::string_view s);
 std::string endpoint_str(const sockaddr_in& sa);
+// An AF_INET socket address from a network-order address and port.
+inline sockaddr_in ipv4_endpoint(uint32_t be_addr, uint16_t be_port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = be_addr;
+  a.sin_port = be_port;
+  return a;
+}
 
 // An IPv4 network "A.B.C.D/LEN" (a bare address means /32): access lists.
 struct Ipv4Prefix {

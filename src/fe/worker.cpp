@@ -195,6 +195,7 @@ void Worker::run() {
       spdlog::error("epoll_wait: {}", strerror(errno));
       return;
     }
+    proto::WriteBatch batch;  // control frames of this round: one write per link
     for (int i = 0; i < n; ++i) {
       auto* item = static_cast<Item*>(evs[i].data.ptr);
       switch (item->kind) {

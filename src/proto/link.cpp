@@ -42,8 +42,38 @@ uint64_t Backoff::next() {
 
 Link::Link(LinkOptions o) : opt_(std::move(o)), session_(opt_.key, opt_.role, opt_.node_id) {}
 
+namespace {
+thread_local WriteBatch* t_batch = nullptr;  // the outermost open batch of this thread
+}
+
+WriteBatch::WriteBatch() : outer_(t_batch == nullptr) {
+  if (outer_) t_batch = this;
+}
+
+WriteBatch::~WriteBatch() {
+  if (!outer_) return;
+  flush();
+  t_batch = nullptr;
+}
+
+void WriteBatch::flush() {
+  if (!outer_) return;
+  // A write may fail a link, which only marks it (kWentDown comes from its next call):
+  // no link leaves the list while it is walked.
+  auto dirty = std::move(dirty_);
+  dirty_.clear();
+  for (Link* l : dirty) {
+    l->batched_ = false;
+    l->write_out();
+  }
+}
+
 Link::~Link() {
   dialing_ = false;
+  if (batched_) {
+    flush();
+    if (t_batch) std::erase(t_batch->dirty_, this);
+  }
   shut("link destroyed");
 }
 
@@ -207,13 +237,23 @@ bool Link::send(const Message& m) {
   if (state_ != State::Up) return false;
   if (!session_.send(m, out_)) return false;
   last_sent_ = now_;
+  if (t_batch) {
+    if (!batched_) {
+      batched_ = true;
+      t_batch->dirty_.push_back(this);
+    }
+    if (queued() <= opt_.max_out) return true;
+  }
+  write_out();
+  return fd_.valid();
+}
+
+void Link::write_out() {
   flush();
   if (fd_.valid() && queued() > opt_.max_out)
     fail(Failure::Overflow, "the peer does not read: " + std::to_string(queued()) +
                                 " bytes queued, limit " + std::to_string(opt_.max_out));
-  if (!fd_.valid()) return false;
-  sync_interest();
-  return true;
+  if (fd_.valid()) sync_interest();
 }
 
 unsigned Link::tick(uint64_t now) {
@@ -241,12 +281,16 @@ unsigned Link::tick(uint64_t now) {
   return take_pending();
 }
 
+// Frames a batch still holds go out first, as far as the socket takes them (what
+// send() did before batches: a refusal sent just before closing still arrives).
 void Link::close(const std::string& why) {
+  if (batched_) flush();
   pending_ = 0;  // the site knows: no kWentDown for this
   shut(why);
 }
 
 void Link::stop(const std::string& why) {
+  if (batched_) flush();
   dialing_ = false;
   pending_ = 0;
   shut(why);

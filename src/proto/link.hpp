@@ -59,6 +59,29 @@ struct LinkOptions {
   in_addr source{};           // dial from this local address (0: the kernel chooses)
 };
 
+class Link;
+
+// Frames sent on this thread while a WriteBatch lives are queued and written when it
+// ends (or at flush()), one send() per link for all of them: an event loop opens one per
+// round, so that a FE worker handing 20 connections to one back-end in one round, or a
+// back-end answering a burst of HANDOFFs, writes each link once (fewer syscalls and
+// segments, and the receiver wakes once). It also keeps the sender from being
+// preempted in the middle of a handoff by the receiver it wakes: the write, and the
+// wake-up, come after the round's work. Nested batches join the outer one.
+class WriteBatch {
+ public:
+  WriteBatch();
+  ~WriteBatch();
+  WriteBatch(const WriteBatch&) = delete;
+  WriteBatch& operator=(const WriteBatch&) = delete;
+  void flush();  // writes what is queued now; the batch stays open
+
+ private:
+  friend class Link;
+  std::vector<Link*> dirty_;
+  bool outer_;  // the batch that writes (false: nested in another)
+};
+
 class Link {
  public:
   enum class State : uint8_t { Idle, Connecting, Handshake, Up, Closed };
@@ -88,9 +111,10 @@ class Link {
   // Deadlines, keepalive and redial; reports a failure that happened inside send().
   unsigned tick(uint64_t now);
 
-  // Queues one frame and sends what the socket takes. False when the link is not up,
-  // or when it failed now (overflow, send error): then kWentDown follows from the
-  // next tick() or on_events().
+  // Queues one frame and sends what the socket takes (inside a WriteBatch: when the
+  // batch ends). False when the link is not up, or when it failed now (overflow, send
+  // error): then kWentDown follows from the next tick() or on_events(); a write that
+  // fails at the batch's end reports the same way.
   bool send(const Message& m);
 
   // The site's own decision to drop the link (no kWentDown follows). A dialed link
@@ -119,6 +143,7 @@ class Link {
   void begin_handshake();
   unsigned receive(std::vector<Message>& msgs);
   void flush();
+  void write_out();  // flush, overflow check and epoll interest (after send or a batch)
   void fail(Failure f, std::string why);
   void shut(std::string why);
   void sync_interest();
@@ -141,6 +166,8 @@ class Link {
   int epfd_ = -1;
   void* tag_ = nullptr;
   uint32_t registered_ = 0;  // interest in epfd_; 0 = not registered
+  bool batched_ = false;     // in the thread's WriteBatch's dirty list
+  friend class WriteBatch;
 };
 
 }  // namespace tcpha::proto

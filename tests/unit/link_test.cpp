@@ -8,10 +8,12 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <memory>
 
 #include "common/clock.hpp"
 #include "common/fd.hpp"
@@ -89,6 +91,48 @@ TEST(ProtoLink, HandshakeBringsBothSidesUpAndMessagesFlow) {
   ASSERT_EQ(p.f.msgs.size(), 1u);
   EXPECT_EQ(std::get<ReadyMsg>(p.f.msgs[0]).id, 7u);
   EXPECT_EQ(p.be.last_heard(), 5 * kMs) << "a frame refreshes liveness";
+}
+
+// Inside a WriteBatch frames wait for its end and leave in one write: nothing is on
+// the socket until then, everything (in order) after it.
+TEST(ProtoLink, ABatchWritesItsFramesOnceAtItsEnd) {
+  UpPair p;
+  {
+    WriteBatch batch;
+    for (uint64_t id = 1; id <= 20; ++id) ASSERT_TRUE(p.fe.send(CommitMsg{id}));
+    EXPECT_GT(p.fe.queued(), 0u) << "held by the batch";
+    {
+      WriteBatch nested;  // joins the outer one: its end writes nothing
+      ASSERT_TRUE(p.fe.send(CommitMsg{21}));
+    }
+    EXPECT_GT(p.fe.queued(), 0u);
+    int pending = 0;
+    ASSERT_EQ(ioctl(p.be.fd(), FIONREAD, &pending), 0);
+    EXPECT_EQ(pending, 0) << "nothing written before the batch ends";
+  }
+  EXPECT_EQ(p.fe.queued(), 0u);
+  pump({&p.f, &p.b});
+  ASSERT_EQ(p.b.msgs.size(), 21u);
+  for (uint64_t i = 0; i < 21; ++i) EXPECT_EQ(std::get<CommitMsg>(p.b.msgs[i]).id, i + 1);
+}
+
+// A frame sent just before the site closes the link (a refusal, say) still goes out,
+// and a link destroyed inside a batch leaves it cleanly (the batch's end does not
+// touch it).
+TEST(ProtoLink, CloseAndDestructionInsideABatchStillWriteWhatWasSent) {
+  UpPair p;
+  auto extra = std::make_unique<UpPair>();
+  {
+    WriteBatch batch;
+    ASSERT_TRUE(p.be.send(ReadyMsg{9, 13}));
+    p.be.close("refused");
+    ASSERT_TRUE(extra->fe.send(CommitMsg{5}));
+    extra->be.close("gone");  // the receiving side goes; the sender is destroyed next
+    extra.reset();
+  }
+  pump({&p.f});
+  ASSERT_EQ(p.f.msgs.size(), 1u);
+  EXPECT_EQ(std::get<ReadyMsg>(p.f.msgs[0]).status, 13u);
 }
 
 TEST(ProtoLink, NothingCanBeSentBeforeTheHandshake) {
