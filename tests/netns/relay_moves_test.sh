@@ -10,7 +10,8 @@
 #      connection carries on;
 #   3. 5 requests pipelined in one write across groups (one 4 MB): in order, exact;
 #      an upgrade request nginx does not grant, with requests for the other BEs
-#      pipelined after it: still routed and moved;
+#      pipelined after it: still routed and moved; 10 concurrent keep-alive clients
+#      for 5 s over a mixed URL list, every body checked;
 #   4. every nginx saw the client's address (PROXY header and X-Forwarded-For) for
 #      the requests of moved connections, never the FE's or a BE's;
 #   5. counters: moves out = moves in, none failed or refused;
@@ -240,6 +241,12 @@ PY
 ) || tb_fail "step 3b: $out"
 (($(be_num 1 .relay.upgrades_declined) >= 1)) || tb_fail "step 3b: be1's relay counts no declined upgrade"
 echo "$out in order and byte-exact: the requests after the declined upgrade moved to be2 and be3"
+
+echo "== 3c. 10 concurrent keep-alive clients for 5 s, mixed URLs"
+out=$(tb_c timeout 60 python3 "$CLIENT" "$MANIFEST" "$TB_VIP" load 5 10 "${URLS[@]}" /assets/big.js 2>&1) ||
+  tb_fail "step 3c: $out"
+read -r _ load_requests _ load_bytes _ <<<"$out"
+echo "$load_requests requests ($load_bytes bytes), 0 errors"
 
 echo "== 4. the client's address at every nginx the connections visited"
 for k in 1 2 3; do
