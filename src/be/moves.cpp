@@ -541,14 +541,13 @@ void Agent::start_relay(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
     h->move_seq = imp.seq;
     h->routed_by_sender = imp.with_request;
     if (imp.rule >= 0 && size_t(imp.rule) < router_->rule_count()) h->rule = imp.rule;
-    socklen_t len = sizeof h->local;
-    getsockname(fd.get(), reinterpret_cast<sockaddr*>(&h->local), &len);
-    len = sizeof h->peer;
-    getpeername(fd.get(), reinterpret_cast<sockaddr*>(&h->peer), &len);
+    h->local = imp.local;
+    h->peer = imp.peer;
     route = h.get();
     relay_routes_.emplace(route, std::move(h));
   }
-  relays_->start(std::move(fd), control_id, handoff_id, imp.peer_fin, monotonic_ns(), route);
+  relays_->start(std::move(fd), imp.local, imp.peer, control_id, handoff_id, imp.peer_fin,
+                 monotonic_ns(), route);
 }
 
 // The relay hands over a connection whose next request belongs to h.move_target (set
@@ -585,8 +584,8 @@ void Agent::relay_take_back(HttpConn& h) {
   h.session.buffered().clear();
   const bool fin = h.session.peer_closed();
   relay_routes_.emplace(&h, std::move(owned));
-  relays_->adopt(h, std::move(fd), std::move(bytes), fin, h.control_id, h.handoff_id,
-                 monotonic_ns());
+  relays_->adopt(h, std::move(fd), h.local, h.peer, std::move(bytes), fin, h.control_id,
+                 h.handoff_id, monotonic_ns());
 }
 
 }  // namespace tcpha::be

@@ -169,29 +169,33 @@ Status Relays::open_pipe(Conn& c) {
   return {};
 }
 
-void Relays::start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, bool peer_fin,
-                   uint64_t now_ns, HttpConn* route) {
+void Relays::start(UniqueFd client, const sockaddr_in& local, const sockaddr_in& peer,
+                   uint64_t control_id, uint64_t handoff_id, bool peer_fin, uint64_t now_ns,
+                   HttpConn* route) {
   inc(Counter::relayed);
   if (!routing_.route) route = nullptr;
   // The request is already in the client's receive queue.
-  if (Conn* c = admit(std::move(client), control_id, handoff_id, peer_fin, now_ns, route, {}))
+  if (Conn* c = admit(std::move(client), local, peer, control_id, handoff_id, peer_fin, now_ns,
+                      route, {}))
     pump(*c, now_ns);
 }
 
-void Relays::adopt(HttpConn& route, UniqueFd client, std::string bytes, bool peer_fin,
-                   uint64_t control_id, uint64_t handoff_id, uint64_t now_ns) {
+void Relays::adopt(HttpConn& route, UniqueFd client, const sockaddr_in& local,
+                   const sockaddr_in& peer, std::string bytes, bool peer_fin, uint64_t control_id,
+                   uint64_t handoff_id, uint64_t now_ns) {
   inc(Counter::taken_back);
   // Called from the agent's move machinery, maybe from inside pump(): the connection
   // gets its turn from the event loop.
-  if (Conn* c = admit(std::move(client), control_id, handoff_id, peer_fin, now_ns, &route,
-                      std::move(bytes)))
+  if (Conn* c = admit(std::move(client), local, peer, control_id, handoff_id, peer_fin, now_ns,
+                      &route, std::move(bytes)))
     again(*c);
 }
 
 // Sets up a relayed connection: socket options, the PROXY header, the pipe, the
 // upstream connection (under way). Null when that failed (the connection has ended).
-Relays::Conn* Relays::admit(UniqueFd client, uint64_t control_id, uint64_t handoff_id,
-                            bool peer_fin, uint64_t now_ns, HttpConn* route, std::string bytes) {
+Relays::Conn* Relays::admit(UniqueFd client, const sockaddr_in& local, const sockaddr_in& peer,
+                            uint64_t control_id, uint64_t handoff_id, bool peer_fin,
+                            uint64_t now_ns, HttpConn* route, std::string bytes) {
   auto owned = std::make_unique<Conn>();
   Conn& c = *owned;
   c.id = next_id_++;
@@ -212,22 +216,13 @@ Relays::Conn* Relays::admit(UniqueFd client, uint64_t control_id, uint64_t hando
   // hold a response's short tail until the previous segment is acknowledged.
   int one = 1;
   setsockopt(c.client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (opts_.proxy_protocol == 2 || opts_.x_forwarded_for) {
-    // The imported socket's own addresses: the client's, wherever the connection was
-    // accepted or moved from, and the VIP.
-    sockaddr_in peer{}, local{};
-    socklen_t pl = sizeof peer, ll = sizeof local;
-    if (getpeername(c.client.get(), reinterpret_cast<sockaddr*>(&peer), &pl) != 0 ||
-        getsockname(c.client.get(), reinterpret_cast<sockaddr*>(&local), &ll) != 0) {
-      finish(c, End::ClientError, now_ns);
-      return nullptr;
-    }
-    if (opts_.proxy_protocol == 2) c.to_upstream = make_proxy_v2(peer, local);
-    if (opts_.x_forwarded_for) {
-      c.client_addr = ipv4_str(peer.sin_addr);
-      // Route mode frames the requests itself and adds the line as it passes heads on.
-      if (!c.route) c.xff.emplace(c.client_addr, opts_.limits);
-    }
+  // The imported connection's own addresses (its TCP state's 4-tuple): the client's,
+  // wherever the connection was accepted or moved from, and the VIP.
+  if (opts_.proxy_protocol == 2) c.to_upstream = make_proxy_v2(peer, local);
+  if (opts_.x_forwarded_for) {
+    c.client_addr = ipv4_str(peer.sin_addr);
+    // Route mode frames the requests itself and adds the line as it passes heads on.
+    if (!c.route) c.xff.emplace(c.client_addr, opts_.limits);
   }
   if (auto s = open_pipe(c); !s) {  // out of descriptors: as bad as a refusing upstream
     warn("relay: " + s.error().message());

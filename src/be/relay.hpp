@@ -113,17 +113,20 @@ class Relays {
   // Whether an event of the agent's epoll set is one of ours (epoll_event.data.u64).
   static bool owns(uint64_t tag) { return tag >> 63; }
   // Takes over an activated client socket and starts connecting to the upstream.
+  // local, peer: the socket's addresses (the VIP, the client), from the imported state.
   // peer_fin: the client's FIN follows the queued request bytes (handoff::kStatePeerFin).
   // route: the connection's routing state when set_routing() was called (every
   // request is then routed), else null.
-  void start(UniqueFd client, uint64_t control_id, uint64_t handoff_id, bool peer_fin,
-             uint64_t now_ns, HttpConn* route = nullptr);
+  void start(UniqueFd client, const sockaddr_in& local, const sockaddr_in& peer,
+             uint64_t control_id, uint64_t handoff_id, bool peer_fin, uint64_t now_ns,
+             HttpConn* route = nullptr);
   void set_routing(RelayRouting r) { routing_ = std::move(r); }
   bool routing() const { return bool(routing_.route); }
   // A move failed (RelayRouting::move): the connection is relayed here again, over a
   // new upstream connection (with the PROXY header again); `bytes` are routed again.
-  void adopt(HttpConn& route, UniqueFd client, std::string bytes, bool peer_fin,
-             uint64_t control_id, uint64_t handoff_id, uint64_t now_ns);
+  void adopt(HttpConn& route, UniqueFd client, const sockaddr_in& local, const sockaddr_in& peer,
+             std::string bytes, bool peer_fin, uint64_t control_id, uint64_t handoff_id,
+             uint64_t now_ns);
   void on_event(uint64_t tag, uint32_t events, uint64_t now_ns);
   void tick(uint64_t now_ns);  // timeouts; call every ~100 ms
   size_t active() const { return conns_.size(); }
@@ -146,8 +149,9 @@ class Relays {
   void inc(Counter c, uint64_t n = 1) {
     counters_[size_t(c)].fetch_add(n, std::memory_order_relaxed);
   }
-  Conn* admit(UniqueFd client, uint64_t control_id, uint64_t handoff_id, bool peer_fin,
-              uint64_t now_ns, HttpConn* route, std::string bytes);
+  Conn* admit(UniqueFd client, const sockaddr_in& local, const sockaddr_in& peer,
+              uint64_t control_id, uint64_t handoff_id, bool peer_fin, uint64_t now_ns,
+              HttpConn* route, std::string bytes);
   void again(Conn& c);
   bool pump(Conn& c, uint64_t now_ns);
   bool frame_requests(Conn& c);
