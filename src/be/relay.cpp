@@ -25,6 +25,9 @@ constexpr uint64_t kWarnEveryNs = 1'000'000'000;
 constexpr uint64_t kAckCheckNs = 1'000'000'000;  // send timeouts are tens of seconds
 constexpr uint32_t kEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 
+// Route mode: the head at the front of `in` is held for good (its connection ends
+// after the response under way); see Relays::settle.
+constexpr int kHoldVerdict = -2;
 constexpr uint64_t kTagBit = uint64_t{1} << 63;  // see Relays::owns()
 constexpr uint64_t kWakeTag = kTagBit;           // connection tags: id << 1 | side, id >= 1
 
@@ -107,7 +110,8 @@ struct Relays::Conn {
   std::optional<http::ChunkedScanner> chunked;
   // The head at the front of `in` is not passed on: RelayRouting::kMove, or the status
   // the relay answers it with (then verdict_close: the connection closes after the
-  // answer, and verdict_len: the head's length). kServe: none pending.
+  // answer, and verdict_len: the head's length), or kHoldVerdict (never passed on).
+  // kServe: none pending.
   int verdict = RelayRouting::kServe;
   bool verdict_close = false;
   size_t verdict_len = 0;
@@ -628,7 +632,7 @@ Relays::Peek Relays::peek_response(Conn& c) {
 // it is out; one the relay answers itself is answered then. False when the connection
 // has left or ended.
 bool Relays::settle(Conn& c, bool& moved, uint64_t now_ns) {
-  constexpr int kServe = RelayRouting::kServe, kMove = RelayRouting::kMove;
+  constexpr int kServe = RelayRouting::kServe, kMove = RelayRouting::kMove, kHold = kHoldVerdict;
   if (c.upgrade_wait) {
     if (c.resp.switched()) {
       c.upgrade_wait = false;
@@ -641,16 +645,24 @@ bool Relays::settle(Conn& c, bool& moved, uint64_t now_ns) {
       moved = true;
     }
   }
-  if (c.verdict != kServe && c.resp.unframed()) {
-    // Where the response before this request ends is not known (it ends when the
-    // server closes, or the server switched protocols): the connection cannot move
-    // or be answered in order here; the request goes to our server, as before
-    // multi-handoff. A request we cannot frame is not sent anywhere.
+  if (c.verdict != kServe && c.verdict != kHold && c.resp.unframed()) {
+    // Where the response before this request ends is not known: the connection
+    // cannot move, nor can the relay answer in order. Counted once per request.
+    if (c.verdict == kMove) inc(Counter::moves_refused);
+    if (c.resp.until_close()) {
+      // That response ends when the server closes: nothing after it is answered on
+      // this connection, and a request passed on now would only be reset by the
+      // closing server. It stays unanswered: the client gets the response, then the
+      // connection closes (and asks again on a new one, as HTTP has it).
+      c.verdict = kHold;
+      return true;
+    }
+    // Switched protocols, or bytes the relay did not ask for: the request goes to
+    // our server, as before multi-handoff. One the relay cannot frame goes nowhere.
     if (c.verdict_len == 0) {
       finish(c, End::BadRequest, now_ns);
       return false;
     }
-    if (c.verdict == kMove) inc(Counter::moves_refused);
     c.verdict = kServe;
     c.serve_next = moved = true;
     return true;

@@ -74,9 +74,10 @@ void ResponseFramer::passed(uint64_t n) {
   }
 }
 
-ResponseFramer::Step ResponseFramer::unframe(bool switched) {
+ResponseFramer::Step ResponseFramer::unframe(bool switched, bool until_close) {
   unframed_ = true;
   switched_ = switched;
+  until_close_ = until_close;
   return Step::Unframed;
 }
 
@@ -86,7 +87,7 @@ ResponseFramer::Step ResponseFramer::feed(std::string_view next) {
   uint64_t i = walked_ - pos_;
   // Bytes that cannot be framed: the responses before them are passed on first, so
   // that the stream becomes unframed exactly where they start.
-  bool bad = false, sw = false;
+  bool bad = false, sw = false, cd = false;
   while (i < next.size()) {
     const std::string_view rest = next.substr(size_t(i));
     switch (state_) {
@@ -122,7 +123,7 @@ ResponseFramer::Step ResponseFramer::feed(std::string_view next) {
         const bool no_body = interim || methods_.front() || h.status == 204 || h.status == 304;
         // Neither a length nor chunked last: the body ends when the server closes.
         if (!no_body && (h.transfer_coding ? !h.chunked : !h.length)) {
-          bad = true;
+          bad = cd = true;
           goto out;
         }
         walked_ += end + 4;
@@ -216,7 +217,7 @@ ResponseFramer::Step ResponseFramer::feed(std::string_view next) {
   }
 out:
   if (walked_ > pos_) return Step::Framed;
-  return bad ? unframe(sw) : Step::NeedMore;
+  return bad ? unframe(sw, cd) : Step::NeedMore;
 }
 
 }  // namespace tcpha::http

@@ -49,6 +49,9 @@ class ResponseFramer {
 
   bool unframed() const { return unframed_; }
   bool switched() const { return switched_; }  // unframed by a 101 (Switching Protocols)
+  // Unframed by a response that ends when the server closes: nothing after it can be
+  // answered on this connection.
+  bool until_close() const { return until_close_; }
   // Requests whose response has not been passed on completely.
   uint64_t outstanding() const { return expected_ - completed_; }
   // Every response asked for is complete and passed on: the connection may move.
@@ -57,12 +60,12 @@ class ResponseFramer {
 
  private:
   enum class State { Head, ChunkSize, ChunkEnd, Trailers };
-  Step unframe(bool switched = false);
+  Step unframe(bool switched, bool until_close);
   void response_ends() { ends_.push_back(walked_); }
 
   size_t max_head_;
   State state_ = State::Head;
-  bool unframed_ = false, switched_ = false;
+  bool unframed_ = false, switched_ = false, until_close_ = false;
   uint64_t pos_ = 0;     // stream bytes passed on
   uint64_t walked_ = 0;  // stream bytes framed (pos_ + credit)
   uint64_t expected_ = 0, completed_ = 0;

@@ -17,7 +17,10 @@
 #   5. counters: moves out = moves in, none failed or refused;
 #   6. a move whose target BE is stopped (SIGSTOP) fails: the relay takes the
 #      connection back (a new upstream connection), answers 503 on it, serves its own
-#      group's next request, and moves again once the target resumes.
+#      group's next request, and moves again once the target resumes;
+#   7. a response that ends only when nginx closes (gzip'd, not chunked): the request
+#      for another BE pipelined after it is not moved (relay.moves_refused); the
+#      response arrives whole, then the connection closes, as before multi-handoff.
 set -euo pipefail
 shopt -s inherit_errexit
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -63,6 +66,8 @@ for ((n = 1; n <= 10; n++)); do
   URLS+=("/pages/p$n.html" "/img/i$n.png" "/assets/a$n.$ext")
 done
 put 3 /assets/big.js $((4 * MB))
+mkdir -p "$WWW/be1/pages/legacy"
+put 1 /pages/legacy/l1.html 20000
 echo "no rule routes here" >"$WWW/be2/misc/note.txt"
 
 TB_BE_GROUPS=([1]='"pages"' [2]='"images"' [3]='"assets"')
@@ -125,6 +130,8 @@ http {
   server {
     listen 127.0.0.1:8080 proxy_protocol;
     root $WWW/be$k;
+    # gzip'd without chunking: no length, so the response ends when nginx closes.
+    location /pages/legacy/ { chunked_transfer_encoding off; }
   }
 }
 EOF
@@ -293,4 +300,39 @@ back=$(be_num 1 .relay.taken_back)
 ((back >= 1)) || tb_fail "step 6: be1's relay took no connection back (relay.taken_back $back)"
 echo "HTTP $fb_status after $fb_secs s with be2 stopped (be1's relay took the connection back $back time(s));"
 echo "the same connection then served be1's file, and after be2 resumed, assets, images, pages"
+
+echo "== 7. a close-delimited response: the request pipelined after it cannot move"
+refused0=$(be_num 1 .relay.moves_refused)
+out=$(tb_c timeout 30 python3 - "$HERE" "$MANIFEST" "$TB_VIP" <<'PY' 2>&1
+import gzip, hashlib, sys
+sys.path.insert(0, sys.argv[1])
+import keepalive_client as kc
+want = kc.load_manifest(sys.argv[2])
+conn = kc.Conn(sys.argv[3])
+legacy = kc.request("/pages/legacy/l1.html").replace(b"\r\n\r\n", b"\r\nAccept-Encoding: gzip\r\n\r\n")
+conn.sock.sendall(legacy + kc.request("/img/i1.png"))
+data = bytearray()
+while True:
+    try:
+        chunk = conn.sock.recv(1 << 16)
+    except OSError as e:
+        sys.exit("reading the close-delimited response: %s" % e)
+    if not chunk:
+        break
+    data += chunk
+head, _, body = bytes(data).partition(b"\r\n\r\n")
+lines = head.decode("latin-1").split("\r\n")
+hdrs = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+if not lines[0].startswith("HTTP/1.1 200") or "content-length" in hdrs or "transfer-encoding" in hdrs:
+    sys.exit("want a 200 without length or chunking, got %r %r" % (lines[0], hdrs))
+sha, size = want["/pages/legacy/l1.html"]
+plain = gzip.decompress(body)
+if len(plain) != size or hashlib.sha256(plain).hexdigest() != sha:
+    sys.exit("the close-delimited body differs from the file")
+print("200 close-delimited, %d bytes gzip'd, exact; then EOF" % len(body))
+PY
+) || tb_fail "step 7: $out"
+refused_ge() { (($(be_num 1 .relay.moves_refused) > refused0)); }
+tb_until 2000 refused_ge || tb_fail "step 7: be1's relay counts no refused move (relay.moves_refused $(be_num 1 .relay.moves_refused))"
+echo "$out; be1's relay refused the move of the request after it (moves_refused $(be_num 1 .relay.moves_refused))"
 echo "PASS: relay_moves"

@@ -14,7 +14,7 @@ namespace {
 
 struct Framing {
   std::vector<uint64_t> ends;  // stream offsets at which a response became complete
-  bool unframed = false, switched = false;
+  bool unframed = false, switched = false, until_close = false;
   uint64_t unframed_at = 0;  // offset of the bytes that made it unframed
   uint64_t shown = 0;        // bytes the framer was shown (the rest went on unseen)
 };
@@ -48,6 +48,7 @@ Framing frame(std::string_view stream, const std::vector<bool>& head_methods, si
     if (s == ResponseFramer::Step::Unframed) {
       r.unframed = true;
       r.switched = f.switched();
+      r.until_close = f.until_close();
       r.unframed_at = pos;
       break;
     }
@@ -68,6 +69,7 @@ Framing frame_all(std::string_view stream, const std::vector<bool>& head_methods
     EXPECT_EQ(r.ends, whole.ends) << "arriving " << step << " bytes at a time";
     EXPECT_EQ(r.unframed, whole.unframed) << "step " << step;
     EXPECT_EQ(r.switched, whole.switched) << "step " << step;
+    EXPECT_EQ(r.until_close, whole.until_close) << "step " << step;
   }
   return whole;
 }
@@ -136,6 +138,7 @@ TEST(ResponseFramer, CloseDelimitedIsUnframed) {
   EXPECT_EQ(r.ends, std::vector<uint64_t>{kA.size()});
   EXPECT_TRUE(r.unframed);
   EXPECT_FALSE(r.switched);
+  EXPECT_TRUE(r.until_close);
   EXPECT_EQ(r.unframed_at, kA.size());
   // HTTP/1.0 without a length, a coding other than chunked last.
   EXPECT_TRUE(frame_all("HTTP/1.0 200 OK\r\n\r\nbody", {false}).unframed);
@@ -144,6 +147,7 @@ TEST(ResponseFramer, CloseDelimitedIsUnframed) {
   ResponseFramer f;
   f.expect(false);
   EXPECT_EQ(f.feed("HTTP/1.1 200 OK\r\n\r\n"), ResponseFramer::Step::Unframed);
+  EXPECT_TRUE(f.until_close());
   EXPECT_EQ(f.credit(), ResponseFramer::kUnbounded);
   EXPECT_FALSE(f.idle());
 }
@@ -153,9 +157,11 @@ TEST(ResponseFramer, SwitchingProtocolsAndGarbageAreUnframed) {
       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello", {false});
   EXPECT_TRUE(s.unframed);
   EXPECT_TRUE(s.switched);
+  EXPECT_FALSE(s.until_close);
   // Bytes nobody asked for, bytes that are no response, conflicting lengths, a bad
   // chunk line, a head beyond the limit.
   EXPECT_TRUE(frame_all(kA + kB, {false}).unframed);
+  EXPECT_FALSE(frame_all(kA + kB, {false}).until_close);  // the server may go on
   EXPECT_TRUE(frame_all("SSH-2.0-OpenSSH\r\n\r\n", {false}).unframed);
   EXPECT_TRUE(
       frame_all("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", {false})
