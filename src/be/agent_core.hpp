@@ -242,6 +242,7 @@ class Agent {
   void on_repointed(const proto::RepointedMsg& m);
   void forget_local_flow(const handoff::TcpState& st);
   void tick_moves(uint64_t now);
+  void share_lard();  // this back-end's LARD assignments to the others and the FE
   void note_load(int32_t backend, const proto::HeartbeatMsg& hb, uint64_t now);
   // Relay mode (moves.cpp): relayed connections are routed and moved too.
   void start_relay(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,

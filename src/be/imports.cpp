@@ -86,6 +86,10 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
     on_repointed(*r);
   } else if (auto* hb = std::get_if<proto::HeartbeatMsg>(&m); hb && cc.peer_backend >= 0) {
     note_load(cc.peer_backend, *hb, monotonic_ns());
+  } else if (auto* l = std::get_if<proto::LardMsg>(&m)) {
+    // LARD assignments of the FE or another back-end (docs/multi-handoff.md).
+    if (router_)
+      for (auto& e : l->entries) router_->learn_lard({e.rule, e.target, std::move(e.members)});
   } else {
     spdlog::warn("unexpected control message type {}", int(proto::type_of(m)));
   }

@@ -427,12 +427,30 @@ void Agent::tick_moves(uint64_t now) {
     std::vector<proto::Message> none;
     if (const unsigned changes = p->link.tick(now)) peer_changed(*p, changes, none);
   }
+  share_lard();
   if (evacuating()) {
     evacuate(now);
   } else if (now >= next_rebalance_) {
     next_rebalance_ = now + std::max<uint64_t>(uint64_t(cfg_.cluster.heartbeat_ms) * kMs, 200 * kMs);
     rebalance(now);
   }
+}
+
+// The LARD assignments this back-end made for the later requests it routed, to the
+// other back-ends and to the FE (over one of its workers' links: the FE's table is
+// shared by its workers), so that every node routes a target to the same member.
+void Agent::share_lard() {
+  auto changes = router_->take_lard_changes(proto::kLardMaxEntries);
+  if (changes.empty()) return;
+  proto::LardMsg msg;
+  for (auto& c : changes) msg.entries.push_back({c.rule, c.target, std::move(c.members)});
+  for (auto& p : peers_)
+    if (p && p->up) p->link.send(msg);
+  for (auto& [id, cc] : controls_)
+    if (cc->peer_backend < 0 && cc->link.up()) {
+      cc->link.send(msg);
+      break;
+    }
 }
 
 // Moves idle connection h (no request buffered, no response under way) to `target`.

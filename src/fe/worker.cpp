@@ -665,6 +665,19 @@ void Worker::control_changed(ControlConn& cc, unsigned changes, std::vector<prot
   }
 }
 
+// The LARD assignments the workers made since the last tick of any of them (the table
+// is shared), to every BE over this worker's links: BEs route later requests with the
+// same table (docs/multi-handoff.md). A BE that is not up misses them; it learns the
+// targets again as they change.
+void Worker::share_lard() {
+  auto changes = snap_->router->take_lard_changes(proto::kLardMaxEntries);
+  if (changes.empty()) return;
+  proto::LardMsg msg;
+  for (auto& c : changes) msg.entries.push_back({c.rule, c.target, std::move(c.members)});
+  for (auto& [b, cc] : controls_)
+    if (cc->up) cc->link.send(msg);
+}
+
 void Worker::on_message(ControlConn& cc, proto::Message& m) {
   if (auto* r = std::get_if<proto::ReadyMsg>(&m)) {
     on_ready(cc, r->id, r->status);
@@ -676,6 +689,8 @@ void Worker::on_message(ControlConn& cc, proto::Message& m) {
     cc.be->reported_active.store(hb->active, std::memory_order_relaxed);
     cc.be->cache_hit_permille.store(hb->cache_hit_permille, std::memory_order_relaxed);
     cc.be->cpu_permille.store(hb->cpu_permille, std::memory_order_relaxed);
+  } else if (auto* l = std::get_if<proto::LardMsg>(&m)) {
+    for (auto& e : l->entries) snap_->router->learn_lard({e.rule, e.target, std::move(e.members)});
   } else {
     spdlog::warn("[w{}] unexpected message type {} from {}", index_, int(proto::type_of(m)),
                  cc.be->id);
@@ -816,6 +831,7 @@ void Worker::tick(uint64_t now) {
         break;
     }
   }
+  share_lard();
   const uint64_t dead_ns = uint64_t(snap_->cfg->cluster.dead_after_ms) * kMs;
   std::vector<BackendState*> gone;
   for (auto& [b, cc] : controls_) {

@@ -69,6 +69,7 @@ class Worker {
   void reconcile();
   bool local_expired(ClientConn& c, uint64_t now);
   void tick(uint64_t now);
+  void share_lard();  // this FE's LARD assignments to every BE (multi-handoff)
   void epoll_set(int op, int fd, uint32_t events, Item* item);
 
   Shared& sh_;

@@ -181,6 +181,33 @@ void get(Reader& r, DrainMsg& m) {
   if (on > 1) r.invalid();
   m.on = on == 1;
 }
+// Encoding clamps to the limits (senders split larger batches); decoding refuses what
+// is over them, so every accepted frame re-encodes to itself.
+void put(std::string& out, const LardMsg& m) {
+  const size_t n = std::min(m.entries.size(), kLardMaxEntries);
+  put_be(out, uint16_t(n));
+  for (size_t i = 0; i < n; ++i) {
+    const auto& e = m.entries[i];
+    put_be(out, e.rule);
+    put_be(out, e.target);
+    const size_t k = std::clamp<size_t>(e.members.size(), 1, kLardMaxServers);
+    put_be(out, uint8_t(k));
+    for (size_t j = 0; j < k; ++j) put_be(out, j < e.members.size() ? e.members[j] : uint64_t{0});
+  }
+}
+void get(Reader& r, LardMsg& m) {
+  const uint16_t n = r.be<uint16_t>();
+  if (n > kLardMaxEntries) return r.invalid();
+  m.entries.resize(n);
+  for (auto& e : m.entries) {
+    e.rule = r.be<uint32_t>();
+    e.target = r.be<uint64_t>();
+    const uint8_t k = r.be<uint8_t>();
+    if (k == 0 || k > kLardMaxServers) return r.invalid();
+    e.members.resize(k);
+    for (auto& x : e.members) x = r.be<uint64_t>();  // a truncated frame reads k = 0 next
+  }
+}
 void get(Reader& r, RepointedMsg& m) {
   m.id = r.be<uint64_t>();
   m.status = r.be<uint32_t>();
@@ -248,6 +275,7 @@ constexpr TypeInfo kTypes[] = {
     {MsgType::Repoint, 8 + 4 + 1 + 255, decode_as<RepointMsg>},
     {MsgType::Repointed, 8 + 4 + 4, decode_as<RepointedMsg>},
     {MsgType::Drain, 1, decode_as<DrainMsg>},
+    {MsgType::Lard, 2 + kLardMaxEntries * (4 + 8 + 1 + kLardMaxServers * 8), decode_as<LardMsg>},
 };
 static_assert(std::size(kTypes) == std::variant_size_v<Message>);
 

@@ -68,6 +68,11 @@
 //   REPOINTED u64 id | u32 status (0 = done) | u32 seq   FE -> BE: the answer to REPOINT
 //   DRAIN     u8 on            FE -> BE: the operator drained (1) or undrained (0) it;
 //                             a drained BE moves its keep-alive connections away
+//   LARD      u16 count (<= kLardMaxEntries) | per entry: u32 rule | u64 target (hash
+//             of the path) | u8 n (1..kLardMaxServers) | n x u64 member (Member::seed)
+//                             any node -> the others: LARD assignments it made
+//                             (sched::Router::LardShare), so that every node that
+//                             routes keeps the same table
 // TcpState travels field by field in declaration order (kTcpStateWireSize = 60 bytes):
 // addresses and ports, already in network order in the struct, as their 4/2 raw bytes;
 // every other field big-endian.
@@ -113,6 +118,7 @@ enum class MsgType : uint8_t {
   Repoint = 12,    // BE -> FE: a connection moved to another BE (multi-handoff)
   Repointed = 13,  // FE -> BE: the flow now points at the new owner
   Drain = 14,      // FE -> BE: drained or undrained by the operator
+  Lard = 15,       // any -> any: LARD assignments made by the sender
 };
 enum class Role : uint8_t { Fe = 1, Be = 2 };
 
@@ -167,8 +173,18 @@ struct RepointedMsg {
 struct DrainMsg {
   bool on = false;
 };
+inline constexpr size_t kLardMaxEntries = 256, kLardMaxServers = 16;
+struct LardMsg {
+  struct Entry {
+    uint32_t rule = 0;
+    uint64_t target = 0;
+    std::vector<uint64_t> members;  // 1..kLardMaxServers
+  };
+  std::vector<Entry> entries;  // at most kLardMaxEntries
+};
 using Message = std::variant<HandoffMsg, ReadyMsg, CommitMsg, AbortMsg, ClosedMsg, HeartbeatMsg,
-                             JoinMsg, LeaveMsg, WorkerMsg, RepointMsg, RepointedMsg, DrainMsg>;
+                             JoinMsg, LeaveMsg, WorkerMsg, RepointMsg, RepointedMsg, DrainMsg,
+                             LardMsg>;
 
 // The FE worker that owns a connection id (ids are (worker << 48) | counter).
 constexpr uint32_t worker_of(uint64_t id) { return uint32_t(id >> 48); }

@@ -60,6 +60,7 @@ int Lard::pick_target(uint64_t target, const LoadView& load, Clock::time_point n
     if (p < 0) return -1;
     set.push_back(uint32_t(p));
     e.changed = now;
+    note_change(target);
     return p;
   }
   auto by_load = [&](uint32_t a, uint32_t b) { return members_.lighter(a, b, load); };
@@ -84,8 +85,41 @@ int Lard::pick_target(uint64_t target, const LoadView& load, Clock::time_point n
     std::erase(set, most);
     changed = true;
   }
-  if (changed) e.changed = now;
+  if (changed) {
+    e.changed = now;
+    note_change(target);
+  }
   return int(n);
+}
+
+void Lard::note_change(uint64_t target) {
+  if (changed_.size() < params_.max_targets) changed_.push_back(target);
+}
+
+std::vector<std::pair<uint64_t, std::vector<uint32_t>>> Lard::take_changes(size_t max) {
+  std::lock_guard lock(mu_);
+  std::vector<std::pair<uint64_t, std::vector<uint32_t>>> out;
+  size_t used = 0;
+  for (; used < changed_.size() && out.size() < max; ++used) {
+    const uint64_t t = changed_[used];
+    auto it = table_.find(t);
+    if (it == table_.end()) continue;  // evicted since
+    if (std::any_of(out.begin(), out.end(), [&](const auto& o) { return o.first == t; }))
+      continue;  // changed twice: its current servers are out already
+    out.emplace_back(t, it->second.servers);
+  }
+  changed_.erase(changed_.begin(), changed_.begin() + ptrdiff_t(used));
+  return out;
+}
+
+void Lard::learn(uint64_t target, std::vector<uint32_t> servers, Clock::time_point now) {
+  std::erase_if(servers, [&](uint32_t p) { return p >= members_.size(); });
+  if (servers.empty()) return;
+  if (!params_.replicate) servers.resize(1);
+  std::lock_guard lock(mu_);
+  Entry& e = find_or_insert(target);
+  e.servers = std::move(servers);
+  e.changed = now;
 }
 
 size_t Lard::target_count() const {

@@ -52,6 +52,15 @@ class Lard final : public Policy {
   // The member positions a target is assigned to (empty when it is not in the table).
   std::vector<uint32_t> servers_of(uint64_t target) const;
 
+  // Sharing the table (multi-handoff: the FE and the back-ends each decide for the
+  // requests they route, and tell the others their decisions over the control links).
+  // The assignments this table made since the last call, at most `max` (the rest wait
+  // for the next call); learned ones are not among them, so nothing echoes.
+  std::vector<std::pair<uint64_t, std::vector<uint32_t>>> take_changes(size_t max);
+  // Another node's assignment of `target`: replaces ours. Positions out of range are
+  // dropped (a node with another member list); nothing left: ignored.
+  void learn(uint64_t target, std::vector<uint32_t> servers, Clock::time_point now);
+
  private:
   struct Entry {
     std::vector<uint32_t> servers;  // positions in members(); one unless replicating
@@ -62,12 +71,16 @@ class Lard final : public Policy {
   Entry& find_or_insert(uint64_t target);
   int least_loaded(const LoadView& load);
   bool overloaded(uint32_t pos, const LoadView& load) const;
+  void note_change(uint64_t target);  // mu_ held
 
   const LardParams params_;
   uint64_t turn_ = 0;  // rotates the start of least_loaded scans; guarded by mu_
   mutable std::mutex mu_;
   std::unordered_map<uint64_t, Entry> table_;
   std::list<uint64_t> lru_;  // most recently used first
+  // Targets whose servers this table changed since take_changes(): bounded like the
+  // table, so a flood of unique paths costs at most max_targets entries here too.
+  std::vector<uint64_t> changed_;
 };
 
 }  // namespace tcpha::sched

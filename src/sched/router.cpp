@@ -1,4 +1,5 @@
 #include "sched/router.hpp"
+#include "sched/lard.hpp"
 
 #include <re2/re2.h>
 
@@ -152,6 +153,33 @@ const Members& Router::members(int rule) const { return rules_.at(size_t(rule)).
 int Router::pick(int rule, uint32_t client_addr_be, const LoadView& load) {
   static const http::Request kNone{};
   return rules_.at(size_t(rule)).policy->pick(kNone, client_addr_be, load);
+}
+
+std::vector<Router::LardShare> Router::take_lard_changes(size_t max) {
+  std::vector<LardShare> out;
+  for (size_t i = 0; i < rules_.size() && out.size() < max; ++i) {
+    auto* lard = dynamic_cast<Lard*>(rules_[i].policy.get());
+    if (!lard) continue;
+    const Members& m = lard->members();
+    for (auto& [target, servers] : lard->take_changes(max - out.size())) {
+      LardShare sh{uint32_t(i), target, {}};
+      for (uint32_t pos : servers) sh.members.push_back(m[pos].seed);
+      out.push_back(std::move(sh));
+    }
+  }
+  return out;
+}
+
+void Router::learn_lard(const LardShare& sh) {
+  if (sh.rule >= rules_.size()) return;
+  auto* lard = dynamic_cast<Lard*>(rules_[sh.rule].policy.get());
+  if (!lard) return;
+  const Members& m = lard->members();
+  std::vector<uint32_t> servers;
+  for (uint64_t seed : sh.members)
+    for (size_t pos = 0; pos < m.size(); ++pos)
+      if (m[pos].seed == seed) servers.push_back(uint32_t(pos));
+  lard->learn(sh.target, std::move(servers), Lard::Clock::now());
 }
 
 size_t Router::rule_count() const { return rules_.size(); }

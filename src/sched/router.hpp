@@ -66,6 +66,18 @@ class Router {
   const Members& members(int rule) const;
   int pick(int rule, uint32_t client_addr_be, const LoadView& load);
 
+  // LARD tables shared between the nodes that route (multi-handoff): the assignments
+  // this router's LARD rules made since the last call, at most `max`, and another
+  // node's. Members are named by Member::seed (from the back-end's id), which every
+  // node derives alike whatever the order of its member list; unknown ones are skipped.
+  struct LardShare {
+    uint32_t rule = 0;
+    uint64_t target = 0;            // hash64 of the path
+    std::vector<uint64_t> members;  // Member::seed of each server
+  };
+  std::vector<LardShare> take_lard_changes(size_t max);
+  void learn_lard(const LardShare& s);
+
   size_t rule_count() const;
   const std::string& rule_name(int i) const;  // the rule's name, or "rule@LINE"
   uint32_t local_id() const { return local_id_; }

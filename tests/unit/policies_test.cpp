@@ -290,6 +290,34 @@ TEST_F(LardTest, DistinctTargetsSpreadOverAllMembers) {
   EXPECT_EQ(pick(lard, 1000), 2);
 }
 
+// Sharing (multi-handoff): two nodes' tables. What one assigns, the other learns and
+// then picks too; a learned assignment is not handed on again (no echo), and a change
+// is reported once however often the target is picked.
+TEST_F(LardTest, AssignmentsOneTableMakesTheOtherLearns) {
+  Lard fe(members({1, 1, 1, 1}), LardParams{});
+  Lard be(members({1, 1, 1, 1}), LardParams{});
+  load_.act = {5, 5, 0, 5};
+  const int s = pick(fe, 42);
+  EXPECT_EQ(s, 2);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(pick(fe, 42), s);
+  auto changes = fe.take_changes(100);
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].first, 42u);
+  EXPECT_EQ(changes[0].second, std::vector<uint32_t>{2});
+  EXPECT_TRUE(fe.take_changes(100).empty());
+  load_.act = {0, 5, 5, 5};  // the BE on its own would pick member 0
+  be.learn(42, changes[0].second, Lard::Clock::time_point{});
+  EXPECT_EQ(pick(be, 42), 2);
+  EXPECT_TRUE(be.take_changes(100).empty()) << "learned, not re-announced";
+  // Out-of-range positions (a node with a longer member list) are dropped.
+  be.learn(43, {7}, Lard::Clock::time_point{});
+  EXPECT_TRUE(be.servers_of(43).empty());
+  // At most `max` per call; the rest come next time.
+  for (uint64_t t = 100; t < 110; ++t) pick(fe, t);
+  EXPECT_EQ(fe.take_changes(4).size(), 4u);
+  EXPECT_EQ(fe.take_changes(100).size(), 6u);
+}
+
 TEST_F(LardTest, MovesWhenOverHighAndSomeoneIsUnderLow) {
   Lard lard(members({1, 1, 1, 1}), LardParams{.low = 25, .high = 65});
   const int s = pick(lard, 1);

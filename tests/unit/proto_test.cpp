@@ -104,6 +104,14 @@ void expect_same(const Message& a, const Message& b) {
     EXPECT_EQ(x->seq, std::get<RepointMsg>(b).seq);
   } else if (auto* x = std::get_if<DrainMsg>(&a)) {
     EXPECT_EQ(x->on, std::get<DrainMsg>(b).on);
+  } else if (auto* x = std::get_if<LardMsg>(&a)) {
+    const auto& y = std::get<LardMsg>(b);
+    ASSERT_EQ(x->entries.size(), y.entries.size());
+    for (size_t i = 0; i < x->entries.size(); ++i) {
+      EXPECT_EQ(x->entries[i].rule, y.entries[i].rule);
+      EXPECT_EQ(x->entries[i].target, y.entries[i].target);
+      EXPECT_EQ(x->entries[i].members, y.entries[i].members);
+    }
   } else if (auto* x = std::get_if<RepointedMsg>(&a)) {
     EXPECT_EQ(x->id, std::get<RepointedMsg>(b).id);
     EXPECT_EQ(x->status, std::get<RepointedMsg>(b).status);
@@ -139,6 +147,8 @@ std::vector<Message> all_messages() {
       RepointedMsg{2, ENOENT, 1},
       DrainMsg{true},
       DrainMsg{false},
+      LardMsg{},
+      LardMsg{{{2, 0xfedcba9876543210, {7}}, {0, 1, {1, 2, 0xffffffffffffffff}}}},
   };
 }
 
@@ -712,6 +722,33 @@ TEST(ProtoCodec, DrainFlagOtherThanZeroOrOneIsRefused) {
   const uint8_t two[1] = {2}, space[1] = {0x20};
   EXPECT_FALSE(decode_payload(MsgType::Drain, two, 1).ok());
   EXPECT_FALSE(decode_payload(MsgType::Drain, space, 1).ok());
+}
+
+// LARD: more entries or servers than the limits, or an entry with no server, would
+// decode to a message that encodes differently: refused.
+TEST(ProtoCodec, LardOverItsLimitsOrWithoutServersIsRefused) {
+  auto decode = [](const std::string& p) {
+    return decode_payload(MsgType::Lard, reinterpret_cast<const uint8_t*>(p.data()), p.size());
+  };
+  std::string one = payload_of(LardMsg{{{1, 2, {3}}}});
+  ASSERT_TRUE(decode(one).ok());
+  std::string none = one;
+  none[2 + 4 + 8] = 0;  // n = 0
+  none.resize(2 + 4 + 8 + 1);
+  EXPECT_FALSE(decode(none).ok());
+  std::string many = payload_of(LardMsg{{{1, 2, std::vector<uint64_t>(kLardMaxServers, 5)}}});
+  ASSERT_TRUE(decode(many).ok());
+  many[2 + 4 + 8] = char(kLardMaxServers + 1);
+  many.append(8, '\0');
+  EXPECT_FALSE(decode(many).ok());
+  std::string count = one;
+  store_be(reinterpret_cast<uint8_t*>(count.data()), uint16_t(kLardMaxEntries + 1));
+  EXPECT_FALSE(decode(count).ok());
+  LardMsg big;
+  big.entries.resize(kLardMaxEntries + 5, LardMsg::Entry{0, 9, {1}});
+  auto clamped = decode(payload_of(big));
+  ASSERT_TRUE(clamped.ok()) << "the encoder clamps to the limit";
+  EXPECT_EQ(std::get<LardMsg>(*clamped).entries.size(), kLardMaxEntries);
 }
 
 TEST(ProtoCodec, HandoffRequestLengthBeyondPayloadIsRefused) {
