@@ -159,6 +159,13 @@ def derive(r):
                                     for x in b.get("be_status") or [] if isinstance(x, dict)],
                 "be_import_latency_us": [dict(x.get("import_latency_us") or {}, id=x.get("id"))
                                          for x in b.get("be_status") or [] if isinstance(x, dict)],
+                # The parts of a move (each BE's own histograms): HOLD + export + HANDOFF,
+                # HANDOFF -> READY (the target's import and the round trip), READY -> COMMIT.
+                "move_parts_us": [{"id": x.get("id"),
+                                   "send": x.get("move_send_latency_us") or {},
+                                   "ready": x.get("move_ready_latency_us") or {},
+                                   "commit": x.get("move_commit_latency_us") or {}}
+                                  for x in b.get("be_status") or [] if isinstance(x, dict)],
             }
             lat = [x for x in d["moves"]["move_latency_us"] if x.get("count")]
             # The BEs' histograms are separate: the worst BE's percentile, not a merged one.

@@ -151,6 +151,21 @@ def lines_moves(runs):
         cost = (part["be_cpu_us_per_request"] - base["be_cpu_us_per_request"]) / per
         out += ["", f"tcpha's BE CPU per move, both ends (browse-part minus browse-all BE CPU per request, "
                 f"divided by moves per request): **{cost:.0f} us**."]
+    parts = []
+    for w in ("browse-part-1", "browse-part"):
+        r = runs.get(("tcpha", w))
+        for x in ((r or {}).get("moves") or {}).get("move_parts_us") or []:
+            if (x.get("send") or {}).get("count"):
+                parts.append(f"| {w} | {x.get('id')} | "
+                             + " | ".join(f"{f(x[k].get('p50'))} / {f(x[k].get('p99'))}"
+                                          for k in ("send", "ready", "commit")) + " |")
+    if parts:
+        out += ["", "Where a move's time goes, per BE (its own histograms, p50 / p99 in us): HOLD + "
+                "TCP_REPAIR export + HANDOFF queued; HANDOFF queued -> READY received (the rest of the "
+                "round, the target's wake-up and import, two trips over the bridge); READY -> FORWARD + COMMIT queued. "
+                "Control frames leave at the end of the agent's event-loop round (proto::WriteBatch).", "",
+                "| workload | BE | HOLD+export+HANDOFF queued | to READY | READY->COMMIT queued |",
+                "|---|---|---:|---:|---:|"] + parts
     return out
 
 
@@ -329,8 +344,9 @@ def render(results, runs, plots):
               "request with the cluster's rules and, when the request's group is on another BE, moves "
               "the live connection there (BE -> BE handoff, then REPOINT to the FE). HAProxy relays "
               "each request to the nginx of its group's BE. *Move latency* is each BE's own "
-              "measurement, from the router saying move to COMMIT sent (it includes waiting for the "
-              "previous response to be acknowledged), cumulative over warm-up and measured run on BE "
+              "measurement, from the router saying move to COMMIT queued (it includes waiting for the "
+              "previous response to be acknowledged; control frames are written at the end of the "
+              "agent's event-loop round, proto::WriteBatch), cumulative over warm-up and measured run on BE "
               "agents started for that workload; **browse-part-1 is the move latency one at a time** "
               "(one connection: one move in flight in the whole bed), browse-part the latency under "
               "load. *BE CPU* is every process in the BE namespaces (tcpha agents, or nginx), per "
@@ -340,8 +356,9 @@ def render(results, runs, plots):
               "(one rule over all BEs), so no request is routed elsewhere.", "",
               *moves]
     L += ["", "## Handoff latency (tcpha)", "",
-          "Request complete to COMMIT sent, on the FE, and its parts: HOLD map update + "
-          "TCP_REPAIR export + HANDOFF send; the control round trip (the BE's import included) "
+          "Request complete to COMMIT queued, on the FE, and its parts: HOLD map update + "
+          "TCP_REPAIR export + HANDOFF queued; the control round trip (frames are written at the "
+          "end of the worker's event-loop round, proto::WriteBatch) (the BE's import included) "
           "to READY; the datapath FORWARD update + COMMIT. BE import is the BE's own "
           "measurement (max over BEs, cumulative since the agents started). *BPF ns/pkt* is "
           "the tc program's mean run time per packet in situ (kernel BPF statistics).", "",

@@ -41,11 +41,11 @@ struct LatencyInfo {
   LatencyHistogram Shared::*hist;
 };
 constexpr LatencyInfo kLatencies[] = {
-    {"handoff_latency_us", "handoff_latency", "request complete to COMMIT sent",
+    {"handoff_latency_us", "handoff_latency", "request complete to COMMIT queued",
      &Shared::handoff_latency},
-    {"hold_export_send", "handoff_export", "HOLD + export + HANDOFF sent", &Shared::export_latency},
-    {"send_to_ready", "handoff_ready", "HANDOFF sent to READY received", &Shared::ready_latency},
-    {"ready_to_commit", "handoff_commit", "READY received to COMMIT sent (FORWARD + send)",
+    {"hold_export_send", "handoff_export", "HOLD + export + HANDOFF queued", &Shared::export_latency},
+    {"send_to_ready", "handoff_ready", "HANDOFF queued to READY received", &Shared::ready_latency},
+    {"ready_to_commit", "handoff_commit", "READY received to COMMIT queued (FORWARD + send)",
      &Shared::commit_latency},
 };
 
