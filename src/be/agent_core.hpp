@@ -249,6 +249,7 @@ class Agent {
                    const PendingImport& imp);
   void relay_move(HttpConn& h, UniqueFd client, std::string bytes, bool peer_fin);
   void relay_take_back(HttpConn& h);
+  void evacuate_relayed(uint64_t now);
   // Drain (SIGTERM or the operator's `tcpha drain`) and rebalance move idle
   // keep-alive connections instead of closing them.
   bool evacuating() const { return draining_ || fe_drained_; }

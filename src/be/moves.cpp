@@ -484,6 +484,7 @@ void Agent::evacuate(uint64_t now) {
     if (int32_t(id) == self_index_ || id >= cfg_.backends.size()) continue;
     move_idle(*h, id, now);
   }
+  if (relays_ && relays_->routing()) evacuate_relayed(now);
 }
 
 // After a back-end joins (or comes back), the others hold more than their share of the
@@ -587,6 +588,24 @@ void Agent::relay_move(HttpConn& h, UniqueFd client, std::string bytes, bool pee
   set(EPOLL_CTL_ADD, h.fd.get(), EPOLLIN | EPOLLRDHUP, &h);
   conns_.emplace(&h, std::move(owned));
   start_move(h, now);
+}
+
+// Drained, relay mode: idle relayed connections move like served ones (evacuate); the
+// relay hands each over with no bytes, and a failed move leaves it relayed here, not
+// tried again for a second.
+void Agent::evacuate_relayed(uint64_t now) {
+  for (HttpConn* h : relays_->idle_routes()) {
+    if (now < h->idle_move_after || h->rule < 0) continue;
+    PeerLoadView load(*this, -1, now);
+    const int pos = router_->pick(h->rule, h->peer.sin_addr.s_addr, load);
+    h->idle_move_after = now + 1000 * kMs;
+    if (pos < 0) continue;
+    const uint32_t id = router_->members(h->rule)[size_t(pos)].id;
+    if (int32_t(id) == self_index_ || id >= cfg_.backends.size()) continue;
+    h->move_target = int64_t(id);
+    h->move_wanted = now;
+    relays_->release(*h);
+  }
 }
 
 // A relayed connection's move failed (move_failed): back to the relay, which connects

@@ -712,6 +712,32 @@ bool Relays::settle(Conn& c, bool& moved, uint64_t now_ns) {
   return true;
 }
 
+namespace {
+template <class C>
+bool idle_route(const C& c) {
+  return c.route && c.verdict == RelayRouting::kServe && c.reply.empty() && c.in.empty() &&
+         c.req == C::Req::Head && !c.upgrade_wait && c.resp.idle() && c.in_pipe == 0 &&
+         c.pending_upstream() == 0 && !c.client_eof && !c.peer_fin && !c.upstream_eof;
+}
+}  // namespace
+
+std::vector<HttpConn*> Relays::idle_routes() const {
+  std::vector<HttpConn*> out;
+  for (auto& [id, c] : conns_)
+    if (idle_route(*c)) out.push_back(c->route);
+  return out;
+}
+
+bool Relays::release(HttpConn& route) {
+  for (auto& [id, c] : conns_)
+    if (c->route == &route) {
+      if (!idle_route(*c)) return false;
+      hand_over(*c);
+      return true;
+    }
+  return false;
+}
+
 // Route mode: every response before the request at the front of `in` is complete and
 // in the client's socket. The server's connection closes (it answered everything it
 // was sent: a FIN); the client's socket and the unanswered bytes go to the agent,

@@ -127,6 +127,12 @@ class Relays {
   void adopt(HttpConn& route, UniqueFd client, const sockaddr_in& local, const sockaddr_in& peer,
              std::string bytes, bool peer_fin, uint64_t control_id, uint64_t handoff_id,
              uint64_t now_ns);
+  // Route mode, for drain: the routing states of the connections with nothing under
+  // way (every response out, no request byte buffered or pending), and handing one
+  // of them over (RelayRouting::move, no bytes) to move to h's move_target; false
+  // when it is not idle any more.
+  std::vector<HttpConn*> idle_routes() const;
+  bool release(HttpConn& route);
   void on_event(uint64_t tag, uint32_t events, uint64_t now_ns);
   void tick(uint64_t now_ns);  // timeouts; call every ~100 ms
   size_t active() const { return conns_.size(); }
