@@ -283,6 +283,7 @@ class Agent {
   std::array<std::atomic<uint64_t>, size_t(Counter::count)> counters_{};
   std::atomic<int64_t> active_{0};
   LatencyHistogram import_latency_;  // HANDOFF decoded -> READY sent
+  handoff::RepairSockets spare_sockets_;  // imports: socket() + TCP_REPAIR done ahead
   // Multi-handoff (moves.cpp); all empty when the cluster file has no [[rule]] (every
   // back-end serves every request: nothing ever moves).
   std::unique_ptr<sched::Router> router_;
@@ -305,8 +306,9 @@ class Agent {
   // back-end more than once, and the FE's answers may come out of order.
   std::map<std::pair<uint64_t, uint32_t>, MovedFlow> moved_flows_;
   LatencyHistogram move_latency_;  // the router said move -> COMMIT sent
-  // Its parts: waiting for the previous response's ACK; HOLD + export + HANDOFF sent;
-  // HANDOFF sent -> READY (the target's import and the round trip); READY -> COMMIT.
+  // Its parts: waiting for the previous response's ACK; HOLD + export + HANDOFF queued
+  // (written at the end of the loop's round: proto::WriteBatch); HANDOFF queued -> READY
+  // (the target's import and the round trip); READY -> FORWARD + COMMIT queued.
   LatencyHistogram move_wait_latency_, move_send_latency_, move_ready_latency_,
       move_commit_latency_;
   uint64_t next_moves_tick_ = 0, next_rebalance_ = 0;

@@ -73,6 +73,7 @@ void Agent::run() {
   while (!stop_) {
     // The tick sends heartbeats, so it runs at least twice per heartbeat interval.
     const int tick_ms = int(std::clamp<uint32_t>(cfg_.cluster.heartbeat_ms / 2, 5, 100));
+    spare_sockets_.refill();  // after the last round's writes, before waiting
     int n = epoll_wait(ep_.get(), evs, 256, awaiting_ack_.empty() ? tick_ms : 1);
     const uint64_t woke = n > 0 ? monotonic_ns() : 0;
     proto::WriteBatch batch;  // control frames of this round: one write per link

@@ -34,7 +34,7 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
       return;
     }
     forget_local_flow(h->state);
-    auto fd = handoff::import_state(h->state, h->request);
+    auto fd = handoff::import_state(h->state, h->request, spare_sockets_.take());
     uint32_t status = 0;
     if (!fd) {
       status = uint32_t(fd.error().err ? fd.error().err : EPROTO);

@@ -125,8 +125,9 @@ Status leave_repair(int fd) {
 
 namespace {
 
-Status import_into(int fd, const TcpState& st, const std::string& queued) {
-  if (auto s = set_int(fd, TCP_REPAIR, TCP_REPAIR_ON, "setsockopt(TCP_REPAIR on)"); !s) return s;
+Status import_into(int fd, const TcpState& st, const std::string& queued, bool in_repair) {
+  if (!in_repair)
+    if (auto s = set_int(fd, TCP_REPAIR, TCP_REPAIR_ON, "setsockopt(TCP_REPAIR on)"); !s) return s;
   if (auto s = set_int(fd, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE send"); !s) return s;
   if (auto s = set_int(fd, TCP_QUEUE_SEQ, int(st.snd_seq), "TCP_QUEUE_SEQ send"); !s) return s;
   if (auto s = set_int(fd, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE recv"); !s) return s;
@@ -189,13 +190,35 @@ Status import_into(int fd, const TcpState& st, const std::string& queued) {
   return {};
 }
 
+UniqueFd new_socket() {
+  return UniqueFd(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+}
+
 }  // namespace
 
-Result<UniqueFd> import_state(const TcpState& st, const std::string& queued) {
-  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+Result<UniqueFd> import_state(const TcpState& st, const std::string& queued, UniqueFd spare) {
+  const bool in_repair = spare.valid();
+  UniqueFd fd = in_repair ? std::move(spare) : new_socket();
   if (!fd.valid()) return sys_error("socket");
-  if (auto s = import_into(fd.get(), st, queued); !s) return s.error();
+  if (auto s = import_into(fd.get(), st, queued, in_repair); !s) return s.error();
   return fd;
+}
+
+UniqueFd RepairSockets::take() {
+  if (spare_.empty()) return {};
+  UniqueFd fd = std::move(spare_.back());
+  spare_.pop_back();
+  return fd;
+}
+
+// A socket that cannot enter repair mode (no CAP_NET_ADMIN) is not kept: import_state
+// then fails on its own socket with the real error.
+void RepairSockets::refill() {
+  while (spare_.size() < target_) {
+    UniqueFd fd = new_socket();
+    if (!fd.valid() || !set_int(fd.get(), TCP_REPAIR, TCP_REPAIR_ON, "setsockopt(TCP_REPAIR on)")) return;
+    spare_.push_back(std::move(fd));
+  }
 }
 
 Status activate(int fd) {

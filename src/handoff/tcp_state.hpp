@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/fd.hpp"
 #include "common/result.hpp"
@@ -64,8 +65,25 @@ Status leave_repair(int fd);
 
 // Creates a socket in repair mode carrying `st`, bound to the VIP and connected to
 // the client without sending anything, with `queued` in its receive queue. It stays
-// in repair mode (silent) until activate().
-Result<UniqueFd> import_state(const TcpState& st, const std::string& queued);
+// in repair mode (silent) until activate(). `spare`, when valid, is a socket from
+// RepairSockets::take() used instead of a new one.
+Result<UniqueFd> import_state(const TcpState& st, const std::string& queued,
+                              UniqueFd spare = {});
+
+// Sockets made ahead of imports (socket() and TCP_REPAIR on: two syscalls off the
+// handoff's critical path). refill() tops the pool up after the event loop's round;
+// take() gives an invalid fd when it is empty (import_state then makes its own).
+class RepairSockets {
+ public:
+  explicit RepairSockets(size_t target = 8) : target_(target) {}
+  UniqueFd take();
+  void refill();
+  size_t size() const { return spare_.size(); }
+
+ private:
+  size_t target_;
+  std::vector<UniqueFd> spare_;
+};
 
 // Leaves repair mode: the kernel sends a window probe and the socket is live.
 Status activate(int fd);

@@ -169,6 +169,33 @@ TEST_F(TcpStateTest, MovesMidStreamConnectionByteExact) {
   EXPECT_EQ(recv(cli_, &c, 1, 0), 0);
 }
 
+// An import onto a socket made ahead (RepairSockets: already in repair mode) works as
+// one on a fresh socket: the request, then traffic both ways.
+TEST_F(TcpStateTest, ImportOntoASpareSocketFromThePool) {
+  handoff::RepairSockets pool(2);
+  pool.refill();
+  ASSERT_EQ(pool.size(), 2u) << "needs CAP_NET_ADMIN";
+  std::string request = pattern(1500, 'R');
+  send_all(cli_, request);
+  usleep(20000);
+  std::string already;
+  auto st = handoff::export_state(srv_, local_, peer_, already);
+  ASSERT_TRUE(st.ok()) << st.error().message();
+  close(srv_);
+  srv_ = -1;
+  auto moved = handoff::import_state(*st, already, pool.take());
+  ASSERT_TRUE(moved.ok()) << moved.error().message();
+  EXPECT_EQ(pool.size(), 1u);
+  ASSERT_TRUE(handoff::activate(moved->get()).ok());
+  int fd = moved->get();
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  EXPECT_EQ(recv_exact(fd, request.size()), request);
+  std::string reply = pattern(100'000, 'z');
+  EXPECT_EQ(transfer(fd, cli_, reply), reply);
+  pool.refill();
+  EXPECT_EQ(pool.size(), 2u);
+}
+
 // A request followed at once by the client's FIN (a half-close): the socket is in
 // CLOSE_WAIT when it is exported. The export says so, and the importer's socket takes
 // the client's next segments (rcv_nxt already past the FIN) and answers to EOF.
