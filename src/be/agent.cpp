@@ -51,6 +51,7 @@ int Daemon::setup_host() {
   sigemptyset(&stop_sigs);
   sigaddset(&stop_sigs, SIGINT);
   sigaddset(&stop_sigs, SIGTERM);
+  sigaddset(&stop_sigs, SIGHUP);  // reload (Agent::reload), not a stop
   sigfd_.reset(signalfd(-1, &stop_sigs, SFD_CLOEXEC | SFD_NONBLOCK));
 
   auto ifname = host::interface_of(self_.addr);

@@ -84,7 +84,9 @@ inline constexpr uint64_t kAckCheckNs = 1'000 * kMs;
   X(routed_elsewhere, "later requests whose rule's group does not include this back-end") \
   X(no_rule, "later requests answered 404: no rule matches")                    \
   X(no_backend, "later requests answered 503: no member of their group is usable") \
-  X(peer_refused, "links from other back-ends refused: the id does not match the address")
+  X(peer_refused, "links from other back-ends refused: the id does not match the address") \
+  X(reloads, "SIGHUPs applied: access log reopened, rules re-read")           \
+  X(reload_failures, "SIGHUPs whose cluster file was refused (errors, or a changed [[backend]] list)")
 
 inline constexpr auto kBeCounters =
     std::to_array<metrics::CounterInfo>({TCPHA_BE_COUNTERS(TCPHA_METRICS_COUNTER)});
@@ -243,6 +245,8 @@ class Agent {
   void forget_local_flow(const handoff::TcpState& st);
   void tick_moves(uint64_t now);
   void share_lard();  // this back-end's LARD assignments to the others and the FE
+  // SIGHUP: reopen the access log and re-read the rules (moves.cpp).
+  void reload();
   void note_load(int32_t backend, const proto::HeartbeatMsg& hb, uint64_t now);
   // Relay mode (moves.cpp): relayed connections are routed and moved too.
   void start_relay(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
@@ -287,6 +291,7 @@ class Agent {
   // Multi-handoff (moves.cpp); all empty when the cluster file has no [[rule]] (every
   // back-end serves every request: nothing ever moves).
   std::unique_ptr<sched::Router> router_;
+  std::vector<config::RuleSection> rules_;  // router_'s rules (from the file last read)
   int32_t self_index_ = -1;                      // in cfg_.backends
   std::unique_ptr<datapath::Datapath> dp_;       // this host's copy of the FE's datapath
   Mac own_mac_{};

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstring>
 
 #include "be/agent_core.hpp"
@@ -93,7 +94,12 @@ void Agent::run() {
           break;
         case Item::Signal: {
           signalfd_siginfo si{};
-          if (read(sigfd_, &si, sizeof si) == sizeof si) begin_drain();
+          if (read(sigfd_, &si, sizeof si) == sizeof si) {
+            if (si.ssi_signo == SIGHUP)
+              reload();
+            else
+              begin_drain();
+          }
           break;
         }
         case Item::Control:

@@ -27,7 +27,9 @@
 #include <cerrno>
 
 #include "be/agent_core.hpp"
+#include "common/access_log.hpp"
 #include "common/clock.hpp"
+#include "config/config.hpp"
 #include "host/host.hpp"
 
 namespace tcpha::be {
@@ -107,6 +109,7 @@ Status Agent::open_moves(const std::string& ifname) {
   auto router = sched::Router::build(cfg_);
   if (!router) return router.error();
   router_ = std::move(*router);
+  rules_ = cfg_.rules;
   if (relays_) {
     // Relay mode: the relay frames each request and response of a connection and
     // asks route_later about every request, as the built-in server does.
@@ -436,6 +439,50 @@ void Agent::tick_moves(uint64_t now) {
   }
 }
 
+// SIGHUP. The access log is reopened (log rotation) whatever the file says. The rules
+// are re-read, so that later requests are routed as the reloaded FE routes first ones;
+// the list of back-ends must stay as it was (our links to them and the indices in
+// every connection's state come from it): a change there needs a restart, like the
+// FE's restart-only keys. A file with errors changes nothing.
+void Agent::reload() {
+  if (!self_.access_log.empty())
+    if (auto log = open_access_log(self_.access_log)) access_log_ = std::move(log);
+  if (!router_) {
+    inc(Counter::reloads);
+    return;
+  }
+  auto r = config::load(cfg_.path);
+  if (!r.config) {
+    for (auto& e : r.errors) spdlog::error("reload refused: {}", e);
+    inc(Counter::reload_failures);
+    return;
+  }
+  const auto& now_be = r.config->backends;
+  bool same = now_be.size() == cfg_.backends.size();
+  for (size_t i = 0; same && i < now_be.size(); ++i)
+    same = now_be[i].id == cfg_.backends[i].id && now_be[i].address == cfg_.backends[i].address;
+  if (!same || r.config->cluster.vip != cfg_.cluster.vip) {
+    spdlog::error("reload refused: the [[backend]] list or the VIP changed, which needs a "
+                  "restart of the back-ends; old rules kept");
+    inc(Counter::reload_failures);
+    return;
+  }
+  auto router = sched::Router::build(*r.config);
+  if (!router) {
+    spdlog::error("reload refused: {}", router.error().message());
+    inc(Counter::reload_failures);
+    return;
+  }
+  router_ = std::move(*router);
+  rules_ = r.config->rules;
+  // A connection's rule (drain and rebalance keep it in its group) may name a rule that
+  // is gone; its next request is routed afresh anyway.
+  for (auto& [p, h] : conns_)
+    if (h->rule >= int(router_->rule_count())) h->rule = -1;
+  inc(Counter::reloads);
+  spdlog::info("reloaded: {} rules", rules_.size());
+}
+
 // The LARD assignments this back-end made for the later requests it routed, to the
 // other back-ends and to the FE (over one of its workers' links: the FE's table is
 // shared by its workers), so that every node routes a target to the same member.
@@ -502,7 +549,7 @@ void Agent::rebalance(uint64_t now) {
     if (idle_here(*h) && now >= h->idle_move_after) idle_by_rule[h->rule].push_back(p);
   PeerLoadView load(*this, -1, now);
   for (auto& [rule, idle] : idle_by_rule) {
-    if (cfg_.rules.size() > size_t(rule) && cfg_.rules[size_t(rule)].policy == "hash") continue;
+    if (rules_.size() > size_t(rule) && rules_[size_t(rule)].policy == "hash") continue;
     const sched::Members& m = router_->members(rule);
     int64_t total = 0, weights = 0, self_weight = 0;
     bool member = false;
