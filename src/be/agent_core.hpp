@@ -245,6 +245,7 @@ class Agent {
   void forget_local_flow(const handoff::TcpState& st);
   void tick_moves(uint64_t now);
   void share_lard();  // this back-end's LARD assignments to the others and the FE
+  void add_peers(uint64_t now);  // links to the back-ends that have none yet
   // SIGHUP: reopen the access log and re-read the rules (moves.cpp).
   void reload();
   void note_load(int32_t backend, const proto::HeartbeatMsg& hb, uint64_t now);
@@ -264,7 +265,8 @@ class Agent {
   void begin_drain();
   void drain_tick(uint64_t now);
 
-  const config::Config& cfg_;
+  // A copy: a reload appends back-ends and replaces the rules (moves.cpp, reload()).
+  config::Config cfg_;
   const config::BackendSection& self_;
   std::array<uint8_t, 32> key_{};
   UniqueFd ep_, docroot_;

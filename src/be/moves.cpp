@@ -104,7 +104,7 @@ class Agent::PeerLoadView final : public sched::LoadView {
 // connections to it. A lone back-end serves every request itself, with no datapath.
 Status Agent::open_moves(const std::string& ifname) {
   for (size_t i = 0; i < cfg_.backends.size(); ++i)
-    if (&cfg_.backends[i] == &self_) self_index_ = int32_t(i);
+    if (cfg_.backends[i].id == self_.id) self_index_ = int32_t(i);
   if (self_index_ < 0 || cfg_.backends.size() < 2) return {};
   auto router = sched::Router::build(cfg_);
   if (!router) return router.error();
@@ -130,11 +130,17 @@ Status Agent::open_moves(const std::string& ifname) {
   auto mac = host::interface_mac(ifname);
   if (!mac) return mac.error();
   own_mac_ = *mac;
+  add_peers(monotonic_ns());
+  return {};
+}
+
+// A link to every other back-end of cfg_.backends that has none yet (at start, and
+// for the ones a reload appended).
+void Agent::add_peers(uint64_t now) {
   peers_.resize(cfg_.backends.size());
   peer_load_.resize(cfg_.backends.size());
-  const uint64_t now = monotonic_ns();
   for (size_t i = 0; i < cfg_.backends.size(); ++i) {
-    if (int32_t(i) == self_index_) continue;
+    if (int32_t(i) == self_index_ || peers_[i]) continue;
     proto::LinkOptions o;
     o.key = key_;
     o.role = proto::Role::Fe;  // the side that sends handoffs on this link
@@ -149,7 +155,6 @@ Status Agent::open_moves(const std::string& ifname) {
     p->link.dial(to, now);
     peers_[i] = std::move(p);
   }
-  return {};
 }
 
 // The session's router (StaticSession::Router) for connection h.
@@ -440,10 +445,12 @@ void Agent::tick_moves(uint64_t now) {
 }
 
 // SIGHUP. The access log is reopened (log rotation) whatever the file says. The rules
-// are re-read, so that later requests are routed as the reloaded FE routes first ones;
-// the list of back-ends must stay as it was (our links to them and the indices in
-// every connection's state come from it): a change there needs a restart, like the
-// FE's restart-only keys. A file with errors changes nothing.
+// are re-read, so that later requests are routed as the reloaded FE routes first ones,
+// and back-ends appended to the list (scale-out) become peers: links to them, moves
+// and rebalancing towards them. Back-ends already listed must stay as they were, in
+// order (our links to them and the indices in every connection's state come from it):
+// removing, renaming or reordering needs a restart, like the FE's restart-only keys.
+// A file with errors changes nothing.
 void Agent::reload() {
   if (!self_.access_log.empty())
     if (auto log = open_access_log(self_.access_log)) access_log_ = std::move(log);
@@ -458,12 +465,13 @@ void Agent::reload() {
     return;
   }
   const auto& now_be = r.config->backends;
-  bool same = now_be.size() == cfg_.backends.size();
-  for (size_t i = 0; same && i < now_be.size(); ++i)
+  bool same = now_be.size() >= cfg_.backends.size();
+  for (size_t i = 0; same && i < cfg_.backends.size(); ++i)
     same = now_be[i].id == cfg_.backends[i].id && now_be[i].address == cfg_.backends[i].address;
   if (!same || r.config->cluster.vip != cfg_.cluster.vip) {
-    spdlog::error("reload refused: the [[backend]] list or the VIP changed, which needs a "
-                  "restart of the back-ends; old rules kept");
+    spdlog::error("reload refused: back-ends removed, renamed, readdressed or reordered, or "
+                  "the VIP changed, which needs a restart of the back-ends (appending is "
+                  "fine); old rules kept");
     inc(Counter::reload_failures);
     return;
   }
@@ -475,12 +483,17 @@ void Agent::reload() {
   }
   router_ = std::move(*router);
   rules_ = r.config->rules;
+  const size_t added = now_be.size() - cfg_.backends.size();
+  cfg_.backends = now_be;
+  cfg_.rules = rules_;
+  if (added) add_peers(monotonic_ns());
   // A connection's rule (drain and rebalance keep it in its group) may name a rule that
   // is gone; its next request is routed afresh anyway.
   for (auto& [p, h] : conns_)
     if (h->rule >= int(router_->rule_count())) h->rule = -1;
   inc(Counter::reloads);
-  spdlog::info("reloaded: {} rules", rules_.size());
+  spdlog::info("reloaded: {} rules, {} back-ends ({} new)", rules_.size(), cfg_.backends.size(),
+               added);
 }
 
 // The LARD assignments this back-end made for the later requests it routed, to the
