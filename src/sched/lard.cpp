@@ -115,7 +115,8 @@ std::vector<std::pair<uint64_t, std::vector<uint32_t>>> Lard::take_changes(size_
 void Lard::learn(uint64_t target, std::vector<uint32_t> servers, Clock::time_point now) {
   std::erase_if(servers, [&](uint32_t p) { return p >= members_.size(); });
   if (servers.empty()) return;
-  if (!params_.replicate) servers.resize(1);
+  // erase, not resize(1): GCC 12's -O3 -Warray-bounds misreads the resize path.
+  if (!params_.replicate) servers.erase(servers.begin() + 1, servers.end());
   std::lock_guard lock(mu_);
   Entry& e = find_or_insert(target);
   e.servers = std::move(servers);
