@@ -55,7 +55,9 @@ both() {
   # curl prints each body ("beN\n") followed by its -w line
   awk 'NR % 2 == 1 { s = s $0 " " } NR % 2 == 0 { c += $0 } END { print s c }' <<<"$out"
 }
-counter() { tb_status_json "be$1" | jq -er ".counters.$2"; }
+# A counter, or -1 when the BE does not have it (or does not answer): a number either
+# way, so that a condition on it is false rather than an error that ends the script.
+counter() { tb_status_json "be$1" 2>/dev/null | jq -e ".counters.$2 // -1" 2>/dev/null || echo -1; }
 # wait_counter K NAME VALUE: until be K's counter reaches VALUE (5 s at most).
 wait_counter() {
   local i

@@ -27,7 +27,9 @@ N=48
 CLI=$TB_DIR/idle
 mkdir -p "$CLI"
 be_active() { tb_status_json "be$1" | jq -e .active; }
-be_counter() { tb_status_json "be$1" | jq -e ".counters.$2"; }
+# A counter, or -1 when the BE does not have it (or does not answer): a number either
+# way, so that a condition on it is false rather than an error that ends the script.
+be_counter() { tb_status_json "be$1" 2>/dev/null | jq -e ".counters.$2 // -1" 2>/dev/null || echo -1; }
 
 echo "== $N idle keep-alive connections on be1 and be2"
 tb_spawn --log "$TB_DIR/idle.log" idle "$TB_NS_C" python3 "$HERE/idle_clients.py" "$TB_VIP" "$N" "$CLI"
