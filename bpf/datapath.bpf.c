@@ -20,11 +20,29 @@
  * - Userspace ages flows out (src/datapath/flow_gc.cpp): FORWARD flows the back-end
  *   reported closed once both the report and their last packet are older than the
  *   linger, FORWARD flows idle longer than flow_idle_s, HOLDs older than the hold
- *   maximum. */
+ *   maximum.
+ * - Loops: forward() decrements the IPv4 TTL (checksum updated) or the IPv6 hop
+ *   limit, and drops a packet that arrives with 1 or less (TTL_DROP). Back-ends run
+ *   this program too, to forward the strays of connections they moved: when a
+ *   back-end moves a connection back before the first one dropped its entry, two
+ *   hosts briefly point at each other for one 4-tuple, and the TTL bounds the
+ *   bouncing as a router's would.
+ *
+ * Guard (back-ends only, off unless userspace sets tcpha_guard_vip). A back-end's
+ * flow is pointed at it before it has imported the socket, and the import runs in
+ * TCP_REPAIR for a few microseconds. A client packet that arrives meanwhile must
+ * not meet the stack: with no socket (or only the listener) the kernel answers an
+ * RST, which kills the connection, and a socket still in repair mode would take it
+ * half restored. So a TCP packet to the guarded VIP that has no flow and is not a
+ * pure SYN is checked against the sockets (bpf_skc_lookup_tcp) and dropped, the
+ * client retransmits, when none or only a listener matches (GUARD_NOSOCK) or the
+ * socket is in repair mode (GUARD_REPAIR). Established, TIME_WAIT and request
+ * sockets, pure SYNs, flows and other addresses are as without the guard. */
 /* The uapi headers must precede libbpf's, which use their types. */
 /* clang-format off */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 /* clang-format on */
 
@@ -52,6 +70,17 @@ struct {
  * (flow_linger_ms). In .data, not .rodata: userspace rewrites it through the
  * skeleton's mapping when a reload changes the configured linger. */
 volatile __u64 tcpha_linger_ns = TCPHA_DEFAULT_LINGER_NS;
+
+/* The guarded VIP (IPv4, network order), 0 = guard off; see the top. In .data
+ * (explicitly: a zero would put it in .bss) so that userspace can turn it on and
+ * off at run time, like the linger. */
+volatile __u32 tcpha_guard_vip SEC(".data") = 0;
+
+/* The one field of the kernel's tcp_sock the guard reads. CO-RE: libbpf finds the
+ * bitfield's real position in the running kernel's BTF at load time. */
+struct tcp_sock {
+  __u8 repair : 1;
+} __attribute__((preserve_access_index));
 
 static __always_inline void count(__u32 id, __u64 n) {
   __u64 *c = bpf_map_lookup_elem(&counters, &id);
@@ -103,13 +132,43 @@ static __always_inline int on_syn(struct tcpha_packet *p, struct tcpha_flow_valu
   return TC_ACT_SHOT;
 }
 
+/* Decrements the IPv4 TTL or the IPv6 hop limit of a packet about to be forwarded;
+ * false (packet untouched) when it has none left, as a router would: two back-ends
+ * whose entries point at each other for a moment must not bounce a packet forever.
+ * The IPv4 checksum is updated incrementally like the kernel's ip_decrease_ttl():
+ * TTL is the high byte of its 16-bit word, so the sum drops by 0x0100 and the
+ * checksum (its complement) grows by as much, end-around carry included. No helper
+ * call, and the packet pointers stay valid. */
+static __always_inline int hop(struct tcpha_packet *p) {
+  if (p->ip4) {
+    struct iphdr *ip = p->ip4;
+    __u32 check;
+
+    if (ip->ttl <= 1) return 0;
+    check = ip->check + (__u32)bpf_htons(0x0100);
+    ip->check = (__u16)(check + (check >= 0xffff));
+    ip->ttl--;
+    return 1;
+  }
+  if (p->ip6) {
+    if (p->ip6->hop_limit <= 1) return 0;
+    p->ip6->hop_limit--;
+  }
+  return 1;
+}
+
 /* Direct server return on the same segment: the back-end owns the connection now
  * and answers the client itself; the source MAC must be ours, or the switch
  * learns the client's MAC on our port and the back-end's answers come here. */
 static __always_inline int forward(struct __sk_buff *skb, struct tcpha_packet *p,
                                    struct tcpha_flow_value *v) {
-  __u64 now = bpf_ktime_get_ns();
+  __u64 now;
 
+  if (!hop(p)) {
+    count(TCPHA_DP_TTL_DROP, 1);
+    return TC_ACT_SHOT;
+  }
+  now = bpf_ktime_get_ns();
   __builtin_memcpy(p->eth->h_dest, v->dmac, ETH_ALEN);
   __builtin_memcpy(p->eth->h_source, v->smac, ETH_ALEN);
   v->last_seen_ns = now;
@@ -119,6 +178,44 @@ static __always_inline int forward(struct __sk_buff *skb, struct tcpha_packet *p
   count(TCPHA_DP_FORWARD, 1);
   count(TCPHA_DP_FORWARD_BYTES, skb->len);
   return bpf_redirect(skb->ifindex, 0);
+}
+
+/* A packet to the guarded VIP without a flow (see the top): pass only if a socket
+ * that can take it exists. One socket lookup, only for such packets. */
+static __always_inline int guard(struct __sk_buff *skb, struct tcpha_packet *p, __u32 vip) {
+  struct bpf_sock_tuple t = {};
+  struct bpf_sock *sk;
+  struct tcp_sock *tp;
+  int repair = 0;
+
+  /* The stack answers a new connection's SYN itself (SYN-ACK, or an RST when
+   * nothing listens), as without the guard. */
+  if (p->tcp->syn && !p->tcp->ack) return pass();
+  t.ipv4.saddr = p->key.saddr[0];
+  t.ipv4.daddr = vip;
+  t.ipv4.sport = p->key.sport;
+  t.ipv4.dport = p->key.dport;
+  sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+  if (!sk) {
+    count(TCPHA_DP_GUARD_NOSOCK, 1);
+    return TC_ACT_SHOT;
+  }
+  /* A listener only: the connection is not imported yet (it would get an RST). */
+  if (sk->state == BPF_TCP_LISTEN) {
+    bpf_sk_release(sk);
+    count(TCPHA_DP_GUARD_NOSOCK, 1);
+    return TC_ACT_SHOT;
+  }
+  /* NULL for TIME_WAIT and request sockets, which are not being restored. Read
+   * before the release: tp is only valid while sk is held. */
+  tp = bpf_skc_to_tcp_sock(sk);
+  if (tp) repair = BPF_CORE_READ_BITFIELD(tp, repair);
+  bpf_sk_release(sk);
+  if (repair) {
+    count(TCPHA_DP_GUARD_REPAIR, 1);
+    return TC_ACT_SHOT;
+  }
+  return pass();
 }
 
 SEC("tc")
@@ -139,7 +236,12 @@ int tcpha_ingress(struct __sk_buff *skb) {
   }
 
   v = bpf_map_lookup_elem(&flows, &p.key);
-  if (!v) return pass();
+  if (!v) {
+    __u32 vip = tcpha_guard_vip;
+
+    if (vip && p.key.family == TCPHA_AF_INET && p.key.daddr[0] == vip) return guard(skb, &p, vip);
+    return pass();
+  }
   if (p.tcp->syn && !p.tcp->ack) return on_syn(&p, v);
   /* Anything not explicitly forwarded is being handed off: the connection is
    * not ours to answer any more, so drop rather than pass. */

@@ -52,17 +52,20 @@ struct tcpha_flow_value {
 };
 
 /* Per-CPU counters, declared once: X(id, description). */
-#define TCPHA_DP_COUNTERS(X)                                                      \
-  X(RX, "packets seen by the datapath")                                           \
-  X(PASS, "packets passed to the FE's stack")                                     \
-  X(HOLD_DROP, "client packets dropped while their flow was held")                \
-  X(FORWARD, "packets forwarded to a back-end")                                   \
-  X(FORWARD_BYTES, "bytes forwarded to a back-end")                               \
-  X(STALE_SYN, "SYNs that matched a finished flow, which was removed")            \
-  X(FIN, "client FINs seen on forwarded flows")                                   \
-  X(RST, "client RSTs seen on forwarded flows")                                   \
-  X(MALFORMED, "truncated or malformed IP/TCP headers passed untouched")          \
-  X(SYN_DROP, "SYNs dropped because the flow of their 4-tuple is live")
+#define TCPHA_DP_COUNTERS(X)                                                            \
+  X(RX, "packets seen by the datapath")                                                 \
+  X(PASS, "packets passed to the FE's stack")                                           \
+  X(HOLD_DROP, "client packets dropped while their flow was held")                      \
+  X(FORWARD, "packets forwarded to a back-end")                                         \
+  X(FORWARD_BYTES, "bytes forwarded to a back-end")                                     \
+  X(STALE_SYN, "SYNs that matched a finished flow, which was removed")                  \
+  X(FIN, "client FINs seen on forwarded flows")                                         \
+  X(RST, "client RSTs seen on forwarded flows")                                         \
+  X(MALFORMED, "truncated or malformed IP/TCP headers passed untouched")                \
+  X(SYN_DROP, "SYNs dropped because the flow of their 4-tuple is live")                 \
+  X(GUARD_NOSOCK, "guarded packets dropped: no flow, and no socket or only a listener") \
+  X(GUARD_REPAIR, "guarded packets dropped: their socket is still in TCP_REPAIR")       \
+  X(TTL_DROP, "packets to forward dropped for a TTL/hop limit <= 1 (a loop)")
 
 enum tcpha_dp_counter {
 #define TCPHA_X_ENUM(id, desc) TCPHA_DP_##id,

@@ -26,13 +26,15 @@
 #define TCPHA_MAX_HDR (sizeof(struct ethhdr) + 60 + sizeof(struct tcphdr))
 
 enum tcpha_parse_result {
-  TCPHA_PARSE_TCP,       /* p->eth, p->tcp and p->key are set */
+  TCPHA_PARSE_TCP,       /* p->eth, p->ip4 or p->ip6, p->tcp and p->key are set */
   TCPHA_PARSE_OTHER,     /* not TCP over IP, or a non-first fragment */
   TCPHA_PARSE_MALFORMED, /* truncated or impossible headers */
 };
 
 struct tcpha_packet {
   struct ethhdr *eth;
+  struct iphdr *ip4;   /* IPv4 packets (key.family AF_INET), else NULL */
+  struct ipv6hdr *ip6; /* IPv6 packets (key.family AF_INET6), else NULL */
   struct tcphdr *tcp;
   struct tcpha_flow_key key;
 };
@@ -52,6 +54,7 @@ static __always_inline int tcpha_parse_ipv4(struct iphdr *ip, void *data_end,
   if (ip->protocol != IPPROTO_TCP) return TCPHA_PARSE_OTHER;
   /* Only the first fragment carries the ports; the stack reassembles the rest. */
   if (ip->frag_off & bpf_htons(TCPHA_IP_OFFSET)) return TCPHA_PARSE_OTHER;
+  p->ip4 = ip;
   p->tcp = (void *)ip + ip->ihl * 4;
   p->key.saddr[0] = ip->saddr;
   p->key.daddr[0] = ip->daddr;
@@ -66,6 +69,7 @@ static __always_inline int tcpha_parse_ipv6(struct ipv6hdr *ip6, void *data_end,
   /* Extension headers are not walked: clients send TCP right after the fixed
    * header, and whatever else arrives is left to the stack. */
   if (ip6->nexthdr != IPPROTO_TCP) return TCPHA_PARSE_OTHER;
+  p->ip6 = ip6;
   p->tcp = (void *)(ip6 + 1);
   __builtin_memcpy(p->key.saddr, &ip6->saddr, sizeof(p->key.saddr));
   __builtin_memcpy(p->key.daddr, &ip6->daddr, sizeof(p->key.daddr));
@@ -80,6 +84,8 @@ static __always_inline int tcpha_parse(struct __sk_buff *skb, struct tcpha_packe
 
   /* The key is hashed byte by byte: padding and unused address words must be 0. */
   __builtin_memset(&p->key, 0, sizeof(p->key));
+  p->ip4 = NULL;
+  p->ip6 = NULL;
   p->eth = data;
   if ((void *)(p->eth + 1) > data_end) return TCPHA_PARSE_MALFORMED;
   if (p->eth->h_proto == bpf_htons(ETH_P_IP))

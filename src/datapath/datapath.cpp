@@ -181,6 +181,20 @@ uint64_t Datapath::linger() const {
   return knob.load(std::memory_order_relaxed);
 }
 
+// Same as the linger: a relaxed store on the mapped .data, read per packet.
+Status Datapath::set_guard(uint32_t vip_be) {
+  if (!skel_->data) return Error{EINVAL, "datapath: .data not mapped, cannot set the guard"};
+  std::atomic_ref knob(skel_->data->tcpha_guard_vip);
+  knob.store(vip_be, std::memory_order_relaxed);
+  return {};
+}
+
+uint32_t Datapath::guard() const {
+  if (!skel_->data) return 0;
+  std::atomic_ref knob(skel_->data->tcpha_guard_vip);
+  return knob.load(std::memory_order_relaxed);
+}
+
 std::optional<tcpha_flow_value> Datapath::lookup(const FlowKey& key) const {
   tcpha_flow_value v;
   if (bpf_map_lookup_elem(flows_fd(), &key, &v) < 0) return std::nullopt;

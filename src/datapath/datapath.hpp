@@ -59,6 +59,17 @@ class Datapath {
   // for the next packet.
   void set_linger(uint64_t linger_ns);
   uint64_t linger() const;
+  // Back-ends: guards the VIP vip_be (IPv4, network order; 0 = off, the default and
+  // the FE's setting). A TCP packet to it with no flow that is not a pure SYN is
+  // dropped (the client retransmits) unless a socket can take it: dropped when no
+  // socket or only a listener matches its 4-tuple (counter guard_nosock) or the
+  // socket is still in TCP_REPAIR (guard_repair). This covers a connection whose
+  // flow already points here but whose import has not finished; the kernel would
+  // answer an RST or a half-restored socket would take the packet. Rules at the top
+  // of datapath.bpf.c. Takes effect for the next packet. Error{EINVAL} only when
+  // the loaded program has no writable .data (cannot happen with this skeleton).
+  Status set_guard(uint32_t vip_be);
+  uint32_t guard() const;  // the guarded VIP, 0 when off
 
   std::optional<tcpha_flow_value> lookup(const FlowKey& key) const;
   Counters counters() const;                // summed over CPUs

@@ -8,7 +8,11 @@
 #include <gtest/gtest.h>
 #include <linux/pkt_cls.h>
 #include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,9 +20,11 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <thread>
 #include <vector>
 
+#include "common/fd.hpp"
 #include "datapath/flow_gc.hpp"
 
 namespace tcpha::datapath {
@@ -44,6 +50,15 @@ uint64_t now_ns() {
 // Appends headers in wire order; build() fills in the IPv4 total length and checksum.
 class PacketBuilder {
  public:
+  // IPv4 TTL / IPv6 hop limit and IPv4 id of the next ipv4()/ipv6().
+  PacketBuilder& ttl(uint8_t t) {
+    ttl_ = t;
+    return *this;
+  }
+  PacketBuilder& id(uint16_t i) {
+    id_ = i;
+    return *this;
+  }
   PacketBuilder& eth(uint16_t type, const Mac& dst = kFeMac, const Mac& src = kClientMac) {
     b_.insert(b_.end(), dst.begin(), dst.end());
     b_.insert(b_.end(), src.begin(), src.end());
@@ -54,14 +69,14 @@ class PacketBuilder {
                       uint32_t daddr = kVip) {
     ip_at_ = b_.size();
     ip_hlen_ = 20 + options.size();
-    put8(0x40 | uint8_t(ip_hlen_ / 4)).put8(0).put16(0).put16(0x1234).put16(frag_off);
-    put8(64).put8(proto).put16(0);
+    put8(0x40 | uint8_t(ip_hlen_ / 4)).put8(0).put16(0).put16(id_).put16(frag_off);
+    put8(ttl_).put8(proto).put16(0);
     put32be(saddr).put32be(daddr);
     b_.insert(b_.end(), options.begin(), options.end());
     return *this;
   }
   PacketBuilder& ipv6(uint8_t next, const in6_addr& saddr, const in6_addr& daddr) {
-    put32(0x60000000).put16(0).put8(next).put8(64);
+    put32(0x60000000).put16(0).put8(next).put8(ttl_);
     b_.insert(b_.end(), saddr.s6_addr, saddr.s6_addr + 16);
     b_.insert(b_.end(), daddr.s6_addr, daddr.s6_addr + 16);
     return *this;
@@ -105,7 +120,33 @@ class PacketBuilder {
   std::vector<uint8_t> b_;
   std::optional<size_t> ip_at_;
   size_t ip_hlen_ = 0;
+  uint8_t ttl_ = 64;
+  uint16_t id_ = 0x1234;
 };
+
+constexpr size_t kIp = 14;  // offset of the IP header in an Ethernet frame
+
+// The one's-complement sum of the IPv4 header of an Ethernet frame, folded.
+uint16_t ip_header_sum(const std::vector<uint8_t>& f) {
+  const size_t hlen = size_t(f[kIp] & 0x0f) * 4;
+  uint32_t sum = 0;
+  for (size_t i = 0; i < hlen; i += 2) sum += uint32_t(f[kIp + i] << 8 | f[kIp + i + 1]);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return uint16_t(sum);
+}
+
+bool ip_checksum_ok(const std::vector<uint8_t>& f) { return ip_header_sum(f) == 0xffff; }
+
+// What a forwarded IPv4 frame must look like after its MACs: TTL one less, and the
+// checksum computed from scratch (not incrementally, as the program does).
+std::vector<uint8_t> hopped(std::vector<uint8_t> f) {
+  f[kIp + 8]--;
+  f[kIp + 10] = f[kIp + 11] = 0;
+  const uint16_t check = uint16_t(~ip_header_sum(f));
+  f[kIp + 10] = uint8_t(check >> 8);
+  f[kIp + 11] = uint8_t(check);
+  return f;
+}
 
 std::vector<uint8_t> tcp4(uint8_t flags, size_t payload = 0) {
   return PacketBuilder().eth(kEthIp).ipv4(kProtoTcp).tcp(flags).payload(payload).build();
@@ -192,7 +233,11 @@ TEST_F(DatapathTest, ForwardRewritesBothMacsAndRedirects) {
   ASSERT_EQ(r.out.size(), pkt.size());
   EXPECT_TRUE(std::equal(kBeMac.begin(), kBeMac.end(), r.out.begin()));
   EXPECT_TRUE(std::equal(kFeMac.begin(), kFeMac.end(), r.out.begin() + 6));
-  EXPECT_TRUE(std::equal(pkt.begin() + 12, pkt.end(), r.out.begin() + 12));
+  // Only the TTL and the IP checksum change beyond the MACs.
+  const auto want = hopped(pkt);
+  EXPECT_TRUE(std::equal(want.begin() + 12, want.end(), r.out.begin() + 12));
+  EXPECT_EQ(r.out[kIp + 8], 63);
+  EXPECT_TRUE(ip_checksum_ok(r.out));
 
   run(pkt);
   auto c = dp_->counters();
@@ -210,6 +255,76 @@ TEST_F(DatapathTest, ForwardRewritesBothMacsAndRedirects) {
   EXPECT_LE(before, after);
   EXPECT_EQ(v->flags, 0);
   EXPECT_EQ(v->closing_ns, 0u);
+}
+
+// Loop protection: two hosts whose entries point at each other for one 4-tuple (a
+// back-end that moved a connection back before the first one dropped its entry)
+// must not bounce a packet forever. Every hop costs one TTL, and the IP checksum
+// stays valid whatever its value was: all 65536 ids give all 65536 checksums.
+TEST_F(DatapathTest, ForwardDecrementsTtlWithAValidChecksum) {
+  forward_client();
+  uint32_t bad = 0;
+  for (uint32_t id = 0; id <= 0xffff; ++id) {
+    auto pkt = PacketBuilder().id(uint16_t(id)).eth(kEthIp).ipv4(kProtoTcp).tcp(kAck).build();
+    auto r = run(pkt);
+    ASSERT_EQ(r.verdict, TC_ACT_REDIRECT);
+    const auto want = hopped(pkt);
+    if (!ip_checksum_ok(r.out) || !std::equal(want.begin() + 12, want.end(), r.out.begin() + 12))
+      ++bad;
+  }
+  EXPECT_EQ(bad, 0u);
+  // Down to the last hop: TTL 2 leaves as 1, which the next host drops.
+  for (uint8_t ttl : {255, 2}) {
+    auto r = run(PacketBuilder().ttl(ttl).eth(kEthIp).ipv4(kProtoTcp).tcp(kAck).build());
+    EXPECT_EQ(r.verdict, TC_ACT_REDIRECT);
+    EXPECT_EQ(r.out[kIp + 8], ttl - 1);
+    EXPECT_TRUE(ip_checksum_ok(r.out));
+  }
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_TTL_DROP], 0u);
+}
+
+TEST_F(DatapathTest, ExpiredTtlIsDroppedNotForwarded) {
+  forward_client();
+  for (uint8_t ttl : {1, 0}) {
+    auto pkt = PacketBuilder().ttl(ttl).eth(kEthIp).ipv4(kProtoTcp).tcp(kAck).build();
+    EXPECT_EQ(run(pkt).verdict, TC_ACT_SHOT) << "ttl " << int(ttl);
+  }
+  auto v = dp_->lookup(client_key());
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->packets, 0u);  // not forwarded, not stamped as traffic
+  auto c = dp_->counters();
+  EXPECT_EQ(c[TCPHA_DP_TTL_DROP], 2u);
+  EXPECT_EQ(c[TCPHA_DP_FORWARD], 0u);
+  // The TTL only matters for packets to forward: one for the stack keeps it.
+  auto other = PacketBuilder().ttl(1).eth(kEthIp).ipv4(kProtoTcp).tcp(kAck, 40001).build();
+  auto r = run(other);
+  EXPECT_EQ(r.verdict, TC_ACT_OK);
+  EXPECT_EQ(r.out, other);
+}
+
+TEST_F(DatapathTest, ForwardDecrementsTheIpv6HopLimit) {
+  in6_addr client{}, vip{};
+  ASSERT_EQ(inet_pton(AF_INET6, "fd00::64", &client), 1);
+  ASSERT_EQ(inet_pton(AF_INET6, "fd00::a", &vip), 1);
+  FlowKey k{};
+  std::memcpy(k.saddr, &client, 16);
+  std::memcpy(k.daddr, &vip, 16);
+  k.sport = htons(kClientPort);
+  k.dport = htons(kVipPort);
+  k.family = AF_INET6;
+  ASSERT_TRUE(dp_->hold(k));
+  ASSERT_TRUE(dp_->forward(k, 1, kBeMac, kFeMac));
+  auto pkt = PacketBuilder().eth(kEthIp6).ipv6(kProtoTcp, client, vip).tcp(kAck).build();
+  auto r = run(pkt);
+  EXPECT_EQ(r.verdict, TC_ACT_REDIRECT);
+  ASSERT_EQ(r.out.size(), pkt.size());
+  auto want = pkt;
+  want[kIp + 7] = 63;  // hop limit; IPv6 has no header checksum
+  EXPECT_TRUE(std::equal(want.begin() + 12, want.end(), r.out.begin() + 12));
+  auto last = PacketBuilder().ttl(1).eth(kEthIp6).ipv6(kProtoTcp, client, vip).tcp(kAck).build();
+  EXPECT_EQ(run(last).verdict, TC_ACT_SHOT);
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_TTL_DROP], 1u);
+  EXPECT_EQ(dp_->lookup(k)->packets, 1u);
 }
 
 // Issue 11 item 2: anyone on the client's network can send a FIN or RST with the
@@ -237,7 +352,8 @@ TEST_F(DatapathTest, ClientRstWithAnySequenceIsForwardedWithoutStartingTheLinger
     auto r = run(rst);
     EXPECT_EQ(r.verdict, TC_ACT_REDIRECT);
     ASSERT_EQ(r.out.size(), rst.size());
-    EXPECT_TRUE(std::equal(rst.begin() + 12, rst.end(), r.out.begin() + 12)) << "seq " << seq;
+    const auto want = hopped(rst);
+    EXPECT_TRUE(std::equal(want.begin() + 12, want.end(), r.out.begin() + 12)) << "seq " << seq;
   }
   auto v = dp_->lookup(client_key());
   ASSERT_TRUE(v);
@@ -401,7 +517,9 @@ TEST_F(DatapathTest, Ipv4OptionsAreSkippedByIhl) {
   auto r = run(pkt);
   EXPECT_EQ(r.verdict, TC_ACT_REDIRECT);
   ASSERT_EQ(r.out.size(), pkt.size());
-  EXPECT_TRUE(std::equal(pkt.begin() + 12, pkt.end(), r.out.begin() + 12));
+  const auto want = hopped(pkt);  // the checksum covers the options too
+  EXPECT_TRUE(std::equal(want.begin() + 12, want.end(), r.out.begin() + 12));
+  EXPECT_TRUE(ip_checksum_ok(r.out));
   // Options cut short by the end of the frame.
   std::vector<uint8_t> cut(pkt.begin(), pkt.begin() + 14 + 28 + 10);
   EXPECT_EQ(run(cut).verdict, TC_ACT_OK);
@@ -445,13 +563,248 @@ TEST_F(DatapathTest, CountersAddUp) {
   run(tcp4(kSyn));
   auto c = dp_->counters();
   EXPECT_EQ(c[TCPHA_DP_RX], 4u);
-  EXPECT_EQ(c[TCPHA_DP_RX],
-            c[TCPHA_DP_PASS] + c[TCPHA_DP_HOLD_DROP] + c[TCPHA_DP_FORWARD] + c[TCPHA_DP_SYN_DROP]);
+  EXPECT_EQ(c[TCPHA_DP_RX], c[TCPHA_DP_PASS] + c[TCPHA_DP_HOLD_DROP] + c[TCPHA_DP_FORWARD] +
+                                c[TCPHA_DP_SYN_DROP] + c[TCPHA_DP_GUARD_NOSOCK] +
+                                c[TCPHA_DP_GUARD_REPAIR] + c[TCPHA_DP_TTL_DROP]);
   EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_HOLD_DROP), "hold_drop");
   EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_FORWARD_BYTES), "forward_bytes");
   EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_SYN_DROP), "syn_drop");
+  EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_GUARD_NOSOCK), "guard_nosock");
+  EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_GUARD_REPAIR), "guard_repair");
+  EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_TTL_DROP), "ttl_drop");
   EXPECT_STREQ(Datapath::counter_help(TCPHA_DP_RX), "packets seen by the datapath");
   EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_NR_COUNTERS), "unknown");
+}
+
+// The guard (back-ends): a client packet for a connection whose flow already points
+// here but whose socket is not imported yet, or still in TCP_REPAIR, is dropped; the
+// kernel would answer an RST or hand it to a half-restored socket. The program's
+// socket lookup uses the network namespace of the BPF_PROG_RUN caller, so each test
+// runs in a private one (a thread of its own) where the only sockets are its own.
+const uint32_t kGuardVip = ip("127.0.0.77"), kLoClient = ip("127.0.0.1");
+constexpr uint16_t kGuardPort = 8080;
+
+class GuardTest : public DatapathTest {
+ protected:
+  void in_private_netns(const std::function<void()>& body) {
+    std::thread([&] {
+      ASSERT_EQ(unshare(CLONE_NEWNET), 0) << std::strerror(errno);
+      UniqueFd s(socket(AF_INET, SOCK_DGRAM, 0));
+      ifreq ifr{};
+      std::strcpy(ifr.ifr_name, "lo");
+      ASSERT_EQ(ioctl(s.get(), SIOCGIFFLAGS, &ifr), 0);
+      ifr.ifr_flags |= IFF_UP;
+      ASSERT_EQ(ioctl(s.get(), SIOCSIFFLAGS, &ifr), 0) << std::strerror(errno);
+      body();
+    }).join();
+  }
+
+  // A client packet 127.0.0.1:client_port -> VIP:port.
+  static std::vector<uint8_t> to_vip(uint8_t flags, uint16_t client_port,
+                                     uint32_t daddr = kGuardVip, uint16_t port = kGuardPort) {
+    return PacketBuilder()
+        .eth(kEthIp)
+        .ipv4(kProtoTcp, {}, 0x4000, kLoClient, daddr)
+        .tcp(flags, client_port, port)
+        .payload(flags & kPsh ? 20 : 0)
+        .build();
+  }
+
+  static UniqueFd listener(uint32_t addr = kGuardVip, uint16_t port = kGuardPort) {
+    UniqueFd l(socket(AF_INET, SOCK_STREAM, 0));
+    const int one = 1;
+    setsockopt(l.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = addr;
+    a.sin_port = htons(port);
+    EXPECT_EQ(bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+    EXPECT_EQ(listen(l.get(), 8), 0);
+    return l;
+  }
+
+  // An established loopback connection to the listener: the client's socket, the
+  // accepted one (whose 4-tuple the client's packets carry) and the client's port.
+  struct Conn {
+    UniqueFd client, server;
+    uint16_t client_port = 0;
+  };
+  static Conn connect_to(int listen_fd) {
+    Conn c;
+    c.client = UniqueFd(socket(AF_INET, SOCK_STREAM, 0));
+    sockaddr_in a{};
+    socklen_t len = sizeof a;
+    getsockname(listen_fd, reinterpret_cast<sockaddr*>(&a), &len);
+    EXPECT_EQ(connect(c.client.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0)
+        << std::strerror(errno);
+    c.server = UniqueFd(accept(listen_fd, nullptr, nullptr));
+    EXPECT_GE(c.server.get(), 0);
+    len = sizeof a;
+    getsockname(c.client.get(), reinterpret_cast<sockaddr*>(&a), &len);
+    c.client_port = ntohs(a.sin_port);
+    return c;
+  }
+
+  static void set_repair(int fd, int on) {
+    ASSERT_EQ(setsockopt(fd, IPPROTO_TCP, TCP_REPAIR, &on, sizeof on), 0) << std::strerror(errno);
+  }
+
+  void guard_on() {
+    ASSERT_TRUE(dp_->set_guard(kGuardVip));
+    ASSERT_EQ(dp_->guard(), kGuardVip);
+  }
+};
+
+TEST_F(GuardTest, OffByDefaultEverythingPassesAsBefore) {
+  EXPECT_EQ(dp_->guard(), 0u);
+  in_private_netns([&] {
+    for (uint8_t flags : {kAck, uint8_t(kAck | kPsh), kRst, uint8_t(kFin | kAck)}) {
+      auto pkt = to_vip(flags, 40000);
+      auto r = run(pkt);
+      EXPECT_EQ(r.verdict, TC_ACT_OK);
+      EXPECT_EQ(r.out, pkt);
+    }
+  });
+  auto c = dp_->counters();
+  EXPECT_EQ(c[TCPHA_DP_PASS], 4u);
+  EXPECT_EQ(c[TCPHA_DP_GUARD_NOSOCK] + c[TCPHA_DP_GUARD_REPAIR], 0u);
+}
+
+TEST_F(GuardTest, NoSocketIsDroppedPureSynAndOtherAddressesPass) {
+  guard_on();
+  in_private_netns([&] {
+    for (uint8_t flags :
+         {kAck, uint8_t(kAck | kPsh), kRst, uint8_t(kFin | kAck), uint8_t(kSyn | kAck)})
+      EXPECT_EQ(run(to_vip(flags, 40000)).verdict, TC_ACT_SHOT) << "flags " << int(flags);
+    // A new connection's SYN is the stack's to answer, as without the guard.
+    auto syn = to_vip(kSyn, 40000);
+    auto r = run(syn);
+    EXPECT_EQ(r.verdict, TC_ACT_OK);
+    EXPECT_EQ(r.out, syn);
+    // Only the guarded VIP: another local address, or the VIP's address family's
+    // other half (IPv6), is untouched.
+    EXPECT_EQ(run(to_vip(kAck, 40000, ip("127.0.0.78"))).verdict, TC_ACT_OK);
+    in6_addr a{};
+    EXPECT_EQ(
+        run(PacketBuilder().eth(kEthIp6).ipv6(kProtoTcp, a, a).tcp(kAck, 40000, kGuardPort).build())
+            .verdict,
+        TC_ACT_OK);
+  });
+  auto c = dp_->counters();
+  EXPECT_EQ(c[TCPHA_DP_GUARD_NOSOCK], 5u);
+  EXPECT_EQ(c[TCPHA_DP_GUARD_REPAIR], 0u);
+  EXPECT_EQ(c[TCPHA_DP_PASS], 3u);
+  // Off again: passes.
+  ASSERT_TRUE(dp_->set_guard(0));
+  in_private_netns([&] { EXPECT_EQ(run(to_vip(kAck, 40000)).verdict, TC_ACT_OK); });
+}
+
+// The listener is there before any import: its RST for an unknown 4-tuple is
+// exactly what must not reach the client.
+TEST_F(GuardTest, OnlyAListenerIsDropped) {
+  guard_on();
+  in_private_netns([&] {
+    UniqueFd l = listener();
+    EXPECT_EQ(run(to_vip(kAck | kPsh, 40000)).verdict, TC_ACT_SHOT);
+    EXPECT_EQ(run(to_vip(kSyn, 40000)).verdict, TC_ACT_OK);
+  });
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_GUARD_NOSOCK], 1u);
+}
+
+// The lookup really sees the caller's sockets: an established connection's
+// 4-tuple passes where the same packet without it is dropped; in TCP_REPAIR it
+// is dropped again, and passes once repair is off.
+TEST_F(GuardTest, EstablishedPassesAndInRepairIsDropped) {
+  guard_on();
+  in_private_netns([&] {
+    UniqueFd l = listener();
+    Conn c = connect_to(l.get());
+    ASSERT_NE(c.client_port, 0);
+    auto ack = to_vip(kAck | kPsh, c.client_port);
+    auto r = run(ack);
+    EXPECT_EQ(r.verdict, TC_ACT_OK);
+    EXPECT_EQ(r.out, ack);
+    EXPECT_EQ(run(to_vip(kAck, uint16_t(c.client_port + 1))).verdict, TC_ACT_SHOT);
+
+    set_repair(c.server.get(), 1);
+    EXPECT_EQ(run(ack).verdict, TC_ACT_SHOT);
+    EXPECT_EQ(run(to_vip(kFin | kAck, c.client_port)).verdict, TC_ACT_SHOT);
+    set_repair(c.server.get(), 0);
+    EXPECT_EQ(run(ack).verdict, TC_ACT_OK);
+  });
+  auto c = dp_->counters();
+  EXPECT_EQ(c[TCPHA_DP_GUARD_REPAIR], 2u);
+  EXPECT_EQ(c[TCPHA_DP_GUARD_NOSOCK], 1u);
+  EXPECT_EQ(c[TCPHA_DP_PASS], 2u);
+}
+
+// The import itself, as the target runs it: a socket in repair mode bound to the
+// VIP's port next to the listener and "connected" to the client (repair mode
+// hashes it as established without a packet). Dropped until repair is off.
+TEST_F(GuardTest, ImportStillInRepairIsDropped) {
+  guard_on();
+  in_private_netns([&] {
+    UniqueFd l = listener();
+    constexpr uint16_t kPort = 45000;
+    auto ack = to_vip(kAck | kPsh, kPort);
+    EXPECT_EQ(run(ack).verdict, TC_ACT_SHOT);  // before the import: the listener only
+    UniqueFd s(socket(AF_INET, SOCK_STREAM, 0));
+    set_repair(s.get(), 1);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = kGuardVip;
+    a.sin_port = htons(kGuardPort);
+    ASSERT_EQ(bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+    a.sin_addr.s_addr = kLoClient;
+    a.sin_port = htons(kPort);
+    ASSERT_EQ(connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0)
+        << std::strerror(errno);
+    EXPECT_EQ(run(ack).verdict, TC_ACT_SHOT);
+    // Without the window probe that TCP_REPAIR_OFF sends: nothing listens on the
+    // client's side here, and its RST would reset the socket.
+    set_repair(s.get(), TCP_REPAIR_OFF_NO_WP);
+    EXPECT_EQ(run(ack).verdict, TC_ACT_OK);
+  });
+  auto c = dp_->counters();
+  EXPECT_EQ(c[TCPHA_DP_GUARD_NOSOCK], 1u);
+  EXPECT_EQ(c[TCPHA_DP_GUARD_REPAIR], 1u);
+}
+
+// A connection this host closed first sits in TIME_WAIT: the client's last ACK or
+// a retransmitted FIN must still meet it (it answers them), not be dropped.
+TEST_F(GuardTest, TimeWaitPasses) {
+  guard_on();
+  in_private_netns([&] {
+    UniqueFd l = listener();
+    Conn c = connect_to(l.get());
+    auto fin = to_vip(kFin | kAck, c.client_port);
+    c.server.reset();  // active close: the accepted side goes to TIME_WAIT
+    char b;
+    EXPECT_EQ(read(c.client.get(), &b, 1), 0);
+    c.client.reset();
+    EXPECT_EQ(run(fin).verdict, TC_ACT_OK);
+  });
+  auto c = dp_->counters();
+  EXPECT_EQ(c[TCPHA_DP_GUARD_NOSOCK] + c[TCPHA_DP_GUARD_REPAIR], 0u);
+}
+
+// Entries keep their behaviour: a HOLD drops as HOLD, a FORWARD forwards, with no
+// socket lookup.
+TEST_F(GuardTest, FlowEntriesTakePrecedence) {
+  guard_on();
+  const FlowKey held = make_key(kLoClient, htons(40000), kGuardVip, htons(kGuardPort));
+  const FlowKey fwd = make_key(kLoClient, htons(40001), kGuardVip, htons(kGuardPort));
+  ASSERT_TRUE(dp_->hold(held));
+  ASSERT_TRUE(dp_->hold(fwd));
+  ASSERT_TRUE(dp_->forward(fwd, 2, kBeMac, kFeMac));
+  in_private_netns([&] {
+    EXPECT_EQ(run(to_vip(kAck, 40000)).verdict, TC_ACT_SHOT);
+    EXPECT_EQ(run(to_vip(kAck, 40001)).verdict, TC_ACT_REDIRECT);
+  });
+  auto c = dp_->counters();
+  EXPECT_EQ(c[TCPHA_DP_HOLD_DROP], 1u);
+  EXPECT_EQ(c[TCPHA_DP_FORWARD], 1u);
+  EXPECT_EQ(c[TCPHA_DP_GUARD_NOSOCK] + c[TCPHA_DP_GUARD_REPAIR], 0u);
 }
 
 TEST_F(DatapathTest, FullTableRefusesNewFlowsAndKeepsOldOnes) {
