@@ -167,7 +167,12 @@ Status import_into(int fd, const TcpState& st, const std::string& queued, bool i
   if (st.options & kOptTimestamps) {
     // Opaque value; bit 0 flags microsecond timestamps on newer kernels. Advance it
     // by the time the handoff took so the client never sees TSval go backwards.
-    uint64_t elapsed_ns = monotonic_ns() - st.exported_ns;
+    // exported_ns is the sender's clock: on another host it says nothing, and any
+    // step forward is correct (PAWS rejects only steps back), so an elapsed time that
+    // is negative or over a minute counts as none.
+    const uint64_t now = monotonic_ns();
+    uint64_t elapsed_ns = now - st.exported_ns;
+    if (now < st.exported_ns || elapsed_ns > 60'000'000'000ULL) elapsed_ns = 0;
     uint32_t step = (st.timestamp & 1) ? uint32_t(elapsed_ns / 1000) & ~1u
                                        : uint32_t(elapsed_ns / 1'000'000) + 1;
     uint32_t ts = st.timestamp + step;
