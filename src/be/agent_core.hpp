@@ -4,8 +4,8 @@
 // and the signalfd. Its parts live in one file each:
 //   event_loop.cpp     open(), run(), tick(): the loop and what runs on its timer
 //   control_links.cpp  accepting and running control links, sending on them
-//   imports.cpp        the receiving side of a handoff: HANDOFF -> import -> READY,
-//                      COMMIT -> activate, ABORT, import deadlines
+//   imports.cpp        the receiving side of a handoff: HANDOFF -> import, serve under
+//                      a lease, READY; COMMIT ends the lease; ABORT or its end revokes
 //   serving.cpp        connections served by the built-in static server
 //   moves.cpp          multi-handoff: routing each later request, moving a connection
 //                      to the BE that serves it (handoff::Sender), links to the other
@@ -64,9 +64,11 @@ inline constexpr uint64_t kLingerNs = 30'000 * kMs;
 inline constexpr uint64_t kAckCheckNs = 1'000 * kMs;
 
 #define TCPHA_BE_COUNTERS(X)                                                  \
-  X(imported, "connections imported and committed")                          \
+  X(imported, "connections imported (served at once, under a lease until COMMIT)") \
   X(import_failed, "HANDOFFs refused because the import failed")              \
-  X(aborted, "imports dropped on ABORT, timeout or control link loss")        \
+  X(aborted, "leased connections revoked silently: ABORT, or no COMMIT within the lease") \
+  X(lease_refused, "HANDOFFs refused: their lease was over on arrival (a late or stalled back-end)") \
+  X(committed, "leases ended by COMMIT: the connection is this back-end's")   \
   X(requests, "HTTP requests answered")                                       \
   X(bad_requests, "requests refused as malformed or too large")               \
   X(bytes_sent, "response bytes sent (heads and bodies)")                     \
@@ -75,7 +77,7 @@ inline constexpr uint64_t kAckCheckNs = 1'000 * kMs;
   X(ctl_dropped, "control connections dropped unauthenticated (deadline, garbage, cap)") \
   X(ctl_bad_frames, "control frames that failed authentication or parsing")     \
   X(import_refused, "HANDOFFs refused: not the VIP and a configured port")    \
-  X(activate_failed, "committed imports that could not leave repair mode")    \
+  X(activate_failed, "imports that could not leave repair mode (refused)")    \
   X(send_timeouts, "connections reset: the client acknowledged nothing for send_timeout_ms") \
   X(header_timeouts, "connections closed: a request head incomplete after header_timeout_ms") \
   X(moved_out, "connections moved to another back-end for a later request (committed there)") \
@@ -132,13 +134,14 @@ struct PeerLink : Item {
 struct PeerLoad {
   uint32_t active = 0, cpu_permille = 0;
   uint64_t heard_at = 0;
+  uint64_t beat_ns = 0;  // its last heartbeat's sent_ns (its clock): our HANDOFFs' lease base
   bool draining = false;  // takes no connections (kHeartbeatDraining)
 };
 
-// A handed-off connection, imported and held in repair mode until COMMIT.
+// What a HANDOFF says about the connection it brings, for serving it.
 struct PendingImport {
   UniqueFd fd;
-  uint64_t deadline;
+  uint64_t deadline;  // the end of its lease, on our clock
   bool peer_fin = false;  // handoff::kStatePeerFin: the client's FIN follows the request
   int32_t rule = -1;      // HandoffMsg::rule
   uint32_t seq = 0;       // HandoffMsg::seq
@@ -216,9 +219,12 @@ class Agent {
   void report_closed(uint64_t control_id, uint64_t handoff_id, uint64_t sent, uint64_t received);
   ControlConn* fe_link(uint32_t worker);
   void send_heartbeats(uint64_t now);
+  proto::HeartbeatMsg heartbeat(uint64_t now) const;
   // imports.cpp
   void on_message(ControlConn& cc, proto::Message& m);
+  void on_handoff(ControlConn& cc, proto::HandoffMsg& h);
   void expire_imports(uint64_t now);
+  void revoke(uint64_t control_id, uint64_t handoff_id);
   // serving.cpp
   void start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
                   const PendingImport& imp);
@@ -284,11 +290,17 @@ class Agent {
   // displace another link whose event is later in the same epoll batch): closed at
   // once, freed after the batch.
   std::vector<std::unique_ptr<ControlConn>> dropped_;
-  std::map<std::pair<uint64_t, uint64_t>, PendingImport> pending_;  // (control, handoff id)
+  // Connections served under a lease, until COMMIT: (control link, handoff id) -> the
+  // end of the lease on our clock (imports.cpp).
+  std::map<std::pair<uint64_t, uint64_t>, uint64_t> leases_;
   std::unordered_map<HttpConn*, std::unique_ptr<HttpConn>> conns_;
   std::array<std::atomic<uint64_t>, size_t(Counter::count)> counters_{};
   std::atomic<int64_t> active_{0};
   LatencyHistogram import_latency_;  // HANDOFF decoded -> READY sent
+  // The sender's export (TcpState::exported_ns, its clock) -> serving here: the
+  // handoff's latency as the client sees it, measurable where sender and target share
+  // a clock (one host: the test beds and the benchmark); other values are skipped.
+  LatencyHistogram takeover_latency_;
   handoff::RepairSockets spare_sockets_;  // imports: socket() + TCP_REPAIR done ahead
   // Multi-handoff (moves.cpp); all empty when the cluster file has no [[rule]] (every
   // back-end serves every request: nothing ever moves).

@@ -81,15 +81,9 @@ void Agent::drop_control(ControlConn& cc, const std::string& why) {
     (cc.peer_backend < 0 ? control_links_ : peer_links_).fetch_sub(1);
     spdlog::warn("control link from {} lost: {}", cc.link.peer_id(), why);
   }
-  // Imports not yet committed die with the link that would have committed them.
-  for (auto it = pending_.begin(); it != pending_.end();) {
-    if (it->first.first == cc.id) {
-      inc(Counter::aborted);
-      it = pending_.erase(it);  // closing a socket in repair mode is silent
-    } else {
-      ++it;
-    }
-  }
+  // Connections it leased us stay leased until the lease ends (expire_imports): no
+  // COMMIT can come now, but the sender may have sent one we lost (then it let go), or
+  // takes the connection back only once the lease is over; either way not before.
   auto it = controls_.find(cc.id);
   if (it == controls_.end()) return;
   cc.dropped = true;
@@ -122,6 +116,8 @@ void Agent::control_changed(ControlConn& cc, unsigned changes, std::vector<proto
     cc.counted = true;
     (cc.peer_backend < 0 ? control_links_ : peer_links_).fetch_add(1);
     spdlog::info("control link from {} established", cc.link.peer_id());
+    // A heartbeat at once: the first HANDOFF on this link needs one for its lease.
+    cc.link.send(heartbeat(monotonic_ns()));
   }
   const uint64_t id = cc.id;
   for (auto& m : msgs) {
@@ -165,13 +161,17 @@ void Agent::tick_controls(uint64_t now) {
 
 // Heartbeats: the FE marks a BE down when they stop, even if the TCP connection
 // stays open (a stopped or hung agent). They carry the load for the policies.
+proto::HeartbeatMsg Agent::heartbeat(uint64_t now) const {
+  return proto::HeartbeatMsg{now, uint32_t(std::max<int64_t>(0, active_.load())),
+                             cpu_permille_.load(std::memory_order_relaxed), cache_hit_permille(),
+                             evacuating() ? proto::kHeartbeatDraining : 0u};
+}
+
 void Agent::send_heartbeats(uint64_t now) {
   if (now < next_heartbeat_) return;
   next_heartbeat_ = now + uint64_t(cfg_.cluster.heartbeat_ms) * kMs;
-  uint32_t cpu = cpu_.sample(now);
-  cpu_permille_.store(cpu, std::memory_order_relaxed);
-  proto::HeartbeatMsg hb{now, uint32_t(std::max<int64_t>(0, active_.load())), cpu,
-                         cache_hit_permille(), evacuating() ? proto::kHeartbeatDraining : 0u};
+  cpu_permille_.store(cpu_.sample(now), std::memory_order_relaxed);
+  const proto::HeartbeatMsg hb = heartbeat(now);
   for (auto& [id, cc] : controls_) cc->link.send(hb);  // nothing unless up
   for (auto& p : peers_)
     if (p) p->link.send(hb);

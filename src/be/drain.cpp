@@ -46,7 +46,7 @@ void Agent::drain_tick(uint64_t now) {
   const bool strays = std::any_of(moved_flows_.begin(), moved_flows_.end(), [&](const auto& f) {
     return f.second.repointed == 0 && now - f.second.at < kDrainMoveGraceNs;
   });
-  bool done = active_.load() <= 0 && pending_.empty() && moving_.empty() && !strays &&
+  bool done = active_.load() <= 0 && leases_.empty() && moving_.empty() && !strays &&
               !vip_sockets_sending();
   if (done || now >= drain_deadline_) {
     if (active_.load() > 0)

@@ -17,64 +17,92 @@ bool import_allowed(const handoff::TcpState& st, const config::Config& cfg) {
          cfg.cluster.ports.end();
 }
 
+// HANDOFF: import, and serve at once under the lease the sender gave (handoff/sender.hpp).
+// The lease ends on our clock a quarter before the sender's timer can run out: the
+// sender's lease_base_ns is one of our own heartbeats, which it heard before it sent
+// the HANDOFF, so its timer starts later than our lease does. Until COMMIT we must
+// stop serving the connection when the lease ends (expire_imports revokes it, with
+// the margin for our tick).
+void Agent::on_handoff(ControlConn& cc, proto::HandoffMsg& h) {
+  const uint64_t t0 = monotonic_ns();
+  // The import binds the state's local address and port: only the VIP's service
+  // ports, never another address or port of this host, whoever holds the key.
+  if (!import_allowed(h.state, cfg_)) {
+    inc(Counter::import_refused);
+    spdlog::warn("HANDOFF {} for {}:{} refused: not the VIP and a configured port", h.id,
+                 ipv4_str(h.state.local_addr), ntohs(h.state.local_port));
+    cc.link.send(proto::ReadyMsg{h.id, uint32_t(EACCES)});
+    return;
+  }
+  if (cc.peer_backend >= 0 && !router_) {  // only a back-end that moves may send here
+    cc.link.send(proto::ReadyMsg{h.id, uint32_t(EACCES)});
+    return;
+  }
+  const uint64_t lease = uint64_t(h.lease_ms) * kMs;
+  const uint64_t end = h.lease_base_ns + lease - lease / 4;
+  auto lease_over = [&](uint64_t now) {
+    return h.lease_base_ns == 0 || h.lease_base_ns > now || now >= end;
+  };
+  if (lease_over(t0)) {
+    // The sender takes it back (or already has): serving it now would make two owners.
+    inc(Counter::lease_refused);
+    spdlog::warn("HANDOFF {} for {}:{} refused: its lease is over ({} ms after it began)", h.id,
+                 ipv4_str(h.state.peer_addr), ntohs(h.state.peer_port),
+                 h.lease_base_ns && t0 > h.lease_base_ns ? (t0 - h.lease_base_ns) / kMs : 0);
+    cc.link.send(proto::ReadyMsg{h.id, uint32_t(ETIMEDOUT)});
+    return;
+  }
+  forget_local_flow(h.state);
+  auto fd = handoff::import_state(h.state, h.request, spare_sockets_.take());
+  uint32_t status = 0;
+  if (!fd) {
+    status = uint32_t(fd.error().err ? fd.error().err : EPROTO);
+    inc(Counter::import_failed);
+    spdlog::warn("import of {}:{}: {}", ipv4_str(h.state.peer_addr), ntohs(h.state.peer_port),
+                 fd.error().message());
+  } else if (lease_over(monotonic_ns())) {
+    status = ETIMEDOUT;  // a slow import; the socket, still in repair mode, closes silently
+    inc(Counter::lease_refused);
+  } else if (auto s = handoff::activate(fd->get()); !s) {
+    status = uint32_t(s.error().err ? s.error().err : EPROTO);
+    inc(Counter::activate_failed);
+    spdlog::warn("activate: {}", s.error().message());
+  }
+  if (status != 0) {
+    cc.link.send(proto::ReadyMsg{h.id, status});
+    return;
+  }
+  // Ours to serve from here until the lease ends, and for good after COMMIT.
+  leases_[{cc.id, h.id}] = end;
+  cc.link.send(proto::ReadyMsg{h.id, 0});
+  const uint64_t live = monotonic_ns();
+  import_latency_.record_ns(live - t0);
+  if (live > h.state.exported_ns && live - h.state.exported_ns < 10'000 * kMs)
+    takeover_latency_.record_ns(live - h.state.exported_ns);
+  PendingImport imp{std::move(*fd), end, (h.state.flags & handoff::kStatePeerFin) != 0, h.rule,
+                    h.seq, !h.request.empty()};
+  imp.local = ipv4_endpoint(h.state.local_addr, h.state.local_port);
+  imp.peer = ipv4_endpoint(h.state.peer_addr, h.state.peer_port);
+  UniqueFd client = std::move(imp.fd);
+  if (relays_)
+    start_relay(std::move(client), cc.id, h.id, imp);
+  else
+    start_http(std::move(client), cc.id, h.id, imp);
+}
+
 void Agent::on_message(ControlConn& cc, proto::Message& m) {
   if (auto* h = std::get_if<proto::HandoffMsg>(&m)) {
-    uint64_t t0 = monotonic_ns();
-    // The import binds the state's local address and port: only the VIP's service
-    // ports, never another address or port of this host, whoever holds the key.
-    if (!import_allowed(h->state, cfg_)) {
-      inc(Counter::import_refused);
-      spdlog::warn("HANDOFF {} for {}:{} refused: not the VIP and a configured port", h->id,
-                   ipv4_str(h->state.local_addr), ntohs(h->state.local_port));
-      cc.link.send(proto::ReadyMsg{h->id, uint32_t(EACCES)});
-      return;
-    }
-    if (cc.peer_backend >= 0 && !router_) {  // only a back-end that moves may send here
-      cc.link.send(proto::ReadyMsg{h->id, uint32_t(EACCES)});
-      return;
-    }
-    forget_local_flow(h->state);
-    auto fd = handoff::import_state(h->state, h->request, spare_sockets_.take());
-    uint32_t status = 0;
-    if (!fd) {
-      status = uint32_t(fd.error().err ? fd.error().err : EPROTO);
-      inc(Counter::import_failed);
-      spdlog::warn("import of {}:{}: {}", ipv4_str(h->state.peer_addr), ntohs(h->state.peer_port),
-                   fd.error().message());
-    } else {
-      // Held in repair mode (silent) until the FE has pointed the flow at us.
-      uint64_t wait = 2 * kMs * cfg_.frontend.handoff_timeout_ms + 1000 * kMs;
-      PendingImport imp{std::move(*fd), monotonic_ns() + wait,
-                        (h->state.flags & handoff::kStatePeerFin) != 0, h->rule, h->seq,
-                        !h->request.empty()};
-      imp.local = ipv4_endpoint(h->state.local_addr, h->state.local_port);
-      imp.peer = ipv4_endpoint(h->state.peer_addr, h->state.peer_port);
-      pending_[{cc.id, h->id}] = std::move(imp);
-    }
-    cc.link.send(proto::ReadyMsg{h->id, status});
-    import_latency_.record_ns(monotonic_ns() - t0);
+    on_handoff(cc, *h);
   } else if (auto* c = std::get_if<proto::CommitMsg>(&m)) {
-    auto it = pending_.find({cc.id, c->id});
-    if (it == pending_.end()) return;
-    PendingImport imp = std::move(it->second);
-    UniqueFd fd = std::move(imp.fd);
-    pending_.erase(it);
-    if (auto s = handoff::activate(fd.get()); !s) {
-      // The FE has pointed the flow here and counts the connection active: tell it
-      // the connection is gone, or it keeps both for ever.
-      inc(Counter::activate_failed);
-      spdlog::warn("activate: {}", s.error().message());
-      report_closed(cc.id, c->id, 0, 0);
-      return;
-    }
+    // The sender let go: the connection is ours, whatever the lease says now.
+    if (leases_.erase({cc.id, c->id}) == 0) return;
+    inc(Counter::committed);
     if (cc.peer_backend >= 0) inc(Counter::moved_in);
-    if (relays_) {
-      start_relay(std::move(fd), cc.id, c->id, imp);
-      return;
-    }
-    start_http(std::move(fd), cc.id, c->id, imp);
   } else if (auto* a = std::get_if<proto::AbortMsg>(&m)) {
-    if (pending_.erase({cc.id, a->id})) inc(Counter::aborted);
+    // The sender took it back at the end of the lease (it sends ABORT only then).
+    if (leases_.erase({cc.id, a->id}) == 0) return;
+    inc(Counter::aborted);
+    revoke(cc.id, a->id);
   } else if (auto* w = std::get_if<proto::WorkerMsg>(&m); w && cc.peer_backend < 0) {
     cc.worker = int32_t(w->index);
   } else if (auto* d = std::get_if<proto::DrainMsg>(&m); d && cc.peer_backend < 0) {
@@ -95,16 +123,30 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
   }
 }
 
+// Leases no COMMIT ended: the sender may take the connection back from now on.
 void Agent::expire_imports(uint64_t now) {
-  for (auto it = pending_.begin(); it != pending_.end();) {
-    if (now >= it->second.deadline) {
-      inc(Counter::aborted);
-      spdlog::warn("import {} never committed: dropped", it->first.second);
-      it = pending_.erase(it);
-    } else {
-      ++it;
-    }
+  std::vector<std::pair<uint64_t, uint64_t>> over;
+  for (const auto& [k, end] : leases_)
+    if (now >= end) over.push_back(k);
+  for (const auto& k : over) {
+    leases_.erase(k);
+    inc(Counter::aborted);
+    spdlog::warn("connection {}: no COMMIT within its lease: dropped silently", k.second);
+    revoke(k.first, k.second);
   }
+}
+
+// Stops serving a connection whose lease ended without COMMIT, without a packet: its
+// socket goes back into repair mode (closing it then sends neither FIN nor RST) and is
+// closed. It may have ended already (a short exchange), then there is nothing to do.
+void Agent::revoke(uint64_t control_id, uint64_t handoff_id) {
+  for (auto& [p, h] : conns_) {
+    if (h->relayed || h->handoff_id != handoff_id || h->control_id != control_id) continue;
+    (void)handoff::enter_repair(h->fd.get());
+    close_http(*h, End::Failed);
+    return;
+  }
+  if (relays_) relays_->revoke(control_id, handoff_id, monotonic_ns());
 }
 
 }  // namespace tcpha::be

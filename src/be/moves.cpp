@@ -6,18 +6,20 @@
 //
 //   1. the previous response is complete and fully acknowledged (export needs an
 //      empty send queue; docs/multi-handoff.md says why the send queue is not carried)
-//   2. HOLD in this host's datapath (the FE's BPF object, attached to our interface):
-//      the client's packets, which the FE still sends here, are dropped
+//   2. FORWARD in this host's datapath (the FE's BPF object, attached to our
+//      interface): the client's packets, which the FE still sends here, go to the
+//      target (strays), whose guard drops them until it has imported the connection
 //   3. export; HANDOFF (state + the unanswered bytes: the request and anything
-//      pipelined after it) to the target over our link to it
-//   4. READY: our datapath forwards the client's packets to the target (strays: the
-//      FE still points the flow here), COMMIT, our socket closes silently
+//      pipelined after it + a lease) to the target over our link to it, which serves
+//      it at once
+//   4. READY: COMMIT, our socket closes silently
 //   5. REPOINT to the FE worker that owns the connection's id; it points the flow at
 //      the target and answers REPOINTED, after which our forwarding entry goes.
 //
-// Every failure before COMMIT gives the connection back to this back-end, which then
-// routes the request again without the failed target (another member, or 503 from
-// here): the connection survives. The connection keeps the id the FE gave it, so
+// A refusal gives the connection back to this back-end at once; no READY (a stalled or
+// dead target, a lost link) gives it back when the lease is over (handoff/sender.hpp).
+// It then routes the request again without the failed target (another member, or 503
+// from here): the connection survives. The connection keeps the id the FE gave it, so
 // whoever holds it reports CLOSED to the FE worker named in it.
 #include <arpa/inet.h>
 #include <sys/ioctl.h>
@@ -55,13 +57,19 @@ class Agent::PeerPort final : public handoff::SenderPort {
  public:
   PeerPort(Agent& a, PeerLink& p, int rule = -1, uint32_t seq = 0)
       : a_(a), p_(p), rule_(rule), seq_(seq) {}
-  Status hold(const tcpha_flow_key& key) override { return a_.dp_->hold(key); }
   Status forward(const tcpha_flow_key& key) override {
-    return a_.dp_->forward(key, p_.index, p_.mac, a_.own_mac_);
+    return a_.dp_->point(key, p_.index, p_.mac, a_.own_mac_);
+  }
+  void confirm_forward(const tcpha_flow_key& key) override {
+    if (!a_.dp_->lookup(key)) (void)forward(key);
   }
   void release(const tcpha_flow_key& key) override { (void)a_.dp_->remove(key); }
   bool send_handoff(uint64_t id, const handoff::TcpState& st, const std::string& bytes) override {
-    return p_.link.send(proto::HandoffMsg{id, st, bytes, rule_, seq_});
+    // The lease: from the target's last heartbeat, as long as we wait before taking the
+    // connection back (move_deadline).
+    return p_.link.send(proto::HandoffMsg{id, st, bytes, rule_, seq_,
+                                          a_.peer_load_[p_.index].beat_ns,
+                                          a_.cfg_.frontend.handoff_timeout_ms});
   }
   bool send_commit(uint64_t id) override { return p_.link.send(proto::CommitMsg{id}); }
   void send_abort(uint64_t id) override { p_.link.send(proto::AbortMsg{id}); }
@@ -99,10 +107,22 @@ class Agent::PeerLoadView final : public sched::LoadView {
   uint64_t now_;
 };
 
-// Moves are set up whenever there is another back-end in the cluster file: a later
-// request may belong to it (partitioned content), and drain and rebalance move idle
-// connections to it. A lone back-end serves every request itself, with no datapath.
+// Every back-end attaches the datapath (the FE's BPF object) to its interface: its
+// guard drops the client's packets that reach us before the import of their
+// connection, which the FE forwards here from the moment it sends the HANDOFF
+// (handoff/sender.hpp), instead of letting our kernel answer them with an RST; and
+// moves forward strays with it. Moves are set up whenever there is another back-end
+// in the cluster file: a later request may belong to it (partitioned content), and
+// drain and rebalance move idle connections to it.
 Status Agent::open_moves(const std::string& ifname) {
+  auto dp = datapath::Datapath::attach(ifname, TCPHA_DEFAULT_MAX_FLOWS);
+  if (!dp) return Error{dp.error().err, "datapath on " + ifname + ": " + dp.error().what};
+  dp_ = std::move(*dp);
+  dp_->set_linger(uint64_t(cfg_.frontend.flow_linger_ms) * kMs);
+  if (auto s = dp_->set_guard(cfg_.cluster.vip_addr.s_addr); !s) return s;
+  auto mac = host::interface_mac(ifname);
+  if (!mac) return mac.error();
+  own_mac_ = *mac;
   for (size_t i = 0; i < cfg_.backends.size(); ++i)
     if (cfg_.backends[i].id == self_.id) self_index_ = int32_t(i);
   if (self_index_ < 0 || cfg_.backends.size() < 2) return {};
@@ -123,13 +143,6 @@ Status Agent::open_moves(const std::string& ifname) {
     r.forget = [this](HttpConn& h) { relay_routes_.erase(&h); };
     relays_->set_routing(std::move(r));
   }
-  auto dp = datapath::Datapath::attach(ifname, TCPHA_DEFAULT_MAX_FLOWS);
-  if (!dp) return Error{dp.error().err, "datapath on " + ifname + ": " + dp.error().what};
-  dp_ = std::move(*dp);
-  dp_->set_linger(uint64_t(cfg_.frontend.flow_linger_ms) * kMs);
-  auto mac = host::interface_mac(ifname);
-  if (!mac) return mac.error();
-  own_mac_ = *mac;
   add_peers(monotonic_ns());
   return {};
 }
@@ -205,6 +218,13 @@ int Agent::route_later(HttpConn& h, const http::Request& req) {
 // The router said move (on_http saw Want::Move): the response before it is complete.
 void Agent::start_move(HttpConn& h, uint64_t now) {
   if (h.move.state() != handoff::Sender::State::Idle) return;
+  // 0. A connection this back-end still holds under a lease (its COMMIT not here yet)
+  // is not ours to give away: wait for it, like for an ACK (the lease bounds it).
+  if (leases_.count({h.control_id, h.handoff_id})) {
+    if (!h.awaiting_ack) awaiting_ack_.push_back(&h);
+    h.awaiting_ack = true;
+    return;
+  }
   // 1. Everything we sent must be acknowledged: TCP_REPAIR exports an empty send
   // queue only. Usually it is by now (the client's next request carries the ACK);
   // otherwise the loop looks again every millisecond (awaiting_ack_).
@@ -232,7 +252,7 @@ void Agent::start_move(HttpConn& h, uint64_t now) {
   const handoff::MovingConn mc{h.fd.get(), h.local, h.peer,
                                datapath::make_key(h.peer.sin_addr.s_addr, h.peer.sin_port,
                                                   h.local.sin_addr.s_addr, h.local.sin_port)};
-  // 2-3: HOLD, export, HANDOFF; the connection keeps the id the FE gave it.
+  // 2-3: FORWARD, export, HANDOFF; the connection keeps the id the FE gave it.
   move_wait_latency_.record_ns(since(h.move_wanted, now));
   const auto o = h.move.start(port, mc, h.handoff_id, h.session.buffered());
   if (o != handoff::Sender::Outcome::Ok) {
@@ -318,9 +338,13 @@ void Agent::peer_changed(PeerLink& p, unsigned changes, std::vector<proto::Messa
       const auto o = h.move.on_ready(port, r->status);
       if (o == handoff::Sender::Outcome::Ok) {
         move_committed(h, p, now);
-      } else {
+      } else if (o == handoff::Sender::Outcome::Refused) {
         set(EPOLL_CTL_ADD, h.fd.get(), EPOLLIN | EPOLLRDHUP, &h);
         move_failed(h, handoff::Sender::describe(o));
+      } else {
+        // COMMIT not sent: the target serves it until its lease ends; ours again at
+        // move_deadline (tick_moves).
+        moving_[{p.index, h.handoff_id}] = &h;
       }
     } else if (auto* hb = std::get_if<proto::HeartbeatMsg>(&m)) {
       note_load(int32_t(p.index), *hb, now);
@@ -329,21 +353,13 @@ void Agent::peer_changed(PeerLink& p, unsigned changes, std::vector<proto::Messa
   if (changes & proto::Link::kWentDown) peer_down(p, p.link.reason());
 }
 
-// Moves waiting for this peer fail back here; the link redials by itself.
+// Moves waiting for this peer come back here when their lease is over (tick_moves), not
+// now: the target may be serving them until then. The link redials by itself.
 void Agent::peer_down(PeerLink& p, const std::string& why) {
   if (p.up) spdlog::warn("link to back-end {} lost: {}", cfg_.backends[p.index].id, why);
   p.up = false;
   p.link.close(why);
-  std::vector<HttpConn*> victims;
-  for (auto& [k, h] : moving_)
-    if (k.first == p.index) victims.push_back(h);
-  for (HttpConn* h : victims) {
-    moving_.erase({p.index, h->handoff_id});
-    PeerPort port(*this, p);
-    h->move.abort(port, false);
-    set(EPOLL_CTL_ADD, h->fd.get(), EPOLLIN | EPOLLRDHUP, h);
-    move_failed(*h, "the link to it went down");
-  }
+  peer_load_[p.index].beat_ns = 0;  // a new link, a new lease base
 }
 
 void Agent::note_load(int32_t backend, const proto::HeartbeatMsg& hb, uint64_t now) {
@@ -352,6 +368,7 @@ void Agent::note_load(int32_t backend, const proto::HeartbeatMsg& hb, uint64_t n
   l.active = hb.active;
   l.cpu_permille = hb.cpu_permille;
   l.heard_at = now;
+  l.beat_ns = hb.sent_ns;
   l.draining = (hb.flags & proto::kHeartbeatDraining) != 0;
 }
 
@@ -398,9 +415,10 @@ void Agent::retry_awaiting_ack(uint64_t now) {
 }
 
 void Agent::tick_moves(uint64_t now) {
-  if (!dp_ || now < next_moves_tick_) return;
+  if (!dp_ || !router_ || now < next_moves_tick_) return;
   next_moves_tick_ = now + kMovesTickNs;
-  // READY overdue: the target is slow or gone; the connection stays here.
+  // READY overdue, the lease over: the target is slow or gone and has stopped serving
+  // the connection (or never did); it is ours again.
   std::vector<std::pair<uint32_t, HttpConn*>> late;
   for (auto& [k, h] : moving_)
     if (now >= h->move_deadline) late.emplace_back(k.first, h);
@@ -409,7 +427,7 @@ void Agent::tick_moves(uint64_t now) {
     PeerPort port(*this, *peers_[target]);
     h->move.abort(port, true);
     set(EPOLL_CTL_ADD, h->fd.get(), EPOLLIN | EPOLLRDHUP, h);
-    move_failed(*h, "no READY in time");
+    move_failed(*h, "no READY within the lease");
   }
   // Forwarding entries of connections that moved away: gone once the FE points the
   // flow at the new owner (plus a grace for packets on the wire), or once no packet

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "common/net.hpp"
+#include "handoff/tcp_state.hpp"
 #include "http/forwarded.hpp"
 #include "http/response.hpp"
 
@@ -840,6 +841,10 @@ void Relays::finish(Conn& c, End how, uint64_t now_ns) {
       inc(Counter::idle_closed);
       linger = true;
       break;
+    case End::Revoked:  // the client socket is in repair mode: closing it is silent
+      close_with_reset(c.upstream);
+      c.client.reset();
+      break;
     case End::ClientError:
     case End::BadRequest:
     case End::SendTimeout:
@@ -893,6 +898,15 @@ void Relays::finish(Conn& c, End how, uint64_t now_ns) {
     closing_->close(std::move(client), r, peer_fin, now_ns);
   else
     closed_(r);
+}
+
+void Relays::revoke(uint64_t control_id, uint64_t handoff_id, uint64_t now_ns) {
+  for (auto& [id, c] : conns_) {
+    if (c->control_id != control_id || c->handoff_id != handoff_id) continue;
+    (void)handoff::enter_repair(c->client.get());
+    finish(*c, End::Revoked, now_ns);
+    return;
+  }
 }
 
 // Response bytes wait in the pipe for a client that takes none: true once it has

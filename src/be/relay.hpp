@@ -132,6 +132,9 @@ class Relays {
   // of them over (RelayRouting::move, no bytes) to move to h's move_target; false
   // when it is not idle any more.
   std::vector<HttpConn*> idle_routes() const;
+  // A lease ended without COMMIT (imports.cpp): the client socket goes back into repair
+  // mode and the relay ends without a packet to the client (the upstream is reset).
+  void revoke(uint64_t control_id, uint64_t handoff_id, uint64_t now_ns);
   bool release(HttpConn& route);
   void on_event(uint64_t tag, uint32_t events, uint64_t now_ns);
   void tick(uint64_t now_ns);  // timeouts; call every ~100 ms
@@ -148,7 +151,8 @@ class Relays {
   };
   struct Conn;
   enum class End {
-    Graceful, ClientError, UpstreamError, Refused, Timeout, Idle, BadRequest, SendTimeout
+    Graceful, ClientError, UpstreamError, Refused, Timeout, Idle, BadRequest, SendTimeout,
+    Revoked
   };
 
   Relays(const RelayOptions& opts, ClosedFn closed, Closings* closing);

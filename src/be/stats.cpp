@@ -94,15 +94,19 @@ void Agent::report(StatsView& v) const {
           double(peer_links_.load()));
   v.gauge("", "cpu_permille", "host CPU use sent in heartbeats, permille of all CPUs",
           double(cpu_permille_.load()));
-  v.latency("import_latency", "HANDOFF received to READY sent", import_latency_);
+  v.latency("import_latency", "HANDOFF received to READY sent (import, serving from then)",
+            import_latency_);
+  v.latency("takeover_latency",
+            "the sender's export to serving here (same host only: the sender's clock)",
+            takeover_latency_);
   v.latency("move_latency", "a later request routed elsewhere to COMMIT queued (multi-handoff)",
             move_latency_);
   v.latency("move_wait_latency", "move: waiting for the previous response's last ACK",
             move_wait_latency_);
-  v.latency("move_send_latency", "move: HOLD + export + HANDOFF queued", move_send_latency_);
-  v.latency("move_ready_latency", "move: HANDOFF queued -> READY received (the target's import)",
+  v.latency("move_send_latency", "move: FORWARD + export + HANDOFF queued", move_send_latency_);
+  v.latency("move_ready_latency", "move: HANDOFF queued -> READY received (the target serves from its import on)",
             move_ready_latency_);
-  v.latency("move_commit_latency", "move: READY -> FORWARD + COMMIT queued", move_commit_latency_);
+  v.latency("move_commit_latency", "move: READY -> COMMIT queued", move_commit_latency_);
   if (cache_) {
     v.counter("cache", "hits", "file cache hits", cache_->hits());
     v.counter("cache", "misses", "file cache misses", cache_->misses());

@@ -474,6 +474,17 @@ void cross_check(const Config& c, const Sources& src, Diagnostics& d) {
     if (c.frontend.addr.s_addr != 0 && c.frontend.addr.s_addr == vip)
       d.add(key_line(*src.frontend, "address"), "[frontend] address: " + c.frontend.address +
                                                     " is the VIP; use the node's own address");
+    // A back-end serves a handed-off connection under a lease that counts from its last
+    // heartbeat the sender heard and lasts handoff_timeout_ms (docs/design.md,
+    // "Handoff"): with heartbeats as far apart as the timeout, every lease would be
+    // over before its HANDOFF arrives.
+    if (c.frontend.handoff_timeout_ms < 2 * c.cluster.heartbeat_ms) {
+      d.add(key_line(*src.frontend, "handoff_timeout_ms"),
+            "[frontend] handoff_timeout_ms: " + std::to_string(c.frontend.handoff_timeout_ms) +
+                " must be at least twice [cluster] heartbeat_ms (" +
+                std::to_string(c.cluster.heartbeat_ms) +
+                "): a back-end's lease on a handoff counts from its last heartbeat");
+    }
   }
   std::map<uint32_t, int> addrs;  // backend address -> line of first use
   std::set<std::string> groups;

@@ -135,6 +135,20 @@ Status Datapath::hold(const FlowKey& key) {
   return {};
 }
 
+Status Datapath::point(const FlowKey& key, uint32_t backend, const Mac& be_mac,
+                       const Mac& fe_mac) {
+  tcpha_flow_value v{};
+  v.state = TCPHA_FLOW_FORWARD;
+  v.backend = backend;
+  std::memcpy(v.dmac, be_mac.data(), sizeof v.dmac);
+  std::memcpy(v.smac, fe_mac.data(), sizeof v.smac);
+  v.last_seen_ns = monotonic_ns();  // idle aging starts at the handoff
+  int rc = bpf_map_update_elem(flows_fd(), &key, &v, BPF_ANY);
+  if (rc == -E2BIG) return Error{E2BIG, "forward " + key_str(key) + ": flow table full"};
+  if (rc < 0) return Error{-rc, "forward " + key_str(key)};
+  return {};
+}
+
 Status Datapath::forward(const FlowKey& key, uint32_t backend, const Mac& be_mac,
                          const Mac& fe_mac) {
   tcpha_flow_value v{};

@@ -44,6 +44,11 @@ class Datapath {
   // the current time so that gc() frees holds a crashed handoff left behind.
   // A full table is Error{E2BIG}; existing flows are never evicted.
   Status hold(const FlowKey& key);
+  // Creates or replaces the flow as FORWARD to the given back-end: the first step of a
+  // handoff (handoff/sender.hpp), after which the client's packets go to the target,
+  // whose guard drops them until it has imported the connection. A full table is
+  // Error{E2BIG}.
+  Status point(const FlowKey& key, uint32_t backend, const Mac& be_mac, const Mac& fe_mac);
   // Turns an existing flow (normally held) into FORWARD to the given back-end.
   // Error{ENOENT} when the flow vanished meanwhile (a new SYN on the 4-tuple, or
   // the hold aged out): the handoff must be aborted, not forwarded.

@@ -34,7 +34,7 @@ namespace tcpha::fe {
   X(accept_paused, "times a listener paused accepting (out of descriptors or memory)") \
   X(handoff_ok, "connections handed off (COMMIT sent)")                             \
   X(handoff_failed, "handoff attempts aborted (BE refused, timed out or unreachable)") \
-  X(handoff_timeout, "handoff attempts aborted because no READY came in time")      \
+  X(handoff_timeout, "handoff attempts taken back because no READY came within the lease") \
   X(handoff_retried, "requests handed to another back-end after a failed attempt")  \
   X(served_locally, "connections the front-end served itself (local node)")         \
   X(no_rule, "requests answered 404 because no rule matched")                       \
@@ -55,6 +55,7 @@ namespace tcpha::fe {
   X(repoints, "flows repointed to the back-end a connection moved to (REPOINT)")    \
   X(repoint_refused, "REPOINTs refused: unknown connection or unknown target")         \
   X(repoint_stale, "REPOINTs older than one already applied (out of order; harmless)") \
+  X(flow_restored, "handoff flow entries found gone at COMMIT and put back (GC race)") \
   X(reloads, "configuration reloads applied")                                       \
   X(reload_failures, "configuration reloads refused (the old one stays)")
 
@@ -149,7 +150,7 @@ struct Shared {
   std::atomic<int64_t> local_active{0};  // connections the FE serves itself
   ClientQuota client_quota;              // [frontend] max_flows_per_client
   LatencyHistogram handoff_latency;      // request complete -> COMMIT sent
-  LatencyHistogram export_latency;       // HOLD + export + HANDOFF sent
+  LatencyHistogram export_latency;       // request complete -> FORWARD + export + HANDOFF sent
   LatencyHistogram ready_latency;        // HANDOFF sent -> READY received
   LatencyHistogram commit_latency;       // READY received -> COMMIT sent (FORWARD + send)
 

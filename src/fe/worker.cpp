@@ -78,6 +78,9 @@ struct Worker::ControlConn : Item {
   bool live = false;        // counted in be->links_up: up and heartbeating
   uint64_t retired_at = 0;  // no longer in the configuration; closes when idle
   bool told_drained = false;  // the BE knows it is drained (DRAIN sent)
+  // The sent_ns of the last HEARTBEAT heard on this link: a time on the BE's clock,
+  // the base of the lease our HANDOFFs give it (handoff/sender.hpp). 0: none yet.
+  uint64_t beat_ns = 0;
 };
 
 // What the router sees of the back-ends, from this worker's point of view.
@@ -115,14 +118,23 @@ class Worker::Load final : public sched::LoadView {
 class Worker::Port final : public handoff::SenderPort {
  public:
   Port(Worker& w, BackendState& b, int rule = -1) : w_(w), b_(b), rule_(rule) {}
-  Status hold(const tcpha_flow_key& key) override { return w_.sh_.dp->hold(key); }
   Status forward(const tcpha_flow_key& key) override {
     Mac be_mac = BackendState::unpack(b_.mac.load(std::memory_order_relaxed));
-    return w_.sh_.dp->forward(key, b_.uid, be_mac, w_.sh_.fe_mac);
+    return w_.sh_.dp->point(key, b_.uid, be_mac, w_.sh_.fe_mac);
+  }
+  void confirm_forward(const tcpha_flow_key& key) override {
+    if (w_.sh_.dp->lookup(key)) return;
+    w_.sh_.counters.inc(Counter::flow_restored);
+    if (auto s = forward(key); !s) spdlog::error("flow of handoff lost: {}", s.error().message());
   }
   void release(const tcpha_flow_key& key) override { (void)w_.sh_.dp->remove(key); }
   bool send_handoff(uint64_t id, const handoff::TcpState& st, const std::string& bytes) override {
-    return send(proto::HandoffMsg{id, st, bytes, rule_});
+    auto it = w_.controls_.find(&b_);
+    if (it == w_.controls_.end()) return false;
+    // The lease: from the BE's last heartbeat, as long as we wait before taking the
+    // connection back (the handoff timeout).
+    return it->second->link.send(proto::HandoffMsg{id, st, bytes, rule_, 0, it->second->beat_ns,
+                                                   w_.snap_->cfg->frontend.handoff_timeout_ms});
   }
   bool send_commit(uint64_t id) override { return send(proto::CommitMsg{id}); }
   void send_abort(uint64_t id) override { send(proto::AbortMsg{id}); }
@@ -145,11 +157,8 @@ Worker::Worker(Shared& shared, uint32_t index)
 }
 
 Worker::~Worker() {
-  // Connections still being handed off go back to the FE's stack and are refused.
-  for (auto& [id, c] : pending_) {
-    Port port(*this, *c->be);
-    c->move.abort(port, false);
-  }
+  // Connections still being handed off are not taken back: their BE may be serving them
+  // under its lease. Their sockets, still in repair mode, close silently.
   for (auto& [b, cc] : controls_) set_live(*cc, false);
 }
 
@@ -418,7 +427,7 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
   }
   c.id = (uint64_t(index_) << 48) | next_id_++;
   c.be = &be;
-  // Steps 1-3 (handoff/sender.hpp): HOLD, export, HANDOFF. Out of the epoll set
+  // Steps 1-3 (handoff/sender.hpp): FORWARD, export, HANDOFF. Out of the epoll set
   // meanwhile: the socket is in repair mode.
   epoll_set(EPOLL_CTL_DEL, c.fd.get(), 0, &c);
   Port port(*this, be, c.rule);
@@ -439,68 +448,52 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
     reply_and_close(c, 503,
                     full                            ? "flow-table-full"
                     : o == Outcome::ExportFailed    ? "export-failed"
-                                                    : "hold-failed");
+                                                    : "forward-failed");
     return;
   }
   c.state = ClientConn::Handing;
   c.handoff_sent = monotonic_ns();
   sh_.export_latency.record_ns(c.handoff_sent - c.request_done);
+  // The end of the BE's lease, on our clock: until then only a refusal gives the
+  // connection back (the BE may be serving it).
   c.deadline = c.handoff_sent + snap_->cfg->frontend.handoff_timeout_ms * kMs;
   pending_[c.id] = &c;
 }
 
 void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
   auto it = pending_.find(id);
-  if (it == pending_.end()) return;  // timed out already; the BE drops its import
+  if (it == pending_.end()) return;  // taken back already (the lease ran out)
   ClientConn& c = *it->second;
   if (c.be != cc.be) {
     // Only the BE the handoff went to may answer it: another BE's READY would make
-    // us forward the client to a BE that holds no socket for it.
+    // us let go of a connection that BE does not hold.
     sh_.counters.inc(Counter::ctl_unauthorized);
     spdlog::warn("[w{}] READY for handoff {} from {}, which was sent to {}: ignored", index_, id,
                  cc.be->id, c.be->id);
     return;
   }
-  pending_.erase(it);
   BackendState& b = *c.be;
   uint64_t ready_at = monotonic_ns();
-  sh_.ready_latency.record_ns(ready_at - c.handoff_sent);
-  // Steps 4-5: FORWARD, COMMIT. Our socket is still in repair mode and the client's
-  // packets no longer reach it, so closing it after COMMIT is just as silent and
-  // keeps the close off the BE's critical path.
+  // Step 4: COMMIT. The flow points at the BE since step 1, and the BE has served the
+  // request since its import; our socket is still in repair mode and closes silently.
   Port port(*this, b);
   using Outcome = handoff::Sender::Outcome;
   switch (c.move.on_ready(port, status)) {
     case Outcome::Ok:
       break;
     case Outcome::Refused:
+      pending_.erase(it);
       spdlog::warn("{} refused handoff of {}: {}", b.id, endpoint_str(c.peer),
                    strerror(int(status)));
       attempt_failed(c, false);
       return;
-    case Outcome::ForwardFailed:
-      // The hold vanished (ENOENT). Not a new SYN (one on a held flow is dropped): the
-      // flow GC deleting the previous connection's closed flow of the same 4-tuple
-      // just as the client reused the port and our hold replaced it (the bench's
-      // close-1k saw 7 in 74,000). The connection is alive and ours again (the sender
-      // told the BE to ABORT): hand it off anew, to the same BE if the policy says so.
-      spdlog::debug("forward {}: the hold vanished; handing off again", endpoint_str(c.peer));
-      sh_.counters.inc(Counter::handoff_failed);
-      take_back(c);
-      if (c.attempts < kMaxAttempts) {
-        sh_.counters.inc(Counter::handoff_retried);
-        c.deadline = monotonic_ns() + snap_->cfg->frontend.handoff_timeout_ms * kMs;
-        route(c);
-        return;
-      }
-      reply_and_close(c, 503, "forward-failed");
-      return;
     default:
-      // The link died under the COMMIT (control_down follows): the BE drops its import
-      // silently and our socket is the only owner again. Retried like any failure.
-      attempt_failed(c, false);
+      // COMMIT could not be sent (the link is going down): the BE serves it until its
+      // lease ends and then drops it; we take it back at our deadline (tick()).
       return;
   }
+  pending_.erase(it);
+  sh_.ready_latency.record_ns(ready_at - c.handoff_sent);
   b.handoffs.fetch_add(1, std::memory_order_relaxed);
   b.active.fetch_add(1, std::memory_order_relaxed);
   committed_[id] = Committed{c.key, &b};
@@ -616,12 +609,11 @@ void Worker::control_down(ControlConn& cc, const std::string& why) {
   sh_.counters.inc(Counter::ctl_failures);
   cc.link.close(why);  // if still open; it redials after the backoff
   cc.up = false;
-  // Handoffs in flight to it fail over; connections it owns are no longer counted
-  // (it cannot report them closed any more; the datapath ages their flows out).
-  std::vector<ClientConn*> victims;
-  for (auto& [id, c] : pending_)
-    if (c->be == &b) victims.push_back(c);
-  for (ClientConn* c : victims) attempt_failed(*c, false);
+  cc.beat_ns = 0;  // a new link, a new lease base
+  // Handoffs in flight to it are taken back when their lease is over (tick()), not now:
+  // the BE may have imported them and be serving them until then. Connections it owns
+  // are no longer counted (it cannot report them closed any more; the datapath ages
+  // their flows out).
   for (auto it = committed_.begin(); it != committed_.end();)
     it = it->second.be == &b ? release(it) : std::next(it);
 }
@@ -686,6 +678,7 @@ void Worker::on_message(ControlConn& cc, proto::Message& m) {
   } else if (auto* rp = std::get_if<proto::RepointMsg>(&m)) {
     on_repoint(cc, *rp);
   } else if (auto* hb = std::get_if<proto::HeartbeatMsg>(&m)) {
+    cc.beat_ns = hb->sent_ns;
     cc.be->reported_active.store(hb->active, std::memory_order_relaxed);
     cc.be->cache_hit_permille.store(hb->cache_hit_permille, std::memory_order_relaxed);
     cc.be->cpu_permille.store(hb->cpu_permille, std::memory_order_relaxed);
@@ -817,8 +810,8 @@ void Worker::tick(uint64_t now) {
         break;
       case ClientConn::Handing:
         sh_.counters.inc(Counter::handoff_timeout);
-        spdlog::warn("handoff of {} to {}: no READY in {} ms", endpoint_str(c->peer), c->be->id,
-                     snap_->cfg->frontend.handoff_timeout_ms);
+        spdlog::warn("handoff of {} to {}: no READY in {} ms (the lease): taken back",
+                     endpoint_str(c->peer), c->be->id, snap_->cfg->frontend.handoff_timeout_ms);
         attempt_failed(*c, true);
         break;
       case ClientConn::Closing:

@@ -8,11 +8,10 @@ const char* Sender::describe(Outcome o) {
   switch (o) {
     case Outcome::Ok: return "ok";
     case Outcome::TableFull: return "flow table full";
-    case Outcome::HoldFailed: return "hold failed";
+    case Outcome::ForwardFailed: return "forwarding entry failed";
     case Outcome::ExportFailed: return "export failed";
     case Outcome::LinkDown: return "control link down";
     case Outcome::Refused: return "refused by the target";
-    case Outcome::ForwardFailed: return "flow vanished before forwarding";
     case Outcome::NotPending: return "no handoff pending";
   }
   return "?";
@@ -23,9 +22,10 @@ Sender::Outcome Sender::start(SenderPort& port, const MovingConn& conn, uint64_t
   if (state_ == State::Sent) return Outcome::NotPending;
   conn_ = conn;
   id_ = id;
-  // 1. HOLD
-  if (auto s = port.hold(conn.key); !s)
-    return s.error().err == E2BIG ? Outcome::TableFull : Outcome::HoldFailed;
+  // 1. FORWARD: the client's packets go to the target, whose guard drops them until
+  // the import (they are retransmitted); none reaches our socket while it is exported.
+  if (auto s = port.forward(conn.key); !s)
+    return s.error().err == E2BIG ? Outcome::TableFull : Outcome::ForwardFailed;
   // 2. export (the socket stays in repair mode)
   bytes_ = &bytes;
   bytes_before_ = bytes.size();
@@ -36,7 +36,7 @@ Sender::Outcome Sender::start(SenderPort& port, const MovingConn& conn, uint64_t
     return Outcome::ExportFailed;
   }
   st_ = *st;
-  // 3. HANDOFF
+  // 3. HANDOFF (with the lease; the port adds it)
   if (!port.send_handoff(id, st_, bytes)) {
     take_back(port);
     return Outcome::LinkDown;
@@ -51,18 +51,10 @@ Sender::Outcome Sender::on_ready(SenderPort& port, uint32_t status) {
     take_back(port);
     return Outcome::Refused;
   }
-  // 4. FORWARD
-  if (auto s = port.forward(conn_.key); !s) {
-    port.send_abort(id_);
-    take_back(port);
-    return Outcome::ForwardFailed;
-  }
-  // 5. COMMIT. If the link died under it, the target drops its import silently (it
-  // never sees COMMIT) and our socket, still in repair mode, is the only owner.
-  if (!port.send_commit(id_)) {
-    take_back(port);
-    return Outcome::LinkDown;
-  }
+  // 4. COMMIT. If it cannot be sent, the target serves until its lease ends and then
+  // drops the connection silently; it is ours again only after that (abort()).
+  if (!port.send_commit(id_)) return Outcome::LinkDown;
+  port.confirm_forward(conn_.key);
   state_ = State::Committed;
   bytes_ = nullptr;
   return Outcome::Ok;

@@ -1,23 +1,35 @@
 #pragma once
 // The sending side of a handoff, for every role that moves a connection away: the FE
 // (first request), a BE (a later request belongs to another BE), and later a backup
-// or a CARD node. Seed 002's sequence, with the ownership invariant (exactly one
-// kernel owns the connection at every instant) kept at every step:
+// or a CARD node. The target serves the connection as soon as it has imported it,
+// under a LEASE, so that the round trip back to the sender is off the client's path;
+// the ownership invariant (exactly one kernel owns the connection at every instant)
+// is kept by the lease:
 //
-//   Idle --start--> Sent --on_ready(ok)--> Committed
-//     1. HOLD    the local datapath drops the client's packets (it retransmits them)
+//   Idle --start--> Sent --on_ready(0)--> Committed
+//                     \--on_ready(err)/abort after the lease--> Idle (taken back)
+//     1. FORWARD the local datapath sends the client's packets to the target, whose
+//                guard drops them (never an RST) until it has imported the socket
 //     2. export  the socket goes into repair mode and its state is read; from here
 //                our kernel sends nothing on it, and closing it is silent
-//     3. HANDOFF state + unanswered bytes to the target, which imports them in
-//                repair mode (silent too) and answers READY
-//     4. FORWARD the local datapath sends the client's packets to the target
-//     5. COMMIT  the target leaves repair mode: it owns the connection. The caller
-//                closes its socket (silently, still in repair mode).
+//     3. HANDOFF state + unanswered bytes + the lease to the target, which imports
+//                them, leaves repair mode and serves at once, answering READY
+//     4. COMMIT  on READY(0): we let go for good (the caller closes its socket,
+//                silently: still in repair mode); the target's lease becomes ownership
 //
-// Every failure before COMMIT puts the connection back where it was ("take back"):
-// out of repair mode, the flow entry removed (the client's packets reach our own
-// socket again), the caller's byte buffer as before the export. The target drops an
-// import that never sees COMMIT (ABORT, its deadline, or the link's loss).
+// The lease is measured on the TARGET's clock from the last heartbeat we heard from it
+// (lease_base_ns, its own timestamp, sent before our HANDOFF), so the target's lease
+// ends before our clock, started after that heartbeat arrived, reaches lease_ms. The
+// target refuses an import it receives after its lease, and kills (silently) a leased
+// connection no COMMIT confirmed by the end of its lease. So:
+//   - READY with an error: the target holds nothing; take back at once.
+//   - no READY (the target is slow, stopped, dead, or the link is lost): take back only
+//     once lease_ms has passed since HANDOFF (abort()), when the target has stopped
+//     serving it, whatever it did.
+//   - READY(0) but COMMIT cannot be sent: as if no READY came (the target's lease runs
+//     out, then ours).
+// Taking back: out of repair mode, the flow entry removed (the client's packets reach
+// our own socket again), the caller's byte buffer as before the export.
 //
 // A Sender is one move attempt's state, kept in the connection that moves; it owns
 // nothing. The caller passes a SenderPort for the attempt's target at each step.
@@ -38,9 +50,14 @@ namespace tcpha::handoff {
 class SenderPort {
  public:
   virtual ~SenderPort() = default;
-  virtual Status hold(const tcpha_flow_key& key) = 0;     // Error{E2BIG}: table full
-  virtual Status forward(const tcpha_flow_key& key) = 0;  // point the flow at the target
-  virtual void release(const tcpha_flow_key& key) = 0;    // remove the flow entry
+  // Points the flow at the target, creating or replacing its entry. Error{E2BIG}: the
+  // table is full.
+  virtual Status forward(const tcpha_flow_key& key) = 0;
+  // After READY(0): the entry must still be there (the flow GC may have deleted it in
+  // the instant it was created, racing a finished connection of the same 4-tuple); put
+  // it back if not. Errors are only logged: the connection is the target's either way.
+  virtual void confirm_forward(const tcpha_flow_key& key) = 0;
+  virtual void release(const tcpha_flow_key& key) = 0;  // remove the flow entry
   // False: not sent (the link is down, or the frame would be too large).
   virtual bool send_handoff(uint64_t id, const TcpState& st, const std::string& bytes) = 0;
   virtual bool send_commit(uint64_t id) = 0;
@@ -63,18 +80,19 @@ class Sender {
  public:
   enum class State : uint8_t {
     Idle,       // ours: served by our own socket (also after a take-back)
-    Sent,       // held, exported, HANDOFF sent: waiting for READY
+    Sent,       // forwarded, exported, HANDOFF sent: waiting for READY (the target may
+                // be serving it under its lease)
     Committed,  // the target owns it; the caller closes its socket
   };
   enum class Outcome : uint8_t {
     Ok,
-    TableFull,     // step 1: the flow table is full
-    HoldFailed,    // step 1, any other error
-    ExportFailed,  // step 2
-    LinkDown,      // step 3 (HANDOFF not sent) or 5 (COMMIT not sent)
-    Refused,       // READY with an error status
-    ForwardFailed, // step 4: the flow vanished (a new SYN reused the 4-tuple)
-    NotPending,    // on_ready/abort outside Sent: nothing done
+    TableFull,      // step 1: the flow table is full
+    ForwardFailed,  // step 1, any other error
+    ExportFailed,   // step 2
+    LinkDown,       // step 3: HANDOFF not sent (taken back); or step 4: COMMIT not sent
+                    // (still Sent: abort() once the lease is over)
+    Refused,        // READY with an error status (taken back)
+    NotPending,     // on_ready/abort outside Sent: nothing done
   };
   static const char* describe(Outcome o);
 
@@ -84,11 +102,13 @@ class Sender {
   // restores it). Ok: Sent. Otherwise Idle again and the connection is the caller's.
   Outcome start(SenderPort& port, const MovingConn& conn, uint64_t id, std::string& bytes);
   // READY from the target (the caller checked that it came from the target's link).
-  // Ok: steps 4-5 done, Committed. Otherwise taken back (Idle); ForwardFailed also
-  // told the target (ABORT).
+  // Ok: COMMIT sent, Committed. Refused: taken back (Idle). LinkDown: COMMIT could not
+  // be sent; still Sent, for abort() at the end of the lease.
   Outcome on_ready(SenderPort& port, uint32_t status);
-  // Give up while Sent (timeout, the link's loss, shutdown): ABORT when `tell`, then
-  // take back. NotPending in any other state.
+  // Take the connection back while Sent: ABORT when `tell` (so the target frees what
+  // it holds at once), then take back. Only once the lease is over (lease_ms after
+  // the HANDOFF was sent), or when the caller knows the target holds nothing (the
+  // HANDOFF was never written). NotPending in any other state.
   Outcome abort(SenderPort& port, bool tell);
 
   State state() const { return state_; }

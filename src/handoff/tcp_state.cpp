@@ -230,4 +230,8 @@ Status activate(int fd) {
   return set_int(fd, TCP_REPAIR, TCP_REPAIR_OFF, "setsockopt(TCP_REPAIR off)");
 }
 
+Status enter_repair(int fd) {
+  return set_int(fd, TCP_REPAIR, TCP_REPAIR_ON, "setsockopt(TCP_REPAIR on)");
+}
+
 }  // namespace tcpha::handoff

@@ -88,4 +88,8 @@ class RepairSockets {
 // Leaves repair mode: the kernel sends a window probe and the socket is live.
 Status activate(int fd);
 
+// Puts a live socket back into repair mode, to drop it without a packet: closing it
+// then sends neither FIN nor RST (a revoked lease, imports.cpp).
+Status enter_repair(int fd);
+
 }  // namespace tcpha::handoff

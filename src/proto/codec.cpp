@@ -112,6 +112,8 @@ void put(std::string& out, const HandoffMsg& m) {
   out.append(m.request);
   put_be(out, static_cast<uint32_t>(m.rule));
   put_be(out, m.seq);
+  put_be(out, m.lease_base_ns);
+  put_be(out, m.lease_ms);
 }
 void put(std::string& out, const ReadyMsg& m) {
   put_be(out, m.id);
@@ -221,6 +223,8 @@ void get(Reader& r, HandoffMsg& m) {
   r.bytes(m.request, len);
   m.rule = static_cast<int32_t>(r.be<uint32_t>());
   m.seq = r.be<uint32_t>();
+  m.lease_base_ns = r.be<uint64_t>();
+  m.lease_ms = r.be<uint32_t>();
 }
 void get(Reader& r, ReadyMsg& m) {
   m.id = r.be<uint64_t>();
@@ -251,7 +255,7 @@ Result<Message> decode_as(const uint8_t* p, size_t n) {
 }
 
 // HANDOFF's fixed part: id, TcpState, request length, rule, seq.
-constexpr size_t kHandoffFixed = 8 + kTcpStateWireSize + 4 + 4 + 4;
+constexpr size_t kHandoffFixed = 8 + kTcpStateWireSize + 4 + 4 + 4 + 8 + 4;
 
 // Every message type once, in the order of the Message variant: its wire type, its
 // largest payload (checked against a frame's header) and its decoder. HELLO and AUTH

@@ -5,7 +5,7 @@
 //
 // Session setup: a mutual challenge-response in two messages each way.
 // 1. Each side first sends one HELLO (kHelloSize = 88 bytes):
-//   "TCPH" | version u8 = 2 | type u8 = HELLO | role u8 (1 = FE, 2 = BE) | pad u8 = 0 |
+//   "TCPH" | version u8 = 3 | type u8 = HELLO | role u8 (1 = FE, 2 = BE) | pad u8 = 0 |
 //   node id (32 bytes, NUL padded) | nonce (16 random bytes, its challenge) |
 //   HMAC-SHA256 over all preceding bytes, keyed with the 32-byte cluster key.
 // The receiver checks magic, version, MAC, that the role is the opposite of its own and
@@ -29,7 +29,7 @@
 //   length u32 (payload bytes, at most kMaxPayload) | seq u64 | payload |
 //   keyed BLAKE2b-256(header || payload) with the sending direction's key (a PRF
 //   and MAC by design; about 4x faster than HMAC-SHA256 in libsodium here, which
-//   matters on the handoff path: each handoff signs and checks four frames).
+//   matters on the handoff path: each handoff signs and checks three frames).
 // seq starts at 1 (the AUTH) in each direction and must be exactly the previous one
 // plus 1, which rejects replayed, reordered and dropped frames. A frame from our own
 // direction fed back to us (reflection) fails the MAC, since the directions use
@@ -46,9 +46,16 @@
 //   HANDOFF   u64 id | TcpState (below) | u32 request length | request bytes |
 //             i32 rule (the cluster file's rule the connection was last routed by,
 //             -1: none; drain and rebalance keep it in its group) | u32 seq (the
-//             connection's move number at the receiver: 0 from the FE, +1 per move)
-//   READY     u64 id | u32 status (0 = ok, else an errno-like reason the BE refused)
-//   COMMIT    u64 id              ABORT     u64 id
+//             connection's move number at the receiver: 0 from the FE, +1 per move) |
+//             u64 lease_base_ns | u32 lease_ms: the lease the receiver may serve the
+//             connection under before COMMIT (docs/design.md, "Handoff"): lease_base_ns
+//             is the sent_ns of the last HEARTBEAT the sender heard from the receiver,
+//             a time on the RECEIVER's clock that precedes the HANDOFF; lease_ms is
+//             how long after it the sender may take the connection back
+//   READY     u64 id | u32 status (0 = imported and serving under the lease, else an
+//             errno-like reason the receiver refused: it holds nothing)
+//   COMMIT    u64 id (the sender has let go: the lease becomes ownership)
+//   ABORT     u64 id (the lease expired and the sender took the connection back)
 //   CLOSED    u64 id | u64 bytes_sent | u64 bytes_received (seen by the BE)
 //   HEARTBEAT u64 sent_ns | u32 active | u32 cpu_permille | u32 cache_hit_permille |
 //             u32 flags (kHeartbeatDraining: the sender is being drained; take no
@@ -93,7 +100,7 @@
 namespace tcpha::proto {
 
 inline constexpr char kMagic[4] = {'T', 'C', 'P', 'H'};
-inline constexpr uint8_t kVersion = 2;
+inline constexpr uint8_t kVersion = 3;
 inline constexpr size_t kHeaderSize = 20;
 inline constexpr size_t kMacSize = 32;
 inline constexpr size_t kNodeIdSize = 32;
@@ -128,6 +135,8 @@ struct HandoffMsg {
   std::string request;  // the bytes the FE read from the client, to re-queue on the BE
   int32_t rule = -1;
   uint32_t seq = 0;
+  uint64_t lease_base_ns = 0;  // the receiver's clock (a HEARTBEAT's sent_ns); 0: none
+  uint32_t lease_ms = 0;
 };
 struct ReadyMsg {
   uint64_t id = 0;

@@ -109,6 +109,7 @@ heartbeat_ms = 300
 [frontend]
 address = "10.0.0.1"
 interface = "eth0"
+handoff_timeout_ms = 600
 [[backend]]
 id = "be1"
 address = "10.0.0.11"
@@ -117,6 +118,24 @@ docroot = "/srv"
          5,
          "[cluster] heartbeat_ms: dead_after_ms must be at least twice heartbeat_ms, or one "
          "late heartbeat marks a healthy back-end down"},
+        {"HandoffTimeoutBelowTwoHeartbeats",
+         R"([cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+heartbeat_ms = 200
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+handoff_timeout_ms = 300
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+)",
+         9,
+         "[frontend] handoff_timeout_ms: 300 must be at least twice [cluster] heartbeat_ms (200): "
+         "a back-end's lease on a handoff counts from its last heartbeat"},
         {"HeartbeatTooFast",
          R"([cluster]
 vip = "10.0.0.10"

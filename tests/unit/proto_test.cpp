@@ -76,6 +76,8 @@ void expect_same(const Message& a, const Message& b) {
     EXPECT_EQ(x->request, y.request);
     EXPECT_EQ(x->rule, y.rule);
     EXPECT_EQ(x->seq, y.seq);
+    EXPECT_EQ(x->lease_base_ns, y.lease_base_ns);
+    EXPECT_EQ(x->lease_ms, y.lease_ms);
   } else if (auto* x = std::get_if<ReadyMsg>(&a)) {
     EXPECT_EQ(x->id, std::get<ReadyMsg>(b).id);
     EXPECT_EQ(x->status, std::get<ReadyMsg>(b).status);
@@ -131,6 +133,7 @@ std::vector<Message> all_messages() {
   return {
       HandoffMsg{0x1122334455667788, sample_state(), "GET /a.png HTTP/1.1\r\nHost: x\r\n\r\n"},
       HandoffMsg{2, handoff::TcpState{}, "", 3, 0xfffffffe},
+      HandoffMsg{3, sample_state(), "x", -1, 1, 0x0102030405060708, 500},
       ReadyMsg{0x1122334455667788, 0},
       ReadyMsg{3, ENOSPC},
       CommitMsg{0xffffffffffffffff},
@@ -294,7 +297,8 @@ TEST(ProtoSession, EveryMessageRoundTripsInBothDirections) {
 TEST(ProtoSession, LargestHandoffFitsAndOneByteMoreIsRefused) {
   Pair p;
   p.establish();
-  const size_t fixed = 8 + kTcpStateWireSize + 4 + 4 + 4;  // id, state, length, rule, seq
+  // id, state, length, rule, seq, lease base, lease ms
+  const size_t fixed = 8 + kTcpStateWireSize + 4 + 4 + 4 + 8 + 4;
   HandoffMsg big{1, sample_state(), std::string(kMaxPayload - fixed, 'r')};
   std::string wire;
   ASSERT_TRUE(p.fe.send(big, wire));
@@ -571,7 +575,7 @@ TEST(ProtoSession, BeforeAuthOnlyTheHandshakeSizesPass) {
   Pair q;
   q.exchange_hellos();
   std::vector<Message> msgs;
-  Status st = deliver(q.be, std::string("TCPH\x02\x04", 6), msgs);
+  Status st = deliver(q.be, std::string("TCPH") + char(kVersion) + "\x04", msgs);
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.error().err, EPROTO);
   // And an AUTH after the handshake is a protocol violation.
@@ -670,7 +674,7 @@ TEST(ProtoSession, GarbageFailsAtTheFirstWrongByte) {
   q.establish();
   EXPECT_FALSE(deliver(q.be, "TCPH\x01", msgs).ok()) << "another version";
   Pair r;
-  Status st = deliver(r.be, "TCPH\x02\x04", msgs);
+  Status st = deliver(r.be, std::string("TCPH") + char(kVersion) + "\x04", msgs);
   ASSERT_FALSE(st.ok()) << "a frame before the HELLO";
   EXPECT_EQ(st.error().err, EPROTO);
 }
@@ -683,14 +687,16 @@ TEST(ProtoCodec, WireLayoutIsBigEndianWithAddressesInNetworkOrder) {
   std::memcpy(&s.local_addr, addr, 4);
   s.mss = 1460;
   const std::string p = payload_of(HandoffMsg{1, s, "ab"});
-  ASSERT_EQ(p.size(), 8 + kTcpStateWireSize + 4 + 2 + 4 + 4);
+  ASSERT_EQ(p.size(), 8 + kTcpStateWireSize + 4 + 2 + 4 + 4 + 8 + 4);
   EXPECT_EQ(p.substr(8, 4), std::string("\x0a\x00\x00\x0a", 4));
   EXPECT_EQ(p.substr(8 + 20, 4), std::string("\x00\x00\x05\xb4", 4));  // mss
   EXPECT_EQ(p.substr(8 + kTcpStateWireSize), std::string("\x00\x00\x00\x02"
                                                          "ab"
                                                          "\xff\xff\xff\xff"
+                                                         "\x00\x00\x00\x00"
+                                                         "\x00\x00\x00\x00\x00\x00\x00\x00"
                                                          "\x00\x00\x00\x00",
-                                                         14));  // rule -1, seq 0
+                                                         26));  // rule -1, seq 0, no lease
 }
 
 TEST(ProtoCodec, EveryTruncationAndTrailingByteIsRefused) {
