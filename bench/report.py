@@ -9,10 +9,13 @@ so the raw files are the evidence and this is the arithmetic.
 """
 import argparse
 import glob
+import gzip
 import json
 import os
 import platform
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -84,7 +87,9 @@ def derive(r):
         "connections_param": r["conns"],
         "new_connection_per_request": r["close"],
         "duration_s": round(dur, 3),
+        "round": r.get("round", 1),
         "attempt": r["attempt"],
+        "attempt_loads": r.get("attempt_loads", [r["foreign_load"]]),
         "other_load_cpus": r["foreign_load"],
         "requests": w["requests"],
         "bytes": nbytes,
@@ -135,6 +140,9 @@ def derive(r):
         d["be_cpu_us_per_request"] = ratio(d["be_cpu_s"] * 1e6, w["requests"])
     if d.get("fe_cpu_s") is not None:
         d["fe_cpu_us_per_request"] = ratio(d["fe_cpu_s"] * 1e6, w["requests"])
+        d["fe_cpu_us_per_connection"] = ratio(d["fe_cpu_s"] * 1e6, conns)
+    if d.get("be_cpu_s") is not None:
+        d["be_cpu_us_per_connection"] = ratio(d["be_cpu_s"] * 1e6, conns)
     bes = list(zip(a.get("be_status") or [], b.get("be_status") or []))
     if bes:
         sums = {}
@@ -177,6 +185,98 @@ def derive(r):
     return d
 
 
+def is_num(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def combine(vals):
+    """The median over rounds of one figure, key by key through dicts and item by item
+    through lists of the same length (histograms, per-BE lists, wrk's percentiles);
+    anything else (names, flags) is the first round's."""
+    present = [v for v in vals if v is not None]
+    if not present:
+        return None
+    if all(is_num(v) for v in present):
+        m = statistics.median(present)
+        # Counts stay integers where the median is one (an even number of rounds averages
+        # the middle two).
+        return int(m) if all(isinstance(v, int) for v in present) and m == int(m) else m
+    if all(isinstance(v, dict) for v in present):
+        keys = list(dict.fromkeys(k for v in present for k in v))
+        return {k: combine([v.get(k) for v in present]) for k in keys}
+    if all(isinstance(v, list) for v in present) and len({len(v) for v in present}) == 1:
+        return [combine(list(items)) for items in zip(*present)]
+    return present[0]
+
+
+def dig(d, path):
+    for k in path:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+# Figures whose spread over rounds results.json records (min, max) next to the median.
+SPREAD = {
+    "requests_per_s": ("requests_per_s",),
+    "mb_per_s": ("mb_per_s",),
+    "latency_p50_us": ("latency_us", "p50"),
+    "latency_p99_us": ("latency_us", "p99"),
+    "fe_cpu_s_per_gb": ("fe_cpu_s_per_gb",),
+    "fe_cpu_us_per_connection": ("fe_cpu_us_per_connection",),
+    "be_cpu_us_per_request": ("be_cpu_us_per_request",),
+    "handoff_p50_us": ("tcpha", "handoff_latency_us", "p50"),
+    "fe_cpu_us_per_handoff": ("tcpha", "fe_cpu_s_per_handoff"),
+}
+
+
+def combine_rounds(rounds, quiet_load):
+    """One (system, workload)'s rounds -> its reported figures: every figure the median
+    over rounds, errors summed, and the rounds themselves kept (rounds[])."""
+    rounds = sorted(rounds, key=lambda d: d["round"])
+    d = combine(rounds)
+    d["errors"] = {k: sum((r["errors"].get(k) or 0) for r in rounds)
+                   for k in dict.fromkeys(k for r in rounds for k in r["errors"])}
+    d["round_count"] = len(rounds)
+    d["round"] = None
+    d["attempt"] = None
+    d["attempts"] = [r["attempt"] for r in rounds]
+    d["attempt_loads"] = [r.get("attempt_loads") for r in rounds]
+    d["other_load_rounds"] = [r["other_load_cpus"] for r in rounds]
+    # The worst round's load (the column consumers read); per round in other_load_rounds.
+    d["other_load_cpus"] = max(d["other_load_rounds"])
+    d["disturbed_rounds"] = [r["round"] for r in rounds if r["other_load_cpus"] > quiet_load]
+    d["spread"] = {}
+    for key, path in SPREAD.items():
+        xs = [x if key != "fe_cpu_us_per_handoff" or x is None else x * 1e6
+              for x in (dig(r, path) for r in rounds)]
+        xs = [x for x in xs if is_num(x)]
+        if xs:
+            d["spread"][key] = [min(xs), max(xs)]
+    d["rounds"] = rounds
+    return d
+
+
+def round_ratio(a, b, path, quiet_load):
+    """a/b of the figure at `path`, round by round (a system's run against the other's
+    run of the same round): median, min, max, and which rounds other load disturbed."""
+    if not a or not b:
+        return None
+    rb = {r["round"]: r for r in b["rounds"]}
+    per = []
+    for ra in a["rounds"]:
+        mb = rb.get(ra["round"])
+        x = ratio(dig(ra, path), dig(mb, path)) if mb else None
+        if x is not None:
+            per.append({"round": ra["round"], "ratio": x,
+                        "disturbed": ra["other_load_cpus"] > quiet_load or mb["other_load_cpus"] > quiet_load})
+    if not per:
+        return None
+    xs = [p["ratio"] for p in per]
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "rounds": per,
+            "disturbed": any(p["disturbed"] for p in per)}
+
+
+
 def machine():
     model = "unknown"
     try:
@@ -211,53 +311,71 @@ def get(runs, system, workload):
     return runs.get((system, workload))
 
 
-def targets(runs, locality_missing):
+def targets(runs, locality_missing, q):
+    """Every target judged on the median over rounds: a ratio on the median of the
+    per-round ratios (each system's run against the other's of the same round)."""
     t = []
 
-    def val(s, w, key):
+    def rr(s, ref, w, path, text, goal, ok, issue=None):
+        x = round_ratio(get(runs, s, w), get(runs, ref, w), path, q)
+        row = {"target": text + (f" (issue {issue})" if issue else ""), "goal": goal,
+               "ratio": x["median"] if x else None, "met": None if x is None else ok(x["median"])}
+        if x:
+            row.update(range=[x["min"], x["max"]], rounds=len(x["rounds"]), disturbed=x["disturbed"])
+        t.append(row)
+
+    def value(s, w, path, text, goal, ok, scale=1.0, issue=None):
         r = get(runs, s, w)
-        return r.get(key) if r else None
+        per = [dig(x, path) for x in (r or {}).get("rounds", [])]
+        per = [x * scale for x in per if is_num(x)]
+        v = statistics.median(per) if per else None
+        row = {"target": text + (f" (issue {issue})" if issue else ""), "goal": goal, "value_us": v,
+               "met": None if v is None else ok(v)}
+        if per:
+            row.update(range=[min(per), max(per)], rounds=len(per), disturbed=bool(r.get("disturbed_rounds")))
+        t.append(row)
 
     for w in ("ka-1m", "ka-10m"):
-        x = ratio(val("tcpha", w, "mb_per_s"), val("haproxy", w, "mb_per_s"))
-        t.append({"target": f"large files ({WORKLOAD_TEXT[w]}): tcpha throughput >= HAProxy's",
-                  "ratio": x, "goal": ">= 1.0", "met": None if x is None else x >= 1.0})
-        x = ratio(val("tcpha", w, "fe_cpu_s_per_gb"), val("haproxy", w, "fe_cpu_s_per_gb"))
-        t.append({"target": f"large files ({WORKLOAD_TEXT[w]}): tcpha FE CPU per GB <= 1/10 of HAProxy's",
-                  "ratio": x, "goal": "<= 0.1", "met": None if x is None else x <= 0.1})
-    # Issue 5: the relay's throughput (bytes per second of large responses) against the
-    # same nginx serving the client directly.
+        rr("tcpha", "haproxy", w, ("mb_per_s",),
+           f"large files ({WORKLOAD_TEXT[w]}): tcpha throughput >= HAProxy's", ">= 1.0", lambda x: x >= 1.0, 6)
+        rr("tcpha", "haproxy", w, ("fe_cpu_s_per_gb",),
+           f"large files ({WORKLOAD_TEXT[w]}): tcpha FE CPU per GB <= 1/10 of HAProxy's", "<= 0.1",
+           lambda x: x <= 0.1, 6)
+    # The relay's throughput (bytes per second of large responses) against the same
+    # nginx serving the client directly (issue 5: 0.8x; issue 17: 0.9x).
     for s in RELAYS:
         how = "unix socket" if s.endswith("unix") else "loopback TCP"
         for w in ("ka-1m", "ka-10m"):
-            x = ratio(val(s, w, "mb_per_s"), val("direct", w, "mb_per_s"))
-            t.append({"target": f"relay to nginx over {how} ({WORKLOAD_TEXT[w]}): throughput >= 0.8x "
-                                "nginx serving the client directly",
-                      "ratio": x, "goal": ">= 0.8", "met": None if x is None else x >= 0.8})
-    x = ratio(val("tcpha", "close-1k", "requests_per_s"), val("haproxy", "close-1k", "requests_per_s"))
-    t.append({"target": "new connection per small request: tcpha rate >= 0.8x HAProxy's",
-              "ratio": x, "goal": ">= 0.8", "met": None if x is None else x >= 0.8})
-    for w, label in (("lat-1k", "one connection at a time"), ("close-1k", "under load, 32 connections")):
-        r = get(runs, "tcpha", w)
-        p50 = r["tcpha"]["handoff_latency_us"]["p50"] if r and r.get("tcpha") else None
-        t.append({"target": f"handoff p50 < 100 us ({label})", "value_us": p50, "goal": "< 100 us",
-                  "met": None if p50 is None else p50 < 100})
+            rr(s, "direct", w, ("mb_per_s",),
+               f"relay to nginx over {how} ({WORKLOAD_TEXT[w]}): throughput >= 0.9x nginx serving the client directly",
+               ">= 0.9", lambda x: x >= 0.9, 17)
+    rr("tcpha", "haproxy", "close-1k", ("requests_per_s",),
+       "new connection per small request (close-1k): tcpha rate >= 1.2x HAProxy's", ">= 1.2",
+       lambda x: x >= 1.2, 17)
+    value("tcpha", "close-1k", ("tcpha", "fe_cpu_s_per_handoff"),
+          "FE CPU per new connection <= 25 us (close-1k: FE CPU time / handoffs)", "<= 25 us",
+          lambda v: v <= 25, 1e6, 17)
+    value("tcpha", "lat-1k", ("tcpha", "handoff_latency_us", "p50"),
+          "handoff p50 <= 40 us, one connection at a time (lat-1k)", "<= 40 us", lambda v: v <= 40, issue=17)
+    value("tcpha", "lat-1k", ("tcpha", "handoff_latency_us", "p99"),
+          "handoff p99 <= 150 us, one connection at a time (lat-1k)", "<= 150 us", lambda v: v <= 150, issue=17)
+    rr("tcpha", "haproxy", "lat-1k", ("latency_us", "p50"),
+       "one connection at a time (lat-1k): client-side p50 at most HAProxy's", "<= 1.0", lambda x: x <= 1.0, 17)
+    value("tcpha", "close-1k", ("tcpha", "handoff_latency_us", "p50"),
+          "handoff p50 < 100 us under load (close-1k, 32 connections)", "< 100 us", lambda v: v < 100, issue=6)
     # Issue 12: browsing partitioned content over keep-alive connections, every request
     # routed (tcpha moves the connection between BEs, HAProxy relays per request).
-    x = ratio(val("tcpha", "browse-part", "requests_per_s"), val("haproxy", "browse-part", "requests_per_s"))
-    t.append({"target": f"partitioned content, keep-alive ({WORKLOAD_TEXT['browse-part']}): "
-                        "tcpha throughput >= 1.5x HAProxy's (issue 12)",
-              "ratio": x, "goal": ">= 1.5", "met": None if x is None else x >= 1.5})
-    r = get(runs, "tcpha", "browse-part-1")
-    p50 = ((r or {}).get("moves") or {}).get("move_latency_p50_us_max")
-    t.append({"target": "move latency p50 <= 100 us, one connection at a time (browse-part-1, worst BE; "
-                        "issue 12)", "value_us": p50, "goal": "<= 100 us",
-              "met": None if p50 is None else p50 <= 100})
-    rr, lard = get(runs, "tcpha", "locality-round-robin"), get(runs, "tcpha", "locality-lard")
-    if rr and lard and rr.get("cache_hit_rate") is not None and lard.get("cache_hit_rate") is not None:
-        gain = lard["cache_hit_rate"] - rr["cache_hit_rate"]
+    rr("tcpha", "haproxy", "browse-part", ("requests_per_s",),
+       f"partitioned content, keep-alive ({WORKLOAD_TEXT['browse-part']}): tcpha throughput >= 1.5x HAProxy's",
+       ">= 1.5", lambda x: x >= 1.5, 12)
+    value("tcpha", "browse-part-1", ("moves", "move_latency_p50_us_max"),
+          "move latency p50 <= 100 us, one connection at a time (browse-part-1, worst BE)", "<= 100 us",
+          lambda v: v <= 100, issue=12)
+    rrun, lard = get(runs, "tcpha", "locality-round-robin"), get(runs, "tcpha", "locality-lard")
+    if rrun and lard and rrun.get("cache_hit_rate") is not None and lard.get("cache_hit_rate") is not None:
+        gain = lard["cache_hit_rate"] - rrun["cache_hit_rate"]
         t.append({"target": "LARD hit rate clearly above round-robin's (>= 10 points)",
-                  "lard_hit_rate": lard["cache_hit_rate"], "rr_hit_rate": rr["cache_hit_rate"],
+                  "lard_hit_rate": lard["cache_hit_rate"], "rr_hit_rate": rrun["cache_hit_rate"],
                   "goal": ">= +0.10", "met": gain >= 0.10})
     else:
         t.append({"target": "LARD hit rate clearly above round-robin's (>= 10 points)",
@@ -266,9 +384,13 @@ def targets(runs, locality_missing):
     return t
 
 
-def ratios(runs):
-    """Every balancer against HAProxy and against direct serving, per workload."""
+def ratios(runs, q):
+    """Every balancer against HAProxy and against direct serving, per workload: the
+    median of the per-round ratios (the existing keys), with min/max and the rounds."""
     out = {}
+    paths = {"requests_per_s": ("requests_per_s",), "mb_per_s": ("mb_per_s",),
+             "latency_p99": ("latency_us", "p99"), "latency_p50": ("latency_us", "p50"),
+             "fe_cpu_s_per_gb": ("fe_cpu_s_per_gb",)}
     for (system, w), r in runs.items():
         if system not in ("tcpha", *RELAYS):
             continue
@@ -276,12 +398,16 @@ def ratios(runs):
             b = runs.get((ref, w))
             if not b:
                 continue
-            out.setdefault(w, {})[f"{system}/{ref}"] = {
-                "requests_per_s": ratio(r["requests_per_s"], b["requests_per_s"]),
-                "mb_per_s": ratio(r["mb_per_s"], b["mb_per_s"]),
-                "latency_p99": ratio(r["latency_us"]["p99"], b["latency_us"]["p99"]),
-                "fe_cpu_s_per_gb": ratio(r.get("fe_cpu_s_per_gb"), b.get("fe_cpu_s_per_gb")),
-            }
+            e = {"range": {}, "per_round": {}, "disturbed_rounds": []}
+            for key, path in paths.items():
+                x = round_ratio(r, b, path, q)
+                e[key] = x["median"] if x else None
+                if x:
+                    e["range"][key] = [x["min"], x["max"]]
+                    e["per_round"][key] = [p["ratio"] for p in x["rounds"]]
+                    e["disturbed_rounds"] = sorted(set(e["disturbed_rounds"])
+                                                   | {p["round"] for p in x["rounds"] if p["disturbed"]})
+            out.setdefault(w, {})[f"{system}/{ref}"] = e
     return out
 
 
@@ -334,6 +460,188 @@ def model(runs, micro):
     }
 
 
+# --- CPU profiles (bench/lib/profile.sh) -------------------------------------------
+HEADER = re.compile(r"^(.*?)\s+(\d+)/(\d+)\s*$")
+FRAME = re.compile(r"^\s+([0-9a-f]+)\s+(.*?)\s+\((.*)\)\s*$")
+SYSCALL_PREFIXES = ("__x64_sys_", "__ia32_sys_", "__se_sys_", "__do_sys_", "__sys_", "ksys_")
+TOP_N = 15
+
+
+def perf_samples(path):
+    """(pid, comm, [(symbol, dso, kernel)] leaf first) per sample of `perf script -F
+    pid,tid,comm,ip,sym,dso` output."""
+    pid, comm, frames = None, None, []
+    with gzip.open(path, "rt", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                if pid is not None:
+                    yield pid, comm, frames
+                pid, comm, frames = None, None, []
+                continue
+            if line[0].isspace():
+                m = FRAME.match(line)
+                if m and pid is not None:
+                    ip, sym, dso = m.groups()
+                    kernel = dso.startswith("[kernel") or len(ip) >= 16 and ip.startswith("ffff")
+                    frames.append((sym, dso, kernel))
+                continue
+            m = HEADER.match(line)
+            if m:
+                if pid is not None:
+                    yield pid, comm, frames
+                comm, pid, frames = m.group(1).strip(), int(m.group(2)), []
+    if pid is not None:
+        yield pid, comm, frames
+
+
+# The points where the kernel enables interrupts again. This VM samples with cpu-clock
+# (a timer interrupt: no hardware PMU), which cannot fire while interrupts are off, so
+# the time of an interrupts-off section is sampled where it ends; such a sample is
+# charged to the function that turned them back on (marked *), not to these helpers.
+IRQ_ON = {"pvm_irq_enable", "__raw_callee_save_pvm_irq_enable", "native_irq_enable",
+          "_raw_spin_unlock_irqrestore", "_raw_spin_unlock_irq", "finish_task_switch",
+          "finish_task_switch.isra.0", "__raw_callee_save___native_irq_enable"}
+
+
+def symbol_name(sym, dso, kernel):
+    if kernel:
+        return re.sub(r"\+0x[0-9a-f]+$", "", sym)
+    base = os.path.basename(dso)
+    if sym == "[unknown]" or not sym:
+        return f"[{base}]"
+    # C++: the qualified name without its parameter list (long, and the name says enough).
+    depth, out = 0, []
+    for c in sym.replace("(anonymous namespace)", "{anon}"):
+        if c == "(" and depth == 0 and out:
+            break
+        depth += c in "<"
+        depth -= c in ">"
+        out.append(c)
+    name = "".join(out)
+    return (name if len(name) <= 70 else name[:67] + "...") + f" ({base})"
+
+
+def self_frame(frames):
+    """The function a sample's time belongs to: the leaf, or, when the leaf is where
+    interrupts came back on, the first caller that is not such a helper (marked *)."""
+    i = 0
+    while i < len(frames) - 1 and frames[i][2] and frames[i][0] in IRQ_ON:
+        i += 1
+    sym, dso, kernel = frames[i]
+    return symbol_name(sym, dso, kernel) + (" *" if i else "")
+
+
+def syscall_of(frames):
+    """The system call a sample is in: the kernel's handler just above do_syscall_64
+    (__x64_sys_sendto -> sendto), or, when the sample is in the entry or exit path
+    itself, the C library wrapper that made the call."""
+    for i, (sym, _, _) in enumerate(frames):
+        if not sym.startswith("do_syscall_64"):
+            continue
+        handler = next((frames[j][0] for j in range(i - 1, -1, -1)
+                        if not frames[j][0].startswith("x64_sys_call")), "")
+        for p in SYSCALL_PREFIXES:
+            if handler.startswith(p):
+                return re.sub(r"64$", "", handler[len(p):])
+        k = i + 1
+        while k < len(frames) and frames[k][2]:
+            k += 1
+        wrapper = frames[k][0] if k < len(frames) else "[unknown]"
+        if wrapper not in ("[unknown]", "syscall", ""):
+            name = wrapper
+            while True:
+                bare = re.sub(r"^(__GI_+|_*libc_|_+)", "", name)
+                if bare == name:
+                    break
+                name = bare
+            name = re.sub(r"64$", "", name)
+            # The C library's send() and recv() are the sendto and recvfrom calls.
+            return {"send": "sendto", "recv": "recvfrom"}.get(name, name)
+        return "(system call entry or exit)" if handler in IRQ_ON or not handler else handler
+    if frames and frames[0][2]:
+        return "(kernel, outside a system call: interrupts, softirq, faults)"
+    return "(user space)"
+
+
+def profile_summary(raw, p, runs):
+    """One profile run: per group (the FE namespace's processes, the BE namespaces'),
+    the top functions by self time and the system calls by inclusive time, each as CPU
+    microseconds per connection (per request for keep-alive workloads): the share of
+    the group's samples times the group's CPU per connection in the measured rounds
+    (their median; the profile run's own figure, under perf, is given alongside)."""
+    path = os.path.join(raw, p["script"])
+    fe_pids, be_pids = set(p["fe_pids"]), set(p["be_pids"])
+    groups = {g: {"samples": 0, "kernel": 0, "self": {}, "syscalls": {}, "comms": {}}
+              for g in ("fe", "be", "client", "softirq", "idle", "other")}
+    for pid, comm, frames in perf_samples(path):
+        if pid in fe_pids:
+            g = "fe"
+        elif pid in be_pids:
+            g = "be"
+        elif comm == "wrk":
+            g = "client"
+        elif comm.startswith("ksoftirqd"):
+            g = "softirq"
+        elif pid == 0:
+            g = "idle"
+        else:
+            g = "other"
+        G = groups[g]
+        G["samples"] += 1
+        G["comms"][comm] = G["comms"].get(comm, 0) + 1
+        if not frames:
+            continue
+        G["kernel"] += frames[0][2]
+        name = self_frame(frames)
+        G["self"][name] = G["self"].get(name, 0) + 1
+        sc = syscall_of(frames)
+        G["syscalls"][sc] = G["syscalls"].get(sc, 0) + 1
+    total = sum(G["samples"] for G in groups.values())
+    w = p["wrk"]
+    unit = "connection" if p["close"] else "request"
+    a, b = p["before"], p["after"]
+    run = runs.get((p["system"], p["workload"])) or {}
+    per_unit = {"fe": run.get("fe_cpu_us_per_request"), "be": run.get("be_cpu_us_per_request")}
+    fe_ns, be_ns = delta(a, b, ["fe_cpu_ns"]), [y - x for x, y in zip(a.get("be_cpu_ns") or [],
+                                                                    b.get("be_cpu_ns") or [])]
+    own = {"fe": ratio(fe_ns / 1e3 if fe_ns is not None else None, w["requests"]),
+           "be": ratio(sum(be_ns) / 1e3 if be_ns else None, w["requests"])}
+    out = {"system": p["system"], "workload": p["workload"], "per": unit, "hz": p["hz"],
+           "duration_s": p["duration_s"], "requests": w["requests"], "samples": total,
+           "other_load_cpus": p.get("foreign_load"), "perf": p.get("perf"), "groups": {}}
+    for g, G in groups.items():
+        n = G["samples"]
+        e = {"samples": n, "share_of_all": ratio(n, total),
+             "comms": dict(sorted(G["comms"].items(), key=lambda kv: -kv[1])[:5])}
+        if g in ("fe", "be"):
+            us = per_unit[g]
+            e.update(cpu_us_per_unit=us, cpu_us_per_unit_profile_run=own[g],
+                     kernel_share=ratio(G["kernel"], n))
+            e["top"] = [{"function": k, "samples": c, "share": c / n, "us": us * c / n if us is not None else None}
+                        for k, c in sorted(G["self"].items(), key=lambda kv: -kv[1])[:TOP_N]]
+            e["syscalls"] = [{"syscall": k, "samples": c, "share": c / n,
+                              "us": us * c / n if us is not None else None}
+                             for k, c in sorted(G["syscalls"].items(), key=lambda kv: -kv[1])[:TOP_N]]
+        out["groups"][g] = e
+    return out
+
+
+def profiles(raw, runs):
+    """Every profile run's summary, in the report's order of workloads and systems."""
+    out = []
+    for p in sorted(glob.glob(os.path.join(raw, "profile.*.json"))):
+        if p.endswith(".unavailable.json"):
+            continue
+        try:
+            out.append(profile_summary(raw, json.load(open(p)), runs))
+        except (OSError, ValueError, KeyError) as e:
+            print(f"report: profile {os.path.basename(p)} skipped: {e}", file=sys.stderr)
+    order = report_md.ORDER
+    return sorted(out, key=lambda x: (order.index(x["workload"]) if x["workload"] in order else 99,
+                                      SYSTEMS.index(x["system"]) if x["system"] in SYSTEMS else 99))
+
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--raw", required=True)
@@ -342,7 +650,8 @@ def main():
     a = ap.parse_args()
     meta = json.load(open(os.path.join(a.raw, "meta.json")))
     files = json.load(open(os.path.join(a.raw, "files.json")))
-    runs, unavailable = {}, []
+    q = meta.get("quiet_load_cpus", 0.25)
+    rounds, unavailable = {}, []
     for p in sorted(glob.glob(os.path.join(a.raw, "*.json"))):
         base = os.path.basename(p)
         if base in ("meta.json", "files.json", "micro.json"):
@@ -350,9 +659,10 @@ def main():
         r = json.load(open(p))
         if "not_measured" in r:
             unavailable.append(r)
-        else:
+        elif not base.startswith("profile."):
             d = derive(r)
-            runs[(d["system"], d["workload"])] = d
+            rounds.setdefault((d["system"], d["workload"]), []).append(d)
+    runs = {k: combine_rounds(v, q) for k, v in rounds.items()}
     micro = micro_results(os.path.join(a.raw, "micro.json"))
     loc_missing = next((u["not_measured"] for u in unavailable if u["system"] == "locality"), None)
     results = {
@@ -361,10 +671,11 @@ def main():
         "files": files,
         "runs": list(runs.values()),
         "not_measured": unavailable,
-        "targets": targets(runs, loc_missing),
-        "ratios": ratios(runs),
+        "targets": targets(runs, loc_missing, q),
+        "ratios": ratios(runs, q),
         "micro": micro,
         "model": model(runs, micro),
+        "profiles": profiles(a.raw, runs),
     }
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)

@@ -51,47 +51,87 @@ def ratio(a, b):
     return a / b if a is not None and b not in (None, 0) else None
 
 
+def span(lo, hi, fmt):
+    """" [lo–hi]" over rounds, or nothing when there is one round or no figure."""
+    if lo is None or hi is None:
+        return ""
+    return f" [{fmt(lo)}–{fmt(hi)}]"
+
+
+def x3(v):
+    return f"{v:.3g}x"
+
+
+def x2(v):
+    return f"{v:.2f}x"
+
+
+def loads(r, q):
+    """The other load of each round, those above the quiet threshold in bold."""
+    per = r.get("other_load_rounds") or [r["other_load_cpus"]]
+    return " / ".join(f"**{x:.2f}**" if x > q else f"{x:.2f}" for x in per)
+
+
+def ratio_text(e, key, fmt=x2):
+    """A ratio entry of results.json: the median of the per-round ratios, their range,
+    and a dagger when outside load disturbed one of the rounds paired."""
+    if e.get(key) is None:
+        return None
+    lo, hi = (e.get("range") or {}).get(key, (None, None))
+    n = len((e.get("per_round") or {}).get(key) or [])
+    rng = span(lo, hi, fmt) if n > 1 else ""
+    return f"{fmt(e[key])}{rng}{' †' if e.get('disturbed_rounds') else ''}"
+
+
 def lines_targets(results):
-    out = ["| target | measured | goal | met |", "|---|---|---|---|"]
+    out = ["| target | measured (median over rounds [min–max]) | goal | met |", "|---|---|---|---|"]
     for t in results["targets"]:
+        rng = t.get("range") if (t.get("rounds") or 0) > 1 else None
+        dist = " †" if t.get("disturbed") else ""
         if "not_measured" in t:
             meas = f"not measured: {t['not_measured']}"
         elif "value_us" in t:
-            meas = f"{f(t['value_us'])} us" if t["value_us"] is not None else "not measured"
+            meas = (f"{f(t['value_us'])} us{span(*rng, f) if rng else ''}{dist}"
+                    if t["value_us"] is not None else "not measured")
         elif "lard_hit_rate" in t:
             meas = f"LARD {t['lard_hit_rate']:.1%} vs round-robin {t['rr_hit_rate']:.1%}"
         else:
-            meas = f"{t['ratio']:.3g}x" if t["ratio"] is not None else "not measured"
+            meas = (f"{t['ratio']:.3g}x{span(*rng, x3) if rng else ''}{dist}"
+                    if t["ratio"] is not None else "not measured")
         met = {True: "yes", False: "**no**", None: "–"}[t["met"]]
         out.append(f"| {t['target']} | {meas} | {t['goal']} | {met} |")
     return out
 
 
-def lines_workload(runs, w):
+def lines_workload(results, runs, w):
+    q = results["meta"]["quiet_load_cpus"]
     rows = [(s, runs[(s, w)]) for s in SYSTEMS if (s, w) in runs]
     if not rows:
         return []
-    out = ["| system | req/s | MB/s | latency p50 (ms) | p99 (ms) | FE CPU s/GB | FE CPU s/1000 conn "
-           "| FE tx / response byte | bed CPU s/GB | errors | other load (CPUs) |",
+    out = ["| system | req/s [min–max] | MB/s | latency p50 (ms) | p99 (ms) | FE CPU s/GB | FE CPU s/1000 conn "
+           "| FE tx / response byte | bed CPU s/GB | errors | other load per round (CPUs) |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s, r in rows:
         errs = sum(r["errors"].values())
-        out.append(f"| {s} | {f(r['requests_per_s'])} | {f(r['mb_per_s'], 1)} | {ms(r['latency_us']['p50'])} "
+        rng = (r.get("spread") or {}).get("requests_per_s")
+        rng_s = span(*rng, lambda v: f(v)) if rng and r.get("round_count", 1) > 1 else ""
+        out.append(f"| {s} | {f(r['requests_per_s'])}{rng_s} | {f(r['mb_per_s'], 1)} | {ms(r['latency_us']['p50'])} "
                    f"| {ms(r['latency_us']['p99'])} | {sig(r.get('fe_cpu_s_per_gb'))} "
                    f"| {sig(r.get('fe_cpu_s_per_1000_conn'))} | {sig(r.get('fe_tx_per_response_byte'))} "
-                   f"| {sig(r.get('bed_cpu_s_per_gb'))} | {errs} | {r['other_load_cpus']:.2f} |")
+                   f"| {sig(r.get('bed_cpu_s_per_gb'))} | {errs} | {loads(r, q)} |")
     ratios = []
+    rw = (results.get("ratios") or {}).get(w) or {}
     for s in ("tcpha", "tcpha-relay", "tcpha-relay-unix"):
         for ref in ("haproxy", "direct"):
-            if (s, w) in runs and (ref, w) in runs:
-                x = ratio(runs[(s, w)]["requests_per_s"], runs[(ref, w)]["requests_per_s"])
-                ratios.append(f"{s}/{ref} {x:.2f}x")
-        if (s, w) in runs and ("haproxy", w) in runs:
-            x = ratio(runs[(s, w)].get("fe_cpu_s_per_gb"), runs[("haproxy", w)].get("fe_cpu_s_per_gb"))
-            if x is not None:
-                ratios.append(f"{s}/haproxy FE CPU per GB {x:.3f}x")
+            t = ratio_text(rw.get(f"{s}/{ref}") or {}, "requests_per_s")
+            if t:
+                ratios.append(f"{s}/{ref} {t}")
+        t = ratio_text(rw.get(f"{s}/haproxy") or {}, "fe_cpu_s_per_gb", lambda v: f"{v:.3f}x")
+        if t:
+            ratios.append(f"{s}/haproxy FE CPU per GB {t}")
     if ratios:
-        out += ["", "Ratios (throughput unless said): " + "; ".join(ratios) + "."]
+        out += ["", "Ratios (throughput unless said; median of the per-round ratios [min–max]; † a round "
+                "paired in it was disturbed): " + "; ".join(ratios) + "."]
     return out
 
 
@@ -174,7 +214,7 @@ def lines_locality(results, runs):
     if miss:
         return [f"**Not measured: {miss}.** The workload is in place (bench/run.sh, `locality`): "
                 "it runs as soon as the BE status reports `cache.hits` and `cache.misses`."]
-    out = ["| policy | cache hit rate | req/s | MB/s | p50 (ms) | p99 (ms) | other load |",
+    out = ["| policy | cache hit rate | req/s | MB/s | p50 (ms) | p99 (ms) | other load per round |",
            "|---|---:|---:|---:|---:|---:|---:|"]
     for p in ("round-robin", "lard"):
         r = runs.get(("tcpha", f"locality-{p}"))
@@ -182,8 +222,121 @@ def lines_locality(results, runs):
             hr = r.get("cache_hit_rate")
             out.append(f"| {p} | {'–' if hr is None else f'{hr:.1%}'} | {f(r['requests_per_s'])} "
                        f"| {f(r['mb_per_s'], 1)} | {ms(r['latency_us']['p50'])} | {ms(r['latency_us']['p99'])} "
-                       f"| {r['other_load_cpus']:.2f} |")
+                       f"| {loads(r, results['meta']['quiet_load_cpus'])} |")
     return out
+
+
+def lines_rounds(meta):
+    q, n = meta["quiet_load_cpus"], meta.get("rounds", 1)
+    return [
+        f"- **Runs**: for each workload the systems take turns, in {n} round{'s' if n != 1 else ''} "
+        "(A B C, then B C A, then C A B, ...: outside load drifting over minutes falls on every "
+        f"system alike); each run is {meta['warmup_s']} s of warm-up, then {meta['duration_s']} s "
+        "measured with wrk (threads = vCPUs), on daemons started afresh for it. Each figure below is "
+        "the median over the rounds (errors: the total), each ratio the median of the per-round "
+        "ratios (a system's run against the other's run of the same round), with its range.",
+        "- **Outside load**: other engineers compile on this machine at times. Before each run the "
+        f"bench waits (at most {meta.get('quiet_wait_max_s', '–')} s) for a second in which other work uses "
+        f"less than {q} CPUs; a run during which other work used more was repeated (at most "
+        f"{meta['retries']} times, {meta['retry_budget']} repeats in all; {meta['repeated_runs']} this time) "
+        "and the least disturbed attempt kept. The *other load* column gives each round's kept run, "
+        f"in bold above {q} CPUs.",
+    ]
+
+
+def lines_disturbed(results, runs):
+    q = results["meta"]["quiet_load_cpus"]
+    bad = []
+    for w in ORDER + ["locality-round-robin", "locality-lard"]:
+        items = []
+        for s in SYSTEMS:
+            r = runs.get((s, w))
+            if not r:
+                continue
+            for x in r.get("rounds") or []:
+                if x["other_load_cpus"] > q:
+                    items.append(f"{s} round {x['round']} ({x['other_load_cpus']:.2f})")
+        if items:
+            bad.append(f"{w}: " + ", ".join(items))
+    if not bad:
+        worst = max((x["other_load_cpus"] for r in runs.values() for x in r.get("rounds") or []), default=0)
+        return [f"No measured run was disturbed: other work used at most {worst:.2f} CPUs during any "
+                f"kept run (threshold {q}).", ""]
+    return ["**Runs that outside load disturbed** (other work above "
+            f"{q} CPUs during the kept attempt, in CPUs; their figures, and the ratios pairing them (†), "
+            "are less reliable): " + "; ".join(bad) + ".", ""]
+
+
+def lines_profiles(results):
+    profs = results.get("profiles") or []
+    miss = next((u["not_measured"] for u in results["not_measured"] if u["system"] == "profile"), None)
+    meta = results["meta"]
+    if not profs:
+        why = miss or ("BENCH_PROFILE=0" if meta.get("profile") is False else
+                       "no profiled workload ran (close-1k, browse-part-1) or perf failed")
+        return [f"Not profiled: {why}."]
+    hz, dur = profs[0]["hz"], profs[0]["duration_s"]
+    out = [
+        "One extra run per system after the measured rounds of the workload (not a measured run: "
+        f"sampling costs CPU), under `perf record -a -g -F {hz}` for {dur} s "
+        "(bench/lib/profile.sh). Samples are grouped by process: **FE** is the FE namespace (tcpha fe, "
+        "or HAProxy), **BEs** the BE namespaces (tcpha be agents, or nginx). A function's figure is its "
+        "share of its group's samples (self time: the sampled frame, kernel and user alike) times "
+        "the group's CPU time per connection (per request for keep-alive workloads) in the measured "
+        "rounds (their median; the profiled run's own figure, under perf, is given alongside). The "
+        "system calls are inclusive: all kernel time under a call, its entry and exit. Debian's "
+        "HAProxy and nginx carry no symbols for their own code, which shows as [haproxy], [nginx]. "
+        "**\\***: this VM has no hardware PMU, so perf samples on a timer interrupt, which cannot fire "
+        "while interrupts are off: an interrupts-off section's time is charged to the function that "
+        "turns them back on (`do_syscall_64 *`: a system call's entry and exit; `__schedule *`: "
+        "the switch to another task).",
+        "",
+        "| workload | system | FE us | FE kernel | BEs us | BEs kernel | samples FE / BEs / client / other work |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for p in profs:
+        g = p["groups"]
+        fe, be = g["fe"], g["be"]
+        oth = g["other"]["samples"]
+        out.append(f"| {p['workload']} (per {p['per']}) | {p['system']} | {f(fe.get('cpu_us_per_unit'), 1)} "
+                   f"| {pct(fe.get('kernel_share'))} | {f(be.get('cpu_us_per_unit'), 1)} "
+                   f"| {pct(be.get('kernel_share'))} "
+                   f"| {fe['samples']} / {be['samples']} / {g['client']['samples']} / {oth} |")
+    for p in profs:
+        g = p["groups"]
+        fe, be = g["fe"], g["be"]
+        unit = "conn" if p["per"] == "connection" else "req"
+        load = "–" if p.get("other_load_cpus") is None else f"{p['other_load_cpus']:.2f}"
+        out += ["", f"### {p['workload']}: {p['system']}", "",
+                f"FE ({', '.join(fe['comms']) or '–'}): **{f(fe.get('cpu_us_per_unit'), 1)} us** CPU per "
+                f"{p['per']} in the measured rounds ({f(fe.get('cpu_us_per_unit_profile_run'), 1)} us in the "
+                f"profiled run), {pct(fe.get('kernel_share'))} in the kernel. BEs "
+                f"({', '.join(be['comms']) or '–'}): **{f(be.get('cpu_us_per_unit'), 1)} us** "
+                f"({f(be.get('cpu_us_per_unit_profile_run'), 1)} us profiled), {pct(be.get('kernel_share'))} in "
+                f"the kernel. {f(p['requests'])} requests in the profiled run; other work on the machine "
+                f"took {pct(g['other']['share_of_all'])} of all samples "
+                f"({load} CPUs).",
+                "",
+                f"| # | FE function | us/{unit} | % | BEs function | us/{unit} | % |",
+                "|---:|---|---:|---:|---|---:|---:|"]
+        ft, bt = fe.get("top") or [], be.get("top") or []
+        for i in range(max(len(ft), len(bt))):
+            a = ft[i] if i < len(ft) else None
+            b = bt[i] if i < len(bt) else None
+            cells = []
+            for x in (a, b):
+                cells += ([f"`{x['function']}`", f(x["us"], 1), pct(x["share"])] if x else ["", "", ""])
+            out.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+        for name, G in (("FE", fe), ("BEs", be)):
+            sc = G.get("syscalls") or []
+            if sc:
+                out += ["", f"{name} by system call (us/{unit}, inclusive): " + "; ".join(
+                    f"{x['syscall']} {f(x['us'], 1)} ({pct(x['share'])})" for x in sc[:12]) + "."]
+    return out
+
+
+def pct(x):
+    return "–" if x is None else f"{x:.0%}"
 
 
 def lines_micro(results):
@@ -284,21 +437,26 @@ def render(results, runs, plots):
         "separate hosts.",
         f"- **Software**: {meta['versions']['haproxy'].split(' - ')[0]}, {meta['versions']['nginx']}, "
         f"{meta['versions']['wrk'].split(' Copyright')[0]}.",
-        f"- **Each run**: {meta['warmup_s']} s warm-up, then {meta['duration_s']} s measured with wrk "
-        "(threads = vCPUs). Other engineers compile on this machine "
-        f"at times: a run during which other work used more than {meta['quiet_load_cpus']} CPUs was "
-        f"repeated (at most {meta['retries']} times) and the least disturbed attempt kept; the "
-        "*other load* column says how much CPU other work took during the kept run.",
+        *lines_rounds(meta),
         "",
-        "## Targets (issues 6 and 12)",
+        *lines_disturbed(results, runs),
+        "## Targets (issues 6, 12 and 17)",
+        "",
+        "Judged on medians over rounds; a ratio is the median of the per-round ratios (each system's "
+        "run against the other's run of the same round), with their range. † marks a figure with a "
+        "round that outside load disturbed. *FE CPU per new connection* is the FE process's CPU time "
+        "(all threads, schedstat) during the close-1k run divided by the handoffs it completed in it "
+        "(every connection is handed off), per round; close-1k keeps both vCPUs busy with client, "
+        "FE and BEs together, so it is the FE's cost per connection at a high rate, not the rate "
+        "one FE core alone would reach (that would be 1 / this cost; see the model below).",
         "",
         *lines_targets(results),
         "",
         "## What runs",
         "",
         "- **tcpha**: `tcpha fe` (one worker per vCPU) on the FE, `tcpha be` with the built-in static "
-        "server (sendfile, no cache) on each BE; a fresh FE per workload, so its latency "
-        "histograms cover that workload (warm-up included).",
+        "server (sendfile, no cache) on each BE; a fresh FE and fresh BE agents for every run, so "
+        "their latency histograms cover that run (warm-up included).",
         "- **tcpha-relay**: the same, with each BE agent relaying to the BE's nginx over loopback "
         "TCP (`upstream = \"127.0.0.1:8081\"`, PROXY protocol v2).",
         "- **tcpha-relay-unix**: the same relay to the same nginx over its unix socket "
@@ -330,11 +488,11 @@ def render(results, runs, plots):
         "## Results",
     ]
     for w in ORDER:
-        block = lines_workload(runs, w)
+        block = lines_workload(results, runs, w)
         if block:
             L += ["", f"### {w}: {WORKLOAD_TEXT.get(w, w)}", "", *block]
     for u in results["not_measured"]:
-        if u["system"] != "locality":
+        if u["system"] not in ("locality", "profile"):
             what = f"{u['system']} {u['workload']}" if u.get("workload") else u["system"]
             L += ["", f"**{what}: not measured: {u['not_measured']}.**"]
     moves = lines_moves(runs)
@@ -346,8 +504,8 @@ def render(results, runs, plots):
               "each request to the nginx of its group's BE. *Move latency* is each BE's own "
               "measurement, from the router saying move to COMMIT queued (it includes waiting for the "
               "previous response to be acknowledged; control frames are written at the end of the "
-              "agent's event-loop round, proto::WriteBatch), cumulative over warm-up and measured run on BE "
-              "agents started for that workload; **browse-part-1 is the move latency one at a time** "
+              "agent's event-loop round, proto::WriteBatch), over warm-up and measured run on BE "
+              "agents started for that run (the median over rounds); **browse-part-1 is the move latency one at a time** "
               "(one connection: one move in flight in the whole bed), browse-part the latency under "
               "load. *BE CPU* is every process in the BE namespaces (tcpha agents, or nginx), per "
               "request; *FE CPU* the balancer process's; *bed CPU* everything, the client (wrk) included: "
@@ -360,15 +518,18 @@ def render(results, runs, plots):
           "TCP_REPAIR export + HANDOFF queued; the control round trip (frames are written at the "
           "end of the worker's event-loop round, proto::WriteBatch) (the BE's import included) "
           "to READY; the datapath FORWARD update + COMMIT. BE import is the BE's own "
-          "measurement (max over BEs, cumulative since the agents started). *BPF ns/pkt* is "
-          "the tc program's mean run time per packet in situ (kernel BPF statistics).", "",
+          "measurement (max over BEs). Every daemon starts afresh for each run, so a histogram "
+          "covers one run (warm-up and measured time); each figure is the median over rounds. "
+          "*BPF ns/pkt* is the tc program's mean run time per packet in situ (kernel BPF statistics).", "",
           *lines_handoff(runs),
+          "", "## Where a connection's CPU goes", "",
+          *lines_profiles(results),
           "", "## Locality: LARD against round-robin", "",
           f"Each BE has `cache_mb = {meta['cache_mb']}`; the working set is "
           f"{files['loc']['files']} files of {files['loc']['file_bytes'] // 1024} KB "
           f"({files['loc']['bytes'] / 2**20:.0f} MB: twice one BE's cache, two thirds of all three), "
           f"requested uniformly, new connection per request, after {meta['locality_warmup_s']} s "
-          "of warm-up on fresh agents. The files stay in the kernel's page cache either way "
+          "of warm-up on fresh agents (the two policies take turns, like the systems). The files stay in the kernel's page cache either way "
           f"({mach['memory_gb']} GB of RAM), so a miss costs a read() into the agent's cache, not a "
           "disk access: the hit rate is what carries over to BEs whose content does not fit in "
           "memory; the throughput difference here is small.", "",
@@ -397,8 +558,8 @@ def render(results, runs, plots):
           "process sent the packet, so the FE CPU column does not include the datapath's "
           "forwarding of client ACKs (the BPF column and the model account for it) and HAProxy's "
           "column includes some receive work for its peers' packets.",
-          "- Handoff latency histograms are cumulative since the FE started (warm-up and "
-          "measured run, and any discarded attempt of the same workload).",
+          "- Handoff and move latency histograms cover one run each (warm-up and measured "
+          "time): the daemons start afresh for every attempt of every round.",
           "- The BE agents run with SIGPIPE ignored: the built-in server's sendfile() into a "
           "connection the client has closed raised SIGPIPE and ended the agent when wrk stopped "
           "mid-transfer. With the agent ignoring SIGPIPE itself this is a no-op.",

@@ -2,25 +2,30 @@
 # make bench [QUICK=1]: tcpha against HAProxy and against no balancer at all, in one
 # run on one namespace test bed (a client, a FE and 3 BEs; scripts/testbed.sh).
 #
-#   bash bench/run.sh [path/to/tcpha]      (QUICK=1: the same in under 3 minutes)
+#   bash bench/run.sh [path/to/tcpha]      (QUICK=1: the same in under 4 minutes)
 #
-# Systems, one after the other on the same bed: tcpha (handoff, built-in server),
-# tcpha-relay (handoff, the BE agent relaying to nginx over loopback TCP; when the
-# relay is available), tcpha-relay-unix (the same over nginx's unix socket),
-# haproxy (HTTP mode on the FE, relaying to nginx on each BE) and direct (the client to
-# one BE's nginx: the per-BE bound). Workloads (wrk): keep-alive GETs of 1 KB..10 MB,
-# 1 KB with a new connection per request, a web-like mix with rules, browsing a
-# partitioned site over keep-alive connections (pages, images and assets each on one BE
-# only: every request routed, tcpha moving connections between BEs; 16 connections, and
-# one connection for the move latency one at a time; browse-all, the same visits with
-# every file on every BE, is the baseline without moves), and the locality workload
-# (tcpha, LARD against round-robin with a bounded file cache).
+# Systems, on the same bed, taking turns within each workload (rounds A B C, B C A,
+# ...: outside load drifting over minutes falls on all of them alike): tcpha (handoff,
+# built-in server), tcpha-relay (handoff, the BE agent relaying to nginx over loopback
+# TCP; when the relay is available), tcpha-relay-unix (the same over nginx's unix
+# socket), haproxy (HTTP mode on the FE, relaying to nginx on each BE) and direct (the
+# client to one BE's nginx: the per-BE bound). Workloads (wrk): keep-alive GETs of 1
+# KB..10 MB, 1 KB with a new connection per request, a web-like mix with rules, browsing
+# a partitioned site over keep-alive connections (pages, images and assets each on one
+# BE only: every request routed, tcpha moving connections between BEs; 16 connections,
+# and one connection for the move latency one at a time; browse-all, the same visits
+# with every file on every BE, is the baseline without moves), and the locality
+# workload (tcpha, LARD against round-robin with a bounded file cache). After the
+# measured rounds of close-1k and browse-part-1, one more run of tcpha and of HAProxy
+# each under `perf record` gives the per-function CPU profiles (bench/lib/profile.sh).
 #
 # Writes bench/out/ (results.json, raw/, PNG plots), docs/BENCHMARKS.md and
-# docs/bench/*.png. Environment: QUICK, BENCH_DURATION, BENCH_WARMUP (s),
-# BENCH_SYSTEMS, BENCH_WORKLOADS (space-separated names), BENCH_RETRIES (per run),
-# BENCH_RETRY_BUDGET (repeats in all), BENCH_QUIET_MAX/BENCH_QUIET_BUDGET (s of waiting
-# for a quiet machine, per run / in all), BENCH_OUT.
+# docs/bench/*.png. Environment: QUICK, BENCH_ROUNDS, BENCH_DURATION, BENCH_WARMUP (s,
+# per run), BENCH_SYSTEMS, BENCH_WORKLOADS (space-separated names), BENCH_RETRIES (per
+# run), BENCH_RETRY_BUDGET (repeats in all), BENCH_QUIET_MAX/BENCH_QUIET_BUDGET (s of
+# waiting for a quiet machine, per run / in all), BENCH_QUIET_LOAD (CPUs of other work
+# that make a run disturbed), BENCH_PROFILE (0: no profiles), BENCH_PROFILE_WORKLOADS,
+# BENCH_PROFILE_SYSTEMS, BENCH_PROFILE_DURATION, BENCH_PROFILE_HZ, BENCH_OUT.
 set -euo pipefail
 shopt -s inherit_errexit
 BENCH_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,6 +36,8 @@ source "$BENCH_ROOT/scripts/testbed.sh"
 source "$BENCH_HERE/lib/systems.sh"
 # shellcheck source=bench/lib/measure.sh
 source "$BENCH_HERE/lib/measure.sh"
+# shellcheck source=bench/lib/profile.sh
+source "$BENCH_HERE/lib/profile.sh"
 tb_require_root
 tb_require_cmd wrk jq curl tc bpftool "$NGINX" "$HAPROXY" /usr/bin/time python3
 tb_require_tcpha
@@ -39,17 +46,30 @@ tb_require_tcpha
 BENCH_GIVEN=$(env | grep -E '^(QUICK|BENCH_[A-Z_]+|CACHE_MB|LOC_WARMUP)=' | sort | tr '\n' ' ' || true)
 QUICK=${QUICK:-0}
 [[ $QUICK == 1 ]] || QUICK=0
-# Time budget: QUICK under 3 minutes, the full run under 20 even on a busy machine (the
+# Time budget: QUICK under 4 minutes, the full run about 30 even on a busy machine (the
 # waits for a quiet machine and the repeats of disturbed runs have budgets of their own).
+# Each system runs every workload BENCH_ROUNDS times (interleaved with the others, see
+# below) for BENCH_DURATION s each: the full run measures 3 x 4 s per workload and
+# system, QUICK 2 x 1 s (fractional durations are fine: bench__wrk).
 if ((QUICK)); then
-  BENCH_DURATION=${BENCH_DURATION:-2} BENCH_WARMUP=${BENCH_WARMUP:-1} LOC_WARMUP=${LOC_WARMUP:-3}
+  BENCH_ROUNDS=${BENCH_ROUNDS:-2} BENCH_DURATION=${BENCH_DURATION:-1} BENCH_WARMUP=${BENCH_WARMUP:-0.5}
+  LOC_WARMUP=${LOC_WARMUP:-2} BENCH_PROFILE_DURATION=${BENCH_PROFILE_DURATION:-1}
+  BENCH_PROFILE_WORKLOADS=${BENCH_PROFILE_WORKLOADS:-close-1k}
   BENCH_QUIET_MAX=${BENCH_QUIET_MAX:-0} BENCH_QUIET_BUDGET=${BENCH_QUIET_BUDGET:-0}
   BENCH_RETRIES=${BENCH_RETRIES:-0} BENCH_RETRY_BUDGET=${BENCH_RETRY_BUDGET:-0} MICRO_MIN_TIME=0.05
 else
-  BENCH_DURATION=${BENCH_DURATION:-12} BENCH_WARMUP=${BENCH_WARMUP:-3} LOC_WARMUP=${LOC_WARMUP:-10}
-  BENCH_QUIET_MAX=${BENCH_QUIET_MAX:-20} BENCH_QUIET_BUDGET=${BENCH_QUIET_BUDGET:-120}
-  BENCH_RETRIES=${BENCH_RETRIES:-2} BENCH_RETRY_BUDGET=${BENCH_RETRY_BUDGET:-6} MICRO_MIN_TIME=0.5
+  BENCH_ROUNDS=${BENCH_ROUNDS:-3} BENCH_DURATION=${BENCH_DURATION:-4} BENCH_WARMUP=${BENCH_WARMUP:-2}
+  LOC_WARMUP=${LOC_WARMUP:-8} BENCH_PROFILE_DURATION=${BENCH_PROFILE_DURATION:-5}
+  BENCH_QUIET_MAX=${BENCH_QUIET_MAX:-10} BENCH_QUIET_BUDGET=${BENCH_QUIET_BUDGET:-120}
+  BENCH_RETRIES=${BENCH_RETRIES:-2} BENCH_RETRY_BUDGET=${BENCH_RETRY_BUDGET:-12} MICRO_MIN_TIME=0.5
 fi
+# CPU profiles (perf record, bench/lib/profile.sh): an extra run per profiled system
+# after the measured rounds of each profiled workload; BENCH_PROFILE=0 skips them.
+BENCH_PROFILE=${BENCH_PROFILE:-1}
+[[ $BENCH_PROFILE == 0 ]] || BENCH_PROFILE=1
+BENCH_PROFILE_WORKLOADS=${BENCH_PROFILE_WORKLOADS:-close-1k browse-part-1}
+BENCH_PROFILE_SYSTEMS=${BENCH_PROFILE_SYSTEMS:-tcpha haproxy}
+BENCH_PROFILE_HZ=${BENCH_PROFILE_HZ:-999}
 BENCH_QUIET_LOAD=${BENCH_QUIET_LOAD:-0.25} # CPUs of other work that make a run "disturbed"
 BENCH_WRK_THREADS=${BENCH_WRK_THREADS:-$(nproc)}
 BENCH_SEED=${BENCH_SEED:-1}
@@ -141,37 +161,12 @@ paths_of() {
   fi
 }
 
-# run_workloads SYSTEM FE_PID_VAR PREP_FN: every wanted workload; PREP_FN ROUTING
-# (re)starts what an attempt needs.
-run_workloads() {
-  local system=$1 fe_var=$2 prep=$3 w name path conns close routing
-  for w in "${WORKLOADS[@]}"; do
-    read -r name path conns close routing <<<"$w"
-    wanted "$name" || continue
-    if [[ $routing == part* && $system == direct ]]; then
-      unavailable "$system" "partitioned content: no one BE holds it all" "$name"
-      continue
-    fi
-    bench_measure "$system" "$name" "$(url_of "$system" "$path")" "$conns" "$close" \
-      "$(paths_of "$path")" "$fe_var" "$prep" "$routing"
-  done
-}
-
 unavailable() { # SYSTEM REASON [WORKLOAD]
   tb_log "$1${3:+ $3} not measured: $2"
   jq -n --arg s "$1" --arg r "$2" --arg w "${3:-}" \
     '{system: $s, not_measured: $r} + (if $w == "" then {} else {workload: $w} end)' \
     >"$BENCH_RAW/$1${3:+.$3}.unavailable.json"
 }
-
-prep_tcpha() { bench_tcpha_fe "$1" builtin; }
-prep_relay() { bench_tcpha_fe "$1" relay; }
-prep_relay_unix() { bench_tcpha_fe "$1" relay-unix; }
-prep_haproxy() {
-  bench_haproxy_stop
-  bench_haproxy_start "$1"
-}
-prep_none() { :; }
 
 # The relay is newer than the rest: probe it (config accepted, one byte-exact fetch)
 # instead of letting a missing feature end the whole run.
@@ -199,38 +194,80 @@ relay_usable() { # MODE
   return 1
 }
 
+# --- the systems, taking turns within each workload ----------------------------------
+# For each workload every system runs BENCH_ROUNDS times, in rounds (A B C, then B C A,
+# then C A B: each system in each position once in three rounds), so that outside load
+# drifting over minutes falls on every system alike; report.py pairs the systems' runs
+# of the same round into per-round ratios and reports their median and spread. Each run
+# starts its system afresh (bench_use), so the histograms the daemons keep cover that
+# run (warm-up and measured time) only.
 for system in $BENCH_SYSTEMS; do
   case $system in
-    tcpha)
-      run_workloads tcpha fe prep_tcpha
-      bench_tcpha_stop
-      ;;
-    tcpha-relay | tcpha-relay-unix)
-      for ((k = 1; k <= TB_N_BE; k++)); do bench_nginx_start "$k"; done
-      mode=relay prep=prep_relay
-      [[ $system == tcpha-relay-unix ]] && mode=relay-unix prep=prep_relay_unix
-      if relay_usable "$mode"; then
-        run_workloads "$system" fe "$prep"
-      else
-        unavailable "$system" "$RELAY_WHY"
-      fi
-      bench_tcpha_stop
-      bench_nginx_stop
-      ;;
-    haproxy)
-      for ((k = 1; k <= TB_N_BE; k++)); do bench_nginx_start "$k"; done
-      run_workloads haproxy haproxy prep_haproxy
-      bench_haproxy_stop
-      bench_nginx_stop
-      ;;
-    direct)
-      bench_nginx_start 1
-      run_workloads direct - prep_none
-      bench_nginx_stop
-      ;;
+    tcpha | tcpha-relay | tcpha-relay-unix | haproxy | direct) ;;
     *) tb_fail "unknown system '$system' (tcpha tcpha-relay tcpha-relay-unix haproxy direct)" ;;
   esac
 done
+# nginx serves the relays, HAProxy and direct: up on every BE for the whole bench (an
+# idle nginx takes no CPU; in tcpha's runs it is idle).
+if has_system tcpha-relay || has_system tcpha-relay-unix || has_system haproxy || has_system direct; then
+  for ((k = 1; k <= TB_N_BE; k++)); do bench_nginx_start "$k"; done
+fi
+USABLE=()
+for system in $BENCH_SYSTEMS; do
+  if [[ $system == tcpha-relay* ]]; then
+    mode=relay
+    [[ $system == tcpha-relay-unix ]] && mode=relay-unix
+    if ! relay_usable "$mode"; then
+      unavailable "$system" "$RELAY_WHY"
+      bench_tcpha_stop
+      continue
+    fi
+    bench_tcpha_stop
+  fi
+  USABLE+=("$system")
+done
+
+fe_var_of() {
+  case $1 in
+    haproxy) echo haproxy ;;
+    direct) echo - ;;
+    *) echo fe ;;
+  esac
+}
+
+for w in "${WORKLOADS[@]}"; do
+  read -r name path conns close routing <<<"$w"
+  wanted "$name" || continue
+  turn=()
+  for system in "${USABLE[@]}"; do
+    if [[ $routing == part* && $system == direct ]]; then
+      unavailable "$system" "partitioned content: no one BE holds it all" "$name"
+      continue
+    fi
+    turn+=("$system")
+  done
+  n=${#turn[@]}
+  ((n > 0)) || continue
+  for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+    for ((i = 0; i < n; i++)); do
+      system=${turn[(i + round - 1) % n]}
+      BENCH_ROUND=$round bench_measure "$system" "$name" "$(url_of "$system" "$path")" "$conns" \
+        "$close" "$(paths_of "$path")" "$(fe_var_of "$system")" bench_use "$system" "$routing"
+    done
+  done
+  # The CPU profiles: one extra run per profiled system, after the measured rounds
+  # (perf's sampling would disturb a measured one).
+  if ((BENCH_PROFILE)) && [[ " $BENCH_PROFILE_WORKLOADS " == *" $name "* ]]; then
+    for system in "${turn[@]}"; do
+      [[ " $BENCH_PROFILE_SYSTEMS " == *" $system "* ]] || continue
+      bench_profile "$system" "$name" "$(url_of "$system" "$path")" "$conns" "$close" \
+        "$(paths_of "$path")" "$(fe_var_of "$system")" bench_use "$system" "$routing"
+    done
+  fi
+done
+bench_tcpha_stop
+bench_haproxy_stop
+bench_nginx_stop
 
 # --- locality: LARD against round-robin, with a bounded file cache on each BE --------
 prep_locality() {
@@ -242,9 +279,15 @@ if wanted locality && has_system tcpha; then
   if ! tb_status_json be1 | jq -e '[.cache.hits, .cache.misses] | all(type == "number")' >/dev/null; then
     unavailable locality "cache missing: the BE status reports no cache.hits/cache.misses"
   else
-    for policy in round-robin lard; do
-      BENCH_WARMUP=$LOC_WARMUP bench_measure tcpha "locality-$policy" "$(url_of tcpha /)" 16 1 \
-        "$OUT/files/loc.paths" fe prep_locality "locality-$policy"
+    # The two policies take turns like the systems above, each run on fresh agents
+    # (an empty cache) warmed for LOC_WARMUP s.
+    policies=(round-robin lard)
+    for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+      for ((i = 0; i < 2; i++)); do
+        policy=${policies[(i + round - 1) % 2]}
+        BENCH_ROUND=$round BENCH_WARMUP=$LOC_WARMUP bench_measure tcpha "locality-$policy" \
+          "$(url_of tcpha /)" 16 1 "$OUT/files/loc.paths" fe prep_locality "locality-$policy"
+      done
     done
   fi
   bench_tcpha_stop
@@ -262,13 +305,18 @@ jq -n --arg command "$command" --arg started "$started" --argjson quick "$QUICK"
   --argjson loc_warmup "$LOC_WARMUP" --argjson retries "$BENCH_RETRIES" \
   --argjson retry_budget "$BENCH_RETRY_BUDGET" --argjson repeated "$BENCH_REPEATS" \
   --argjson quiet_load "$BENCH_QUIET_LOAD" --argjson cache_mb "$CACHE_MB" \
+  --argjson rounds "$BENCH_ROUNDS" --argjson quiet_max "$BENCH_QUIET_MAX" \
+  --argjson profile "$BENCH_PROFILE" --argjson profile_s "$BENCH_PROFILE_DURATION" \
+  --argjson profile_hz "$BENCH_PROFILE_HZ" \
   --argjson elapsed "$((SECONDS - t_start))" --arg image_re "$BENCH_IMAGE_RE" \
   --arg haproxy "$("$HAPROXY" -v | head -n 1)" --arg nginx "$("$NGINX" -v 2>&1)" \
   --arg wrk "$(wrk -v 2>&1 | head -n 1)" --arg tcpha "$("$TB_TCPHA" --version 2>&1 | head -n 1)" \
   --arg git "$(git -C "$BENCH_ROOT" describe --always --dirty 2>/dev/null || echo unknown)" \
   '{command: $command, started: $started, quick: ($quick == 1), duration_s: $duration,
     warmup_s: $warmup, locality_warmup_s: $loc_warmup, retries: $retries,
-    retry_budget: $retry_budget, repeated_runs: $repeated,
+    retry_budget: $retry_budget, repeated_runs: $repeated, rounds: $rounds,
+    quiet_wait_max_s: $quiet_max, profile: ($profile == 1), profile_duration_s: $profile_s,
+    profile_hz: $profile_hz,
     quiet_load_cpus: $quiet_load, cache_mb: $cache_mb, elapsed_s: $elapsed,
     image_rule: $image_re, git: $git,
     versions: {haproxy: $haproxy, nginx: $nginx, wrk: $wrk, tcpha: $tcpha}}' >"$BENCH_RAW/meta.json"

@@ -7,17 +7,38 @@ BENCH_CLK_TCK=$(getconf CLK_TCK)
 BENCH_REPEATS=0 # disturbed runs repeated so far
 
 # CPU time in ns of every thread of the given pids (schedstat: ns precision, unlike the
-# 10 ms ticks of /proc/PID/stat; counts all threads, e.g. the FE's workers).
-bench__cpu_ns() {
-  local pid sum=0 t
+# 10 ms ticks of /proc/PID/stat; counts all threads, e.g. the FE's workers), into
+# BENCH_SUM: no subshell (the bench reads these around every run, on a busy machine).
+bench__cpu_sum() {
+  local pid sum=0 t v
   for pid in "$@"; do
     for t in /proc/"$pid"/task/*/schedstat; do
       [[ -r $t ]] || continue
-      read -r t _ <"$t" 2>/dev/null || continue
-      sum=$((sum + t))
+      read -r v _ <"$t" 2>/dev/null || continue
+      sum=$((sum + v))
     done
   done
-  echo "$sum"
+  BENCH_SUM=$sum
+}
+
+# bench__probe: the machine's and the bed's CPU counters now, into BENCH_PROBE ("µs
+# busy-ticks steal-ticks bed-ns ksoftirqd-ns"), without a subshell; bench__probe_load A
+# B CLIENT_CPU_S prints the CPUs other work used between two probes (as
+# bench__foreign_load does for snapshots).
+bench__probe() {
+  local _cpu user nice system irq softirq steal bed
+  read -r _cpu user nice system _ _ irq softirq steal _ </proc/stat
+  bench__cpu_sum "${BENCH_PIDS_BED[@]}"
+  bed=$BENCH_SUM
+  bench__cpu_sum "${BENCH_KSOFTIRQD[@]}"
+  BENCH_PROBE="${EPOCHREALTIME/./} $((user + nice + system + irq + softirq)) $steal $bed $BENCH_SUM"
+}
+
+bench__probe_load() {
+  awk -v a="$1" -v b="$2" -v c="${3:-0}" -v hz="$BENCH_CLK_TCK" 'BEGIN {
+    split(a, x); split(b, y); dt = (y[1] - x[1]) / 1e6
+    l = ((y[2] - x[2] + y[3] - x[3]) / hz - (y[4] - x[4] + y[5] - x[5]) / 1e9 - c) / dt
+    printf "%.3f\n", (l < 0 ? 0 : l) }'
 }
 
 # Every process in the bed's server namespaces (FE and BEs): what the bed itself costs,
@@ -27,22 +48,17 @@ bench__bed_pids() {
   for ns in "$TB_NS_FE" "${TB_NS_BE[@]:1}"; do ip netns pids "$ns" 2>/dev/null; done
 }
 
-# CPU ns of every process in each BE's namespace, space-separated, BE 1 first (the BE
-# agents, or nginx: what serving and moving cost on the BEs).
-bench__be_cpu_ns() {
-  local k cpu=() pids
+# The pids and the datapath program a run's snapshots read, found once per run after
+# its PREP (`ip netns pids` walks all of /proc: too slow to repeat around every run).
+bench__run_pids() {
+  local k
+  mapfile -t BENCH_PIDS_BED < <(bench__bed_pids)
+  BENCH_PIDS_BE=()
   for ((k = 1; k <= TB_N_BE; k++)); do
-    mapfile -t pids < <(ip netns pids "${TB_NS_BE[k]}" 2>/dev/null)
-    cpu+=("$(bench__cpu_ns "${pids[@]}")")
+    BENCH_PIDS_BE[k]=$(ip netns pids "${TB_NS_BE[k]}" 2>/dev/null | tr '\n' ' ')
   done
-  echo "${cpu[*]}"
-}
-
-# "busy steal softirq" ticks of the whole machine (first line of /proc/stat).
-bench__machine_ticks() {
-  local _cpu user nice system irq softirq steal
-  read -r _cpu user nice system _ _ irq softirq steal _ </proc/stat
-  echo "$((user + nice + system + irq + softirq)) $steal $softirq"
+  BENCH_DP_PROG=""
+  [[ -z ${TB_PID[fe]:-} ]] || BENCH_DP_PROG=$(bench__dp_prog_id)
 }
 
 # The kernel's softirq threads: when packets come faster than softirq processing on
@@ -55,35 +71,75 @@ bench__dp_prog_id() {
     jq -r '[.[] | .options.prog.id? // empty] | first // empty' 2>/dev/null || true
 }
 
-# bench__snapshot FE_PID OUT: the counters a run is measured by, as JSON.
-bench__snapshot() {
-  local fe_pid=$1 out=$2 ticks fe_js=null bes=() k js bpf=null prog fe_ns=null
-  ticks=$(bench__machine_ticks)
-  [[ -z $fe_pid ]] || fe_ns=$(bench__cpu_ns "$fe_pid")
+# The daemons' status (their sockets, the datapath program's statistics) and the FE's
+# interface counters, read in parallel into $BENCH_RAW/.snap.*.
+bench__status_files() {
+  local tmp=$BENCH_RAW/.snap k jobs=()
+  rm -f "$tmp".*
   if [[ -n ${TB_PID[fe]:-} ]]; then
-    fe_js=$(tb_status_json fe) || fe_js=null
-    prog=$(bench__dp_prog_id)
-    [[ -z $prog ]] || bpf=$(bpftool -j prog show id "$prog" 2>/dev/null |
-      jq -c '{run_time_ns: (.run_time_ns // null), run_cnt: (.run_cnt // null)}') || bpf=null
+    tb_status_json fe >"$tmp.fe" 2>/dev/null &
+    jobs+=($!)
+    if [[ -n ${BENCH_DP_PROG:-} ]]; then
+      bpftool -j prog show id "$BENCH_DP_PROG" >"$tmp.bpf" 2>/dev/null &
+      jobs+=($!)
+    fi
   fi
   for ((k = 1; k <= TB_N_BE; k++)); do
     [[ -n ${TB_PID[be$k]:-} ]] || continue
-    js=$(tb_status_json "be$k") || js=null
-    bes+=("$js")
+    tb_status_json "be$k" >"$tmp.be$k" 2>/dev/null &
+    jobs+=($!)
   done
-  jq -n --arg t "$EPOCHREALTIME" --arg ticks "$ticks" --argjson fe_ns "$fe_ns" \
-    --arg bed_ns "$(mapfile -t p < <(bench__bed_pids) && bench__cpu_ns "${p[@]}")" \
-    --arg be_ns "$(bench__be_cpu_ns)" \
-    --arg ksoftirqd_ns "$(bench__cpu_ns "${BENCH_KSOFTIRQD[@]}")" \
-    --arg fe_tx "$(tb_iface_tx_bytes "$TB_NS_FE")" --arg fe_rx "$(tb_iface_rx_bytes "$TB_NS_FE")" \
-    --argjson fe "$fe_js" --argjson bpf "$bpf" --jsonargs '{
-      t: ($t | tonumber), busy_ticks: ($ticks | split(" ")[0] | tonumber),
-      steal_ticks: ($ticks | split(" ")[1] | tonumber),
-      softirq_ticks: ($ticks | split(" ")[2] | tonumber), bed_cpu_ns: ($bed_ns | tonumber),
-      be_cpu_ns: ($be_ns | split(" ") | map(tonumber)),
-      ksoftirqd_cpu_ns: ($ksoftirqd_ns | tonumber),
-      fe_cpu_ns: $fe_ns, fe_tx_bytes: ($fe_tx | tonumber), fe_rx_bytes: ($fe_rx | tonumber),
-      fe_status: $fe, be_status: $ARGS.positional, bpf: $bpf }' "${bes[@]}" >"$out"
+  tb_iface_tx_bytes "$TB_NS_FE" >"$tmp.tx"
+  tb_iface_rx_bytes "$TB_NS_FE" >"$tmp.rx"
+  for k in "${jobs[@]}"; do wait "$k" || true; done
+}
+
+# bench__snapshot FE_PID OUT before|after: the counters a run is measured by, as JSON
+# (bench__run_pids first). The status files are read before the CPU counters in a
+# "before" snapshot and after them in an "after" one, so that the CPU counters lie
+# closest to the measured run.
+bench__snapshot() {
+  local fe_pid=$1 out=$2 kind=${3:-before} tmp=$BENCH_RAW/.snap t ticks fe_ns=null bed_ns be_ns
+  local ksoft k bes=()
+  [[ $kind != before ]] || bench__status_files
+  local _cpu user nice system irq softirq steal pids
+  t=$EPOCHREALTIME
+  read -r _cpu user nice system _ _ irq softirq steal _ </proc/stat
+  ticks="$((user + nice + system + irq + softirq)) $steal $softirq"
+  if [[ -n $fe_pid ]]; then
+    bench__cpu_sum "$fe_pid"
+    fe_ns=$BENCH_SUM
+  fi
+  bench__cpu_sum "${BENCH_PIDS_BED[@]}"
+  bed_ns=$BENCH_SUM
+  be_ns=""
+  for ((k = 1; k <= TB_N_BE; k++)); do
+    read -ra pids <<<"${BENCH_PIDS_BE[k]:-}"
+    bench__cpu_sum "${pids[@]}"
+    be_ns+="${be_ns:+ }$BENCH_SUM"
+  done
+  bench__cpu_sum "${BENCH_KSOFTIRQD[@]}"
+  ksoft=$BENCH_SUM
+  [[ $kind != after ]] || bench__status_files
+  for ((k = 1; k <= TB_N_BE; k++)); do [[ ! -e $tmp.be$k ]] || bes+=("$(<"$tmp.be$k")"); done
+  jq -n --arg t "$t" --arg ticks "$ticks" --argjson fe_ns "$fe_ns" --arg bed_ns "$bed_ns" \
+    --arg be_ns "$be_ns" --arg ksoftirqd_ns "$ksoft" \
+    --arg fe_tx "$(cat "$tmp.tx" 2>/dev/null)" --arg fe_rx "$(cat "$tmp.rx" 2>/dev/null)" \
+    --arg fe_js "$(cat "$tmp.fe" 2>/dev/null)" --arg bpf_js "$(cat "$tmp.bpf" 2>/dev/null)" \
+    --args '
+      def parse: if . == "" then null else (try fromjson catch null) end;
+      def num: if . == "" then null else tonumber end;
+      { t: ($t | tonumber), busy_ticks: ($ticks | split(" ")[0] | tonumber),
+        steal_ticks: ($ticks | split(" ")[1] | tonumber),
+        softirq_ticks: ($ticks | split(" ")[2] | tonumber), bed_cpu_ns: ($bed_ns | tonumber),
+        be_cpu_ns: ($be_ns | split(" ") | map(tonumber)),
+        ksoftirqd_cpu_ns: ($ksoftirqd_ns | tonumber),
+        fe_cpu_ns: $fe_ns, fe_tx_bytes: ($fe_tx | num), fe_rx_bytes: ($fe_rx | num),
+        fe_status: ($fe_js | parse),
+        be_status: [$ARGS.positional[] | parse],
+        bpf: ($bpf_js | parse | if . == null then null
+          else {run_time_ns: (.run_time_ns // null), run_cnt: (.run_cnt // null)} end) }' \
+    "${bes[@]}" >"$out"
 }
 
 # CPU seconds per second used by other work between two snapshots: the machine's busy
@@ -104,11 +160,13 @@ bench__foreign_load() {
 BENCH_QUIET_SPENT=0
 bench__wait_quiet() {
   local t0=$SECONDS load
+  local p0
   while ((BENCH_QUIET_MAX > 0 && BENCH_QUIET_SPENT < BENCH_QUIET_BUDGET)); do
-    bench__snapshot "" "$BENCH_RAW/.q0"
+    bench__probe
+    p0=$BENCH_PROBE
     sleep 1
-    bench__snapshot "" "$BENCH_RAW/.q1"
-    load=$(bench__foreign_load "$BENCH_RAW/.q0" "$BENCH_RAW/.q1")
+    bench__probe
+    load=$(bench__probe_load "$p0" "$BENCH_PROBE")
     awk -v l="$load" -v m="$BENCH_QUIET_LOAD" 'BEGIN { exit !(l < m) }' && return 0
     BENCH_QUIET_SPENT=$((BENCH_QUIET_SPENT + 1))
     if ((SECONDS - t0 >= BENCH_QUIET_MAX)); then
@@ -116,6 +174,25 @@ bench__wait_quiet() {
       return 0
     fi
   done
+}
+
+# bench__warm_up URL CONNS CLOSE PATHS: BENCH_WARMUP s of the run's workload, during
+# which the machine's other load is measured as well: only when it was not quiet does
+# bench__wait_quiet wait for a quiet second (a separate 1 s check on every run would
+# cost minutes over the whole bench).
+bench__warm_up() {
+  local load p0 cpu
+  if ! bench__positive "$BENCH_WARMUP"; then
+    bench__wait_quiet
+    return
+  fi
+  bench__probe
+  p0=$BENCH_PROBE
+  bench__wrk "$BENCH_RAW/.warm" "$BENCH_WARMUP" "$@"
+  bench__probe
+  read -r cpu <"$BENCH_RAW/.warm.time"
+  load=$(bench__probe_load "$p0" "$BENCH_PROBE" "$(awk '{ print $1 + $2 }' <<<"$cpu")")
+  awk -v l="$load" -v m="$BENCH_QUIET_LOAD" 'BEGIN { exit !(l < m) }' || bench__wait_quiet
 }
 
 # Threads for wrk: one per CPU, but wrk wants at least one connection per thread.
@@ -130,50 +207,85 @@ bench__threads() { # CONNS [PATHS]
 }
 
 # bench__wrk OUT DURATION URL CONNS CLOSE PATHS: one wrk run from the client namespace,
-# its CPU time (user+sys) in OUT.time.
+# its CPU time (user+sys) in OUT.time. wrk takes whole seconds; a fractional DURATION
+# (QUICK's short runs) stops it with SIGINT instead, on which wrk ends the run within
+# 0.1 s and reports as usual (its figures use the time it actually ran).
 bench__wrk() {
-  local out=$1 dur=$2 url=$3 conns=$4 close=$5 paths=$6
+  local out=$1 dur=$2 url=$3 conns=$4 close=$5 paths=$6 stop=() rc=0
+  if [[ ! $dur =~ ^[0-9]+$ ]]; then
+    stop=(timeout -s INT -k 10 "$dur")
+    dur=$((${dur%.*} + 2))
+  fi
   tb_c env BENCH_PATHS="$paths" BENCH_CLOSE="$close" BENCH_SEED="$BENCH_SEED" \
-    /usr/bin/time -f '%U %S' -o "$out.time" \
+    /usr/bin/time -f '%U %S' -o "$out.time" "${stop[@]}" \
     wrk -t "$(bench__threads "$conns" "$paths")" -c "$conns" -d "${dur}s" --timeout 10s \
-    -s "$BENCH_HERE/wrk/bench.lua" "$url" >"$out" 2>&1 ||
-    tb_fail "wrk failed: $(tail -n 5 "$out")"
+    -s "$BENCH_HERE/wrk/bench.lua" "$url" >"$out" 2>&1 || rc=$?
+  # /usr/bin/time notes a non-zero status on the first line of OUT.time.
+  sed -i '/^Command exited with non-zero status/d' "$out.time"
+  ((rc == 0 || (rc == 124 && ${#stop[@]} > 0))) || tb_fail "wrk failed (status $rc): $(tail -n 5 "$out")"
 }
+
+# bench__spans T0 T1 ...: the differences of µs stamps, as "prep 1.2 quiet 0.0 ..."
+# (the stamps bench_measure takes).
+bench__spans() {
+  local names=(prep warm-up measured record) i out=""
+  for ((i = 1; i < $#; i++)); do
+    local a=${*:i:1} b=${*:i+1:1}
+    out+="${names[i - 1]:-?} $(((b - a) / 1000000)).$(printf '%01d' $((((b - a) % 1000000) / 100000))) "
+  done
+  echo "${out% }"
+}
+
+bench__positive() { awk -v x="$1" 'BEGIN { exit !(x > 0) }'; }
 
 # bench_measure SYSTEM WORKLOAD URL CONNS CLOSE PATHS FE_PID_VAR PREP...
 # Runs PREP (a command that (re)starts what the attempt needs), a warm-up, then the
 # measured run between two snapshots. A run during which other work used more than
 # BENCH_QUIET_LOAD CPUs is repeated (BENCH_RETRIES times at most, BENCH_RETRY_BUDGET
-# repeats over the whole run) and the least disturbed attempt is kept. FE_PID_VAR names the TB_PID entry of the balancer process
-# ("fe", "haproxy") or is "-" for none.
+# repeats over the whole run) and the least disturbed attempt is kept; the other
+# attempts' loads are kept in its record (attempt_loads). FE_PID_VAR names the TB_PID
+# entry of the balancer process ("fe", "haproxy") or is "-" for none. BENCH_ROUND (1 if
+# unset) numbers the round: the kept run is $BENCH_RAW/SYSTEM.WORKLOAD.rROUND.json.
 bench_measure() {
   local system=$1 workload=$2 url=$3 conns=$4 close=$5 paths=$6 fe_var=$7
   shift 7
-  local name=$system.$workload attempt best="" best_load="" load fe_pid wrk_cpu base
+  local round=${BENCH_ROUND:-1}
+  local name=$system.$workload.r$round attempt best="" best_load="" load fe_pid wrk_cpu base
+  local loads=() t
   for ((attempt = 1; attempt <= BENCH_RETRIES + 1; attempt++)); do
+    # Where a run's time goes (µs stamps): prep, warm-up (and waiting for a quiet
+    # machine), measured, record.
+    t=("${EPOCHREALTIME/./}")
     "$@"
     fe_pid=""
     [[ $fe_var == - ]] || fe_pid=${TB_PID[$fe_var]}
-    bench__wait_quiet
-    ((BENCH_WARMUP > 0)) && bench__wrk "$BENCH_RAW/.warm" "$BENCH_WARMUP" "$url" "$conns" "$close" "$paths"
+    bench__run_pids
+    t+=("${EPOCHREALTIME/./}")
+    bench__warm_up "$url" "$conns" "$close" "$paths"
+    t+=("${EPOCHREALTIME/./}")
     base=$BENCH_RAW/.$name.$attempt
-    bench__snapshot "$fe_pid" "$base.before"
+    bench__snapshot "$fe_pid" "$base.before" before
     bench__wrk "$base.wrk" "$BENCH_DURATION" "$url" "$conns" "$close" "$paths"
-    bench__snapshot "$fe_pid" "$base.after"
+    bench__snapshot "$fe_pid" "$base.after" after
+    t+=("${EPOCHREALTIME/./}")
     wrk_cpu=$(awk '{ print $1 + $2 }' "$base.wrk.time")
     load=$(bench__foreign_load "$base.before" "$base.after" "$wrk_cpu")
     grep -q '^BENCH_JSON ' "$base.wrk" || tb_fail "$name: no results from wrk: $(tail -n 5 "$base.wrk")"
     jq -n --arg system "$system" --arg workload "$workload" --arg url "$url" \
       --argjson conns "$conns" --argjson close "$close" --arg paths "$paths" \
-      --argjson attempt "$attempt" --argjson load "$load" --argjson wrk_cpu "$wrk_cpu" \
+      --argjson attempt "$attempt" --argjson round "$round" --argjson load "$load" \
+      --argjson wrk_cpu "$wrk_cpu" \
       --argjson threads "$(bench__threads "$conns" "$paths")" --argjson duration "$BENCH_DURATION" \
       --argjson wrk "$(sed -n 's/^BENCH_JSON //p' "$base.wrk")" \
       --slurpfile before "$base.before" --slurpfile after "$base.after" \
       '{system: $system, workload: $workload, url: $url, conns: $conns, close: ($close == 1),
-        paths: $paths, wrk_threads: $threads, duration_s: $duration, attempt: $attempt,
+        paths: $paths, wrk_threads: $threads, duration_s: $duration, round: $round,
+        attempt: $attempt,
         foreign_load: $load, client_cpu_s: $wrk_cpu, wrk: $wrk,
         before: $before[0], after: $after[0]}' >"$base.json"
-    tb_log "$name (attempt $attempt): $(jq -r '"\(.wrk.requests / (.wrk.duration_us / 1e6) | floor) req/s, \(.wrk.bytes / (.wrk.duration_us) | . * 1000 | round / 1000) MB/s, errors \(.wrk.errors | add)"' "$base.json"), other load $load CPUs"
+    t+=("${EPOCHREALTIME/./}")
+    tb_log "$name (attempt $attempt): $(jq -r '"\(.wrk.requests / (.wrk.duration_us / 1e6) | floor) req/s, \(.wrk.bytes / (.wrk.duration_us) | . * 1000 | round / 1000) MB/s, errors \(.wrk.errors | add)"' "$base.json"), other load $load CPUs; s: $(bench__spans "${t[@]}")"
+    loads+=("$load")
     if [[ -z $best ]] || awk -v l="$load" -v b="$best_load" 'BEGIN { exit !(l < b) }'; then
       best=$base.json best_load=$load
     fi
@@ -181,5 +293,6 @@ bench_measure() {
     ((attempt <= BENCH_RETRIES && BENCH_REPEATS < BENCH_RETRY_BUDGET)) || break
     BENCH_REPEATS=$((BENCH_REPEATS + 1))
   done
-  cp "$best" "$BENCH_RAW/$name.json"
+  jq --argjson loads "[$(IFS=,; echo "${loads[*]}")]" '. + {attempt_loads: $loads}' "$best" \
+    >"$BENCH_RAW/$name.json"
 }

@@ -96,31 +96,94 @@ bench_tcpha_start_bes() {
 }
 
 bench_tcpha_stop() {
-  local k
-  [[ -z ${TB_PID[fe]:-} ]] || tb_stop_fe 10 || tb_fail "tcpha fe did not stop cleanly"
-  for ((k = 1; k <= TB_N_BE; k++)); do
-    [[ -z ${TB_PID[be$k]:-} ]] || tb_stop_be "$k" 35 || tb_fail "tcpha be$k did not stop cleanly"
-  done
+  bench__stop_bes fe
   BENCH_BE_ROUTING=""
 }
 
+# bench__stop_bes [fe]: the BE agents (and the FE), stopped together (SIGTERM to all,
+# then the waits): the systems take turns every few seconds, so stopping costs time on
+# every run.
+bench__stop_bes() {
+  local k names=() n
+  [[ ${1:-} != fe || -z ${TB_PID[fe]:-} ]] || names+=(fe)
+  for ((k = 1; k <= TB_N_BE; k++)); do [[ -z ${TB_PID[be$k]:-} ]] || names+=("be$k"); done
+  for n in "${names[@]}"; do
+    if tb__alive "$n"; then kill -TERM "${TB_PID[$n]}" 2>/dev/null || true; fi
+  done
+  for n in "${names[@]}"; do
+    tb_wait "$n" 35 || tb_fail "tcpha $n did not stop cleanly (status ${TB_EXIT[$n]:-?})"
+  done
+}
+
+# tb_wait_ready, sooner: polls only the FE's status every 20 ms (a BE the FE reports
+# "up" has answered the FE over its control link; its status socket, bound at its
+# start, need only exist). On a timeout tb_wait_ready says what is missing.
+bench__wait_ready() {
+  local t0 ids=() k js ok
+  t0=$(tb__now_ms)
+  for ((k = 1; k <= TB_N_BE; k++)); do [[ -z ${TB_PID[be$k]:-} ]] || ids+=("be$k"); done
+  while (($(tb__now_ms) - t0 < 15000)); do
+    tb__alive fe || break
+    js=$(tb_status_json fe 2>/dev/null) || js=""
+    if [[ -n $js ]] && jq -e --args '.role == "fe" and
+        ([$ARGS.positional[] as $id | any(.backends[]; .id == $id and .state == "up")] | all)' \
+      "${ids[@]}" <<<"$js" >/dev/null 2>&1; then
+      ok=1
+      for k in "${ids[@]}"; do [[ -S $TB_DIR/$k.sock ]] || ok=0; done
+      ((ok)) && return 0
+    fi
+    sleep 0.02
+  done
+  tb_wait_ready 1
+}
+
 # bench_tcpha_fe ROUTING [MODE] [CACHE_MB]: a fresh FE (so its latency histograms cover
-# one workload) with the given routing; BE agents are started if not running, and
-# restarted when they run with another routing (they route later requests with the
-# rules they read at start; fresh agents also start fresh move latency histograms).
+# one run) with the given routing; BE agents are started if not running, and restarted
+# when they run with another configuration (they route later requests with the rules
+# they read at start, and serve in the mode they started in; fresh agents also start
+# fresh move latency histograms). BENCH_FRESH_BES=1 restarts them in any case.
 bench_tcpha_fe() {
-  local k
-  [[ -z ${TB_PID[fe]:-} ]] || tb_stop_fe 10 || tb_fail "tcpha fe did not stop cleanly"
-  if [[ -n ${BENCH_BE_ROUTING:-} && $BENCH_BE_ROUTING != "$1" ]]; then
-    for ((k = 1; k <= TB_N_BE; k++)); do
-      [[ -z ${TB_PID[be$k]:-} ]] || tb_stop_be "$k" 35 || tb_fail "tcpha be$k did not stop cleanly"
-    done
+  local k want="$*"
+  if [[ -n ${BENCH_BE_ROUTING:-} && ($BENCH_BE_ROUTING != "$want" || ${BENCH_FRESH_BES:-0} == 1) ]]; then
+    bench__stop_bes fe
+  else
+    [[ -z ${TB_PID[fe]:-} ]] || tb_stop_fe 10 || tb_fail "tcpha fe did not stop cleanly"
   fi
   bench_cluster_config "$@"
   for ((k = 1; k <= TB_N_BE; k++)); do [[ -n ${TB_PID[be$k]:-} ]] || bench_start_be "$k"; done
-  BENCH_BE_ROUTING=$1
+  BENCH_BE_ROUTING=$want
   tb_start_fe
-  tb_wait_ready 15
+  bench__wait_ready
+}
+
+# bench_use SYSTEM ROUTING: SYSTEM alone on the bed, freshly started with ROUTING (the
+# systems take turns within each workload). nginx is not touched: it runs on every BE
+# for the whole bench (the relays, HAProxy and direct all serve from it) and costs
+# nothing while no request reaches it. Everything else is stopped: tcpha and HAProxy
+# both need the VIP, and an idle daemon's timers should not run during another's
+# measurement.
+bench_use() {
+  local system=$1 routing=$2
+  case $system in
+    tcpha | tcpha-relay | tcpha-relay-unix)
+      bench_haproxy_stop
+      local mode=builtin
+      [[ $system == tcpha-relay ]] && mode=relay
+      [[ $system == tcpha-relay-unix ]] && mode=relay-unix
+      # Fresh BE agents too: their move histograms then cover this run only.
+      BENCH_FRESH_BES=1 bench_tcpha_fe "$routing" "$mode"
+      ;;
+    haproxy)
+      bench_tcpha_stop
+      bench_haproxy_stop
+      bench_haproxy_start "$routing"
+      ;;
+    direct)
+      bench_tcpha_stop
+      bench_haproxy_stop
+      ;;
+    *) tb_fail "bench_use: unknown system '$system'" ;;
+  esac
 }
 
 # nginx k: a private prefix under TB_DIR, in the foreground (daemon off) so that the bed
