@@ -4,6 +4,7 @@
   plot.py results.json OUTDIR    -> prints the names of the PNGs it wrote
 
 throughput_vs_size.png  MB/s and requests/s against response size (keep-alive), per system
+                        (medians over rounds, bars: the rounds' range)
 fe_cpu_per_gb.png       FE CPU seconds per GB served, per balancer and workload
 latency_cdf.png         latency CDF from wrk's percentiles, per system: one connection,
                         32 connections (1 KB, new connection per request), mix, 1 MB
@@ -27,6 +28,16 @@ def by_key(results):
     return {(r["system"], r["workload"]): r for r in results["runs"]}
 
 
+def spread(pts, key, ys):
+    """The min-max range over rounds as error bars (results.json's spread), or None."""
+    lo, hi = [], []
+    for (_, r), y in zip(pts, ys):
+        a, b = (r.get("spread") or {}).get(key) or (y, y)
+        lo.append(max(y - a, 0))
+        hi.append(max(b - y, 0))
+    return [lo, hi] if any(lo) or any(hi) else None
+
+
 def throughput_vs_size(runs, out):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
     for system, (color, marker) in STYLE.items():
@@ -35,8 +46,9 @@ def throughput_vs_size(runs, out):
             continue
         xs = [s for s, _ in pts]
         label = system + (" (1 BE)" if system == "direct" else "")
-        ax1.plot(xs, [r["mb_per_s"] for _, r in pts], color=color, marker=marker, label=label)
-        ax2.plot(xs, [r["requests_per_s"] for _, r in pts], color=color, marker=marker, label=label)
+        for ax, key in ((ax1, "mb_per_s"), (ax2, "requests_per_s")):
+            ys = [r[key] for _, r in pts]
+            ax.errorbar(xs, ys, yerr=spread(pts, key, ys), color=color, marker=marker, label=label, capsize=2)
     for ax, title in ((ax1, "MB/s"), (ax2, "requests/s")):
         ax.set_xscale("log")
         ax.set_xticks([s for _, s in SIZES], ["1K", "10K", "100K", "1M", "10M"])

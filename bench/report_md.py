@@ -235,36 +235,46 @@ def lines_rounds(meta):
         "measured with wrk (threads = vCPUs), on daemons started afresh for it. Each figure below is "
         "the median over the rounds (errors: the total), each ratio the median of the per-round "
         "ratios (a system's run against the other's run of the same round), with its range.",
-        "- **Outside load**: other engineers compile on this machine at times. Before each run the "
-        f"bench waits (at most {meta.get('quiet_wait_max_s', '–')} s) for a second in which other work uses "
-        f"less than {q} CPUs; a run during which other work used more was repeated (at most "
-        f"{meta['retries']} times, {meta['retry_budget']} repeats in all; {meta['repeated_runs']} this time) "
-        "and the least disturbed attempt kept. The *other load* column gives each round's kept run, "
-        f"in bold above {q} CPUs.",
+        "- **Outside load**: other engineers compile on this machine at times. The bench measures "
+        "how much CPU other work takes during each run (the bed's processes and the client subtracted "
+        "from the machine's busy time). "
+        + (f"When other work took more than {q} CPUs during a run's warm-up, the bench waits (at most "
+           f"{meta['quiet_wait_max_s']} s per run) for a second in which it takes less; a run during which "
+           f"other work used more was repeated (at most {meta['retries']} times, {meta['retry_budget']} "
+           f"repeats in all; {meta['repeated_runs']} this time) and the least disturbed attempt kept."
+           if meta.get("quiet_wait_max_s") or meta["retries"] else
+           "This run (QUICK) neither waited for a quiet machine nor repeated a disturbed run.")
+        + f" The *other load* column gives each round's kept run, in bold above {q} CPUs.",
     ]
 
 
 def lines_disturbed(results, runs):
     q = results["meta"]["quiet_load_cpus"]
-    bad = []
+    bad, n_all, n_bad = [], 0, 0
     for w in ORDER + ["locality-round-robin", "locality-lard"]:
-        items = []
+        items, loads_w, n_w = [], [], 0
         for s in SYSTEMS:
             r = runs.get((s, w))
-            if not r:
-                continue
-            for x in r.get("rounds") or []:
+            for x in (r or {}).get("rounds") or []:
+                n_w += 1
                 if x["other_load_cpus"] > q:
                     items.append(f"{s} round {x['round']} ({x['other_load_cpus']:.2f})")
-        if items:
+                    loads_w.append(x["other_load_cpus"])
+        n_all, n_bad = n_all + n_w, n_bad + len(items)
+        if items and len(items) == n_w and n_w > 2:
+            bad.append(f"{w}: all {n_w} runs ({min(loads_w):.2f}–{max(loads_w):.2f})")
+        elif items:
             bad.append(f"{w}: " + ", ".join(items))
     if not bad:
         worst = max((x["other_load_cpus"] for r in runs.values() for x in r.get("rounds") or []), default=0)
         return [f"No measured run was disturbed: other work used at most {worst:.2f} CPUs during any "
                 f"kept run (threshold {q}).", ""]
-    return ["**Runs that outside load disturbed** (other work above "
-            f"{q} CPUs during the kept attempt, in CPUs; their figures, and the ratios pairing them (†), "
-            "are less reliable): " + "; ".join(bad) + ".", ""]
+    head = (f"**{n_bad} of {n_all} measured runs were disturbed by outside load**" if n_bad * 2 > n_all
+            else f"**Runs that outside load disturbed** ({n_bad} of {n_all})")
+    return [head + f" (other work above {q} CPUs during the kept attempt, in CPUs; their figures, and the "
+            "ratios pairing them (†), are less reliable"
+            + ("; with most runs disturbed, treat the whole page as indicative" if n_bad * 2 > n_all else "")
+            + "): " + "; ".join(bad) + ".", ""]
 
 
 def lines_profiles(results):
@@ -537,7 +547,8 @@ def render(results, runs, plots):
           "", "## Microbenchmarks", "",
           "Google Benchmark (bench/micro/), run first, before the daemons start. Debian's "
           "libbenchmark is built without optimisation (it says so); the code measured is ours, "
-          "built as the project builds.", "",
+          "built as the project builds."
+          + (f" This run's filter: `{meta['micro_filter']}`." if meta.get("micro_filter") else ""), "",
           *lines_micro(results),
           "", "## Scaling beyond this machine (a model)", "",
           *lines_model(results),

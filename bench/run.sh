@@ -43,7 +43,7 @@ tb_require_cmd wrk jq curl tc bpftool "$NGINX" "$HAPROXY" /usr/bin/time python3
 tb_require_tcpha
 
 # The settings this run was given, for the record (before defaults fill them in).
-BENCH_GIVEN=$(env | grep -E '^(QUICK|BENCH_[A-Z_]+|CACHE_MB|LOC_WARMUP)=' | sort | tr '\n' ' ' || true)
+BENCH_GIVEN=$(env | grep -E '^(QUICK|BENCH_[A-Z_]+|CACHE_MB|LOC_WARMUP|MICRO_FILTER)=' | sort | tr '\n' ' ' || true)
 QUICK=${QUICK:-0}
 [[ $QUICK == 1 ]] || QUICK=0
 # Time budget: QUICK under 4 minutes, the full run about 30 even on a busy machine (the
@@ -57,6 +57,8 @@ if ((QUICK)); then
   BENCH_PROFILE_WORKLOADS=${BENCH_PROFILE_WORKLOADS:-close-1k}
   BENCH_QUIET_MAX=${BENCH_QUIET_MAX:-0} BENCH_QUIET_BUDGET=${BENCH_QUIET_BUDGET:-0}
   BENCH_RETRIES=${BENCH_RETRIES:-0} BENCH_RETRY_BUDGET=${BENCH_RETRY_BUDGET:-0} MICRO_MIN_TIME=0.05
+  # The flow GC passes run a fixed number of passes over a million flows (~20 s).
+  MICRO_FILTER=${MICRO_FILTER:--BM_FlowGcPass}
 else
   BENCH_ROUNDS=${BENCH_ROUNDS:-3} BENCH_DURATION=${BENCH_DURATION:-4} BENCH_WARMUP=${BENCH_WARMUP:-2}
   LOC_WARMUP=${LOC_WARMUP:-8} BENCH_PROFILE_DURATION=${BENCH_PROFILE_DURATION:-5}
@@ -107,7 +109,8 @@ t_start=$SECONDS
 micro=$(dirname "$TB_TCPHA")/bench/tcpha_micro
 if [[ -x $micro ]]; then
   tb_log "microbenchmarks ($micro)"
-  "$micro" --benchmark_min_time="$MICRO_MIN_TIME" --benchmark_format=json \
+  "$micro" --benchmark_min_time="$MICRO_MIN_TIME" ${MICRO_FILTER:+--benchmark_filter="$MICRO_FILTER"} \
+    --benchmark_format=json \
     --benchmark_out="$BENCH_RAW/micro.json" --benchmark_out_format=json >/dev/null ||
     tb_fail "microbenchmarks failed"
 else
@@ -307,7 +310,7 @@ jq -n --arg command "$command" --arg started "$started" --argjson quick "$QUICK"
   --argjson quiet_load "$BENCH_QUIET_LOAD" --argjson cache_mb "$CACHE_MB" \
   --argjson rounds "$BENCH_ROUNDS" --argjson quiet_max "$BENCH_QUIET_MAX" \
   --argjson profile "$BENCH_PROFILE" --argjson profile_s "$BENCH_PROFILE_DURATION" \
-  --argjson profile_hz "$BENCH_PROFILE_HZ" \
+  --argjson profile_hz "$BENCH_PROFILE_HZ" --arg micro_filter "${MICRO_FILTER:-}" \
   --argjson elapsed "$((SECONDS - t_start))" --arg image_re "$BENCH_IMAGE_RE" \
   --arg haproxy "$("$HAPROXY" -v | head -n 1)" --arg nginx "$("$NGINX" -v 2>&1)" \
   --arg wrk "$(wrk -v 2>&1 | head -n 1)" --arg tcpha "$("$TB_TCPHA" --version 2>&1 | head -n 1)" \
@@ -316,7 +319,7 @@ jq -n --arg command "$command" --arg started "$started" --argjson quick "$QUICK"
     warmup_s: $warmup, locality_warmup_s: $loc_warmup, retries: $retries,
     retry_budget: $retry_budget, repeated_runs: $repeated, rounds: $rounds,
     quiet_wait_max_s: $quiet_max, profile: ($profile == 1), profile_duration_s: $profile_s,
-    profile_hz: $profile_hz,
+    profile_hz: $profile_hz, micro_filter: $micro_filter,
     quiet_load_cpus: $quiet_load, cache_mb: $cache_mb, elapsed_s: $elapsed,
     image_rule: $image_re, git: $git,
     versions: {haproxy: $haproxy, nginx: $nginx, wrk: $wrk, tcpha: $tcpha}}' >"$BENCH_RAW/meta.json"
