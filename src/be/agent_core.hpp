@@ -135,6 +135,7 @@ struct PeerLoad {
   uint32_t active = 0, cpu_permille = 0;
   uint64_t heard_at = 0;
   uint64_t beat_ns = 0;  // its last heartbeat's sent_ns (its clock): our HANDOFFs' lease base
+  uint64_t beat_at = 0;  // when we heard it (our clock)
   bool draining = false;  // takes no connections (kHeartbeatDraining)
 };
 
@@ -226,8 +227,9 @@ class Agent {
   void expire_imports(uint64_t now);
   void revoke(uint64_t control_id, uint64_t handoff_id);
   // serving.cpp
+  // `bytes`: what the HANDOFF brought (not re-queued in the socket: served from here).
   void start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
-                  const PendingImport& imp);
+                  const PendingImport& imp, std::string bytes);
   void on_http(HttpConn& h, uint32_t events);
   // Graceful: the conversation is over (lingering close, Closings); else the
   // connection failed or timed out and is closed (Reset: with RST) and reported at once.
@@ -257,7 +259,7 @@ class Agent {
   void note_load(int32_t backend, const proto::HeartbeatMsg& hb, uint64_t now);
   // Relay mode (moves.cpp): relayed connections are routed and moved too.
   void start_relay(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
-                   const PendingImport& imp);
+                   const PendingImport& imp, std::string bytes);
   void relay_move(HttpConn& h, UniqueFd client, std::string bytes, bool peer_fin);
   void relay_take_back(HttpConn& h);
   void evacuate_relayed(uint64_t now);

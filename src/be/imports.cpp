@@ -38,10 +38,10 @@ void Agent::on_handoff(ControlConn& cc, proto::HandoffMsg& h) {
     cc.link.send(proto::ReadyMsg{h.id, uint32_t(EACCES)});
     return;
   }
-  const uint64_t lease = uint64_t(h.lease_ms) * kMs;
-  const uint64_t end = h.lease_base_ns + lease - lease / 4;
+  const uint64_t tick = uint64_t(std::clamp<uint32_t>(cfg_.cluster.heartbeat_ms / 2, 5, 100)) * kMs;
+  const uint64_t end = handoff::lease_end(h.lease_base_ns, h.lease_ms, tick);
   auto lease_over = [&](uint64_t now) {
-    return h.lease_base_ns == 0 || h.lease_base_ns > now || now >= end;
+    return h.lease_base_ns == 0 || end == 0 || h.lease_base_ns > now || now >= end;
   };
   if (lease_over(t0)) {
     // The sender takes it back (or already has): serving it now would make two owners.
@@ -53,7 +53,9 @@ void Agent::on_handoff(ControlConn& cc, proto::HandoffMsg& h) {
     return;
   }
   forget_local_flow(h.state);
-  auto fd = handoff::import_state(h.state, h.request, spare_sockets_.take());
+  // The request bytes stay here: served from memory, not re-queued into the socket and
+  // read back (handoff::import_state_consumed).
+  auto fd = handoff::import_state_consumed(h.state, h.request.size(), spare_sockets_.take());
   uint32_t status = 0;
   if (!fd) {
     status = uint32_t(fd.error().err ? fd.error().err : EPROTO);
@@ -85,9 +87,9 @@ void Agent::on_handoff(ControlConn& cc, proto::HandoffMsg& h) {
   imp.peer = ipv4_endpoint(h.state.peer_addr, h.state.peer_port);
   UniqueFd client = std::move(imp.fd);
   if (relays_)
-    start_relay(std::move(client), cc.id, h.id, imp);
+    start_relay(std::move(client), cc.id, h.id, imp, std::move(h.request));
   else
-    start_http(std::move(client), cc.id, h.id, imp);
+    start_http(std::move(client), cc.id, h.id, imp, std::move(h.request));
 }
 
 void Agent::on_message(ControlConn& cc, proto::Message& m) {

@@ -67,10 +67,11 @@ class Agent::PeerPort final : public handoff::SenderPort {
   bool send_handoff(uint64_t id, const handoff::TcpState& st, const std::string& bytes) override {
     // The lease: from the target's last heartbeat, as long as we wait before taking the
     // connection back (move_deadline).
-    return p_.link.send(proto::HandoffMsg{id, st, bytes, rule_, seq_,
-                                          a_.peer_load_[p_.index].beat_ns,
-                                          a_.cfg_.frontend.handoff_timeout_ms});
+    const PeerLoad& l = a_.peer_load_[p_.index];
+    lease_ms = handoff::lease_ms(a_.cfg_.frontend.handoff_timeout_ms, l.beat_at, monotonic_ns());
+    return p_.link.send(proto::HandoffMsg{id, st, bytes, rule_, seq_, l.beat_ns, lease_ms});
   }
+  uint32_t lease_ms = 0;  // of the last HANDOFF sent
   bool send_commit(uint64_t id) override { return p_.link.send(proto::CommitMsg{id}); }
   void send_abort(uint64_t id) override { p_.link.send(proto::AbortMsg{id}); }
 
@@ -262,7 +263,7 @@ void Agent::start_move(HttpConn& h, uint64_t now) {
   }
   h.move_sent = monotonic_ns();
   move_send_latency_.record_ns(since(now, h.move_sent));
-  h.move_deadline = now + uint64_t(cfg_.frontend.handoff_timeout_ms) * kMs;
+  h.move_deadline = h.move_sent + uint64_t(port.lease_ms) * kMs;  // the end of the lease
   moving_[{p->index, h.handoff_id}] = &h;
 }
 
@@ -369,6 +370,7 @@ void Agent::note_load(int32_t backend, const proto::HeartbeatMsg& hb, uint64_t n
   l.cpu_permille = hb.cpu_permille;
   l.heard_at = now;
   l.beat_ns = hb.sent_ns;
+  l.beat_at = now;
   l.draining = (hb.flags & proto::kHeartbeatDraining) != 0;
 }
 
@@ -626,7 +628,7 @@ void Agent::rebalance(uint64_t now) {
 // (relay_routes_); route_later treats it like a served connection's. The request the
 // HANDOFF brought is served here without routing it again (routed_by_sender).
 void Agent::start_relay(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
-                        const PendingImport& imp) {
+                        const PendingImport& imp, std::string bytes) {
   inc(Counter::imported);
   active_.fetch_add(1);
   HttpConn* route = nullptr;
@@ -644,7 +646,7 @@ void Agent::start_relay(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
     relay_routes_.emplace(route, std::move(h));
   }
   relays_->start(std::move(fd), imp.local, imp.peer, control_id, handoff_id, imp.peer_fin,
-                 monotonic_ns(), route);
+                 monotonic_ns(), route, std::move(bytes));
 }
 
 // The relay hands over a connection whose next request belongs to h.move_target (set

@@ -176,13 +176,27 @@ Status Relays::open_pipe(Conn& c) {
 
 void Relays::start(UniqueFd client, const sockaddr_in& local, const sockaddr_in& peer,
                    uint64_t control_id, uint64_t handoff_id, bool peer_fin, uint64_t now_ns,
-                   HttpConn* route) {
+                   HttpConn* route, std::string bytes) {
   inc(Counter::relayed);
   if (!routing_.route) route = nullptr;
-  // The request is already in the client's receive queue.
-  if (Conn* c = admit(std::move(client), local, peer, control_id, handoff_id, peer_fin, now_ns,
-                      route, {}))
-    pump(*c, now_ns);
+  const size_t n = bytes.size();
+  // Route mode frames them like any bytes read (in); otherwise they go to the upstream
+  // after the PROXY header, through the X-Forwarded-For filter when it is on.
+  Conn* c = admit(std::move(client), local, peer, control_id, handoff_id, peer_fin, now_ns, route,
+                  route ? std::move(bytes) : std::string());
+  if (!c) return;
+  c->received += n;
+  if (!route && n > 0) {
+    if (c->xff) {
+      if (!feed_client(*c, bytes)) {
+        finish(*c, End::BadRequest, now_ns);
+        return;
+      }
+    } else {
+      c->to_upstream += bytes;
+    }
+  }
+  pump(*c, now_ns);
 }
 
 void Relays::adopt(HttpConn& route, UniqueFd client, const sockaddr_in& local,

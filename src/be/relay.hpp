@@ -117,9 +117,10 @@ class Relays {
   // peer_fin: the client's FIN follows the queued request bytes (handoff::kStatePeerFin).
   // route: the connection's routing state when set_routing() was called (every
   // request is then routed), else null.
+  // bytes: what the client sent before the handoff (not in the socket's receive queue).
   void start(UniqueFd client, const sockaddr_in& local, const sockaddr_in& peer,
              uint64_t control_id, uint64_t handoff_id, bool peer_fin, uint64_t now_ns,
-             HttpConn* route = nullptr);
+             HttpConn* route = nullptr, std::string bytes = {});
   void set_routing(RelayRouting r) { routing_ = std::move(r); }
   bool routing() const { return bool(routing_.route); }
   // A move failed (RelayRouting::move): the connection is relayed here again, over a

@@ -8,7 +8,7 @@
 
 namespace tcpha::be {
 void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
-                       const PendingImport& imp) {
+                       const PendingImport& imp, std::string bytes) {
   auto h = std::make_unique<HttpConn>(docroot_.get(), cache_.get());
   h->fd = std::move(fd);
   h->handoff_id = handoff_id;
@@ -17,6 +17,7 @@ void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
   h->move_seq = imp.seq;
   h->routed_by_sender = imp.with_request;
   if (router_ && imp.rule >= 0 && size_t(imp.rule) < router_->rule_count()) h->rule = imp.rule;
+  h->session.preload(std::move(bytes));
   if (imp.peer_fin) h->session.set_peer_fin();
   h->local = imp.local;
   h->peer = imp.peer;
@@ -39,7 +40,7 @@ void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
   set(EPOLL_CTL_ADD, h->fd.get(), EPOLLIN | EPOLLRDHUP, h.get());
   HttpConn* raw = h.get();
   conns_.emplace(raw, std::move(h));
-  on_http(*raw, EPOLLIN);  // the request is already in the receive queue
+  on_http(*raw, 0);  // serve the request the HANDOFF brought
 }
 
 void Agent::on_http(HttpConn& h, uint32_t events) {
@@ -52,8 +53,10 @@ void Agent::on_http(HttpConn& h, uint32_t events) {
   }
   uint64_t sent = h.session.bytes_sent(), requests = h.session.requests(),
            bad = h.session.bad_requests();
-  Want w = (events & EPOLLOUT) ? h.session.on_writable(h.fd.get())
-                               : h.session.on_readable(h.fd.get());
+  // No event (a connection just imported): serve what is buffered, without a read
+  // that would only say EAGAIN.
+  Want w = (events & EPOLLIN) && !(events & EPOLLOUT) ? h.session.on_readable(h.fd.get())
+                                                      : h.session.on_writable(h.fd.get());
   inc(Counter::bytes_sent, h.session.bytes_sent() - sent);
   inc(Counter::requests, h.session.requests() - requests);
   inc(Counter::bad_requests, h.session.bad_requests() - bad);

@@ -81,6 +81,7 @@ struct Worker::ControlConn : Item {
   // The sent_ns of the last HEARTBEAT heard on this link: a time on the BE's clock,
   // the base of the lease our HANDOFFs give it (handoff/sender.hpp). 0: none yet.
   uint64_t beat_ns = 0;
+  uint64_t beat_at = 0;  // when we heard it (our clock)
 };
 
 // What the router sees of the back-ends, from this worker's point of view.
@@ -132,10 +133,13 @@ class Worker::Port final : public handoff::SenderPort {
     auto it = w_.controls_.find(&b_);
     if (it == w_.controls_.end()) return false;
     // The lease: from the BE's last heartbeat, as long as we wait before taking the
-    // connection back (the handoff timeout).
-    return it->second->link.send(proto::HandoffMsg{id, st, bytes, rule_, 0, it->second->beat_ns,
-                                                   w_.snap_->cfg->frontend.handoff_timeout_ms});
+    // connection back (the handoff timeout, plus that heartbeat's age).
+    lease_ms = handoff::lease_ms(w_.snap_->cfg->frontend.handoff_timeout_ms, it->second->beat_at,
+                                 monotonic_ns());
+    return it->second->link.send(
+        proto::HandoffMsg{id, st, bytes, rule_, 0, it->second->beat_ns, lease_ms});
   }
+  uint32_t lease_ms = 0;  // of the last HANDOFF sent
   bool send_commit(uint64_t id) override { return send(proto::CommitMsg{id}); }
   void send_abort(uint64_t id) override { send(proto::AbortMsg{id}); }
 
@@ -456,7 +460,7 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
   sh_.export_latency.record_ns(c.handoff_sent - c.request_done);
   // The end of the BE's lease, on our clock: until then only a refusal gives the
   // connection back (the BE may be serving it).
-  c.deadline = c.handoff_sent + snap_->cfg->frontend.handoff_timeout_ms * kMs;
+  c.deadline = c.handoff_sent + port.lease_ms * kMs;
   pending_[c.id] = &c;
 }
 
@@ -679,6 +683,7 @@ void Worker::on_message(ControlConn& cc, proto::Message& m) {
     on_repoint(cc, *rp);
   } else if (auto* hb = std::get_if<proto::HeartbeatMsg>(&m)) {
     cc.beat_ns = hb->sent_ns;
+    cc.beat_at = monotonic_ns();
     cc.be->reported_active.store(hb->active, std::memory_order_relaxed);
     cc.be->cache_hit_permille.store(hb->cache_hit_permille, std::memory_order_relaxed);
     cc.be->cpu_permille.store(hb->cpu_permille, std::memory_order_relaxed);
@@ -810,8 +815,8 @@ void Worker::tick(uint64_t now) {
         break;
       case ClientConn::Handing:
         sh_.counters.inc(Counter::handoff_timeout);
-        spdlog::warn("handoff of {} to {}: no READY in {} ms (the lease): taken back",
-                     endpoint_str(c->peer), c->be->id, snap_->cfg->frontend.handoff_timeout_ms);
+        spdlog::warn("handoff of {} to {}: no READY within the lease: taken back",
+                     endpoint_str(c->peer), c->be->id);
         attempt_failed(*c, true);
         break;
       case ClientConn::Closing:

@@ -1,8 +1,20 @@
 #include "handoff/sender.hpp"
 
+#include <algorithm>
 #include <cerrno>
 
 namespace tcpha::handoff {
+
+uint32_t lease_ms(uint32_t timeout_ms, uint64_t beat_heard_ns, uint64_t now_ns) {
+  const uint64_t age_ms = now_ns > beat_heard_ns ? (now_ns - beat_heard_ns + 999'999) / 1'000'000 : 0;
+  return uint32_t(std::min<uint64_t>(uint64_t(timeout_ms) + age_ms, 2 * uint64_t(timeout_ms)));
+}
+
+uint64_t lease_end(uint64_t base_ns, uint32_t lease_ms, uint64_t tick_ns) {
+  const uint64_t lease = uint64_t(lease_ms) * 1'000'000;
+  const uint64_t margin = std::max(lease / 8, 2 * tick_ns);
+  return lease > margin ? base_ns + lease - margin : 0;
+}
 
 const char* Sender::describe(Outcome o) {
   switch (o) {

@@ -44,6 +44,17 @@
 
 namespace tcpha::handoff {
 
+// The lease a HANDOFF gives, in ms: the sender's handoff timeout, plus the age of the
+// heartbeat it counts from (heard `beat_heard_ns` ago on the sender's clock, now
+// `now_ns`), so that a heartbeat a little late does not shorten the target's window; at
+// most twice the timeout. The sender takes the connection back no earlier than this
+// long after it sent the HANDOFF.
+uint32_t lease_ms(uint32_t timeout_ms, uint64_t beat_heard_ns, uint64_t now_ns);
+// The end of a lease on the target's clock: lease_ms after its base, less a margin of
+// an eighth of it or two of the target's ticks (which revoke expired leases), the
+// larger. 0 when the lease is too short to leave anything.
+uint64_t lease_end(uint64_t base_ns, uint32_t lease_ms, uint64_t tick_ns);
+
 // What the moving side provides for one target: its local datapath, its control link
 // to that target, and the socket's repair operations (virtual so that unit tests can
 // walk every state without a kernel).

@@ -125,13 +125,18 @@ Status leave_repair(int fd) {
 
 namespace {
 
-Status import_into(int fd, const TcpState& st, const std::string& queued, bool in_repair) {
+// queued == nullptr: `consumed` bytes were delivered to the caller, not re-queued.
+Status import_into(int fd, const TcpState& st, const std::string* queued, size_t consumed,
+                   bool in_repair) {
   if (!in_repair)
     if (auto s = set_int(fd, TCP_REPAIR, TCP_REPAIR_ON, "setsockopt(TCP_REPAIR on)"); !s) return s;
   if (auto s = set_int(fd, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE send"); !s) return s;
   if (auto s = set_int(fd, TCP_QUEUE_SEQ, int(st.snd_seq), "TCP_QUEUE_SEQ send"); !s) return s;
   if (auto s = set_int(fd, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE recv"); !s) return s;
-  if (auto s = set_int(fd, TCP_QUEUE_SEQ, int(st.rcv_seq), "TCP_QUEUE_SEQ recv"); !s) return s;
+  // rcv_seq is where the bytes that travel with the state begin; delivered to the
+  // caller, the queue starts after them (at the exporter's rcv_nxt).
+  const uint32_t rcv_seq = st.rcv_seq + uint32_t(queued ? 0 : consumed);
+  if (auto s = set_int(fd, TCP_QUEUE_SEQ, int(rcv_seq), "TCP_QUEUE_SEQ recv"); !s) return s;
   // Before connect(), or the MSS stays at the 536-byte default. The kernel caps the
   // user MSS at 32767 (loopback's is larger); the repair option below sets the rest.
   constexpr uint32_t kMaxUserMss = 32767;
@@ -182,8 +187,8 @@ Status import_into(int fd, const TcpState& st, const std::string& queued, bool i
 
   // The receive queue is still selected: send() in repair mode fills it.
   size_t off = 0;
-  while (off < queued.size()) {
-    ssize_t w = send(fd, queued.data() + off, queued.size() - off, 0);
+  while (queued && off < queued->size()) {
+    ssize_t w = send(fd, queued->data() + off, queued->size() - off, 0);
     if (w <= 0) return sys_error("send() into the receive queue");
     off += size_t(w);
   }
@@ -205,7 +210,15 @@ Result<UniqueFd> import_state(const TcpState& st, const std::string& queued, Uni
   const bool in_repair = spare.valid();
   UniqueFd fd = in_repair ? std::move(spare) : new_socket();
   if (!fd.valid()) return sys_error("socket");
-  if (auto s = import_into(fd.get(), st, queued, in_repair); !s) return s.error();
+  if (auto s = import_into(fd.get(), st, &queued, 0, in_repair); !s) return s.error();
+  return fd;
+}
+
+Result<UniqueFd> import_state_consumed(const TcpState& st, size_t queued_bytes, UniqueFd spare) {
+  const bool in_repair = spare.valid();
+  UniqueFd fd = in_repair ? std::move(spare) : new_socket();
+  if (!fd.valid()) return sys_error("socket");
+  if (auto s = import_into(fd.get(), st, nullptr, queued_bytes, in_repair); !s) return s.error();
   return fd;
 }
 

@@ -69,6 +69,11 @@ Status leave_repair(int fd);
 // RepairSockets::take() used instead of a new one.
 Result<UniqueFd> import_state(const TcpState& st, const std::string& queued,
                               UniqueFd spare = {});
+// The same for a caller that keeps `queued` itself (it serves those bytes from memory):
+// the socket's receive queue starts empty, after them. One send() into the queue and
+// the caller's recv() of the same bytes fewer per import.
+Result<UniqueFd> import_state_consumed(const TcpState& st, size_t queued_bytes,
+                                       UniqueFd spare = {});
 
 // Sockets made ahead of imports (socket() and TCP_REPAIR on: two syscalls off the
 // handoff's critical path). refill() tops the pool up after the event loop's round;

@@ -180,3 +180,31 @@ TEST_F(SenderTest, ATakenBackConnectionCanMoveAgain) {
 
 }  // namespace
 }  // namespace tcpha::handoff
+
+namespace tcpha::handoff {
+namespace {
+
+constexpr uint64_t kMs = 1'000'000;
+
+TEST(Lease, AddsTheHeartbeatsAgeUpToTwiceTheTimeout) {
+  EXPECT_EQ(lease_ms(500, 10 * kMs, 10 * kMs), 500u);   // heard just now
+  EXPECT_EQ(lease_ms(500, 10 * kMs, 90 * kMs + 1), 581u); // 80 ms and a bit: rounded up
+  EXPECT_EQ(lease_ms(500, 0, 5000 * kMs), 1000u);       // capped
+  EXPECT_EQ(lease_ms(500, 20 * kMs, 10 * kMs), 500u);   // a stamp after now: no age
+}
+
+TEST(Lease, EndsBeforeTheSenderMayTakeBack) {
+  // The target's end leaves a margin: an eighth of the lease, or two of its ticks.
+  EXPECT_EQ(lease_end(1000 * kMs, 800, 50 * kMs), 1000 * kMs + 700 * kMs);
+  EXPECT_EQ(lease_end(1000 * kMs, 400, 50 * kMs), 1000 * kMs + 300 * kMs);
+  // The sender takes back lease_ms after it sent the HANDOFF, which is after it heard
+  // the heartbeat at base: whatever the delays, the target's end comes first.
+  const uint64_t base = 1000 * kMs, heard = base + 3 * kMs, sent = heard + 170 * kMs;
+  const uint32_t l = lease_ms(500, heard, sent);
+  EXPECT_LT(lease_end(base, l, 50 * kMs), sent + uint64_t(l) * kMs);
+  // Too short to leave anything: 0 (the target refuses).
+  EXPECT_EQ(lease_end(base, 100, 50 * kMs), 0u);
+}
+
+}  // namespace
+}  // namespace tcpha::handoff
