@@ -107,6 +107,13 @@ void Agent::report(StatsView& v) const {
   v.latency("move_ready_latency", "move: HANDOFF queued -> READY received (the target serves from its import on)",
             move_ready_latency_);
   v.latency("move_commit_latency", "move: READY -> COMMIT queued", move_commit_latency_);
+  if (dp_) {
+    // The guard's drops (packets that came before their import) and the strays forwarded
+    // after moves, as the FE shows its own datapath.
+    static constexpr auto kDpCounters =
+        std::to_array<metrics::CounterInfo>({TCPHA_DP_COUNTERS(TCPHA_METRICS_COUNTER)});
+    v.counters("datapath", kDpCounters, dp_->counters());
+  }
   if (cache_) {
     v.counter("cache", "hits", "file cache hits", cache_->hits());
     v.counter("cache", "misses", "file cache misses", cache_->misses());
