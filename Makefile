@@ -42,6 +42,8 @@ unit: build
 demo: build
 	bash scripts/demo.sh $(BUILD)/tcpha
 
+# Every system takes turns per workload, 3 rounds (~30 min); QUICK=1: 2 short rounds
+# (a few minutes). BENCH_PROFILE=0 skips the perf profiles; bench/run.sh lists the rest.
 bench: build
 	bash bench/run.sh $(BUILD)/tcpha
 

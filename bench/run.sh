@@ -50,9 +50,10 @@ QUICK=${QUICK:-0}
 # waits for a quiet machine and the repeats of disturbed runs have budgets of their own).
 # Each system runs every workload BENCH_ROUNDS times (interleaved with the others, see
 # below) for BENCH_DURATION s each: the full run measures 3 x 4 s per workload and
-# system, QUICK 2 x 1 s (fractional durations are fine: bench__wrk).
+# system, QUICK 2 x 1 s. Measured durations are whole seconds (wrk's unit); a warm-up
+# may be shorter (bench__wrk).
 if ((QUICK)); then
-  BENCH_ROUNDS=${BENCH_ROUNDS:-2} BENCH_DURATION=${BENCH_DURATION:-1} BENCH_WARMUP=${BENCH_WARMUP:-0.5}
+  BENCH_ROUNDS=${BENCH_ROUNDS:-2} BENCH_DURATION=${BENCH_DURATION:-1} BENCH_WARMUP=${BENCH_WARMUP:-0.3}
   LOC_WARMUP=${LOC_WARMUP:-2} BENCH_PROFILE_DURATION=${BENCH_PROFILE_DURATION:-1}
   BENCH_PROFILE_WORKLOADS=${BENCH_PROFILE_WORKLOADS:-close-1k}
   BENCH_QUIET_MAX=${BENCH_QUIET_MAX:-0} BENCH_QUIET_BUDGET=${BENCH_QUIET_BUDGET:-0}
@@ -72,6 +73,8 @@ BENCH_PROFILE=${BENCH_PROFILE:-1}
 BENCH_PROFILE_WORKLOADS=${BENCH_PROFILE_WORKLOADS:-close-1k browse-part-1}
 BENCH_PROFILE_SYSTEMS=${BENCH_PROFILE_SYSTEMS:-tcpha haproxy}
 BENCH_PROFILE_HZ=${BENCH_PROFILE_HZ:-999}
+[[ $BENCH_DURATION =~ ^[1-9][0-9]*$ && $BENCH_PROFILE_DURATION =~ ^[1-9][0-9]*$ ]] ||
+  tb_fail "BENCH_DURATION and BENCH_PROFILE_DURATION are whole seconds (wrk's unit)"
 BENCH_QUIET_LOAD=${BENCH_QUIET_LOAD:-0.25} # CPUs of other work that make a run "disturbed"
 BENCH_WRK_THREADS=${BENCH_WRK_THREADS:-$(nproc)}
 BENCH_SEED=${BENCH_SEED:-1}

@@ -207,13 +207,15 @@ bench__threads() { # CONNS [PATHS]
 }
 
 # bench__wrk OUT DURATION URL CONNS CLOSE PATHS: one wrk run from the client namespace,
-# its CPU time (user+sys) in OUT.time. wrk takes whole seconds; a fractional DURATION
-# (QUICK's short runs) stops it with SIGINT instead, on which wrk ends the run within
-# 0.1 s and reports as usual (its figures use the time it actually ran).
+# its CPU time (user+sys) in OUT.time. wrk takes whole seconds. A fractional DURATION
+# (QUICK's short warm-ups) kills wrk after that time instead: its report is lost, which
+# only a warm-up can afford (stopping it with SIGINT is not reliable: a signal that
+# lands on one of its worker threads stops the workers, but the main thread sleeps out
+# the whole -d and reports that time as the run's duration).
 bench__wrk() {
   local out=$1 dur=$2 url=$3 conns=$4 close=$5 paths=$6 stop=() rc=0
   if [[ ! $dur =~ ^[0-9]+$ ]]; then
-    stop=(timeout -s INT -k 10 "$dur")
+    stop=(timeout -s KILL "$dur")
     dur=$((${dur%.*} + 2))
   fi
   tb_c env BENCH_PATHS="$paths" BENCH_CLOSE="$close" BENCH_SEED="$BENCH_SEED" \
@@ -222,7 +224,7 @@ bench__wrk() {
     -s "$BENCH_HERE/wrk/bench.lua" "$url" >"$out" 2>&1 || rc=$?
   # /usr/bin/time notes a non-zero status on the first line of OUT.time.
   sed -i '/^Command exited with non-zero status/d' "$out.time"
-  ((rc == 0 || (rc == 124 && ${#stop[@]} > 0))) || tb_fail "wrk failed (status $rc): $(tail -n 5 "$out")"
+  ((rc == 0 || (rc == 137 && ${#stop[@]} > 0))) || tb_fail "wrk failed (status $rc): $(tail -n 5 "$out")"
 }
 
 # bench__spans T0 T1 ...: the differences of µs stamps, as "prep 1.2 quiet 0.0 ..."
