@@ -71,8 +71,8 @@ bench__dp_prog_id() {
     jq -r '[.[] | .options.prog.id? // empty] | first // empty' 2>/dev/null || true
 }
 
-# The daemons' status (their sockets, the datapath program's statistics) and the FE's
-# interface counters, read in parallel into $BENCH_RAW/.snap.*.
+# The daemons' status (their sockets, the datapath program's statistics), read in
+# parallel into $BENCH_RAW/.snap.*.
 bench__status_files() {
   local tmp=$BENCH_RAW/.snap k jobs=()
   rm -f "$tmp".*
@@ -89,8 +89,6 @@ bench__status_files() {
     tb_status_json "be$k" >"$tmp.be$k" 2>/dev/null &
     jobs+=($!)
   done
-  tb_iface_tx_bytes "$TB_NS_FE" >"$tmp.tx"
-  tb_iface_rx_bytes "$TB_NS_FE" >"$tmp.rx"
   for k in "${jobs[@]}"; do wait "$k" || true; done
 }
 
@@ -120,11 +118,21 @@ bench__snapshot() {
   done
   bench__cpu_sum "${BENCH_KSOFTIRQD[@]}"
   ksoft=$BENCH_SUM
+  # The FE's eth0 counters, from the balancer's own view of its namespace (no process
+  # to start); none for direct, which has no balancer.
+  local fe_tx="" fe_rx="" line f
+  if [[ -n $fe_pid && -r /proc/$fe_pid/net/dev ]]; then
+    while read -r line; do
+      [[ $line == eth0:* ]] || continue
+      read -ra f <<<"${line#eth0:}"
+      fe_rx=${f[0]} fe_tx=${f[8]}
+    done <"/proc/$fe_pid/net/dev"
+  fi
   [[ $kind != after ]] || bench__status_files
   for ((k = 1; k <= TB_N_BE; k++)); do [[ ! -e $tmp.be$k ]] || bes+=("$(<"$tmp.be$k")"); done
   jq -n --arg t "$t" --arg ticks "$ticks" --argjson fe_ns "$fe_ns" --arg bed_ns "$bed_ns" \
     --arg be_ns "$be_ns" --arg ksoftirqd_ns "$ksoft" \
-    --arg fe_tx "$(cat "$tmp.tx" 2>/dev/null)" --arg fe_rx "$(cat "$tmp.rx" 2>/dev/null)" \
+    --arg fe_tx "$fe_tx" --arg fe_rx "$fe_rx" \
     --arg fe_js "$(cat "$tmp.fe" 2>/dev/null)" --arg bpf_js "$(cat "$tmp.bpf" 2>/dev/null)" \
     --args '
       def parse: if . == "" then null else (try fromjson catch null) end;
