@@ -18,7 +18,9 @@ Result<ListenSocket> ListenSocket::open(const sockaddr_in& addr, int backlog, bo
   if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
     return sys_error("bind " + endpoint_str(addr));
   if (listen(fd.get(), backlog) != 0) return sys_error("listen " + endpoint_str(addr));
-  return ListenSocket(std::move(fd));
+  ListenSocket l(std::move(fd));
+  l.addr_ = addr;
+  return l;
 }
 
 void ListenSocket::attach(int epfd, void* tag) {

@@ -45,11 +45,15 @@ class ListenSocket {
   bool paused() const { return paused_until_ != 0; }
   uint64_t pauses() const { return pauses_; }  // how often it paused, for counters
   int fd() const { return fd_.get(); }
+  // The address open() bound: the local address of every connection accepted when it
+  // is a specific one (not INADDR_ANY), without a getsockname() per connection.
+  const sockaddr_in& address() const { return addr_; }
 
  private:
   void arm(bool on);
 
   UniqueFd fd_;
+  sockaddr_in addr_{};
   int epfd_ = -1;
   void* tag_ = nullptr;
   uint64_t paused_until_ = 0;

@@ -66,6 +66,7 @@ struct Worker::ClientConn : Item {
   uint64_t progress = 0;       // local node: bytes sent + requests at the last check
   uint64_t progress_at = 0;    // ... and when that last changed
   handoff::Sender move;        // the handoff attempt under way (state Sent while Handing)
+  bool watched = false;        // in the worker's epoll set
 };
 
 struct Worker::ControlConn : Item {
@@ -282,15 +283,18 @@ void Worker::on_accept(ListenSocket& l) {
     c->fd = l.accept(&c->peer, now);
     if (l.pauses() != pauses) sh_.counters.inc(Counter::accept_paused);
     if (!c->fd.valid()) return;
-    socklen_t len = sizeof c->local;
-    getsockname(c->fd.get(), reinterpret_cast<sockaddr*>(&c->local), &len);
+    c->local = l.address();  // bound to the VIP and the port: no getsockname()
     sh_.counters.inc(Counter::accepted);
     c->deadline = monotonic_ns() + snap_->cfg->frontend.header_timeout_ms * kMs;
     c->buf.reserve(2048);
-    epoll_set(EPOLL_CTL_ADD, c->fd.get(), EPOLLIN | EPOLLRDHUP, c.get());
     ClientConn* raw = c.get();
     clients_.emplace(raw, std::move(c));
-    on_client(*raw, EPOLLIN);  // the request often arrives with the ACK
+    // The request often arrives with the ACK: read it at once, and enter the epoll set
+    // only if more is to come. A connection handed off from here never enters it (two
+    // epoll_ctl calls fewer per connection).
+    on_client(*raw, EPOLLIN);
+    if (clients_.count(raw) && raw->state != ClientConn::Handing && !raw->watched)
+      watch(*raw, EPOLLIN | EPOLLRDHUP);
   }
 }
 
@@ -412,9 +416,19 @@ void Worker::on_local(ClientConn& c, uint32_t events) {
   bool want_write = w == Want::Write;
   if (want_write != c.want_write) {
     c.want_write = want_write;
-    epoll_set(EPOLL_CTL_MOD, c.fd.get(), want_write ? uint32_t(EPOLLOUT) : EPOLLIN | EPOLLRDHUP,
-              &c);
+    watch(c, want_write ? uint32_t(EPOLLOUT) : EPOLLIN | EPOLLRDHUP);
   }
+}
+
+void Worker::watch(ClientConn& c, uint32_t events) {
+  epoll_set(c.watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c.fd.get(), events, &c);
+  c.watched = true;
+}
+
+void Worker::unwatch(ClientConn& c) {
+  if (!c.watched) return;
+  epoll_set(EPOLL_CTL_DEL, c.fd.get(), 0, &c);
+  c.watched = false;
 }
 
 void Worker::start_handoff(ClientConn& c, BackendState& be) {
@@ -433,7 +447,7 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
   c.be = &be;
   // Steps 1-3 (handoff/sender.hpp): FORWARD, export, HANDOFF. Out of the epoll set
   // meanwhile: the socket is in repair mode.
-  epoll_set(EPOLL_CTL_DEL, c.fd.get(), 0, &c);
+  unwatch(c);
   Port port(*this, be, c.rule);
   const handoff::MovingConn mc{c.fd.get(), c.local, c.peer, c.key};
   using Outcome = handoff::Sender::Outcome;
@@ -448,7 +462,7 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
     sh_.counters.inc(full ? Counter::flow_table_full : Counter::handoff_failed);
     if (!full)
       spdlog::warn("handoff of {}: {}", endpoint_str(c.peer), handoff::Sender::describe(o));
-    epoll_set(EPOLL_CTL_ADD, c.fd.get(), EPOLLIN | EPOLLRDHUP, &c);
+    watch(c, EPOLLIN | EPOLLRDHUP);
     reply_and_close(c, 503,
                     full                            ? "flow-table-full"
                     : o == Outcome::ExportFailed    ? "export-failed"
@@ -517,7 +531,7 @@ void Worker::take_back(ClientConn& c) {
   pending_.erase(c.id);
   c.buf.resize(c.consumed);
   c.state = ClientConn::Reading;
-  epoll_set(EPOLL_CTL_ADD, c.fd.get(), EPOLLIN | EPOLLRDHUP, &c);
+  watch(c, EPOLLIN | EPOLLRDHUP);
 }
 
 void Worker::attempt_failed(ClientConn& c, bool tell_be) {
@@ -561,7 +575,7 @@ Worker::CommittedMap::iterator Worker::release(CommittedMap::iterator it) {
 
 void Worker::destroy(ClientConn& c) {
   if (c.quota) sh_.client_quota.release(c.peer.sin_addr.s_addr);
-  if (c.fd.valid()) epoll_set(EPOLL_CTL_DEL, c.fd.get(), 0, &c);
+  if (c.fd.valid()) unwatch(c);
   clients_.erase(&c);
 }
 

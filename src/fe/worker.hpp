@@ -57,6 +57,9 @@ class Worker {
   // A handoff attempt failed on the BE's side: retry elsewhere once, else 503.
   void attempt_failed(ClientConn& c, bool tell_be);
   void take_back(ClientConn& c);
+  // The client socket in the epoll set (added or modified) / out of it, if it was in.
+  void watch(ClientConn& c, uint32_t events);
+  void unwatch(ClientConn& c);
   void reply_and_close(ClientConn& c, int status, const char* outcome);
   void destroy(ClientConn& c);
   void access(const ClientConn& c, const char* outcome, uint64_t handoff_ns = 0);
