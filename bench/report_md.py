@@ -228,6 +228,11 @@ def lines_locality(results, runs):
 
 def lines_rounds(meta):
     q, n = meta["quiet_load_cpus"], meta.get("rounds", 1)
+    if "rounds" not in meta:  # raw data from before the rounds (one block per system)
+        return [f"- **Each run**: {meta['warmup_s']} s warm-up, then {meta['duration_s']} s measured with wrk "
+                "(threads = vCPUs), one run per system and workload, each system's workloads in one block; "
+                f"a run during which other work used more than {q} CPUs was repeated (at most "
+                f"{meta['retries']} times) and the least disturbed attempt kept."]
     return [
         f"- **Runs**: for each workload the systems take turns, in {n} round{'s' if n != 1 else ''} "
         "(A B C, then B C A, then C A B, ...: outside load drifting over minutes falls on every "
@@ -239,7 +244,7 @@ def lines_rounds(meta):
         "how much CPU other work takes during each run (the bed's processes and the client subtracted "
         "from the machine's busy time). "
         + (f"When other work took more than {q} CPUs during a run's warm-up, the bench waits (at most "
-           f"{meta['quiet_wait_max_s']} s per run) for a second in which it takes less; a run during which "
+           f"{meta.get('quiet_wait_max_s', '–')} s per run) for a second in which it takes less; a run during which "
            f"other work used more was repeated (at most {meta['retries']} times, {meta['retry_budget']} "
            f"repeats in all; {meta['repeated_runs']} this time) and the least disturbed attempt kept."
            if meta.get("quiet_wait_max_s") or meta["retries"] else
