@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -177,10 +178,13 @@ unsigned Link::receive(std::vector<Message>& msgs) {
   unsigned r = 0;
   size_t budget = kReadBudget;
   while (budget > 0 && fd_.valid()) {
-    const size_t old = in_.size(), want = std::min<size_t>(budget, 65536);
-    in_.resize(old + want);
-    const ssize_t n = recv(fd_.get(), in_.data() + old, want, MSG_DONTWAIT);
-    in_.resize(old + size_t(std::max<ssize_t>(n, 0)));
+    // Into a scratch buffer, then appended: growing in_ by 64 KiB before each recv()
+    // zero-filled 64 KiB per call, twice per wake-up (the read and the EAGAIN), on the
+    // handoff's path.
+    thread_local std::array<char, 65536> scratch;
+    const size_t want = std::min<size_t>(budget, scratch.size());
+    const ssize_t n = recv(fd_.get(), scratch.data(), want, MSG_DONTWAIT);
+    if (n > 0) in_.append(scratch.data(), size_t(n));
     if (n == 0) {
       fail(Failure::PeerClosed, "closed by the peer");
       break;
