@@ -170,6 +170,21 @@ Status Datapath::remove(const FlowKey& key) {
   return {};
 }
 
+Status Datapath::mark_closed(const FlowKey& key, uint32_t backend, const Mac& be_mac,
+                             const Mac& fe_mac, uint64_t now_ns) {
+  tcpha_flow_value v{};
+  v.state = TCPHA_FLOW_FORWARD;
+  v.flags = TCPHA_FLOW_F_BE_CLOSED;
+  v.backend = backend;
+  std::memcpy(v.dmac, be_mac.data(), sizeof v.dmac);
+  std::memcpy(v.smac, fe_mac.data(), sizeof v.smac);
+  v.last_seen_ns = now_ns;
+  v.closing_ns = now_ns;
+  if (int rc = bpf_map_update_elem(flows_fd(), &key, &v, BPF_EXIST); rc < 0 && rc != -ENOENT)
+    return Error{-rc, "mark closed " + key_str(key)};
+  return {};
+}
+
 Status Datapath::mark_closing(const FlowKey& key, uint64_t now_ns) {
   auto v = lookup(key);
   if (!v || (v->flags & TCPHA_FLOW_F_BE_CLOSED)) return {};

@@ -4,6 +4,7 @@
 // (`ip netns exec` remounts /sys, so /sys/fs/bpf cannot be relied upon). Flows are
 // aged out by FlowGc (flow_gc.hpp); the rules are at the top of datapath.bpf.c.
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -59,6 +60,18 @@ class Datapath {
   // (first report wins). From then on a SYN on the 4-tuple replaces the flow, and
   // FlowGc removes it once the linger has passed. A flow that is gone is fine.
   Status mark_closing(const FlowKey& key, uint64_t now_ns);
+  // The same in one map update, for a caller that knows where the flow points: the flow
+  // is rewritten whole (its packet and byte counts and FIN/RST flags, which only
+  // statistics read, start again; last_seen becomes now_ns). A flow that is gone stays
+  // gone.
+  Status mark_closed(const FlowKey& key, uint32_t backend, const Mac& be_mac, const Mac& fe_mac,
+                     uint64_t now_ns);
+  // Flow GC deletions (FlowGc): odd while a pass that may delete is under way, bumped
+  // at its start and end. A handoff that read the same even value when it created its
+  // flow and at COMMIT knows no GC deletion can have hit it, and need not look it up.
+  uint64_t gc_epoch() const { return gc_epoch_.load(); }
+  void gc_pass_begins() { gc_epoch_.fetch_add(1); }
+  void gc_pass_ends() { gc_epoch_.fetch_add(1); }
   // How long a FORWARD flow must be idle before a SYN may replace it (the
   // program's tcpha_linger_ns; TCPHA_DEFAULT_LINGER_NS until set). Takes effect
   // for the next packet.
@@ -97,6 +110,7 @@ class Datapath {
   std::unique_ptr<tcpha_dp, SkelDeleter> skel_;
   int ifindex_ = 0;  // 0: not attached
   bool created_qdisc_ = false;
+  std::atomic<uint64_t> gc_epoch_{0};
   bool attached_ = false;
 };
 

@@ -66,6 +66,14 @@ size_t FlowGc::read_batch(bool& end) {
 }
 
 void FlowGc::remove_doomed(uint64_t now_ns, const FlowLimits& limits, GcStats& st) {
+  if (doomed_.empty()) return;
+  // From the first look below to the last delete, a flow created meanwhile for the same
+  // 4-tuple may be deleted: handoffs look their flow up again then (Datapath::gc_epoch).
+  dp_.gc_pass_begins();
+  struct End {
+    Datapath& dp;
+    ~End() { dp.gc_pass_ends(); }
+  } end{dp_};
   const int fd = dp_.flows_fd();
   confirmed_.clear();
   why_.clear();

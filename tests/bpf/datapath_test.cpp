@@ -987,6 +987,50 @@ TEST_F(DatapathTest, GcDecidesAgainBeforeDeleting) {
   for (uint32_t i = 0; i < kFlows; ++i) ASSERT_EQ(bool(dp_->lookup(keys[i])), i % 4 < 2) << i;
 }
 
+// A handoff that created its flow and finds the same even epoch at COMMIT skips the
+// lookup (fe/worker.cpp): the epoch must be odd while a pass may delete, and move on.
+TEST_F(DatapathTest, GcEpochIsOddWhileAPassDeletes) {
+  constexpr uint64_t now = 1000 * kSec;
+  put(client_key(1), flow(TCPHA_FLOW_FORWARD, now - 400 * kSec));  // idle: deleted
+  FlowGc gc(*dp_);
+  const uint64_t e0 = dp_->gc_epoch();
+  EXPECT_EQ(e0 % 2, 0u);
+  uint64_t during = 0;
+  gc.after_read = [&] { during = dp_->gc_epoch(); };
+  auto st = gc.sweep(now, kLimits);
+  EXPECT_EQ(st.removed_idle, 1u);
+  const uint64_t e1 = dp_->gc_epoch();
+  EXPECT_EQ(e1 % 2, 0u);
+  EXPECT_GT(e1, e0) << "a pass that deleted moved the epoch on";
+  EXPECT_EQ(during, e0) << "reading alone does not";
+  // A pass with nothing to delete leaves it alone (no lookup forced on handoffs).
+  put(client_key(2), flow(TCPHA_FLOW_FORWARD, now));
+  gc.sweep(now, kLimits);
+  EXPECT_EQ(dp_->gc_epoch(), e1);
+}
+
+// The FE's CLOSED in one map update: the flow keeps pointing where it did, closed now.
+TEST_F(DatapathTest, MarkClosedRewritesTheFlowInOneUpdate) {
+  forward_client();
+  run(tcp4(kAck));
+  ASSERT_TRUE(dp_->mark_closed(client_key(), 3, kBeMac, kFeMac, 5000));
+  auto v = dp_->lookup(client_key());
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->state, TCPHA_FLOW_FORWARD);
+  EXPECT_EQ(v->flags, TCPHA_FLOW_F_BE_CLOSED);
+  EXPECT_EQ(v->closing_ns, 5000u);
+  EXPECT_EQ(v->last_seen_ns, 5000u);
+  EXPECT_EQ(v->backend, 3u);
+  EXPECT_EQ(0, std::memcmp(v->dmac, kBeMac.data(), 6));
+  EXPECT_EQ(0, std::memcmp(v->smac, kFeMac.data(), 6));
+  // A SYN may now replace it, as after mark_closing.
+  EXPECT_EQ(run(tcp4(kSyn)).verdict, TC_ACT_OK);
+  EXPECT_FALSE(dp_->lookup(client_key()));
+  // A flow that is gone stays gone.
+  EXPECT_TRUE(dp_->mark_closed(client_key(9), 3, kBeMac, kFeMac, 5000));
+  EXPECT_FALSE(dp_->lookup(client_key(9)));
+}
+
 TEST_F(DatapathTest, GcThreadSetsTheLingerSweepsAndReports) {
   constexpr uint64_t s = kSec;
   forward_client();
