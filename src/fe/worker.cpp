@@ -67,6 +67,7 @@ struct Worker::ClientConn : Item {
   uint64_t progress_at = 0;    // ... and when that last changed
   handoff::Sender move;        // the handoff attempt under way (state Sent while Handing)
   bool watched = false;        // in the worker's epoll set
+  uint64_t gc_epoch = 0;       // Datapath::gc_epoch() when the handoff created its flow
 };
 
 struct Worker::ControlConn : Item {
@@ -119,12 +120,18 @@ class Worker::Load final : public sched::LoadView {
 // all workers) and this worker's control link to it.
 class Worker::Port final : public handoff::SenderPort {
  public:
-  Port(Worker& w, BackendState& b, int rule = -1) : w_(w), b_(b), rule_(rule) {}
+  // epoch: where the connection keeps the flow GC's epoch of its forward() (null: none).
+  Port(Worker& w, BackendState& b, int rule = -1, uint64_t* epoch = nullptr)
+      : w_(w), b_(b), rule_(rule), epoch_(epoch) {}
   Status forward(const tcpha_flow_key& key) override {
     Mac be_mac = BackendState::unpack(b_.mac.load(std::memory_order_relaxed));
+    if (epoch_) *epoch_ = w_.sh_.dp->gc_epoch();
     return w_.sh_.dp->point(key, b_.uid, be_mac, w_.sh_.fe_mac);
   }
   void confirm_forward(const tcpha_flow_key& key) override {
+    // No GC pass that deletes ran since forward(): the entry is there (only the GC and
+    // a SYN on a finished flow delete entries, and this one is neither).
+    if (epoch_ && *epoch_ % 2 == 0 && w_.sh_.dp->gc_epoch() == *epoch_) return;
     if (w_.sh_.dp->lookup(key)) return;
     w_.sh_.counters.inc(Counter::flow_restored);
     if (auto s = forward(key); !s) spdlog::error("flow of handoff lost: {}", s.error().message());
@@ -152,6 +159,7 @@ class Worker::Port final : public handoff::SenderPort {
   Worker& w_;
   BackendState& b_;
   int rule_;  // the rule the request was routed by, for the BE's drain and rebalance
+  uint64_t* epoch_;
 };
 
 Worker::Worker(Shared& shared, uint32_t index)
@@ -315,24 +323,24 @@ void Worker::on_client(ClientConn& c, uint32_t events) {
     // Never read more than one byte past the limit: enough for the parser to say 431.
     size_t old = c.buf.size();
     size_t room = fcfg.max_header_bytes + 1 - std::min<size_t>(old, fcfg.max_header_bytes);
-    size_t want = std::min<size_t>(room, 16384);
-    c.buf.resize(old + want);
-    ssize_t n = recv(c.fd.get(), c.buf.data() + old, want, 0);
+    // Into the worker's scratch buffer, then appended: growing buf to the read's size
+    // first would zero-fill 16 KiB per read (the profile showed that memset and the
+    // allocator's madvise per connection).
+    size_t want = std::min<size_t>(room, sizeof read_buf_);
+    ssize_t n = recv(c.fd.get(), read_buf_, want, 0);
     if (n == 0 && old > 0) {
       // A half-close right after the request (`printf ... | nc`) is legal: the
       // request is still answered, by whoever gets the connection.
-      c.buf.resize(old);
       c.peer_fin = true;
       break;
     }
     if (n <= 0) {
-      c.buf.resize(old);
       if (n < 0 && errno == EAGAIN) break;
       sh_.counters.inc(Counter::client_gone);
       destroy(c);
       return;
     }
-    c.buf.resize(old + size_t(n));
+    c.buf.append(read_buf_, size_t(n));
     if (size_t(n) < want || c.buf.size() > fcfg.max_header_bytes) break;
   }
   if (c.buf.empty()) return;
@@ -448,7 +456,7 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
   // Steps 1-3 (handoff/sender.hpp): FORWARD, export, HANDOFF. Out of the epoll set
   // meanwhile: the socket is in repair mode.
   unwatch(c);
-  Port port(*this, be, c.rule);
+  Port port(*this, be, c.rule, &c.gc_epoch);
   const handoff::MovingConn mc{c.fd.get(), c.local, c.peer, c.key};
   using Outcome = handoff::Sender::Outcome;
   const Outcome o = c.move.start(port, mc, c.id, c.buf);
@@ -494,7 +502,7 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
   uint64_t ready_at = monotonic_ns();
   // Step 4: COMMIT. The flow points at the BE since step 1, and the BE has served the
   // request since its import; our socket is still in repair mode and closes silently.
-  Port port(*this, b);
+  Port port(*this, b, -1, &c.gc_epoch);
   using Outcome = handoff::Sender::Outcome;
   switch (c.move.on_ready(port, status)) {
     case Outcome::Ok:
@@ -563,6 +571,13 @@ void Worker::reply_and_close(ClientConn& c, int status, const char* outcome) {
   c.state = ClientConn::Closing;
   c.deadline = monotonic_ns() + kCloseLingerNs;
   c.buf.clear();
+}
+
+// The BE reported the connection over: the flow's linger starts (one map update: we
+// know where it points).
+void Worker::mark_closed(const Committed& c) {
+  const Mac mac = BackendState::unpack(c.be->mac.load(std::memory_order_relaxed));
+  (void)sh_.dp->mark_closed(c.key, c.be->uid, mac, sh_.fe_mac, monotonic_ns());
 }
 
 // Forgets a handed-off connection (closed, or its BE's link lost): its BE's active
@@ -719,7 +734,7 @@ void Worker::on_closed(ControlConn& cc, const proto::ClosedMsg& cl) {
     early_closed_[cl.id] = EarlyClosed{cc.be, monotonic_ns()};
     return;
   }
-  (void)sh_.dp->mark_closing(it->second.key, monotonic_ns());
+  mark_closed(it->second);
   release(it);
 }
 
@@ -765,7 +780,7 @@ void Worker::on_repoint(ControlConn& cc, const proto::RepointMsg& m) {
   if (status == 0) {
     auto e = early_closed_.find(m.id);
     if (e != early_closed_.end() && e->second.be == to) {
-      (void)sh_.dp->mark_closing(it->second.key, monotonic_ns());
+      mark_closed(it->second);
       release(it);
     }
     if (e != early_closed_.end()) early_closed_.erase(e);

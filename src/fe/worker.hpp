@@ -93,6 +93,7 @@ class Worker {
     uint32_t seq = 0;  // the owner's move number (REPOINT): 0 after our own handoff
   };
   using CommittedMap = std::unordered_map<uint64_t, Committed>;
+  void mark_closed(const Committed& c);
   CommittedMap committed_;  // handed off, until CLOSED
   // CLOSEDs from a BE that does not own the connection yet: it may have moved there
   // and its REPOINT (from the previous owner, on another link) is still on its way.
@@ -104,6 +105,7 @@ class Worker {
   std::unordered_map<uint64_t, EarlyClosed> early_closed_;
   CommittedMap::iterator release(CommittedMap::iterator it);
   uint64_t next_id_ = 1;
+  char read_buf_[16384];  // on_client's reads, appended to the connection's buffer
   uint64_t next_tick_ = 0;
   bool stopping_ = false;
 };
