@@ -16,7 +16,9 @@ HEARTBEAT_MS=100
 DEAD_MS=500
 MARGIN_MS=500 # the FE's timer granularity and scheduling
 HANDOFF_TIMEOUT_MS=500
-SETTLE_S=$(awk -v ms=$((HANDOFF_TIMEOUT_MS + 200)) 'BEGIN { print ms / 1000 }') # attempt in flight ends
+# An attempt in flight at the mark ends with its lease: the handoff timeout plus the
+# age of be2's last heartbeat then, at most twice the timeout (handoff/sender.hpp).
+SETTLE_S=$(awk -v ms=$((2 * HANDOFF_TIMEOUT_MS + 200)) 'BEGIN { print ms / 1000 }')
 TB_CLUSTER_EXTRA=$(printf 'heartbeat_ms = %d\ndead_after_ms = %d' "$HEARTBEAT_MS" "$DEAD_MS")
 TB_FE_EXTRA="handoff_timeout_ms = $HANDOFF_TIMEOUT_MS"
 tb_cluster_up 3
@@ -43,7 +45,7 @@ kill -STOP "${TB_PID[be2]}"
 t_stop=$(tb__now_ms)
 # Watches the FE's view of be2 while the requests below run. Writes the line
 # "MS_AFTER_STOP STATE HANDOFFS FAILURES AGE" to down when it first reads "down", and
-# to settled once an attempt begun before the mark has had its handoff timeout.
+# to settled once an attempt begun before the mark has had its lease.
 (
   set +e
   trap - ERR EXIT
@@ -90,7 +92,7 @@ read -r state h f age <<<"$(be2_view)"
 [[ $state == down ]] || tb_fail "be2 is '$state' while still stopped"
 ((age > DEAD_MS)) || tb_fail "be2 is down but its heartbeat age is only $age ms"
 # The client is sequential: at most one attempt was in flight at the mark, and it
-# ends (fails) within the handoff timeout. Nothing may change after that.
+# ends (fails) within its lease. Nothing may change after that.
 ((h_set == h_down && f_set - f_down <= 1)) ||
   tb_fail "be2 after the mark: handoffs $h_down -> $h_set, failures $f_down -> $f_set (at most 1 attempt in flight)"
 ((h == h_set && f == f_set)) ||
