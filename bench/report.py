@@ -22,7 +22,7 @@ import sys
 import report_md
 from report_md import WORKLOAD_TEXT
 
-SYSTEMS = ["tcpha", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
+SYSTEMS = ["tcpha", "tcpha-base", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
 BALANCERS = ["tcpha", "tcpha-relay", "tcpha-relay-unix", "haproxy"]
 RELAYS = ["tcpha-relay", "tcpha-relay-unix"]
 # Response sizes of the keep-alive workloads (throughput against size).
@@ -392,9 +392,9 @@ def ratios(runs, q):
              "latency_p99": ("latency_us", "p99"), "latency_p50": ("latency_us", "p50"),
              "fe_cpu_s_per_gb": ("fe_cpu_s_per_gb",)}
     for (system, w), r in runs.items():
-        if system not in ("tcpha", *RELAYS):
+        if system not in ("tcpha", "tcpha-base", *RELAYS):
             continue
-        for ref in ("haproxy", "direct"):
+        for ref in ("haproxy", "direct", "tcpha-base") if system == "tcpha" else ("haproxy", "direct"):
             b = runs.get((ref, w))
             if not b:
                 continue

@@ -2,7 +2,7 @@
 
 ORDER = ["ka-1k", "ka-10k", "ka-100k", "ka-1m", "ka-10m", "close-1k", "lat-1k", "mix", "browse-all",
          "browse-part", "browse-part-1"]
-SYSTEMS = ["tcpha", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
+SYSTEMS = ["tcpha", "tcpha-base", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
 WORKLOAD_TEXT = {
     "ka-1k": "1 KB, keep-alive",
     "ka-10k": "10 KB, keep-alive",
@@ -121,11 +121,14 @@ def lines_workload(results, runs, w):
                    f"| {sig(r.get('bed_cpu_s_per_gb'))} | {errs} | {loads(r, q)} |")
     ratios = []
     rw = (results.get("ratios") or {}).get(w) or {}
-    for s in ("tcpha", "tcpha-relay", "tcpha-relay-unix"):
-        for ref in ("haproxy", "direct"):
+    for s in ("tcpha", "tcpha-base", "tcpha-relay", "tcpha-relay-unix"):
+        for ref in ("haproxy", "direct", "tcpha-base"):
             t = ratio_text(rw.get(f"{s}/{ref}") or {}, "requests_per_s")
             if t:
                 ratios.append(f"{s}/{ref} {t}")
+        t = ratio_text(rw.get(f"{s}/tcpha-base") or {}, "latency_p50", lambda v: f"{v:.2f}x")
+        if t:
+            ratios.append(f"{s}/tcpha-base client latency p50 {t}")
         t = ratio_text(rw.get(f"{s}/haproxy") or {}, "fe_cpu_s_per_gb", lambda v: f"{v:.3f}x")
         if t:
             ratios.append(f"{s}/haproxy FE CPU per GB {t}")

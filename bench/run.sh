@@ -25,7 +25,9 @@
 # run), BENCH_RETRY_BUDGET (repeats in all), BENCH_QUIET_MAX/BENCH_QUIET_BUDGET (s of
 # waiting for a quiet machine, per run / in all), BENCH_QUIET_LOAD (CPUs of other work
 # that make a run disturbed), BENCH_PROFILE (0: no profiles), BENCH_PROFILE_WORKLOADS,
-# BENCH_PROFILE_SYSTEMS, BENCH_PROFILE_DURATION, BENCH_PROFILE_HZ, BENCH_OUT.
+# BENCH_PROFILE_SYSTEMS, BENCH_PROFILE_DURATION, BENCH_PROFILE_HZ, BENCH_OUT,
+# BENCH_BASE_TCPHA (another tcpha binary: the system tcpha-base runs it exactly like
+# tcpha, in the same rounds, for before/after figures; not in the default systems).
 set -euo pipefail
 shopt -s inherit_errexit
 BENCH_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -41,6 +43,7 @@ source "$BENCH_HERE/lib/profile.sh"
 tb_require_root
 tb_require_cmd wrk jq curl tc bpftool "$NGINX" "$HAPROXY" /usr/bin/time python3
 tb_require_tcpha
+BENCH_MAIN_TCPHA=$TB_TCPHA
 
 # The settings this run was given, for the record (before defaults fill them in).
 BENCH_GIVEN=$(env | grep -E '^(QUICK|BENCH_[A-Z_]+|CACHE_MB|LOC_WARMUP|MICRO_FILTER)=' | sort | tr '\n' ' ' || true)
@@ -210,7 +213,10 @@ relay_usable() { # MODE
 for system in $BENCH_SYSTEMS; do
   case $system in
     tcpha | tcpha-relay | tcpha-relay-unix | haproxy | direct) ;;
-    *) tb_fail "unknown system '$system' (tcpha tcpha-relay tcpha-relay-unix haproxy direct)" ;;
+    tcpha-base)
+      [[ -x ${BENCH_BASE_TCPHA:-} ]] || tb_fail "system tcpha-base needs BENCH_BASE_TCPHA (another tcpha binary)"
+      ;;
+    *) tb_fail "unknown system '$system' (tcpha tcpha-base tcpha-relay tcpha-relay-unix haproxy direct)" ;;
   esac
 done
 # nginx serves the relays, HAProxy and direct: up on every BE for the whole bench (an

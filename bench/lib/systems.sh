@@ -165,8 +165,12 @@ bench_tcpha_fe() {
 bench_use() {
   local system=$1 routing=$2
   case $system in
-    tcpha | tcpha-relay | tcpha-relay-unix)
+    tcpha | tcpha-base | tcpha-relay | tcpha-relay-unix)
       bench_haproxy_stop
+      # tcpha-base: the same with another binary (BENCH_BASE_TCPHA), for before/after
+      # figures of the same rounds. The agents are fresh for every run anyway.
+      TB_TCPHA=$BENCH_MAIN_TCPHA
+      [[ $system == tcpha-base ]] && TB_TCPHA=$BENCH_BASE_TCPHA
       local mode=builtin
       [[ $system == tcpha-relay ]] && mode=relay
       [[ $system == tcpha-relay-unix ]] && mode=relay-unix
