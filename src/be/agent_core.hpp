@@ -299,9 +299,10 @@ class Agent {
   std::array<std::atomic<uint64_t>, size_t(Counter::count)> counters_{};
   std::atomic<int64_t> active_{0};
   LatencyHistogram import_latency_;  // HANDOFF decoded -> READY sent
-  // The sender's export (TcpState::exported_ns, its clock) -> serving here: the
-  // handoff's latency as the client sees it, measurable where sender and target share
-  // a clock (one host: the test beds and the benchmark); other values are skipped.
+  // The request complete at the sender (HandoffMsg::origin_ns, else its export; its
+  // clock) -> serving here: the handoff's latency as the client sees it, measurable
+  // where sender and target share a clock (one host: the test beds and the benchmark);
+  // other values are skipped.
   LatencyHistogram takeover_latency_;
   handoff::RepairSockets spare_sockets_;  // imports: socket() + TCP_REPAIR done ahead
   // Multi-handoff (moves.cpp); all empty when the cluster file has no [[rule]] (every

@@ -79,8 +79,8 @@ void Agent::on_handoff(ControlConn& cc, proto::HandoffMsg& h) {
   cc.link.send(proto::ReadyMsg{h.id, 0});
   const uint64_t live = monotonic_ns();
   import_latency_.record_ns(live - t0);
-  if (live > h.state.exported_ns && live - h.state.exported_ns < 10'000 * kMs)
-    takeover_latency_.record_ns(live - h.state.exported_ns);
+  const uint64_t origin = h.origin_ns ? h.origin_ns : h.state.exported_ns;
+  if (live > origin && live - origin < 10'000 * kMs) takeover_latency_.record_ns(live - origin);
   PendingImport imp{std::move(*fd), end, (h.state.flags & handoff::kStatePeerFin) != 0, h.rule,
                     h.seq, !h.request.empty()};
   imp.local = ipv4_endpoint(h.state.local_addr, h.state.local_port);

@@ -69,8 +69,10 @@ class Agent::PeerPort final : public handoff::SenderPort {
     // connection back (move_deadline).
     const PeerLoad& l = a_.peer_load_[p_.index];
     lease_ms = handoff::lease_ms(a_.cfg_.frontend.handoff_timeout_ms, l.beat_at, monotonic_ns());
-    return p_.link.send(proto::HandoffMsg{id, st, bytes, rule_, seq_, l.beat_ns, lease_ms});
+    return p_.link.send(
+        proto::HandoffMsg{id, st, bytes, rule_, seq_, l.beat_ns, lease_ms, origin_ns});
   }
+  uint64_t origin_ns = 0;  // the router said move (0: an idle move), for the takeover latency
   uint32_t lease_ms = 0;  // of the last HANDOFF sent
   bool send_commit(uint64_t id) override { return p_.link.send(proto::CommitMsg{id}); }
   void send_abort(uint64_t id) override { p_.link.send(proto::AbortMsg{id}); }
@@ -250,6 +252,7 @@ void Agent::start_move(HttpConn& h, uint64_t now) {
   // The rule travels: the request's (the target routes it again anyway), or for an
   // idle connection the last one, so that a drain there keeps it in its group.
   PeerPort port(*this, *p, h.rule, h.move_seq + 1);
+  if (!h.session.buffered().empty()) port.origin_ns = h.move_wanted;  // not an idle move
   const handoff::MovingConn mc{h.fd.get(), h.local, h.peer,
                                datapath::make_key(h.peer.sin_addr.s_addr, h.peer.sin_port,
                                                   h.local.sin_addr.s_addr, h.local.sin_port)};

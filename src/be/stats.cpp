@@ -97,7 +97,7 @@ void Agent::report(StatsView& v) const {
   v.latency("import_latency", "HANDOFF received to READY sent (import, serving from then)",
             import_latency_);
   v.latency("takeover_latency",
-            "the sender's export to serving here (same host only: the sender's clock)",
+            "the request complete at the sender to serving here (same host only: the sender's clock)",
             takeover_latency_);
   v.latency("move_latency", "a later request routed elsewhere to COMMIT queued (multi-handoff)",
             move_latency_);

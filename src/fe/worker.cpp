@@ -145,8 +145,9 @@ class Worker::Port final : public handoff::SenderPort {
     lease_ms = handoff::lease_ms(w_.snap_->cfg->frontend.handoff_timeout_ms, it->second->beat_at,
                                  monotonic_ns());
     return it->second->link.send(
-        proto::HandoffMsg{id, st, bytes, rule_, 0, it->second->beat_ns, lease_ms});
+        proto::HandoffMsg{id, st, bytes, rule_, 0, it->second->beat_ns, lease_ms, origin_ns});
   }
+  uint64_t origin_ns = 0;  // the request complete, for the BE's takeover latency
   uint32_t lease_ms = 0;  // of the last HANDOFF sent
   bool send_commit(uint64_t id) override { return send(proto::CommitMsg{id}); }
   void send_abort(uint64_t id) override { send(proto::AbortMsg{id}); }
@@ -457,6 +458,7 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
   // meanwhile: the socket is in repair mode.
   unwatch(c);
   Port port(*this, be, c.rule, &c.gc_epoch);
+  port.origin_ns = c.request_done;
   const handoff::MovingConn mc{c.fd.get(), c.local, c.peer, c.key};
   using Outcome = handoff::Sender::Outcome;
   const Outcome o = c.move.start(port, mc, c.id, c.buf);

@@ -114,6 +114,7 @@ void put(std::string& out, const HandoffMsg& m) {
   put_be(out, m.seq);
   put_be(out, m.lease_base_ns);
   put_be(out, m.lease_ms);
+  put_be(out, m.origin_ns);
 }
 void put(std::string& out, const ReadyMsg& m) {
   put_be(out, m.id);
@@ -225,6 +226,7 @@ void get(Reader& r, HandoffMsg& m) {
   m.seq = r.be<uint32_t>();
   m.lease_base_ns = r.be<uint64_t>();
   m.lease_ms = r.be<uint32_t>();
+  m.origin_ns = r.be<uint64_t>();
 }
 void get(Reader& r, ReadyMsg& m) {
   m.id = r.be<uint64_t>();
@@ -255,7 +257,7 @@ Result<Message> decode_as(const uint8_t* p, size_t n) {
 }
 
 // HANDOFF's fixed part: id, TcpState, request length, rule, seq.
-constexpr size_t kHandoffFixed = 8 + kTcpStateWireSize + 4 + 4 + 4 + 8 + 4;
+constexpr size_t kHandoffFixed = 8 + kTcpStateWireSize + 4 + 4 + 4 + 8 + 4 + 8;
 
 // Every message type once, in the order of the Message variant: its wire type, its
 // largest payload (checked against a frame's header) and its decoder. HELLO and AUTH

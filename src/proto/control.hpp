@@ -51,7 +51,9 @@
 //             connection under before COMMIT (docs/design.md, "Handoff"): lease_base_ns
 //             is the sent_ns of the last HEARTBEAT the sender heard from the receiver,
 //             a time on the RECEIVER's clock that precedes the HANDOFF; lease_ms is
-//             how long after it the sender may take the connection back
+//             how long after it the sender may take the connection back |
+//             u64 origin_ns: the sender's clock when the request that made it move was
+//             complete (0: none, an idle move); for the target's takeover latency
 //   READY     u64 id | u32 status (0 = imported and serving under the lease, else an
 //             errno-like reason the receiver refused: it holds nothing)
 //   COMMIT    u64 id (the sender has let go: the lease becomes ownership)
@@ -137,6 +139,7 @@ struct HandoffMsg {
   uint32_t seq = 0;
   uint64_t lease_base_ns = 0;  // the receiver's clock (a HEARTBEAT's sent_ns); 0: none
   uint32_t lease_ms = 0;
+  uint64_t origin_ns = 0;  // the sender's clock: the request complete (0: none)
 };
 struct ReadyMsg {
   uint64_t id = 0;

@@ -78,6 +78,7 @@ void expect_same(const Message& a, const Message& b) {
     EXPECT_EQ(x->seq, y.seq);
     EXPECT_EQ(x->lease_base_ns, y.lease_base_ns);
     EXPECT_EQ(x->lease_ms, y.lease_ms);
+    EXPECT_EQ(x->origin_ns, y.origin_ns);
   } else if (auto* x = std::get_if<ReadyMsg>(&a)) {
     EXPECT_EQ(x->id, std::get<ReadyMsg>(b).id);
     EXPECT_EQ(x->status, std::get<ReadyMsg>(b).status);
@@ -133,7 +134,7 @@ std::vector<Message> all_messages() {
   return {
       HandoffMsg{0x1122334455667788, sample_state(), "GET /a.png HTTP/1.1\r\nHost: x\r\n\r\n"},
       HandoffMsg{2, handoff::TcpState{}, "", 3, 0xfffffffe},
-      HandoffMsg{3, sample_state(), "x", -1, 1, 0x0102030405060708, 500},
+      HandoffMsg{3, sample_state(), "x", -1, 1, 0x0102030405060708, 500, 0x1112131415161718},
       ReadyMsg{0x1122334455667788, 0},
       ReadyMsg{3, ENOSPC},
       CommitMsg{0xffffffffffffffff},
@@ -297,8 +298,8 @@ TEST(ProtoSession, EveryMessageRoundTripsInBothDirections) {
 TEST(ProtoSession, LargestHandoffFitsAndOneByteMoreIsRefused) {
   Pair p;
   p.establish();
-  // id, state, length, rule, seq, lease base, lease ms
-  const size_t fixed = 8 + kTcpStateWireSize + 4 + 4 + 4 + 8 + 4;
+  // id, state, length, rule, seq, lease base, lease ms, origin
+  const size_t fixed = 8 + kTcpStateWireSize + 4 + 4 + 4 + 8 + 4 + 8;
   HandoffMsg big{1, sample_state(), std::string(kMaxPayload - fixed, 'r')};
   std::string wire;
   ASSERT_TRUE(p.fe.send(big, wire));
@@ -687,7 +688,7 @@ TEST(ProtoCodec, WireLayoutIsBigEndianWithAddressesInNetworkOrder) {
   std::memcpy(&s.local_addr, addr, 4);
   s.mss = 1460;
   const std::string p = payload_of(HandoffMsg{1, s, "ab"});
-  ASSERT_EQ(p.size(), 8 + kTcpStateWireSize + 4 + 2 + 4 + 4 + 8 + 4);
+  ASSERT_EQ(p.size(), 8 + kTcpStateWireSize + 4 + 2 + 4 + 4 + 8 + 4 + 8);
   EXPECT_EQ(p.substr(8, 4), std::string("\x0a\x00\x00\x0a", 4));
   EXPECT_EQ(p.substr(8 + 20, 4), std::string("\x00\x00\x05\xb4", 4));  // mss
   EXPECT_EQ(p.substr(8 + kTcpStateWireSize), std::string("\x00\x00\x00\x02"
@@ -695,8 +696,9 @@ TEST(ProtoCodec, WireLayoutIsBigEndianWithAddressesInNetworkOrder) {
                                                          "\xff\xff\xff\xff"
                                                          "\x00\x00\x00\x00"
                                                          "\x00\x00\x00\x00\x00\x00\x00\x00"
-                                                         "\x00\x00\x00\x00",
-                                                         26));  // rule -1, seq 0, no lease
+                                                         "\x00\x00\x00\x00"
+                                                         "\x00\x00\x00\x00\x00\x00\x00\x00",
+                                                         34));  // rule -1, seq 0, no lease, no origin
 }
 
 TEST(ProtoCodec, EveryTruncationAndTrailingByteIsRefused) {
