@@ -132,6 +132,16 @@ def derive(r):
             "be_import_latency_us": [x.get("import_latency_us") for x in b.get("be_status") or []
                                      if isinstance(x, dict)],
         }
+        # The handoff as the client sees it (issue 17's lease protocol): request complete
+        # at the FE (or the moving BE) -> serving at the target, per BE (one host: one
+        # clock). The worst BE's p50/p99 is the figure judged.
+        tk = [x.get("takeover_latency_us") for x in b.get("be_status") or []
+              if isinstance(x, dict) and isinstance(x.get("takeover_latency_us"), dict)
+              and x["takeover_latency_us"].get("count")]
+        if tk:
+            d["tcpha"]["takeover_latency_us"] = {
+                "p50": max(t.get("p50") or 0 for t in tk), "p99": max(t.get("p99") or 0 for t in tk),
+                "count": sum(t.get("count") or 0 for t in tk), "per_be": tk}
     be_ns = [y - x for x, y in zip(a.get("be_cpu_ns") or [], b.get("be_cpu_ns") or [])]
     if be_ns:
         # Everything in the BE namespaces: the tcpha agents, or nginx behind HAProxy.
@@ -225,6 +235,7 @@ SPREAD = {
     "fe_cpu_us_per_connection": ("fe_cpu_us_per_connection",),
     "be_cpu_us_per_request": ("be_cpu_us_per_request",),
     "handoff_p50_us": ("tcpha", "handoff_latency_us", "p50"),
+    "takeover_p50_us": ("tcpha", "takeover_latency_us", "p50"),
     "fe_cpu_us_per_handoff": ("tcpha", "fe_cpu_s_per_handoff"),
 }
 
@@ -355,10 +366,14 @@ def targets(runs, locality_missing, q):
     value("tcpha", "close-1k", ("tcpha", "fe_cpu_s_per_handoff"),
           "FE CPU per new connection <= 25 us (close-1k: FE CPU time / handoffs)", "<= 25 us",
           lambda v: v <= 25, 1e6, 17)
-    value("tcpha", "lat-1k", ("tcpha", "handoff_latency_us", "p50"),
-          "handoff p50 <= 40 us, one connection at a time (lat-1k)", "<= 40 us", lambda v: v <= 40, issue=17)
-    value("tcpha", "lat-1k", ("tcpha", "handoff_latency_us", "p99"),
-          "handoff p99 <= 150 us, one connection at a time (lat-1k)", "<= 150 us", lambda v: v <= 150, issue=17)
+    # The BE serves from its import on (lease protocol): the handoff ends there, not at
+    # COMMIT, which the FE sends after READY's trip back (the FE's handoff_latency).
+    value("tcpha", "lat-1k", ("tcpha", "takeover_latency_us", "p50"),
+          "handoff p50 <= 40 us, one connection at a time (lat-1k; request complete at the FE -> "
+          "the BE serving, worst BE)", "<= 40 us", lambda v: v <= 40, issue=17)
+    value("tcpha", "lat-1k", ("tcpha", "takeover_latency_us", "p99"),
+          "handoff p99 <= 150 us, one connection at a time (lat-1k; the same, worst BE)", "<= 150 us",
+          lambda v: v <= 150, issue=17)
     rr("tcpha", "haproxy", "lat-1k", ("latency_us", "p50"),
        "one connection at a time (lat-1k): client-side p50 at most HAProxy's", "<= 1.0", lambda x: x <= 1.0, 17)
     value("tcpha", "close-1k", ("tcpha", "handoff_latency_us", "p50"),

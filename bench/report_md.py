@@ -139,11 +139,11 @@ def lines_workload(results, runs, w):
 
 
 def lines_handoff(runs):
-    out = ["| workload | handoffs | failed | p50 (us) | p99 (us) | HOLD+export+send p50/p99 "
-           "| send→READY p50/p99 | READY→COMMIT p50/p99 | BE import p50/p99 | forwarded pkts/conn "
-           "| BPF ns/pkt | FE CPU us/handoff |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for s in ("tcpha", "tcpha-relay", "tcpha-relay-unix"):
+    out = ["| workload | handoffs | failed | to the BE serving p50/p99 (us) | to COMMIT p50 (us) | p99 (us) "
+           "| FORWARD+export+send p50/p99 | send→READY p50/p99 | READY→COMMIT p50/p99 | BE import p50/p99 "
+           "| forwarded pkts/conn | BPF ns/pkt | FE CPU us/handoff |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in ("tcpha", "tcpha-base", "tcpha-relay", "tcpha-relay-unix"):
         for w in ORDER + ["locality-round-robin", "locality-lard"]:
             r = runs.get((s, w))
             if not r or not r.get("tcpha"):
@@ -157,7 +157,8 @@ def lines_handoff(runs):
             imp = [x for x in t.get("be_import_latency_us") or [] if x]
             imp_s = (f"{f(max(x['p50'] for x in imp))} / {f(max(x['p99'] for x in imp))}" if imp else "–")
             per = t.get("fe_cpu_s_per_handoff")
-            out.append(f"| {s} {w} | {f(t['handoffs_ok'])} | {f(t['handoffs_failed'])} | {f(lat.get('p50'))} "
+            out.append(f"| {s} {w} | {f(t['handoffs_ok'])} | {f(t['handoffs_failed'])} "
+                       f"| {pp(t.get('takeover_latency_us'))} | {f(lat.get('p50'))} "
                        f"| {f(lat.get('p99'))} | {pp(br.get('hold_export_send'))} | {pp(br.get('send_to_ready'))} "
                        f"| {pp(br.get('ready_to_commit'))} | {imp_s} "
                        f"| {sig(t.get('forwarded_packets_per_connection'))} | {f(t.get('bpf_ns_per_packet'))} "
@@ -203,11 +204,13 @@ def lines_moves(runs):
                              + " | ".join(f"{f(x[k].get('p50'))} / {f(x[k].get('p99'))}"
                                           for k in ("send", "ready", "commit")) + " |")
     if parts:
-        out += ["", "Where a move's time goes, per BE (its own histograms, p50 / p99 in us): HOLD + "
+        out += ["", "Where a move's time goes, per BE (its own histograms, p50 / p99 in us): FORWARD + "
                 "TCP_REPAIR export + HANDOFF queued; HANDOFF queued -> READY received (the rest of the "
-                "round, the target's wake-up and import, two trips over the bridge); READY -> FORWARD + COMMIT queued. "
+                "round, the target's wake-up, import and first response, which it sends before READY "
+                "leaves, two trips over the bridge); READY -> COMMIT queued. The client waits only for "
+                "the first part and the target's import (the lease protocol, docs/design.md). "
                 "Control frames leave at the end of the agent's event-loop round (proto::WriteBatch).", "",
-                "| workload | BE | HOLD+export+HANDOFF queued | to READY | READY->COMMIT queued |",
+                "| workload | BE | FORWARD+export+HANDOFF queued | to READY | READY->COMMIT queued |",
                 "|---|---|---:|---:|---:|"] + parts
     return out
 
@@ -532,11 +535,15 @@ def render(results, runs, plots):
               "(one rule over all BEs), so no request is routed elsewhere.", "",
               *moves]
     L += ["", "## Handoff latency (tcpha)", "",
-          "Request complete to COMMIT queued, on the FE, and its parts: HOLD map update + "
-          "TCP_REPAIR export + HANDOFF queued; the control round trip (frames are written at the "
-          "end of the worker's event-loop round, proto::WriteBatch) (the BE's import included) "
-          "to READY; the datapath FORWARD update + COMMIT. BE import is the BE's own "
-          "measurement (max over BEs). Every daemon starts afresh for each run, so a histogram "
+          "*To the BE serving*: request complete at the FE to the BE serving it (the BE's "
+          "takeover_latency: the FE's timestamp travels in HANDOFF; one host, one clock; worst BE). "
+          "With the lease protocol the BE serves from its import on, so that is the client's wait; "
+          "tcpha-base (an older binary, when measured) serves only at COMMIT and has no such "
+          "histogram. *To COMMIT*: request complete to COMMIT queued, on the FE, and its parts: "
+          "FORWARD map update + TCP_REPAIR export + HANDOFF queued; the control round trip "
+          "(frames are written at the end of the worker's event-loop round, proto::WriteBatch) "
+          "to READY, which the BE sends after its import and first response; COMMIT. BE import "
+          "is the BE's own measurement (max over BEs). Every daemon starts afresh for each run, so a histogram "
           "covers one run (warm-up and measured time); each figure is the median over rounds. "
           "*BPF ns/pkt* is the tc program's mean run time per packet in situ (kernel BPF statistics).", "",
           *lines_handoff(runs),
