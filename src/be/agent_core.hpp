@@ -352,6 +352,7 @@ class Agent {
   bool draining_ = false;
   int sigfd_ = -1;
   uint64_t drain_deadline_ = 0;
+  uint64_t fe_gone_since_ = 0;  // draining with no FE link (0: one is up)
 };
 
 }  // namespace tcpha::be

@@ -26,6 +26,8 @@ void Agent::begin_drain() {
 // How long idle keep-alive connections get to move to other back-ends before a drain
 // closes those that could not (no other member of their group usable).
 constexpr uint64_t kDrainMoveGraceNs = 2000 * kMs;
+// A drain that has had no FE link this long stops waiting for its connections.
+constexpr uint64_t kFeGoneNs = 1000 * kMs;
 
 void Agent::drain_tick(uint64_t now) {
   // Idle keep-alive connections would hold the drain open. Where connections can
@@ -48,8 +50,23 @@ void Agent::drain_tick(uint64_t now) {
   });
   bool done = active_.load() <= 0 && leases_.empty() && moving_.empty() && !strays &&
               !vip_sockets_sending();
+  // Clients' packets reach us only through the FE's datapath, which goes with the FE:
+  // with no FE link for a second (the FE stopped too), nothing left can finish, and
+  // waiting for it would only hold the drain to its bound. (Connections served under a
+  // lease when the FE stopped are among them: their clients' resets came before the
+  // import and met the guard.)
+  if (control_links_.load() == 0) {
+    if (!fe_gone_since_) fe_gone_since_ = now;
+    if (!done && now - fe_gone_since_ >= kFeGoneNs) {
+      spdlog::info("the front-end is gone: no client packet can reach the {} connections left",
+                   active_.load());
+      done = true;
+    }
+  } else {
+    fe_gone_since_ = 0;
+  }
   if (done || now >= drain_deadline_) {
-    if (active_.load() > 0)
+    if (!done && active_.load() > 0)
       spdlog::warn("drain timeout: {} connections still open are cut", active_.load());
     stop_ = true;
   }
