@@ -1,5 +1,4 @@
 #include "datapath/datapath.hpp"
-#include "common/clock.hpp"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -13,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/clock.hpp"
 #include "tcpha_dp.skel.h"
 
 namespace tcpha::datapath {
@@ -46,6 +46,18 @@ std::string key_str(const FlowKey& k) {
   inet_ntop(af, k.daddr, d, sizeof d);
   return std::string(s) + ":" + std::to_string(ntohs(k.sport)) + "->" + d + ":" +
          std::to_string(ntohs(k.dport));
+}
+
+// A FORWARD flow to the back-end at be_mac, last seen (idle aging starts) at now_ns.
+tcpha_flow_value forward_value(uint32_t backend, const Mac& be_mac, const Mac& fe_mac,
+                               uint64_t now_ns) {
+  tcpha_flow_value v{};
+  v.state = TCPHA_FLOW_FORWARD;
+  v.backend = backend;
+  std::memcpy(v.dmac, be_mac.data(), sizeof v.dmac);
+  std::memcpy(v.smac, fe_mac.data(), sizeof v.smac);
+  v.last_seen_ns = now_ns;
+  return v;
 }
 
 }  // namespace
@@ -135,14 +147,8 @@ Status Datapath::hold(const FlowKey& key) {
   return {};
 }
 
-Status Datapath::point(const FlowKey& key, uint32_t backend, const Mac& be_mac,
-                       const Mac& fe_mac) {
-  tcpha_flow_value v{};
-  v.state = TCPHA_FLOW_FORWARD;
-  v.backend = backend;
-  std::memcpy(v.dmac, be_mac.data(), sizeof v.dmac);
-  std::memcpy(v.smac, fe_mac.data(), sizeof v.smac);
-  v.last_seen_ns = monotonic_ns();  // idle aging starts at the handoff
+Status Datapath::point(const FlowKey& key, uint32_t backend, const Mac& be_mac, const Mac& fe_mac) {
+  const tcpha_flow_value v = forward_value(backend, be_mac, fe_mac, monotonic_ns());
   int rc = bpf_map_update_elem(flows_fd(), &key, &v, BPF_ANY);
   if (rc == -E2BIG) return Error{E2BIG, "forward " + key_str(key) + ": flow table full"};
   if (rc < 0) return Error{-rc, "forward " + key_str(key)};
@@ -151,12 +157,7 @@ Status Datapath::point(const FlowKey& key, uint32_t backend, const Mac& be_mac,
 
 Status Datapath::forward(const FlowKey& key, uint32_t backend, const Mac& be_mac,
                          const Mac& fe_mac) {
-  tcpha_flow_value v{};
-  v.state = TCPHA_FLOW_FORWARD;
-  v.backend = backend;
-  std::memcpy(v.dmac, be_mac.data(), sizeof v.dmac);
-  std::memcpy(v.smac, fe_mac.data(), sizeof v.smac);
-  v.last_seen_ns = monotonic_ns();  // idle aging starts at the handoff
+  const tcpha_flow_value v = forward_value(backend, be_mac, fe_mac, monotonic_ns());
   // BPF_EXIST: if the held flow vanished, its 4-tuple may belong to a new
   // connection now, which must not be sent to this back-end.
   if (int rc = bpf_map_update_elem(flows_fd(), &key, &v, BPF_EXIST); rc < 0)
@@ -172,13 +173,8 @@ Status Datapath::remove(const FlowKey& key) {
 
 Status Datapath::mark_closed(const FlowKey& key, uint32_t backend, const Mac& be_mac,
                              const Mac& fe_mac, uint64_t now_ns) {
-  tcpha_flow_value v{};
-  v.state = TCPHA_FLOW_FORWARD;
+  tcpha_flow_value v = forward_value(backend, be_mac, fe_mac, now_ns);
   v.flags = TCPHA_FLOW_F_BE_CLOSED;
-  v.backend = backend;
-  std::memcpy(v.dmac, be_mac.data(), sizeof v.dmac);
-  std::memcpy(v.smac, fe_mac.data(), sizeof v.smac);
-  v.last_seen_ns = now_ns;
   v.closing_ns = now_ns;
   if (int rc = bpf_map_update_elem(flows_fd(), &key, &v, BPF_EXIST); rc < 0 && rc != -ENOENT)
     return Error{-rc, "mark closed " + key_str(key)};
