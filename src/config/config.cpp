@@ -249,7 +249,7 @@ void read_key(const TableReader& r, const std::string& cluster_path, const std::
 
 void read_cluster(const TableReader& r, const std::string& path, ClusterSection& c) {
   r.allow_only({"vip", "ports", "key_file", "forward", "control_port", "heartbeat_ms",
-                "dead_after_ms", "keepalive_timeout_ms", "send_timeout_ms"});
+                "dead_after_ms", "keepalive_timeout_ms", "send_timeout_ms", "failover"});
   read_address(r, "vip", Need::required, c.vip, c.vip_addr);
   if (const toml::array* ports = r.array("ports", Need::required)) read_ports(r, *ports, c.ports);
   if (auto f = r.string("forward")) {
@@ -262,6 +262,12 @@ void read_cluster(const TableReader& r, const std::string& path, ClusterSection&
                          "front-end's L2 segment)");
     else
       r.error("forward", "'" + *f + "' is not \"dr\"");
+  }
+  if (auto f = r.string("failover")) {
+    if (*f == "ring" || *f == "off")
+      c.failover = *f == "ring";
+    else
+      r.error("failover", "'" + *f + "' is not \"ring\" or \"off\"");
   }
   r.number("control_port", 1, 65535, c.control_port);
   r.number("heartbeat_ms", 10, 60000, c.heartbeat_ms);

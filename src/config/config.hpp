@@ -32,6 +32,9 @@ struct ClusterSection {
   // nginx's keepalive_timeout and send_timeout, with nginx's defaults' spirit.
   uint32_t keepalive_timeout_ms = 60000;
   uint32_t send_timeout_ms = 60000;
+  // BE failover (seed 004, docs/failover.md): "ring" = each BE backs up the connections
+  // of the next BE of the same groups and takes them over when it dies; "off".
+  bool failover = false;
 };
 
 struct FrontendSection {

@@ -50,6 +50,7 @@ TEST(Config, InterfaceExampleLoads) {
   EXPECT_EQ(c.cluster.ports, std::vector<uint16_t>{80});
   EXPECT_EQ(c.cluster.forward, "dr");
   EXPECT_EQ(c.cluster.control_port, 7400);
+  EXPECT_FALSE(c.cluster.failover);  // "off" until make bench measures its cost (docs/failover.md)
   EXPECT_EQ(c.cluster.key_file, key_path);
   EXPECT_EQ(c.cluster.key, blake2b_32(slurp(TCPHA_TEST_DATA "/config/cluster.key")));
 
@@ -97,6 +98,7 @@ ports = [80, 8080]
 key_file = "cluster.key"
 forward = "dr"
 control_port = 7500
+failover = "ring"
 
 [frontend]
 id = "dispatcher"
@@ -144,6 +146,7 @@ policy = "hash"
   EXPECT_EQ(c.cluster.ports, (std::vector<uint16_t>{80, 8080}));
   EXPECT_EQ(c.cluster.forward, "dr");
   EXPECT_EQ(c.cluster.control_port, 7500);
+  EXPECT_TRUE(c.cluster.failover);
   EXPECT_EQ(c.cluster.key, blake2b_32(std::string(40, 'k')));
   EXPECT_EQ(c.frontend.id, "dispatcher");
   EXPECT_EQ(c.frontend.metrics, "127.0.0.1:9180");
@@ -487,6 +490,15 @@ key_file = "cluster.key"
 vips = "10.0.0.10"
 )",
          7, "unknown key 'vips' in [cluster]"},
+        {"BadFailover", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+failover = "mirror"
+)",
+         7, "[cluster] failover: 'mirror' is not \"ring\" or \"off\""},
         {"MissingVip", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
 backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
 [cluster]
