@@ -211,6 +211,41 @@ void get(Reader& r, LardMsg& m) {
     for (auto& x : e.members) x = r.be<uint64_t>();  // a truncated frame reads k = 0 next
   }
 }
+void put(std::string& out, const BackupMsg& m) {
+  put_be(out, m.id);
+  put_str(out, m.primary);
+  put_state(out, m.state);
+  put_be(out, static_cast<uint32_t>(m.request.size()));
+  out.append(m.request);
+}
+void get(Reader& r, BackupMsg& m) {
+  m.id = r.be<uint64_t>();
+  get_str(r, m.primary);
+  get_state(r, m.state);
+  r.bytes(m.request, r.be<uint32_t>());
+}
+// Clamped like LARD: senders split larger batches.
+void put(std::string& out, const ForgetMsg& m) {
+  const size_t n = std::min(m.ids.size(), kForgetMax);
+  put_be(out, uint16_t(n));
+  for (size_t i = 0; i < n; ++i) put_be(out, m.ids[i]);
+}
+void get(Reader& r, ForgetMsg& m) {
+  const uint16_t n = r.be<uint16_t>();
+  if (n > kForgetMax) return r.invalid();
+  m.ids.resize(n);
+  for (auto& id : m.ids) id = r.be<uint64_t>();
+}
+void put(std::string& out, const TakeoverMsg& m) { put_str(out, m.dead); }
+void get(Reader& r, TakeoverMsg& m) { get_str(r, m.dead); }
+void put(std::string& out, const TakenMsg& m) {
+  put_be(out, m.id);
+  put_be(out, m.status);
+}
+void get(Reader& r, TakenMsg& m) {
+  m.id = r.be<uint64_t>();
+  m.status = r.be<uint32_t>();
+}
 void get(Reader& r, RepointedMsg& m) {
   m.id = r.be<uint64_t>();
   m.status = r.be<uint32_t>();
@@ -282,6 +317,10 @@ constexpr TypeInfo kTypes[] = {
     {MsgType::Repointed, 8 + 4 + 4, decode_as<RepointedMsg>},
     {MsgType::Drain, 1, decode_as<DrainMsg>},
     {MsgType::Lard, 2 + kLardMaxEntries * (4 + 8 + 1 + kLardMaxServers * 8), decode_as<LardMsg>},
+    {MsgType::Backup, kMaxPayload, decode_as<BackupMsg>},
+    {MsgType::Forget, 2 + kForgetMax * 8, decode_as<ForgetMsg>},
+    {MsgType::Takeover, 1 + 255, decode_as<TakeoverMsg>},
+    {MsgType::Taken, 8 + 4, decode_as<TakenMsg>},
 };
 static_assert(std::size(kTypes) == std::variant_size_v<Message>);
 
@@ -298,6 +337,10 @@ MsgType type_of(const Message& m) { return kTypes[m.index()].type; }
 bool encode_payload(const Message& m, std::string& out) {
   if (const auto* h = std::get_if<HandoffMsg>(&m);
       h && h->request.size() > kMaxPayload - kHandoffFixed) {
+    return false;
+  }
+  if (const auto* b = std::get_if<BackupMsg>(&m);
+      b && b->request.size() > kMaxPayload - (8 + 256 + kTcpStateWireSize + 4)) {
     return false;
   }
   std::visit([&out](const auto& v) { put(out, v); }, m);

@@ -82,6 +82,17 @@
 //                             any node -> the others: LARD assignments it made
 //                             (sched::Router::LardShare), so that every node that
 //                             routes keeps the same table
+//   BACKUP    u64 id | u8 length | primary BE id | TcpState | u32 length | request bytes
+//                             FE -> the backup of a connection it committed to the
+//                             primary (failover, docs/failover.md): the state it
+//                             exported and the request, to take over if the primary dies
+//   FORGET    u16 count (<= kForgetMax) | count x u64 id   FE -> backup: those connections
+//                             closed or moved; drop their backups
+//   TAKEOVER  u8 length | dead BE id   FE -> BE: that back-end died; take over the
+//                             connections you back up for it
+//   TAKEN     u64 id | u32 status   BE -> FE: the outcome of one takeover (0: the sender
+//                             imported the connection and serves it; else why it is lost,
+//                             errno-like)
 // TcpState travels field by field in declaration order (kTcpStateWireSize = 60 bytes):
 // addresses and ports, already in network order in the struct, as their 4/2 raw bytes;
 // every other field big-endian.
@@ -128,6 +139,10 @@ enum class MsgType : uint8_t {
   Repointed = 13,  // FE -> BE: the flow now points at the new owner
   Drain = 14,      // FE -> BE: drained or undrained by the operator
   Lard = 15,       // any -> any: LARD assignments made by the sender
+  Backup = 16,     // FE -> BE: back this connection up (failover)
+  Forget = 17,     // FE -> BE: drop these backups
+  Takeover = 18,   // FE -> BE: this back-end died; take its connections over
+  Taken = 19,      // BE -> FE: one connection taken over, or lost
 };
 enum class Role : uint8_t { Fe = 1, Be = 2 };
 
@@ -194,9 +209,26 @@ struct LardMsg {
   };
   std::vector<Entry> entries;  // at most kLardMaxEntries
 };
+struct BackupMsg {
+  uint64_t id = 0;
+  std::string primary;  // the id of the BE that owns the connection
+  handoff::TcpState state;
+  std::string request;
+};
+inline constexpr size_t kForgetMax = 4096;
+struct ForgetMsg {
+  std::vector<uint64_t> ids;  // at most kForgetMax
+};
+struct TakeoverMsg {
+  std::string dead;  // the BE that died
+};
+struct TakenMsg {
+  uint64_t id = 0;
+  uint32_t status = 0;  // 0 = recovered and served by the sender; else errno-like
+};
 using Message = std::variant<HandoffMsg, ReadyMsg, CommitMsg, AbortMsg, ClosedMsg, HeartbeatMsg,
                              JoinMsg, LeaveMsg, WorkerMsg, RepointMsg, RepointedMsg, DrainMsg,
-                             LardMsg>;
+                             LardMsg, BackupMsg, ForgetMsg, TakeoverMsg, TakenMsg>;
 
 // The FE worker that owns a connection id (ids are (worker << 48) | counter).
 constexpr uint32_t worker_of(uint64_t id) { return uint32_t(id >> 48); }

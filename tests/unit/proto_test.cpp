@@ -115,6 +115,19 @@ void expect_same(const Message& a, const Message& b) {
       EXPECT_EQ(x->entries[i].target, y.entries[i].target);
       EXPECT_EQ(x->entries[i].members, y.entries[i].members);
     }
+  } else if (auto* x = std::get_if<BackupMsg>(&a)) {
+    const auto& y = std::get<BackupMsg>(b);
+    EXPECT_EQ(x->id, y.id);
+    EXPECT_EQ(x->primary, y.primary);
+    expect_same(x->state, y.state);
+    EXPECT_EQ(x->request, y.request);
+  } else if (auto* x = std::get_if<ForgetMsg>(&a)) {
+    EXPECT_EQ(x->ids, std::get<ForgetMsg>(b).ids);
+  } else if (auto* x = std::get_if<TakeoverMsg>(&a)) {
+    EXPECT_EQ(x->dead, std::get<TakeoverMsg>(b).dead);
+  } else if (auto* x = std::get_if<TakenMsg>(&a)) {
+    EXPECT_EQ(x->id, std::get<TakenMsg>(b).id);
+    EXPECT_EQ(x->status, std::get<TakenMsg>(b).status);
   } else if (auto* x = std::get_if<RepointedMsg>(&a)) {
     EXPECT_EQ(x->id, std::get<RepointedMsg>(b).id);
     EXPECT_EQ(x->status, std::get<RepointedMsg>(b).status);
@@ -153,6 +166,13 @@ std::vector<Message> all_messages() {
       DrainMsg{false},
       LardMsg{},
       LardMsg{{{2, 0xfedcba9876543210, {7}}, {0, 1, {1, 2, 0xffffffffffffffff}}}},
+      BackupMsg{0x0001000000000009, "be2", sample_state(), "GET / HTTP/1.1\r\n\r\n"},
+      BackupMsg{1, "", handoff::TcpState{}, ""},
+      ForgetMsg{},
+      ForgetMsg{{1, 0xffffffffffffffff, 0x0001000000000002}},
+      TakeoverMsg{"be3"},
+      TakenMsg{0x0001000000000009, 0},
+      TakenMsg{2, ECONNRESET},
   };
 }
 
@@ -734,6 +754,24 @@ TEST(ProtoCodec, DrainFlagOtherThanZeroOrOneIsRefused) {
 
 // LARD: more entries or servers than the limits, or an entry with no server, would
 // decode to a message that encodes differently: refused.
+TEST(ProtoCodec, ForgetOverItsLimitIsRefusedAndEncodingClamps) {
+  std::string over;
+  uint8_t n[2];
+  store_be(n, uint16_t(kForgetMax + 1));
+  over.append(reinterpret_cast<const char*>(n), 2);
+  over.append((kForgetMax + 1) * 8, '\0');
+  EXPECT_FALSE(
+      decode_payload(MsgType::Forget, reinterpret_cast<const uint8_t*>(over.data()), over.size())
+          .ok());
+  ForgetMsg big;
+  big.ids.assign(kForgetMax + 3, 7);
+  std::string p = payload_of(big);
+  EXPECT_EQ(p.size(), 2 + kForgetMax * 8);
+  auto m = decode_payload(MsgType::Forget, reinterpret_cast<const uint8_t*>(p.data()), p.size());
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(std::get<ForgetMsg>(*m).ids.size(), kForgetMax);
+}
+
 TEST(ProtoCodec, LardOverItsLimitsOrWithoutServersIsRefused) {
   auto decode = [](const std::string& p) {
     return decode_payload(MsgType::Lard, reinterpret_cast<const uint8_t*>(p.data()), p.size());
