@@ -71,7 +71,7 @@ StaticSession::Plan StaticSession::plan_next() {
   auto r = http::parse_request(in_, req);
   if (r.status == http::ParseStatus::NeedMore) return Plan::None;
   int verdict = kServe;
-  if (r.status == http::ParseStatus::Complete && router_) verdict = router_(req);
+  if (r.status == http::ParseStatus::Complete && router_ && skip_ == 0) verdict = router_(req);
   if (verdict == kMove) return Plan::Move;
   if (verdict != kServe) {
     // Routed nowhere (404, 503), like the FE answers a first request; the connection
@@ -112,7 +112,21 @@ StaticSession::Plan StaticSession::plan_next() {
     ++requests_;
   }
   responding_ = true;
+  if (skip_) apply_skip();
   return Plan::Planned;
+}
+
+// The response just planned starts with bytes the client has: drop them from the head,
+// then from the body (a file offset). The head is generated again: its Date may differ
+// from the one sent, but never its length (IMF-fixdate is fixed width).
+void StaticSession::apply_skip() {
+  const size_t head = size_t(std::min<uint64_t>(skip_, out_.size()));
+  out_.erase(0, head);
+  skip_ -= head;
+  const uint64_t body = std::min<uint64_t>(skip_, file_left_);
+  file_off_ += off_t(body);
+  file_left_ -= body;
+  skip_ -= body;
 }
 
 StaticSession::Io StaticSession::write_pending(int fd) {

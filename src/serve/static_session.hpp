@@ -56,6 +56,13 @@ class StaticSession {
   // close, as if EOF had been read after it.
   void set_peer_fin() { peer_closed_ = true; }
 
+  // Failover takeover (docs/failover.md): the client already has the first n bytes of
+  // the responses to the buffered requests (sent by the back-end that died). They are
+  // generated again and not sent; a request whose response is at least partly skipped
+  // is answered here without asking the router (it was answered here before).
+  void skip_output(uint64_t n) { skip_ = n; }
+  uint64_t skipping() const { return skip_; }
+
   // No response under way and no buffered request bytes: safe to close (drain).
   bool idle() const { return !responding_ && in_.empty(); }
   // Bytes of a request that is not complete yet, and no response under way: what a
@@ -78,6 +85,7 @@ class StaticSession {
   Plan plan_next();
   enum class Io { Done, Again, Failed };
   Io write_pending(int fd);
+  void apply_skip();
 
   static constexpr size_t kMaxBuffered = 65536;  // pipelined bytes kept per connection
 
@@ -92,6 +100,7 @@ class StaticSession {
   UniqueFd file_;
   off_t file_off_ = 0;
   uint64_t file_left_ = 0;
+  uint64_t skip_ = 0;  // skip_output()
   bool responding_ = false;
   bool close_after_ = false;
   bool peer_closed_ = false;
