@@ -1,0 +1,38 @@
+#pragma once
+// The raw sockets of a backup: copies of client packets from the FE (an ethertype of
+// their own), the probe to a client, and the client's answer to it.
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "common/fd.hpp"
+#include "common/result.hpp"
+#include "failover/held.hpp"
+
+namespace tcpha::failover {
+
+// AF_PACKET socket receiving the FE's copy frames (ethertype kEthPCopy) on `ifindex`:
+// nonblocking, close-on-exec, 4 MiB receive buffer (bursts of copies while the event
+// loop is busy; a lost copy makes that connection unrecoverable).
+Result<UniqueFd> open_copy_socket(int ifindex);
+
+// AF_PACKET ETH_P_ALL socket on `ifindex` with a classic BPF filter passing only
+// IPv4 TCP frames to `vip_be` (network order): the clients' answers to probes. A tap
+// sees a frame before tc ingress, where the BE's guard drops segments for which no
+// socket exists yet. The filter is attached before the socket is bound, so it never
+// queues a frame unfiltered.
+Result<UniqueFd> open_answer_socket(int ifindex, uint32_t vip_be);
+
+// AF_INET SOCK_RAW IPPROTO_RAW (the packet carries its own IP header), nonblocking.
+Result<UniqueFd> open_probe_socket();
+
+// Sends a build_probe() packet to the destination in its IP header.
+Status send_probe(int fd, const std::string& packet);
+
+// Reads frames until EAGAIN or `max` frames; calls `on` for every received (not
+// outgoing: a tap sees both directions) frame that parse_frame() takes. Returns the
+// number of frames read.
+size_t drain(int fd, const std::function<void(const Segment&)>& on, size_t max = 256);
+
+}  // namespace tcpha::failover
