@@ -93,8 +93,7 @@ std::optional<Segment> parse_frame(const uint8_t* p, size_t n) {
   return s;
 }
 
-Held::Held(uint64_t id, std::string primary, const handoff::TcpState& snapshot,
-           std::string request)
+Held::Held(uint64_t id, std::string primary, const handoff::TcpState& snapshot, std::string request)
     : id_(id),
       snapshot_(snapshot),
       primary_(std::move(primary)),
@@ -238,7 +237,8 @@ Result<Plan> plan_takeover(const Held& h, const Segment& answer, uint64_t now_ns
   handoff::TcpState& st = p.state;
   st.snd_seq = answer.ack;
   st.rcv_seq = h.stream_seq() + (h.fin() ? 1 : 0);
-  st.flags = uint8_t((snap.flags & ~handoff::kStatePeerFin) | (h.fin() ? handoff::kStatePeerFin : 0));
+  st.flags =
+      uint8_t((snap.flags & ~handoff::kStatePeerFin) | (h.fin() ? handoff::kStatePeerFin : 0));
   const uint8_t shift = (snap.options & handoff::kOptWscale) ? snap.snd_wscale : 0;
   st.snd_wnd = uint32_t(answer.window) << shift;
   st.snd_wl1 = answer.seq;

@@ -8,11 +8,11 @@
 // Pure logic: no sockets here (sockets.hpp has them), so every rule is unit-tested.
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <deque>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -58,8 +58,8 @@ using ResponseSize = std::function<std::optional<std::pair<size_t, uint64_t>>(st
 
 // Bounds of one held connection. Past them it cannot be recovered (bytes the primary
 // has were not kept) and its buffers are freed.
-inline constexpr size_t kMaxStream = 256 * 1024;      // in-order bytes not yet trimmed
-inline constexpr size_t kMaxOutOfOrder = 64 * 1024;   // bytes held after a hole
+inline constexpr size_t kMaxStream = 256 * 1024;     // in-order bytes not yet trimmed
+inline constexpr size_t kMaxOutOfOrder = 64 * 1024;  // bytes held after a hole
 
 // One backed-up connection.
 class Held {

@@ -1,0 +1,370 @@
+// The failover probe against a real Linux TCP stack (issue 13): a backup that never
+// saw the server's responses sends the client one old byte from the VIP and learns
+// from the client kernel's duplicate ACK how much of the response it has (ack) and
+// where its own stream is (seq); then it imports the socket from that answer and the
+// connection goes on. Runs over loopback in a private network namespace: lo's
+// frames reach an AF_PACKET tap like a veth's (each once as outgoing, once as
+// received; drain() keeps the received one), and the addresses 127.0.0.1 (the
+// "VIP", the server) and 127.0.0.2 (the client) keep the two directions apart.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <linux/sockios.h>
+#include <linux/tcp.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/fd.hpp"
+#include "failover/held.hpp"
+#include "failover/sockets.hpp"
+#include "handoff/tcp_state.hpp"
+
+using namespace tcpha;
+using namespace tcpha::failover;
+
+namespace {
+
+bool enter_private_netns() {
+  if (geteuid() != 0) return false;
+  if (unshare(CLONE_NEWNET) != 0) return false;
+  int s = socket(AF_INET, SOCK_DGRAM, 0);
+  ifreq ifr{};
+  std::strcpy(ifr.ifr_name, "lo");
+  ioctl(s, SIOCGIFFLAGS, &ifr);
+  ifr.ifr_flags |= IFF_UP;
+  bool ok = ioctl(s, SIOCSIFFLAGS, &ifr) == 0;
+  close(s);
+  return ok;
+}
+
+void set_sysctl(const char* path, const char* value) {
+  std::ofstream f(path);
+  f << value;
+}
+
+uint32_t addr(const char* dotted) {
+  in_addr a{};
+  inet_pton(AF_INET, dotted, &a);
+  return a.s_addr;
+}
+
+const std::string kRequest = "GET /probe HTTP/1.1\r\nHost: x\r\n\r\n";
+constexpr size_t kResponse = 100000;
+
+// Copies of the frames' fields (their payloads point into drain()'s buffer).
+struct Seen {
+  Segment seg;
+  size_t payload = 0;
+};
+
+std::vector<Seen> capture(int tap, int wait_ms) {
+  std::vector<Seen> out;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  do {
+    pollfd p{tap, POLLIN, 0};
+    if (wait_ms > 0) poll(&p, 1, 20);
+    drain(tap, [&](const Segment& s) {
+      Seen x{s, s.payload.size()};
+      x.seg.payload = {};
+      out.push_back(x);
+    });
+  } while (std::chrono::steady_clock::now() < until);
+  return out;
+}
+
+std::string describe(const Segment& s) {
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "seq=%u ack=%u win=%u%s%s%s%s ts=%s tsval=%u tsecr=%u", s.seq,
+                s.ack, s.window, s.has_ack ? " ACK" : "", s.rst ? " RST" : "", s.fin ? " FIN" : "",
+                s.syn ? " SYN" : "", s.has_ts ? "yes" : "no", s.tsval, s.tsecr);
+  return buf;
+}
+
+class ProbeTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    static bool in_netns = enter_private_netns();
+    if (!in_netns) GTEST_SKIP() << "needs root (raw sockets, TCP_REPAIR, a private netns)";
+    set_sysctl("/proc/sys/net/ipv4/tcp_timestamps", GetParam() ? "1" : "0");
+    lo_ = int(if_nametoindex("lo"));
+    ASSERT_GT(lo_, 0);
+
+    lst_ = UniqueFd(socket(AF_INET, SOCK_STREAM, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = vip_;
+    ASSERT_EQ(bind(lst_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    socklen_t len = sizeof a;
+    getsockname(lst_.get(), reinterpret_cast<sockaddr*>(&a), &len);
+    ASSERT_EQ(listen(lst_.get(), 8), 0);
+    cli_ = UniqueFd(socket(AF_INET, SOCK_STREAM, 0));
+    sockaddr_in c{};
+    c.sin_family = AF_INET;
+    c.sin_addr.s_addr = client_;
+    ASSERT_EQ(bind(cli_.get(), reinterpret_cast<sockaddr*>(&c), sizeof c), 0);
+    ASSERT_EQ(connect(cli_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    srv_ = UniqueFd(accept(lst_.get(), nullptr, nullptr));
+    ASSERT_TRUE(srv_.valid());
+    len = sizeof local_;
+    getsockname(srv_.get(), reinterpret_cast<sockaddr*>(&local_), &len);
+    len = sizeof peer_;
+    getpeername(srv_.get(), reinterpret_cast<sockaddr*>(&peer_), &len);
+
+    // The client's request, read by the server: the FE's snapshot is taken here, as
+    // at a handoff (export and back; the FE would close its socket instead).
+    ASSERT_EQ(send(cli_.get(), kRequest.data(), kRequest.size(), 0), ssize_t(kRequest.size()));
+    std::string got(kRequest.size(), '\0');
+    ASSERT_EQ(recv(srv_.get(), got.data(), got.size(), MSG_WAITALL), ssize_t(got.size()));
+    std::string already;
+    auto st = handoff::export_state(srv_.get(), local_, peer_, already);
+    ASSERT_TRUE(st) << st.error().message();
+    ASSERT_TRUE(handoff::leave_repair(srv_.get()));
+    snapshot_ = *st;
+    ASSERT_EQ(already, "");  // all read: the snapshot's rcv_seq is just after the request
+    snapshot_.rcv_seq -= uint32_t(kRequest.size());
+    EXPECT_EQ(bool(snapshot_.options & handoff::kOptTimestamps), GetParam());
+
+    // The response, all of it received by the client.
+    std::string body(kResponse, 'r');
+    std::thread writer([&] {
+      size_t off = 0;
+      while (off < body.size()) {
+        ssize_t n = send(srv_.get(), body.data() + off, body.size() - off, 0);
+        if (n <= 0) break;
+        off += size_t(n);
+      }
+    });
+    std::string in(kResponse, '\0');
+    ASSERT_EQ(recv(cli_.get(), in.data(), in.size(), MSG_WAITALL), ssize_t(kResponse));
+    writer.join();
+    for (int i = 0; i < 1000; ++i) {
+      int outq = 0;
+      ioctl(srv_.get(), SIOCOUTQ, &outq);
+      if (outq == 0) break;
+      usleep(1000);
+    }
+    client_end_ = snapshot_.rcv_seq + uint32_t(kRequest.size());
+    server_end_ = snapshot_.snd_seq + uint32_t(kResponse);
+
+    auto tap = open_answer_socket(lo_, vip_);
+    ASSERT_TRUE(tap) << tap.error().message();
+    tap_ = std::move(*tap);
+    auto to_client = open_answer_socket(lo_, client_);
+    ASSERT_TRUE(to_client) << to_client.error().message();
+    to_client_ = std::move(*to_client);
+    auto raw = open_probe_socket();
+    ASSERT_TRUE(raw) << raw.error().message();
+    raw_ = std::move(*raw);
+    usleep(20000);
+    capture(tap_.get(), 0);  // leftovers (the export's window probe and its answer)
+    capture(to_client_.get(), 0);
+  }
+
+  // The answers from the client to the VIP's port after sending `probe`.
+  std::vector<Seen> probe(const std::string& packet, int wait_ms = 200) {
+    std::vector<Seen> out;
+    if (auto s = send_probe(raw_.get(), packet); !s) {
+      ADD_FAILURE() << s.error().message();
+      return out;
+    }
+    for (const Seen& x : capture(tap_.get(), wait_ms))
+      if (x.seg.client_port == peer_.sin_port && x.seg.vip_port == local_.sin_port)
+        out.push_back(x);
+    return out;
+  }
+
+  // The frames the server's kernel sent to the client (the probe itself excluded).
+  std::vector<Seen> server_frames(const std::string& packet, int wait_ms) {
+    std::vector<Seen> out;
+    auto parsed =
+        parse_frame(reinterpret_cast<const uint8_t*>((std::string(14, '\0') + packet).data()),
+                    packet.size() + 14);
+    for (const Seen& x : capture(to_client_.get(), wait_ms))
+      if (!(parsed && x.seg.seq == parsed->seq && x.payload == 1)) out.push_back(x);
+    return out;
+  }
+
+  static ResponseSize sizes() {
+    return [](std::string_view s) -> std::optional<std::pair<size_t, uint64_t>> {
+      if (s.substr(0, kRequest.size()) != kRequest) return std::nullopt;
+      return std::pair<size_t, uint64_t>{kRequest.size(), kResponse};
+    };
+  }
+
+  const uint32_t vip_ = addr("127.0.0.1"), client_ = addr("127.0.0.2");
+  int lo_ = 0;
+  UniqueFd lst_, cli_, srv_, tap_, to_client_, raw_;
+  sockaddr_in local_{}, peer_{};
+  handoff::TcpState snapshot_;
+  uint32_t client_end_ = 0, server_end_ = 0;
+};
+
+// The backup holds the request (no ACK copy seen): the probe's byte is the one
+// before the response, long acknowledged and out of the client's window.
+TEST_P(ProbeTest, ClientAnswersAnOldByteWithItsPosition) {
+  Held h(1, "p", snapshot_, kRequest);
+  const std::string packet = build_probe(h);
+  auto answers = probe(packet);
+  ASSERT_EQ(answers.size(), 1u) << "the client's kernel answers once";
+  const Segment& a = answers[0].seg;
+  std::cout << "[ answer   ] old byte, ts=" << GetParam() << ": " << describe(a)
+            << " payload=" << answers[0].payload << " (expected ack " << server_end_ << " seq "
+            << client_end_ << ")\n";
+  EXPECT_TRUE(a.has_ack);
+  EXPECT_FALSE(a.rst);
+  EXPECT_EQ(a.ack, server_end_) << "everything the client received";
+  EXPECT_EQ(a.seq, client_end_) << "the client's snd_nxt";
+  EXPECT_EQ(answers[0].payload, 0u);
+  EXPECT_EQ(a.has_ts, GetParam());
+
+  auto plan = plan_takeover(h, a, 1);
+  ASSERT_TRUE(plan) << plan.error().message();
+  EXPECT_EQ(plan->skip, kResponse);
+  EXPECT_EQ(plan->requests, kRequest);
+
+  // A second probe is answered too (not rate-limited).
+  auto again = probe(packet);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].seg.ack, server_end_);
+}
+
+// The backup saw the client's ACK of the whole response and trimmed the request:
+// the probe's byte is the last one the client received (rcv_nxt - 1, in window).
+TEST_P(ProbeTest, ClientAnswersItsLastByteWithItsPosition) {
+  Held h(1, "p", snapshot_, kRequest);
+  Segment ack_copy;
+  ack_copy.client_addr = client_;
+  ack_copy.vip_addr = vip_;
+  ack_copy.client_port = peer_.sin_port;
+  ack_copy.vip_port = local_.sin_port;
+  ack_copy.seq = client_end_;
+  ack_copy.ack = server_end_;
+  ack_copy.has_ack = true;
+  h.add(ack_copy, sizes());
+  ASSERT_EQ(h.stream(), "");
+  ASSERT_EQ(h.response_seq(), server_end_);
+
+  auto answers = probe(build_probe(h));
+  ASSERT_EQ(answers.size(), 1u);
+  const Segment& a = answers[0].seg;
+  std::cout << "[ answer   ] last byte, ts=" << GetParam() << ": " << describe(a) << "\n";
+  EXPECT_TRUE(a.has_ack);
+  EXPECT_FALSE(a.rst);
+  EXPECT_EQ(a.ack, server_end_);
+  EXPECT_EQ(a.seq, client_end_);
+  auto plan = plan_takeover(h, a, 1);
+  ASSERT_TRUE(plan) << plan.error().message();
+  EXPECT_EQ(plan->skip, 0u);
+  EXPECT_EQ(plan->requests, "");
+}
+
+// The server's socket is still alive and gets the client's duplicate ACK: it must
+// not answer it (nothing to retransmit, nothing new acknowledged).
+TEST_P(ProbeTest, LiveServerIgnoresTheClientsDuplicateAck) {
+  Held h(1, "p", snapshot_, kRequest);
+  const std::string packet = build_probe(h);
+  ASSERT_EQ(probe(packet).size(), 1u);
+  auto sent = server_frames(packet, 300);
+  for (const Seen& x : sent) std::cout << "[ server   ] " << describe(x.seg) << "\n";
+  EXPECT_TRUE(sent.empty()) << "the server's kernel reacted to the duplicate ACK";
+}
+
+// The whole takeover: the server's socket disappears silently (as with a dead
+// primary), a new one is imported from the plan, and the client talks to it.
+TEST_P(ProbeTest, ImportFromThePlanResumesTheConnection) {
+  Held h(1, "p", snapshot_, kRequest);
+  auto answers = probe(build_probe(h));
+  ASSERT_EQ(answers.size(), 1u);
+  auto plan = plan_takeover(h, answers[0].seg, 1);
+  ASSERT_TRUE(plan) << plan.error().message();
+
+  ASSERT_TRUE(handoff::enter_repair(srv_.get()));
+  srv_.reset();  // silent: repair mode
+  auto fd = handoff::import_state_consumed(plan->state, plan->requests.size());
+  ASSERT_TRUE(fd) << fd.error().message();
+  ASSERT_TRUE(handoff::activate(fd->get()));
+
+  const std::string more = "more bytes from the backup";
+  ASSERT_EQ(send(fd->get(), more.data(), more.size(), 0), ssize_t(more.size()));
+  std::string got(more.size(), '\0');
+  pollfd p{cli_.get(), POLLIN, 0};
+  ASSERT_EQ(poll(&p, 1, 3000), 1) << "the client never got the backup's bytes";
+  ASSERT_EQ(recv(cli_.get(), got.data(), got.size(), MSG_WAITALL), ssize_t(got.size()));
+  EXPECT_EQ(got, more);
+
+  const std::string next = "GET /next HTTP/1.1\r\n\r\n";
+  ASSERT_EQ(send(cli_.get(), next.data(), next.size(), 0), ssize_t(next.size()));
+  std::string req(next.size(), '\0');
+  pollfd q{fd->get(), POLLIN, 0};
+  ASSERT_EQ(poll(&q, 1, 3000), 1) << "the backup's socket never got the next request";
+  ASSERT_EQ(recv(fd->get(), req.data(), req.size(), MSG_WAITALL), ssize_t(req.size()));
+  EXPECT_EQ(req, next);
+}
+
+// No socket on the client any more (aborted: SO_LINGER 0): its kernel answers RST.
+TEST_P(ProbeTest, GoneClientAnswersRst) {
+  Held h(1, "p", snapshot_, kRequest);
+  linger l{1, 0};
+  ASSERT_EQ(setsockopt(cli_.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l), 0);
+  cli_.reset();
+  usleep(20000);
+  capture(tap_.get(), 0);  // the abort's own RST
+  auto answers = probe(build_probe(h));
+  for (const Seen& x : answers) std::cout << "[ frame    ] " << describe(x.seg) << "\n";
+  ASSERT_EQ(answers.size(), 1u);
+  const Segment& a = answers[0].seg;
+  std::cout << "[ answer   ] gone client, ts=" << GetParam() << ": " << describe(a) << "\n";
+  EXPECT_TRUE(a.rst);
+  EXPECT_EQ(a.seq, client_end_) << "RFC 793: an RST to an ACK segment takes its ack number";
+  auto plan = plan_takeover(h, a, 1);
+  ASSERT_FALSE(plan);
+  EXPECT_EQ(plan.error().err, ECONNRESET);
+}
+
+// A client that closed normally: its socket lingers in FIN_WAIT2 (the server acked
+// the FIN) and answers with its position, the FIN counted; the backup, which did not
+// see that FIN, refuses (ENODATA) rather than resume a half-closed stream wrong.
+TEST_P(ProbeTest, ClosedClientInFinWait2AnswersWithItsFin) {
+  Held h(1, "p", snapshot_, kRequest);
+  cli_.reset();
+  usleep(20000);
+  capture(tap_.get(), 0);  // the FIN
+  auto answers = probe(build_probe(h));
+  for (const Seen& x : answers) std::cout << "[ frame    ] " << describe(x.seg) << "\n";
+  ASSERT_EQ(answers.size(), 1u);
+  const Segment& a = answers[0].seg;
+  std::cout << "[ answer   ] FIN_WAIT2 client, ts=" << GetParam() << ": " << describe(a) << "\n";
+  EXPECT_FALSE(a.rst);
+  EXPECT_EQ(a.seq, client_end_ + 1) << "the FIN";
+  EXPECT_EQ(a.ack, server_end_);
+  auto plan = plan_takeover(h, a, 1);
+  ASSERT_FALSE(plan);
+  EXPECT_EQ(plan.error().err, ENODATA);
+
+  // Had the backup seen the FIN's copy, the same answer would make a plan.
+  Segment fin;
+  fin.seq = client_end_;
+  fin.fin = true;
+  h.add(fin, sizes());
+  auto with_fin = plan_takeover(h, a, 1);
+  ASSERT_TRUE(with_fin) << with_fin.error().message();
+  EXPECT_TRUE(with_fin->state.flags & handoff::kStatePeerFin);
+}
+
+INSTANTIATE_TEST_SUITE_P(Timestamps, ProbeTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "On" : "Off"; });
+
+}  // namespace
