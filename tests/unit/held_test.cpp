@@ -111,7 +111,8 @@ TEST(ParseFrame, FlagsAndTimestampOption) {
   FrameSpec f;
   f.flags = 0x01 | 0x04 | 0x10;  // FIN RST ACK
   f.tcp_options = std::string{2, 4, 0x05, char(0xb4)} + ts_option(0xdeadbeef, 0x01020304);
-  auto s = parse(frame(f));
+  const std::string bytes = frame(f);
+  auto s = parse(bytes);
   ASSERT_TRUE(s);
   EXPECT_TRUE(s->fin && s->rst && s->has_ack && !s->syn);
   EXPECT_TRUE(s->has_ts);
@@ -124,7 +125,8 @@ TEST(ParseFrame, MalformedOptionsEndTheSearchOnly) {
   FrameSpec f;
   f.tcp_options = std::string{8, 0, 0, 0};  // a zero length
   f.payload = "x";
-  auto s = parse(frame(f));
+  const std::string bytes = frame(f);
+  auto s = parse(bytes);
   ASSERT_TRUE(s);
   EXPECT_FALSE(s->has_ts);
   EXPECT_EQ(s->payload, "x");
