@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/if_packet.h>
 #include <linux/sockios.h>
 #include <linux/tcp.h>
 #include <net/if.h>
@@ -47,6 +48,11 @@ bool enter_private_netns() {
   ifr.ifr_flags |= IFF_UP;
   bool ok = ioctl(s, SIOCSIFFLAGS, &ifr) == 0;
   close(s);
+  return ok;
+}
+
+bool in_netns() {
+  static bool ok = enter_private_netns();
   return ok;
 }
 
@@ -96,8 +102,7 @@ std::string describe(const Segment& s) {
 class ProbeTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
-    static bool in_netns = enter_private_netns();
-    if (!in_netns) GTEST_SKIP() << "needs root (raw sockets, TCP_REPAIR, a private netns)";
+    if (!in_netns()) GTEST_SKIP() << "needs root (raw sockets, TCP_REPAIR, a private netns)";
     set_sysctl("/proc/sys/net/ipv4/tcp_timestamps", GetParam() ? "1" : "0");
     lo_ = int(if_nametoindex("lo"));
     ASSERT_GT(lo_, 0);
@@ -362,6 +367,71 @@ TEST_P(ProbeTest, ClosedClientInFinWait2AnswersWithItsFin) {
   auto with_fin = plan_takeover(h, a, 1);
   ASSERT_TRUE(with_fin) << with_fin.error().message();
   EXPECT_TRUE(with_fin->state.flags & handoff::kStatePeerFin);
+}
+
+// The copy socket takes only the copy ethertype; the answer socket's filter only IPv4
+// TCP to the VIP. Frames are injected on lo through a packet socket of their own.
+TEST(ProbeSockets, CopyAndAnswerSocketsTakeTheirFramesOnly) {
+  if (!in_netns()) GTEST_SKIP() << "needs root (packet sockets, a private netns)";
+  const int lo = int(if_nametoindex("lo"));
+  const uint32_t vip = addr("127.0.0.1");
+  auto copies = open_copy_socket(lo);
+  ASSERT_TRUE(copies) << copies.error().message();
+  auto answers = open_answer_socket(lo, vip);
+  ASSERT_TRUE(answers) << answers.error().message();
+  UniqueFd inject(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(inject.valid());
+  int rcvbuf = 0;
+  socklen_t len = sizeof rcvbuf;
+  getsockopt(copies->get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, &len);
+  EXPECT_GE(rcvbuf, 4 << 20);
+
+  // A client segment to the VIP: a probe built the other way round.
+  handoff::TcpState st;
+  st.local_addr = addr("127.0.0.9");
+  st.local_port = htons(40000);
+  st.peer_addr = vip;
+  st.peer_port = htons(80);
+  st.rcv_seq = 5000;
+  st.snd_seq = 9001;
+  const std::string to_vip = build_probe(Held(1, "p", st, "req"));
+  st.peer_addr = addr("127.0.0.8");
+  const std::string elsewhere = build_probe(Held(1, "p", st, "req"));
+  std::string udp = to_vip;
+  udp[9] = 17;
+
+  auto send_frame = [&](uint16_t ethertype, const std::string& packet) {
+    std::string f(14, '\0');
+    f[12] = char(ethertype >> 8);
+    f[13] = char(ethertype);
+    f += packet;
+    sockaddr_ll a{};
+    a.sll_family = AF_PACKET;
+    a.sll_ifindex = lo;
+    a.sll_halen = 6;
+    ASSERT_EQ(
+        sendto(inject.get(), f.data(), f.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof a),
+        ssize_t(f.size()))
+        << strerror(errno);
+  };
+  send_frame(kEthPCopy, to_vip);
+  send_frame(0x0800, to_vip);
+  send_frame(0x0800, elsewhere);
+  send_frame(0x0800, udp);
+  send_frame(kEthPCopy, elsewhere);
+  usleep(50000);
+
+  std::vector<Segment> got_copies, got_answers;
+  drain(copies->get(), [&](const Segment& s) { got_copies.push_back(s); });
+  drain(answers->get(), [&](const Segment& s) { got_answers.push_back(s); });
+  ASSERT_EQ(got_copies.size(), 2u) << "both copy frames, nothing else";
+  EXPECT_EQ(got_copies[0].vip_addr, vip);
+  EXPECT_EQ(got_copies[0].seq, 9000u);
+  EXPECT_EQ(got_copies[0].ack, 5003u);
+  EXPECT_EQ(got_copies[1].vip_addr, addr("127.0.0.8"));
+  ASSERT_EQ(got_answers.size(), 1u) << "only IPv4 TCP to the VIP";
+  EXPECT_EQ(got_answers[0].vip_addr, vip);
+  EXPECT_EQ(got_answers[0].client_port, htons(40000));
 }
 
 INSTANTIATE_TEST_SUITE_P(Timestamps, ProbeTest, ::testing::Bool(),
