@@ -256,6 +256,13 @@ Result<Plan> plan_takeover(const Held& h, const Segment& answer, uint64_t now_ns
   return p;
 }
 
+bool is_answer(const Held& h, const Segment& s) {
+  const handoff::TcpState& st = h.snapshot();
+  return s.client_addr == st.peer_addr && s.client_port == st.peer_port &&
+         s.vip_addr == st.local_addr && s.vip_port == st.local_port && s.payload.empty() &&
+         !s.syn && !s.fin && (s.has_ack || s.rst);
+}
+
 std::string build_probe(const Held& h) {
   constexpr size_t kIp = 20, kTcp = 20, kLen = kIp + kTcp + 1;
   const handoff::TcpState& st = h.snapshot();

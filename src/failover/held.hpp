@@ -135,6 +135,13 @@ struct Plan {
 // end, no ACK, no timestamp when they were negotiated).
 Result<Plan> plan_takeover(const Held& h, const Segment& answer, uint64_t now_ns);
 
+// Whether `s`, seen on the answer socket, can be the client's answer to h's probe:
+// its 4-tuple, no payload, no SYN or FIN. The client's other segments caught there
+// (data or a FIN sent after the primary died, which no copy carries) belong in
+// h.add() instead; a keepalive also looks like an answer (seq = snd_nxt - 1), and
+// plan_takeover() rejects it with EPROTO: wait for the next one.
+bool is_answer(const Held& h, const Segment& s);
+
 // Milliseconds (or microseconds with usec timestamps) the imported socket's TSval is
 // put above the client's TSecr.
 inline constexpr uint32_t kTimestampStep = 60000;

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -185,9 +186,13 @@ class ProbeTest : public ::testing::TestWithParam<bool> {
       ADD_FAILURE() << s.error().message();
       return out;
     }
-    for (const Seen& x : capture(tap_.get(), wait_ms))
-      if (x.seg.client_port == peer_.sin_port && x.seg.vip_port == local_.sin_port)
-        out.push_back(x);
+    const Held any(0, "", snapshot_, "");
+    for (const Seen& x : capture(tap_.get(), wait_ms)) {
+      Segment s = x.seg;
+      std::string payload(x.payload, 'p');
+      s.payload = payload;
+      if (is_answer(any, s)) out.push_back(x);
+    }
     return out;
   }
 
@@ -317,6 +322,85 @@ TEST_P(ProbeTest, ImportFromThePlanResumesTheConnection) {
   ASSERT_EQ(poll(&q, 1, 3000), 1) << "the backup's socket never got the next request";
   ASSERT_EQ(recv(fd->get(), req.data(), req.size(), MSG_WAITALL), ssize_t(req.size()));
   EXPECT_EQ(req, next);
+}
+
+// The client sends its next request after the primary died: no copy of it exists
+// (the FE's datapath forwards the flow's packets to the backup as they are once the
+// primary is FAILED), and the backup's guard drops it for want of a socket; but its
+// tap sees it. Without it the answer's seq is past the held stream (ENODATA); with
+// the tap's segment added the takeover serves it.
+TEST_P(ProbeTest, ClientDataCaughtOnTheTapBeforeTheImport) {
+  if (std::system("nft -v >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "needs nft (the guard's stand-in)";
+  Held h(1, "p", snapshot_, kRequest);
+  Segment ack_copy;
+  ack_copy.seq = client_end_;
+  ack_copy.ack = server_end_;
+  ack_copy.has_ack = true;
+  h.add(ack_copy, sizes());
+  ASSERT_EQ(h.stream(), "");
+
+  // The guard's stand-in: nothing reaches the VIP's port (taps see frames before).
+  const std::string port = std::to_string(ntohs(local_.sin_port));
+  ASSERT_EQ(std::system(("nft add table ip probe_guard && nft add chain ip probe_guard in "
+                         "'{ type filter hook input priority 0; }' && nft add rule ip probe_guard "
+                         "in ip daddr 127.0.0.1 tcp dport " +
+                         port + " drop")
+                            .c_str()),
+            0);
+  struct Unguard {
+    ~Unguard() { (void)std::system("nft delete table ip probe_guard 2>/dev/null"); }
+  } unguard;
+  ASSERT_TRUE(handoff::enter_repair(srv_.get()));
+  srv_.reset();  // the primary is gone, silently
+
+  const std::string next = "GET /next HTTP/1.1\r\n\r\n";
+  ASSERT_EQ(send(cli_.get(), next.data(), next.size(), 0), ssize_t(next.size()));
+  usleep(50000);
+  std::vector<std::string> data;  // the client's segments with payload, caught on the tap
+  std::vector<Segment> segs;
+  drain(tap_.get(), [&](const Segment& s) {
+    if (s.client_port != peer_.sin_port || s.payload.empty()) return;
+    data.emplace_back(s.payload);
+    segs.push_back(s);
+  });
+  ASSERT_EQ(data.size(), 1u);
+  EXPECT_EQ(data[0], next);
+
+  auto answers = probe(build_probe(h));
+  ASSERT_EQ(answers.size(), 1u);
+  const Segment& a = answers[0].seg;
+  EXPECT_EQ(a.seq, client_end_ + uint32_t(next.size()));
+  auto gap = plan_takeover(h, a, 1);
+  ASSERT_FALSE(gap);
+  EXPECT_EQ(gap.error().err, ENODATA) << gap.error().message();
+
+  segs[0].payload = data[0];
+  h.add(segs[0], sizes());
+  auto plan = plan_takeover(h, a, 1);
+  ASSERT_TRUE(plan) << plan.error().message();
+  EXPECT_EQ(plan->requests, next);
+  EXPECT_EQ(plan->skip, 0u);
+
+  auto fd = handoff::import_state_consumed(plan->state, plan->requests.size());
+  ASSERT_TRUE(fd) << fd.error().message();
+  ASSERT_EQ(std::system("nft delete table ip probe_guard"), 0);
+  ASSERT_TRUE(handoff::activate(fd->get()));
+  const std::string response = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  ASSERT_EQ(send(fd->get(), response.data(), response.size(), 0), ssize_t(response.size()));
+  std::string got(response.size(), '\0');
+  pollfd p{cli_.get(), POLLIN, 0};
+  ASSERT_EQ(poll(&p, 1, 3000), 1) << "the client never got the backup's response";
+  ASSERT_EQ(recv(cli_.get(), got.data(), got.size(), MSG_WAITALL), ssize_t(got.size()));
+  EXPECT_EQ(got, response);
+  // The client's stream goes on where the backup's socket expects it.
+  const std::string third = "GET /third HTTP/1.1\r\n\r\n";
+  ASSERT_EQ(send(cli_.get(), third.data(), third.size(), 0), ssize_t(third.size()));
+  std::string req(third.size(), '\0');
+  pollfd q{fd->get(), POLLIN, 0};
+  ASSERT_EQ(poll(&q, 1, 3000), 1);
+  ASSERT_EQ(recv(fd->get(), req.data(), req.size(), MSG_WAITALL), ssize_t(req.size()));
+  EXPECT_EQ(req, third);
 }
 
 // No socket on the client any more (aborted: SO_LINGER 0): its kernel answers RST.

@@ -569,6 +569,28 @@ TEST(PlanTakeover, SequenceNumbersWrapAround) {
   EXPECT_EQ(before.error().err, EPROTO);
 }
 
+TEST(IsAnswer, PureAckOrRstOfTheConnectionOnly) {
+  Held h(1, "be1", snapshot(), kA);
+  EXPECT_TRUE(is_answer(h, answer(kRcv + 10, kSnd)));
+  Segment rst = seg(kRcv + 10, "");
+  rst.rst = true;
+  EXPECT_TRUE(is_answer(h, rst));
+  EXPECT_FALSE(is_answer(h, seg(kRcv + 10, ""))) << "no ACK, no RST";
+  EXPECT_FALSE(is_answer(h, seg(kRcv + 10, "data", kSnd, true))) << "data goes to add()";
+  Segment fin = answer(kRcv + 10, kSnd);
+  fin.fin = true;
+  EXPECT_FALSE(is_answer(h, fin));
+  Segment syn = answer(kRcv + 10, kSnd);
+  syn.syn = true;
+  EXPECT_FALSE(is_answer(h, syn));
+  Segment other = answer(kRcv + 10, kSnd);
+  other.client_port = htons(40001);
+  EXPECT_FALSE(is_answer(h, other));
+  other = answer(kRcv + 10, kSnd);
+  other.vip_addr = inet_addr("198.51.100.2");
+  EXPECT_FALSE(is_answer(h, other));
+}
+
 // ---- build_probe ----
 
 uint32_t ones_sum(const uint8_t* p, size_t n, uint32_t acc = 0) {
