@@ -38,7 +38,7 @@ struct tcpha_flow_key {
 struct tcpha_flow_value {
   __u8 state;       /* enum tcpha_flow_state */
   __u8 flags;       /* enum tcpha_flow_flags */
-  __u16 pad;
+  __u16 backup;     /* the flow's backup back-end: its slot + 1, 0 = none (failover) */
   __u32 backend;    /* index of the back-end in the FE's table (for status) */
   __u8 dmac[6];     /* back-end's MAC: new destination */
   __u8 smac[6];     /* FE's own MAC: new source (so the switch never learns the
@@ -51,21 +51,48 @@ struct tcpha_flow_value {
   __u64 bytes;        /* bytes forwarded */
 };
 
-/* Per-CPU counters, declared once: X(id, description). */
-#define TCPHA_DP_COUNTERS(X)                                                            \
-  X(RX, "packets seen by the datapath")                                                 \
-  X(PASS, "packets passed to the FE's stack")                                           \
-  X(HOLD_DROP, "client packets dropped while their flow was held")                      \
-  X(FORWARD, "packets forwarded to a back-end")                                         \
-  X(FORWARD_BYTES, "bytes forwarded to a back-end")                                     \
-  X(STALE_SYN, "SYNs that matched a finished flow, which was removed")                  \
-  X(FIN, "client FINs seen on forwarded flows")                                         \
-  X(RST, "client RSTs seen on forwarded flows")                                         \
-  X(MALFORMED, "truncated or malformed IP/TCP headers passed untouched")                \
-  X(SYN_DROP, "SYNs dropped because the flow of their 4-tuple is live")                 \
-  X(GUARD_NOSOCK, "guarded packets dropped: no flow, and no socket or only a listener") \
-  X(GUARD_REPAIR, "guarded packets dropped: their socket is still in TCP_REPAIR")       \
-  X(TTL_DROP, "packets to forward dropped for a TTL/hop limit <= 1 (a loop)")
+/* BE failover (docs/failover.md). Back-end slots are the FE's BackendState::uid; the
+ * "backends" array map holds one struct tcpha_backend per slot. */
+#define TCPHA_MAX_BACKENDS 256
+/* Ethertype of the copies of client packets sent to a flow's backup: no IP stack
+ * takes them, the backup's agent reads them from an AF_PACKET socket. */
+#define TCPHA_ETH_P_COPY 0x88B5
+/* SO_MARK a back-end sets on a client socket right before it ends the connection
+ * itself; its egress guard drops FIN/RST from the VIP without it. */
+#define TCPHA_MARK_DONE 0x7c4a0001u
+
+enum tcpha_backend_flags {
+  TCPHA_BACKEND_F_FAILED = 1 << 0, /* the FE lost the back-end: its flows go to their backups */
+};
+
+struct tcpha_backend {
+  __u8 mac[6]; /* the back-end's MAC; all zero: slot unused */
+  __u8 flags;  /* enum tcpha_backend_flags */
+  __u8 pad;
+};
+
+/* Per-CPU counters, declared once: X(id, description). Every packet of the ingress
+ * program ends in exactly one of PASS, HOLD_DROP, FORWARD, SYN_DROP, GUARD_NOSOCK,
+ * GUARD_REPAIR, TTL_DROP and FAILOVER_DROP (RX is their sum); FAILOVER packets are
+ * FORWARD ones too; COPY counts clones on top, EGRESS_GUARD the egress program. */
+#define TCPHA_DP_COUNTERS(X)                                                                      \
+  X(RX, "packets seen by the datapath")                                                           \
+  X(PASS, "packets passed to the FE's stack")                                                     \
+  X(HOLD_DROP, "client packets dropped while their flow was held")                                \
+  X(FORWARD, "packets forwarded to a back-end")                                                   \
+  X(FORWARD_BYTES, "bytes forwarded to a back-end")                                               \
+  X(STALE_SYN, "SYNs that matched a finished flow, which was removed")                            \
+  X(FIN, "client FINs seen on forwarded flows")                                                   \
+  X(RST, "client RSTs seen on forwarded flows")                                                   \
+  X(MALFORMED, "truncated or malformed IP/TCP headers passed untouched")                          \
+  X(SYN_DROP, "SYNs dropped because the flow of their 4-tuple is live")                           \
+  X(GUARD_NOSOCK, "guarded packets dropped: no flow, and no socket or only a listener")           \
+  X(GUARD_REPAIR, "guarded packets dropped: their socket is still in TCP_REPAIR")                 \
+  X(TTL_DROP, "packets to forward dropped for a TTL/hop limit <= 1 (a loop)")                     \
+  X(COPY, "client packets copied to a backup")                                                    \
+  X(FAILOVER, "packets of a failed back-end's flows sent to its backup")                          \
+  X(FAILOVER_DROP, "packets of a failed back-end's flows dropped: the flow has no usable backup") \
+  X(EGRESS_GUARD, "FIN/RST of a back-end connection its agent did not end, dropped")
 
 enum tcpha_dp_counter {
 #define TCPHA_X_ENUM(id, desc) TCPHA_DP_##id,
@@ -91,12 +118,15 @@ TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_key, dport) == 34);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_key, family) == 36);
 TCPHA_LAYOUT(sizeof(struct tcpha_flow_value) == 56);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, flags) == 1);
+TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, backup) == 2);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, backend) == 4);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, dmac) == 8);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, smac) == 14);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, last_seen_ns) == 24);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, closing_ns) == 32);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, bytes) == 48);
+TCPHA_LAYOUT(sizeof(struct tcpha_backend) == 8);
+TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_backend, flags) == 6);
 #undef TCPHA_LAYOUT
 
 #endif /* TCPHA_SHARED_H */

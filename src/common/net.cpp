@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "tcpha_shared.h"
+
 namespace tcpha {
 
 std::optional<in_addr> parse_ipv4(std::string_view s) {
@@ -33,6 +35,11 @@ std::optional<Ipv4Prefix> parse_ipv4_prefix(std::string_view s) {
   p.network = ntohl(a->s_addr);
   if (!p.contains(*a)) return std::nullopt;  // host bits set
   return p;
+}
+
+void mark_done(int fd) {
+  const uint32_t mark = TCPHA_MARK_DONE;
+  (void)setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark);
 }
 
 bool is_loopback(in_addr a) { return (ntohl(a.s_addr) >> 24) == 127; }

@@ -29,6 +29,14 @@ inline sockaddr_in ipv4_endpoint(uint32_t be_addr, uint16_t be_port) {
   return a;
 }
 
+// Back-ends with failover on: marks a client socket the agent is about to end itself
+// (shutdown or close: FIN or RST) with SO_MARK TCPHA_MARK_DONE, which its egress
+// guard lets through; the FIN/RST of unmarked sockets are dropped there, as those of
+// a killed agent's sockets must be. Best effort and silent: if it fails the guard
+// drops the FIN/RST and the client times out, which can only happen while failover
+// is on (the guard is off otherwise, and then this need not be called).
+void mark_done(int fd);
+
 // An IPv4 network "A.B.C.D/LEN" (a bare address means /32): access lists.
 struct Ipv4Prefix {
   uint32_t network = 0;  // host byte order, host bits zero
