@@ -1,8 +1,9 @@
-/* The front-end's client-facing datapath (tc clsact ingress): packets of flows
- * that are being handed off are dropped (the client retransmits), packets of
- * handed-off flows go to their back-end with both MACs rewritten, everything
- * else goes to the FE's own stack. Userspace owns the flow table; this program
- * reads it, stamps activity, and removes a flow only for a SYN that may have it.
+/* The front-end's client-facing datapath (tcpha_ingress, tc clsact ingress):
+ * packets of flows that are being handed off are dropped (the client retransmits),
+ * packets of handed-off flows go to their back-end with both MACs rewritten,
+ * everything else goes to the FE's own stack. Userspace owns the flow table; this
+ * program reads it, stamps activity, and removes a flow only for a SYN that may
+ * have it. Back-ends also run tcpha_egress (clsact egress), the egress guard below.
  *
  * Flow lifetime (docs/design.md, "Flow lifetime"). Anyone on the client's network
  * can send packets with the client's 4-tuple, so no single client packet may end a
@@ -37,7 +38,34 @@
  * pure SYN is checked against the sockets (bpf_skc_lookup_tcp) and dropped, the
  * client retransmits, when none or only a listener matches (GUARD_NOSOCK) or the
  * socket is in repair mode (GUARD_REPAIR). Established, TIME_WAIT and request
- * sockets, pure SYNs, flows and other addresses are as without the guard. */
+ * sockets, pure SYNs, flows and other addresses are as without the guard.
+ *
+ * BE failover (docs/failover.md; off unless userspace fills the backends map and
+ * gives flows a backup). A flow may name a backup back-end (`backup`: its slot + 1)
+ * that holds the client's byte stream since the handoff, so that it can take the
+ * connection over when the primary dies:
+ * - Copies: a packet of such a flow that carries payload, SYN, FIN or RST is also
+ *   cloned to the backup (bpf_clone_redirect, out of the same interface), with the
+ *   Ethernet header dst = backup's MAC, src = ours, ethertype TCPHA_ETH_P_COPY: the
+ *   backup's IP stack ignores it, its agent reads it from an AF_PACKET socket. Pure
+ *   ACKs are never copied (seed 004's selective multicast): they carry nothing the
+ *   backup must replay, and they are most of a download's client packets. A backup
+ *   that is FAILED or has no MAC yet gets nothing.
+ * - Failure: the FE marks a dead back-end's slot FAILED in the backends map, one
+ *   update for all its flows, instead of rewriting each flow. From then on every
+ *   packet of a flow whose primary is FAILED goes to that flow's backup instead
+ *   (FAILOVER), uncopied; a flow without a usable backup has its packets dropped
+ *   (FAILOVER_DROP): the client retransmits, the connection is lost either way and
+ *   the dead primary must not get them. Flows without a backup cost one array
+ *   lookup (the primary's slot) over the plain forward.
+ *
+ * Egress guard (back-ends with failover on: tcpha_egress, clsact egress). When a
+ * back-end's agent is killed its kernel lives on and closes the agent's sockets:
+ * FIN (or RST, with unread data) to clients whose downloads the backup is about to
+ * take over, which would end them truncated. So, while tcpha_egress_guard and
+ * tcpha_guard_vip are set, an IPv4 TCP segment from the VIP with FIN or RST is
+ * dropped unless its socket carries SO_MARK TCPHA_MARK_DONE, which the agent sets
+ * right before it ends a connection itself (EGRESS_GUARD). Everything else passes. */
 /* The uapi headers must precede libbpf's, which use their types. */
 /* clang-format off */
 #include <linux/bpf.h>
@@ -66,6 +94,16 @@ struct {
   __uint(max_entries, TCPHA_DP_NR_COUNTERS);
 } counters SEC(".maps");
 
+/* Back-end slots (the FE's BackendState::uid): MAC and FAILED flag, for failover.
+ * An array: the verifier inlines its lookups, and marking a back-end failed is one
+ * update. */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __type(key, __u32);
+  __type(value, struct tcpha_backend);
+  __uint(max_entries, TCPHA_MAX_BACKENDS);
+} backends SEC(".maps");
+
 /* How long a FORWARD flow must have been idle before a SYN may replace it
  * (flow_linger_ms). In .data, not .rodata: userspace rewrites it through the
  * skeleton's mapping when a reload changes the configured linger. */
@@ -75,6 +113,10 @@ volatile __u64 tcpha_linger_ns = TCPHA_DEFAULT_LINGER_NS;
  * (explicitly: a zero would put it in .bss) so that userspace can turn it on and
  * off at run time, like the linger. */
 volatile __u32 tcpha_guard_vip SEC(".data") = 0;
+
+/* Non-zero: the egress program guards tcpha_guard_vip (see the top). In .data like
+ * the guard, for the same reason. */
+volatile __u32 tcpha_egress_guard SEC(".data") = 0;
 
 /* The one field of the kernel's tcp_sock the guard reads. CO-RE: libbpf finds the
  * bitfield's real position in the running kernel's BTF at load time. */
@@ -157,24 +199,96 @@ static __always_inline int hop(struct tcpha_packet *p) {
   return 1;
 }
 
+/* The slot of a flow's backup (backup = slot + 1, non-zero) when it can take
+ * packets: not FAILED, and its MAC known. */
+static __always_inline struct tcpha_backend *usable_backup(__u16 backup) {
+  __u32 slot = (__u32)backup - 1;
+  struct tcpha_backend *b = bpf_map_lookup_elem(&backends, &slot);
+  __u32 mac_hi;
+  __u16 mac_lo;
+
+  if (!b || (b->flags & TCPHA_BACKEND_F_FAILED)) return NULL;
+  __builtin_memcpy(&mac_hi, b->mac, sizeof(mac_hi));
+  __builtin_memcpy(&mac_lo, b->mac + 4, sizeof(mac_lo));
+  return mac_hi | mac_lo ? b : NULL;
+}
+
+/* True for the packets a backup needs: TCP payload, SYN, FIN or RST. Pure ACKs (and
+ * window updates) are not copied. The headers were bounds-checked by the parser. */
+static __always_inline int worth_a_copy(const struct tcpha_packet *p) {
+  const struct tcphdr *tcp = p->tcp;
+  __u32 tcp_len = tcp->doff * 4;
+
+  if (tcp->syn || tcp->fin || tcp->rst) return 1;
+  if (p->ip4) return bpf_ntohs(p->ip4->tot_len) > p->ip4->ihl * 4 + tcp_len;
+  if (p->ip6) return bpf_ntohs(p->ip6->payload_len) > tcp_len;
+  return 0;
+}
+
+/* Sends a clone of the packet, as it is now, to the backup b (see the top): the
+ * copy's Ethernet header is written in place, cloned, then the original's protocol
+ * restored. The clone takes the packet's current buffer and the original gets a
+ * private copy of its head (bpf_clone_redirect unclones it), so the rewrite after
+ * the clone cannot reach the copy. Every packet pointer is invalid after the
+ * helper: p->eth is derived again. 0 (drop the original) only if the rewritten
+ * head vanished, which a clone does not do. */
+static __always_inline int copy_to_backup(struct __sk_buff *skb, struct tcpha_packet *p,
+                                          const struct tcpha_backend *b,
+                                          const struct tcpha_flow_value *v) {
+  __be16 proto = p->eth->h_proto;
+  void *data, *data_end;
+
+  __builtin_memcpy(p->eth->h_dest, b->mac, ETH_ALEN);
+  __builtin_memcpy(p->eth->h_source, v->smac, ETH_ALEN);
+  p->eth->h_proto = bpf_htons(TCPHA_ETH_P_COPY);
+  if (bpf_clone_redirect(skb, skb->ifindex, 0) == 0) count(TCPHA_DP_COPY, 1);
+  data = (void *)(long)skb->data;
+  data_end = (void *)(long)skb->data_end;
+  p->eth = data;
+  if ((void *)(p->eth + 1) > data_end) return 0;
+  p->eth->h_proto = proto;
+  return 1;
+}
+
 /* Direct server return on the same segment: the back-end owns the connection now
  * and answers the client itself; the source MAC must be ours, or the switch
- * learns the client's MAC on our port and the back-end's answers come here. */
+ * learns the client's MAC on our port and the back-end's answers come here. A
+ * flow whose back-end FAILED goes to its backup; a flow with a backup sends it
+ * copies (see the top). */
 static __always_inline int forward(struct __sk_buff *skb, struct tcpha_packet *p,
                                    struct tcpha_flow_value *v) {
+  const struct tcpha_backend *primary, *copy = NULL;
+  const __u8 *dmac = v->dmac;
+  const __u16 backup = v->backup;
+  __u32 slot = v->backend;
   __u64 now;
 
+  /* NULL for a slot beyond the table (an array lookup checks its bound). */
+  primary = bpf_map_lookup_elem(&backends, &slot);
+  if (primary && (primary->flags & TCPHA_BACKEND_F_FAILED)) {
+    const struct tcpha_backend *b = backup ? usable_backup(backup) : NULL;
+
+    if (!b) {
+      count(TCPHA_DP_FAILOVER_DROP, 1);
+      return TC_ACT_SHOT;
+    }
+    dmac = b->mac;
+    count(TCPHA_DP_FAILOVER, 1);
+  } else if (backup && worth_a_copy(p)) {
+    copy = usable_backup(backup);
+  }
   if (!hop(p)) {
     count(TCPHA_DP_TTL_DROP, 1);
     return TC_ACT_SHOT;
   }
+  note_fin_rst(p->tcp, v); /* reads the packet: before the clone */
+  if (copy && !copy_to_backup(skb, p, copy, v)) return TC_ACT_SHOT;
   now = bpf_ktime_get_ns();
-  __builtin_memcpy(p->eth->h_dest, v->dmac, ETH_ALEN);
+  __builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
   __builtin_memcpy(p->eth->h_source, v->smac, ETH_ALEN);
   v->last_seen_ns = now;
   __sync_fetch_and_add(&v->packets, 1);
   __sync_fetch_and_add(&v->bytes, skb->len);
-  note_fin_rst(p->tcp, v);
   count(TCPHA_DP_FORWARD, 1);
   count(TCPHA_DP_FORWARD_BYTES, skb->len);
   return bpf_redirect(skb->ifindex, 0);
@@ -250,6 +364,22 @@ int tcpha_ingress(struct __sk_buff *skb) {
     return TC_ACT_SHOT;
   }
   return forward(skb, &p, v);
+}
+
+/* Back-ends with failover on (see the top): FIN/RST from the VIP that the agent did
+ * not send on purpose are dropped. One load and return while off. */
+SEC("tc")
+int tcpha_egress(struct __sk_buff *skb) {
+  struct tcpha_packet p;
+  __u32 vip = tcpha_guard_vip;
+
+  if (!tcpha_egress_guard || !vip) return TC_ACT_OK;
+  if (skb->protocol != bpf_htons(ETH_P_IP) || skb->mark == TCPHA_MARK_DONE) return TC_ACT_OK;
+  tcpha_pull_headers(skb);
+  if (tcpha_parse(skb, &p) != TCPHA_PARSE_TCP || !p.ip4) return TC_ACT_OK;
+  if (p.key.saddr[0] != vip || !(p.tcp->fin || p.tcp->rst)) return TC_ACT_OK;
+  count(TCPHA_DP_EGRESS_GUARD, 1);
+  return TC_ACT_SHOT;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -50,9 +50,10 @@ std::string key_str(const FlowKey& k) {
 
 // A FORWARD flow to the back-end at be_mac, last seen (idle aging starts) at now_ns.
 tcpha_flow_value forward_value(uint32_t backend, const Mac& be_mac, const Mac& fe_mac,
-                               uint64_t now_ns) {
+                               uint64_t now_ns, uint16_t backup) {
   tcpha_flow_value v{};
   v.state = TCPHA_FLOW_FORWARD;
+  v.backup = backup;
   v.backend = backend;
   std::memcpy(v.dmac, be_mac.data(), sizeof v.dmac);
   std::memcpy(v.smac, fe_mac.data(), sizeof v.smac);
@@ -116,18 +117,30 @@ Status Datapath::attach_to(const std::string& ifname) {
   if (rc = bpf_tc_attach(&hook, &opts); rc < 0)
     return Error{-rc, "attach tc ingress filter on " + ifname};
   attached_ = true;
+  // The same clsact qdisc has the egress hook; same handle and priority, so a
+  // crashed run's filter is replaced there too.
+  bpf_tc_hook egress = make_hook(ifindex_, BPF_TC_EGRESS);
+  bpf_tc_opts eopts = make_opts();
+  eopts.prog_fd = egress_prog_fd();
+  eopts.flags = BPF_TC_F_REPLACE;
+  if (rc = bpf_tc_attach(&egress, &eopts); rc < 0)
+    return Error{-rc, "attach tc egress filter on " + ifname};
+  egress_attached_ = true;
   return {};
 }
 
 Datapath::~Datapath() {
   // The interface may be gone already (its namespace deleted): nothing left to undo.
   auto gone = [](int rc) { return rc == 0 || rc == -ENODEV || rc == -ENOENT; };
-  if (attached_) {
-    bpf_tc_hook hook = make_hook(ifindex_, BPF_TC_INGRESS);
+  auto detach = [&](int attach_point, const char* what) {
+    bpf_tc_hook hook = make_hook(ifindex_, attach_point);
     bpf_tc_opts opts = make_opts();
     if (int rc = bpf_tc_detach(&hook, &opts); !gone(rc))
-      spdlog::warn("datapath: detach tc filter from ifindex {}: {}", ifindex_, std::strerror(-rc));
-  }
+      spdlog::warn("datapath: detach tc {} filter from ifindex {}: {}", what, ifindex_,
+                   std::strerror(-rc));
+  };
+  if (egress_attached_) detach(BPF_TC_EGRESS, "egress");
+  if (attached_) detach(BPF_TC_INGRESS, "ingress");
   if (created_qdisc_) {
     // Ingress|egress is libbpf's way of saying "the clsact qdisc itself".
     bpf_tc_hook hook = make_hook(ifindex_, BPF_TC_INGRESS | BPF_TC_EGRESS);
@@ -147,17 +160,18 @@ Status Datapath::hold(const FlowKey& key) {
   return {};
 }
 
-Status Datapath::point(const FlowKey& key, uint32_t backend, const Mac& be_mac, const Mac& fe_mac) {
-  const tcpha_flow_value v = forward_value(backend, be_mac, fe_mac, monotonic_ns());
+Status Datapath::point(const FlowKey& key, uint32_t backend, const Mac& be_mac, const Mac& fe_mac,
+                       uint16_t backup) {
+  const tcpha_flow_value v = forward_value(backend, be_mac, fe_mac, monotonic_ns(), backup);
   int rc = bpf_map_update_elem(flows_fd(), &key, &v, BPF_ANY);
   if (rc == -E2BIG) return Error{E2BIG, "forward " + key_str(key) + ": flow table full"};
   if (rc < 0) return Error{-rc, "forward " + key_str(key)};
   return {};
 }
 
-Status Datapath::forward(const FlowKey& key, uint32_t backend, const Mac& be_mac,
-                         const Mac& fe_mac) {
-  const tcpha_flow_value v = forward_value(backend, be_mac, fe_mac, monotonic_ns());
+Status Datapath::forward(const FlowKey& key, uint32_t backend, const Mac& be_mac, const Mac& fe_mac,
+                         uint16_t backup) {
+  const tcpha_flow_value v = forward_value(backend, be_mac, fe_mac, monotonic_ns(), backup);
   // BPF_EXIST: if the held flow vanished, its 4-tuple may belong to a new
   // connection now, which must not be sent to this back-end.
   if (int rc = bpf_map_update_elem(flows_fd(), &key, &v, BPF_EXIST); rc < 0)
@@ -173,7 +187,7 @@ Status Datapath::remove(const FlowKey& key) {
 
 Status Datapath::mark_closed(const FlowKey& key, uint32_t backend, const Mac& be_mac,
                              const Mac& fe_mac, uint64_t now_ns) {
-  tcpha_flow_value v = forward_value(backend, be_mac, fe_mac, now_ns);
+  tcpha_flow_value v = forward_value(backend, be_mac, fe_mac, now_ns, 0);
   v.flags = TCPHA_FLOW_F_BE_CLOSED;
   v.closing_ns = now_ns;
   if (int rc = bpf_map_update_elem(flows_fd(), &key, &v, BPF_EXIST); rc < 0 && rc != -ENOENT)
@@ -220,6 +234,34 @@ uint32_t Datapath::guard() const {
   return knob.load(std::memory_order_relaxed);
 }
 
+Status Datapath::set_backend(uint32_t slot, const Mac& mac, bool failed) {
+  if (slot >= TCPHA_MAX_BACKENDS)
+    return Error{EINVAL, "datapath: back-end slot " + std::to_string(slot) + " out of range"};
+  tcpha_backend b{};
+  std::memcpy(b.mac, mac.data(), sizeof b.mac);
+  b.flags = failed ? TCPHA_BACKEND_F_FAILED : 0;
+  // An array element is overwritten in place: a packet may read half the MAC of a
+  // slot being changed, which only happens when a slot is given to another back-end
+  // (its flows are gone by then) or a failed back-end's MAC changes.
+  if (int rc = bpf_map_update_elem(backends_fd(), &slot, &b, BPF_ANY); rc < 0)
+    return Error{-rc, "datapath: set back-end slot " + std::to_string(slot)};
+  return {};
+}
+
+// Like the guard: a relaxed store on the mapped .data, read per packet.
+Status Datapath::set_egress_guard(bool on) {
+  if (!skel_->data) return Error{EINVAL, "datapath: .data not mapped, cannot set the egress guard"};
+  std::atomic_ref knob(skel_->data->tcpha_egress_guard);
+  knob.store(on ? 1u : 0u, std::memory_order_relaxed);
+  return {};
+}
+
+bool Datapath::egress_guard() const {
+  if (!skel_->data) return false;
+  std::atomic_ref knob(skel_->data->tcpha_egress_guard);
+  return knob.load(std::memory_order_relaxed) != 0;
+}
+
 std::optional<tcpha_flow_value> Datapath::lookup(const FlowKey& key) const {
   tcpha_flow_value v;
   if (bpf_map_lookup_elem(flows_fd(), &key, &v) < 0) return std::nullopt;
@@ -263,6 +305,8 @@ const char* Datapath::counter_help(int id) {
 }
 
 int Datapath::prog_fd() const { return bpf_program__fd(skel_->progs.tcpha_ingress); }
+int Datapath::egress_prog_fd() const { return bpf_program__fd(skel_->progs.tcpha_egress); }
+int Datapath::backends_fd() const { return bpf_map__fd(skel_->maps.backends); }
 int Datapath::flows_fd() const { return bpf_map__fd(skel_->maps.flows); }
 uint32_t Datapath::max_flows() const { return bpf_map__max_entries(skel_->maps.flows); }
 

@@ -30,15 +30,16 @@ class Datapath {
   using Counters = std::array<uint64_t, TCPHA_DP_NR_COUNTERS>;
 
   // Loads the program with the flow table bounded to max_flows and attaches it to
-  // ifname's clsact ingress, creating the clsact qdisc if absent. A filter left
-  // by a crashed run (same handle and priority) is replaced.
+  // ifname's clsact ingress, and the egress guard (tcpha_egress, off until
+  // set_egress_guard) to its clsact egress, creating the clsact qdisc if absent.
+  // Filters left by a crashed run (same handle and priority) are replaced.
   static Result<std::unique_ptr<Datapath>> attach(const std::string& ifname, uint32_t max_flows);
   // Loads without attaching (BPF_PROG_RUN tests).
   static Result<std::unique_ptr<Datapath>> load_only(uint32_t max_flows);
 
   Datapath(const Datapath&) = delete;
   Datapath& operator=(const Datapath&) = delete;
-  // Detaches the filter; removes the clsact qdisc only if attach() created it.
+  // Detaches the filters; removes the clsact qdisc only if attach() created it.
   ~Datapath();
 
   // Inserts or overwrites the flow as HOLD (client packets dropped), stamped with
@@ -48,12 +49,16 @@ class Datapath {
   // Creates or replaces the flow as FORWARD to the given back-end: the first step of a
   // handoff (handoff/sender.hpp), after which the client's packets go to the target,
   // whose guard drops them until it has imported the connection. A full table is
-  // Error{E2BIG}.
-  Status point(const FlowKey& key, uint32_t backend, const Mac& be_mac, const Mac& fe_mac);
-  // Turns an existing flow (normally held) into FORWARD to the given back-end.
-  // Error{ENOENT} when the flow vanished meanwhile (a new SYN on the 4-tuple, or
-  // the hold aged out): the handoff must be aborted, not forwarded.
-  Status forward(const FlowKey& key, uint32_t backend, const Mac& be_mac, const Mac& fe_mac);
+  // Error{E2BIG}. backend is the back-end's slot (set_backend); backup is the flow's
+  // backup's slot + 1 (0: none), which gets copies of the client's packets that carry
+  // data, SYN, FIN or RST, and all of them once backend's slot is FAILED.
+  Status point(const FlowKey& key, uint32_t backend, const Mac& be_mac, const Mac& fe_mac,
+               uint16_t backup = 0);
+  // Turns an existing flow (normally held) into FORWARD to the given back-end, with
+  // its backup as point(). Error{ENOENT} when the flow vanished meanwhile (a new SYN
+  // on the 4-tuple, or the hold aged out): the handoff must be aborted, not forwarded.
+  Status forward(const FlowKey& key, uint32_t backend, const Mac& be_mac, const Mac& fe_mac,
+                 uint16_t backup = 0);
   // Removes the flow; a flow that is already gone is fine.
   Status remove(const FlowKey& key);
   // The back-end reported the connection finished: sets F_BE_CLOSED and closing_ns
@@ -62,8 +67,8 @@ class Datapath {
   Status mark_closing(const FlowKey& key, uint64_t now_ns);
   // The same in one map update, for a caller that knows where the flow points: the flow
   // is rewritten whole (its packet and byte counts and FIN/RST flags, which only
-  // statistics read, start again; last_seen becomes now_ns). A flow that is gone stays
-  // gone.
+  // statistics read, start again; last_seen becomes now_ns) without a backup: a closed
+  // connection needs none. A flow that is gone stays gone.
   Status mark_closed(const FlowKey& key, uint32_t backend, const Mac& be_mac, const Mac& fe_mac,
                      uint64_t now_ns);
   // Flow GC deletions (FlowGc): odd while a pass that may delete is under way, bumped
@@ -89,12 +94,25 @@ class Datapath {
   Status set_guard(uint32_t vip_be);
   uint32_t guard() const;  // the guarded VIP, 0 when off
 
+  // Failover: back-end `slot` (the FE's BackendState::uid) is at mac, and failed
+  // (its flows' packets go to their backups, or are dropped without one) or not. One
+  // map update for all of its flows. Error{EINVAL} for slot >= TCPHA_MAX_BACKENDS.
+  Status set_backend(uint32_t slot, const Mac& mac, bool failed);
+  // Back-ends with failover on: the egress program drops FIN/RST segments from the
+  // guarded VIP (set_guard) whose socket lacks SO_MARK TCPHA_MARK_DONE (counter
+  // egress_guard), so that a killed agent's kernel does not end the connections its
+  // backup takes over. Off by default; takes effect for the next packet.
+  Status set_egress_guard(bool on);
+  bool egress_guard() const;
+
   std::optional<tcpha_flow_value> lookup(const FlowKey& key) const;
   Counters counters() const;                // summed over CPUs
   static const char* counter_name(int id);  // "rx", "hold_drop", ...; "unknown" when out of range
   static const char* counter_help(int id);
 
-  int prog_fd() const;
+  int prog_fd() const;         // tcpha_ingress
+  int egress_prog_fd() const;  // tcpha_egress
+  int backends_fd() const;
   int flows_fd() const;
   uint32_t max_flows() const;  // the flow table's size
 
@@ -111,7 +129,8 @@ class Datapath {
   int ifindex_ = 0;  // 0: not attached
   bool created_qdisc_ = false;
   std::atomic<uint64_t> gc_epoch_{0};
-  bool attached_ = false;
+  bool attached_ = false;         // ingress filter
+  bool egress_attached_ = false;  // egress filter
 };
 
 }  // namespace tcpha::datapath

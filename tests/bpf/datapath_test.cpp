@@ -6,10 +6,12 @@
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
+#include <linux/if_packet.h>
 #include <linux/pkt_cls.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -161,6 +163,30 @@ struct RunResult {
   std::vector<uint8_t> out;
 };
 
+// BPF_PROG_RUN of a tc program on pkt; ctx sets the __sk_buff fields it takes (mark,
+// ifindex: the device the packet arrives on, else the loopback device).
+RunResult run_prog(int prog_fd, const std::vector<uint8_t>& pkt, const __sk_buff* ctx = nullptr) {
+  RunResult r;
+  r.out.resize(pkt.size() + 256);
+  __sk_buff ctx_in{};
+  if (ctx) ctx_in = *ctx;
+  bpf_test_run_opts o{};
+  o.sz = sizeof o;
+  o.data_in = pkt.data();
+  o.data_size_in = uint32_t(pkt.size());
+  o.data_out = r.out.data();
+  o.data_size_out = uint32_t(r.out.size());
+  if (ctx) {
+    o.ctx_in = &ctx_in;
+    o.ctx_size_in = sizeof ctx_in;
+  }
+  o.repeat = 1;
+  EXPECT_EQ(bpf_prog_test_run_opts(prog_fd, &o), 0) << std::strerror(errno);
+  r.out.resize(o.data_size_out);
+  r.verdict = int(o.retval);
+  return r;
+}
+
 class DatapathTest : public ::testing::Test {
  protected:
   void SetUp() override { load(64); }
@@ -173,20 +199,9 @@ class DatapathTest : public ::testing::Test {
     dp_ = std::move(*r);
   }
 
-  RunResult run(const std::vector<uint8_t>& pkt) {
-    RunResult r;
-    r.out.resize(pkt.size() + 256);
-    bpf_test_run_opts o{};
-    o.sz = sizeof o;
-    o.data_in = pkt.data();
-    o.data_size_in = uint32_t(pkt.size());
-    o.data_out = r.out.data();
-    o.data_size_out = uint32_t(r.out.size());
-    o.repeat = 1;
-    EXPECT_EQ(bpf_prog_test_run_opts(dp_->prog_fd(), &o), 0) << std::strerror(errno);
-    r.out.resize(o.data_size_out);
-    r.verdict = int(o.retval);
-    return r;
+  // Runs the ingress program (or prog_fd) on pkt; see run_prog.
+  RunResult run(const std::vector<uint8_t>& pkt, const __sk_buff* ctx = nullptr, int prog_fd = -1) {
+    return run_prog(prog_fd >= 0 ? prog_fd : dp_->prog_fd(), pkt, ctx);
   }
 
   void put(const FlowKey& k, const tcpha_flow_value& v) {
@@ -565,13 +580,19 @@ TEST_F(DatapathTest, CountersAddUp) {
   EXPECT_EQ(c[TCPHA_DP_RX], 4u);
   EXPECT_EQ(c[TCPHA_DP_RX], c[TCPHA_DP_PASS] + c[TCPHA_DP_HOLD_DROP] + c[TCPHA_DP_FORWARD] +
                                 c[TCPHA_DP_SYN_DROP] + c[TCPHA_DP_GUARD_NOSOCK] +
-                                c[TCPHA_DP_GUARD_REPAIR] + c[TCPHA_DP_TTL_DROP]);
+                                c[TCPHA_DP_GUARD_REPAIR] + c[TCPHA_DP_TTL_DROP] +
+                                c[TCPHA_DP_FAILOVER_DROP]);
   EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_HOLD_DROP), "hold_drop");
   EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_FORWARD_BYTES), "forward_bytes");
   EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_SYN_DROP), "syn_drop");
   EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_GUARD_NOSOCK), "guard_nosock");
   EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_GUARD_REPAIR), "guard_repair");
   EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_TTL_DROP), "ttl_drop");
+  EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_COPY), "copy");
+  EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_FAILOVER), "failover");
+  EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_FAILOVER_DROP), "failover_drop");
+  EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_EGRESS_GUARD), "egress_guard");
+  EXPECT_STREQ(Datapath::counter_help(TCPHA_DP_COPY), "client packets copied to a backup");
   EXPECT_STREQ(Datapath::counter_help(TCPHA_DP_RX), "packets seen by the datapath");
   EXPECT_STREQ(Datapath::counter_name(TCPHA_DP_NR_COUNTERS), "unknown");
 }
@@ -805,6 +826,278 @@ TEST_F(GuardTest, FlowEntriesTakePrecedence) {
   EXPECT_EQ(c[TCPHA_DP_HOLD_DROP], 1u);
   EXPECT_EQ(c[TCPHA_DP_FORWARD], 1u);
   EXPECT_EQ(c[TCPHA_DP_GUARD_NOSOCK] + c[TCPHA_DP_GUARD_REPAIR], 0u);
+}
+
+// BE failover (docs/failover.md): a flow's backup gets copies of the client packets
+// that carry data, SYN, FIN or RST, and every packet once the primary's slot is
+// FAILED. The copies leave through the device the packet came from (BPF_PROG_RUN:
+// the loopback device, unless the context names one), so each run is in a private
+// network namespace: the clones never reach the host's `lo`.
+constexpr Mac kBackupMac{0x02, 0xbb, 0x00, 0x00, 0x00, 0x05};
+constexpr uint16_t kEthCopy = TCPHA_ETH_P_COPY;
+
+class FailoverTest : public GuardTest {
+ protected:
+  static constexpr uint32_t kPrimary = 3, kBackup = 5;
+  static constexpr uint16_t kBackupField = kBackup + 1;  // slot + 1
+
+  // The client's flow, forwarded to kPrimary with kBackup as its backup (both slots
+  // known, neither failed) unless told otherwise.
+  void backed_up_flow(uint16_t backup = kBackupField) {
+    ASSERT_TRUE(dp_->set_backend(kPrimary, kBeMac, false));
+    ASSERT_TRUE(dp_->set_backend(kBackup, kBackupMac, false));
+    ASSERT_TRUE(dp_->hold(client_key()));
+    ASSERT_TRUE(dp_->forward(client_key(), kPrimary, kBeMac, kFeMac, backup));
+  }
+
+  RunResult run_isolated(const std::vector<uint8_t>& pkt) {
+    RunResult r;
+    in_private_netns([&] { r = run(pkt); });
+    return r;
+  }
+
+  // The frame forwarded to the MAC `to`: the MACs rewritten, TTL one less.
+  static bool forwarded_to(const RunResult& r, const std::vector<uint8_t>& pkt, const Mac& to) {
+    const auto want = hopped(pkt);
+    return r.verdict == TC_ACT_REDIRECT && r.out.size() == pkt.size() &&
+           std::equal(to.begin(), to.end(), r.out.begin()) &&
+           std::equal(kFeMac.begin(), kFeMac.end(), r.out.begin() + 6) &&
+           std::equal(want.begin() + 12, want.end(), r.out.begin() + 12);
+  }
+};
+
+TEST_F(FailoverTest, FailedPrimarySendsEveryPacketToTheBackupUncopied) {
+  backed_up_flow();
+  ASSERT_TRUE(dp_->set_backend(kPrimary, kBeMac, true));  // one update for all its flows
+  for (const auto& pkt : {tcp4(kAck | kPsh, 100), tcp4(kAck), tcp4(kFin | kAck)}) {
+    auto r = run_isolated(pkt);
+    EXPECT_TRUE(forwarded_to(r, pkt, kBackupMac));
+  }
+  auto c = dp_->counters();
+  EXPECT_EQ(c[TCPHA_DP_FAILOVER], 3u);
+  EXPECT_EQ(c[TCPHA_DP_FORWARD], 3u);
+  EXPECT_EQ(c[TCPHA_DP_COPY], 0u);
+  EXPECT_EQ(c[TCPHA_DP_FAILOVER_DROP], 0u);
+  EXPECT_EQ(dp_->lookup(client_key())->packets, 3u);
+
+  // The slot back (the FE was wrong, or it is another back-end now): to the primary.
+  ASSERT_TRUE(dp_->set_backend(kPrimary, kBeMac, false));
+  auto pkt = tcp4(kAck);
+  EXPECT_TRUE(forwarded_to(run_isolated(pkt), pkt, kBeMac));
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_FAILOVER], 3u);
+}
+
+TEST_F(FailoverTest, FailedPrimaryWithoutAUsableBackupDrops) {
+  // No backup; a backup that failed too; one whose MAC the FE never set; one beyond
+  // the table.
+  const uint16_t unknown = 10, beyond = TCPHA_MAX_BACKENDS + 44;
+  for (uint16_t backup : {uint16_t(0), kBackupField, unknown, beyond}) {
+    SCOPED_TRACE(backup);
+    backed_up_flow(backup);
+    ASSERT_TRUE(dp_->set_backend(kPrimary, kBeMac, true));
+    ASSERT_TRUE(dp_->set_backend(kBackup, kBackupMac, backup == kBackupField));
+    const uint64_t before = dp_->counters()[TCPHA_DP_FAILOVER_DROP];
+    EXPECT_EQ(run_isolated(tcp4(kAck | kPsh, 100)).verdict, TC_ACT_SHOT);
+    EXPECT_EQ(run_isolated(tcp4(kAck)).verdict, TC_ACT_SHOT);
+    EXPECT_EQ(dp_->counters()[TCPHA_DP_FAILOVER_DROP], before + 2);
+  }
+  auto c = dp_->counters();
+  EXPECT_EQ(c[TCPHA_DP_FORWARD] + c[TCPHA_DP_FAILOVER] + c[TCPHA_DP_COPY], 0u);
+  EXPECT_EQ(c[TCPHA_DP_RX], c[TCPHA_DP_FAILOVER_DROP]);
+}
+
+TEST_F(FailoverTest, DataSynFinAndRstAreCopiedAndStillGoToThePrimary) {
+  backed_up_flow();
+  const std::vector<std::vector<uint8_t>> pkts = {
+      tcp4(kAck | kPsh, 300), tcp4(kAck, 1), tcp4(kSyn | kAck),
+      tcp4(kFin | kAck),      tcp4(kRst),    tcp4(kRst | kAck)};
+  for (const auto& pkt : pkts) {
+    auto r = run_isolated(pkt);
+    // The original leaves unchanged but for its MACs and TTL: its ethertype is back.
+    EXPECT_TRUE(forwarded_to(r, pkt, kBeMac));
+  }
+  auto c = dp_->counters();
+  EXPECT_EQ(c[TCPHA_DP_COPY], pkts.size());
+  EXPECT_EQ(c[TCPHA_DP_FORWARD], pkts.size());
+  EXPECT_EQ(c[TCPHA_DP_FAILOVER] + c[TCPHA_DP_FAILOVER_DROP], 0u);
+  auto v = dp_->lookup(client_key());
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->backup, kBackupField);
+  EXPECT_EQ(v->flags, TCPHA_FLOW_F_FIN | TCPHA_FLOW_F_RST);
+}
+
+// Most of a download's client packets: nothing the backup must replay. The length
+// comes from the IP header, not the frame: Ethernet pads a pure ACK to 60 bytes.
+TEST_F(FailoverTest, PureAcksAreNotCopied) {
+  backed_up_flow();
+  auto padded = tcp4(kAck);
+  padded.resize(60, 0);
+  const std::vector<std::vector<uint8_t>> pkts = {
+      tcp4(kAck), tcp4(kAck | kPsh), padded,
+      PacketBuilder().eth(kEthIp).ipv4(kProtoTcp, {1, 1, 1, 1}).tcp(kAck).build()};
+  for (const auto& pkt : pkts) EXPECT_TRUE(forwarded_to(run_isolated(pkt), pkt, kBeMac));
+  auto c = dp_->counters();
+  EXPECT_EQ(c[TCPHA_DP_FORWARD], pkts.size());
+  EXPECT_EQ(c[TCPHA_DP_COPY], 0u);
+  // One byte after IP options is data.
+  EXPECT_EQ(
+      run_isolated(
+          PacketBuilder().eth(kEthIp).ipv4(kProtoTcp, {1, 1, 1, 1}).tcp(kAck).payload(1).build())
+          .verdict,
+      TC_ACT_REDIRECT);
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_COPY], 1u);
+}
+
+TEST_F(FailoverTest, Ipv6DataIsCopiedPureAcksAreNot) {
+  in6_addr client{}, vip{};
+  ASSERT_EQ(inet_pton(AF_INET6, "fd00::64", &client), 1);
+  ASSERT_EQ(inet_pton(AF_INET6, "fd00::a", &vip), 1);
+  FlowKey k{};
+  std::memcpy(k.saddr, &client, 16);
+  std::memcpy(k.daddr, &vip, 16);
+  k.sport = htons(kClientPort);
+  k.dport = htons(kVipPort);
+  k.family = AF_INET6;
+  ASSERT_TRUE(dp_->set_backend(kBackup, kBackupMac, false));
+  ASSERT_TRUE(dp_->point(k, kPrimary, kBeMac, kFeMac, kBackupField));
+  auto data = PacketBuilder().eth(kEthIp6).ipv6(kProtoTcp, client, vip).tcp(kAck).payload(10);
+  auto ack = PacketBuilder().eth(kEthIp6).ipv6(kProtoTcp, client, vip).tcp(kAck);
+  EXPECT_EQ(run_isolated(ack.build()).verdict, TC_ACT_REDIRECT);
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_COPY], 0u);
+  // IPv6's payload length is not filled in by the builder: set it.
+  auto pkt = data.build();
+  const uint16_t plen = uint16_t(pkt.size() - kIp - 40);
+  pkt[kIp + 4] = uint8_t(plen >> 8);
+  pkt[kIp + 5] = uint8_t(plen);
+  EXPECT_EQ(run_isolated(pkt).verdict, TC_ACT_REDIRECT);
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_COPY], 1u);
+}
+
+TEST_F(FailoverTest, NoCopyToAFailedOrUnknownBackup) {
+  backed_up_flow();
+  ASSERT_TRUE(dp_->set_backend(kBackup, kBackupMac, true));
+  auto pkt = tcp4(kAck | kPsh, 100);
+  EXPECT_TRUE(forwarded_to(run_isolated(pkt), pkt, kBeMac));
+  ASSERT_TRUE(dp_->set_backend(kBackup, Mac{}, false));  // slot without a MAC
+  EXPECT_TRUE(forwarded_to(run_isolated(pkt), pkt, kBeMac));
+  auto c = dp_->counters();
+  EXPECT_EQ(c[TCPHA_DP_FORWARD], 2u);
+  EXPECT_EQ(c[TCPHA_DP_COPY] + c[TCPHA_DP_FAILOVER] + c[TCPHA_DP_FAILOVER_DROP], 0u);
+}
+
+TEST_F(FailoverTest, FlowsWithoutABackupAreForwardedAsBefore) {
+  ASSERT_TRUE(dp_->set_backend(kPrimary, kBeMac, false));
+  forward_client();  // slot 3, no backup
+  for (const auto& pkt : {tcp4(kAck | kPsh, 100), tcp4(kFin | kAck), tcp4(kAck)})
+    EXPECT_TRUE(forwarded_to(run_isolated(pkt), pkt, kBeMac));
+  auto c = dp_->counters();
+  EXPECT_EQ(c[TCPHA_DP_FORWARD], 3u);
+  EXPECT_EQ(c[TCPHA_DP_COPY] + c[TCPHA_DP_FAILOVER] + c[TCPHA_DP_FAILOVER_DROP], 0u);
+  EXPECT_EQ(dp_->lookup(client_key())->backup, 0);
+}
+
+TEST_F(FailoverTest, PointStoresTheBackupMarkClosedDropsIt) {
+  ASSERT_TRUE(dp_->point(client_key(), kPrimary, kBeMac, kFeMac, kBackupField));
+  EXPECT_EQ(dp_->lookup(client_key())->backup, kBackupField);
+  ASSERT_TRUE(dp_->mark_closed(client_key(), kPrimary, kBeMac, kFeMac, 5000));
+  auto v = dp_->lookup(client_key());
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->backup, 0);
+  EXPECT_EQ(v->flags, TCPHA_FLOW_F_BE_CLOSED);
+}
+
+TEST_F(DatapathTest, SetBackendFillsTheSlotTable) {
+  const Mac mac{1, 2, 3, 4, 5, 6};
+  ASSERT_TRUE(dp_->set_backend(TCPHA_MAX_BACKENDS - 1, mac, true));
+  uint32_t slot = TCPHA_MAX_BACKENDS - 1;
+  tcpha_backend b{};
+  ASSERT_EQ(bpf_map_lookup_elem(dp_->backends_fd(), &slot, &b), 0);
+  EXPECT_TRUE(std::equal(mac.begin(), mac.end(), b.mac));
+  EXPECT_EQ(b.flags, TCPHA_BACKEND_F_FAILED);
+  ASSERT_TRUE(dp_->set_backend(slot, mac, false));
+  ASSERT_EQ(bpf_map_lookup_elem(dp_->backends_fd(), &slot, &b), 0);
+  EXPECT_EQ(b.flags, 0);
+  auto s = dp_->set_backend(TCPHA_MAX_BACKENDS, mac, false);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().err, EINVAL);
+}
+
+// The egress guard (back-ends with failover on): a killed agent's kernel must not end
+// connections with FIN or RST that the backup is about to take over; the agent marks
+// the sockets it ends itself.
+class EgressGuardTest : public DatapathTest {
+ protected:
+  // A segment the back-end sends from `from`:port 80 to the client.
+  static std::vector<uint8_t> from_vip(uint8_t flags, size_t payload = 0, uint32_t from = kVip) {
+    return PacketBuilder()
+        .eth(kEthIp, kClientMac, kBeMac)
+        .ipv4(kProtoTcp, {}, 0x4000, from, kClient)
+        .tcp(flags, kVipPort, kClientPort)
+        .payload(payload)
+        .build();
+  }
+  // The egress program's verdict on pkt sent by a socket with SO_MARK `mark`; the
+  // frame must leave untouched whatever the verdict.
+  int egress(const std::vector<uint8_t>& pkt, uint32_t mark = 0) {
+    __sk_buff ctx{};
+    ctx.mark = mark;
+    auto r = run(pkt, &ctx, dp_->egress_prog_fd());
+    EXPECT_EQ(r.out, pkt);
+    return r.verdict;
+  }
+  void guard_on() {
+    ASSERT_TRUE(dp_->set_guard(kVip));
+    ASSERT_TRUE(dp_->set_egress_guard(true));
+    ASSERT_TRUE(dp_->egress_guard());
+  }
+};
+
+TEST_F(EgressGuardTest, OffUnlessBothTheGuardAndTheEgressGuardAreOn) {
+  EXPECT_FALSE(dp_->egress_guard());
+  EXPECT_EQ(egress(from_vip(kFin | kAck)), TC_ACT_OK);
+  ASSERT_TRUE(dp_->set_guard(kVip));  // the ingress guard alone (failover off)
+  EXPECT_EQ(egress(from_vip(kFin | kAck)), TC_ACT_OK);
+  EXPECT_EQ(egress(from_vip(kRst)), TC_ACT_OK);
+  ASSERT_TRUE(dp_->set_guard(0));
+  ASSERT_TRUE(dp_->set_egress_guard(true));  // no VIP to guard
+  EXPECT_EQ(egress(from_vip(kFin | kAck)), TC_ACT_OK);
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_EGRESS_GUARD], 0u);
+}
+
+TEST_F(EgressGuardTest, UnmarkedFinAndRstFromTheVipAreDropped) {
+  guard_on();
+  EXPECT_EQ(egress(from_vip(kFin | kAck)), TC_ACT_SHOT);
+  EXPECT_EQ(egress(from_vip(kFin | kAck | kPsh, 100)), TC_ACT_SHOT);  // FIN on the last data
+  EXPECT_EQ(egress(from_vip(kRst)), TC_ACT_SHOT);
+  EXPECT_EQ(egress(from_vip(kRst | kAck)), TC_ACT_SHOT);
+  EXPECT_EQ(egress(from_vip(kFin | kAck), 1), TC_ACT_SHOT);  // another mark
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_EGRESS_GUARD], 5u);
+  // Turned off again: passes.
+  ASSERT_TRUE(dp_->set_egress_guard(false));
+  EXPECT_FALSE(dp_->egress_guard());
+  EXPECT_EQ(egress(from_vip(kFin | kAck)), TC_ACT_OK);
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_EGRESS_GUARD], 5u);
+}
+
+TEST_F(EgressGuardTest, MarkedEndsDataAndOtherTrafficPass) {
+  guard_on();
+  EXPECT_EQ(egress(from_vip(kFin | kAck), TCPHA_MARK_DONE), TC_ACT_OK);
+  EXPECT_EQ(egress(from_vip(kRst), TCPHA_MARK_DONE), TC_ACT_OK);
+  EXPECT_EQ(egress(from_vip(kRst | kAck), TCPHA_MARK_DONE), TC_ACT_OK);
+  EXPECT_EQ(egress(from_vip(kAck | kPsh, 1000)), TC_ACT_OK);
+  EXPECT_EQ(egress(from_vip(kAck)), TC_ACT_OK);
+  EXPECT_EQ(egress(from_vip(kSyn | kAck)), TC_ACT_OK);
+  EXPECT_EQ(egress(from_vip(kFin | kAck, 0, ip("10.0.0.2"))), TC_ACT_OK);  // not the VIP
+  EXPECT_EQ(egress(from_vip(kRst, 0, ip("10.0.0.2"))), TC_ACT_OK);
+  in6_addr a{};
+  EXPECT_EQ(egress(PacketBuilder().eth(kEthIp6).ipv6(kProtoTcp, a, a).tcp(kFin | kAck).build()),
+            TC_ACT_OK);
+  EXPECT_EQ(egress(PacketBuilder().eth(kEthIp).ipv4(kProtoUdp, {}, 0x4000, kVip).udp().build()),
+            TC_ACT_OK);
+  EXPECT_EQ(egress(PacketBuilder().eth(kEthArp).payload(28).build()), TC_ACT_OK);
+  auto c = dp_->counters();
+  EXPECT_EQ(c[TCPHA_DP_EGRESS_GUARD], 0u);
+  EXPECT_EQ(c[TCPHA_DP_RX], 0u);  // the ingress accounting is the ingress program's
 }
 
 TEST_F(DatapathTest, FullTableRefusesNewFlowsAndKeepsOldOnes) {
@@ -1107,12 +1400,14 @@ TEST(DatapathAttach, AttachesAndDetachesOnVeth) {
       ASSERT_TRUE(dp) << dp.error().message();
       EXPECT_NE(shell("tc qdisc show dev dp0").find("clsact"), std::string::npos);
       EXPECT_NE(shell("tc filter show dev dp0 ingress").find("tcpha_ingress"), std::string::npos);
+      EXPECT_NE(shell("tc filter show dev dp0 egress").find("tcpha_egress"), std::string::npos);
       // Attaching again (a restart after a crash) replaces rather than stacks.
       auto again = Datapath::attach("dp0", 16);
       ASSERT_TRUE(again) << again.error().message();
       again->reset();
     }
     EXPECT_EQ(shell("tc filter show dev dp0 ingress"), "");
+    EXPECT_EQ(shell("tc filter show dev dp0 egress"), "");
     EXPECT_EQ(shell("tc qdisc show dev dp0").find("clsact"), std::string::npos);
 
     // A clsact qdisc that was there before stays; only our filter goes.
@@ -1121,13 +1416,149 @@ TEST(DatapathAttach, AttachesAndDetachesOnVeth) {
       auto dp = Datapath::attach("dp0", 16);
       ASSERT_TRUE(dp) << dp.error().message();
       EXPECT_NE(shell("tc filter show dev dp0 ingress").find("tcpha_ingress"), std::string::npos);
+      EXPECT_NE(shell("tc filter show dev dp0 egress").find("tcpha_egress"), std::string::npos);
     }
     EXPECT_EQ(shell("tc filter show dev dp0 ingress"), "");
+    EXPECT_EQ(shell("tc filter show dev dp0 egress"), "");
     EXPECT_NE(shell("tc qdisc show dev dp0").find("clsact"), std::string::npos);
 
     auto missing = Datapath::attach("dp-missing", 16);
     ASSERT_FALSE(missing);
     EXPECT_EQ(missing.error().err, ENODEV);
+  }).join();
+}
+
+// The egress guard on real sockets, with mark_done (common/net.hpp) as the back-end
+// agent uses it: in a private network namespace whose `lo` carries the datapath, a
+// connection to the VIP whose accepted socket closes unmarked sends no FIN the client
+// sees (the kernel's close of a killed agent's socket), a marked one does, and the same
+// for an RST (SO_LINGER 0).
+TEST(EgressGuardSockets, OnlyMarkedSocketsEndTheirConnections) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  std::thread([] {
+    ASSERT_EQ(unshare(CLONE_NEWNET), 0) << std::strerror(errno);
+    {
+      UniqueFd s(socket(AF_INET, SOCK_DGRAM, 0));
+      ifreq ifr{};
+      std::strcpy(ifr.ifr_name, "lo");
+      ASSERT_EQ(ioctl(s.get(), SIOCGIFFLAGS, &ifr), 0);
+      ifr.ifr_flags |= IFF_UP;
+      ASSERT_EQ(ioctl(s.get(), SIOCSIFFLAGS, &ifr), 0) << std::strerror(errno);
+    }
+    auto dp = Datapath::attach("lo", 16);
+    ASSERT_TRUE(dp) << dp.error().message();
+    const uint32_t vip = ip("127.0.0.77");
+    ASSERT_TRUE((*dp)->set_guard(vip));
+    ASSERT_TRUE((*dp)->set_egress_guard(true));
+
+    UniqueFd l(socket(AF_INET, SOCK_STREAM, 0));
+    sockaddr_in a = ipv4_endpoint(vip, htons(8080));
+    ASSERT_EQ(bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+    ASSERT_EQ(listen(l.get(), 8), 0);
+    struct Conn {
+      UniqueFd client, server;
+    };
+    auto connect_vip = [&] {
+      Conn c;
+      c.client = UniqueFd(socket(AF_INET, SOCK_STREAM, 0));
+      EXPECT_EQ(connect(c.client.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+      c.server = UniqueFd(accept(l.get(), nullptr, nullptr));
+      EXPECT_TRUE(c.server.valid());
+      return c;
+    };
+    // What the client reads within timeout_ms: 0 (FIN), -ECONNRESET, or 1 (nothing).
+    auto client_sees = [](const Conn& c, int timeout_ms) {
+      pollfd p{c.client.get(), POLLIN, 0};
+      if (poll(&p, 1, timeout_ms) != 1) return 1;
+      char b;
+      ssize_t n = recv(c.client.get(), &b, 1, MSG_DONTWAIT);
+      return n == 0 ? 0 : n < 0 ? -errno : 2;
+    };
+    auto reset = [](Conn& c) {
+      linger lg{1, 0};
+      setsockopt(c.server.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+      c.server.reset();
+    };
+
+    Conn unmarked_fin = connect_vip(), marked_fin = connect_vip();
+    Conn unmarked_rst = connect_vip(), marked_rst = connect_vip();
+    unmarked_fin.server.reset();
+    mark_done(marked_fin.server.get());
+    marked_fin.server.reset();
+    reset(unmarked_rst);
+    mark_done(marked_rst.server.get());
+    reset(marked_rst);
+    EXPECT_EQ(client_sees(marked_fin, 2000), 0);
+    EXPECT_EQ(client_sees(marked_rst, 2000), -ECONNRESET);
+    EXPECT_EQ(client_sees(unmarked_fin, 300), 1);
+    EXPECT_EQ(client_sees(unmarked_rst, 300), 1);
+    EXPECT_GE((*dp)->counters()[TCPHA_DP_EGRESS_GUARD], 2u);
+
+    // Guard off (failover off): the kernel's own FIN goes out as always.
+    ASSERT_TRUE((*dp)->set_egress_guard(false));
+    Conn plain = connect_vip();
+    plain.server.reset();
+    EXPECT_EQ(client_sees(plain, 2000), 0);
+  }).join();
+}
+
+// The copy really leaves: BPF_PROG_RUN with the context's ifindex runs the program as
+// if the packet had arrived on dp0, and the clone is transmitted on dp0 for real; its
+// veth peer dp1 receives it on an AF_PACKET socket bound to TCPHA_ETH_P_COPY, as a
+// backup's agent reads copies. (The original's bpf_redirect is only a verdict here.)
+TEST(FailoverCopy, TheCopyReachesTheOtherEndOfTheLink) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  if (std::system("command -v ip >/dev/null") != 0) GTEST_SKIP() << "needs iproute2";
+  std::thread([] {
+    ASSERT_EQ(unshare(CLONE_NEWNET), 0) << std::strerror(errno);
+    ASSERT_EQ(std::system("ip link add dp0 type veth peer name dp1 && ip link set dp0 up && "
+                          "ip link set dp1 up"),
+              0);
+    const int dp0 = int(if_nametoindex("dp0")), dp1 = int(if_nametoindex("dp1"));
+    auto dp = Datapath::load_only(16);
+    ASSERT_TRUE(dp) << dp.error().message();
+    ASSERT_TRUE((*dp)->set_backend(3, kBeMac, false));
+    ASSERT_TRUE((*dp)->set_backend(5, kBackupMac, false));
+    ASSERT_TRUE((*dp)->point(client_key(), 3, kBeMac, kFeMac, 6));
+
+    UniqueFd rx(socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK, htons(kEthCopy)));
+    ASSERT_TRUE(rx.valid()) << std::strerror(errno);
+    sockaddr_ll a{};
+    a.sll_family = AF_PACKET;
+    a.sll_protocol = htons(kEthCopy);
+    a.sll_ifindex = dp1;
+    ASSERT_EQ(bind(rx.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+    auto next_frame = [&](int timeout_ms) {
+      std::vector<uint8_t> f(4096);
+      pollfd p{rx.get(), POLLIN, 0};
+      if (poll(&p, 1, timeout_ms) != 1) return std::vector<uint8_t>{};
+      ssize_t n = recv(rx.get(), f.data(), f.size(), 0);
+      f.resize(n > 0 ? size_t(n) : 0);
+      return f;
+    };
+
+    __sk_buff ctx{};
+    ctx.ifindex = uint32_t(dp0);
+    auto data = tcp4(kAck | kPsh, 200);
+    auto r = run_prog((*dp)->prog_fd(), data, &ctx);
+    EXPECT_EQ(r.verdict, TC_ACT_REDIRECT);
+    ASSERT_EQ(r.out.size(), data.size());
+    EXPECT_TRUE(std::equal(kBeMac.begin(), kBeMac.end(), r.out.begin()));
+    EXPECT_EQ(r.out[12], 0x08);  // the original is IPv4 again
+    EXPECT_EQ(r.out[13], 0x00);
+    auto f = next_frame(2000);
+    ASSERT_EQ(f.size(), data.size());
+    EXPECT_TRUE(std::equal(kBackupMac.begin(), kBackupMac.end(), f.begin()));
+    EXPECT_TRUE(std::equal(kFeMac.begin(), kFeMac.end(), f.begin() + 6));
+    EXPECT_EQ(f[12] << 8 | f[13], kEthCopy);
+    const auto want = hopped(data);  // the same IP packet as the original
+    EXPECT_TRUE(std::equal(want.begin() + 14, want.end(), f.begin() + 14));
+    EXPECT_EQ((*dp)->counters()[TCPHA_DP_COPY], 1u);
+
+    // A pure ACK goes to the primary only.
+    EXPECT_EQ(run_prog((*dp)->prog_fd(), tcp4(kAck), &ctx).verdict, TC_ACT_REDIRECT);
+    EXPECT_TRUE(next_frame(200).empty());
+    EXPECT_EQ((*dp)->counters()[TCPHA_DP_COPY], 1u);
   }).join();
 }
 
