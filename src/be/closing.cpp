@@ -50,7 +50,10 @@ Closings::Closings(int epoll_fd, Options opts, ClosedFn closed)
 Closings::~Closings() = default;
 
 void Closings::close(UniqueFd fd, const ClosedReport& report, bool peer_fin, uint64_t now_ns) {
-  shutdown(fd.get(), SHUT_WR);  // FIN after the last byte (no-op when already sent)
+  // FIN after the last byte (no-op when already sent). With failover on, the caller
+  // has marked the socket done (mark_done) so that the egress guard lets this FIN,
+  // and a reset in finish(), through.
+  shutdown(fd.get(), SHUT_WR);
   uint64_t id = next_id_++;
   Conn& c = conns_[id];
   c.fd = std::move(fd);

@@ -123,6 +123,9 @@ Status Agent::open_moves(const std::string& ifname) {
   dp_ = std::move(*dp);
   dp_->set_linger(uint64_t(cfg_.frontend.flow_linger_ms) * kMs);
   if (auto s = dp_->set_guard(cfg_.cluster.vip_addr.s_addr); !s) return s;
+  // Failover: only what we end ourselves (mark_done) leaves with FIN/RST. Not in relay
+  // mode: no backup takes its connections over, and the relay marks none.
+  if (auto s = dp_->set_egress_guard(cfg_.cluster.failover && !relays_); !s) return s;
   auto mac = host::interface_mac(ifname);
   if (!mac) return mac.error();
   own_mac_ = *mac;

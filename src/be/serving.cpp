@@ -90,6 +90,9 @@ void Agent::on_http(HttpConn& h, uint32_t events) {
 
 void Agent::close_http(HttpConn& h, End how) {
   set(EPOLL_CTL_DEL, h.fd.get(), 0, &h);
+  // Failover: our egress guard drops the FIN/RST of sockets a killed agent leaves to
+  // the kernel; this end is ours (the FIN below or in closings_, an RST, or the close).
+  if (cfg_.cluster.failover) mark_done(h.fd.get());
   ClosedReport r{h.control_id, h.handoff_id, h.session.bytes_sent(), h.session.bytes_received()};
   if (how == End::Graceful) {
     // FIN after the last byte; reported closed when the connection is over.
