@@ -207,6 +207,24 @@ class ProbeTest : public ::testing::TestWithParam<bool> {
     return out;
   }
 
+  // The backup's guard's stand-in: nothing reaches the VIP's port while no socket
+  // is there (else the listener would answer the client's segments with RST). Taps
+  // see frames before it.
+  bool guard(bool on) {
+    const std::string port = std::to_string(ntohs(local_.sin_port));
+    const std::string cmd =
+        on ? "nft add table ip probe_guard && nft add chain ip probe_guard in "
+             "'{ type filter hook input priority 0; }' && nft add rule ip probe_guard in ip "
+             "daddr 127.0.0.1 tcp dport " +
+                 port + " drop"
+           : "nft delete table ip probe_guard 2>/dev/null";
+    guarded_ = on;
+    return std::system(cmd.c_str()) == 0;
+  }
+  void TearDown() override {
+    if (guarded_) guard(false);
+  }
+
   static ResponseSize sizes() {
     return [](std::string_view s) -> std::optional<std::pair<size_t, uint64_t>> {
       if (s.substr(0, kRequest.size()) != kRequest) return std::nullopt;
@@ -220,7 +238,10 @@ class ProbeTest : public ::testing::TestWithParam<bool> {
   sockaddr_in local_{}, peer_{};
   handoff::TcpState snapshot_;
   uint32_t client_end_ = 0, server_end_ = 0;
+  bool guarded_ = false;
 };
+
+bool have_nft() { return std::system("nft -v >/dev/null 2>&1") == 0; }
 
 // The backup holds the request (no ACK copy seen): the probe's byte is the one
 // before the response, long acknowledged and out of the client's window.
@@ -340,17 +361,7 @@ TEST_P(ProbeTest, ClientDataCaughtOnTheTapBeforeTheImport) {
   h.add(ack_copy, sizes());
   ASSERT_EQ(h.stream(), "");
 
-  // The guard's stand-in: nothing reaches the VIP's port (taps see frames before).
-  const std::string port = std::to_string(ntohs(local_.sin_port));
-  ASSERT_EQ(std::system(("nft add table ip probe_guard && nft add chain ip probe_guard in "
-                         "'{ type filter hook input priority 0; }' && nft add rule ip probe_guard "
-                         "in ip daddr 127.0.0.1 tcp dport " +
-                         port + " drop")
-                            .c_str()),
-            0);
-  struct Unguard {
-    ~Unguard() { (void)std::system("nft delete table ip probe_guard 2>/dev/null"); }
-  } unguard;
+  ASSERT_TRUE(guard(true));
   ASSERT_TRUE(handoff::enter_repair(srv_.get()));
   srv_.reset();  // the primary is gone, silently
 
@@ -384,7 +395,7 @@ TEST_P(ProbeTest, ClientDataCaughtOnTheTapBeforeTheImport) {
 
   auto fd = handoff::import_state_consumed(plan->state, plan->requests.size());
   ASSERT_TRUE(fd) << fd.error().message();
-  ASSERT_EQ(std::system("nft delete table ip probe_guard"), 0);
+  ASSERT_TRUE(guard(false));
   ASSERT_TRUE(handoff::activate(fd->get()));
   const std::string response = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
   ASSERT_EQ(send(fd->get(), response.data(), response.size(), 0), ssize_t(response.size()));
@@ -401,6 +412,116 @@ TEST_P(ProbeTest, ClientDataCaughtOnTheTapBeforeTheImport) {
   ASSERT_EQ(poll(&q, 1, 3000), 1);
   ASSERT_EQ(recv(fd->get(), req.data(), req.size(), MSG_WAITALL), ssize_t(req.size()));
   EXPECT_EQ(req, third);
+}
+
+// The primary dies in the middle of a large response the client reads slowly: the
+// answer's ack says how much of it the client has (bytes in its receive queue
+// count); the backup's socket sends the rest and the client gets the whole response
+// byte-exact.
+TEST_P(ProbeTest, MidResponseTakeoverDeliversTheRestByteExact) {
+  if (!have_nft()) GTEST_SKIP() << "needs nft (the guard's stand-in)";
+  const std::string big_req = "GET /big HTTP/1.1\r\n\r\n";
+  std::string big(4 << 20, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = char('a' + (i * 7 + i / 4093) % 26);
+  ResponseSize rs = [&](std::string_view st) -> std::optional<std::pair<size_t, uint64_t>> {
+    if (st.substr(0, kRequest.size()) == kRequest)
+      return std::pair<size_t, uint64_t>{kRequest.size(), kResponse};
+    if (st.substr(0, big_req.size()) == big_req)
+      return std::pair<size_t, uint64_t>{big_req.size(), big.size()};
+    return std::nullopt;
+  };
+  Held h(1, "p", snapshot_, kRequest);
+  Segment copy;
+  copy.seq = client_end_;
+  copy.ack = server_end_;
+  copy.has_ack = true;
+  copy.payload = big_req;
+  h.add(copy, rs);
+  ASSERT_EQ(h.stream(), big_req);
+
+  int small = 64 * 1024;
+  setsockopt(srv_.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  setsockopt(cli_.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  ASSERT_EQ(send(cli_.get(), big_req.data(), big_req.size(), 0), ssize_t(big_req.size()));
+  std::string got_req(big_req.size(), '\0');
+  ASSERT_EQ(recv(srv_.get(), got_req.data(), got_req.size(), MSG_WAITALL), ssize_t(big_req.size()));
+  // The primary writes until the client's window and its own buffer are full.
+  size_t written = 0;
+  for (int idle = 0; idle < 20 && written < big.size();) {
+    ssize_t n = send(srv_.get(), big.data() + written, big.size() - written, MSG_DONTWAIT);
+    if (n > 0) {
+      written += size_t(n);
+      idle = 0;
+    } else {
+      ++idle;
+      usleep(5000);
+    }
+  }
+  ASSERT_LT(written, big.size()) << "the client's buffers took the whole response";
+  // The client reads a little, so its position is nowhere special.
+  std::string received(1000, '\0');
+  ASSERT_EQ(recv(cli_.get(), received.data(), received.size(), MSG_WAITALL), 1000);
+  usleep(50000);
+  ASSERT_TRUE(guard(true));
+  ASSERT_TRUE(handoff::enter_repair(srv_.get()));
+  srv_.reset();  // the primary dies with bytes unsent and unacknowledged
+  capture(tap_.get(), 0);
+
+  auto answers = probe(build_probe(h));
+  ASSERT_EQ(answers.size(), 1u);
+  const Segment& a = answers[0].seg;
+  std::cout << "[ answer   ] mid-response, ts=" << GetParam() << ": " << describe(a)
+            << " (written by the primary " << written << ")\n";
+  auto plan = plan_takeover(h, a, 1);
+  ASSERT_TRUE(plan) << plan.error().message();
+  std::cout << "[ plan     ] skip " << plan->skip << " of " << big.size() << "\n";
+  EXPECT_EQ(plan->requests, big_req);
+  EXPECT_GE(plan->skip, 1000u);
+  EXPECT_LE(plan->skip, written);
+  EXPECT_EQ(a.seq, client_end_ + uint32_t(big_req.size()));
+
+  auto fd = handoff::import_state_consumed(plan->state, plan->requests.size());
+  ASSERT_TRUE(fd) << fd.error().message();
+  ASSERT_TRUE(guard(false));
+  ASSERT_TRUE(handoff::activate(fd->get()));
+  const int nfd = fd->get();
+  std::thread writer([&] {
+    size_t off = plan->skip;
+    while (off < big.size()) {
+      pollfd p{nfd, POLLOUT, 0};
+      if (poll(&p, 1, 5000) <= 0) break;
+      ssize_t n = send(nfd, big.data() + off, big.size() - off, MSG_DONTWAIT);
+      if (n > 0)
+        off += size_t(n);
+      else if (n < 0 && errno != EAGAIN)
+        break;
+    }
+  });
+  std::string rest(big.size() - received.size(), '\0');
+  size_t have = 0;
+  while (have < rest.size()) {
+    pollfd p{cli_.get(), POLLIN, 0};
+    if (poll(&p, 1, 5000) <= 0) break;
+    ssize_t n = recv(cli_.get(), rest.data() + have, rest.size() - have, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN)) break;
+    if (n > 0) have += size_t(n);
+  }
+  if (have < rest.size()) {
+    tcp_info ni{}, ci{};
+    socklen_t l = sizeof ni;
+    getsockopt(nfd, IPPROTO_TCP, TCP_INFO, &ni, &l);
+    l = sizeof ci;
+    getsockopt(cli_.get(), IPPROTO_TCP, TCP_INFO, &ci, &l);
+    std::cout << "[ stalled  ] have " << have << " skip " << plan->skip << " snd_wnd "
+              << plan->state.snd_wnd << " new: state " << int(ni.tcpi_state) << " unacked "
+              << ni.tcpi_unacked << " retrans " << ni.tcpi_total_retrans << " snd_wnd "
+              << ni.tcpi_snd_wnd << " backoff " << int(ni.tcpi_backoff) << " probes "
+              << int(ni.tcpi_probes) << "; client: rcv_space " << ci.tcpi_rcv_space
+              << " rcv_ssthresh " << ci.tcpi_rcv_ssthresh << "\n";
+  }
+  writer.join();
+  ASSERT_EQ(have, rest.size()) << "the client stalled";
+  EXPECT_TRUE(received + rest == big) << "the response is not byte-exact";
 }
 
 // No socket on the client any more (aborted: SO_LINGER 0): its kernel answers RST.
