@@ -57,6 +57,10 @@ Result<UniqueFd> open_answer_socket(int ifindex, uint32_t vip_be) {
   sock_fprog prog{static_cast<unsigned short>(sizeof code / sizeof code[0]), code};
   if (setsockopt(fd.get(), SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) != 0)
     return sys_error("setsockopt(SO_ATTACH_FILTER) for probe answers");
+  // The BE's own responses leave through this interface: without this every one of
+  // them would run the filter (Linux >= 4.20; drain() skips outgoing frames anyway).
+  int one = 1;
+  (void)setsockopt(fd.get(), SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one);
   if (auto s = bind_to(fd.get(), ifindex, ETH_P_ALL); !s) return s.error();
   return fd;
 }
