@@ -19,13 +19,12 @@
 
 #include "common/result.hpp"
 #include "handoff/tcp_state.hpp"
+#include "tcpha_shared.h"
 
 namespace tcpha::failover {
 
-// Ethertype of the client packet copies the FE sends to a backup. Must equal
-// TCPHA_ETH_P_COPY in bpf/tcpha_shared.h (added there by the datapath work; spelled
-// out here so this library does not wait for it).
-inline constexpr uint16_t kEthPCopy = 0x88B5;
+// Ethertype of the client packet copies the FE's datapath sends to a backup.
+inline constexpr uint16_t kEthPCopy = TCPHA_ETH_P_COPY;
 
 // A client segment from a copy frame or a probe answer. Addresses and ports in
 // network order (as in TcpState), everything else in host order.
