@@ -185,7 +185,9 @@ void Held::add(const Segment& s, const ResponseSize& rs) {
     return;
   }
   const std::string_view data = s.payload;
-  if (s.fin && !fin_seen_) {
+  // A FIN before the bytes the stream already has is not this stream's (the client's
+  // FIN comes after everything it sent).
+  if (s.fin && !fin_seen_ && !seq_before(s.seq + uint32_t(data.size()), stream_end())) {
     fin_seen_ = true;
     fin_seq_ = s.seq + uint32_t(data.size());
   }

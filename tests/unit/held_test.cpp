@@ -298,6 +298,16 @@ TEST(Held, FinCountsWhenInOrder) {
   EXPECT_EQ(h.stream(), kA + "GET\r\n\r\n");
 }
 
+TEST(Held, FinBeforeTheStreamEndIsIgnored) {
+  Held h(1, "be1", snapshot(), kA);
+  Segment fin = seg(kRcv + 5, "");
+  fin.fin = true;
+  h.add(fin, kSizes.fn());
+  EXPECT_FALSE(h.fin());
+  h.add(seg(kRcv + 10, "GET"), kSizes.fn());
+  EXPECT_EQ(h.stream(), kA + "GET") << "the stream goes on";
+}
+
 TEST(Held, RstInWindowResets) {
   Held h(1, "be1", snapshot(), kA);
   Segment rst = seg(kRcv + 10 + 1000000, "");
