@@ -270,6 +270,12 @@ void read_cluster(const TableReader& r, const std::string& path, ClusterSection&
       r.error("failover", "'" + *f + "' is not \"ring\" or \"off\"");
   }
   r.number("control_port", 1, 65535, c.control_port);
+  // Failover wants a dead back-end detected within 300 ms (docs/failover.md): its
+  // defaults are a 50 ms heartbeat and 250 ms of silence.
+  if (c.failover) {
+    c.heartbeat_ms = 50;
+    c.dead_after_ms = 250;
+  }
   r.number("heartbeat_ms", 10, 60000, c.heartbeat_ms);
   r.number("dead_after_ms", 20, 600000, c.dead_after_ms);
   r.number("keepalive_timeout_ms", 10, 3600000, c.keepalive_timeout_ms);

@@ -23,7 +23,8 @@ struct ClusterSection {
   std::string forward = "dr";      // "dr" only; "tunnel" is refused until it exists
   uint16_t control_port = 7400;    // BE agents listen here on their address
   // BE -> FE heartbeats: a BE silent for dead_after_ms is marked down, even if its
-  // control connection is still open (a hung, not dead, agent).
+  // control connection is still open (a hung, not dead, agent). With failover on the
+  // defaults are 50 and 250 ms.
   uint32_t heartbeat_ms = 100;
   uint32_t dead_after_ms = 500;
   // Every server of the cluster (BE agents, the FE as a local node): a kept-alive

@@ -147,6 +147,8 @@ policy = "hash"
   EXPECT_EQ(c.cluster.forward, "dr");
   EXPECT_EQ(c.cluster.control_port, 7500);
   EXPECT_TRUE(c.cluster.failover);
+  EXPECT_EQ(c.cluster.heartbeat_ms, 50u);  // failover's defaults
+  EXPECT_EQ(c.cluster.dead_after_ms, 250u);
   EXPECT_EQ(c.cluster.key, blake2b_32(std::string(40, 'k')));
   EXPECT_EQ(c.frontend.id, "dispatcher");
   EXPECT_EQ(c.frontend.metrics, "127.0.0.1:9180");
