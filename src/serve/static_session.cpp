@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <ctime>
 
+#include "common/net.hpp"
 #include "serve/static_files.hpp"
 
 namespace tcpha::serve {
@@ -57,6 +58,7 @@ StaticSession::Want StaticSession::serve(int fd) {
       case Io::Done:
         responding_ = false;
         if (close_after_) {
+          if (mark_done_) mark_done(fd);
           shutdown(fd, SHUT_WR);
           return Want::Close;
         }

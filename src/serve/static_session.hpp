@@ -61,6 +61,9 @@ class StaticSession {
   // generated again and not sent; a request whose response is at least partly skipped
   // is answered here without asking the router (it was answered here before).
   void skip_output(uint64_t n) { skip_ = n; }
+  // Failover: the socket is marked done (common/net.hpp mark_done) before the FIN of a
+  // response that closes the connection, so that the back-end's egress guard lets it out.
+  void set_mark_done(bool on) { mark_done_ = on; }
   uint64_t skipping() const { return skip_; }
 
   // No response under way and no buffered request bytes: safe to close (drain).
@@ -101,6 +104,7 @@ class StaticSession {
   off_t file_off_ = 0;
   uint64_t file_left_ = 0;
   uint64_t skip_ = 0;  // skip_output()
+  bool mark_done_ = false;
   bool responding_ = false;
   bool close_after_ = false;
   bool peer_closed_ = false;
