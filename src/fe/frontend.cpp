@@ -321,6 +321,27 @@ class Frontend {
     for (size_t i = 1; i < std::size(kLatencies); ++i)
       breakdown[kLatencies[i].json] = latency_json(sh_.*kLatencies[i].hist);
     json dp = metrics::counters_json(kDpCounters, sh_.dp->counters());
+    // Failover (docs/failover.md): the last BE failed over, when, how long it had been
+    // silent then, and how its connections fared; recovery_ms runs from the detection
+    // to the last backup's answer.
+    json failover = {{"mode", snap->cfg->cluster.failover ? "ring" : "off"},
+                     {"backups", sh_.counters.get(Counter::backups)},
+                     {"failovers", sh_.counters.get(Counter::failovers)},
+                     {"taken_over", sh_.counters.get(Counter::taken_over)},
+                     {"lost", sh_.counters.get(Counter::takeover_lost)}};
+    {
+      std::lock_guard flk(sh_.failover_mu);
+      const auto& l = sh_.last_failover;
+      if (!l.backend.empty())
+        failover["last"] = {{"backend", l.backend},
+                            {"at_unix_ms", l.at_unix_ms},
+                            {"silent_ms", l.silent_ms},
+                            {"recovered", l.recovered},
+                            {"lost", l.lost},
+                            {"recovery_ms", l.last_taken_ns > l.at_ns
+                                                ? double(l.last_taken_ns - l.at_ns) / 1e6
+                                                : 0.0}};
+    }
     return {{"role", "fe"},
             {"id", snap->cfg->frontend.id},
             {"vip", snap->cfg->cluster.vip},
@@ -334,6 +355,7 @@ class Frontend {
             {"flows", flows},
             {kLatencies[0].json, latency_json(sh_.*kLatencies[0].hist)},
             {"handoff_breakdown_us", breakdown},
+            {"failover", failover},
             {"counters", counters},
             {"datapath", dp}};
   }

@@ -56,6 +56,10 @@ namespace tcpha::fe {
   X(repoint_refused, "REPOINTs refused: unknown connection or unknown target")         \
   X(repoint_stale, "REPOINTs older than one already applied (out of order; harmless)") \
   X(flow_restored, "handoff flow entries found gone at COMMIT and put back (GC race)") \
+  X(backups, "connections backed up on another back-end at COMMIT (failover ring)")  \
+  X(failovers, "back-ends failed over: their flows sent to their backups")           \
+  X(taken_over, "connections of a dead back-end that its backup took over")          \
+  X(takeover_lost, "connections of a dead back-end that could not be taken over")    \
   X(reloads, "configuration reloads applied")                                       \
   X(reload_failures, "configuration reloads refused (the old one stays)")
 
@@ -113,6 +117,9 @@ struct BackendState {
   std::atomic<uint32_t> reported_active{0};   // the BE's own count, from heartbeats
   std::atomic<uint32_t> cache_hit_permille{0};  // the BE's file cache, from heartbeats
   std::atomic<uint32_t> cpu_permille{0};  // the BE's CPU load, from heartbeats
+  // Failover: when (monotonic ns) the FE failed it over, 0 when not failed over since its
+  // links were last up. Set once per failure by the worker whose link went last.
+  std::atomic<uint64_t> failed_at{0};
 
   static uint64_t pack(const Mac& m) {
     uint64_t v = 0;
@@ -136,6 +143,16 @@ struct Snapshot {
   uint64_t generation = 0;
 };
 
+// The last failover, for status (docs/failover.md).
+struct LastFailover {
+  std::string backend;          // "" = none yet
+  uint64_t at_ns = 0;           // monotonic, when detected
+  int64_t at_unix_ms = 0;       // the same on the wall clock, for operators and tests
+  uint64_t silent_ms = 0;       // how long the BE had been silent when it was detected
+  uint64_t last_taken_ns = 0;   // the last TAKEN (recovered or lost) of its connections
+  uint64_t recovered = 0, lost = 0;
+};
+
 struct Shared {
   datapath::Datapath* dp = nullptr;
   Mac fe_mac{};
@@ -153,6 +170,9 @@ struct Shared {
   LatencyHistogram export_latency;       // request complete -> FORWARD + export + HANDOFF sent
   LatencyHistogram ready_latency;        // HANDOFF sent -> READY received
   LatencyHistogram commit_latency;       // READY received -> COMMIT sent (FORWARD + send)
+
+  std::mutex failover_mu;  // guards last_failover (rare writes)
+  LastFailover last_failover;
 
   // Get-or-create by id; the registry never shrinks.
   BackendState* backend(const std::string& id) {

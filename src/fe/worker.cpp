@@ -1,4 +1,5 @@
 #include "fe/worker.hpp"
+#include "fe/worker_internal.hpp"
 #include "common/clock.hpp"
 #include "common/listen_socket.hpp"
 
@@ -38,84 +39,6 @@ std::array<uint8_t, 32> key_of(const config::Config& cfg) {
 
 }  // namespace
 
-struct Worker::ClientConn : Item {
-  enum State { Reading, Handing, Local, Closing } state = Reading;
-  ClientConn() : Item(Client) {}
-  UniqueFd fd;
-  sockaddr_in peer{}, local{};
-  std::string buf;
-  size_t consumed = 0;        // bytes of buf read from the socket (the rest was peeked)
-  uint64_t deadline = 0;      // header timeout, handoff timeout or close linger
-  uint64_t request_done = 0;  // when the whole head had arrived
-  uint64_t handoff_sent = 0;
-  uint64_t id = 0;
-  BackendState* be = nullptr;
-  BackendState* failed_be = nullptr;  // excluded from the retry
-  int attempts = 0;
-  int rule = -1;              // index into snap's router
-  // The snapshot this connection was routed with: the rule index, the local docroot
-  // fd and the access log's rule name stay valid however many reloads happen while
-  // it is handed off or served locally.
-  std::shared_ptr<const Snapshot> snap;
-  std::string request_line;   // for the access log
-  tcpha_flow_key key{};
-  std::unique_ptr<serve::StaticSession> session;  // when served locally
-  bool want_write = false;
-  bool peer_fin = false;       // the client half-closed after its request
-  bool quota = false;          // holds one of its address's client_quota slots
-  uint64_t progress = 0;       // local node: bytes sent + requests at the last check
-  uint64_t progress_at = 0;    // ... and when that last changed
-  handoff::Sender move;        // the handoff attempt under way (state Sent while Handing)
-  bool watched = false;        // in the worker's epoll set
-  uint64_t gc_epoch = 0;       // Datapath::gc_epoch() when the handoff created its flow
-};
-
-struct Worker::ControlConn : Item {
-  ControlConn(BackendState& b, in_addr a, proto::LinkOptions o)
-      : Item(Control), be(&b), addr(a), link(std::move(o)) {}
-  BackendState* be;
-  in_addr addr;             // where the BE is (a reload may move it; tick() redials)
-  proto::Link link;         // dials addr, redials with proto::Backoff
-  bool up = false;          // link up, peer id and MAC checked
-  bool live = false;        // counted in be->links_up: up and heartbeating
-  uint64_t retired_at = 0;  // no longer in the configuration; closes when idle
-  bool told_drained = false;  // the BE knows it is drained (DRAIN sent)
-  // The sent_ns of the last HEARTBEAT heard on this link: a time on the BE's clock,
-  // the base of the lease our HANDOFFs give it (handoff/sender.hpp). 0: none yet.
-  uint64_t beat_ns = 0;
-  uint64_t beat_at = 0;  // when we heard it (our clock)
-};
-
-// What the router sees of the back-ends, from this worker's point of view.
-class Worker::Load final : public sched::LoadView {
- public:
-  Load(const Worker& w, const BackendState* exclude) : w_(w), exclude_(exclude) {}
-  bool usable(uint32_t i) const override {
-    const auto& bes = w_.snap_->backends;
-    if (i >= bes.size()) return false;
-    BackendState* b = bes[i];
-    if (b == exclude_ || b->drained.load(std::memory_order_relaxed) ||
-        b->leaving.load(std::memory_order_relaxed))
-      return false;
-    auto it = w_.controls_.find(b);
-    return it != w_.controls_.end() && it->second->live &&
-           b->mac.load(std::memory_order_relaxed) != 0;
-  }
-  int64_t active(uint32_t i) const override {
-    const auto& bes = w_.snap_->backends;
-    if (i < bes.size()) return bes[i]->active.load(std::memory_order_relaxed);
-    return w_.sh_.local_active.load(std::memory_order_relaxed);
-  }
-  uint32_t cpu_permille(uint32_t i) const override {
-    const auto& bes = w_.snap_->backends;
-    return i < bes.size() ? bes[i]->cpu_permille.load(std::memory_order_relaxed) : 0;
-  }
-
- private:
-  const Worker& w_;
-  const BackendState* exclude_;
-};
-
 // The handoff sender's view of one target back-end: this worker's datapath (shared by
 // all workers) and this worker's control link to it.
 class Worker::Port final : public handoff::SenderPort {
@@ -126,7 +49,7 @@ class Worker::Port final : public handoff::SenderPort {
   Status forward(const tcpha_flow_key& key) override {
     Mac be_mac = BackendState::unpack(b_.mac.load(std::memory_order_relaxed));
     if (epoch_) *epoch_ = w_.sh_.dp->gc_epoch();
-    return w_.sh_.dp->point(key, b_.uid, be_mac, w_.sh_.fe_mac);
+    return w_.sh_.dp->point(key, b_.uid, be_mac, w_.sh_.fe_mac, backup);
   }
   void confirm_forward(const tcpha_flow_key& key) override {
     // No GC pass that deletes ran since forward(): the entry is there (only the GC and
@@ -148,6 +71,7 @@ class Worker::Port final : public handoff::SenderPort {
         proto::HandoffMsg{id, st, bytes, rule_, 0, it->second->beat_ns, lease_ms, origin_ns});
   }
   uint64_t origin_ns = 0;  // the request complete, for the BE's takeover latency
+  uint16_t backup = 0;     // the flow's backup slot + 1 (Worker::backup_slot), 0 = none
   uint32_t lease_ms = 0;  // of the last HANDOFF sent
   bool send_commit(uint64_t id) override { return send(proto::CommitMsg{id}); }
   void send_abort(uint64_t id) override { send(proto::AbortMsg{id}); }
@@ -459,6 +383,10 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
   unwatch(c);
   Port port(*this, be, c.rule, &c.gc_epoch);
   port.origin_ns = c.request_done;
+  // Failover: the backup is chosen now, so that the flow copies the client's packets to
+  // it from the start; it gets the connection's state at COMMIT (back_up()).
+  c.backup = snap_->cfg->cluster.failover ? backup_for(be) : nullptr;
+  port.backup = backup_slot(c.backup);
   const handoff::MovingConn mc{c.fd.get(), c.local, c.peer, c.key};
   using Outcome = handoff::Sender::Outcome;
   const Outcome o = c.move.start(port, mc, c.id, c.buf);
@@ -505,6 +433,7 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
   // Step 4: COMMIT. The flow points at the BE since step 1, and the BE has served the
   // request since its import; our socket is still in repair mode and closes silently.
   Port port(*this, b, -1, &c.gc_epoch);
+  port.backup = backup_slot(c.backup);
   using Outcome = handoff::Sender::Outcome;
   switch (c.move.on_ready(port, status)) {
     case Outcome::Ok:
@@ -524,7 +453,8 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
   sh_.ready_latency.record_ns(ready_at - c.handoff_sent);
   b.handoffs.fetch_add(1, std::memory_order_relaxed);
   b.active.fetch_add(1, std::memory_order_relaxed);
-  committed_[id] = Committed{c.key, &b};
+  committed_[id] = Committed{c.key, &b, 0, c.backup};
+  if (c.backup) back_up(c);
   c.quota = false;  // the committed entry holds it now, until CLOSED
   sh_.counters.inc(Counter::handoff_ok);
   uint64_t done = monotonic_ns();
@@ -648,9 +578,22 @@ void Worker::control_down(ControlConn& cc, const std::string& why) {
   // Handoffs in flight to it are taken back when their lease is over (tick()), not now:
   // the BE may have imported them and be serving them until then. Connections it owns
   // are no longer counted (it cannot report them closed any more; the datapath ages
-  // their flows out).
-  for (auto it = committed_.begin(); it != committed_.end();)
-    it = it->second.be == &b ? release(it) : std::next(it);
+  // their flows out), except those backed up elsewhere: they wait for their backup's
+  // TAKEN if this was the BE's last link (failover.cpp).
+  const uint64_t now = monotonic_ns();
+  const bool failover = snap_->cfg->cluster.failover && !stopping_;
+  for (auto it = committed_.begin(); it != committed_.end();) {
+    if (it->second.be != &b) {
+      ++it;
+    } else if (failover && it->second.backup) {
+      if (!it->second.orphaned_at) ++orphans_;
+      it->second.orphaned_at = now;
+      ++it;
+    } else {
+      it = release(it);
+    }
+  }
+  maybe_fail_over(cc, now);
 }
 
 void Worker::on_control(ControlConn& cc, uint32_t events) {
@@ -673,6 +616,10 @@ void Worker::control_changed(ControlConn& cc, unsigned changes, std::vector<prot
       return;
     }
     b.mac.store(BackendState::pack(*mac), std::memory_order_relaxed);
+    // The datapath's slot table: where copies for its backups go, and (failed false)
+    // its own flows are its own again if it had been failed over.
+    if (b.uid < TCPHA_MAX_BACKENDS) (void)sh_.dp->set_backend(b.uid, *mac, false);
+    b.failed_at.store(0);
     cc.up = true;
     cc.told_drained = false;
     // Which worker this link is: a BE that received one of our connections from
@@ -720,6 +667,8 @@ void Worker::on_message(ControlConn& cc, proto::Message& m) {
     cc.be->cpu_permille.store(hb->cpu_permille, std::memory_order_relaxed);
   } else if (auto* l = std::get_if<proto::LardMsg>(&m)) {
     for (auto& e : l->entries) snap_->router->learn_lard({e.rule, e.target, std::move(e.members)});
+  } else if (auto* t = std::get_if<proto::TakenMsg>(&m)) {
+    on_taken(cc, *t);
   } else {
     spdlog::warn("[w{}] unexpected message type {} from {}", index_, int(proto::type_of(m)),
                  cc.be->id);
@@ -737,6 +686,7 @@ void Worker::on_closed(ControlConn& cc, const proto::ClosedMsg& cl) {
     return;
   }
   mark_closed(it->second);
+  if (it->second.backup) forget_later(*it->second.backup, cl.id);
   release(it);
 }
 
@@ -777,6 +727,10 @@ void Worker::on_repoint(ControlConn& cc, const proto::RepointMsg& m) {
     to->active.fetch_add(1, std::memory_order_relaxed);
     it->second.be = to;
     it->second.seq = m.seq;
+    // Moved between back-ends: the backup made for the first owner is of no use now
+    // (the flow lost its backup slot with the rewrite above).
+    if (it->second.backup) forget_later(*it->second.backup, m.id);
+    it->second.backup = nullptr;
   }
   cc.link.send(proto::RepointedMsg{m.id, status, m.seq});
   if (status == 0) {
@@ -861,6 +815,8 @@ void Worker::tick(uint64_t now) {
     }
   }
   share_lard();
+  flush_forgets();
+  if (orphans_) sweep_orphans(now);
   const uint64_t dead_ns = uint64_t(snap_->cfg->cluster.dead_after_ms) * kMs;
   std::vector<BackendState*> gone;
   for (auto& [b, cc] : controls_) {
@@ -885,9 +841,19 @@ void Worker::tick(uint64_t now) {
       // A BE that stops talking (hung, stopped, overloaded) is taken out of rotation
       // while its connection is still open; the next frame brings it back.
       if (cc->live && age > dead_ns) {
+        // Frames that arrived while this worker was busy (or starved of CPU) are not
+        // silence: read them first. Failover acts on this verdict.
+        std::vector<proto::Message> msgs;
+        const unsigned changes = cc->link.on_events(EPOLLIN, msgs, now);
+        if (changes || !msgs.empty()) control_changed(*cc, changes, msgs);
+        if (!cc->up) continue;
+        age = now - cc->link.last_heard();
+      }
+      if (cc->live && age > dead_ns) {
         sh_.counters.inc(Counter::ctl_stale);
         spdlog::warn("[w{}] {} down: no heartbeat for {} ms", index_, b->id, age / kMs);
         set_live(*cc, false);
+        maybe_fail_over(*cc, now);
       }
     }
     if (cc->retired_at) {

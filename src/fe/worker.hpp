@@ -91,6 +91,8 @@ class Worker {
     tcpha_flow_key key;
     BackendState* be;
     uint32_t seq = 0;  // the owner's move number (REPOINT): 0 after our own handoff
+    BackendState* backup = nullptr;  // failover: the BE holding its backup (BACKUP sent)
+    uint64_t orphaned_at = 0;        // its owner's link was lost; waits for TAKEN
   };
   using CommittedMap = std::unordered_map<uint64_t, Committed>;
   void mark_closed(const Committed& c);
@@ -104,6 +106,19 @@ class Worker {
   };
   std::unordered_map<uint64_t, EarlyClosed> early_closed_;
   CommittedMap::iterator release(CommittedMap::iterator it);
+
+  // Failover (failover.cpp, docs/failover.md).
+  BackendState* backup_for(const BackendState& primary) const;
+  static uint16_t backup_slot(const BackendState* b);
+  void back_up(const ClientConn& c);
+  void forget_later(BackendState& backup, uint64_t id);
+  void flush_forgets();
+  // After a link to b was lost or went stale: the last one fails b over.
+  void maybe_fail_over(ControlConn& cc, uint64_t now);
+  void on_taken(ControlConn& cc, const proto::TakenMsg& m);
+  void sweep_orphans(uint64_t now);
+  std::unordered_map<BackendState*, std::vector<uint64_t>> forgets_;  // FORGETs to send
+  size_t orphans_ = 0;  // committed_ entries with orphaned_at set
   uint64_t next_id_ = 1;
   char read_buf_[16384];  // on_client's reads, appended to the connection's buffer
   uint64_t next_tick_ = 0;

@@ -1,0 +1,206 @@
+// The front-end's part of BE failover (seed 004; docs/failover.md): it picks each
+// committed connection's backup (the next usable BE of the same groups, a ring in
+// cluster-file order), sends it the connection's state at COMMIT, tells it what to
+// forget, and when a BE dies points all of its flows at their backups in one map
+// update and asks the backups to take over. The datapath copies the client's
+// data-bearing packets to each flow's backup meanwhile (bpf/datapath.bpf.c).
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "common/clock.hpp"
+#include "datapath/datapath.hpp"
+#include "fe/worker_internal.hpp"
+
+namespace tcpha::fe {
+namespace {
+
+constexpr uint64_t kMs = 1'000'000;
+// How long the connections of a failed-over BE wait for their backup's TAKEN before
+// they count as lost: a takeover probes each client (a round trip, a retry or two).
+constexpr uint64_t kTakeoverWaitNs = 3000 * kMs;
+
+bool same_groups(std::vector<std::string> a, std::vector<std::string> b) {
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  return a == b;
+}
+
+}  // namespace
+
+uint16_t Worker::backup_slot(const BackendState* b) {
+  return b && b->uid < TCPHA_MAX_BACKENDS ? uint16_t(b->uid + 1) : 0;
+}
+
+// The ring: the first BE after the primary in cluster-file order (wrapping) that this
+// worker can reach, that is not drained or leaving, serves the same groups and runs
+// the built-in server (only its responses can be generated again; a relay's upstream
+// is not replayed yet). Both must fit the datapath's slot table.
+BackendState* Worker::backup_for(const BackendState& primary) const {
+  const auto& bes = snap_->backends;
+  const auto& cfg = *snap_->cfg;
+  size_t p = bes.size();
+  for (size_t i = 0; i < bes.size(); ++i)
+    if (bes[i] == &primary) p = i;
+  if (p == bes.size() || primary.uid >= TCPHA_MAX_BACKENDS || cfg.backends[p].docroot.empty())
+    return nullptr;
+  Load load(*this, &primary);
+  for (size_t k = 1; k < bes.size(); ++k) {
+    const size_t i = (p + k) % bes.size();
+    if (!load.usable(uint32_t(i)) || bes[i]->uid >= TCPHA_MAX_BACKENDS) continue;
+    if (cfg.backends[i].docroot.empty() || !same_groups(cfg.backends[i].groups, cfg.backends[p].groups))
+      continue;
+    return bes[i];
+  }
+  return nullptr;
+}
+
+// At COMMIT: the backup gets what the primary got (the exported state and the request
+// bytes); the client's later data reaches it as copies from the datapath.
+void Worker::back_up(const ClientConn& c) {
+  auto it = controls_.find(c.backup);
+  if (it == controls_.end() ||
+      !it->second->link.send(proto::BackupMsg{c.id, c.be->id, c.move.exported(), c.buf}))
+    return;  // the backup's link is going down: the connection simply has no backup
+  sh_.counters.inc(Counter::backups);
+}
+
+// FORGETs are batched per backup and sent once per tick: a closed connection's backup
+// costs its backup nothing but memory until then.
+void Worker::forget_later(BackendState& backup, uint64_t id) {
+  auto& ids = forgets_[&backup];
+  ids.push_back(id);
+  if (ids.size() >= proto::kForgetMax) flush_forgets();
+}
+
+void Worker::flush_forgets() {
+  for (auto& [b, ids] : forgets_) {
+    if (ids.empty()) continue;
+    auto it = controls_.find(b);
+    // A backup we cannot reach now holds nothing we could make it forget later either
+    // (a new link is a new agent, or the same one that ages its entries out).
+    if (it != controls_.end() && it->second->up) it->second->link.send(proto::ForgetMsg{ids});
+    ids.clear();
+  }
+}
+
+// The BE behind cc has lost its last live link (its agent died: the kernel closed the
+// links; or it went silent for dead_after_ms). Fail it over once: one datapath update
+// sends every flow it owns to that flow's own backup, and every BE is asked to take over
+// what it backs up for it.
+void Worker::maybe_fail_over(ControlConn& cc, uint64_t now) {
+  BackendState& b = *cc.be;
+  if (!snap_->cfg->cluster.failover || stopping_ || cc.retired_at ||
+      b.links_up.load(std::memory_order_relaxed) != 0 || b.uid >= TCPHA_MAX_BACKENDS)
+    return;
+  uint64_t expected = 0;
+  if (!b.failed_at.compare_exchange_strong(expected, now)) return;  // another worker did
+  const uint64_t mac = b.mac.load(std::memory_order_relaxed);
+  if (auto s = sh_.dp->set_backend(b.uid, BackendState::unpack(mac), true); !s) {
+    spdlog::error("failover of {}: {}", b.id, s.error().message());
+    return;
+  }
+  sh_.counters.inc(Counter::failovers);
+  const uint64_t silent = now > cc.link.last_heard() ? (now - cc.link.last_heard()) / kMs : 0;
+  {
+    std::lock_guard lk(sh_.failover_mu);
+    auto& last = sh_.last_failover;
+    last = LastFailover{};
+    last.backend = b.id;
+    last.at_ns = now;
+    last.at_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+    last.silent_ms = silent;
+  }
+  size_t asked = 0;
+  for (auto& [other, link] : controls_) {
+    if (other == &b || !link->up) continue;
+    if (link->link.send(proto::TakeoverMsg{b.id})) ++asked;
+  }
+  spdlog::warn("[w{}] {} failed over (silent for {} ms): its flows go to their backups; {} "
+               "back-end(s) asked to take over",
+               index_, b.id, silent, asked);
+  // If it is alive after all (silent, not dead: overloaded, or cut off from us only), it
+  // must let go of what its backups now serve: TAKEOVER naming itself tells it to drop
+  // its connections silently, and the link closes so that it comes back as a new one
+  // (the link's return clears failed_at; until then it gets no new connection).
+  if (cc.link.fd() >= 0 && cc.link.send(proto::TakeoverMsg{b.id}))
+    control_down(cc, "failed over");
+}
+
+// A backup's answer for one connection of a dead BE: recovered (it serves it now: the
+// flow points at it for good, without a backup) or lost.
+void Worker::on_taken(ControlConn& cc, const proto::TakenMsg& m) {
+  auto it = committed_.find(m.id);
+  if (it == committed_.end() || it->second.backup != cc.be ||
+      it->second.be->failed_at.load(std::memory_order_relaxed) == 0) {
+    // Only the connection's backup, and only once its owner was failed over.
+    sh_.counters.inc(Counter::ctl_unauthorized);
+    spdlog::warn("[w{}] TAKEN for {} from {}, which is not its backup or not failing over: ignored",
+                 index_, m.id, cc.be->id);
+    return;
+  }
+  Committed& c = it->second;
+  if (c.orphaned_at) --orphans_;
+  c.orphaned_at = 0;
+  {
+    std::lock_guard lk(sh_.failover_mu);
+    auto& last = sh_.last_failover;
+    if (last.backend == c.be->id) {
+      last.last_taken_ns = monotonic_ns();
+      ++(m.status == 0 ? last.recovered : last.lost);
+    }
+  }
+  if (m.status != 0) {
+    sh_.counters.inc(Counter::takeover_lost);
+    spdlog::info("[w{}] {}: connection {} lost in the failover of {}: {}", index_, cc.be->id, m.id,
+                 c.be->id, strerror(int(m.status)));
+    mark_closed(c);
+    release(it);
+    return;
+  }
+  sh_.counters.inc(Counter::taken_over);
+  BackendState& to = *cc.be;
+  const Mac mac = BackendState::unpack(to.mac.load(std::memory_order_relaxed));
+  if (auto s = sh_.dp->forward(c.key, to.uid, mac, sh_.fe_mac); !s)
+    spdlog::warn("[w{}] flow of {} after its takeover: {}", index_, m.id, s.error().message());
+  c.be->active.fetch_sub(1, std::memory_order_relaxed);
+  to.active.fetch_add(1, std::memory_order_relaxed);
+  c.be = &to;
+  c.backup = nullptr;
+  c.seq = 0;
+}
+
+// Connections whose owner's link was lost: if the owner was failed over, those no TAKEN
+// resolved in time are lost; if not (another worker still hears it, or its link is back),
+// they are its again, or forgotten as before failover existed.
+void Worker::sweep_orphans(uint64_t now) {
+  for (auto it = committed_.begin(); it != committed_.end();) {
+    Committed& c = it->second;
+    if (!c.orphaned_at || now - c.orphaned_at < kTakeoverWaitNs) {
+      ++it;
+      continue;
+    }
+    --orphans_;
+    c.orphaned_at = 0;
+    if (c.be->failed_at.load(std::memory_order_relaxed) != 0) {
+      sh_.counters.inc(Counter::takeover_lost);
+      std::lock_guard lk(sh_.failover_mu);
+      if (sh_.last_failover.backend == c.be->id) ++sh_.last_failover.lost;
+    } else {
+      auto link = controls_.find(c.be);
+      if (link != controls_.end() && link->second->up) {
+        ++it;  // the link came back: the BE still owns it
+        continue;
+      }
+    }
+    mark_closed(c);
+    it = release(it);
+  }
+}
+
+}  // namespace tcpha::fe
