@@ -11,6 +11,9 @@
 //                      to the BE that serves it (handoff::Sender), links to the other
 //                      BEs, the local datapath that holds and forwards during a move
 //   drain.cpp          SIGTERM: stop taking work, let what runs finish
+//   backup.cpp         failover: backing up another BE's connections (BACKUP, the
+//                      datapath's copies of their client packets) and taking them over
+//                      when it dies (TAKEOVER: probe, import, serve again, TAKEN)
 //   stats.cpp          status JSON and Prometheus views of the counters
 // run_backend (agent.cpp) sets up the host around it.
 #include <sys/epoll.h>
@@ -37,6 +40,7 @@
 #include "common/result.hpp"
 #include "config/config.hpp"
 #include "datapath/datapath.hpp"
+#include "failover/held.hpp"
 #include "handoff/sender.hpp"
 #include "handoff/tcp_state.hpp"
 #include "metrics/registry.hpp"
@@ -88,7 +92,12 @@ inline constexpr uint64_t kAckCheckNs = 1'000 * kMs;
   X(no_backend, "later requests answered 503: no member of their group is usable") \
   X(peer_refused, "links from other back-ends refused: the id does not match the address") \
   X(reloads, "SIGHUPs applied: access log reopened, rules re-read")           \
-  X(reload_failures, "SIGHUPs whose cluster file was refused (errors, or a changed [[backend]] list)")
+  X(reload_failures, "SIGHUPs whose cluster file was refused (errors, or a changed [[backend]] list)") \
+  X(backups, "connections of other back-ends backed up here (BACKUP)")        \
+  X(backups_refused, "BACKUPs not kept: failover off here, relay mode, or over the memory bound") \
+  X(taken_over, "connections of a dead back-end taken over and served here")   \
+  X(takeover_lost, "connections of a dead back-end this backup could not take over") \
+  X(fenced, "connections dropped silently because the FE failed this back-end over")
 
 inline constexpr auto kBeCounters =
     std::to_array<metrics::CounterInfo>({TCPHA_BE_COUNTERS(TCPHA_METRICS_COUNTER)});
@@ -101,7 +110,7 @@ enum class Counter {
 };
 
 struct Item {
-  enum Kind { Listener, Control, Http, Signal, Peer } kind;  // relayed sockets: Relays::owns()
+  enum Kind { Listener, Control, Http, Signal, Peer, Copies, Answers } kind;  // relayed sockets: Relays::owns()
   explicit Item(Kind k) : kind(k) {}
 };
 
@@ -228,8 +237,9 @@ class Agent {
   void revoke(uint64_t control_id, uint64_t handoff_id);
   // serving.cpp
   // `bytes`: what the HANDOFF brought (not re-queued in the socket: served from here).
+  // `skip`: response bytes the client already has (a failover takeover).
   void start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
-                  const PendingImport& imp, std::string bytes);
+                  const PendingImport& imp, std::string bytes, uint64_t skip = 0);
   void on_http(HttpConn& h, uint32_t events);
   // Graceful: the conversation is over (lingering close, Closings); else the
   // connection failed or timed out and is closed (Reset: with RST) and reported at once.
@@ -272,6 +282,18 @@ class Agent {
   // drain.cpp
   void begin_drain();
   void drain_tick(uint64_t now);
+  // backup.cpp
+  Status open_backup(int ifindex);
+  void on_backup(ControlConn& cc, proto::BackupMsg& m);
+  void on_forget(const proto::ForgetMsg& m);
+  void on_takeover(const proto::TakeoverMsg& m);
+  void on_copies();
+  void on_answers();
+  void tick_backup(uint64_t now);
+  void take_over(failover::Held& h, Result<failover::Plan> plan);
+  void fence();
+  void takeover_lost(const failover::Held& h, int err, const std::string& why);
+  std::optional<std::pair<size_t, uint64_t>> response_size(std::string_view stream) const;
 
   // A copy: a reload appends back-ends and replaces the rules (moves.cpp, reload()).
   config::Config cfg_;
@@ -353,6 +375,23 @@ class Agent {
   int sigfd_ = -1;
   uint64_t drain_deadline_ = 0;
   uint64_t fe_gone_since_ = 0;  // draining with no FE link (0: one is up)
+  // Failover (backup.cpp): the connections backed up here, the copies of their client
+  // packets (from the FE's datapath), and the takeovers under way (probe sent, the
+  // client's answer awaited), by client address and port.
+  std::unique_ptr<failover::Store> held_;
+  int ifindex_ = 0;
+  UniqueFd copies_fd_, answers_fd_, probe_fd_;
+  Item copies_item_{Item::Copies}, answers_item_{Item::Answers};
+  struct Takeover {
+    failover::Held held;
+    uint64_t probed_at = 0;
+    int probes = 0;
+  };
+  std::map<std::pair<uint32_t, uint16_t>, Takeover> takeovers_;
+  LatencyHistogram recovery_latency_;  // TAKEOVER received -> the connection served here
+  // For status (another thread): the store's size and memory, as of the last tick.
+  std::atomic<size_t> held_count_{0}, held_bytes_{0}, takeovers_pending_{0};
+  uint64_t takeover_started_ = 0;
 };
 
 }  // namespace tcpha::be

@@ -1,6 +1,7 @@
 // The agent's event loop: one epoll set, one thread; the timer work in tick().
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -65,7 +66,8 @@ Status Agent::open(int sigfd, const std::string& ifname) {
   listener_.attach(ep_.get(), &listener_item_);
   sigfd_ = sigfd;
   set(EPOLL_CTL_ADD, sigfd, EPOLLIN, &signal_item_);
-  return open_moves(ifname);
+  if (auto s = open_moves(ifname); !s) return s;
+  return open_backup(int(if_nametoindex(ifname.c_str())));
 }
 
 void Agent::run() {
@@ -111,6 +113,12 @@ void Agent::run() {
         case Item::Peer:
           on_peer(*static_cast<PeerLink*>(it), evs[i].events);
           break;
+        case Item::Copies:
+          on_copies();
+          break;
+        case Item::Answers:
+          on_answers();
+          break;
       }
     }
     dropped_.clear();  // no event of this batch refers to them any more
@@ -129,6 +137,7 @@ void Agent::tick(uint64_t now) {
   if (relays_) relays_->tick(now);
   closings_->tick(now);
   tick_moves(now);
+  if (held_) tick_backup(now);
   if (draining_) drain_tick(now);
   tick_controls(now);  // and heartbeats
 }

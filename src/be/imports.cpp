@@ -116,6 +116,12 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
     on_repointed(*r);
   } else if (auto* hb = std::get_if<proto::HeartbeatMsg>(&m); hb && cc.peer_backend >= 0) {
     note_load(cc.peer_backend, *hb, monotonic_ns());
+  } else if (auto* b = std::get_if<proto::BackupMsg>(&m); b && cc.peer_backend < 0) {
+    on_backup(cc, *b);
+  } else if (auto* f = std::get_if<proto::ForgetMsg>(&m); f && cc.peer_backend < 0) {
+    on_forget(*f);
+  } else if (auto* t = std::get_if<proto::TakeoverMsg>(&m); t && cc.peer_backend < 0) {
+    on_takeover(*t);
   } else if (auto* l = std::get_if<proto::LardMsg>(&m)) {
     // LARD assignments of the FE or another back-end (docs/multi-handoff.md).
     if (router_)

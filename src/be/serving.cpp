@@ -8,7 +8,7 @@
 
 namespace tcpha::be {
 void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
-                       const PendingImport& imp, std::string bytes) {
+                       const PendingImport& imp, std::string bytes, uint64_t skip) {
   auto h = std::make_unique<HttpConn>(docroot_.get(), cache_.get());
   h->fd = std::move(fd);
   h->handoff_id = handoff_id;
@@ -18,6 +18,8 @@ void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
   h->routed_by_sender = imp.with_request;
   if (router_ && imp.rule >= 0 && size_t(imp.rule) < router_->rule_count()) h->rule = imp.rule;
   h->session.preload(std::move(bytes));
+  if (skip) h->session.skip_output(skip);
+  h->session.set_mark_done(cfg_.cluster.failover);
   if (imp.peer_fin) h->session.set_peer_fin();
   h->local = imp.local;
   h->peer = imp.peer;

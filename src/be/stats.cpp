@@ -122,6 +122,16 @@ void Agent::report(StatsView& v) const {
     v.gauge("cache", "hit_rate", "file cache hits / lookups", cache_hit_permille() / 1000.0);
   }
   if (relays_) v.counters("relay", kRelayCounters, relays_->counters());
+  if (held_) {
+    v.gauge("failover", "held", "connections of other back-ends backed up here",
+            double(held_count_.load()));
+    v.gauge("failover", "held_bytes", "memory those backups take (states, requests, copies)",
+            double(held_bytes_.load()));
+    v.gauge("failover", "takeovers_pending", "takeovers waiting for their client's answer",
+            double(takeovers_pending_.load()));
+    v.latency("recovery_latency", "TAKEOVER received -> a dead back-end's connection served here",
+              recovery_latency_);
+  }
 }
 
 std::string Agent::status_json() const {

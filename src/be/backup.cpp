@@ -1,0 +1,253 @@
+// Failover on the backup's side (seed 004; docs/failover.md). The FE sends us, at
+// COMMIT, the state and request of connections another back-end (their primary) now
+// owns, and its datapath copies us the client's data-bearing packets of them (Ethernet
+// type TCPHA_ETH_P_COPY: our IP stack never sees them). We keep each connection's
+// client byte stream since its last answered request (failover::Store). When the FE
+// says the primary died (TAKEOVER), we learn where each client is with a probe (its
+// kernel answers with its ACK point), import the socket there and answer the held
+// requests again, sending only the response bytes the client does not have.
+//
+// Ownership: the FE sends TAKEOVER only after it pointed the dead primary's flows at
+// their backups, and the primary is dead (its agent's links closed, or it was silent
+// for dead_after_ms); its kernel's FIN/RST for the dead agent's sockets are dropped
+// by its own egress guard. So the import here is the only live copy.
+#include <net/if.h>
+#include <sys/epoll.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "be/agent_core.hpp"
+#include "common/clock.hpp"
+#include "failover/sockets.hpp"
+#include "http/request.hpp"
+#include "serve/static_files.hpp"
+
+namespace tcpha::be {
+namespace {
+
+// What the backups held here may take in all (copies and requests): beyond it new
+// BACKUPs are refused (their connections simply have no backup).
+constexpr size_t kHeldBytesMax = size_t{64} << 20;
+// A probe unanswered this long is sent again, at most kProbes times in all; then the
+// connection counts as lost (the client is gone or unreachable).
+constexpr uint64_t kProbeRetryNs = 100 * kMs;
+constexpr int kProbes = 5;
+
+}  // namespace
+
+// Backups are kept by back-ends that run the built-in server, when the cluster has
+// failover on: only those can generate a response again. The copy socket lives as long
+// as the agent; the socket that catches probe answers only while a takeover runs.
+Status Agent::open_backup(int ifindex) {
+  if (!cfg_.cluster.failover || relays_) return {};
+  ifindex_ = ifindex;
+  auto fd = failover::open_copy_socket(ifindex);
+  if (!fd) return Error{fd.error().err, "failover copy socket: " + fd.error().what};
+  copies_fd_ = std::move(*fd);
+  set(EPOLL_CTL_ADD, copies_fd_.get(), EPOLLIN, &copies_item_);
+  held_ = std::make_unique<failover::Store>(kHeldBytesMax);
+  return {};
+}
+
+// How long the response to the first request of `stream` is: the same plan the built-in
+// server makes (StaticSession), so that the copies' ACK numbers tell which requests the
+// client has had all of. nullopt: no complete request at the front, or one that closes
+// the connection (nothing after it matters).
+std::optional<std::pair<size_t, uint64_t>> Agent::response_size(std::string_view stream) const {
+  http::Request req;
+  auto r = http::parse_request(stream, req);
+  if (r.status != http::ParseStatus::Complete) return std::nullopt;
+  auto reply = serve::plan_static_reply(docroot_.get(), req, "tcpha", time(nullptr));
+  return std::make_pair(r.consumed, uint64_t(reply.head.size() + reply.inline_body.size()) + reply.length);
+}
+
+void Agent::on_backup(ControlConn& cc, proto::BackupMsg& m) {
+  if (!held_ || !import_allowed(m.state, cfg_)) {
+    inc(Counter::backups_refused);
+    return;
+  }
+  (void)cc;
+  auto rs = [this](std::string_view s) { return response_size(s); };
+  if (!held_->add(failover::Held(m.id, std::move(m.primary), m.state, std::move(m.request)), rs)) {
+    inc(Counter::backups_refused);
+    return;
+  }
+  inc(Counter::backups);
+}
+
+void Agent::on_forget(const proto::ForgetMsg& m) {
+  if (!held_) return;
+  for (uint64_t id : m.ids) held_->forget(id);
+}
+
+void Agent::on_copies() {
+  const uint64_t now = monotonic_ns();
+  auto rs = [this](std::string_view s) { return response_size(s); };
+  // Bounded per event (the loop has other work); level-triggered, so the rest comes next.
+  failover::drain(copies_fd_.get(), [&](const failover::Segment& seg) {
+    auto t = takeovers_.find({seg.client_addr, seg.client_port});
+    if (t != takeovers_.end()) {
+      t->second.held.add(seg, rs);  // a request that came while the probe is out
+      return;
+    }
+    held_->on_copy(seg, rs, now);
+  });
+}
+
+// The primary died: probe every client whose connection we hold for it. Their answers
+// come to the VIP, which the FE now forwards here; our guard drops them (no socket yet),
+// but a packet tap sees them first (failover::open_answer_socket).
+void Agent::on_takeover(const proto::TakeoverMsg& m) {
+  if (m.dead == self_.id) {
+    fence();
+    return;
+  }
+  if (!held_) return;
+  auto held = held_->take(m.dead);
+  spdlog::warn("{} died: taking over {} connection(s) backed up here", m.dead, held.size());
+  if (held.empty()) return;
+  takeover_started_ = monotonic_ns();
+  if (!answers_fd_.valid()) {
+    auto fd = failover::open_answer_socket(ifindex_, cfg_.cluster.vip_addr.s_addr);
+    if (!fd) {
+      for (auto& h : held) takeover_lost(h, fd.error().err, "answer socket: " + fd.error().what);
+      return;
+    }
+    answers_fd_ = std::move(*fd);
+    set(EPOLL_CTL_ADD, answers_fd_.get(), EPOLLIN, &answers_item_);
+  }
+  if (!probe_fd_.valid()) {
+    auto fd = failover::open_probe_socket();
+    if (!fd) {
+      for (auto& h : held) takeover_lost(h, fd.error().err, "probe socket: " + fd.error().what);
+      return;
+    }
+    probe_fd_ = std::move(*fd);
+  }
+  const uint64_t now = monotonic_ns();
+  for (auto& h : held) {
+    if (h.reset()) {
+      takeover_lost(h, ECONNRESET, "the client had reset it");
+      continue;
+    }
+    const auto& st = h.snapshot();
+    auto [it, fresh] = takeovers_.try_emplace({st.peer_addr, st.peer_port}, Takeover{std::move(h)});
+    if (!fresh) continue;  // the same client 4-tuple twice: keep the first
+    if (auto s = failover::send_probe(probe_fd_.get(), failover::build_probe(it->second.held)); !s)
+      spdlog::warn("probe: {}", s.error().message());
+    it->second.probed_at = now;
+    it->second.probes = 1;
+  }
+}
+
+void Agent::on_answers() {
+  auto rs = [this](std::string_view s) { return response_size(s); };
+  failover::drain(answers_fd_.get(), [&](const failover::Segment& seg) {
+    auto it = takeovers_.find({seg.client_addr, seg.client_port});
+    if (it == takeovers_.end()) return;
+    // Data or a FIN the client (re)sent after the primary died: part of its stream (no
+    // copy carries it), not the probe's answer.
+    if (!failover::is_answer(it->second.held, seg)) {
+      it->second.held.add(seg, rs);
+      return;
+    }
+    auto plan = failover::plan_takeover(it->second.held, seg, monotonic_ns());
+    // A keepalive looks like an answer (EPROTO), and an answer can overtake data the
+    // client retransmits (ENODATA): the next probe's answer decides, until the last.
+    if (!plan && (plan.error().err == EPROTO || plan.error().err == ENODATA) &&
+        it->second.probes < kProbes && !it->second.held.overflowed())
+      return;
+    Takeover t = std::move(it->second);
+    takeovers_.erase(it);
+    take_over(t.held, std::move(plan));
+  });
+  if (takeovers_.empty() && answers_fd_.valid()) {
+    set(EPOLL_CTL_DEL, answers_fd_.get(), 0, &answers_item_);
+    answers_fd_.reset();  // a tap on every packet costs: only while takeovers run
+  }
+}
+
+// The client's answer says where it is: import there and serve the held requests again.
+void Agent::take_over(failover::Held& h, Result<failover::Plan> plan) {
+  if (!plan) {
+    takeover_lost(h, plan.error().err, plan.error().what);
+    return;
+  }
+  ControlConn* fe = fe_link(proto::worker_of(h.id()));
+  forget_local_flow(plan->state);
+  auto fd = handoff::import_state_consumed(plan->state, plan->requests.size(), spare_sockets_.take());
+  if (!fd) {
+    takeover_lost(h, fd.error().err ? fd.error().err : EPROTO, "import: " + fd.error().what);
+    return;
+  }
+  if (auto s = handoff::activate(fd->get()); !s) {
+    takeover_lost(h, s.error().err ? s.error().err : EPROTO, "activate: " + s.error().what);
+    return;  // still in repair mode: closes silently
+  }
+  inc(Counter::taken_over);
+  recovery_latency_.record_ns(monotonic_ns() - takeover_started_);
+  if (fe) fe->link.send(proto::TakenMsg{h.id(), 0});
+  PendingImport imp{UniqueFd{}, 0, (plan->state.flags & handoff::kStatePeerFin) != 0, -1, 0,
+                    !plan->requests.empty()};
+  imp.local = ipv4_endpoint(plan->state.local_addr, plan->state.local_port);
+  imp.peer = ipv4_endpoint(plan->state.peer_addr, plan->state.peer_port);
+  start_http(std::move(*fd), fe ? fe->id : 0, h.id(), imp, std::move(plan->requests), plan->skip);
+}
+
+void Agent::takeover_lost(const failover::Held& h, int err, const std::string& why) {
+  inc(Counter::takeover_lost);
+  const auto& st = h.snapshot();
+  spdlog::warn("takeover of {}:{} (from {}) failed: {}", ipv4_str(st.peer_addr), ntohs(st.peer_port),
+               h.primary(), why);
+  if (ControlConn* fe = fe_link(proto::worker_of(h.id())))
+    fe->link.send(proto::TakenMsg{h.id(), uint32_t(err ? err : EPROTO)});
+}
+
+// TAKEOVER naming us: the FE failed us over (we were silent too long: overloaded, or
+// cut off from it) and our backups serve our connections from now on. Let go of them
+// without a packet (repair mode, then close), so that nothing we would still send
+// competes with them; the link closes after this and we come back as a new back-end.
+void Agent::fence() {
+  std::vector<HttpConn*> mine;
+  for (auto& [p, h] : conns_)
+    if (!h->relayed) mine.push_back(p);
+  spdlog::warn("the front-end failed this back-end over: dropping its {} connection(s) silently",
+               mine.size());
+  for (HttpConn* h : mine) {
+    (void)handoff::enter_repair(h->fd.get());
+    close_http(*h, End::Failed);
+  }
+  leases_.clear();
+  inc(Counter::fenced, mine.size());
+}
+
+void Agent::tick_backup(uint64_t now) {
+  held_->expire(now);
+  for (auto it = takeovers_.begin(); it != takeovers_.end();) {
+    Takeover& t = it->second;
+    if (now - t.probed_at < kProbeRetryNs) {
+      ++it;
+      continue;
+    }
+    if (t.probes >= kProbes) {
+      takeover_lost(t.held, ETIMEDOUT, "the client never answered the probe");
+      it = takeovers_.erase(it);
+      continue;
+    }
+    (void)failover::send_probe(probe_fd_.get(), failover::build_probe(t.held));
+    t.probed_at = now;
+    ++t.probes;
+    ++it;
+  }
+  if (takeovers_.empty() && answers_fd_.valid()) {
+    set(EPOLL_CTL_DEL, answers_fd_.get(), 0, &answers_item_);
+    answers_fd_.reset();
+  }
+  held_count_.store(held_->size());
+  held_bytes_.store(held_->memory());
+  takeovers_pending_.store(takeovers_.size());
+}
+
+}  // namespace tcpha::be
