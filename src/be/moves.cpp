@@ -123,9 +123,9 @@ Status Agent::open_moves(const std::string& ifname) {
   dp_ = std::move(*dp);
   dp_->set_linger(uint64_t(cfg_.frontend.flow_linger_ms) * kMs);
   if (auto s = dp_->set_guard(cfg_.cluster.vip_addr.s_addr); !s) return s;
-  // Failover: only what we end ourselves (mark_done) leaves with FIN/RST. Not in relay
-  // mode: no backup takes its connections over, and the relay marks none.
-  if (auto s = dp_->set_egress_guard(cfg_.cluster.failover && !relays_); !s) return s;
+  // Failover: only what we end ourselves (mark_done) leaves with FIN/RST (the relay
+  // marks its client sockets too: RelayOptions::mark_done).
+  if (auto s = dp_->set_egress_guard(cfg_.cluster.failover); !s) return s;
   auto mac = host::interface_mac(ifname);
   if (!mac) return mac.error();
   own_mac_ = *mac;
@@ -299,7 +299,8 @@ void Agent::move_committed(HttpConn& h, PeerLink& p, uint64_t now) {
   const uint32_t seq = h.move_seq + 1;
   moved_flows_[{id, seq}] = MovedFlow{h.move.conn().key, now, 0};
   if (ControlConn* fe = fe_link(proto::worker_of(id)))
-    fe->link.send(proto::RepointMsg{id, cfg_.backends[p.index].id, seq});
+    fe->link.send(proto::RepointMsg{id, cfg_.backends[p.index].id, seq, h.move.exported(),
+                                    h.relayed ? std::string() : h.session.buffered()});
   else
     spdlog::warn("moved connection {} to {}: no link to its FE worker to repoint the flow; "
                  "this back-end forwards its packets until they stop",
@@ -634,7 +635,7 @@ void Agent::rebalance(uint64_t now) {
 // (relay_routes_); route_later treats it like a served connection's. The request the
 // HANDOFF brought is served here without routing it again (routed_by_sender).
 void Agent::start_relay(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
-                        const PendingImport& imp, std::string bytes) {
+                        const PendingImport& imp, std::string bytes, uint64_t skip) {
   inc(Counter::imported);
   active_.fetch_add(1);
   HttpConn* route = nullptr;
@@ -652,7 +653,7 @@ void Agent::start_relay(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
     relay_routes_.emplace(route, std::move(h));
   }
   relays_->start(std::move(fd), imp.local, imp.peer, control_id, handoff_id, imp.peer_fin,
-                 monotonic_ns(), route, std::move(bytes));
+                 monotonic_ns(), route, std::move(bytes), skip);
 }
 
 // The relay hands over a connection whose next request belongs to h.move_target (set

@@ -702,6 +702,7 @@ void Worker::on_repoint(ControlConn& cc, const proto::RepointMsg& m) {
   uint32_t status = 0;
   auto it = committed_.find(m.id);
   BackendState* to = nullptr;
+  BackendState* backup = nullptr;
   for (BackendState* b : snap_->backends)
     if (b->id == m.target) to = b;
   if (it == committed_.end()) {
@@ -711,8 +712,11 @@ void Worker::on_repoint(ControlConn& cc, const proto::RepointMsg& m) {
   } else if (!to || to->mac.load(std::memory_order_relaxed) == 0) {
     status = EHOSTUNREACH;
   } else {
+    // Failover: a backup for its new owner, from the state and request the move carried
+    // (the same protocol as our own handoffs, run from where the connection is now).
+    backup = snap_->cfg->cluster.failover ? backup_for(*to) : nullptr;
     Mac mac = BackendState::unpack(to->mac.load(std::memory_order_relaxed));
-    if (auto s = sh_.dp->forward(it->second.key, to->uid, mac, sh_.fe_mac); !s)
+    if (auto s = sh_.dp->forward(it->second.key, to->uid, mac, sh_.fe_mac, backup_slot(backup)); !s)
       status = uint32_t(s.error().err ? s.error().err : EIO);
   }
   if (status == ESTALE) {
@@ -727,10 +731,17 @@ void Worker::on_repoint(ControlConn& cc, const proto::RepointMsg& m) {
     to->active.fetch_add(1, std::memory_order_relaxed);
     it->second.be = to;
     it->second.seq = m.seq;
-    // Moved between back-ends: the backup made for the first owner is of no use now
-    // (the flow lost its backup slot with the rewrite above).
+    // Moved between back-ends: the backup made for the previous owner is of no use now.
     if (it->second.backup) forget_later(*it->second.backup, m.id);
     it->second.backup = nullptr;
+    if (backup) {
+      auto link = controls_.find(backup);
+      if (link != controls_.end() &&
+          link->second->link.send(proto::BackupMsg{m.id, to->id, m.state, m.request})) {
+        it->second.backup = backup;
+        sh_.counters.inc(Counter::backups);
+      }
+    }
   }
   cc.link.send(proto::RepointedMsg{m.id, status, m.seq});
   if (status == 0) {

@@ -167,11 +167,16 @@ void put(std::string& out, const RepointMsg& m) {
   put_be(out, m.id);
   put_be(out, m.seq);
   put_str(out, m.target);
+  put_state(out, m.state);
+  put_be(out, static_cast<uint32_t>(m.request.size()));
+  out.append(m.request);
 }
 void get(Reader& r, RepointMsg& m) {
   m.id = r.be<uint64_t>();
   m.seq = r.be<uint32_t>();
   get_str(r, m.target);
+  get_state(r, m.state);
+  r.bytes(m.request, r.be<uint32_t>());
 }
 void put(std::string& out, const RepointedMsg& m) {
   put_be(out, m.id);
@@ -313,7 +318,7 @@ constexpr TypeInfo kTypes[] = {
     {MsgType::Join, (1 + 255) + 4 + 4 + 1 + 255 * (1 + 255), decode_as<JoinMsg>},
     {MsgType::Leave, 0, decode_as<LeaveMsg>},
     {MsgType::Worker, 4, decode_as<WorkerMsg>},
-    {MsgType::Repoint, 8 + 4 + 1 + 255, decode_as<RepointMsg>},
+    {MsgType::Repoint, kMaxPayload, decode_as<RepointMsg>},
     {MsgType::Repointed, 8 + 4 + 4, decode_as<RepointedMsg>},
     {MsgType::Drain, 1, decode_as<DrainMsg>},
     {MsgType::Lard, 2 + kLardMaxEntries * (4 + 8 + 1 + kLardMaxServers * 8), decode_as<LardMsg>},
@@ -337,6 +342,10 @@ MsgType type_of(const Message& m) { return kTypes[m.index()].type; }
 bool encode_payload(const Message& m, std::string& out) {
   if (const auto* h = std::get_if<HandoffMsg>(&m);
       h && h->request.size() > kMaxPayload - kHandoffFixed) {
+    return false;
+  }
+  if (const auto* r = std::get_if<RepointMsg>(&m);
+      r && r->request.size() > kMaxPayload - (8 + 4 + 256 + kTcpStateWireSize + 4)) {
     return false;
   }
   if (const auto* b = std::get_if<BackupMsg>(&m);

@@ -5,7 +5,7 @@
 //
 // Session setup: a mutual challenge-response in two messages each way.
 // 1. Each side first sends one HELLO (kHelloSize = 88 bytes):
-//   "TCPH" | version u8 = 3 | type u8 = HELLO | role u8 (1 = FE, 2 = BE) | pad u8 = 0 |
+//   "TCPH" | version u8 = 4 | type u8 = HELLO | role u8 (1 = FE, 2 = BE) | pad u8 = 0 |
 //   node id (32 bytes, NUL padded) | nonce (16 random bytes, its challenge) |
 //   HMAC-SHA256 over all preceding bytes, keyed with the 32-byte cluster key.
 // The receiver checks magic, version, MAC, that the role is the opposite of its own and
@@ -69,9 +69,11 @@
 //                             (a connection's id carries its worker in bits 48..63, so a
 //                             BE that received it from another BE reports CLOSED to
 //                             the right worker)
-//   REPOINT   u64 id | u32 seq | u8 length | target BE id   BE -> FE: the connection
-//                             moved to that BE (committed there, its move number seq);
-//                             point the flow at it. REPOINTs of one connection come
+//   REPOINT   u64 id | u32 seq | u8 length | target BE id | TcpState | u32 length |
+//                             request bytes   BE -> FE: the connection moved to that BE
+//                             (committed there, its move number seq); point the flow at
+//                             it. The state and bytes are the move's HANDOFF's: the FE backs
+//                             the connection up from them at its new owner (failover). REPOINTs of one connection come
 //                             from different BEs on different links and may arrive out
 //                             of order: the FE applies only a seq above the last one.
 //   REPOINTED u64 id | u32 status (0 = done) | u32 seq   FE -> BE: the answer to REPOINT
@@ -113,7 +115,7 @@
 namespace tcpha::proto {
 
 inline constexpr char kMagic[4] = {'T', 'C', 'P', 'H'};
-inline constexpr uint8_t kVersion = 3;
+inline constexpr uint8_t kVersion = 4;  // 4: REPOINT carries the moved state (failover)
 inline constexpr size_t kHeaderSize = 20;
 inline constexpr size_t kMacSize = 32;
 inline constexpr size_t kNodeIdSize = 32;
@@ -190,6 +192,8 @@ struct RepointMsg {
   uint64_t id = 0;
   std::string target;  // the id of the BE that owns the connection now
   uint32_t seq = 0;    // the connection's move number there
+  handoff::TcpState state;  // what the move's HANDOFF carried, for a backup there
+  std::string request;
 };
 struct RepointedMsg {
   uint64_t id = 0;

@@ -105,6 +105,8 @@ void expect_same(const Message& a, const Message& b) {
     EXPECT_EQ(x->id, std::get<RepointMsg>(b).id);
     EXPECT_EQ(x->target, std::get<RepointMsg>(b).target);
     EXPECT_EQ(x->seq, std::get<RepointMsg>(b).seq);
+    expect_same(x->state, std::get<RepointMsg>(b).state);
+    EXPECT_EQ(x->request, std::get<RepointMsg>(b).request);
   } else if (auto* x = std::get_if<DrainMsg>(&a)) {
     EXPECT_EQ(x->on, std::get<DrainMsg>(b).on);
   } else if (auto* x = std::get_if<LardMsg>(&a)) {
@@ -158,7 +160,7 @@ std::vector<Message> all_messages() {
       JoinMsg{"x", 0, 1, {}},
       LeaveMsg{},
       WorkerMsg{7},
-      RepointMsg{0x0001000000000009, "be3", 7},
+      RepointMsg{0x0001000000000009, "be3", 7, sample_state(), "GET /next HTTP/1.1\r\n\r\n"},
       RepointMsg{1, "", 0},
       RepointedMsg{0x0001000000000009, 0, 7},
       RepointedMsg{2, ENOENT, 1},
