@@ -8,6 +8,11 @@ throughput_vs_size.png  MB/s and requests/s against response size (keep-alive), 
 fe_cpu_per_gb.png       FE CPU seconds per GB served, per balancer and workload
 latency_cdf.png         latency CDF from wrk's percentiles, per system: one connection,
                         32 connections (1 KB, new connection per request), mix, 1 MB
+failover_timeline.png   BE failover (issue 13): requests per second in 100 ms buckets, with a
+                        BE killed and without, the kill, detection and recovery marked
+failover_latency_cdf.png  response-time CDF and its tail, with and without the failure
+
+  plot.py results.json OUTDIR --only failover   -> the failover plots only
 """
 import json
 import os
@@ -108,6 +113,66 @@ def latency_cdf(runs, out):
     return save(fig, out, "latency_cdf.png")
 
 
+def failover_timeline(results, out):
+    tl = (results.get("failover") or {}).get("timeline") or {}
+    k, n = tl.get("kill"), tl.get("nofail")
+    if not k or not n:
+        return None
+    fig, (ax, az) = plt.subplots(1, 2, figsize=(11, 3.7), gridspec_kw={"width_ratios": [3, 2]})
+    t = k["kill_ms"] / 1000
+    det = k.get("detection_ms")
+    rec = k.get("recovery_ms") or 0
+    for axis, key, width in ((ax, "series_100ms", 0.1), (az, "zoom", (k.get("bin_ms") or 10) / 1000)):
+        for r, color, label in ((n, "tab:gray", "no failure"), (k, "tab:blue", f"{k['victim']} killed ({k['how']})")):
+            pts = r.get(key) or []
+            axis.plot([x + width / 2 for x, _ in pts], [y for _, y in pts], color=color, label=label,
+                      lw=1.2 if key == "zoom" else 1.4, drawstyle="steps-mid")
+        axis.axvline(t, color="tab:red", ls="--", lw=1, label=f"kill (t = {t:.2f} s)")
+        if det is not None:
+            d = t + det / 1000
+            axis.axvspan(d, d + max(rec / 1000, 0.003), color="tab:orange", alpha=0.35,
+                         label=f"detected +{det:.0f} ms, all taken over {rec:.0f} ms later")
+        axis.set_ylim(bottom=0)
+        axis.grid(alpha=0.3)
+        axis.set_xlabel("time since the load started (s)")
+    ax.set_ylabel("responses per s")
+    ax.set_title(f"Per 100 ms ({k['conns']} keep-alive connections, mix)")
+    az.set_title(f"Around the kill, per {k.get('bin_ms') or 10} ms")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return save(fig, out, "failover_timeline.png")
+
+
+def failover_latency_cdf(results, out):
+    tl = (results.get("failover") or {}).get("timeline") or {}
+    k, n = tl.get("kill"), tl.get("nofail")
+    if not k or not n:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for r, color, label in ((n, "tab:gray", "no failure"), (k, "tab:blue", f"{k['victim']} killed")):
+        pts = sorted((us / 1000, p) for p, us in r["latency_us"]["percentiles"])
+        mx = r["latency_us"]["max"] / 1000
+        xs, ps = [x for x, _ in pts] + [mx], [p for _, p in pts] + [100.0]
+        ax1.plot(xs, ps, color=color, label=label)
+        # The maximum at one request's share (nothing is slower than it).
+        floor = 100 / max(r["requests"], 1)
+        ax2.plot(xs, [max(100 - p, floor) for p in ps], color=color, label=label, marker=".", ms=3)
+    ax1.set_xscale("log")
+    ax1.set_xlabel("response time (ms, log)")
+    ax1.set_ylabel("percentile")
+    ax1.set_title("Response-time CDF")
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("response time (ms, log)")
+    ax2.set_ylabel("% of requests slower (log)")
+    ax2.set_title("Tail (last point: the maximum)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3, which="both")
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    return save(fig, out, "failover_latency_cdf.png")
+
+
 def save(fig, out, name):
     path = os.path.join(out, name)
     fig.savefig(path, dpi=DPI)
@@ -118,8 +183,14 @@ def save(fig, out, name):
 def main():
     results = json.load(open(sys.argv[1]))
     runs = by_key(results)
-    for make in (throughput_vs_size, fe_cpu_per_gb, latency_cdf):
-        name = make(runs, sys.argv[2])
+    only = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--only" else None
+    if only is None:
+        for make in (throughput_vs_size, fe_cpu_per_gb, latency_cdf):
+            name = make(runs, sys.argv[2])
+            if name:
+                print(name)
+    for make in (failover_timeline, failover_latency_cdf):
+        name = make(results, sys.argv[2])
         if name:
             print(name)
 

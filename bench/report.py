@@ -19,10 +19,11 @@ import statistics
 import subprocess
 import sys
 
+import report_failover
 import report_md
 from report_md import WORKLOAD_TEXT
 
-SYSTEMS = ["tcpha", "tcpha-base", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
+SYSTEMS = ["tcpha", "tcpha-failover", "tcpha-base", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
 BALANCERS = ["tcpha", "tcpha-relay", "tcpha-relay-unix", "haproxy"]
 RELAYS = ["tcpha-relay", "tcpha-relay-unix"]
 # Response sizes of the keep-alive workloads (throughput against size).
@@ -148,6 +149,9 @@ def derive(r):
         d["be_cpu_s"] = sum(be_ns) / 1e9
         d["be_cpu_s_each"] = [x / 1e9 for x in be_ns]
         d["be_cpu_us_per_request"] = ratio(d["be_cpu_s"] * 1e6, w["requests"])
+        d["be_cpu_s_per_gb"] = ratio(d["be_cpu_s"], nbytes / 1e9)
+    d["bed_cpu_us_per_request"] = ratio(d["bed_cpu_s"] * 1e6 if d["bed_cpu_s"] is not None else None,
+                                        w["requests"])
     if d.get("fe_cpu_s") is not None:
         d["fe_cpu_us_per_request"] = ratio(d["fe_cpu_s"] * 1e6, w["requests"])
         d["fe_cpu_us_per_connection"] = ratio(d["fe_cpu_s"] * 1e6, conns)
@@ -192,6 +196,7 @@ def derive(r):
         if sums["cache_hits"] is not None and sums["cache_misses"] is not None:
             total = sums["cache_hits"] + sums["cache_misses"]
             d["cache_hit_rate"] = sums["cache_hits"] / total if total else None
+    report_failover.derive_run(r, d)
     return d
 
 
@@ -360,6 +365,11 @@ def targets(runs, locality_missing, q):
             rr(s, "direct", w, ("mb_per_s",),
                f"relay to nginx over {how} ({WORKLOAD_TEXT[w]}): throughput >= 0.9x nginx serving the client directly",
                ">= 0.9", lambda x: x >= 0.9, 17)
+    # Issue 13: BE failover costs at most 5% with no failure (tcpha-failover: a ring cluster).
+    for w in ("close-1k", "ka-1k", "ka-1m"):
+        rr("tcpha-failover", "tcpha", w, ("requests_per_s",),
+           f"failover = \"ring\" with no failure ({w}): throughput >= 0.95x failover off", ">= 0.95",
+           lambda x: x >= 0.95, 13)
     rr("tcpha", "haproxy", "close-1k", ("requests_per_s",),
        "new connection per small request (close-1k): tcpha rate >= 1.2x HAProxy's", ">= 1.2",
        lambda x: x >= 1.2, 17)
@@ -662,6 +672,9 @@ def main():
     ap.add_argument("--raw", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--docs", required=True)
+    ap.add_argument("--failover-only", action="store_true",
+                    help="BENCH_FAILOVER=only: results-failover.json, and only the failover "
+                         "sections of BENCHMARKS.md and their plots")
     a = ap.parse_args()
     meta = json.load(open(os.path.join(a.raw, "meta.json")))
     files = json.load(open(os.path.join(a.raw, "files.json")))
@@ -674,10 +687,14 @@ def main():
         r = json.load(open(p))
         if "not_measured" in r:
             unavailable.append(r)
-        elif not base.startswith("profile."):
+        elif not base.startswith(("profile.", "failover-timeline.")):  # those: see their readers
             d = derive(r)
             rounds.setdefault((d["system"], d["workload"]), []).append(d)
     runs = {k: combine_rounds(v, q) for k, v in rounds.items()}
+    failover = report_failover.results(runs, q, round_ratio, a.raw, meta)
+    if a.failover_only:
+        failover_only(a, meta, runs, failover)
+        return
     micro = micro_results(os.path.join(a.raw, "micro.json"))
     loc_missing = next((u["not_measured"] for u in unavailable if u["system"] == "locality"), None)
     results = {
@@ -691,6 +708,7 @@ def main():
         "micro": micro,
         "model": model(runs, micro),
         "profiles": profiles(a.raw, runs),
+        "failover": failover,
     }
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
@@ -703,13 +721,29 @@ def main():
         f.write(report_md.render(results, runs, [os.path.basename(p) for p in plots]))
 
 
-def plot(out):
+def failover_only(a, meta, runs, failover):
+    """BENCH_FAILOVER=only: the failover figures to results-failover.json, their plots to
+    docs/bench/, their sections into the existing BENCHMARKS.md (the rest of the page,
+    from the last full run, stays)."""
+    results = {"meta": meta, "machine": machine(), "runs": list(runs.values()), "failover": failover}
+    path = os.path.join(a.out, "results-failover.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    os.makedirs(os.path.join(a.docs, "bench"), exist_ok=True)
+    for p in plot(a.out, path, ["--only", "failover"]):
+        shutil.copy(p, os.path.join(a.docs, "bench", os.path.basename(p)))
+    report_failover.splice(os.path.join(a.docs, "BENCHMARKS.md"),
+                           report_failover.lines(results, meta, WORKLOAD_TEXT))
+
+
+def plot(out, results_path=None, extra=()):
     """Runs plot.py with an interpreter that has matplotlib (Debian's python3-matplotlib
     lives in /usr/bin/python3, which a pyenv or venv python on PATH may not see)."""
     here = os.path.dirname(os.path.abspath(__file__))
+    results_path = results_path or os.path.join(out, "results.json")
     for py in ("/usr/bin/python3", sys.executable):
         if subprocess.run([py, "-c", "import matplotlib"], capture_output=True).returncode == 0:
-            res = subprocess.run([py, os.path.join(here, "plot.py"), os.path.join(out, "results.json"), out],
+            res = subprocess.run([py, os.path.join(here, "plot.py"), results_path, out, *extra],
                                  capture_output=True, text=True)
             if res.returncode != 0:
                 print(f"report: plot.py failed: {res.stderr.strip()}", file=sys.stderr)

@@ -1,8 +1,9 @@
 """docs/BENCHMARKS.md from results.json's contents (bench/report.py calls render())."""
+import report_failover
 
 ORDER = ["ka-1k", "ka-10k", "ka-100k", "ka-1m", "ka-10m", "close-1k", "lat-1k", "mix", "browse-all",
          "browse-part", "browse-part-1"]
-SYSTEMS = ["tcpha", "tcpha-base", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
+SYSTEMS = ["tcpha", "tcpha-failover", "tcpha-base", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
 WORKLOAD_TEXT = {
     "ka-1k": "1 KB, keep-alive",
     "ka-10k": "10 KB, keep-alive",
@@ -143,7 +144,7 @@ def lines_handoff(runs):
            "| FORWARD+export+send p50/p99 | send→READY p50/p99 | READY→COMMIT p50/p99 | BE import p50/p99 "
            "| forwarded pkts/conn | BPF ns/pkt | FE CPU us/handoff |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for s in ("tcpha", "tcpha-base", "tcpha-relay", "tcpha-relay-unix"):
+    for s in ("tcpha", "tcpha-failover", "tcpha-base", "tcpha-relay", "tcpha-relay-unix"):
         for w in ORDER + ["locality-round-robin", "locality-lard"]:
             r = runs.get((s, w))
             if not r or not r.get("tcpha"):
@@ -461,7 +462,7 @@ def render(results, runs, plots):
         *lines_rounds(meta),
         "",
         *lines_disturbed(results, runs),
-        "## Targets (issues 6, 12 and 17)",
+        "## Targets (issues 6, 12, 13 and 17)",
         "",
         "Judged on medians over rounds; a ratio is the median of the per-round ratios (each system's "
         "run against the other's run of the same round), with their range. † marks a figure with a "
@@ -534,6 +535,9 @@ def render(results, runs, plots):
               "FE refused. browse-all is the baseline: the same visits with every file on every BE "
               "(one rule over all BEs), so no request is routed elsewhere.", "",
               *moves]
+    fo = report_failover.lines(results, meta, WORKLOAD_TEXT)
+    if fo:
+        L += ["", *fo]
     L += ["", "## Handoff latency (tcpha)", "",
           "*To the BE serving*: request complete at the FE to the BE serving it (the BE's "
           "takeover_latency: the FE's timestamp travels in HANDOFF; one host, one clock; worst BE). "
@@ -572,6 +576,8 @@ def render(results, runs, plots):
                 "fe_cpu_per_gb.png": "FE CPU seconds per GB served",
                 "latency_cdf.png": "Latency CDF (wrk percentiles)"}
     for p in plots:
+        if p.startswith("failover_"):  # shown in the failover section
+            continue
         L.append(f"![{captions.get(p, p)}](bench/{p})")
         L.append("")
     if not plots:

@@ -28,6 +28,20 @@
 # BENCH_PROFILE_SYSTEMS, BENCH_PROFILE_DURATION, BENCH_PROFILE_HZ, BENCH_OUT,
 # BENCH_BASE_TCPHA (another tcpha binary: the system tcpha-base runs it exactly like
 # tcpha, in the same rounds, for before/after figures; not in the default systems).
+#
+# BE failover (issue 13): the system tcpha-failover is tcpha with failover = "ring"
+# (tcpha itself runs with failover = "off"), measured in the same rounds as tcpha in the
+# workloads BENCH_FAILOVER_WORKLOADS only (default close-1k ka-1k ka-1m: the BACKUP
+# message and FORGET per connection, the copy of every request packet, and pure ACKs,
+# which are not copied): the cost with no failure. The workload failover-timeline then
+# runs a keep-alive mix (BENCH_TIMELINE_CONNS connections, BENCH_TIMELINE_S s) twice on
+# a ring cluster, once undisturbed and once with be BENCH_FAILOVER_VICTIM killed at
+# BENCH_FAILOVER_KILL_AT_S s (BENCH_FAILOVER_KILL: agent = SIGKILL, host = its link down
+# and SIGKILL): throughput per 100 ms and the response times, with and without the
+# failure. BENCH_FAILOVER=0 leaves all of it out; BENCH_FAILOVER=only runs nothing else
+# (no microbenchmarks, profiles or other systems; raw data in $BENCH_OUT/raw-failover,
+# the full run's raw/ is kept) and rewrites only the failover sections of
+# docs/BENCHMARKS.md and their plots (report.py --failover-only).
 set -euo pipefail
 shopt -s inherit_errexit
 BENCH_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -81,10 +95,28 @@ BENCH_PROFILE_HZ=${BENCH_PROFILE_HZ:-999}
 BENCH_QUIET_LOAD=${BENCH_QUIET_LOAD:-0.25} # CPUs of other work that make a run "disturbed"
 BENCH_WRK_THREADS=${BENCH_WRK_THREADS:-$(nproc)}
 BENCH_SEED=${BENCH_SEED:-1}
+BENCH_FAILOVER=${BENCH_FAILOVER:-1}
+[[ $BENCH_FAILOVER == 0 || $BENCH_FAILOVER == only ]] || BENCH_FAILOVER=1
+BENCH_FAILOVER_WORKLOADS=${BENCH_FAILOVER_WORKLOADS:-close-1k ka-1k ka-1m}
+BENCH_TIMELINE_S=${BENCH_TIMELINE_S:-12}
+BENCH_TIMELINE_CONNS=${BENCH_TIMELINE_CONNS:-32}
+BENCH_FAILOVER_KILL_AT_S=${BENCH_FAILOVER_KILL_AT_S:-5}
+BENCH_FAILOVER_KILL=${BENCH_FAILOVER_KILL:-agent}
+BENCH_FAILOVER_VICTIM=${BENCH_FAILOVER_VICTIM:-2}
+[[ $BENCH_FAILOVER_KILL == agent || $BENCH_FAILOVER_KILL == host ]] ||
+  tb_fail "BENCH_FAILOVER_KILL is agent or host"
+if [[ $BENCH_FAILOVER == only ]]; then
+  BENCH_SYSTEMS=${BENCH_SYSTEMS:-tcpha tcpha-failover}
+  BENCH_WORKLOADS=${BENCH_WORKLOADS:-$BENCH_FAILOVER_WORKLOADS failover-timeline}
+  BENCH_PROFILE=0
+elif [[ $BENCH_FAILOVER == 1 ]]; then
+  BENCH_SYSTEMS=${BENCH_SYSTEMS:-tcpha tcpha-failover tcpha-relay tcpha-relay-unix haproxy direct}
+fi
 BENCH_SYSTEMS=${BENCH_SYSTEMS:-tcpha tcpha-relay tcpha-relay-unix haproxy direct}
 CACHE_MB=${CACHE_MB:-8} # per BE in the locality workload; its working set is 2x that
 OUT=${BENCH_OUT:-$BENCH_HERE/out}
 BENCH_RAW=$OUT/raw
+[[ $BENCH_FAILOVER != only ]] || BENCH_RAW=$OUT/raw-failover
 
 # name | path, or @list for bench/wrk/bench.lua (@browse: page visits) | connections |
 # new connection per request | routing (bench_cluster_config, bench_haproxy_conf)
@@ -101,8 +133,9 @@ WORKLOADS=(
   "browse-part @browse 16 0 part"
   "browse-part-1 @browse 1 0 part1"
 )
-((QUICK)) && BENCH_WORKLOADS=${BENCH_WORKLOADS:-ka-1k ka-1m ka-10m close-1k lat-1k mix browse-all browse-part browse-part-1 locality}
-BENCH_WORKLOADS=${BENCH_WORKLOADS:-ka-1k ka-10k ka-100k ka-1m ka-10m close-1k lat-1k mix browse-all browse-part browse-part-1 locality}
+((QUICK)) && BENCH_WORKLOADS=${BENCH_WORKLOADS:-ka-1k ka-1m ka-10m close-1k lat-1k mix browse-all browse-part browse-part-1 locality failover-timeline}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-ka-1k ka-10k ka-100k ka-1m ka-10m close-1k lat-1k mix browse-all browse-part browse-part-1 locality failover-timeline}
+[[ $BENCH_FAILOVER != 0 ]] || BENCH_WORKLOADS=${BENCH_WORKLOADS//failover-timeline/}
 wanted() { [[ " $BENCH_WORKLOADS " == *" $1 "* ]]; }
 has_system() { [[ " $BENCH_SYSTEMS " == *" $1 "* ]]; }
 
@@ -113,7 +146,9 @@ t_start=$SECONDS
 
 # --- microbenchmarks first, while nothing else of ours runs -------------------------
 micro=$(dirname "$TB_TCPHA")/bench/tcpha_micro
-if [[ -x $micro ]]; then
+if [[ $BENCH_FAILOVER == only ]]; then
+  tb_log "BENCH_FAILOVER=only: microbenchmarks not run"
+elif [[ -x $micro ]]; then
   tb_log "microbenchmarks ($micro)"
   "$micro" --benchmark_min_time="$MICRO_MIN_TIME" ${MICRO_FILTER:+--benchmark_filter="$MICRO_FILTER"} \
     --benchmark_format=json \
@@ -212,11 +247,11 @@ relay_usable() { # MODE
 # run (warm-up and measured time) only.
 for system in $BENCH_SYSTEMS; do
   case $system in
-    tcpha | tcpha-relay | tcpha-relay-unix | haproxy | direct) ;;
+    tcpha | tcpha-failover | tcpha-relay | tcpha-relay-unix | haproxy | direct) ;;
     tcpha-base)
       [[ -x ${BENCH_BASE_TCPHA:-} ]] || tb_fail "system tcpha-base needs BENCH_BASE_TCPHA (another tcpha binary)"
       ;;
-    *) tb_fail "unknown system '$system' (tcpha tcpha-base tcpha-relay tcpha-relay-unix haproxy direct)" ;;
+    *) tb_fail "unknown system '$system' (tcpha tcpha-failover tcpha-base tcpha-relay tcpha-relay-unix haproxy direct)" ;;
   esac
 done
 # nginx serves the relays, HAProxy and direct: up on every BE for the whole bench (an
@@ -256,6 +291,8 @@ for w in "${WORKLOADS[@]}"; do
       unavailable "$system" "partitioned content: no one BE holds it all" "$name"
       continue
     fi
+    # The cost of failover with no failure: only where it differs (BENCH_FAILOVER_WORKLOADS).
+    [[ $system != tcpha-failover || " $BENCH_FAILOVER_WORKLOADS " == *" $name "* ]] || continue
     turn+=("$system")
   done
   n=${#turn[@]}
@@ -280,6 +317,64 @@ done
 bench_tcpha_stop
 bench_haproxy_stop
 bench_nginx_stop
+
+# --- failover: a back-end dies under load --------------------------------------------
+# A keep-alive mix on a ring cluster (one rule over the 3 BEs, all in the same groups, so
+# each backs up the previous one), twice: undisturbed, then with be$BENCH_FAILOVER_VICTIM
+# killed BENCH_FAILOVER_KILL_AT_S s into the run. wrk counts the requests it starts per
+# 10 ms (bench.lua's timeline) and keeps its latency histogram; the FE's and BEs' status
+# around the run give detection, recovery and the takeovers.
+timeline_run() { # KIND (nofail | kill)
+  local kind=$1 base=$BENCH_RAW/.failover-timeline.$1 t0 t_kill="" wrk_pid rc=0 fe_pid victim=$BENCH_FAILOVER_VICTIM
+  local paths=$OUT/files/mix.paths url="http://$TB_VIP/"
+  BENCH_FAILOVER_MODE=ring BENCH_FRESH_BES=1 bench_tcpha_fe all
+  fe_pid=${TB_PID[fe]}
+  bench__run_pids
+  bench__warm_up "$url" "$BENCH_TIMELINE_CONNS" 0 "$paths"
+  bench__snapshot "$fe_pid" "$base.before" before
+  t0=${EPOCHREALTIME/./}
+  tb_c env BENCH_PATHS="$paths" BENCH_CLOSE=0 BENCH_SEED="$BENCH_SEED" BENCH_TIMELINE_T0_US="$t0" \
+    /usr/bin/time -f '%U %S' -o "$base.wrk.time" \
+    wrk -t "$(bench__threads "$BENCH_TIMELINE_CONNS" "$paths")" -c "$BENCH_TIMELINE_CONNS" \
+    -d "${BENCH_TIMELINE_S}s" --timeout 10s -s "$BENCH_HERE/wrk/bench.lua" "$url" >"$base.wrk" 2>&1 &
+  wrk_pid=$!
+  if [[ $kind == kill ]]; then
+    sleep "$(awk -v t0="$t0" -v now="${EPOCHREALTIME/./}" -v at="$BENCH_FAILOVER_KILL_AT_S" \
+      'BEGIN { s = at - (now - t0) / 1e6; print (s > 0 ? s : 0) }')"
+    t_kill=${EPOCHREALTIME/./}
+    [[ $BENCH_FAILOVER_KILL == host ]] && ip -n "${TB_NS_BE[victim]}" link set eth0 down
+    tb_kill_be "$victim"
+  fi
+  wait "$wrk_pid" || rc=$?
+  sed -i '/^Command exited with non-zero status/d' "$base.wrk.time"
+  ((rc == 0)) || tb_fail "failover-timeline $kind: wrk failed (status $rc): $(tail -n 5 "$base.wrk")"
+  grep -q '^BENCH_JSON ' "$base.wrk" || tb_fail "failover-timeline $kind: no results from wrk: $(tail -n 5 "$base.wrk")"
+  # The FE reports the failover once its backups have answered (or 3 s have passed).
+  [[ $kind != kill ]] || sleep 0.5
+  bench__snapshot "$fe_pid" "$base.after" after
+  local wrk_cpu load
+  wrk_cpu=$(awk '{ print $1 + $2 }' "$base.wrk.time")
+  load=$(bench__foreign_load "$base.before" "$base.after" "$wrk_cpu")
+  jq -n --arg kind "$kind" --arg how "$BENCH_FAILOVER_KILL" --argjson victim "$victim" \
+    --argjson t0 "$t0" --arg t_kill "$t_kill" --argjson at "$BENCH_FAILOVER_KILL_AT_S" \
+    --argjson conns "$BENCH_TIMELINE_CONNS" --argjson duration "$BENCH_TIMELINE_S" \
+    --argjson load "$load" --argjson wrk_cpu "$wrk_cpu" --arg paths "$paths" \
+    --argjson wrk "$(sed -n 's/^BENCH_JSON //p' "$base.wrk")" --arg wrk_text "$(grep -v '^BENCH_JSON ' "$base.wrk")" \
+    --slurpfile before "$base.before" --slurpfile after "$base.after" \
+    '{kind: $kind, how: $how, victim: "be\($victim)", t0_us: $t0,
+      kill_us: (if $t_kill == "" then null else ($t_kill | tonumber) end), kill_at_s: $at,
+      conns: $conns, duration_s: $duration, paths: $paths, foreign_load: $load,
+      client_cpu_s: $wrk_cpu, wrk: $wrk, wrk_text: $wrk_text,
+      before: $before[0], after: $after[0]}' >"$BENCH_RAW/failover-timeline.$kind.json"
+  tb_log "failover-timeline $kind: $(jq -r '"\(.wrk.requests) requests in \(.wrk.duration_us / 1e6) s, errors \(.wrk.errors), max latency \(.wrk.latency_us.max / 1000) ms; FE failover \(.after.fe_status.failover.last // "none" | tostring)"' "$BENCH_RAW/failover-timeline.$kind.json"), other load $load CPUs"
+  if [[ $kind == kill && $BENCH_FAILOVER_KILL == host ]]; then
+    ip -n "${TB_NS_BE[victim]}" link set eth0 up
+  fi
+}
+if wanted failover-timeline && has_system tcpha; then
+  for kind in nofail kill; do timeline_run "$kind"; done
+  bench_tcpha_stop
+fi
 
 # --- locality: LARD against round-robin, with a bounded file cache on each BE --------
 prep_locality() {
@@ -332,5 +427,18 @@ jq -n --arg command "$command" --arg started "$started" --argjson quick "$QUICK"
     quiet_load_cpus: $quiet_load, cache_mb: $cache_mb, elapsed_s: $elapsed,
     image_rule: $image_re, git: $git,
     versions: {haproxy: $haproxy, nginx: $nginx, wrk: $wrk, tcpha: $tcpha}}' >"$BENCH_RAW/meta.json"
-python3 "$BENCH_HERE/report.py" --raw "$BENCH_RAW" --out "$OUT" --docs "$BENCH_ROOT/docs"
-tb_log "done in $((SECONDS - t_start)) s: $OUT/results.json, docs/BENCHMARKS.md"
+jq --arg mode "$BENCH_FAILOVER" --arg workloads "$BENCH_FAILOVER_WORKLOADS" \
+  --argjson timeline_s "$BENCH_TIMELINE_S" --argjson conns "$BENCH_TIMELINE_CONNS" \
+  --argjson kill_at "$BENCH_FAILOVER_KILL_AT_S" --arg how "$BENCH_FAILOVER_KILL" \
+  --argjson victim "$BENCH_FAILOVER_VICTIM" \
+  '. + {failover: {bench: $mode, workloads: ($workloads | split(" ") | map(select(. != ""))),
+        timeline_s: $timeline_s, timeline_conns: $conns, kill_at_s: $kill_at, kill: $how,
+        victim: "be\($victim)"}}' "$BENCH_RAW/meta.json" >"$BENCH_RAW/.meta.json"
+mv "$BENCH_RAW/.meta.json" "$BENCH_RAW/meta.json"
+if [[ $BENCH_FAILOVER == only ]]; then
+  python3 "$BENCH_HERE/report.py" --raw "$BENCH_RAW" --out "$OUT" --docs "$BENCH_ROOT/docs" --failover-only
+  tb_log "done in $((SECONDS - t_start)) s: $OUT/results-failover.json, docs/BENCHMARKS.md (failover sections)"
+else
+  python3 "$BENCH_HERE/report.py" --raw "$BENCH_RAW" --out "$OUT" --docs "$BENCH_ROOT/docs"
+  tb_log "done in $((SECONDS - t_start)) s: $OUT/results.json, docs/BENCHMARKS.md"
+fi

@@ -91,7 +91,66 @@ elseif paths_file and paths_file ~= "" then
   end
 end
 
+-- Timeline (bench/run.sh's failover timeline): BENCH_TIMELINE_T0_US (epoch us) set
+-- counts the requests each thread starts per BENCH_TIMELINE_BIN_MS (default 10) ms since
+-- then. On a keep-alive connection the next request leaves the moment a response is
+-- complete, so this is the rate of completed responses over time. done() adds the bins
+-- (merged over threads, "timeline": {bin_ms, t0_us, counts}) and a denser set of
+-- percentiles for the response-time CDF. The clock is read through LuaJIT's FFI (wrk's
+-- Lua has no clock of its own).
+local timeline_t0 = tonumber(os.getenv("BENCH_TIMELINE_T0_US") or "")
+local timeline_bin_us = (tonumber(os.getenv("BENCH_TIMELINE_BIN_MS") or "") or 10) * 1000
 local quantiles = { 1, 5, 10, 20, 25, 30, 40, 50, 60, 70, 75, 80, 90, 95, 97.5, 99, 99.5, 99.9, 99.99 }
+if timeline_t0 then
+  local ffi = require("ffi")
+  ffi.cdef [[
+    typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+    int clock_gettime(int clk_id, bench_timespec *tp);
+  ]]
+  local ts = ffi.new("bench_timespec")
+  local function now_us()
+    ffi.C.clock_gettime(0, ts) -- CLOCK_REALTIME: the same clock as bash's EPOCHREALTIME
+    return tonumber(ts.tv_sec) * 1e6 + math.floor(tonumber(ts.tv_nsec) / 1000)
+  end
+  tl_bins = {} -- global: done() reads each thread's copy with thread:get()
+  local inner = request
+  local static = nil
+  function request()
+    local b = math.floor((now_us() - timeline_t0) / timeline_bin_us)
+    tl_bins[b] = (tl_bins[b] or 0) + 1
+    if inner then return inner() end
+    static = static or wrk.format()
+    return static
+  end
+  local tl_threads = {}
+  local inner_setup = setup
+  function setup(thread)
+    tl_threads[#tl_threads + 1] = thread
+    if inner_setup then inner_setup(thread) end
+  end
+  quantiles = {}
+  for p = 1, 99 do quantiles[#quantiles + 1] = p end
+  for _, p in ipairs({ 0.1, 0.5, 99.1, 99.2, 99.3, 99.4, 99.5, 99.6, 99.7, 99.8, 99.9, 99.95, 99.99, 99.999 }) do
+    quantiles[#quantiles + 1] = p
+  end
+  table.sort(quantiles)
+  timeline_json = function()
+    local sum, lo, hi = {}, nil, nil
+    for _, t in ipairs(tl_threads) do
+      for b, n in pairs(t:get("tl_bins") or {}) do
+        sum[b] = (sum[b] or 0) + n
+        lo = (lo == nil or b < lo) and b or lo
+        hi = (hi == nil or b > hi) and b or hi
+      end
+    end
+    local counts = {}
+    if lo then
+      for b = math.max(lo, 0), hi do counts[#counts + 1] = tostring(sum[b] or 0) end
+    end
+    return string.format(', "timeline": {"bin_ms": %d, "t0_us": %d, "first_bin": %d, "counts": [%s]}',
+      timeline_bin_us / 1000, timeline_t0, lo and math.max(lo, 0) or 0, table.concat(counts, ", "))
+  end
+end
 
 function done(summary, latency, requests)
   local e = summary.errors
@@ -102,8 +161,9 @@ function done(summary, latency, requests)
   io.write(string.format(
     'BENCH_JSON {"duration_us": %d, "requests": %d, "bytes": %d, ' ..
     '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, ' ..
-    '"latency_us": {"min": %d, "mean": %.1f, "max": %d, "stdev": %.1f, "percentiles": [%s]}}\n',
+    '"latency_us": {"min": %d, "mean": %.1f, "max": %d, "stdev": %.1f, "percentiles": [%s]}%s}\n',
     summary.duration, summary.requests, summary.bytes,
     e.connect, e.read, e.write, e.status, e.timeout,
-    latency.min, latency.mean, latency.max, latency.stdev, table.concat(q, ", ")))
+    latency.min, latency.mean, latency.max, latency.stdev, table.concat(q, ", "),
+    timeline_json and timeline_json() or ""))
 end
