@@ -117,14 +117,19 @@ Status Datapath::attach_to(const std::string& ifname) {
   if (rc = bpf_tc_attach(&hook, &opts); rc < 0)
     return Error{-rc, "attach tc ingress filter on " + ifname};
   attached_ = true;
-  // The same clsact qdisc has the egress hook; same handle and priority, so a
-  // crashed run's filter is replaced there too.
+  return {};
+}
+
+// The egress program runs on every packet the interface sends, forwarded ones included:
+// it is attached only where the guard is wanted (set_egress_guard), not on the FE. Same
+// handle and priority as ingress, so a crashed run's filter is replaced, not stacked.
+Status Datapath::attach_egress() {
   bpf_tc_hook egress = make_hook(ifindex_, BPF_TC_EGRESS);
   bpf_tc_opts eopts = make_opts();
   eopts.prog_fd = egress_prog_fd();
   eopts.flags = BPF_TC_F_REPLACE;
-  if (rc = bpf_tc_attach(&egress, &eopts); rc < 0)
-    return Error{-rc, "attach tc egress filter on " + ifname};
+  if (int rc = bpf_tc_attach(&egress, &eopts); rc < 0)
+    return Error{-rc, "attach tc egress filter on ifindex " + std::to_string(ifindex_)};
   egress_attached_ = true;
   return {};
 }
@@ -253,6 +258,13 @@ Status Datapath::set_egress_guard(bool on) {
   if (!skel_->data) return Error{EINVAL, "datapath: .data not mapped, cannot set the egress guard"};
   std::atomic_ref knob(skel_->data->tcpha_egress_guard);
   knob.store(on ? 1u : 0u, std::memory_order_relaxed);
+  if (ifindex_ == 0 || egress_attached_) return {};
+  if (on) return attach_egress();
+  // Off on an interface where a crashed run with the guard on left its filter: that
+  // one would drop the FIN/RST of every connection this run ends (it marks none).
+  bpf_tc_hook egress = make_hook(ifindex_, BPF_TC_EGRESS);
+  bpf_tc_opts opts = make_opts();
+  (void)bpf_tc_detach(&egress, &opts);
   return {};
 }
 

@@ -30,9 +30,9 @@ class Datapath {
   using Counters = std::array<uint64_t, TCPHA_DP_NR_COUNTERS>;
 
   // Loads the program with the flow table bounded to max_flows and attaches it to
-  // ifname's clsact ingress, and the egress guard (tcpha_egress, off until
-  // set_egress_guard) to its clsact egress, creating the clsact qdisc if absent.
-  // Filters left by a crashed run (same handle and priority) are replaced.
+  // ifname's clsact ingress, creating the clsact qdisc if absent. A filter left by a
+  // crashed run (same handle and priority) is replaced. The egress guard's program is
+  // attached by set_egress_guard(true) only.
   static Result<std::unique_ptr<Datapath>> attach(const std::string& ifname, uint32_t max_flows);
   // Loads without attaching (BPF_PROG_RUN tests).
   static Result<std::unique_ptr<Datapath>> load_only(uint32_t max_flows);
@@ -101,7 +101,9 @@ class Datapath {
   // Back-ends with failover on: the egress program drops FIN/RST segments from the
   // guarded VIP (set_guard) whose socket lacks SO_MARK TCPHA_MARK_DONE (counter
   // egress_guard), so that a killed agent's kernel does not end the connections its
-  // backup takes over. Off by default; takes effect for the next packet.
+  // backup takes over. Off by default; takes effect for the next packet. On an attached
+  // datapath, true attaches tcpha_egress to the interface's clsact egress (replacing a
+  // crashed run's), and false before any true removes a crashed run's leftover.
   Status set_egress_guard(bool on);
   bool egress_guard() const;
 
@@ -124,6 +126,7 @@ class Datapath {
   Datapath() = default;
   static Result<std::unique_ptr<Datapath>> load(uint32_t max_flows);
   Status attach_to(const std::string& ifname);
+  Status attach_egress();
 
   std::unique_ptr<tcpha_dp, SkelDeleter> skel_;
   int ifindex_ = 0;  // 0: not attached

@@ -1400,10 +1400,14 @@ TEST(DatapathAttach, AttachesAndDetachesOnVeth) {
       ASSERT_TRUE(dp) << dp.error().message();
       EXPECT_NE(shell("tc qdisc show dev dp0").find("clsact"), std::string::npos);
       EXPECT_NE(shell("tc filter show dev dp0 ingress").find("tcpha_ingress"), std::string::npos);
+      // The egress guard's program only where it is wanted (a back-end with failover).
+      EXPECT_EQ(shell("tc filter show dev dp0 egress"), "");
+      ASSERT_TRUE((*dp)->set_egress_guard(true));
       EXPECT_NE(shell("tc filter show dev dp0 egress").find("tcpha_egress"), std::string::npos);
       // Attaching again (a restart after a crash) replaces rather than stacks.
       auto again = Datapath::attach("dp0", 16);
       ASSERT_TRUE(again) << again.error().message();
+      ASSERT_TRUE((*again)->set_egress_guard(true));
       again->reset();
     }
     EXPECT_EQ(shell("tc filter show dev dp0 ingress"), "");
@@ -1416,6 +1420,7 @@ TEST(DatapathAttach, AttachesAndDetachesOnVeth) {
       auto dp = Datapath::attach("dp0", 16);
       ASSERT_TRUE(dp) << dp.error().message();
       EXPECT_NE(shell("tc filter show dev dp0 ingress").find("tcpha_ingress"), std::string::npos);
+      ASSERT_TRUE((*dp)->set_egress_guard(true));
       EXPECT_NE(shell("tc filter show dev dp0 egress").find("tcpha_egress"), std::string::npos);
     }
     EXPECT_EQ(shell("tc filter show dev dp0 ingress"), "");
