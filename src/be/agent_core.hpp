@@ -268,8 +268,9 @@ class Agent {
   void reload();
   void note_load(int32_t backend, const proto::HeartbeatMsg& hb, uint64_t now);
   // Relay mode (moves.cpp): relayed connections are routed and moved too.
+  // skip: response bytes the client already has (a failover takeover, Relays::start).
   void start_relay(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
-                   const PendingImport& imp, std::string bytes);
+                   const PendingImport& imp, std::string bytes, uint64_t skip = 0);
   void relay_move(HttpConn& h, UniqueFd client, std::string bytes, bool peer_fin);
   void relay_take_back(HttpConn& h);
   void evacuate_relayed(uint64_t now);

@@ -45,6 +45,7 @@ Status Agent::open(int sigfd, const std::string& ifname) {
     o.connect_timeout_ns = uint64_t(self_.upstream_timeout_ms) * kMs;
     o.idle_timeout_ns = kRelayIdleNs;
     o.send_timeout_ns = uint64_t(cfg_.cluster.send_timeout_ms) * kMs;
+    o.mark_done = cfg_.cluster.failover;  // the egress guard is on (open_moves)
     auto r = Relays::create(
         o,
         [this](const ClosedReport& r) { on_closed(r); }, ep_.get(), closings_.get());

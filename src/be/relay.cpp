@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "be/relay_takeover.hpp"
 #include "common/net.hpp"
 #include "handoff/tcp_state.hpp"
 #include "http/forwarded.hpp"
@@ -125,6 +126,25 @@ struct Relays::Conn {
   bool peek_big = false;      // the last look found an incomplete head in 16 KiB
   http::ResponseFramer resp;
 
+  // Failover takeover (Relays::start with skip): the held requests are walked one by
+  // one, each response's length learned with a HEAD, until the one the client has only
+  // part of; its rest is asked for again (Range, or the whole response when the client
+  // is inside its head) and passed on past the framer (`left` bytes). Then `rest`, the
+  // held bytes after it, goes on as if the client had just sent them.
+  struct Resume {
+    enum class Phase : uint8_t { Learn, Again, Range, Body } phase = Phase::Learn;
+    std::string rest;       // held bytes, from the request being walked on
+    size_t req_len = 0;     // that request's length (GET or HEAD: its head)
+    bool head_method = false;
+    bool ranged = false;    // the client asked for a range itself (Range or If-Range)
+    uint64_t skip = 0;      // bytes of its response the client has
+    uint64_t body_off = 0;  // Range: the first body byte asked for
+    uint64_t left = 0;      // Body: bytes of it still to pass on
+    resume::ResponseHead learned;
+  };
+  std::unique_ptr<Resume> resume;
+  bool resumed = false;  // the client had response bytes at the takeover: an error resets it
+
   size_t pending_upstream() const { return to_upstream.size() - to_upstream_off; }
 };
 
@@ -176,10 +196,29 @@ Status Relays::open_pipe(Conn& c) {
 
 void Relays::start(UniqueFd client, const sockaddr_in& local, const sockaddr_in& peer,
                    uint64_t control_id, uint64_t handoff_id, bool peer_fin, uint64_t now_ns,
-                   HttpConn* route, std::string bytes) {
+                   HttpConn* route, std::string bytes, uint64_t skip) {
   inc(Counter::relayed);
   if (!routing_.route) route = nullptr;
   const size_t n = bytes.size();
+  if (skip > 0) {
+    // A takeover: the held bytes wait in the resume state, the client's socket is not
+    // read until they are all passed on (its later bytes come after them).
+    Conn* c = admit(std::move(client), local, peer, control_id, handoff_id, peer_fin, now_ns,
+                    route, std::string());
+    if (!c) return;
+    c->received += n;
+    c->resumed = true;
+    c->resume = std::make_unique<Conn::Resume>();
+    c->resume->rest = std::move(bytes);
+    c->resume->skip = skip;
+    if (resume_next(*c) == Resumed::Failed) {
+      inc(Counter::resume_failed);
+      finish(*c, End::UpstreamError, now_ns);
+      return;
+    }
+    pump(*c, now_ns);
+    return;
+  }
   // Route mode frames them like any bytes read (in); otherwise they go to the upstream
   // after the PROXY header, through the X-Forwarded-For filter when it is on.
   Conn* c = admit(std::move(client), local, peer, control_id, handoff_id, peer_fin, now_ns, route,
@@ -393,14 +432,33 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
       }
       if (!c.upgrade_pending) moved = true;
     }
-    if (c.connected && c.upstream_in && !c.upstream_eof && c.in_pipe < c.pipe_cap &&
-        !c.upgrade_pending) {
+    if (c.resume && c.resume->phase != Conn::Resume::Phase::Body) {
+      // A takeover: the upstream's answers to what the relay asked itself.
+      if (c.connected && c.upstream_in) {
+        switch (resume_read(c)) {
+          case Resumed::Failed:
+            inc(Counter::resume_failed);
+            finish(c, End::UpstreamError, now_ns);
+            return false;
+          case Resumed::Wait:
+            break;
+          case Resumed::Again:
+          case Resumed::Body:
+            moved = true;
+            break;
+        }
+      }
+    } else if (c.connected && c.upstream_in && !c.upstream_eof && c.in_pipe < c.pipe_cap &&
+               !c.upgrade_pending) {
       size_t room = c.pipe_cap - c.in_pipe;
       Peek look = Peek::Go;
       // Route mode: no further than the end of the responses framed so far (looking
       // at the next head or chunk line when there are none), so that the relay knows
-      // when the response before a request that moves is complete.
-      if (c.route && !c.resp.unframed()) {
+      // when the response before a request that moves is complete. A resumed response
+      // was not framed: its length is known.
+      if (c.resume) {
+        room = size_t(std::min<uint64_t>(room, c.resume->left));
+      } else if (c.route && !c.resp.unframed()) {
         if (c.resp.credit() == 0) look = peek_response(c);
         if (!c.resp.unframed()) room = size_t(std::min<uint64_t>(room, c.resp.credit()));
       }
@@ -414,8 +472,20 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
                            SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
           c.in_pipe += size_t(n);
-          if (c.route && !c.resp.unframed()) c.resp.passed(uint64_t(n));
+          if (c.resume) {
+            c.resume->left -= uint64_t(n);
+            if (c.resume->left == 0 && !resume_end(c)) {
+              finish(c, End::BadRequest, now_ns);
+              return false;
+            }
+          } else if (c.route && !c.resp.unframed()) {
+            c.resp.passed(uint64_t(n));
+          }
           moved = true;
+        } else if (n == 0 && c.resume) {
+          inc(Counter::resume_failed);  // the server closed before the resumed response ended
+          finish(c, End::UpstreamError, now_ns);
+          return false;
         } else if (n == 0) {
           c.upstream_eof = moved = true;
         } else if (!transient(errno)) {
@@ -448,6 +518,7 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
     if (c.route && !settle(c, moved, now_ns)) return false;
     // (An answer of the relay's own still to send goes first.)
     if (c.upstream_eof && c.in_pipe == 0 && !c.client_shut && c.reply.empty()) {
+      mark_client(c);
       shutdown(c.client.get(), SHUT_WR);
       c.client_shut = true;
     }
@@ -468,7 +539,7 @@ bool Relays::pump(Conn& c, uint64_t now_ns) {
 // when on), or in route mode into `in`. False when the connection must end:
 // c.bad_request says whether for framing or for a socket error.
 bool Relays::read_client(Conn& c, bool& moved) {
-  if (!c.client_in || c.client_eof || c.upgrade_pending) return true;
+  if (!c.client_in || c.client_eof || c.upgrade_pending || c.resume) return true;
   // Route mode holds up to a whole head (the parser's limit) unframed.
   const size_t limit =
       c.route ? std::max(opts_.request_buffer, opts_.limits.max_head + 1) : opts_.request_buffer;
@@ -730,7 +801,7 @@ bool Relays::settle(Conn& c, bool& moved, uint64_t now_ns) {
 namespace {
 template <class C>
 bool idle_route(const C& c) {
-  return c.route && c.verdict == RelayRouting::kServe && c.reply.empty() && c.in.empty() &&
+  return c.route && !c.resume && c.verdict == RelayRouting::kServe && c.reply.empty() && c.in.empty() &&
          c.req == C::Req::Head && !c.upgrade_wait && c.resp.idle() && c.in_pipe == 0 &&
          c.pending_upstream() == 0 && !c.client_eof && !c.peer_fin && !c.upstream_eof;
 }
@@ -869,6 +940,7 @@ void Relays::finish(Conn& c, End how, uint64_t now_ns) {
           : how == End::BadRequest ? Counter::bad_requests
                                    : Counter::send_timeouts);
       close_with_reset(c.upstream);
+      mark_client(c);
       close_with_reset(c.client);
       break;
     case End::Refused:
@@ -878,7 +950,8 @@ void Relays::finish(Conn& c, End how, uint64_t now_ns) {
           : how == End::Timeout ? Counter::upstream_timeouts
                                 : Counter::upstream_resets);
       close_with_reset(c.upstream);
-      if (c.sent > 0 || c.client_shut) {
+      if (c.sent > 0 || c.client_shut || c.resumed) {
+        mark_client(c);
         close_with_reset(c.client);  // mid-response: the client must see it was cut
         break;
       }
@@ -908,8 +981,10 @@ void Relays::finish(Conn& c, End how, uint64_t now_ns) {
   HttpConn* route = c.route;
   conns_.erase(c.id);
   if (route && routing_.forget) routing_.forget(*route);
-  if (client.valid())
+  if (client.valid()) {
+    if (opts_.mark_done) mark_done(client.get());  // closing_ sends the FIN
     closing_->close(std::move(client), r, peer_fin, now_ns);
+  }
   else
     closed_(r);
 }
@@ -960,6 +1035,128 @@ void Relays::tick(uint64_t now_ns) {
            std::to_string(opts_.connect_timeout_ns / 1'000'000) + " ms");
     finish(*it->second, how, now_ns);
   }
+}
+
+void Relays::mark_client(Conn& c) {
+  if (opts_.mark_done && c.client.valid()) mark_done(c.client.get());
+}
+
+// Failover takeover: the request at the front of the held bytes, when the client has
+// bytes of its response (skip > 0), is asked again as a HEAD with the same header
+// fields, whose answer tells its response's length (resume_read). Failed: the client
+// has bytes of a request the backup does not hold whole.
+Relays::Resumed Relays::resume_next(Conn& c) {
+  Conn::Resume& r = *c.resume;
+  if (r.skip == 0) return resume_end(c) ? Resumed::Again : Resumed::Failed;
+  http::Request req;
+  const http::ParseResult p = http::parse_request(r.rest, req, opts_.limits);
+  // Only GET and HEAD come here (resume::check_held); one that asks to close would
+  // close the upstream connection after the HEAD.
+  if (p.status != http::ParseStatus::Complete || (req.method != "GET" && req.method != "HEAD") ||
+      !req.keep_alive)
+    return Resumed::Failed;
+  r.req_len = p.consumed;
+  r.head_method = req.method == "HEAD";
+  r.ranged = req.header("Range") || req.header("If-Range");
+  std::string xff;
+  if (opts_.x_forwarded_for && !c.client_addr.empty())
+    xff = "X-Forwarded-For: " + c.client_addr + "\r\n";
+  c.to_upstream += resume::rewrite_head(std::string_view(r.rest).substr(0, r.req_len), "HEAD", xff);
+  r.phase = Conn::Resume::Phase::Learn;
+  return Resumed::Again;
+}
+
+// Failover takeover: the upstream's answer to the relay's own request, looked at whole
+// before anything of it goes to the client. Failed: it cannot be resumed (the client is
+// reset: never wrong bytes).
+Relays::Resumed Relays::resume_read(Conn& c) {
+  using Phase = Conn::Resume::Phase;
+  Conn::Resume& r = *c.resume;
+  if (peek_.size() < 65536) peek_.resize(65536);
+  const ssize_t n = recv(c.upstream.get(), peek_.data(), 65536, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return Resumed::Failed;
+  if (n < 0) {
+    if (!transient(errno)) return Resumed::Failed;
+    c.upstream_in = false;
+    return Resumed::Wait;
+  }
+  resume::ResponseHead h;
+  switch (resume::parse_response_head(std::string_view(peek_.data(), size_t(n)), h)) {
+    case resume::Parse::Error:
+      return Resumed::Failed;
+    case resume::Parse::NeedMore:
+      c.upstream_in = false;  // the rest raises a new edge
+      return Resumed::Wait;
+    case resume::Parse::Complete:
+      break;
+  }
+  // Bytes dropped here are ones the client has (or the relay's own HEAD and 206 heads).
+  auto consume = [&](size_t len) { return recv(c.upstream.get(), peek_.data(), len, MSG_DONTWAIT) == ssize_t(len); };
+  std::string xff;
+  if (opts_.x_forwarded_for && !c.client_addr.empty())
+    xff = "X-Forwarded-For: " + c.client_addr + "\r\n";
+  const std::string_view head = std::string_view(r.rest).substr(0, r.req_len);
+  switch (r.phase) {
+    case Phase::Learn: {
+      if (!consume(h.head_len)) return Resumed::Failed;
+      const auto len = resume::response_length(h, r.head_method);
+      if (!len) return Resumed::Failed;  // chunked or close-delimited: no offset to resume at
+      r.learned = h;
+      if (r.skip >= *len) {  // the client has all of it
+        r.skip -= *len;
+        r.rest.erase(0, r.req_len);
+        return resume_next(c);
+      }
+      if (r.skip < h.head_len) {
+        // Inside the head: the same request again, whose head must come out the same.
+        c.to_upstream += resume::rewrite_head(head, r.head_method ? "HEAD" : "GET", xff);
+        r.phase = Phase::Again;
+        return Resumed::Again;
+      }
+      // Inside the body: the rest of it, only if it is still the same representation.
+      const std::string& validator =
+          !h.etag.empty() && !h.etag.starts_with("W/") ? h.etag : h.last_modified;
+      if (h.status != 200 || r.ranged || validator.empty()) return Resumed::Failed;
+      r.body_off = r.skip - h.head_len;
+      c.to_upstream += resume::rewrite_head(head, "GET",
+                                            xff + "Range: bytes=" + std::to_string(r.body_off) +
+                                                "-\r\nIf-Range: " + validator + "\r\n");
+      r.phase = Phase::Range;
+      return Resumed::Again;
+    }
+    case Phase::Again:
+      if (!resume::same_head(r.learned, h) || !consume(size_t(r.skip))) return Resumed::Failed;
+      r.left = *resume::response_length(h, r.head_method) - r.skip;
+      break;
+    case Phase::Range:
+      if (!resume::partial_matches(r.learned, h, r.body_off) || !consume(h.head_len))
+        return Resumed::Failed;
+      r.left = *h.content_length;
+      break;
+    case Phase::Body:
+      return Resumed::Failed;  // not called then
+  }
+  r.phase = Phase::Body;
+  inc(Counter::resumed);
+  return Resumed::Body;
+}
+
+// The resumed response is all passed on: the held bytes after it go on as if the
+// client had just sent them, and the client's socket is read again. False when they
+// cannot be framed (x_forwarded_for).
+bool Relays::resume_end(Conn& c) {
+  std::string rest = std::move(c.resume->rest);
+  rest.erase(0, c.resume->phase == Conn::Resume::Phase::Body ? c.resume->req_len : 0);
+  c.resume.reset();
+  c.client_in = true;  // bytes may have come meanwhile, without a new edge
+  if (rest.empty()) return true;
+  if (c.route) {
+    c.in.insert(0, rest);
+    return true;
+  }
+  if (c.xff) return feed_client(c, rest);
+  c.to_upstream += rest;
+  return true;
 }
 
 }  // namespace tcpha::be

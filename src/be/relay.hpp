@@ -68,6 +68,10 @@ struct RelayOptions {
   // 12-20% more throughput than 256 KiB on the bench (docs/relay.md).
   size_t pipe_bytes = 64 * 1024;
   size_t request_buffer = 16 * 1024;  // request bytes held per connection
+  // Failover (the egress guard is on): every client socket the relay ends itself is
+  // marked done (SO_MARK, common/net.hpp mark_done) before its FIN or RST, which the
+  // guard drops otherwise. Off: no system call for it.
+  bool mark_done = false;
 };
 
 #define TCPHA_RELAY_COUNTERS(X)                                                          \
@@ -87,7 +91,9 @@ struct RelayOptions {
   X(moves_refused, "later requests for another back-end served here: close-delimited or 101") \
   X(answered_here, "later requests the relay answered itself (404, 503, 4xx not framed)") \
   X(bytes_to_client, "response bytes spliced to clients (and 502/504 replies)")          \
-  X(bytes_to_upstream, "request bytes written to the upstream (with PROXY headers)")
+  X(bytes_to_upstream, "request bytes written to the upstream (with PROXY headers)")     \
+  X(resumed, "failover takeovers whose responses were resumed (Range or head again)")    \
+  X(resume_failed, "failover takeovers reset: the upstream's answer could not be resumed")
 
 inline constexpr auto kRelayCounters =
     std::to_array<metrics::CounterInfo>({TCPHA_RELAY_COUNTERS(TCPHA_METRICS_COUNTER)});
@@ -118,9 +124,13 @@ class Relays {
   // route: the connection's routing state when set_routing() was called (every
   // request is then routed), else null.
   // bytes: what the client sent before the handoff (not in the socket's receive queue).
+  // skip (a failover takeover, docs/relay.md "Failover"): the client already has this
+  // many bytes of the responses to `bytes` (which hold only GET and HEAD requests:
+  // resume::check_held); they are learned from the upstream and skipped, the response
+  // in progress resumed (Range), and the connection reset rather than sent wrong bytes.
   void start(UniqueFd client, const sockaddr_in& local, const sockaddr_in& peer,
              uint64_t control_id, uint64_t handoff_id, bool peer_fin, uint64_t now_ns,
-             HttpConn* route = nullptr, std::string bytes = {});
+             HttpConn* route = nullptr, std::string bytes = {}, uint64_t skip = 0);
   void set_routing(RelayRouting r) { routing_ = std::move(r); }
   bool routing() const { return bool(routing_.route); }
   // A move failed (RelayRouting::move): the connection is relayed here again, over a
@@ -175,6 +185,14 @@ class Relays {
   bool feed_client(Conn& c, std::string_view in);
   bool resolve_upgrade(Conn& c);
   bool stalled_client(Conn& c, uint64_t now_ns);
+  // Failover takeover (start with skip): walks the held requests (resume_next), reads
+  // the upstream's answers to what it asked (resume_read), ends with the rest of the
+  // held bytes passed on as usual (resume_end).
+  enum class Resumed { Wait, Again, Body, Failed };
+  Resumed resume_next(Conn& c);
+  Resumed resume_read(Conn& c);
+  bool resume_end(Conn& c);
+  void mark_client(Conn& c);
   void finish(Conn& c, End how, uint64_t now_ns);
   Status open_pipe(Conn& c);
   void warn(const std::string& msg);
