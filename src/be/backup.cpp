@@ -13,12 +13,14 @@
 // by its own egress guard. So the import here is the only live copy.
 #include <net/if.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
 #include <ctime>
 
 #include "be/agent_core.hpp"
+#include "be/relay_takeover.hpp"
 #include "common/clock.hpp"
 #include "failover/sockets.hpp"
 #include "http/request.hpp"
@@ -37,11 +39,12 @@ constexpr int kProbes = 5;
 
 }  // namespace
 
-// Backups are kept by back-ends that run the built-in server, when the cluster has
-// failover on: only those can generate a response again. The copy socket lives as long
-// as the agent; the socket that catches probe answers only while a takeover runs.
+// Backups are kept when the cluster has failover on, by back-ends of both kinds: the
+// built-in server generates a response again, a relay asks its upstream again
+// (docs/relay.md, "Failover"). The copy socket lives as long as the agent; the socket
+// that catches probe answers only while a takeover runs.
 Status Agent::open_backup(int ifindex) {
-  if (!cfg_.cluster.failover || relays_) return {};
+  if (!cfg_.cluster.failover) return {};
   ifindex_ = ifindex;
   auto fd = failover::open_copy_socket(ifindex);
   if (!fd) return Error{fd.error().err, "failover copy socket: " + fd.error().what};
@@ -56,6 +59,9 @@ Status Agent::open_backup(int ifindex) {
 // client has had all of. nullopt: no complete request at the front, or one that closes
 // the connection (nothing after it matters).
 std::optional<std::pair<size_t, uint64_t>> Agent::response_size(std::string_view stream) const {
+  // A relay does not know its upstream's response sizes: nothing is trimmed, and a
+  // connection whose held stream outgrows failover::kMaxStream is not recoverable.
+  if (relays_) return std::nullopt;
   http::Request req;
   auto r = http::parse_request(stream, req);
   if (r.status != http::ParseStatus::Complete) return std::nullopt;
@@ -176,6 +182,9 @@ void Agent::take_over(failover::Held& h, Result<failover::Plan> plan) {
     return;
   }
   ControlConn* fe = fe_link(proto::worker_of(h.id()));
+  // A relay asks its upstream again only for GET and HEAD: anything else may have been
+  // executed by the primary's upstream, and is never executed twice (the client is reset).
+  const int unsafe = relays_ ? resume::check_held(plan->requests) : 0;
   forget_local_flow(plan->state);
   auto fd = handoff::import_state_consumed(plan->state, plan->requests.size(), spare_sockets_.take());
   if (!fd) {
@@ -186,6 +195,16 @@ void Agent::take_over(failover::Held& h, Result<failover::Plan> plan) {
     takeover_lost(h, s.error().err ? s.error().err : EPROTO, "activate: " + s.error().what);
     return;  // still in repair mode: closes silently
   }
+  if (unsafe) {
+    // The reset comes from here (the connection's sequence numbers are ours now), let
+    // out by the egress guard.
+    mark_done(fd->get());
+    linger l{1, 0};
+    setsockopt(fd->get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    fd->reset();
+    takeover_lost(h, unsafe, "a held request that is not GET or HEAD: reset, not replayed");
+    return;
+  }
   inc(Counter::taken_over);
   recovery_latency_.record_ns(monotonic_ns() - takeover_started_);
   if (fe) fe->link.send(proto::TakenMsg{h.id(), 0});
@@ -193,7 +212,10 @@ void Agent::take_over(failover::Held& h, Result<failover::Plan> plan) {
                     !plan->requests.empty()};
   imp.local = ipv4_endpoint(plan->state.local_addr, plan->state.local_port);
   imp.peer = ipv4_endpoint(plan->state.peer_addr, plan->state.peer_port);
-  start_http(std::move(*fd), fe ? fe->id : 0, h.id(), imp, std::move(plan->requests), plan->skip);
+  if (relays_)
+    start_relay(std::move(*fd), fe ? fe->id : 0, h.id(), imp, std::move(plan->requests), plan->skip);
+  else
+    start_http(std::move(*fd), fe ? fe->id : 0, h.id(), imp, std::move(plan->requests), plan->skip);
 }
 
 void Agent::takeover_lost(const failover::Held& h, int err, const std::string& why) {
@@ -213,14 +235,16 @@ void Agent::fence() {
   std::vector<HttpConn*> mine;
   for (auto& [p, h] : conns_)
     if (!h->relayed) mine.push_back(p);
-  spdlog::warn("the front-end failed this back-end over: dropping its {} connection(s) silently",
-               mine.size());
   for (HttpConn* h : mine) {
     (void)handoff::enter_repair(h->fd.get());
     close_http(*h, End::Failed);
   }
+  // Relayed connections too (their routing states go with them).
+  const size_t relayed = relays_ ? relays_->fence(monotonic_ns()) : 0;
+  spdlog::warn("the front-end failed this back-end over: dropped its {} connection(s) silently",
+               mine.size() + relayed);
   leases_.clear();
-  inc(Counter::fenced, mine.size());
+  inc(Counter::fenced, mine.size() + relayed);
 }
 
 void Agent::tick_backup(uint64_t now) {

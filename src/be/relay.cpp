@@ -998,6 +998,18 @@ void Relays::revoke(uint64_t control_id, uint64_t handoff_id, uint64_t now_ns) {
   }
 }
 
+size_t Relays::fence(uint64_t now_ns) {
+  std::vector<uint64_t> ids;
+  for (auto& [id, c] : conns_) ids.push_back(id);
+  for (uint64_t id : ids) {
+    auto it = conns_.find(id);
+    if (it == conns_.end()) continue;
+    (void)handoff::enter_repair(it->second->client.get());
+    finish(*it->second, End::Revoked, now_ns);
+  }
+  return ids.size();
+}
+
 // Response bytes wait in the pipe for a client that takes none: true once it has
 // acknowledged nothing for send_timeout_ns (looked at once a second: TCP_INFO).
 bool Relays::stalled_client(Conn& c, uint64_t now_ns) {

@@ -146,6 +146,10 @@ class Relays {
   // A lease ended without COMMIT (imports.cpp): the client socket goes back into repair
   // mode and the relay ends without a packet to the client (the upstream is reset).
   void revoke(uint64_t control_id, uint64_t handoff_id, uint64_t now_ns);
+  // Failover fencing (the FE failed this back-end over: its backups serve its clients
+  // now): every connection ends as revoke() ends one, without a packet to its client.
+  // Returns how many.
+  size_t fence(uint64_t now_ns);
   bool release(HttpConn& route);
   void on_event(uint64_t tag, uint32_t events, uint64_t now_ns);
   void tick(uint64_t now_ns);  // timeouts; call every ~100 ms

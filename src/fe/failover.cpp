@@ -36,22 +36,24 @@ uint16_t Worker::backup_slot(const BackendState* b) {
 }
 
 // The ring: the first BE after the primary in cluster-file order (wrapping) that this
-// worker can reach, that is not drained or leaving, serves the same groups and runs
-// the built-in server (only its responses can be generated again; a relay's upstream
-// is not replayed yet). Both must fit the datapath's slot table.
+// worker can reach, that is not drained or leaving, serves the same groups and is of
+// the same kind: a built-in server generates the response again, a relay asks its own
+// upstream again (docs/relay.md, "Failover"); never one for the other. Both must fit
+// the datapath's slot table.
 BackendState* Worker::backup_for(const BackendState& primary) const {
   const auto& bes = snap_->backends;
   const auto& cfg = *snap_->cfg;
   size_t p = bes.size();
   for (size_t i = 0; i < bes.size(); ++i)
     if (bes[i] == &primary) p = i;
-  if (p == bes.size() || primary.uid >= TCPHA_MAX_BACKENDS || cfg.backends[p].docroot.empty())
-    return nullptr;
+  if (p == bes.size() || primary.uid >= TCPHA_MAX_BACKENDS) return nullptr;
+  const bool relay = !cfg.backends[p].upstream.empty();
   Load load(*this, &primary);
   for (size_t k = 1; k < bes.size(); ++k) {
     const size_t i = (p + k) % bes.size();
     if (!load.usable(uint32_t(i)) || bes[i]->uid >= TCPHA_MAX_BACKENDS) continue;
-    if (cfg.backends[i].docroot.empty() || !same_groups(cfg.backends[i].groups, cfg.backends[p].groups))
+    if (cfg.backends[i].upstream.empty() == relay ||
+        !same_groups(cfg.backends[i].groups, cfg.backends[p].groups))
       continue;
     return bes[i];
   }
