@@ -4,7 +4,9 @@
 # receive buffer so that they really run on their BEs, plus idle keep-alive
 # connections. One BE dies mid-way, once as an agent crash (SIGKILL: its kernel lives
 # and would send FIN/RST for the dead agent's sockets) and once as a host failure
-# (link down + SIGKILL). Every download must finish byte-exact, every idle connection
+# (link down + SIGKILL), and a BE that is only stopped for longer than dead_after_ms
+# (alive but silent: it must let go of what its backup took over when it runs again).
+# Every download must finish byte-exact, every idle connection
 # must answer its next request, and the FE must report the failover: detection and
 # recovery times are printed.
 set -euo pipefail
@@ -91,10 +93,17 @@ round() {
   before=$(tb_status_json "be$v" | jq -r '.active')
   echo "be$v serves $before connections when it dies"
   t_kill=$(tb__now_ms) # the failure starts here (the link goes down, or the agent dies)
-  if [[ $how == host ]]; then
-    ip -n "${TB_NS_BE[v]}" link set eth0 down
+  if [[ $how == stall ]]; then
+    # Alive but silent (stopped) for longer than dead_after_ms: the FE fails it over
+    # and, when it runs again, it must let go of what its backups took (fenced), or
+    # two kernels would own those connections.
+    kill -STOP "${TB_PID[be$v]}"
+    sleep 0.6
+    kill -CONT "${TB_PID[be$v]}"
+  else
+    [[ $how == host ]] && ip -n "${TB_NS_BE[v]}" link set eth0 down
+    tb_kill_be "$v"
   fi
-  tb_kill_be "$v"
   # The idle connections ask again once the failover is over.
   sleep 1
   for ((i = 0; i < N_IDLE; i++)); do
@@ -136,7 +145,7 @@ round() {
   # A host failure: the FE's own measure, the silence before it acted (the failure came
   # after the last frame it heard); measuring from before `ip link set down` would
   # count that command's own run time, hundreds of ms on a loaded machine.
-  if [[ $how == host ]]; then
+  if [[ $how != agent ]]; then
     detect=$(jq -r '.failover.last.silent_ms' <<<"$js")
   else
     detect=$((at - t_kill))
@@ -165,6 +174,11 @@ round crash 2 agent
 echo "restarting be2"
 tb_start_be 2
 tb_wait_ready
+round stall 1 stall
+fenced=$(tb_status_json be1 | jq '.counters.fenced')
+echo "be1, stopped for 600 ms, dropped $fenced connections silently when it ran again"
+((fenced >= 1)) || tb_fail "be1 was failed over but dropped none of its connections"
+tb_wait_ready # it comes back as a new back-end
 round host 3 host
 
 echo "PASS: be_failover"
