@@ -338,9 +338,19 @@ timeline_run() { # KIND (nofail | kill)
     wrk -t "$(bench__threads "$BENCH_TIMELINE_CONNS" "$paths")" -c "$BENCH_TIMELINE_CONNS" \
     -d "${BENCH_TIMELINE_S}s" --timeout 10s -s "$BENCH_HERE/wrk/bench.lua" "$url" >"$base.wrk" 2>&1 &
   wrk_pid=$!
-  if [[ $kind == kill ]]; then
-    sleep "$(awk -v t0="$t0" -v now="${EPOCHREALTIME/./}" -v at="$BENCH_FAILOVER_KILL_AT_S" \
+  # Until AT s after t0.
+  timeline__sleep_to() {
+    sleep "$(awk -v t0="$t0" -v now="${EPOCHREALTIME/./}" -v at="$1" \
       'BEGIN { s = at - (now - t0) / 1e6; print (s > 0 ? s : 0) }')"
+  }
+  # The backups held in the middle of the run, 1 s before the kill (its time in the
+  # undisturbed run): the memory a backed-up connection takes (held_bytes / held).
+  timeline__sleep_to "$(awk -v at="$BENCH_FAILOVER_KILL_AT_S" 'BEGIN { print (at > 1 ? at - 1 : at / 2) }')"
+  local k mid=()
+  for ((k = 1; k <= TB_N_BE; k++)); do mid+=("$(tb_status_json "be$k" 2>/dev/null || echo null)"); done
+  printf '%s\n' "${mid[@]}" | jq -s '[.[] | select(type == "object") | {id, failover}]' >"$base.mid"
+  if [[ $kind == kill ]]; then
+    timeline__sleep_to "$BENCH_FAILOVER_KILL_AT_S"
     t_kill=${EPOCHREALTIME/./}
     [[ $BENCH_FAILOVER_KILL == host ]] && ip -n "${TB_NS_BE[victim]}" link set eth0 down
     tb_kill_be "$victim"
@@ -360,12 +370,12 @@ timeline_run() { # KIND (nofail | kill)
     --argjson conns "$BENCH_TIMELINE_CONNS" --argjson duration "$BENCH_TIMELINE_S" \
     --argjson load "$load" --argjson wrk_cpu "$wrk_cpu" --arg paths "$paths" \
     --argjson wrk "$(sed -n 's/^BENCH_JSON //p' "$base.wrk")" --arg wrk_text "$(grep -v '^BENCH_JSON ' "$base.wrk")" \
-    --slurpfile before "$base.before" --slurpfile after "$base.after" \
+    --slurpfile before "$base.before" --slurpfile after "$base.after" --slurpfile mid "$base.mid" \
     '{kind: $kind, how: $how, victim: "be\($victim)", t0_us: $t0,
       kill_us: (if $t_kill == "" then null else ($t_kill | tonumber) end), kill_at_s: $at,
       conns: $conns, duration_s: $duration, paths: $paths, foreign_load: $load,
       client_cpu_s: $wrk_cpu, wrk: $wrk, wrk_text: $wrk_text,
-      before: $before[0], after: $after[0]}' >"$BENCH_RAW/failover-timeline.$kind.json"
+      be_mid: $mid[0], before: $before[0], after: $after[0]}' >"$BENCH_RAW/failover-timeline.$kind.json"
   tb_log "failover-timeline $kind: $(jq -r '"\(.wrk.requests) requests in \(.wrk.duration_us / 1e6) s, errors \(.wrk.errors), max latency \(.wrk.latency_us.max / 1000) ms; FE failover \(.after.fe_status.failover.last // "none" | tostring)"' "$BENCH_RAW/failover-timeline.$kind.json"), other load $load CPUs"
   if [[ $kind == kill && $BENCH_FAILOVER_KILL == host ]]; then
     ip -n "${TB_NS_BE[victim]}" link set eth0 up
