@@ -23,7 +23,7 @@ tb_require_tcpha
 N=3
 N_DL=${FAILOVER_DOWNLOADS:-100}
 N_POST=6
-RATE=1200k # per download: 12 MB in ~10 s
+RATE=800k # per download: 12 MB in ~15 s
 
 tb_init $N
 tb_key
@@ -120,7 +120,7 @@ try:
         if not d:
             break
         buf += d
-        time.sleep(0.05)
+        time.sleep(0.08)
 except ConnectionResetError:
     print("reset", flush=True)
     sys.exit(0)
@@ -133,22 +133,31 @@ print("ok" if ok else f"short {len(buf)}", flush=True)
 PY
 
 mkdir -p "$TB_DIR/dl" "$TB_DIR/post"
-args=()
-for ((i = 0; i < N_DL; i++)); do args+=(-o "$TB_DIR/dl/$i" "http://$TB_VIP/f12m.$((i % 6)).bin"); done
-tb_c curl -sS --noproxy '*' --parallel --parallel-immediate --parallel-max "$N_DL" --max-time 60 \
-  --limit-rate "$RATE" "${args[@]}" >"$TB_DIR/dl/curl.out" 2>&1 &
-pids=($!)
+pids=()
 for ((i = 0; i < N_POST; i++)); do
   tb_c python3 "$TB_DIR/post.py" "$TB_VIP" "$SHA12" "$i" >"$TB_DIR/post/$i" 2>&1 &
   pids+=($!)
 done
-# Every POST connected (python starts slowly next to 100 transfers), and 3 s of transfers.
+# Every POST connected (python starts slowly on a loaded machine), then the downloads.
 for ((t = 0; t < 100; t++)); do
   n=0
   for ((i = 0; i < N_POST; i++)); do [[ -s $TB_DIR/post/$i ]] && n=$((n + 1)); done
   ((n == N_POST)) && break
   sleep 0.1
 done
+args=()
+for ((i = 0; i < N_DL; i++)); do args+=(-o "$TB_DIR/dl/$i" "http://$TB_VIP/f12m.$((i % 6)).bin"); done
+tb_c curl -sS --noproxy '*' --parallel --parallel-immediate --parallel-max "$N_DL" --max-time 60 \
+  --limit-rate "$RATE" "${args[@]}" >"$TB_DIR/dl/curl.out" 2>&1 &
+pids+=($!)
+# ... and every download is on a BE (curl opens 100 connections slowly next to them).
+for ((t = 0; t < 100; t++)); do
+  n=0
+  for ((k = 1; k <= N; k++)); do n=$((n + $(tb_status_json "be$k" | jq -r .active))); done
+  ((n >= N_DL + N_POST)) && break
+  sleep 0.1
+done
+echo "$n connections on the BEs:$(for ((k = 1; k <= N; k++)); do echo -n " be$k $(tb_status_json "be$k" | jq -r .active)"; done)"
 sleep 3
 # The victim: the BE that holds POST 0's connection (its client port in that BE's ss).
 port=$(head -n 1 "$TB_DIR/post/0")
