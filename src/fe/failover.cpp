@@ -106,11 +106,12 @@ void Worker::maybe_fail_over(ControlConn& cc, uint64_t now) {
     return;
   }
   sh_.counters.inc(Counter::failovers);
+  b.failover_count.fetch_add(1);
   const uint64_t silent = now > cc.link.last_heard() ? (now - cc.link.last_heard()) / kMs : 0;
   {
     std::lock_guard lk(sh_.failover_mu);
-    auto& last = sh_.last_failover;
-    last = LastFailover{};
+    if (sh_.failovers.size() == Shared::kFailoverHistory) sh_.failovers.pop_front();
+    auto& last = sh_.failovers.emplace_back();
     last.backend = b.id;
     last.at_ns = now;
     last.at_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -151,10 +152,9 @@ void Worker::on_taken(ControlConn& cc, const proto::TakenMsg& m) {
   c.orphaned_at = 0;
   {
     std::lock_guard lk(sh_.failover_mu);
-    auto& last = sh_.last_failover;
-    if (last.backend == c.be->id) {
-      last.last_taken_ns = monotonic_ns();
-      ++(m.status == 0 ? last.recovered : last.lost);
+    if (auto* f = sh_.failover_of(c.be->id)) {
+      f->last_taken_ns = monotonic_ns();
+      ++(m.status == 0 ? f->recovered : f->lost);
     }
   }
   if (m.status != 0) {
@@ -177,9 +177,18 @@ void Worker::on_taken(ControlConn& cc, const proto::TakenMsg& m) {
   c.seq = 0;
 }
 
-// Connections whose owner's link was lost: if the owner was failed over, those no TAKEN
-// resolved in time are lost; if not (another worker still hears it, or its link is back),
-// they are its again, or forgotten as before failover existed.
+// A CLOSED from a back-end that was failed over, for a connection no backup took: it
+// dropped it when told it was failed over (fenced: alive but silent, and this one's
+// backup could not take it, e.g. because it was dead too). Lost to the failover.
+void Worker::count_fenced(const Committed& c) {
+  sh_.counters.inc(Counter::takeover_lost);
+  std::lock_guard lk(sh_.failover_mu);
+  if (auto* f = sh_.failover_of(c.be->id)) ++f->lost;
+}
+
+// Connections whose owner's link was lost: if the owner was failed over since, those no
+// TAKEN resolved in time are lost; if not (another worker still hears it, or its link is
+// back), they are its again, or forgotten as before failover existed.
 void Worker::sweep_orphans(uint64_t now) {
   for (auto it = committed_.begin(); it != committed_.end();) {
     Committed& c = it->second;
@@ -189,10 +198,11 @@ void Worker::sweep_orphans(uint64_t now) {
     }
     --orphans_;
     c.orphaned_at = 0;
-    if (c.be->failed_at.load(std::memory_order_relaxed) != 0) {
+    // Failed over since it was orphaned (even if it is back by now: then it dropped it).
+    if (c.be->failover_count.load(std::memory_order_relaxed) != c.orphan_epoch) {
       sh_.counters.inc(Counter::takeover_lost);
       std::lock_guard lk(sh_.failover_mu);
-      if (sh_.last_failover.backend == c.be->id) ++sh_.last_failover.lost;
+      if (auto* f = sh_.failover_of(c.be->id)) ++f->lost;
     } else {
       auto link = controls_.find(c.be);
       if (link != controls_.end() && link->second->up) {

@@ -331,16 +331,20 @@ class Frontend {
                      {"lost", sh_.counters.get(Counter::takeover_lost)}};
     {
       std::lock_guard flk(sh_.failover_mu);
-      const auto& l = sh_.last_failover;
-      if (!l.backend.empty())
-        failover["last"] = {{"backend", l.backend},
-                            {"at_unix_ms", l.at_unix_ms},
-                            {"silent_ms", l.silent_ms},
-                            {"recovered", l.recovered},
-                            {"lost", l.lost},
-                            {"recovery_ms", l.last_taken_ns > l.at_ns
-                                                ? double(l.last_taken_ns - l.at_ns) / 1e6
-                                                : 0.0}};
+      json history = json::array();
+      for (const auto& l : sh_.failovers)
+        history.push_back({{"backend", l.backend},
+                           {"at_unix_ms", l.at_unix_ms},
+                           {"silent_ms", l.silent_ms},
+                           {"recovered", l.recovered},
+                           {"lost", l.lost},
+                           {"recovery_ms", l.last_taken_ns > l.at_ns
+                                               ? double(l.last_taken_ns - l.at_ns) / 1e6
+                                               : 0.0}});
+      if (!history.empty()) {
+        failover["last"] = history.back();
+        failover["history"] = std::move(history);  // the last 8, oldest first
+      }
     }
     return {{"role", "fe"},
             {"id", snap->cfg->frontend.id},

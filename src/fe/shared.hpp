@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -120,6 +121,7 @@ struct BackendState {
   // Failover: when (monotonic ns) the FE failed it over, 0 when not failed over since its
   // links were last up. Set once per failure by the worker whose link went last.
   std::atomic<uint64_t> failed_at{0};
+  std::atomic<uint32_t> failover_count{0};  // times it was failed over
 
   static uint64_t pack(const Mac& m) {
     uint64_t v = 0;
@@ -171,8 +173,15 @@ struct Shared {
   LatencyHistogram ready_latency;        // HANDOFF sent -> READY received
   LatencyHistogram commit_latency;       // READY received -> COMMIT sent (FORWARD + send)
 
-  std::mutex failover_mu;  // guards last_failover (rare writes)
-  LastFailover last_failover;
+  std::mutex failover_mu;  // guards failovers (rare writes)
+  std::deque<LastFailover> failovers;  // the last kFailoverHistory, oldest first
+  static constexpr size_t kFailoverHistory = 8;
+  // The newest failover of that back-end, or null (with failover_mu held).
+  LastFailover* failover_of(const std::string& backend) {
+    for (auto it = failovers.rbegin(); it != failovers.rend(); ++it)
+      if (it->backend == backend) return &*it;
+    return nullptr;
+  }
 
   // Get-or-create by id; the registry never shrinks.
   BackendState* backend(const std::string& id) {

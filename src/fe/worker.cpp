@@ -588,6 +588,9 @@ void Worker::control_down(ControlConn& cc, const std::string& why) {
     } else if (failover && it->second.backup) {
       if (!it->second.orphaned_at) ++orphans_;
       it->second.orphaned_at = now;
+      // A BE failed over already (its link closed after that) counts as failed over since.
+      it->second.orphan_epoch = b.failover_count.load(std::memory_order_relaxed) -
+                                (b.failed_at.load(std::memory_order_relaxed) ? 1 : 0);
       ++it;
     } else {
       it = release(it);
@@ -685,6 +688,7 @@ void Worker::on_closed(ControlConn& cc, const proto::ClosedMsg& cl) {
     early_closed_[cl.id] = EarlyClosed{cc.be, monotonic_ns()};
     return;
   }
+  if (it->second.be->failed_at.load(std::memory_order_relaxed)) count_fenced(it->second);
   mark_closed(it->second);
   if (it->second.backup) forget_later(*it->second.backup, cl.id);
   release(it);

@@ -93,6 +93,7 @@ class Worker {
     uint32_t seq = 0;  // the owner's move number (REPOINT): 0 after our own handoff
     BackendState* backup = nullptr;  // failover: the BE holding its backup (BACKUP sent)
     uint64_t orphaned_at = 0;        // its owner's link was lost; waits for TAKEN
+    uint32_t orphan_epoch = 0;       // its owner's failover_count then
   };
   using CommittedMap = std::unordered_map<uint64_t, Committed>;
   void mark_closed(const Committed& c);
@@ -117,6 +118,7 @@ class Worker {
   void maybe_fail_over(ControlConn& cc, uint64_t now);
   void on_taken(ControlConn& cc, const proto::TakenMsg& m);
   void sweep_orphans(uint64_t now);
+  void count_fenced(const Committed& c);
   std::unordered_map<BackendState*, std::vector<uint64_t>> forgets_;  // FORGETs to send
   size_t orphans_ = 0;  // committed_ entries with orphaned_at set
   uint64_t next_id_ = 1;
