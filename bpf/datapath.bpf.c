@@ -104,6 +104,10 @@ struct {
   __uint(max_entries, TCPHA_MAX_BACKENDS);
 } backends SEC(".maps");
 
+/* The state layout (TCPHA_STATE_LAYOUT), the only variable in .rodata: a starting FE
+ * compares the .rodata of the datapath it would adopt with its own. */
+const volatile __u32 tcpha_state_layout = TCPHA_STATE_LAYOUT;
+
 /* How long a FORWARD flow must have been idle before a SYN may replace it
  * (flow_linger_ms). In .data, not .rodata: userspace rewrites it through the
  * skeleton's mapping when a reload changes the configured linger. */

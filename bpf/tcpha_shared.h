@@ -51,6 +51,12 @@ struct tcpha_flow_value {
   __u64 bytes;        /* bytes forwarded */
 };
 
+/* The meaning of the state a restarted or upgrading FE adopts from a datapath left
+ * running (the flows, backends and counters maps; docs/fe-restart.md): the program
+ * carries it in .rodata, and a datapath whose value differs is not adopted. Bump it
+ * whenever that meaning changes, even when no size does (sizes are checked anyway). */
+#define TCPHA_STATE_LAYOUT 1
+
 /* BE failover (docs/failover.md). Back-end slots are the FE's BackendState::uid; the
  * "backends" array map holds one struct tcpha_backend per slot. */
 #define TCPHA_MAX_BACKENDS 256

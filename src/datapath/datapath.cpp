@@ -3,16 +3,23 @@
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <dirent.h>
 #include <net/if.h>
 #include <spdlog/spdlog.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cctype>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "common/clock.hpp"
+#include "common/fd.hpp"
 #include "tcpha_dp.skel.h"
 
 namespace tcpha::datapath {
@@ -61,6 +68,126 @@ tcpha_flow_value forward_value(uint32_t backend, const Mac& be_mac, const Mac& f
   return v;
 }
 
+constexpr uint32_t kBpfFsMagic = 0xcafe4a11;  // BPF_FS_MAGIC (linux/magic.h)
+constexpr const char* kPinRoot = "/run/tcpha/bpf";
+// What is pinned, by file name: the program (which names its maps, so one pin finds
+// them all) and the maps an operator may want to read with bpftool.
+constexpr const char* kPinProg = "ingress";
+constexpr const char* kPinMaps[] = {"flows", "backends", "counters"};
+
+bool is_bpffs(const std::string& path) {
+  struct statfs st{};
+  return statfs(path.c_str(), &st) == 0 && uint32_t(st.f_type) == kBpfFsMagic;
+}
+
+std::string parent_of(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  return slash == std::string::npos || slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// No pins left: a bpffs shows files of its own (maps.debug, progs.debug with
+// CONFIG_BPF_PRELOAD), which have a dot, a name no pin may have.
+bool no_pins(const std::string& path) {
+  DIR* d = opendir(path.c_str());
+  if (!d) return false;
+  bool empty = true;
+  while (dirent* e = readdir(d))
+    if (!std::strchr(e->d_name, '.')) empty = false;
+  closedir(d);
+  return empty;
+}
+
+}  // namespace
+
+std::string default_pin_dir(const std::string& fe_id) {
+  struct stat st{};
+  const uint64_t ino = stat("/proc/self/ns/net", &st) == 0 ? uint64_t(st.st_ino) : 0;
+  // bpffs refuses names with a dot (reserved for its own files): ids may hold one.
+  std::string name = fe_id + "-" + std::to_string(ino);
+  for (char& c : name)
+    if (c == '.') c = '_';
+  return std::string(kPinRoot) + "/" + name;
+}
+
+// A datapath found to adopt: its maps, by the names the program gives them.
+struct Datapath::Found {
+  std::string source;  // "pinned" or "attached"
+  UniqueFd flows, backends, counters, rodata;
+};
+
+namespace {
+
+// The maps a loaded program uses, found by name (a program holds its maps alive).
+void maps_of(int prog_fd, Datapath::Found& f) {
+  std::array<uint32_t, 16> ids{};
+  bpf_prog_info info{};
+  info.nr_map_ids = uint32_t(ids.size());
+  info.map_ids = reinterpret_cast<uint64_t>(ids.data());
+  uint32_t len = sizeof info;
+  if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) < 0) return;
+  for (uint32_t i = 0; i < std::min<uint32_t>(info.nr_map_ids, uint32_t(ids.size())); ++i) {
+    UniqueFd m(bpf_map_get_fd_by_id(ids[i]));
+    if (!m.valid()) continue;
+    bpf_map_info mi{};
+    uint32_t ml = sizeof mi;
+    if (bpf_obj_get_info_by_fd(m.get(), &mi, &ml) < 0) continue;
+    const std::string_view name(mi.name);
+    if (name == "flows")
+      f.flows = std::move(m);
+    else if (name == "backends")
+      f.backends = std::move(m);
+    else if (name == "counters")
+      f.counters = std::move(m);
+    else if (name.ends_with(".rodata"))
+      f.rodata = std::move(m);
+  }
+}
+
+bool is_our_program(int prog_fd) {
+  bpf_prog_info info{};
+  uint32_t len = sizeof info;
+  return bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0 &&
+         std::string_view(info.name) == "tcpha_ingress";
+}
+
+std::optional<Datapath::Found> find_pinned(const std::string& dir) {
+  if (dir.empty()) return std::nullopt;
+  UniqueFd prog(bpf_obj_get((dir + "/" + kPinProg).c_str()));
+  if (!prog.valid() || !is_our_program(prog.get())) return std::nullopt;
+  Datapath::Found f;
+  f.source = "pinned";
+  maps_of(prog.get(), f);
+  return f;
+}
+
+std::optional<Datapath::Found> find_attached(int ifindex) {
+  bpf_tc_hook hook = make_hook(ifindex, BPF_TC_INGRESS);
+  bpf_tc_opts opts = make_opts();
+  if (bpf_tc_query(&hook, &opts) < 0 || opts.prog_id == 0) return std::nullopt;
+  UniqueFd prog(bpf_prog_get_fd_by_id(opts.prog_id));
+  if (!prog.valid() || !is_our_program(prog.get())) return std::nullopt;
+  Datapath::Found f;
+  f.source = "attached";
+  maps_of(prog.get(), f);
+  return f;
+}
+
+// Why the map behind fd cannot stand in for the skeleton's map, or "".
+std::string map_mismatch(const bpf_map* want, int fd, const char* what) {
+  if (fd < 0) return std::string(what) + " map missing";
+  bpf_map_info mi{};
+  uint32_t ml = sizeof mi;
+  if (bpf_obj_get_info_by_fd(fd, &mi, &ml) < 0) return std::string(what) + ": " + std::strerror(errno);
+  if (mi.type != uint32_t(bpf_map__type(want)) || mi.key_size != bpf_map__key_size(want) ||
+      mi.value_size != bpf_map__value_size(want) || mi.map_flags != bpf_map__map_flags(want))
+    return std::string(what) + " map has another layout";
+  if (mi.max_entries != bpf_map__max_entries(want))
+    return std::string(what) + " map holds " + std::to_string(mi.max_entries) +
+           " entries, the configuration " + std::to_string(bpf_map__max_entries(want)) +
+           " ([frontend] max_flows)";
+  return "";
+}
+
 }  // namespace
 
 FlowKey make_key(uint32_t client_addr_be, uint16_t client_port_be, uint32_t vip_be,
@@ -77,20 +204,145 @@ FlowKey make_key(uint32_t client_addr_be, uint16_t client_port_be, uint32_t vip_
 
 void Datapath::SkelDeleter::operator()(tcpha_dp* s) const { tcpha_dp__destroy(s); }
 
-Result<std::unique_ptr<Datapath>> Datapath::load(uint32_t max_flows) {
+Result<std::unique_ptr<Datapath>> Datapath::load(uint32_t max_flows, Found* adopt,
+                                                  Adoption* adoption) {
   if (max_flows == 0) return Error{EINVAL, "datapath: max_flows must be positive"};
   std::unique_ptr<Datapath> dp(new Datapath());
   dp->skel_.reset(tcpha_dp__open());
   if (!dp->skel_) return sys_error("open BPF datapath object");
-  if (int rc = bpf_map__set_max_entries(dp->skel_->maps.flows, max_flows); rc < 0)
+  auto& maps = dp->skel_->maps;
+  if (int rc = bpf_map__set_max_entries(maps.flows, max_flows); rc < 0)
     return Error{-rc, "set flow table size"};
+  bool adopted = false;
+  if (adopt && adoption) {
+    // Same sizes and the same TCPHA_STATE_LAYOUT (all of .rodata, which holds it alone).
+    std::string why = map_mismatch(maps.flows, adopt->flows.get(), "flows");
+    if (why.empty()) why = map_mismatch(maps.backends, adopt->backends.get(), "backends");
+    if (why.empty()) why = map_mismatch(maps.counters, adopt->counters.get(), "counters");
+    if (why.empty()) {
+      size_t size = 0;
+      const void* ours = bpf_map__initial_value(maps.rodata, &size);
+      std::vector<uint8_t> theirs(size);
+      const uint32_t zero = 0;
+      if (map_mismatch(maps.rodata, adopt->rodata.get(), ".rodata") != "" || !ours ||
+          bpf_map_lookup_elem(adopt->rodata.get(), &zero, theirs.data()) < 0 ||
+          std::memcmp(ours, theirs.data(), size) != 0)
+        why = "state layout differs (TCPHA_STATE_LAYOUT)";
+    }
+    if (why.empty()) {
+      for (auto [map, fd] : {std::pair{maps.flows, adopt->flows.get()},
+                             std::pair{maps.backends, adopt->backends.get()},
+                             std::pair{maps.counters, adopt->counters.get()}})
+        if (int rc = bpf_map__reuse_fd(map, fd); rc < 0) {
+          why = std::string("reuse map: ") + std::strerror(-rc);
+          break;
+        }
+    }
+    if (why.empty()) {
+      adopted = true;
+      adoption->source = adopt->source;
+    } else {
+      adoption->refused = adopt->source + " datapath not adopted: " + why;
+    }
+  }
   // libbpf prints the verifier log on failure.
   if (int rc = tcpha_dp__load(dp->skel_.get()); rc < 0) return Error{-rc, "load BPF datapath"};
+  if (adopted) adoption->flows = dp->count_flows();
   return dp;
 }
 
 Result<std::unique_ptr<Datapath>> Datapath::load_only(uint32_t max_flows) {
   return load(max_flows);
+}
+
+uint64_t Datapath::count_flows() const {
+  FlowKey k{}, next{};
+  uint64_t n = 0;
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(flows_fd(), prev, &next) == 0) {
+    ++n;
+    k = next;
+    prev = &k;
+  }
+  return n;
+}
+
+uint64_t Datapath::count_open_flows() const {
+  FlowKey k{}, next{};
+  uint64_t n = 0;
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(flows_fd(), prev, &next) == 0) {
+    tcpha_flow_value v;
+    if (bpf_map_lookup_elem(flows_fd(), &next, &v) == 0 && v.state == TCPHA_FLOW_FORWARD &&
+        !(v.flags & TCPHA_FLOW_F_BE_CLOSED))
+      ++n;
+    k = next;
+    prev = &k;
+  }
+  return n;
+}
+
+Result<std::unique_ptr<Datapath>> Datapath::attach(const std::string& ifname,
+                                                   const AttachOptions& opts) {
+  const int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  if (ifindex == 0) return sys_error("interface " + ifname);
+  std::optional<Found> found;
+  if (opts.adopt) {
+    found = find_pinned(opts.pin_dir);
+    if (!found) found = find_attached(ifindex);
+  }
+  Adoption adoption;
+  auto dp = load(opts.max_flows, found ? &*found : nullptr, &adoption);
+  if (!dp) return dp;
+  (*dp)->adoption_ = adoption;
+  // The new program replaces the old one in one step (same handle and priority): every
+  // packet sees one of the two, both with the same maps.
+  if (Status st = (*dp)->attach_to(ifname); !st) return st.error();
+  if (!opts.pin_dir.empty())
+    if (Status st = (*dp)->pin(opts.pin_dir); !st)
+      spdlog::warn("datapath: not pinned ({}); a restart adopts the attached program instead",
+                   st.error().message());
+  return dp;
+}
+
+// Pins under dir, making its parent a bpffs if it is not one. Under `ip netns exec`
+// that mount lives in the command's private mount namespace and goes with the process;
+// the attached program still carries the state to the next FE (find_attached).
+Status Datapath::pin(const std::string& dir) {
+  const std::string root = parent_of(dir);
+  if (!is_bpffs(root)) {
+    if (int rc = mkdir(parent_of(root).c_str(), 0755); rc < 0 && errno != EEXIST)
+      return sys_error("mkdir " + parent_of(root));
+    if (int rc = mkdir(root.c_str(), 0700); rc < 0 && errno != EEXIST)
+      return sys_error("mkdir " + root);
+    if (mount("bpf", root.c_str(), "bpf", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700") < 0)
+      return sys_error("mount bpffs on " + root);
+  }
+  if (mkdir(dir.c_str(), 0700) < 0 && errno != EEXIST) return sys_error("mkdir " + dir);
+  pin_dir_ = dir;  // from here on unpin() cleans up whatever was pinned
+  auto pin_one = [&](int fd, const char* name) -> Status {
+    const std::string path = dir + "/" + name;
+    unlink(path.c_str());  // a predecessor's pin: ours replaces it
+    if (bpf_obj_pin(fd, path.c_str()) < 0) return sys_error("pin " + path);
+    return {};
+  };
+  if (Status st = pin_one(prog_fd(), kPinProg); !st) return st;
+  const int fds[] = {flows_fd(), backends_fd(), bpf_map__fd(skel_->maps.counters)};
+  for (size_t i = 0; i < std::size(kPinMaps); ++i)
+    if (Status st = pin_one(fds[i], kPinMaps[i]); !st) return st;
+  return {};
+}
+
+void Datapath::unpin() {
+  if (pin_dir_.empty()) return;
+  unlink((pin_dir_ + "/" + kPinProg).c_str());
+  for (const char* m : kPinMaps) unlink((pin_dir_ + "/" + m).c_str());
+  rmdir(pin_dir_.c_str());
+  // The bpffs itself goes when no other FE pins there (ours or a leftover mount).
+  const std::string root = parent_of(pin_dir_);
+  if (is_bpffs(root) && no_pins(root) && umount2(root.c_str(), MNT_DETACH) == 0)
+    rmdir(root.c_str());
+  pin_dir_.clear();
 }
 
 Result<std::unique_ptr<Datapath>> Datapath::attach(const std::string& ifname, uint32_t max_flows) {
@@ -135,6 +387,8 @@ Status Datapath::attach_egress() {
 }
 
 Datapath::~Datapath() {
+  if (released_) return;  // the attachment and the pins carry on (release())
+  unpin();
   // The interface may be gone already (its namespace deleted): nothing left to undo.
   auto gone = [](int rc) { return rc == 0 || rc == -ENODEV || rc == -ENOENT; };
   auto detach = [&](int attach_point, const char* what) {

@@ -1,8 +1,12 @@
 #pragma once
 // The front-end's client-facing datapath: the tc program (bpf/datapath.bpf.c) and
-// its flow table, as one RAII object. The daemon holds the fds; nothing is pinned
-// (`ip netns exec` remounts /sys, so /sys/fs/bpf cannot be relied upon). Flows are
-// aged out by FlowGc (flow_gc.hpp); the rules are at the top of datapath.bpf.c.
+// its flow table, as one RAII object. Flows are aged out by FlowGc (flow_gc.hpp); the
+// rules are at the top of datapath.bpf.c.
+//
+// The FE's datapath outlives its process (docs/fe-restart.md): the attached tc filter
+// keeps the program and its maps alive after a crash, and the maps are also pinned in
+// a bpffs the FE mounts itself. A starting FE adopts that state (AttachOptions::adopt)
+// when its layout matches, and a clean stop removes it all.
 #include <array>
 #include <atomic>
 #include <cstddef>
@@ -25,22 +29,60 @@ using FlowKey = tcpha_flow_key;
 FlowKey make_key(uint32_t client_addr_be, uint16_t client_port_be, uint32_t vip_be,
                  uint16_t vip_port_be);
 
+// How a datapath is attached (Datapath::attach).
+struct AttachOptions {
+  uint32_t max_flows = TCPHA_DEFAULT_MAX_FLOWS;
+  // Take over the flows, back-end slots and counters of a datapath this FE left behind
+  // (crash, kill, upgrade): the one pinned in pin_dir, else the program attached to the
+  // interface with our handle and priority. Refused (with the reason in adoption())
+  // when its layout differs: sizes, max_flows or TCPHA_STATE_LAYOUT.
+  bool adopt = false;
+  // Where to pin the maps and the program ("" = nowhere). Its parent is made a bpffs
+  // mount if it is not one already (pin_root_mount).
+  std::string pin_dir;
+};
+
+// What attach() found to adopt.
+struct Adoption {
+  std::string source;   // "pinned", "attached", or "" (nothing adopted)
+  uint64_t flows = 0;   // entries in the adopted flow table
+  std::string refused;  // why a datapath that was found was not adopted ("" = none)
+};
+
+// The default pin directory of a front-end: /run/tcpha/bpf/<id>-<netns inode>. The
+// namespace's inode keeps the FEs of different namespaces apart on one bpffs.
+std::string default_pin_dir(const std::string& fe_id);
+
 class Datapath {
  public:
   using Counters = std::array<uint64_t, TCPHA_DP_NR_COUNTERS>;
+  struct Found;  // a datapath found to adopt (datapath.cpp)
 
   // Loads the program with the flow table bounded to max_flows and attaches it to
   // ifname's clsact ingress, creating the clsact qdisc if absent. A filter left by a
   // crashed run (same handle and priority) is replaced. The egress guard's program is
   // attached by set_egress_guard(true) only.
   static Result<std::unique_ptr<Datapath>> attach(const std::string& ifname, uint32_t max_flows);
+  // The same with adoption and pinning (the FE).
+  static Result<std::unique_ptr<Datapath>> attach(const std::string& ifname,
+                                                  const AttachOptions& opts);
   // Loads without attaching (BPF_PROG_RUN tests).
   static Result<std::unique_ptr<Datapath>> load_only(uint32_t max_flows);
 
   Datapath(const Datapath&) = delete;
   Datapath& operator=(const Datapath&) = delete;
-  // Detaches the filters; removes the clsact qdisc only if attach() created it.
+  // Detaches the filters, removes the pins; removes the clsact qdisc only if attach()
+  // created it. Nothing of it after release().
   ~Datapath();
+  // Leaves the attachment and the pins to a process that adopts them (an upgrade) or
+  // to nobody (forwarding goes on until the next FE adopts or removes it).
+  void release() { released_ = true; }
+  const Adoption& adoption() const { return adoption_; }
+  // Entries in the flow table (walks it).
+  uint64_t count_flows() const;
+  // FORWARD flows whose back-end has not reported the connection closed: the
+  // connections a stopping FE still forwards for (walks the table).
+  uint64_t count_open_flows() const;
 
   // Inserts or overwrites the flow as HOLD (client packets dropped), stamped with
   // the current time so that gc() frees holds a crashed handoff left behind.
@@ -124,8 +166,11 @@ class Datapath {
   };
 
   Datapath() = default;
-  static Result<std::unique_ptr<Datapath>> load(uint32_t max_flows);
+  static Result<std::unique_ptr<Datapath>> load(uint32_t max_flows, Found* adopt = nullptr,
+                                                Adoption* adoption = nullptr);
   Status attach_to(const std::string& ifname);
+  Status pin(const std::string& dir);
+  void unpin();
   Status attach_egress();
 
   std::unique_ptr<tcpha_dp, SkelDeleter> skel_;
@@ -134,6 +179,9 @@ class Datapath {
   std::atomic<uint64_t> gc_epoch_{0};
   bool attached_ = false;         // ingress filter
   bool egress_attached_ = false;  // egress filter
+  bool released_ = false;
+  std::string pin_dir_;  // pinned here ("" = not pinned)
+  Adoption adoption_;
 };
 
 }  // namespace tcpha::datapath

@@ -1433,6 +1433,75 @@ TEST(DatapathAttach, AttachesAndDetachesOnVeth) {
   }).join();
 }
 
+// A datapath outlives its FE (docs/fe-restart.md): one released (the process crashed
+// or handed over) leaves its filter and its pins, and the next attach with adopt takes
+// its flows over, from the pins first, else from the program on the interface; one
+// whose layout differs (here max_flows) is refused with the reason. A clean end
+// removes the filter, the pins and the bpffs the datapath mounted.
+TEST(DatapathAttach, AdoptsWhatAPreviousRunLeft) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  if (std::system("command -v ip >/dev/null && command -v tc >/dev/null") != 0)
+    GTEST_SKIP() << "needs iproute2";
+  char tmpl[] = "/tmp/tcpha-adopt.XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string root = std::string(tmpl) + "/bpf", pins = root + "/fe-1";
+  std::thread([&] {
+    ASSERT_EQ(unshare(CLONE_NEWNET), 0) << std::strerror(errno);
+    ASSERT_EQ(std::system("ip link add dp0 type veth peer name dp1 && ip link set dp0 up"), 0);
+    AttachOptions o;
+    o.max_flows = 16;
+    o.adopt = true;
+    o.pin_dir = pins;
+    const FlowKey keys[] = {client_key(40001), client_key(40002), client_key(40003)};
+    {
+      auto dp = Datapath::attach("dp0", o);
+      ASSERT_TRUE(dp) << dp.error().message();
+      EXPECT_EQ((*dp)->adoption().source, "");  // nothing to adopt
+      EXPECT_EQ((*dp)->adoption().refused, "");
+      for (const auto& k : keys) ASSERT_TRUE((*dp)->point(k, 1, kBeMac, kFeMac));
+      EXPECT_EQ(access((pins + "/flows").c_str(), F_OK), 0);
+      EXPECT_EQ(access((pins + "/ingress").c_str(), F_OK), 0);
+      (*dp)->release();  // a crash: nothing undone
+    }
+    EXPECT_NE(shell("tc filter show dev dp0 ingress").find("tcpha_ingress"), std::string::npos);
+    {
+      auto dp = Datapath::attach("dp0", o);
+      ASSERT_TRUE(dp) << dp.error().message();
+      EXPECT_EQ((*dp)->adoption().source, "pinned");
+      EXPECT_EQ((*dp)->adoption().flows, 3u);
+      auto v = (*dp)->lookup(keys[1]);
+      ASSERT_TRUE(v);
+      EXPECT_EQ(v->state, TCPHA_FLOW_FORWARD);
+      EXPECT_EQ(v->backend, 1u);
+      (*dp)->release();
+    }
+    {
+      // No pins (a process whose bpffs mount went with it): the attached program.
+      AttachOptions np = o;
+      np.pin_dir.clear();
+      auto dp = Datapath::attach("dp0", np);
+      ASSERT_TRUE(dp) << dp.error().message();
+      EXPECT_EQ((*dp)->adoption().source, "attached");
+      EXPECT_EQ((*dp)->adoption().flows, 3u);
+      (*dp)->release();
+    }
+    {
+      AttachOptions bigger = o;
+      bigger.max_flows = 32;
+      auto dp = Datapath::attach("dp0", bigger);
+      ASSERT_TRUE(dp) << dp.error().message();
+      EXPECT_EQ((*dp)->adoption().source, "");
+      EXPECT_NE((*dp)->adoption().refused.find("max_flows"), std::string::npos)
+          << (*dp)->adoption().refused;
+      EXPECT_FALSE((*dp)->lookup(keys[0]));
+    }  // a clean end: everything goes
+    EXPECT_EQ(shell("tc filter show dev dp0 ingress"), "");
+    EXPECT_NE(access((pins + "/flows").c_str(), F_OK), 0);
+    EXPECT_EQ(shell("stat -f -c %T " + root + " 2>/dev/null"), "");  // unmounted and removed
+  }).join();
+  std::system(("umount " + root + " 2>/dev/null; rm -rf " + std::string(tmpl)).c_str());
+}
+
 // The egress guard on real sockets, with mark_done (common/net.hpp) as the back-end
 // agent uses it: in a private network namespace whose `lo` carries the datapath, a
 // connection to the VIP whose accepted socket closes unmarked sends no FIN the client
