@@ -19,6 +19,7 @@
 #include <sys/epoll.h>
 
 #include <array>
+#include <deque>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -226,8 +227,9 @@ class Agent {
   bool make_room_for_control();
   void control_changed(ControlConn& cc, unsigned changes, std::vector<proto::Message>& msgs);
   void tick_controls(uint64_t now);
-  void report_closed(uint64_t control_id, uint64_t handoff_id, uint64_t sent, uint64_t received);
+  void report_closed(const ClosedReport& r);
   ControlConn* fe_link(uint32_t worker);
+  void send_owned(ControlConn& cc);
   void send_heartbeats(uint64_t now);
   proto::HeartbeatMsg heartbeat(uint64_t now) const;
   // imports.cpp
@@ -310,6 +312,10 @@ class Agent {
   // Upstream mode (self_.upstream set): relayed connections instead of HttpConns.
   std::unique_ptr<Relays> relays_;
   uint64_t next_control_id_ = 1;
+  // CLOSEDs no FE link could take (the FE restarting): told to the next link of their
+  // worker with the connection's addresses (send_owned). Bounded: the oldest go first.
+  static constexpr size_t kMaxUnsentClosed = 65536;
+  std::deque<ClosedReport> unsent_closed_;
   std::map<uint64_t, std::unique_ptr<ControlConn>> controls_;
   // Links dropped while the loop still holds events for them (a new connection can
   // displace another link whose event is later in the same epoll batch): closed at

@@ -26,6 +26,8 @@
 // Its sockets sit in the agent's epoll set (edge-triggered: a socket whose both
 // directions are shut reports EPOLLHUP for ever), tagged so that owns() tells their
 // events apart: bit 62 set, bit 63 clear (Relays::owns), which no user-space pointer has.
+#include <netinet/in.h>
+
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -53,6 +55,9 @@ uint64_t tcp_bytes_acked(int fd);
 
 struct ClosedReport {
   uint64_t control_id = 0, handoff_id = 0, sent = 0, received = 0;
+  // The connection's addresses (the VIP, the client): a CLOSED no FE link could take
+  // is kept and told, with them, to the next FE (Agent::send_owned).
+  sockaddr_in local{}, peer{};
 };
 
 class Closings {
@@ -86,6 +91,12 @@ class Closings {
   void on_event(uint64_t tag, uint64_t now_ns);
   void tick(uint64_t now_ns);  // time limits; call every ~100 ms
   size_t size() const { return conns_.size(); }
+  // Every connection still here: its socket and the handoff id it came with (an FE that
+  // restarted learns them again, Agent::send_owned).
+  template <typename F>
+  void for_each(F&& f) const {
+    for (const auto& [id, c] : conns_) f(c.fd.get(), c.report.handoff_id);
+  }
   const Counters& counters() const { return counters_; }  // safe from another thread
 
  private:

@@ -6,7 +6,11 @@
 // pauses instead of spinning when descriptors run out (ListenSocket).
 #include <netinet/in.h>
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cstring>
+#include <set>
 #include <vector>
 
 #include "be/agent_core.hpp"
@@ -134,17 +138,79 @@ void Agent::control_changed(ControlConn& cc, unsigned changes, std::vector<proto
 // Lets the FE free the flow early (ARCHITECTURE.md, teardown).
 // The FE worker that owns the id: the link the connection came on when it came from
 // that worker, else (it came from another back-end) that worker's link.
-void Agent::report_closed(uint64_t control_id, uint64_t handoff_id, uint64_t sent,
-                          uint64_t received) {
-  const proto::ClosedMsg m{handoff_id, sent, received};
-  const int32_t worker = int32_t(proto::worker_of(handoff_id));
-  if (auto it = controls_.find(control_id); it != controls_.end() &&
-                                            it->second->peer_backend < 0 &&
-                                            (it->second->worker < 0 || it->second->worker == worker)) {
+void Agent::report_closed(const ClosedReport& r) {
+  const proto::ClosedMsg m{r.handoff_id, r.sent, r.received};
+  const int32_t worker = int32_t(proto::worker_of(r.handoff_id));
+  if (auto it = controls_.find(r.control_id); it != controls_.end() &&
+                                              it->second->peer_backend < 0 &&
+                                              it->second->link.up() &&
+                                              (it->second->worker < 0 || it->second->worker == worker)) {
     it->second->link.send(m);
   } else if (ControlConn* fe = fe_link(uint32_t(worker))) {
     fe->link.send(m);
+  } else if (r.handoff_id != 0 && r.local.sin_family == AF_INET) {
+    if (unsent_closed_.size() == kMaxUnsentClosed) unsent_closed_.pop_front();
+    unsent_closed_.push_back(r);
   }
+}
+
+// An FE worker's link said which worker it is: the connections with that worker's ids
+// this back-end owns, so that an FE that restarted or took over from another process
+// (docs/fe-restart.md) knows them again; it reaps their flows on CLOSED and repoints
+// them when they move. An FE that knows them ignores the list. Leased connections are
+// left out: their sender decides them (COMMIT, or the lease ends).
+void Agent::send_owned(ControlConn& cc) {
+  if (cc.worker < 0) return;
+  std::set<uint64_t> leased;
+  for (const auto& [key, deadline] : leases_) leased.insert(key.second);
+  proto::OwnedMsg msg;
+  size_t sent = 0;
+  auto flush = [&] {
+    if (msg.conns.empty()) return;
+    sent += msg.conns.size();
+    cc.link.send(msg);
+    msg.conns.clear();
+  };
+  auto add = [&](uint64_t id, uint32_t seq, const sockaddr_in& local, const sockaddr_in& peer) {
+    if (id == 0 || proto::worker_of(id) != uint32_t(cc.worker) || leased.count(id)) return;
+    proto::OwnedMsg::Conn c;
+    c.id = id;
+    c.seq = seq;
+    c.family = AF_INET;
+    std::memcpy(c.client.data(), &peer.sin_addr, 4);
+    std::memcpy(c.local.data(), &local.sin_addr, 4);
+    c.client_port = peer.sin_port;
+    c.local_port = local.sin_port;
+    msg.conns.push_back(c);
+    if (msg.conns.size() == proto::kOwnedMax) flush();
+  };
+  auto add_fd = [&](int fd, uint64_t id) {
+    sockaddr_in local{}, peer{};
+    socklen_t ll = sizeof local, pl = sizeof peer;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll) < 0 || local.sin_family != AF_INET ||
+        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) < 0)
+      return;  // gone meanwhile: its CLOSED follows
+    add(id, 0, local, peer);
+  };
+  for (const auto& [p, h] : conns_) add(h->handoff_id, h->move_seq, h->local, h->peer);
+  if (relays_) relays_->for_each(add_fd);
+  if (closings_) closings_->for_each(add_fd);
+  // Those that ended while no link of this worker was up: owned, then closed.
+  std::vector<proto::ClosedMsg> closed;
+  for (auto it = unsent_closed_.begin(); it != unsent_closed_.end();) {
+    if (proto::worker_of(it->handoff_id) != uint32_t(cc.worker)) {
+      ++it;
+      continue;
+    }
+    add(it->handoff_id, 0, it->local, it->peer);
+    closed.push_back({it->handoff_id, it->sent, it->received});
+    it = unsent_closed_.erase(it);
+  }
+  flush();
+  for (const auto& m : closed) cc.link.send(m);
+  if (sent)
+    spdlog::info("told FE worker {} of the {} connections of its we own ({} of them closed since)",
+                 cc.worker, sent, closed.size());
 }
 
 // Deadlines of the links (handshake; failures inside send()) and the listener's pause;

@@ -146,7 +146,7 @@ void Agent::tick(uint64_t now) {
 // A served connection has ended (at once, or after its lingering close): the FE may
 // free its flow.
 void Agent::on_closed(const ClosedReport& r) {
-  report_closed(r.control_id, r.handoff_id, r.sent, r.received);
+  report_closed(r);
   active_.fetch_sub(1);
 }
 

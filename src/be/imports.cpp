@@ -107,6 +107,7 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
     revoke(cc.id, a->id);
   } else if (auto* w = std::get_if<proto::WorkerMsg>(&m); w && cc.peer_backend < 0) {
     cc.worker = int32_t(w->index);
+    send_owned(cc);
   } else if (auto* d = std::get_if<proto::DrainMsg>(&m); d && cc.peer_backend < 0) {
     if (d->on != fe_drained_)
       spdlog::info("{} by the operator{}", d->on ? "drained" : "undrained",

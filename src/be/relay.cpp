@@ -73,6 +73,7 @@ std::string make_proxy_v2(const sockaddr_in& client, const sockaddr_in& server) 
 // Request direction: client -> to_upstream -> upstream, through user space.
 struct Relays::Conn {
   uint64_t id = 0, control_id = 0, handoff_id = 0;
+  sockaddr_in local{}, peer{};  // the client socket's (from the imported state)
   UniqueFd client, upstream, pipe_r, pipe_w;
   size_t pipe_cap = 0;
   size_t in_pipe = 0;                     // response bytes spliced in, not yet out to the client
@@ -257,6 +258,8 @@ Relays::Conn* Relays::admit(UniqueFd client, const sockaddr_in& local, const soc
   auto owned = std::make_unique<Conn>();
   Conn& c = *owned;
   c.id = next_id_++;
+  c.local = local;
+  c.peer = peer;
   c.control_id = control_id;
   c.handoff_id = handoff_id;
   c.client = std::move(client);
@@ -971,7 +974,7 @@ void Relays::finish(Conn& c, End how, uint64_t now_ns) {
   if (c.in_pipe == 0 && c.pipe_r.valid() && spare_pipes_.size() < kSparePipes)
     spare_pipes_.push_back({std::move(c.pipe_r), std::move(c.pipe_w)});
   // Closing the sockets also removes them from the epoll set.
-  ClosedReport r{c.control_id, c.handoff_id, c.sent, c.received};
+  ClosedReport r{c.control_id, c.handoff_id, c.sent, c.received, c.local, c.peer};
   UniqueFd client;
   bool peer_fin = c.client_eof;
   if (linger && c.client.valid()) {
@@ -1169,6 +1172,10 @@ bool Relays::resume_end(Conn& c) {
   if (c.xff) return feed_client(c, rest);
   c.to_upstream += rest;
   return true;
+}
+
+void Relays::for_each(const std::function<void(int fd, uint64_t handoff_id)>& f) const {
+  for (const auto& [id, c] : conns_) f(c->client.get(), c->handoff_id);
 }
 
 }  // namespace tcpha::be

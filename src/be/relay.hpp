@@ -154,6 +154,8 @@ class Relays {
   void on_event(uint64_t tag, uint32_t events, uint64_t now_ns);
   void tick(uint64_t now_ns);  // timeouts; call every ~100 ms
   size_t active() const { return conns_.size(); }
+  // Every relayed connection: its client socket and handoff id (Agent::send_owned).
+  void for_each(const std::function<void(int fd, uint64_t handoff_id)>& f) const;
   // Counters (kRelayCounters); safe to read from another thread.
   std::array<uint64_t, kRelayCounters.size()> counters() const { return metrics::snapshot(counters_); }
 

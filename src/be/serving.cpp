@@ -95,7 +95,8 @@ void Agent::close_http(HttpConn& h, End how) {
   // Failover: our egress guard drops the FIN/RST of sockets a killed agent leaves to
   // the kernel; this end is ours (the FIN below or in closings_, an RST, or the close).
   if (cfg_.cluster.failover) mark_done(h.fd.get());
-  ClosedReport r{h.control_id, h.handoff_id, h.session.bytes_sent(), h.session.bytes_received()};
+  ClosedReport r{h.control_id, h.handoff_id, h.session.bytes_sent(), h.session.bytes_received(),
+                 h.local, h.peer};
   if (how == End::Graceful) {
     // FIN after the last byte; reported closed when the connection is over.
     closings_->close(std::move(h.fd), r, h.session.peer_closed(), monotonic_ns());

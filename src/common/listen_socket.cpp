@@ -23,6 +23,24 @@ Result<ListenSocket> ListenSocket::open(const sockaddr_in& addr, int backlog, bo
   return l;
 }
 
+Result<ListenSocket> ListenSocket::adopt(UniqueFd fd) {
+  sockaddr_in a{};
+  socklen_t len = sizeof a;
+  int listening = 0;
+  socklen_t ll = sizeof listening;
+  if (getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0 || a.sin_family != AF_INET ||
+      getsockopt(fd.get(), SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) != 0 || !listening)
+    return Error{EINVAL, "not a listening IPv4 socket"};
+  ListenSocket l(std::move(fd));
+  l.addr_ = a;
+  return l;
+}
+
+void ListenSocket::detach() {
+  if (!paused()) arm(false);
+  epfd_ = -1;
+}
+
 void ListenSocket::attach(int epfd, void* tag) {
   epfd_ = epfd;
   tag_ = tag;

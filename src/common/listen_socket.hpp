@@ -26,6 +26,9 @@ class ListenSocket {
 
   // socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind + listen, nonblocking, close-on-exec.
   static Result<ListenSocket> open(const sockaddr_in& addr, int backlog, bool reuse_port = false);
+  // A listening socket handed over by another process (an FE upgrade): its address is
+  // read back with getsockname. EINVAL when fd is not a listening TCP/IPv4 socket.
+  static Result<ListenSocket> adopt(UniqueFd fd);
   ListenSocket() = default;  // none yet: fd() < 0, accept() takes nothing
   explicit ListenSocket(UniqueFd fd) : fd_(std::move(fd)) {}
   ListenSocket(ListenSocket&&) = default;
@@ -38,6 +41,10 @@ class ListenSocket {
   // nothing is pending, on an error that concerns only that connection, or when the
   // process or system ran out of descriptors or memory: then the listener is paused.
   UniqueFd accept(sockaddr_in* peer, uint64_t now);
+
+  // Leaves the epoll set. Needed before closing a socket another process also holds
+  // (an FE upgrade): epoll forgets a socket only when every descriptor of it is closed.
+  void detach();
 
   // Resumes a paused listener once kPauseNs have passed.
   void tick(uint64_t now);

@@ -61,6 +61,7 @@ namespace tcpha::fe {
   X(failovers, "back-ends failed over: their flows sent to their backups")           \
   X(taken_over, "connections of a dead back-end that its backup took over")          \
   X(takeover_lost, "connections of a dead back-end that could not be taken over")    \
+  X(resynced, "connections a back-end owns that this FE learned from it (handed off before it started)") \
   X(reloads, "configuration reloads applied")                                       \
   X(reload_failures, "configuration reloads refused (the old one stays)")
 

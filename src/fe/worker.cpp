@@ -91,6 +91,9 @@ Worker::Worker(Shared& shared, uint32_t index)
     : sh_(shared), index_(index), ep_(epoll_create1(EPOLL_CLOEXEC)),
       wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   epoll_set(EPOLL_CTL_ADD, wake_.get(), EPOLLIN, &wake_item_);
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  next_id_ = uint64_t(ts.tv_sec) * 1'000'000 + uint64_t(ts.tv_nsec) / 1000;
   reconcile();
 }
 
@@ -108,8 +111,17 @@ void Worker::epoll_set(int op, int fd, uint32_t events, Item* item) {
     spdlog::error("epoll_ctl({}, fd {}): {}", op, fd, strerror(errno));
 }
 
-Status Worker::open_listeners() {
+Status Worker::open_listeners(std::vector<UniqueFd> given) {
+  for (auto& fd : given) {
+    auto l = ListenSocket::adopt(std::move(fd));
+    if (!l) return Error{l.error().err, "listener handed over: " + l.error().what};
+    l->attach(ep_.get(), &listener_item_);
+    listeners_.push_back(std::move(*l));
+  }
   for (uint16_t port : sh_.boot->cluster.ports) {
+    bool have = false;
+    for (const auto& l : listeners_) have = have || ntohs(l.address().sin_port) == port;
+    if (have) continue;
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr = sh_.boot->cluster.vip_addr;
@@ -120,6 +132,17 @@ Status Worker::open_listeners() {
     listeners_.push_back(std::move(*l));
   }
   return {};
+}
+
+std::vector<int> Worker::listener_fds() const {
+  std::vector<int> fds;
+  for (const auto& l : listeners_) fds.push_back(l.fd());
+  return fds;
+}
+
+void Worker::stop_accepting() {
+  stop_accepting_ = true;
+  wake();
 }
 
 void Worker::stop() {
@@ -133,6 +156,7 @@ void Worker::wake() {
 }
 
 void Worker::run() {
+  running_ = true;
   for (auto& [b, cc] : controls_)
     if (cc->link.state() == proto::Link::State::Idle) connect_control(*cc);
   epoll_event evs[256];
@@ -151,6 +175,10 @@ void Worker::run() {
           if (read(wake_.get(), &v, sizeof v) < 0 && errno != EAGAIN)
             spdlog::warn("wake read: {}", strerror(errno));
           if (stopping_) return;
+          if (stop_accepting_ && !listeners_.empty()) {
+            for (auto& l : listeners_) l.detach();
+            listeners_.clear();
+          }
           break;
         }
         case Item::Listener:
@@ -170,6 +198,7 @@ void Worker::run() {
       }
     }
     if (sh_.generation.load(std::memory_order_acquire) != generation_) reconcile();
+    in_progress_.store(clients_.size(), std::memory_order_relaxed);
     uint64_t now = monotonic_ns();
     if (now >= next_tick_) {
       tick(now);
@@ -204,7 +233,7 @@ void Worker::reconcile() {
     ControlConn* raw = cc.get();
     raw->link.attach(ep_.get(), static_cast<Item*>(raw));
     controls_.emplace(b, std::move(cc));
-    if (!listeners_.empty()) connect_control(*raw);  // run() connects the initial ones
+    if (running_) connect_control(*raw);  // run() connects the initial ones
   }
 }
 
@@ -376,7 +405,9 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
     }
     c.quota = true;
   }
-  c.id = (uint64_t(index_) << 48) | next_id_++;
+  constexpr uint64_t kCounterMask = (uint64_t{1} << 48) - 1;
+  if ((next_id_ & kCounterMask) == 0) ++next_id_;  // 0 is no id
+  c.id = (uint64_t(index_) << 48) | (next_id_++ & kCounterMask);
   c.be = &be;
   // Steps 1-3 (handoff/sender.hpp): FORWARD, export, HANDOFF. Out of the epoll set
   // meanwhile: the socket is in repair mode.
@@ -672,6 +703,8 @@ void Worker::on_message(ControlConn& cc, proto::Message& m) {
     for (auto& e : l->entries) snap_->router->learn_lard({e.rule, e.target, std::move(e.members)});
   } else if (auto* t = std::get_if<proto::TakenMsg>(&m)) {
     on_taken(cc, *t);
+  } else if (auto* o = std::get_if<proto::OwnedMsg>(&m)) {
+    on_owned(cc, *o);
   } else {
     spdlog::warn("[w{}] unexpected message type {} from {}", index_, int(proto::type_of(m)),
                  cc.be->id);
@@ -692,6 +725,43 @@ void Worker::on_closed(ControlConn& cc, const proto::ClosedMsg& cl) {
   mark_closed(it->second);
   if (it->second.backup) forget_later(*it->second.backup, cl.id);
   release(it);
+}
+
+// A BE lists the connections of this worker's ids it owns (after our WORKER). Those we
+// do not know were handed off by the FE process before us (docs/fe-restart.md): they
+// become ours to track, so that their CLOSED reaps the adopted flow and their moves
+// repoint it. The flow is (re)pointed at the BE that says it owns the connection: it
+// holds the cluster key, and it is the one kernel with the socket.
+void Worker::on_owned(ControlConn& cc, const proto::OwnedMsg& m) {
+  const uint64_t mac_packed = cc.be->mac.load(std::memory_order_relaxed);
+  if (!mac_packed) return;
+  const Mac mac = BackendState::unpack(mac_packed);
+  uint64_t learned = 0;
+  for (const auto& o : m.conns) {
+    if (proto::worker_of(o.id) != index_ || o.family != AF_INET) continue;
+    if (committed_.count(o.id) || pending_.count(o.id)) continue;
+    uint32_t client, local;
+    std::memcpy(&client, o.client.data(), 4);
+    std::memcpy(&local, o.local.data(), 4);
+    const auto key = datapath::make_key(client, o.client_port, local, o.local_port);
+    // An adopted flow that already points there keeps its counters; else (re)made.
+    auto v = sh_.dp->lookup(key);
+    if (!v || v->state != TCPHA_FLOW_FORWARD || v->backend != cc.be->uid ||
+        (v->flags & TCPHA_FLOW_F_BE_CLOSED))
+      if (auto s = sh_.dp->point(key, cc.be->uid, mac, sh_.fe_mac); !s) {
+        spdlog::warn("[w{}] connection {} {} owns: {}", index_, o.id, cc.be->id, s.error().message());
+        continue;
+      }
+    committed_[o.id] = Committed{key, cc.be, o.seq};
+    cc.be->active.fetch_add(1, std::memory_order_relaxed);
+    (void)sh_.client_quota.acquire(client, UINT32_MAX);  // released with the entry
+    ++learned;
+  }
+  if (learned) {
+    sh_.counters.inc(Counter::resynced, learned);
+    spdlog::info("[w{}] {} owns {} connections handed off before this FE started: tracked again",
+                 index_, cc.be->id, learned);
+  }
 }
 
 // Multi-handoff: a BE moved a connection to another BE (committed there) and asks us

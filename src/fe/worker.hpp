@@ -27,11 +27,21 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Binds the listeners; must succeed before run().
-  Status open_listeners();
+  // Binds the listeners; must succeed before run(). `given`: listening sockets handed
+  // over by the FE process before this one (--takeover), used instead of new ones for
+  // their ports; a port none of them has gets a new one.
+  Status open_listeners(std::vector<UniqueFd> given = {});
+  // Its listening sockets' descriptors (to hand over to a successor).
+  std::vector<int> listener_fds() const;
   void run();   // until stop()
   void stop();  // thread-safe
   void wake();  // thread-safe: look at the snapshot again
+  // Thread-safe: closes the listeners (another process may hold them: a stop, or a
+  // handover to a successor); what was accepted goes on.
+  void stop_accepting();
+  // Client connections accepted and not yet handed off, closed or served: what a
+  // stopping or superseded FE waits for (thread-safe, updated once per loop round).
+  size_t in_progress() const { return in_progress_.load(std::memory_order_relaxed); }
 
  private:
   struct Item {
@@ -53,6 +63,7 @@ class Worker {
   void on_ready(ControlConn& cc, uint64_t id, uint32_t status);
   void on_repoint(ControlConn& cc, const proto::RepointMsg& m);
   void on_closed(ControlConn& cc, const proto::ClosedMsg& m);
+  void on_owned(ControlConn& cc, const proto::OwnedMsg& m);
   void expire_early_closed(uint64_t now);
   // A handoff attempt failed on the BE's side: retry elsewhere once, else 503.
   void attempt_failed(ClientConn& c, bool tell_be);
@@ -121,10 +132,17 @@ class Worker {
   void count_fenced(const Committed& c);
   std::unordered_map<BackendState*, std::vector<uint64_t>> forgets_;  // FORGETs to send
   size_t orphans_ = 0;  // committed_ entries with orphaned_at set
+  // Connection ids: (worker << 48) | counter. The counter starts at the time in
+  // microseconds (mod 2^48, about 9 years), so that a restarted FE, which learns its
+  // predecessor's ids from the BEs (OWNED), never hands a new connection an id in use:
+  // no worker makes a handoff per microsecond.
   uint64_t next_id_ = 1;
+  std::atomic<bool> stop_accepting_{false};
+  std::atomic<size_t> in_progress_{0};
   char read_buf_[16384];  // on_client's reads, appended to the connection's buffer
   uint64_t next_tick_ = 0;
   bool stopping_ = false;
+  bool running_ = false;  // run() has started (worker thread only)
 };
 
 }  // namespace tcpha::fe

@@ -1,6 +1,8 @@
 // Payload encodings of the control messages (layout: control.hpp). Every field is
 // written and read explicitly with bounds checks: structs are never copied as memory,
 // so padding and host byte order never reach the wire.
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -251,6 +253,40 @@ void get(Reader& r, TakenMsg& m) {
   m.id = r.be<uint64_t>();
   m.status = r.be<uint32_t>();
 }
+void put(std::string& out, const OwnedMsg& m) {
+  const size_t n = std::min(m.conns.size(), kOwnedMax);
+  put_be(out, uint16_t(n));
+  for (size_t i = 0; i < n; ++i) {
+    const auto& c = m.conns[i];
+    put_be(out, c.id);
+    put_be(out, c.seq);
+    out.push_back(char(c.family));
+    out.append(reinterpret_cast<const char*>(c.client.data()), c.client.size());
+    out.append(reinterpret_cast<const char*>(&c.client_port), 2);
+    out.append(reinterpret_cast<const char*>(c.local.data()), c.local.size());
+    out.append(reinterpret_cast<const char*>(&c.local_port), 2);
+  }
+}
+void get(Reader& r, OwnedMsg& m) {
+  const uint16_t n = r.be<uint16_t>();
+  if (n > kOwnedMax) return r.invalid();
+  m.conns.resize(n);
+  std::string raw;
+  auto addr = [&](std::array<uint8_t, 16>& a) {
+    r.bytes(raw, a.size());
+    if (raw.size() == a.size()) std::memcpy(a.data(), raw.data(), a.size());
+  };
+  for (auto& c : m.conns) {
+    c.id = r.be<uint64_t>();
+    c.seq = r.be<uint32_t>();
+    c.family = r.be<uint8_t>();
+    addr(c.client);
+    c.client_port = r.raw<uint16_t>();
+    addr(c.local);
+    c.local_port = r.raw<uint16_t>();
+    if (c.family != AF_INET && c.family != AF_INET6) return r.invalid();
+  }
+}
 void get(Reader& r, RepointedMsg& m) {
   m.id = r.be<uint64_t>();
   m.status = r.be<uint32_t>();
@@ -326,6 +362,7 @@ constexpr TypeInfo kTypes[] = {
     {MsgType::Forget, 2 + kForgetMax * 8, decode_as<ForgetMsg>},
     {MsgType::Takeover, 1 + 255, decode_as<TakeoverMsg>},
     {MsgType::Taken, 8 + 4, decode_as<TakenMsg>},
+    {MsgType::Owned, 2 + kOwnedMax * kOwnedEntrySize, decode_as<OwnedMsg>},
 };
 static_assert(std::size(kTypes) == std::variant_size_v<Message>);
 

@@ -95,6 +95,13 @@
 //   TAKEN     u64 id | u32 status   BE -> FE: the outcome of one takeover (0: the sender
 //                             imported the connection and serves it; else why it is lost,
 //                             errno-like)
+//   OWNED     u16 count (<= kOwnedMax) | per entry: u64 id | u32 seq | u8 family |
+//             16 bytes client address | u16 client port | 16 bytes local address |
+//             u16 local port (addresses and ports raw, network order; IPv4 in the first
+//             4 bytes)   BE -> FE worker, after its WORKER: the connections with that
+//                             worker's ids this BE owns (committed here). An FE that
+//                             restarted or took over (docs/fe-restart.md) learns them
+//                             again; one that knows them ignores the list.
 // TcpState travels field by field in declaration order (kTcpStateWireSize = 60 bytes):
 // addresses and ports, already in network order in the struct, as their 4/2 raw bytes;
 // every other field big-endian.
@@ -115,7 +122,7 @@
 namespace tcpha::proto {
 
 inline constexpr char kMagic[4] = {'T', 'C', 'P', 'H'};
-inline constexpr uint8_t kVersion = 4;  // 4: REPOINT carries the moved state (failover)
+inline constexpr uint8_t kVersion = 5;  // 5: OWNED (an FE that restarted learns its connections)
 inline constexpr size_t kHeaderSize = 20;
 inline constexpr size_t kMacSize = 32;
 inline constexpr size_t kNodeIdSize = 32;
@@ -145,6 +152,7 @@ enum class MsgType : uint8_t {
   Forget = 17,     // FE -> BE: drop these backups
   Takeover = 18,   // FE -> BE: this back-end died; take its connections over
   Taken = 19,      // BE -> FE: one connection taken over, or lost
+  Owned = 20,      // BE -> FE worker: the connections of that worker this BE owns
 };
 enum class Role : uint8_t { Fe = 1, Be = 2 };
 
@@ -230,9 +238,21 @@ struct TakenMsg {
   uint64_t id = 0;
   uint32_t status = 0;  // 0 = recovered and served by the sender; else errno-like
 };
+inline constexpr size_t kOwnedMax = 1024;
+inline constexpr size_t kOwnedEntrySize = 8 + 4 + 1 + 16 + 2 + 16 + 2;
+struct OwnedMsg {
+  struct Conn {
+    uint64_t id = 0;
+    uint32_t seq = 0;  // its move number at the sender (HandoffMsg::seq)
+    uint8_t family = 0;  // AF_INET or AF_INET6
+    std::array<uint8_t, 16> client{}, local{};  // network order; IPv4: first 4 bytes
+    uint16_t client_port = 0, local_port = 0;  // network order
+  };
+  std::vector<Conn> conns;  // at most kOwnedMax: senders split larger lists
+};
 using Message = std::variant<HandoffMsg, ReadyMsg, CommitMsg, AbortMsg, ClosedMsg, HeartbeatMsg,
                              JoinMsg, LeaveMsg, WorkerMsg, RepointMsg, RepointedMsg, DrainMsg,
-                             LardMsg, BackupMsg, ForgetMsg, TakeoverMsg, TakenMsg>;
+                             LardMsg, BackupMsg, ForgetMsg, TakeoverMsg, TakenMsg, OwnedMsg>;
 
 // The FE worker that owns a connection id (ids are (worker << 48) | counter).
 constexpr uint32_t worker_of(uint64_t id) { return uint32_t(id >> 48); }

@@ -130,6 +130,18 @@ void expect_same(const Message& a, const Message& b) {
   } else if (auto* x = std::get_if<TakenMsg>(&a)) {
     EXPECT_EQ(x->id, std::get<TakenMsg>(b).id);
     EXPECT_EQ(x->status, std::get<TakenMsg>(b).status);
+  } else if (auto* x = std::get_if<OwnedMsg>(&a)) {
+    const auto& y = std::get<OwnedMsg>(b);
+    ASSERT_EQ(x->conns.size(), y.conns.size());
+    for (size_t i = 0; i < x->conns.size(); ++i) {
+      EXPECT_EQ(x->conns[i].id, y.conns[i].id);
+      EXPECT_EQ(x->conns[i].seq, y.conns[i].seq);
+      EXPECT_EQ(x->conns[i].family, y.conns[i].family);
+      EXPECT_EQ(x->conns[i].client, y.conns[i].client);
+      EXPECT_EQ(x->conns[i].local, y.conns[i].local);
+      EXPECT_EQ(x->conns[i].client_port, y.conns[i].client_port);
+      EXPECT_EQ(x->conns[i].local_port, y.conns[i].local_port);
+    }
   } else if (auto* x = std::get_if<RepointedMsg>(&a)) {
     EXPECT_EQ(x->id, std::get<RepointedMsg>(b).id);
     EXPECT_EQ(x->status, std::get<RepointedMsg>(b).status);
@@ -175,6 +187,10 @@ std::vector<Message> all_messages() {
       TakeoverMsg{"be3"},
       TakenMsg{0x0001000000000009, 0},
       TakenMsg{2, ECONNRESET},
+      OwnedMsg{},
+      OwnedMsg{{{0x0001000000000009, 3, AF_INET, {10, 0, 0, 2}, {10, 0, 0, 10}, 0x1234, 0x5000},
+                {7, 0, AF_INET6, {0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},
+                 {0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10}, 1, 0xffff}}},
   };
 }
 
@@ -772,6 +788,29 @@ TEST(ProtoCodec, ForgetOverItsLimitIsRefusedAndEncodingClamps) {
   auto m = decode_payload(MsgType::Forget, reinterpret_cast<const uint8_t*>(p.data()), p.size());
   ASSERT_TRUE(m.ok());
   EXPECT_EQ(std::get<ForgetMsg>(*m).ids.size(), kForgetMax);
+}
+
+// OWNED: at most kOwnedMax entries (the encoder clamps, senders split), each of a
+// known address family.
+TEST(ProtoCodec, OwnedOverItsLimitOrOfAnUnknownFamilyIsRefused) {
+  auto decode = [](const std::string& p) {
+    return decode_payload(MsgType::Owned, reinterpret_cast<const uint8_t*>(p.data()), p.size());
+  };
+  OwnedMsg big;
+  big.conns.resize(kOwnedMax + 2, OwnedMsg::Conn{5, 0, AF_INET, {}, {}, 1, 2});
+  std::string p = payload_of(big);
+  EXPECT_EQ(p.size(), 2 + kOwnedMax * kOwnedEntrySize);
+  auto m = decode(p);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(std::get<OwnedMsg>(*m).conns.size(), kOwnedMax);
+  std::string over = p;
+  store_be(reinterpret_cast<uint8_t*>(over.data()), uint16_t(kOwnedMax + 1));
+  over.append(kOwnedEntrySize, '\0');
+  EXPECT_FALSE(decode(over).ok());
+  std::string bad = payload_of(OwnedMsg{{{5, 0, AF_INET, {}, {}, 1, 2}}});
+  bad[2 + 8 + 4] = 7;  // family
+  EXPECT_FALSE(decode(bad).ok());
+  EXPECT_FALSE(decode(bad.substr(0, bad.size() - 1)).ok());  // truncated
 }
 
 TEST(ProtoCodec, LardOverItsLimitsOrWithoutServersIsRefused) {
