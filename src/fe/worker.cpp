@@ -115,8 +115,7 @@ Status Worker::open_listeners(std::vector<UniqueFd> given) {
   for (auto& fd : given) {
     auto l = ListenSocket::adopt(std::move(fd));
     if (!l) return Error{l.error().err, "listener handed over: " + l.error().what};
-    l->attach(ep_.get(), &listener_item_);
-    listeners_.push_back(std::move(*l));
+    listeners_.push_back(std::move(*l));  // accepting starts in start_accepting()
   }
   for (uint16_t port : sh_.boot->cluster.ports) {
     bool have = false;
@@ -128,7 +127,6 @@ Status Worker::open_listeners(std::vector<UniqueFd> given) {
     a.sin_port = htons(port);
     auto l = ListenSocket::open(a, 4096, /*reuse_port=*/true);  // one per worker and port
     if (!l) return l.error();
-    l->attach(ep_.get(), &listener_item_);
     listeners_.push_back(std::move(*l));
   }
   return {};
@@ -138,6 +136,20 @@ std::vector<int> Worker::listener_fds() const {
   std::vector<int> fds;
   for (const auto& l : listeners_) fds.push_back(l.fd());
   return fds;
+}
+
+// Accepting starts once a back-end can take a handoff (a link with its first
+// heartbeat), or after kAcceptAnywayNs: a client accepted earlier could only get a
+// 503. Meanwhile the kernel queues the connections; in an upgrade the old process
+// accepts them from the same sockets.
+void Worker::start_accepting(uint64_t now) {
+  constexpr uint64_t kAcceptAnywayNs = 1000 * kMs;
+  if (accepting_ || stop_accepting_) return;
+  bool ready = now - started_ >= kAcceptAnywayNs;
+  for (const auto& [b, cc] : controls_) ready = ready || (cc->live && cc->beat_ns != 0);
+  if (!ready) return;
+  accepting_ = true;
+  for (auto& l : listeners_) l.attach(ep_.get(), &listener_item_);
 }
 
 void Worker::stop_accepting() {
@@ -157,6 +169,7 @@ void Worker::wake() {
 
 void Worker::run() {
   running_ = true;
+  started_ = monotonic_ns();
   for (auto& [b, cc] : controls_)
     if (cc->link.state() == proto::Link::State::Idle) connect_control(*cc);
   epoll_event evs[256];
@@ -176,7 +189,8 @@ void Worker::run() {
             spdlog::warn("wake read: {}", strerror(errno));
           if (stopping_) return;
           if (stop_accepting_ && !listeners_.empty()) {
-            for (auto& l : listeners_) l.detach();
+            if (accepting_)
+              for (auto& l : listeners_) l.detach();
             listeners_.clear();
           }
           break;
@@ -200,6 +214,7 @@ void Worker::run() {
     if (sh_.generation.load(std::memory_order_acquire) != generation_) reconcile();
     in_progress_.store(clients_.size(), std::memory_order_relaxed);
     uint64_t now = monotonic_ns();
+    if (!accepting_) start_accepting(now);
     if (now >= next_tick_) {
       tick(now);
       next_tick_ = now + kTickNs;

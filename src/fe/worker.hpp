@@ -143,6 +143,9 @@ class Worker {
   uint64_t next_tick_ = 0;
   bool stopping_ = false;
   bool running_ = false;  // run() has started (worker thread only)
+  bool accepting_ = false;  // the listeners are in the epoll set (start_accepting)
+  uint64_t started_ = 0;
+  void start_accepting(uint64_t now);
 };
 
 }  // namespace tcpha::fe

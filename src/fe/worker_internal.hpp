@@ -74,8 +74,11 @@ class Worker::Load final : public sched::LoadView {
     if (b == exclude_ || b->drained.load(std::memory_order_relaxed) ||
         b->leaving.load(std::memory_order_relaxed) || b->failed_at.load(std::memory_order_relaxed))
       return false;
+    // A link takes handoffs once the BE's first heartbeat came (sent at once on link
+    // up): it is the lease's base, without which the BE refuses the HANDOFF. Matters
+    // when clients are already waiting as the links come up (an FE upgrade).
     auto it = w_.controls_.find(b);
-    return it != w_.controls_.end() && it->second->live &&
+    return it != w_.controls_.end() && it->second->live && it->second->beat_ns != 0 &&
            b->mac.load(std::memory_order_relaxed) != 0;
   }
   int64_t active(uint32_t i) const override {
