@@ -67,11 +67,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   std::string cfg_path, id, socket_path;
-  bool json = false;
+  bool json = false, takeover = false;
 
   auto* fe = app.add_subcommand("fe", "run the front-end (dispatcher)");
   fe->add_option("-c,--config", cfg_path, "cluster file")->required();
   fe->add_option("--socket", socket_path, "status socket (default /run/tcpha/<id>.sock)");
+  fe->add_flag("--takeover", takeover,
+               "upgrade: take over the listening sockets, datapath and status socket of the "
+               "front-end running on this host (docs/fe-restart.md)");
 
   auto* be = app.add_subcommand("be", "run one back-end agent");
   be->add_option("-c,--config", cfg_path, "cluster file")->required();
@@ -121,7 +124,7 @@ int main(int argc, char** argv) {
     }
     if (*fe) {
       if (socket_path.empty()) socket_path = tcpha::status::default_socket_path(cfg->frontend.id);
-      return tcpha::fe::run_frontend(*cfg, socket_path);
+      return tcpha::fe::run_frontend(*cfg, socket_path, takeover);
     }
     if (socket_path.empty()) socket_path = tcpha::status::default_socket_path(id);
     return tcpha::be::run_backend(*cfg, id, socket_path);

@@ -303,7 +303,7 @@ void read_groups(const TableReader& r, std::vector<std::string>& out) {
 void read_frontend(const TableReader& r, FrontendSection& f) {
   r.allow_only({"id", "address", "interface", "metrics", "metrics_allow", "workers",
                 "header_timeout_ms", "max_header_bytes", "handoff_timeout_ms", "max_flows",
-                "max_flows_per_client", "flow_linger_ms", "flow_idle_s", "groups", "docroot",
+                "max_flows_per_client", "flow_linger_ms", "flow_idle_s", "stop_timeout_s", "groups", "docroot",
                 "access_log"});
   f.line = r.line();
   read_id(r, Need::optional, f.id);
@@ -331,6 +331,7 @@ void read_frontend(const TableReader& r, FrontendSection& f) {
   }
   r.number("flow_linger_ms", 1, 600000, f.flow_linger_ms);
   r.number("flow_idle_s", 1, 7 * 86400, f.flow_idle_s);
+  r.number("stop_timeout_s", 0, 86400, f.stop_timeout_s);
   read_groups(r, f.groups);
   if (auto d = r.string("docroot")) {
     if (d->empty())

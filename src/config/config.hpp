@@ -56,6 +56,9 @@ struct FrontendSection {
   uint32_t max_flows_per_client = 1024;
   uint32_t flow_linger_ms = 5000;  // keep a flow this long after FIN/RST or CLOSED
   uint32_t flow_idle_s = 900;      // remove a forwarded flow idle this long
+  // SIGTERM with handed-off connections still open: keep forwarding them this long
+  // at most (new connections are refused), then remove everything (docs/fe-restart.md).
+  uint32_t stop_timeout_s = 30;
   // Local node (seed 000 4.7): the FE serves requests of these groups itself from
   // docroot, without a handoff.
   std::vector<std::string> groups;

@@ -300,7 +300,7 @@ Result<std::unique_ptr<Datapath>> Datapath::attach(const std::string& ifname,
   if (Status st = (*dp)->attach_to(ifname); !st) return st.error();
   if (!opts.pin_dir.empty())
     if (Status st = (*dp)->pin(opts.pin_dir); !st)
-      spdlog::warn("datapath: not pinned ({}); a restart adopts the attached program instead",
+      spdlog::info("datapath: not pinned ({}); a restart adopts the attached program instead",
                    st.error().message());
   return dp;
 }

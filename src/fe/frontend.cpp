@@ -2,7 +2,9 @@
 #include "common/access_log.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -13,9 +15,11 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "common/clock.hpp"
 #include "datapath/datapath.hpp"
 #include "datapath/flow_gc.hpp"
 #include "fe/membership.hpp"
+#include "fe/takeover.hpp"
 #include "fe/worker.hpp"
 #include "host/host.hpp"
 #include "metrics/endpoint.hpp"
@@ -357,6 +361,11 @@ class Frontend {
              {{"ok", sh_.counters.get(Counter::handoff_ok)},
               {"failed", sh_.counters.get(Counter::handoff_failed)}}},
             {"flows", flows},
+            {"adoption",
+             {{"source", sh_.dp->adoption().source.empty() ? "none" : sh_.dp->adoption().source},
+              {"flows", sh_.dp->adoption().flows},
+              {"refused", sh_.dp->adoption().refused}}},
+            {"pid", int64_t(getpid())},
             {kLatencies[0].json, latency_json(sh_.*kLatencies[0].hist)},
             {"handoff_breakdown_us", breakdown},
             {"failover", failover},
@@ -385,12 +394,34 @@ class Daemon {
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
 
-  // Sets everything up; 0, or the exit status to fail with (INTERFACE.md).
-  int start(const std::string& status_socket);
-  // Until SIGINT/SIGTERM; SIGHUP reloads. The signals must be blocked in every thread.
-  void run(const sigset_t& sigs);
+  // Sets everything up; 0, or the exit status to fail with (INTERFACE.md). takeover:
+  // from the FE running with the same status socket (takeover.hpp).
+  int start(const std::string& status_socket, bool takeover);
+  // Until SIGINT/SIGTERM or a successor's READY; SIGHUP reloads. The signals must be
+  // blocked in every thread.
+  enum class Outcome { Stop, HandedOver };
+  Outcome run(const sigset_t& sigs);
+  // After run(): a stop lets the handed-off connections finish (stop_timeout_s), a
+  // handover the handoffs under way; then the destructor removes what is still ours.
+  void finish(Outcome how, const sigset_t& sigs);
+  // start() failed after the datapath was adopted (a restart or a takeover): what it
+  // adopted goes on forwarding for the running FE or the next attempt, not torn down.
+  void abandon() {
+    if (!dp_ || (!taking_over_ && dp_->adoption().source.empty())) return;
+    dp_->release();
+    if (vip_) vip_->release();
+    spdlog::warn("start failed: the adopted datapath and the VIP are left running");
+  }
 
  private:
+  void serve_successor();
+  bool successor_ready();
+  size_t in_progress() const {
+    size_t n = 0;
+    for (const auto& w : workers_) n += w->in_progress();
+    return n;
+  }
+  Status start_metrics();
   // Stops the workers and joins their threads before anything they use goes away.
   struct Threads {
     explicit Threads(std::vector<std::unique_ptr<Worker>>& w) : workers(w) {
@@ -416,28 +447,63 @@ class Daemon {
   std::unique_ptr<Membership> membership_;
   std::unique_ptr<datapath::FlowGcThread> gc_;
   std::unique_ptr<Threads> threads_;
+  takeover::Listener takeover_;
+  bool taking_over_ = false;
+  UniqueFd successor_;  // a new FE process taking over, until its READY
+  UniqueFd signals_;    // signalfd
 };
 
-int Daemon::start(const std::string& status_socket) {
+int Daemon::start(const std::string& status_socket, bool takeover) {
   const auto& f = boot_.frontend;
+  // An upgrade: the running FE's listening sockets first (they keep their accept
+  // queues); its datapath is adopted below like a crashed one's.
+  takeover::Session handed;
+  if (takeover) {
+    auto s = takeover::request(takeover::socket_path(status_socket));
+    if (!s) {
+      spdlog::error("--takeover: {}", s.error().message());
+      return 2;
+    }
+    handed = std::move(*s);
+    taking_over_ = true;
+    spdlog::info("takeover: {} sockets handed over by the running front-end", handed.fds.size());
+  }
   auto fe_mac = host::interface_mac(f.interface);
   if (!fe_mac) {
     spdlog::error("interface {}: {}", f.interface, fe_mac.error().message());
     return 2;
   }
-  auto dp = datapath::Datapath::attach(f.interface, f.max_flows);
+  // A datapath a crashed, killed or upgraded FE left running keeps forwarding its
+  // connections; we adopt its flows (docs/fe-restart.md).
+  datapath::AttachOptions dopts;
+  dopts.max_flows = f.max_flows;
+  dopts.adopt = true;
+  dopts.pin_dir = datapath::default_pin_dir(f.id);
+  auto dp = datapath::Datapath::attach(f.interface, dopts);
   if (!dp) {
     spdlog::error("datapath on {}: {} (needs root, or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN, and tc clsact)",
                   f.interface, dp.error().message());
     return 2;
   }
   dp_ = std::move(*dp);
+  flows_.store(dp_->adoption().flows);  // until the flow GC's first sweep counts them
+  if (const auto& a = dp_->adoption(); !a.source.empty())
+    spdlog::info("datapath: adopted {} flows from the {} datapath a previous front-end left",
+                 a.flows, a.source);
+  else if (!a.refused.empty())
+    spdlog::warn("datapath: {}; its connections are lost", a.refused);
   auto vip = host::AddressGuard::add(f.interface, boot_.cluster.vip_addr);
   if (!vip) {
     spdlog::error("{}", vip.error().message());
     return 2;
   }
   vip_ = std::move(*vip);
+  // Left by the FE whose datapath we adopted: ours to remove on exit now.
+  if ((takeover || !dp_->adoption().source.empty()) && !vip_->added()) {
+    vip_->adopt();
+    spdlog::info("{} was left by the previous front-end: removed on exit after all",
+                 boot_.cluster.vip);
+  }
 
   sh_.boot = &boot_;
   sh_.dp = dp_.get();
@@ -451,9 +517,20 @@ int Daemon::start(const std::string& status_socket) {
   sh_.snapshot.store(*snap);
   sh_.generation.store(1);
   sh_.access_log.store(open_access_log(f.access_log));
+  // The handed-over listeners are dealt out to the workers; a worker without one for a
+  // port binds its own (SO_REUSEPORT joins the same group).
+  std::vector<std::vector<UniqueFd>> given(sh_.workers);
+  UniqueFd registration;
+  size_t dealt = 0;
+  for (auto& h : handed.fds) {
+    if (h.what.rfind("listen ", 0) == 0)
+      given[dealt++ % sh_.workers].push_back(std::move(h.fd));
+    else if (h.what == "registration")
+      registration = std::move(h.fd);
+  }
   for (uint32_t i = 0; i < sh_.workers; ++i) {
     workers_.push_back(std::make_unique<Worker>(sh_, i));
-    if (auto s = workers_.back()->open_listeners(); !s) {
+    if (auto s = workers_.back()->open_listeners(std::move(given[i])); !s) {
       spdlog::error("{}", s.error().message());
       return 2;
     }
@@ -461,25 +538,22 @@ int Daemon::start(const std::string& status_socket) {
   fe_ = std::make_unique<Frontend>(boot_, sh_, workers_);
 
   auto status = status::Server::start(
-      status_socket, [this](const std::string& cmd) { return fe_->command(cmd, flows_.load()); });
+      status_socket, [this](const std::string& cmd) { return fe_->command(cmd, flows_.load()); },
+      takeover);
   if (!status) {
     spdlog::error("status socket: {}", status.error().message());
     return 2;
   }
   status_ = std::move(*status);
-  if (!f.metrics.empty()) {
-    auto m = metrics::Endpoint::start(
-        f.metrics, [this] { return fe_->prometheus(flows_.load()); }, f.metrics_allow);
-    if (!m) {
-      spdlog::error("metrics endpoint {}: {}", f.metrics, m.error().message());
-      return 2;
-    }
-    metrics_ = std::move(*m);
+  if (Status s = start_metrics(); !s) {
+    spdlog::error("metrics endpoint {}: {}", f.metrics, s.error().message());
+    return 2;
   }
   auto membership = Membership::start(
       boot_, {[this](const proto::JoinMsg& j, in_addr peer) { return fe_->join(j, peer); },
               [this](const std::string& id) { fe_->leave(id); },
-              [this](const std::string& id) { fe_->gone(id); }});
+              [this](const std::string& id) { fe_->gone(id); }},
+      std::move(registration));
   if (!membership) {
     spdlog::error("registration listener: {}", membership.error().message());
     return 2;
@@ -499,37 +573,160 @@ int Daemon::start(const std::string& status_socket) {
       [this](const datapath::GcStats& st) { flows_.store(st.live); });
 
   threads_ = std::make_unique<Threads>(workers_);
+  // Where the next upgrade asks for our sockets (takeover.hpp).
+  auto tl = takeover::Listener::open(takeover::socket_path(status_socket));
+  if (tl)
+    takeover_ = std::move(*tl);
+  else
+    spdlog::warn("takeover socket: {}: no upgrade can take over from this process",
+                 tl.error().message());
   spdlog::info("front-end {} on {} VIP {} ports {}, {} workers, {} back-ends", f.id, f.interface,
                boot_.cluster.vip, fmt::join(boot_.cluster.ports, ","), sh_.workers,
                boot_.backends.size());
+  if (takeover) {
+    if (Status s = takeover::say_ready(handed.conn.get()); !s)
+      spdlog::warn("{}", s.error().message());  // it goes on anyway: both serve until it sees
+    spdlog::info("takeover: serving; the previous front-end finishes its handoffs and exits");
+  }
   return 0;
 }
 
-void Daemon::run(const sigset_t& sigs) {
-  for (;;) {
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    if (sig != SIGHUP) {
-      spdlog::info("signal {}: stopping", sig);
-      return;
-    }
-    fe_->reload();
+Status Daemon::start_metrics() {
+  const auto& f = boot_.frontend;
+  if (f.metrics.empty()) return {};
+  auto m = metrics::Endpoint::start(
+      f.metrics, [this] { return fe_->prometheus(flows_.load()); }, f.metrics_allow);
+  if (!m) return m.error();
+  metrics_ = std::move(*m);
+  return {};
+}
+
+// A new FE process asks for our sockets. The metrics port is not handed over: ours
+// closes so that the successor can bind it (and opens again if the successor fails).
+void Daemon::serve_successor() {
+  UniqueFd c = takeover_.accept_successor();
+  if (!c.valid()) return;
+  if (successor_.valid()) {
+    spdlog::warn("takeover: a second successor while one is starting: refused");
+    return;
   }
+  std::vector<std::pair<std::string, int>> fds;
+  for (const auto& w : workers_)
+    for (int fd : w->listener_fds()) {
+      sockaddr_in a{};
+      socklen_t len = sizeof a;
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+      fds.push_back({"listen " + std::to_string(ntohs(a.sin_port)), fd});
+    }
+  if (membership_ && membership_->listener_fd() >= 0)
+    fds.push_back({"registration", membership_->listener_fd()});
+  metrics_.reset();
+  if (Status s = takeover::send(c.get(), fds); !s) {
+    spdlog::warn("{}", s.error().message());
+    (void)start_metrics();
+    return;
+  }
+  spdlog::info("takeover: {} sockets handed to a new front-end process; waiting for it to serve",
+               fds.size());
+  successor_ = std::move(c);
+}
+
+// The successor spoke: READY, or it went away (it failed: we carry on as before).
+bool Daemon::successor_ready() {
+  const bool ready = takeover::wait_ready(successor_.get(), 0);
+  successor_.reset();
+  if (!ready) {
+    spdlog::warn("takeover: the new front-end process failed before serving; carrying on");
+    if (Status s = start_metrics(); !s) spdlog::warn("metrics endpoint: {}", s.error().message());
+  }
+  return ready;
+}
+
+Daemon::Outcome Daemon::run(const sigset_t& sigs) {
+  signals_.reset(signalfd(-1, &sigs, SFD_CLOEXEC));
+  for (;;) {
+    pollfd p[3] = {{signals_.get(), POLLIN, 0},
+                   {takeover_.fd(), POLLIN, 0},
+                   {successor_.get(), POLLIN, 0}};
+    if (poll(p, 3, -1) < 0) continue;
+    if (p[0].revents & POLLIN) {
+      signalfd_siginfo si{};
+      if (read(signals_.get(), &si, sizeof si) == sizeof si) {
+        if (si.ssi_signo != SIGHUP) {
+          spdlog::info("signal {}: stopping", si.ssi_signo);
+          return Outcome::Stop;
+        }
+        fe_->reload();
+      }
+    }
+    if (p[1].revents & POLLIN) serve_successor();
+    if (successor_.valid() && (p[2].revents & (POLLIN | POLLHUP | POLLERR)) && successor_ready())
+      return Outcome::HandedOver;
+  }
+}
+
+void Daemon::finish(Outcome how, const sigset_t&) {
+  for (auto& w : workers_) w->stop_accepting();
+  const auto& f = sh_.snapshot.load()->cfg->frontend;
+  auto second_signal = [this](int timeout_ms) {
+    pollfd p{signals_.get(), POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) <= 0) return false;
+    signalfd_siginfo si{};
+    return read(signals_.get(), &si, sizeof si) == sizeof si && si.ssi_signo != SIGHUP;
+  };
+  const uint64_t start = monotonic_ns();
+  if (how == Outcome::HandedOver) {
+    // The successor serves; everything we set up on the host is its now.
+    membership_.reset();
+    status_->release();
+    takeover_.release();
+    dp_->release();
+    vip_->release();
+    // Handoffs under way finish here (their links and repaired sockets are ours); a
+    // client still sending its request head has header_timeout_ms.
+    const uint64_t limit = (uint64_t(f.header_timeout_ms) + 2ull * f.handoff_timeout_ms + 1000) * 1'000'000;
+    while (in_progress() > 0 && monotonic_ns() - start < limit) second_signal(20);
+    spdlog::info("takeover: done ({} connections still in progress), exiting", in_progress());
+    return;
+  }
+  // A stop: handed-off connections go on being forwarded until they close, for
+  // stop_timeout_s at most; a second signal ends the wait.
+  const uint64_t limit = uint64_t(f.stop_timeout_s) * 1'000'000'000;
+  uint64_t open = dp_->count_open_flows();
+  if (open == 0 || limit == 0) return;
+  spdlog::info("stopping: {} handed-off connections still open; forwarding them for up to {} s "
+               "(a second signal stops at once)", open, f.stop_timeout_s);
+  while (open > 0 && monotonic_ns() - start < limit) {
+    if (second_signal(200)) {
+      spdlog::info("second signal: stopping now");
+      break;
+    }
+    open = dp_->count_open_flows();
+  }
+  if (open) spdlog::warn("stopping with {} handed-off connections still open: they are cut", open);
 }
 
 }  // namespace
 
-int run_frontend(const config::Config& boot, const std::string& status_socket) {
+int run_frontend(const config::Config& boot, const std::string& status_socket, bool takeover) {
   sigset_t sigs;
   sigemptyset(&sigs);
   for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&sigs, s);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);  // before any thread starts
+  Daemon::Outcome how;
   {
     Daemon d(boot);
-    if (int rc = d.start(status_socket); rc != 0) return rc;
-    d.run(sigs);
+    if (int rc = d.start(status_socket, takeover); rc != 0) {
+      d.abandon();
+      return rc;
+    }
+    how = d.run(sigs);
+    d.finish(how, sigs);
   }
-  spdlog::info("front-end stopped; VIP and datapath removed");
+  if (how == Daemon::Outcome::HandedOver)
+    spdlog::info("front-end handed over to its successor; VIP and datapath left to it");
+  else
+    spdlog::info("front-end stopped; VIP and datapath removed");
   return 0;
 }
 

@@ -27,7 +27,13 @@ struct Slot {
 
 }  // namespace
 
-Result<std::unique_ptr<Membership>> Membership::start(const config::Config& cfg, Handlers h) {
+Result<std::unique_ptr<Membership>> Membership::start(const config::Config& cfg, Handlers h,
+                                                     UniqueFd given) {
+  if (given.valid()) {
+    auto l = ListenSocket::adopt(std::move(given));
+    if (!l) return Error{l.error().err, "registration port handed over: " + l.error().what};
+    return std::unique_ptr<Membership>(new Membership(cfg, std::move(*l), std::move(h)));
+  }
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr = cfg.frontend.addr;

@@ -36,7 +36,11 @@ class Membership {
     std::function<void(const std::string& id)> leave;  // drain
     std::function<void(const std::string& id)> gone;   // the link holding id closed
   };
-  static Result<std::unique_ptr<Membership>> start(const config::Config& cfg, Handlers h);
+  // given: the registration port's listening socket handed over by the FE process
+  // before this one (--takeover); invalid: bind a new one.
+  static Result<std::unique_ptr<Membership>> start(const config::Config& cfg, Handlers h,
+                                                   UniqueFd given = {});
+  int listener_fd() const { return listener_.fd(); }
   ~Membership();
   Membership(const Membership&) = delete;
   Membership& operator=(const Membership&) = delete;

@@ -23,6 +23,11 @@ class AddressGuard {
   AddressGuard(const AddressGuard&) = delete;
   AddressGuard& operator=(const AddressGuard&) = delete;
   bool added() const { return added_; }
+  // The address was there already because a previous run of ours left it (a crashed
+  // or upgraded FE whose datapath we adopted): remove it on exit like our own.
+  void adopt() { added_ = true; }
+  // A successor owns it now (an FE upgrade): leave it on exit.
+  void release() { added_ = false; }
 
  private:
   AddressGuard(int ifindex, in_addr addr, bool added) : ifindex_(ifindex), addr_(addr), added_(added) {}

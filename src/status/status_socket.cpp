@@ -40,7 +40,8 @@ bool command_allowed(const std::string& command, uid_t peer_uid, uid_t daemon_ui
   return peer_uid == 0 || peer_uid == daemon_uid;
 }
 
-Result<std::unique_ptr<Server>> Server::start(const std::string& path, Handler handler) {
+Result<std::unique_ptr<Server>> Server::start(const std::string& path, Handler handler,
+                                              bool replace) {
   if (auto a = unix_addr(path); !a) return a.error();
   std::error_code ec;
   auto file = std::filesystem::path(path);
@@ -48,7 +49,7 @@ Result<std::unique_ptr<Server>> Server::start(const std::string& path, Handler h
   if (!dir.empty()) std::filesystem::create_directories(dir, ec);
   // A socket file nobody answers on is a leftover of a crashed daemon: the rename
   // below replaces it.
-  if (query(path, "ping").ok()) return app_error("status socket " + path + " is in use");
+  if (!replace && query(path, "ping").ok()) return app_error("status socket " + path + " is in use");
 
   // bind() creates the file with the process umask's mode; a chmod() afterwards leaves
   // a window in which anyone may connect. So: bind in a fresh 0700 directory next to
@@ -86,7 +87,7 @@ Server::~Server() {
   uint64_t one = 1;
   if (write(stop_.get(), &one, sizeof one) < 0) spdlog::warn("status: wake: {}", strerror(errno));
   thread_.join();
-  unlink(path_.c_str());
+  if (!path_.empty()) unlink(path_.c_str());
 }
 
 void Server::run() {

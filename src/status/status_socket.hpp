@@ -26,8 +26,13 @@ class Server {
  public:
   using Handler = std::function<std::string(const std::string& command)>;
   // Binds `path` (creating its directory; replacing a stale socket file) and serves.
-  static Result<std::unique_ptr<Server>> start(const std::string& path, Handler handler);
-  ~Server();  // stops the thread and unlinks the socket
+  // A socket a live daemon answers on is refused, unless `replace` (an FE upgrade: the
+  // new process takes the name over from the old one, which release()s it).
+  static Result<std::unique_ptr<Server>> start(const std::string& path, Handler handler,
+                                               bool replace = false);
+  ~Server();  // stops the thread and unlinks the socket, unless release()d
+  // The path names a successor's socket now (an FE upgrade): leave it.
+  void release() { path_.clear(); }
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 

@@ -116,7 +116,7 @@ cfg = tomllib.load(open(sys.argv[1], "rb"))
 d = sys.argv[2]
 c, fe, bes, rules = cfg["cluster"], cfg["frontend"], cfg["backend"], cfg["rule"]
 assert c == {"vip": "10.200.0.10", "ports": [80], "key_file": "cluster.key", "forward": "dr"}, c
-assert fe == {"id": "fe", "address": "10.200.0.1", "interface": "eth0"}, fe
+assert fe == {"id": "fe", "address": "10.200.0.1", "interface": "eth0", "stop_timeout_s": 2}, fe
 assert [b["id"] for b in bes] == ["be1", "be2", "be3"], bes
 for k, b in enumerate(bes, 1):
     assert b["address"] == f"10.200.0.{10 + k}" and b["groups"] == ["all"], b

@@ -62,6 +62,7 @@ TEST(Config, InterfaceExampleLoads) {
   EXPECT_TRUE(c.frontend.metrics_allow.empty());
   EXPECT_EQ(c.frontend.max_header_bytes, 16384u);
   EXPECT_EQ(c.frontend.max_flows_per_client, 1024u);
+  EXPECT_EQ(c.frontend.stop_timeout_s, 30u);
   EXPECT_EQ(c.frontend.line, 7);
 
   ASSERT_EQ(c.backends.size(), 1u);
@@ -113,6 +114,7 @@ max_flows = 1024
 max_flows_per_client = 64
 flow_linger_ms = 100
 flow_idle_s = 60
+stop_timeout_s = 0
 
 [[backend]]
 id = "app-1"
@@ -160,6 +162,7 @@ policy = "hash"
   EXPECT_EQ(c.frontend.max_flows_per_client, 64u);
   EXPECT_EQ(c.frontend.flow_linger_ms, 100u);
   EXPECT_EQ(c.frontend.flow_idle_s, 60u);
+  EXPECT_EQ(c.frontend.stop_timeout_s, 0u);
   ASSERT_EQ(c.backends.size(), 2u);
   EXPECT_EQ(c.backends[0].weight, 1000u);
   EXPECT_EQ(c.backends[0].upstream, "127.0.0.1:8080");
@@ -729,6 +732,15 @@ interface = "eth0"
 flow_idle_s = 1.5
 )",
          6, "[frontend] flow_idle_s: expected an integer, got a float"},
+        {"StopTimeoutOutOfRange",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+stop_timeout_s = 86401
+)",
+         6, "[frontend] stop_timeout_s: 86401 is out of range 0..86400"},
         {"BadFrontendMetrics",
          R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
 backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
