@@ -72,6 +72,9 @@ int main(int argc, char** argv) {
   auto* fe = app.add_subcommand("fe", "run the front-end (dispatcher)");
   fe->add_option("-c,--config", cfg_path, "cluster file")->required();
   fe->add_option("--socket", socket_path, "status socket (default /run/tcpha/<id>.sock)");
+  fe->add_option("--id", id,
+                 "run as this front-end of the file: [frontend]'s id (the default) or a "
+                 "[[standby]]'s (a hot standby)");
   fe->add_flag("--takeover", takeover,
                "upgrade: take over the listening sockets, datapath and status socket of the "
                "front-end running on this host (docs/fe-restart.md)");
@@ -123,6 +126,10 @@ int main(int argc, char** argv) {
       return kExitHost;
     }
     if (*fe) {
+      if (!id.empty() && !cfg->run_as(id)) {
+        spdlog::error("{}: no front-end '{}' ([frontend] or [[standby]])", cfg_path, id);
+        return kExitBadConfig;
+      }
       if (socket_path.empty()) socket_path = tcpha::status::default_socket_path(cfg->frontend.id);
       return tcpha::fe::run_frontend(*cfg, socket_path, takeover);
     }

@@ -547,6 +547,24 @@ void cross_check(const Config& c, const Sources& src, Diagnostics& d) {
 
 }  // namespace
 
+bool Config::run_as(const std::string& id) {
+  for (const auto& m : fe_members) {
+    if (m.id != id) continue;
+    frontend.id = m.id;
+    frontend.address = m.address;
+    frontend.addr = m.addr;
+    frontend.interface = m.interface;
+    return true;
+  }
+  return false;
+}
+
+size_t Config::self_index() const {
+  for (size_t i = 0; i < fe_members.size(); ++i)
+    if (fe_members[i].id == frontend.id) return i;
+  return 0;
+}
+
 const BackendSection* Config::find_backend(const std::string& id) const {
   for (const auto& b : backends)
     if (b.id == id) return &b;
@@ -577,7 +595,9 @@ LoadResult load(const std::string& path) {
   c.path = path;
   for (auto&& [k, v] : doc) {
     std::string_view key = k.str();
-    if (key == "cluster" || key == "frontend" || key == "backend" || key == "rule") continue;
+    if (key == "cluster" || key == "frontend" || key == "backend" || key == "rule" ||
+        key == "standby")
+      continue;
     if (v.is_table() || v.is_array_of_tables())
       d.add(line_of(v), "unknown table [" + std::string(key) + "]");
     else
@@ -605,6 +625,43 @@ LoadResult load(const std::string& path) {
   }
   if (c.backends.empty() && !doc.contains("backend"))
     d.add(1, "no [[backend]] table: at least one backend is required");
+
+  c.fe_members.push_back({c.frontend.id, c.frontend.address, c.frontend.addr,
+                          c.frontend.interface, c.frontend.line});
+  if (auto* n = top_level(doc, "standby", true, d)) {
+    for (const toml::node& t : *n->as_array()) {
+      TableReader r(*t.as_table(), "[standby]", d);
+      r.allow_only({"id", "address", "interface"});
+      FeMember m;
+      m.line = r.line();
+      read_id(r, Need::required, m.id);
+      read_address(r, "address", Need::required, m.address, m.addr);
+      if (auto i = r.string("interface", Need::required)) {
+        if (i->empty() || i->size() >= 16)
+          r.error("interface", "'" + *i + "' is not an interface name");
+        else
+          m.interface = *i;
+      }
+      for (const auto& o : c.fe_members) {
+        if (!m.id.empty() && o.id == m.id)
+          d.add(m.line, "[standby] id: '" + m.id + "' is already a front-end's (line " +
+                            std::to_string(o.line) + ")");
+        if (m.addr.s_addr != 0 && o.addr.s_addr == m.addr.s_addr)
+          d.add(m.line, "[standby] address: " + m.address + " is already a front-end's (line " +
+                            std::to_string(o.line) + ")");
+      }
+      for (const auto& b : c.backends) {
+        if (!m.id.empty() && b.id == m.id)
+          d.add(m.line, "[standby] id: '" + m.id + "' is a backend's (line " + std::to_string(b.line) + ")");
+        if (m.addr.s_addr != 0 && b.addr.s_addr == m.addr.s_addr)
+          d.add(m.line, "[standby] address: " + m.address + " is a backend's (line " +
+                            std::to_string(b.line) + ")");
+      }
+      if (m.addr.s_addr != 0 && m.addr.s_addr == c.cluster.vip_addr.s_addr)
+        d.add(m.line, "[standby] address: " + m.address + " is the VIP; use the node's own address");
+      c.fe_members.push_back(std::move(m));
+    }
+  }
 
   // With no [[rule]] at all the config is still complete: the front-end then spreads
   // requests round-robin over all backends.

@@ -67,6 +67,17 @@ struct FrontendSection {
   int line = 0;
 };
 
+// A front-end of the cluster: [frontend] and each [[standby]] (hot standbys that
+// receive the flow table and take the VIP over when the active one fails;
+// docs/fe-restart.md, "Hot standby").
+struct FeMember {
+  std::string id;
+  std::string address;
+  in_addr addr{};
+  std::string interface;
+  int line = 0;
+};
+
 struct BackendSection {
   std::string id;
   std::string address;
@@ -112,8 +123,17 @@ struct Config {
   FrontendSection frontend;
   std::vector<BackendSection> backends;
   std::vector<RuleSection> rules;
+  // Every front-end: [frontend] first (index = priority: lower wins a cold start), then
+  // the [[standby]] tables in file order. One entry when there is no standby.
+  std::vector<FeMember> fe_members;
 
   const BackendSection* find_backend(const std::string& id) const;
+  // This process runs as front-end `id` (`tcpha fe --id ID`): [frontend]'s identity
+  // (id, address, interface) becomes that member's; its other keys stay. False when
+  // no front-end has that id.
+  bool run_as(const std::string& id);
+  // This process's index in fe_members (its priority).
+  size_t self_index() const;
 };
 
 struct LoadResult {

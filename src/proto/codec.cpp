@@ -287,6 +287,57 @@ void get(Reader& r, OwnedMsg& m) {
     if (c.family != AF_INET && c.family != AF_INET6) return r.invalid();
   }
 }
+void put(std::string& out, const FeStateMsg& m) {
+  put_be(out, m.priority);
+  out.push_back(char(m.active ? 1 : 0));
+  put_be(out, m.epoch);
+}
+void get(Reader& r, FeStateMsg& m) {
+  m.priority = r.be<uint32_t>();
+  const uint8_t a = r.be<uint8_t>();
+  if (a > 1) r.invalid();
+  m.active = a == 1;
+  m.epoch = r.be<uint64_t>();
+}
+void put(std::string& out, const FlowsMsg& m) {
+  const size_t n = std::min(m.entries.size(), kFlowsMax);
+  put_be(out, m.sent_unix_ns);
+  out.push_back(char(m.full ? 1 : 0));
+  put_be(out, uint16_t(n));
+  for (size_t i = 0; i < n; ++i) {
+    const auto& e = m.entries[i];
+    out.append(reinterpret_cast<const char*>(e.key.data()), e.key.size());
+    out.push_back(char(e.gone ? 1 : 0));
+    out.push_back(char(e.state));
+    out.push_back(char(e.flags));
+    put_be(out, e.backup);
+    put_be(out, e.backend);
+    out.append(reinterpret_cast<const char*>(e.dmac.data()), e.dmac.size());
+  }
+}
+void get(Reader& r, FlowsMsg& m) {
+  m.sent_unix_ns = r.be<uint64_t>();
+  const uint8_t full = r.be<uint8_t>();
+  if (full > 1) return r.invalid();
+  m.full = full == 1;
+  const uint16_t n = r.be<uint16_t>();
+  if (n > kFlowsMax) return r.invalid();
+  m.entries.resize(n);
+  std::string raw;
+  for (auto& e : m.entries) {
+    r.bytes(raw, e.key.size());
+    if (raw.size() == e.key.size()) std::memcpy(e.key.data(), raw.data(), e.key.size());
+    const uint8_t gone = r.be<uint8_t>();
+    if (gone > 1) return r.invalid();
+    e.gone = gone == 1;
+    e.state = r.be<uint8_t>();
+    e.flags = r.be<uint8_t>();
+    e.backup = r.be<uint16_t>();
+    e.backend = r.be<uint32_t>();
+    r.bytes(raw, e.dmac.size());
+    if (raw.size() == e.dmac.size()) std::memcpy(e.dmac.data(), raw.data(), e.dmac.size());
+  }
+}
 void get(Reader& r, RepointedMsg& m) {
   m.id = r.be<uint64_t>();
   m.status = r.be<uint32_t>();
@@ -363,6 +414,8 @@ constexpr TypeInfo kTypes[] = {
     {MsgType::Takeover, 1 + 255, decode_as<TakeoverMsg>},
     {MsgType::Taken, 8 + 4, decode_as<TakenMsg>},
     {MsgType::Owned, 2 + kOwnedMax * kOwnedEntrySize, decode_as<OwnedMsg>},
+    {MsgType::FeState, 4 + 1 + 8, decode_as<FeStateMsg>},
+    {MsgType::Flows, 8 + 1 + 2 + kFlowsMax * kFlowEntrySize, decode_as<FlowsMsg>},
 };
 static_assert(std::size(kTypes) == std::variant_size_v<Message>);
 

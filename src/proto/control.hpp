@@ -102,6 +102,12 @@
 //                             worker's ids this BE owns (committed here). An FE that
 //                             restarted or took over (docs/fe-restart.md) learns them
 //                             again; one that knows them ignores the list.
+//   FESTATE   u32 priority | u8 active | u64 epoch   FE <-> FE (hot standby): the
+//             sender's role, every advert interval
+//   FLOWS     u64 sent_unix_ns | u8 full | u16 count (<= kFlowsMax) | per entry: 40
+//             bytes key | u8 gone | u8 state | u8 flags | u16 backup | u32 backend |
+//             6 bytes dmac   active FE -> standby: flow table changes (full: the first
+//             batch of a whole copy, the receiver drops what it had)
 // TcpState travels field by field in declaration order (kTcpStateWireSize = 60 bytes):
 // addresses and ports, already in network order in the struct, as their 4/2 raw bytes;
 // every other field big-endian.
@@ -153,6 +159,8 @@ enum class MsgType : uint8_t {
   Takeover = 18,   // FE -> BE: this back-end died; take its connections over
   Taken = 19,      // BE -> FE: one connection taken over, or lost
   Owned = 20,      // BE -> FE worker: the connections of that worker this BE owns
+  FeState = 21,    // FE <-> FE: role advert (hot standby)
+  Flows = 22,      // active FE -> standby: flow table changes
 };
 enum class Role : uint8_t { Fe = 1, Be = 2 };
 
@@ -250,9 +258,32 @@ struct OwnedMsg {
   };
   std::vector<Conn> conns;  // at most kOwnedMax: senders split larger lists
 };
+// Hot standby (docs/fe-restart.md): every front-end tells the others its role every
+// advert interval; the active one streams the changes of its flow table.
+struct FeStateMsg {
+  uint32_t priority = 0;  // index in Config::fe_members
+  bool active = false;
+  uint64_t epoch = 0;     // when it became active (unix ms; 0: standby)
+};
+inline constexpr size_t kFlowsMax = 1024;
+inline constexpr size_t kFlowEntrySize = 40 + 1 + 1 + 1 + 2 + 4 + 6;
+struct FlowsMsg {
+  struct Entry {
+    std::array<uint8_t, 40> key{};  // struct tcpha_flow_key, raw
+    bool gone = false;              // removed (the rest is zero)
+    uint8_t state = 0, flags = 0;
+    uint16_t backup = 0;
+    uint32_t backend = 0;
+    std::array<uint8_t, 6> dmac{};
+  };
+  uint64_t sent_unix_ns = 0;  // the sender's wall clock (transit time, same-host beds)
+  bool full = false;          // the first batch of a full copy: forget what you have
+  std::vector<Entry> entries;  // at most kFlowsMax
+};
 using Message = std::variant<HandoffMsg, ReadyMsg, CommitMsg, AbortMsg, ClosedMsg, HeartbeatMsg,
                              JoinMsg, LeaveMsg, WorkerMsg, RepointMsg, RepointedMsg, DrainMsg,
-                             LardMsg, BackupMsg, ForgetMsg, TakeoverMsg, TakenMsg, OwnedMsg>;
+                             LardMsg, BackupMsg, ForgetMsg, TakeoverMsg, TakenMsg, OwnedMsg,
+                             FeStateMsg, FlowsMsg>;
 
 // The FE worker that owns a connection id (ids are (worker << 48) | counter).
 constexpr uint32_t worker_of(uint64_t id) { return uint32_t(id >> 48); }

@@ -435,6 +435,46 @@ TEST_F(ConfigDir, UnreadableFile) {
   EXPECT_NE(r.errors[0].find("Is a directory"), std::string::npos) << r.errors[0];
 }
 
+// Hot standbys: [[standby]] tables join fe_members after [frontend] (their index is
+// their priority), and `tcpha fe --id` runs as one of them.
+TEST_F(ConfigDir, StandbysAreFrontEndsOfTheFile) {
+  auto path = write("standby.toml", R"([cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+workers = 2
+[[standby]]
+id = "fe2"
+address = "10.0.0.2"
+interface = "eth1"
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+groups = ["all"]
+)");
+  LoadResult r = load(path);
+  ASSERT_TRUE(r.config) << joined(r);
+  tcpha::config::Config c = *r.config;
+  ASSERT_EQ(c.fe_members.size(), 2u);
+  EXPECT_EQ(c.fe_members[0].id, "fe");
+  EXPECT_EQ(c.fe_members[1].id, "fe2");
+  EXPECT_EQ(c.fe_members[1].interface, "eth1");
+  EXPECT_EQ(c.fe_members[1].line, 9);
+  EXPECT_EQ(c.self_index(), 0u);
+  ASSERT_TRUE(c.run_as("fe2"));
+  EXPECT_EQ(c.frontend.id, "fe2");
+  EXPECT_EQ(c.frontend.address, "10.0.0.2");
+  EXPECT_EQ(c.frontend.interface, "eth1");
+  EXPECT_EQ(c.frontend.workers, 2u);  // [frontend]'s other keys stay
+  EXPECT_EQ(c.self_index(), 1u);
+  EXPECT_FALSE(c.run_as("be1"));
+}
+
+
 // One broken file each: exactly one error, at the given line, containing the text. The
 // sections not under test are one-line inline tables so that each file stays short and
 // the line numbers can be read off the literal.
@@ -741,6 +781,35 @@ interface = "eth0"
 stop_timeout_s = 86401
 )",
          6, "[frontend] stop_timeout_s: 86401 is out of range 0..86400"},
+        {"StandbyIdTaken",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[standby]]
+id = "be1"
+address = "10.0.0.2"
+interface = "eth0"
+)",
+         4, "[standby] id: 'be1' is a backend's"},
+        {"StandbyAddressIsTheFrontEnds",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[standby]]
+id = "fe2"
+address = "10.0.0.1"
+interface = "eth0"
+)",
+         4, "[standby] address: 10.0.0.1 is already a front-end's"},
+        {"StandbyWithoutInterface",
+         R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+frontend = { address = "10.0.0.1", interface = "eth0" }
+[[standby]]
+id = "fe2"
+address = "10.0.0.2"
+)",
+         4, "[standby] missing required key 'interface'"},
         {"BadFrontendMetrics",
          R"(cluster = { vip = "10.0.0.10", ports = [80], key_file = "cluster.key" }
 backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]

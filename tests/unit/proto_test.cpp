@@ -142,6 +142,25 @@ void expect_same(const Message& a, const Message& b) {
       EXPECT_EQ(x->conns[i].client_port, y.conns[i].client_port);
       EXPECT_EQ(x->conns[i].local_port, y.conns[i].local_port);
     }
+  } else if (auto* x = std::get_if<FeStateMsg>(&a)) {
+    const auto& y = std::get<FeStateMsg>(b);
+    EXPECT_EQ(x->priority, y.priority);
+    EXPECT_EQ(x->active, y.active);
+    EXPECT_EQ(x->epoch, y.epoch);
+  } else if (auto* x = std::get_if<FlowsMsg>(&a)) {
+    const auto& y = std::get<FlowsMsg>(b);
+    EXPECT_EQ(x->sent_unix_ns, y.sent_unix_ns);
+    EXPECT_EQ(x->full, y.full);
+    ASSERT_EQ(x->entries.size(), y.entries.size());
+    for (size_t i = 0; i < x->entries.size(); ++i) {
+      EXPECT_EQ(x->entries[i].key, y.entries[i].key);
+      EXPECT_EQ(x->entries[i].gone, y.entries[i].gone);
+      EXPECT_EQ(x->entries[i].state, y.entries[i].state);
+      EXPECT_EQ(x->entries[i].flags, y.entries[i].flags);
+      EXPECT_EQ(x->entries[i].backup, y.entries[i].backup);
+      EXPECT_EQ(x->entries[i].backend, y.entries[i].backend);
+      EXPECT_EQ(x->entries[i].dmac, y.entries[i].dmac);
+    }
   } else if (auto* x = std::get_if<RepointedMsg>(&a)) {
     EXPECT_EQ(x->id, std::get<RepointedMsg>(b).id);
     EXPECT_EQ(x->status, std::get<RepointedMsg>(b).status);
@@ -188,6 +207,12 @@ std::vector<Message> all_messages() {
       TakenMsg{0x0001000000000009, 0},
       TakenMsg{2, ECONNRESET},
       OwnedMsg{},
+      FeStateMsg{3, true, 1796041792139},
+      FeStateMsg{},
+      FlowsMsg{},
+      FlowsMsg{0x1122334455667788, true,
+               {{{1, 2, 3}, false, 2, 1, 7, 0xfffffffe, {2, 0, 0, 0, 0, 9}},
+                {{0xff}, true, 0, 0, 0, 0, {}}}},
       OwnedMsg{{{0x0001000000000009, 3, AF_INET, {10, 0, 0, 2}, {10, 0, 0, 10}, 0x1234, 0x5000},
                 {7, 0, AF_INET6, {0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},
                  {0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10}, 1, 0xffff}}},
