@@ -10,8 +10,9 @@
 #   tb_fetch f1m.bin >/dev/null        #   tb_start_be 1..3; tb_start_fe; tb_wait_ready
 #
 # Layout (one /24): FE 10.200.0.1, client 10.200.0.2, VIP 10.200.0.10 (added by the
-# daemons, not by the bed), BE k 10.200.0.(10+k). Every node's interface is eth0; its
-# peer is a port of br0 in the switch namespace.
+# daemons, not by the bed), BE k 10.200.0.(10+k), a second FE 10.200.0.3 if the test
+# adds one (tb_add_fe2). Every node's interface is eth0; its peer is a port of br0 in
+# the switch namespace.
 #
 # Cleanup runs on EXIT, INT, TERM and HUP: it stops what the bed started (TERM, then
 # KILL after 5 s), prints the daemons' logs when the run failed or TB_KEEP_LOGS=1,
@@ -355,6 +356,28 @@ tb_config() {
 
 tb_start_fe() {
   tb_spawn fe "$TB_NS_FE" "$TB_TCPHA" fe -c "$TB_DIR/cluster.toml" --socket "$TB_DIR/fe.sock" "$@"
+}
+
+# tb_add_fe2: a second front-end node on the bridge, for a hot standby (issue 14): its
+# namespace TB_NS_FE2, eth0 TB_FE2_ADDR (.3), MAC 02:00:0a:c8:00:03. Call after tb_init;
+# the cleanup deletes it like the others. The cluster file lists it only when the test
+# passes a [[standby]] table to tb_config.
+tb_add_fe2() {
+  TB_NS_FE2=tcpha$TB_ID-fe2
+  TB_FE2_ADDR=$TB_SUBNET.3
+  export TB_NS_FE2 TB_FE2_ADDR
+  tb__netns_add "$TB_NS_FE2"
+  tb__link "$TB_NS_FE2" p-fe2 "$TB_FE2_ADDR" 02:00:0a:c8:00:03
+  tb_log "second FE node $TB_FE2_ADDR in $TB_NS_FE2"
+}
+
+tb_fe2() { ip netns exec "$TB_NS_FE2" "$@"; }
+
+# tb_start_fe2 [ARGS...]: `tcpha fe --id fe2` in tb_add_fe2's namespace; status socket
+# $TB_DIR/fe2.sock (tb_status_json fe2).
+tb_start_fe2() {
+  tb_spawn fe2 "$TB_NS_FE2" "$TB_TCPHA" fe -c "$TB_DIR/cluster.toml" --id fe2 \
+    --socket "$TB_DIR/fe2.sock" "$@"
 }
 
 tb_start_be() {

@@ -224,6 +224,7 @@ class Agent {
   void drop_control(ControlConn& cc, const std::string& why);
   proto::LinkOptions control_options() const;
   bool control_source_allowed(in_addr a) const;
+  bool is_fe_address(in_addr a) const;
   bool make_room_for_control();
   void control_changed(ControlConn& cc, unsigned changes, std::vector<proto::Message>& msgs);
   void tick_controls(uint64_t now);

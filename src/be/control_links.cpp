@@ -31,11 +31,18 @@ proto::LinkOptions Agent::control_options() const {
 // configuration has standbys), and, when connections move between back-ends, the
 // other back-ends of the cluster file.
 bool Agent::control_source_allowed(in_addr a) const {
-  if (a.s_addr == cfg_.frontend.addr.s_addr) return true;
+  if (is_fe_address(a)) return true;
   if (!router_) return false;
   for (size_t i = 0; i < cfg_.backends.size(); ++i)
     if (int32_t(i) != self_index_ && cfg_.backends[i].addr.s_addr == a.s_addr) return true;
   return false;
+}
+
+// [frontend] or a [[standby]] (the active one of them dials us).
+bool Agent::is_fe_address(in_addr a) const {
+  for (const auto& m : cfg_.fe_members)
+    if (m.addr.s_addr == a.s_addr) return true;
+  return a.s_addr == cfg_.frontend.addr.s_addr;
 }
 
 // The established link of FE worker `worker` (WORKER told us which link is whose).
@@ -108,7 +115,7 @@ void Agent::control_changed(ControlConn& cc, unsigned changes, std::vector<proto
     // A link from another back-end's address must carry that back-end's id: the key
     // proves membership of the cluster, the address which member it is.
     const in_addr from = cc.link.peer().sin_addr;
-    if (from.s_addr != cfg_.frontend.addr.s_addr) {
+    if (!is_fe_address(from)) {
       for (size_t i = 0; i < cfg_.backends.size(); ++i)
         if (cfg_.backends[i].addr.s_addr == from.s_addr) cc.peer_backend = int32_t(i);
       if (cc.peer_backend < 0 || cfg_.backends[size_t(cc.peer_backend)].id != cc.link.peer_id()) {

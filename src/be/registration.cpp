@@ -45,11 +45,20 @@ void Registration::run() {
   opt.idle_ns = proto::kRegistrationIdleNs;
   opt.source = self_.addr;  // the FE ties our JOIN to the address the link comes from
   proto::Link link(std::move(opt));
-  sockaddr_in fe{};
-  fe.sin_family = AF_INET;
-  fe.sin_addr = cfg_.frontend.addr;
-  fe.sin_port = htons(cfg_.cluster.control_port);
-  link.dial(fe, monotonic_ns());
+  // With hot standbys only the active front-end listens: while no link comes up, the
+  // next front-end of the file is tried every kNextFeNs.
+  constexpr uint64_t kNextFeNs = 1'500'000'000;
+  size_t target = 0;
+  auto fe_at = [&](size_t i) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr = cfg_.fe_members.empty() ? cfg_.frontend.addr : cfg_.fe_members[i].addr;
+    a.sin_port = htons(cfg_.cluster.control_port);
+    return a;
+  };
+  sockaddr_in fe = fe_at(0);
+  uint64_t dialed_at = monotonic_ns(), up_at = 0;
+  link.dial(fe, dialed_at);
   bool left = false;
   std::vector<proto::Message> msgs;
   while (!stopping_) {
@@ -67,6 +76,14 @@ void Registration::run() {
     msgs.clear();
     if (link.fd() >= 0 && p[1].revents) r |= link.on_events(uint32_t(p[1].revents), msgs, now);
     r |= link.tick(now);  // messages from the FE are keepalives only
+    if (!link.up() && cfg_.fe_members.size() > 1 && now - std::max(dialed_at, up_at) > kNextFeNs) {
+      target = (target + 1) % cfg_.fe_members.size();
+      fe = fe_at(target);
+      link.stop("trying the next front-end");
+      link.dial(fe, now);
+      dialed_at = now;
+      continue;
+    }
     if (r & proto::Link::kWentUp) {
       left = false;
       link.send(proto::JoinMsg{self_.id, self_.addr.s_addr, self_.weight, self_.groups});
@@ -77,6 +94,7 @@ void Registration::run() {
     if (r & proto::Link::kWentDown) {
       if (linked_) spdlog::warn("registration link to the front-end lost: {}", link.reason());
       linked_ = false;
+      up_at = now;  // the next front-end is tried kNextFeNs from here
     }
   }
 }

@@ -267,6 +267,43 @@ uint64_t Datapath::count_flows() const {
   return n;
 }
 
+void Datapath::for_each_flow(
+    const std::function<void(const FlowKey&, const tcpha_flow_value&)>& f) const {
+  uint32_t batch = 4096;
+  std::vector<FlowKey> keys;
+  std::vector<tcpha_flow_value> values;
+  FlowKey cursor{};
+  bool started = false;
+  for (;;) {
+    keys.resize(batch);
+    values.resize(batch);
+    LIBBPF_OPTS(bpf_map_batch_opts, opts);
+    FlowKey next{};  // the token is a u32 for hash maps; a key's size is ample
+    __u32 count = batch;
+    int rc = bpf_map_lookup_batch(flows_fd(), started ? &cursor : nullptr, &next, keys.data(),
+                                  values.data(), &count, &opts);
+    if (rc < 0 && rc != -ENOENT) {
+      if (rc == -ENOSPC && batch < (1u << 20)) {
+        batch *= 2;
+        continue;
+      }
+      spdlog::warn("datapath: reading the flow table: {}", std::strerror(-rc));
+      return;
+    }
+    for (__u32 i = 0; i < count; ++i) f(keys[i], values[i]);
+    if (rc == -ENOENT) return;
+    cursor = next;
+    started = true;
+  }
+}
+
+Status Datapath::put(const FlowKey& key, const tcpha_flow_value& v) {
+  int rc = bpf_map_update_elem(flows_fd(), &key, &v, BPF_ANY);
+  if (rc == -E2BIG) return Error{E2BIG, "put " + key_str(key) + ": flow table full"};
+  if (rc < 0) return Error{-rc, "put " + key_str(key)};
+  return {};
+}
+
 uint64_t Datapath::count_open_flows() const {
   FlowKey k{}, next{};
   uint64_t n = 0;

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -80,6 +81,10 @@ class Datapath {
   const Adoption& adoption() const { return adoption_; }
   // Entries in the flow table (walks it).
   uint64_t count_flows() const;
+  // Every flow, read in batches (a hot standby's replication).
+  void for_each_flow(const std::function<void(const FlowKey&, const tcpha_flow_value&)>& f) const;
+  // Writes a flow as it is (a hot standby applying the active FE's table).
+  Status put(const FlowKey& key, const tcpha_flow_value& v);
   // FORWARD flows whose back-end has not reported the connection closed: the
   // connections a stopping FE still forwards for (walks the table).
   uint64_t count_open_flows() const;

@@ -19,6 +19,7 @@
 #include "datapath/datapath.hpp"
 #include "datapath/flow_gc.hpp"
 #include "fe/membership.hpp"
+#include "fe/standby.hpp"
 #include "fe/takeover.hpp"
 #include "fe/worker.hpp"
 #include "host/host.hpp"
@@ -229,6 +230,8 @@ class Frontend {
     return e.str();
   }
 
+  void set_standby(const Standby* s) { standby_ = s; }
+
   bool is_dynamic(const std::string& id) {
     std::lock_guard lk(mu_);
     return dynamic_.count(id) != 0;
@@ -350,7 +353,7 @@ class Frontend {
         failover["history"] = std::move(history);  // the last 8, oldest first
       }
     }
-    return {{"role", "fe"},
+    json out = {{"role", "fe"},
             {"id", snap->cfg->frontend.id},
             {"vip", snap->cfg->cluster.vip},
             {"workers", sh_.workers},
@@ -371,6 +374,8 @@ class Frontend {
             {"failover", failover},
             {"counters", counters},
             {"datapath", dp}};
+    if (standby_) out["standby"] = standby_->status();
+    return out;
   }
 
  private:
@@ -380,6 +385,7 @@ class Frontend {
   std::mutex mu_;
   std::shared_ptr<const config::Config> file_cfg_;
   std::map<std::string, config::BackendSection> dynamic_;
+  const Standby* standby_ = nullptr;
 };
 
 
@@ -416,6 +422,9 @@ class Daemon {
  private:
   void serve_successor();
   bool successor_ready();
+  int activate();
+  void announce_vip();
+  static constexpr uint64_t kGarpGapNs = 300'000'000;
   size_t in_progress() const {
     size_t n = 0;
     for (const auto& w : workers_) n += w->in_progress();
@@ -447,7 +456,12 @@ class Daemon {
   std::unique_ptr<Membership> membership_;
   std::unique_ptr<datapath::FlowGcThread> gc_;
   std::unique_ptr<Threads> threads_;
+  std::unique_ptr<Standby> standby_;  // with [[standby]] front-ends
+  int garp_left_ = 0;                 // gratuitous ARPs still to send after taking over
+  uint64_t next_garp_ = 0;
   takeover::Listener takeover_;
+  takeover::Session handed_;  // what --takeover received, until activate() uses it
+  std::string status_socket_;
   bool taking_over_ = false;
   UniqueFd successor_;  // a new FE process taking over, until its READY
   UniqueFd signals_;    // signalfd
@@ -455,18 +469,23 @@ class Daemon {
 
 int Daemon::start(const std::string& status_socket, bool takeover) {
   const auto& f = boot_.frontend;
+  status_socket_ = status_socket;
+  const bool standbys = boot_.fe_members.size() > 1;
+  if (takeover && standbys) {
+    spdlog::error("--takeover with [[standby]] front-ends is not supported yet (docs/fe-restart.md)");
+    return 2;
+  }
   // An upgrade: the running FE's listening sockets first (they keep their accept
   // queues); its datapath is adopted below like a crashed one's.
-  takeover::Session handed;
   if (takeover) {
     auto s = takeover::request(takeover::socket_path(status_socket));
     if (!s) {
       spdlog::error("--takeover: {}", s.error().message());
       return 2;
     }
-    handed = std::move(*s);
+    handed_ = std::move(*s);
     taking_over_ = true;
-    spdlog::info("takeover: {} sockets handed over by the running front-end", handed.fds.size());
+    spdlog::info("takeover: {} sockets handed over by the running front-end", handed_.fds.size());
   }
   auto fe_mac = host::interface_mac(f.interface);
   if (!fe_mac) {
@@ -492,18 +511,6 @@ int Daemon::start(const std::string& status_socket, bool takeover) {
                  a.flows, a.source);
   else if (!a.refused.empty())
     spdlog::warn("datapath: {}; its connections are lost", a.refused);
-  auto vip = host::AddressGuard::add(f.interface, boot_.cluster.vip_addr);
-  if (!vip) {
-    spdlog::error("{}", vip.error().message());
-    return 2;
-  }
-  vip_ = std::move(*vip);
-  // Left by the FE whose datapath we adopted: ours to remove on exit now.
-  if ((takeover || !dp_->adoption().source.empty()) && !vip_->added()) {
-    vip_->adopt();
-    spdlog::info("{} was left by the previous front-end: removed on exit after all",
-                 boot_.cluster.vip);
-  }
 
   sh_.boot = &boot_;
   sh_.dp = dp_.get();
@@ -517,12 +524,71 @@ int Daemon::start(const std::string& status_socket, bool takeover) {
   sh_.snapshot.store(*snap);
   sh_.generation.store(1);
   sh_.access_log.store(open_access_log(f.access_log));
+  fe_ = std::make_unique<Frontend>(boot_, sh_, workers_);
+
+  auto status = status::Server::start(
+      status_socket, [this](const std::string& cmd) { return fe_->command(cmd, flows_.load()); },
+      takeover);
+  if (!status) {
+    spdlog::error("status socket: {}", status.error().message());
+    return 2;
+  }
+  status_ = std::move(*status);
+
+  // Ages flows out of the datapath table (datapath/flow_gc.hpp): closed ones after
+  // the linger, idle ones, and holds a crashed handoff left behind.
+  gc_ = std::make_unique<datapath::FlowGcThread>(
+      *dp_,
+      [this] {
+        const uint64_t ms = 1'000'000;
+        const auto& cf = sh_.snapshot.load()->cfg->frontend;
+        return datapath::FlowLimits{cf.flow_linger_ms * ms, uint64_t(cf.flow_idle_s) * 1000 * ms,
+                                    (2ull * cf.handoff_timeout_ms + 1000) * ms};
+      },
+      [this](const datapath::GcStats& st) { flows_.store(st.live); });
+
+  if (!standbys) return activate();
+  // Hot standby (standby.hpp): serve only once this front-end is the active one. A
+  // standby holds no VIP (only the active one answers ARP for it): one left here by
+  // our own crash goes.
+  if (auto on = host::interface_of(boot_.cluster.vip_addr); on && *on == f.interface) {
+    auto leftover = host::AddressGuard::add(f.interface, boot_.cluster.vip_addr);
+    if (leftover) (*leftover)->adopt();  // there already: removed as it goes out of scope
+    spdlog::info("{} removed from {}: a standby holds no VIP", boot_.cluster.vip, f.interface);
+  }
+  auto sb = Standby::start(boot_, *dp_, *fe_mac);
+  if (!sb) {
+    spdlog::error("{}", sb.error().message());
+    return 2;
+  }
+  standby_ = std::move(*sb);
+  fe_->set_standby(standby_.get());
+  spdlog::info("front-end {} on {}: waiting for its role ({} front-ends in the file)", f.id,
+               f.interface, boot_.fe_members.size());
+  return 0;
+}
+
+// This front-end serves: the VIP, the listeners and workers, the registration port.
+int Daemon::activate() {
+  const auto& f = boot_.frontend;
+  auto vip = host::AddressGuard::add(f.interface, boot_.cluster.vip_addr);
+  if (!vip) {
+    spdlog::error("{}", vip.error().message());
+    return 2;
+  }
+  vip_ = std::move(*vip);
+  // Left by the FE whose datapath we adopted: ours to remove on exit now.
+  if ((taking_over_ || !dp_->adoption().source.empty()) && !vip_->added()) {
+    vip_->adopt();
+    spdlog::info("{} was left by the previous front-end: removed on exit after all",
+                 boot_.cluster.vip);
+  }
   // The handed-over listeners are dealt out to the workers; a worker without one for a
   // port binds its own (SO_REUSEPORT joins the same group).
   std::vector<std::vector<UniqueFd>> given(sh_.workers);
   UniqueFd registration;
   size_t dealt = 0;
-  for (auto& h : handed.fds) {
+  for (auto& h : handed_.fds) {
     if (h.what.rfind("listen ", 0) == 0)
       given[dealt++ % sh_.workers].push_back(std::move(h.fd));
     else if (h.what == "registration")
@@ -535,16 +601,6 @@ int Daemon::start(const std::string& status_socket, bool takeover) {
       return 2;
     }
   }
-  fe_ = std::make_unique<Frontend>(boot_, sh_, workers_);
-
-  auto status = status::Server::start(
-      status_socket, [this](const std::string& cmd) { return fe_->command(cmd, flows_.load()); },
-      takeover);
-  if (!status) {
-    spdlog::error("status socket: {}", status.error().message());
-    return 2;
-  }
-  status_ = std::move(*status);
   if (Status s = start_metrics(); !s) {
     spdlog::error("metrics endpoint {}: {}", f.metrics, s.error().message());
     return 2;
@@ -560,21 +616,9 @@ int Daemon::start(const std::string& status_socket, bool takeover) {
   }
   membership_ = std::move(*membership);
 
-  // Ages flows out of the datapath table (datapath/flow_gc.hpp): closed ones after
-  // the linger, idle ones, and holds a crashed handoff left behind.
-  gc_ = std::make_unique<datapath::FlowGcThread>(
-      *dp_,
-      [this] {
-        const uint64_t ms = 1'000'000;
-        const auto& cf = sh_.snapshot.load()->cfg->frontend;
-        return datapath::FlowLimits{cf.flow_linger_ms * ms, uint64_t(cf.flow_idle_s) * 1000 * ms,
-                                    (2ull * cf.handoff_timeout_ms + 1000) * ms};
-      },
-      [this](const datapath::GcStats& st) { flows_.store(st.live); });
-
   threads_ = std::make_unique<Threads>(workers_);
   // Where the next upgrade asks for our sockets (takeover.hpp).
-  auto tl = takeover::Listener::open(takeover::socket_path(status_socket));
+  auto tl = takeover::Listener::open(takeover::socket_path(status_socket_));
   if (tl)
     takeover_ = std::move(*tl);
   else
@@ -583,12 +627,26 @@ int Daemon::start(const std::string& status_socket, bool takeover) {
   spdlog::info("front-end {} on {} VIP {} ports {}, {} workers, {} back-ends", f.id, f.interface,
                boot_.cluster.vip, fmt::join(boot_.cluster.ports, ","), sh_.workers,
                boot_.backends.size());
-  if (takeover) {
-    if (Status s = takeover::say_ready(handed.conn.get()); !s)
+  if (standby_) {
+    standby_->activated();
+    announce_vip();
+    garp_left_ = 3;  // and again from run(): a neighbour may miss one
+    next_garp_ = monotonic_ns() + kGarpGapNs;
+  }
+  if (taking_over_) {
+    if (Status s = takeover::say_ready(handed_.conn.get()); !s)
       spdlog::warn("{}", s.error().message());  // it goes on anyway: both serve until it sees
     spdlog::info("takeover: serving; the previous front-end finishes its handoffs and exits");
+    handed_ = {};
   }
   return 0;
+}
+
+void Daemon::announce_vip() {
+  if (Status s = host::send_gratuitous_arp(boot_.frontend.interface, boot_.cluster.vip_addr,
+                                           sh_.fe_mac);
+      !s)
+    spdlog::warn("{}", s.error().message());
 }
 
 Status Daemon::start_metrics() {
@@ -645,10 +703,26 @@ bool Daemon::successor_ready() {
 Daemon::Outcome Daemon::run(const sigset_t& sigs) {
   signals_.reset(signalfd(-1, &sigs, SFD_CLOEXEC));
   for (;;) {
-    pollfd p[3] = {{signals_.get(), POLLIN, 0},
+    pollfd p[4] = {{signals_.get(), POLLIN, 0},
                    {takeover_.fd(), POLLIN, 0},
-                   {successor_.get(), POLLIN, 0}};
-    if (poll(p, 3, -1) < 0) continue;
+                   {successor_.get(), POLLIN, 0},
+                   {standby_ && !standby_->active() ? standby_->promote_fd() : -1, POLLIN, 0}};
+    const int wait_ms = garp_left_ > 0 ? 50 : -1;
+    if (poll(p, 4, wait_ms) < 0) continue;
+    if (p[3].revents & POLLIN) {
+      // The active front-end is gone (or there is none): this one serves now.
+      const uint64_t t0 = monotonic_ns();
+      if (int rc = activate(); rc != 0) {
+        spdlog::error("could not become the active front-end: stopping");
+        return Outcome::Stop;
+      }
+      spdlog::info("active front-end now ({:.1f} ms to take over)", double(monotonic_ns() - t0) / 1e6);
+    }
+    if (garp_left_ > 0 && monotonic_ns() >= next_garp_) {
+      announce_vip();
+      --garp_left_;
+      next_garp_ = monotonic_ns() + kGarpGapNs;
+    }
     if (p[0].revents & POLLIN) {
       signalfd_siginfo si{};
       if (read(signals_.get(), &si, sizeof si) == sizeof si) {
@@ -667,6 +741,9 @@ Daemon::Outcome Daemon::run(const sigset_t& sigs) {
 
 void Daemon::finish(Outcome how, const sigset_t&) {
   for (auto& w : workers_) w->stop_accepting();
+  // A standby that stops while the active one serves has no connection of its own to
+  // wait for: its table is a copy.
+  if (standby_ && !standby_->active()) return;
   const auto& f = sh_.snapshot.load()->cfg->frontend;
   auto second_signal = [this](int timeout_ms) {
     pollfd p{signals_.get(), POLLIN, 0};

@@ -1,6 +1,8 @@
 #include "host/host.hpp"
 
 #include <ifaddrs.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
@@ -164,6 +166,36 @@ std::optional<Mac> neighbour_mac(uint32_t addr_be) {
     return m;
   }
   return std::nullopt;
+}
+
+Status send_gratuitous_arp(const std::string& ifname, in_addr ip, const Mac& mac) {
+  const int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  if (ifindex == 0) return sys_error("interface " + ifname);
+  UniqueFd s(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ARP)));
+  if (!s.valid()) return sys_error("gratuitous ARP socket");
+  for (uint16_t op : {uint16_t(ARPOP_REQUEST), uint16_t(ARPOP_REPLY)}) {
+    uint8_t f[42]{};
+    std::memset(f, 0xff, 6);  // broadcast
+    std::memcpy(f + 6, mac.data(), 6);
+    f[12] = 0x08, f[13] = 0x06;                    // ARP
+    f[14] = 0, f[15] = 1;                          // Ethernet
+    f[16] = 0x08, f[17] = 0x00;                    // IPv4
+    f[18] = 6, f[19] = 4;
+    f[20] = uint8_t(op >> 8), f[21] = uint8_t(op);
+    std::memcpy(f + 22, mac.data(), 6);            // sender: the VIP at our MAC
+    std::memcpy(f + 28, &ip, 4);
+    if (op == ARPOP_REPLY) std::memset(f + 32, 0xff, 6);
+    std::memcpy(f + 38, &ip, 4);                   // target: the VIP itself
+    sockaddr_ll to{};
+    to.sll_family = AF_PACKET;
+    to.sll_protocol = htons(ETH_P_ARP);
+    to.sll_ifindex = ifindex;
+    to.sll_halen = 6;
+    std::memset(to.sll_addr, 0xff, 6);
+    if (sendto(s.get(), f, sizeof f, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0)
+      return sys_error("gratuitous ARP on " + ifname);
+  }
+  return {};
 }
 
 }  // namespace tcpha::host

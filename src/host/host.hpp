@@ -58,6 +58,10 @@ Result<std::string> interface_of(in_addr addr);
 // The MAC address of a local Ethernet interface (SIOCGIFHWADDR); loopback gives
 // 00:00:00:00:00:00. Error{ENODEV} when there is no such interface.
 Result<Mac> interface_mac(const std::string& ifname);
+// Announces that `ip` is at `mac` on ifname: a gratuitous ARP request and reply
+// (broadcast, sender = target = ip), which update the neighbours' existing entries
+// (a hot-standby FE taking the VIP over). Needs CAP_NET_RAW.
+Status send_gratuitous_arp(const std::string& ifname, in_addr ip, const Mac& mac);
 // An IPv4 neighbour's MAC from /proc/net/arp (complete entries only), nullopt if absent.
 std::optional<Mac> neighbour_mac(uint32_t addr_be);
 
