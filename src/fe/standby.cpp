@@ -260,18 +260,28 @@ void Standby::replicate(uint64_t) {
   }
 }
 
+uint64_t Standby::claim_after(bool cold, size_t self, const std::vector<size_t>& earlier_alive) {
+  // At start: time for an active one to be heard, and among front-ends starting
+  // together, for the earlier ones in the file to claim first.
+  if (cold) return kColdWaitNs + kPerPlaceNs * self;
+  // The active one went silent: the first live standby of the file claims at once,
+  // each later one a place after every live one before it (two would both answer ARP).
+  uint64_t wait = kDownNs;
+  for (size_t e : earlier_alive)
+    if (e < self) wait = std::max(wait, kDownNs + kPerPlaceNs * (self - e));
+  return wait;
+}
+
 void Standby::decide(uint64_t now) {
   if (active_.load() || promoted_.load()) return;
   // An active front-end heard lately: we stay a standby.
   if (active_heard_ && now - active_heard_ < kDownNs) return;
-  // At start, time for the others to say they are active (and, among FEs starting
-  // together, for the earlier ones in the file to claim first).
-  if (now - started_ < kColdWaitNs + kPerPlaceNs * self_) return;
-  // A front-end before us in the file that is up and a standby too claims first.
+  std::vector<size_t> earlier;  // live standbys before us in the file
   for (const auto& p : peers_)
-    if (p.up && p.index < self_ && !p.active && now - p.heard_at < kDownNs &&
-        now - started_ < kColdWaitNs + kPerPlaceNs * (self_ + 2))
-      return;
+    if (p.up && p.index < self_ && !p.active && now - p.heard_at < kDownNs)
+      earlier.push_back(p.index);
+  const bool cold = active_heard_ == 0;
+  if (now - (cold ? started_ : active_heard_) < claim_after(cold, self_, earlier)) return;
   promoted_.store(true);
   if (active_heard_)
     spdlog::warn("standby: no active front-end heard for {} ms: taking over",

@@ -60,6 +60,11 @@ class Standby {
   bool active() const { return active_.load(); }
   nlohmann::json status() const;
 
+  // How long a standby waits before it claims the active role, counted from its start
+  // (cold: no active front-end heard yet) or from the last advert of the active one;
+  // earlier_alive: the places in the file of the live standbys before it.
+  static uint64_t claim_after(bool cold, size_t self, const std::vector<size_t>& earlier_alive);
+
  private:
   struct Peer {
     size_t index;  // in cfg.fe_members
