@@ -141,6 +141,7 @@ cat >"$TB_DIR/probe.py" <<'EOF'
 import hashlib, os, socket, sys, threading, time
 vip, want_sha, go = sys.argv[1], sys.argv[2], sys.argv[3]
 req = b"GET /f1k.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+open(go + ".ready", "w").close()  # started: the test fails the FE only now
 t_wait = time.monotonic() + 30
 while not os.path.exists(go) and time.monotonic() < t_wait:
     time.sleep(0.002)
@@ -229,10 +230,16 @@ for ((i = 0; i < N_DL; i++)); do
 done
 
 echo "== the active FE's host fails: link down, SIGKILL (pid ${TB_PID[fe]})"
-rm -f "$TB_DIR/probe.go"
+rm -f "$TB_DIR/probe.go" "$TB_DIR/probe.go.ready"
 tb_spawn --log "$TB_DIR/probe.out" probe "$TB_NS_C" python3 "$TB_DIR/probe.py" "$TB_VIP" \
   "${TB_SHA[f1k.bin]}" "$TB_DIR/probe.go"
-sleep 0.3 # the prober is up and waiting for the go-file
+# The prober is up and waiting for the go-file: on a loaded machine python can take
+# over a second to start, which would count against the takeover otherwise.
+for ((t = 0; t < 200; t++)); do
+  [[ -e $TB_DIR/probe.go.ready ]] && break
+  sleep 0.05
+done
+[[ -e $TB_DIR/probe.go.ready ]] || tb_fail "the request prober did not start within 10 s"
 t_down0=$(tb__now_ms)
 ip -n "$TB_NS_FE" link set eth0 down
 t_fail=$(tb__now_ms) # the link is down from here at the latest
