@@ -446,6 +446,9 @@ class Daemon {
 
   const config::Config& boot_;
   std::unique_ptr<datapath::Datapath> dp_;
+  // With [[standby]] front-ends. Out of the set-up order: the status server's thread
+  // reads it (Frontend::status), so it must outlive status_, and it writes to dp_.
+  std::unique_ptr<Standby> standby_;
   std::unique_ptr<host::AddressGuard> vip_;
   Shared sh_;
   std::vector<std::unique_ptr<Worker>> workers_;
@@ -456,7 +459,6 @@ class Daemon {
   std::unique_ptr<Membership> membership_;
   std::unique_ptr<datapath::FlowGcThread> gc_;
   std::unique_ptr<Threads> threads_;
-  std::unique_ptr<Standby> standby_;  // with [[standby]] front-ends
   int garp_left_ = 0;                 // gratuitous ARPs still to send after taking over
   uint64_t next_garp_ = 0;
   takeover::Listener takeover_;
