@@ -45,9 +45,9 @@ gen0=$(fe_field .generation)
 reloads0=$(fe_field .counters.reloads)
 echo "generation $gen0, reloads $reloads0"
 
-echo "== a 10 MB download from be1, rate-limited to ~4 s"
+echo "== a 10 MB download from be1, rate-limited to ~8 s (it must span the reload on a loaded machine)"
 t_dl=$(tb__now_ms)
-tb_spawn --log "$TB_DIR/dl.out" dl "$TB_NS_C" curl -sS --noproxy '*' --max-time 60 --limit-rate 2500k \
+tb_spawn --log "$TB_DIR/dl.out" dl "$TB_NS_C" curl -sS --noproxy '*' --max-time 60 --limit-rate 1250k \
   -o "$TB_DIR/dl.body" -w '%{http_code} %{size_download}' "http://$TB_VIP/f10m.bin"
 tb_until 3000 eval '(($(tb_status_json be1 | jq -e .active) >= 1))' ||
   tb_fail "the download did not start on be1"
