@@ -380,6 +380,27 @@ tb_start_fe2() {
     --socket "$TB_DIR/fe2.sock" "$@"
 }
 
+# tb_downloads_ok N FILE SIZE: waits (45 s each) for the downloads dl0..dl(N-1) a test
+# spawned as `tb_spawn --log $TB_DIR/dl/I.out dlI NS curl -o $TB_DIR/dl/I.body -w
+# '%{http_code} %{size_download}' ...`, prints each one that is not FILE (SIZE bytes,
+# TB_SHA[FILE]) byte-exact with curl's status, and sets TB_DL_OK to how many are.
+tb_downloads_ok() {
+  local n=$1 file=$2 want=$3 i rc out sum size
+  TB_DL_OK=0
+  for ((i = 0; i < n; i++)); do
+    rc=0
+    tb_wait "dl$i" 45 || rc=$?
+    out=$(<"$TB_DIR/dl/$i.out")
+    sum=$(sha256sum <"$TB_DIR/dl/$i.body" 2>/dev/null) || sum=missing
+    size=$(stat -c %s "$TB_DIR/dl/$i.body" 2>/dev/null) || size=0
+    if ((rc == 0)) && [[ ${out%% *} == 200 && $size == "$want" && ${sum%% *} == "${TB_SHA[$file]}" ]]; then
+      TB_DL_OK=$((TB_DL_OK + 1))
+    else
+      echo "download $i: curl exit $rc, '$out', $size bytes, $([[ ${sum%% *} == "${TB_SHA[$file]}" ]] && echo same || echo differs)"
+    fi
+  done
+}
+
 tb_start_be() {
   local k=$1
   shift

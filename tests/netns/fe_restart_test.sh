@@ -111,19 +111,8 @@ echo "$ok_new of 5 new requests served"
 ((ok_new == 5)) || problem "$((5 - ok_new)) of 5 new requests after the restart failed"
 
 echo "== the downloads complete"
-ok=0
-for ((i = 0; i < N_DL; i++)); do
-  rc=0
-  tb_wait "dl$i" 45 || rc=$?
-  out=$(<"$TB_DIR/dl/$i.out")
-  sum=$(sha256sum <"$TB_DIR/dl/$i.body" 2>/dev/null) || sum=missing
-  size=$(stat -c %s "$TB_DIR/dl/$i.body" 2>/dev/null) || size=0
-  if ((rc == 0)) && [[ ${out%% *} == 200 && $size == 12000000 && ${sum%% *} == "${TB_SHA[f12m.bin]}" ]]; then
-    ok=$((ok + 1))
-  else
-    echo "download $i: curl exit $rc, '$out', $size bytes, $([[ ${sum%% *} == "${TB_SHA[f12m.bin]}" ]] && echo same || echo differs)"
-  fi
-done
+tb_downloads_ok "$N_DL" f12m.bin 12000000
+ok=$TB_DL_OK
 echo "$ok of $N_DL downloads byte-exact across the FE's SIGKILL and restart"
 ((ok == N_DL)) || problem "$((N_DL - ok)) of $N_DL downloads failed across the FE's restart"
 

@@ -269,19 +269,8 @@ echo "addresses in the standby's namespace: $(ip -n "$TB_NS_FE2" -o -4 addr show
 check_arp "after the failure" "$FE2_MAC"
 
 echo "== the downloads complete"
-ok=0
-for ((i = 0; i < N_DL; i++)); do
-  rc=0
-  tb_wait "dl$i" 45 || rc=$?
-  out=$(<"$TB_DIR/dl/$i.out")
-  sum=$(sha256sum <"$TB_DIR/dl/$i.body" 2>/dev/null) || sum=missing
-  size=$(stat -c %s "$TB_DIR/dl/$i.body" 2>/dev/null) || size=0
-  if ((rc == 0)) && [[ ${out%% *} == 200 && $size == 12000000 && ${sum%% *} == "${TB_SHA[f12m.bin]}" ]]; then
-    ok=$((ok + 1))
-  else
-    echo "download $i: curl exit $rc, '$out', $size bytes, $([[ ${sum%% *} == "${TB_SHA[f12m.bin]}" ]] && echo same || echo differs)"
-  fi
-done
+tb_downloads_ok "$N_DL" f12m.bin 12000000
+ok=$TB_DL_OK
 echo "$ok of $N_DL downloads byte-exact across the active FE's host failure"
 ((ok == N_DL)) || problem "$((N_DL - ok)) of $N_DL downloads failed across the failover"
 
