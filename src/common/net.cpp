@@ -20,6 +20,77 @@ std::optional<in_addr> parse_ipv4(std::string_view s) {
   return a;
 }
 
+std::optional<in6_addr> parse_ipv6(std::string_view s) {
+  if (s.size() >= INET6_ADDRSTRLEN) return std::nullopt;
+  std::string tmp(s);
+  in6_addr a{};
+  if (inet_pton(AF_INET6, tmp.c_str(), &a) != 1) return std::nullopt;
+  return a;
+}
+
+std::string ipv6_str(const in6_addr& a) {
+  char buf[INET6_ADDRSTRLEN];
+  inet_ntop(AF_INET6, &a, buf, sizeof buf);
+  return buf;
+}
+
+Endpoint Endpoint::v4(uint32_t be_addr, uint16_t be_port) {
+  Endpoint e;
+  e.family = AF_INET;
+  e.addr[0] = be_addr;
+  e.port = be_port;
+  return e;
+}
+
+Endpoint Endpoint::v6(const in6_addr& a, uint16_t be_port) {
+  Endpoint e;
+  e.family = AF_INET6;
+  std::memcpy(e.addr.data(), &a, sizeof a);
+  e.port = be_port;
+  return e;
+}
+
+std::optional<Endpoint> Endpoint::of(const sockaddr* sa, socklen_t len) {
+  if (sa->sa_family == AF_INET && len >= socklen_t(sizeof(sockaddr_in))) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+    return v4(in->sin_addr.s_addr, in->sin_port);
+  }
+  if (sa->sa_family == AF_INET6 && len >= socklen_t(sizeof(sockaddr_in6))) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    return v6(in6->sin6_addr, in6->sin6_port);
+  }
+  return std::nullopt;
+}
+
+in6_addr Endpoint::in6() const {
+  in6_addr a{};
+  std::memcpy(&a, addr.data(), sizeof a);
+  return a;
+}
+
+socklen_t Endpoint::to_sockaddr(sockaddr_storage& ss) const {
+  ss = {};
+  if (is_v6()) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    in6->sin6_family = AF_INET6;
+    in6->sin6_addr = this->in6();
+    in6->sin6_port = port;
+    return sizeof(sockaddr_in6);
+  }
+  auto* in = reinterpret_cast<sockaddr_in*>(&ss);
+  in->sin_family = AF_INET;
+  in->sin_addr.s_addr = addr[0];
+  in->sin_port = port;
+  return sizeof(sockaddr_in);
+}
+
+std::string Endpoint::addr_str() const { return is_v6() ? ipv6_str(in6()) : ipv4_str(addr[0]); }
+
+std::string Endpoint::str() const {
+  const std::string p = std::to_string(ntohs(port));
+  return is_v6() ? "[" + addr_str() + "]:" + p : addr_str() + ":" + p;
+}
+
 std::optional<Ipv4Prefix> parse_ipv4_prefix(std::string_view s) {
   size_t slash = s.find('/');
   auto a = parse_ipv4(s.substr(0, slash));

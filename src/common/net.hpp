@@ -29,6 +29,36 @@ inline sockaddr_in ipv4_endpoint(uint32_t be_addr, uint16_t be_port) {
   return a;
 }
 
+// One end of a client connection on a VIP, IPv4 or IPv6, laid out like the addresses
+// of tcpha_flow_key: network order, IPv4 in word 0 and the other words zero. Only
+// client connections are dual-stack; back-end and control addresses stay IPv4.
+struct Endpoint {
+  uint8_t family = AF_INET;  // AF_INET or AF_INET6
+  std::array<uint32_t, 4> addr{};
+  uint16_t port = 0;  // network order
+
+  static Endpoint v4(uint32_t be_addr, uint16_t be_port);
+  static Endpoint v6(const in6_addr& a, uint16_t be_port);
+  // nullopt for a family other than AF_INET/AF_INET6 or a short length.
+  static std::optional<Endpoint> of(const sockaddr* sa, socklen_t len);
+  static std::optional<Endpoint> of(const sockaddr_storage& ss, socklen_t len) {
+    return of(reinterpret_cast<const sockaddr*>(&ss), len);
+  }
+  bool is_v6() const { return family == AF_INET6; }
+  in6_addr in6() const;
+  // The socket address and its length.
+  socklen_t to_sockaddr(sockaddr_storage& ss) const;
+  std::string addr_str() const;  // "192.0.2.1" or "fd00::1"
+  std::string str() const;       // "192.0.2.1:80" or "[fd00::1]:80"
+  // 32 bits of the address for hashing (per-client quotas, client hash routing): an
+  // IPv4 address itself, an IPv6 one folded (its words xor-ed).
+  uint32_t addr32() const { return is_v6() ? addr[0] ^ addr[1] ^ addr[2] ^ addr[3] : addr[0]; }
+  bool operator==(const Endpoint&) const = default;
+};
+
+std::optional<in6_addr> parse_ipv6(std::string_view s);
+std::string ipv6_str(const in6_addr& a);
+
 // Back-ends with failover on: marks a client socket the agent is about to end itself
 // (shutdown or close: FIN or RST) with SO_MARK TCPHA_MARK_DONE, which its egress
 // guard lets through; the FIN/RST of unmarked sockets are dropped there, as those of

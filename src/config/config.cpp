@@ -104,6 +104,27 @@ bool read_address(const TableReader& r, std::string_view key, Need need, std::st
   return true;
 }
 
+// An IPv6 address a VIP can be: global or unique-local unicast (not unspecified,
+// loopback, multicast, link-local or IPv4-mapped: none can be a service address that
+// clients route to and the FE answers neighbour discovery for).
+void read_address6(const TableReader& r, std::string_view key, std::string& text,
+                   std::optional<in6_addr>& addr) {
+  auto s = r.string(key);
+  if (!s) return;
+  auto a = parse_ipv6(*s);
+  if (!a) {
+    r.error(key, "'" + *s + "' is not an IPv6 address");
+    return;
+  }
+  if (IN6_IS_ADDR_UNSPECIFIED(&*a) || IN6_IS_ADDR_LOOPBACK(&*a) || IN6_IS_ADDR_MULTICAST(&*a) ||
+      IN6_IS_ADDR_LINKLOCAL(&*a) || IN6_IS_ADDR_V4MAPPED(&*a) || IN6_IS_ADDR_V4COMPAT(&*a)) {
+    r.error(key, "'" + *s + "' is not a global or unique-local unicast IPv6 address");
+    return;
+  }
+  text = *s;
+  addr = *a;
+}
+
 void read_id(const TableReader& r, Need need, std::string& out) {
   auto s = r.string("id", need);
   if (!s) return;
@@ -248,9 +269,10 @@ void read_key(const TableReader& r, const std::string& cluster_path, const std::
 }
 
 void read_cluster(const TableReader& r, const std::string& path, ClusterSection& c) {
-  r.allow_only({"vip", "ports", "key_file", "forward", "control_port", "heartbeat_ms",
+  r.allow_only({"vip", "vip6", "ports", "key_file", "forward", "control_port", "heartbeat_ms",
                 "dead_after_ms", "keepalive_timeout_ms", "send_timeout_ms", "failover"});
   read_address(r, "vip", Need::required, c.vip, c.vip_addr);
+  read_address6(r, "vip6", c.vip6, c.vip6_addr);
   if (const toml::array* ports = r.array("ports", Need::required)) read_ports(r, *ports, c.ports);
   if (auto f = r.string("forward")) {
     // "tunnel" is planned (BEs beyond the FE's L2 segment), but until the datapath

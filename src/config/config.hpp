@@ -17,6 +17,10 @@ namespace tcpha::config {
 struct ClusterSection {
   std::string vip;                 // dotted IPv4
   in_addr vip_addr{};
+  // The IPv6 VIP served beside the IPv4 one on the same ports (docs/ipv6.md); "" and
+  // nullopt when not configured.
+  std::string vip6;
+  std::optional<in6_addr> vip6_addr;
   std::vector<uint16_t> ports;     // at least one, unique
   std::string key_file;            // resolved relative to the cluster file's directory
   std::vector<uint8_t> key;        // 32 bytes derived from the key file's contents

@@ -3,10 +3,12 @@
 
 #include <gtest/gtest.h>
 #include <sodium.h>
+#include <arpa/inet.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -206,6 +208,49 @@ docroot = "/srv"
   ASSERT_TRUE(r.errors.empty()) << joined(r);
   EXPECT_TRUE(r.config->rules.empty());
   EXPECT_EQ(r.config->backends[0].weight, 1u);
+}
+
+// [cluster] vip6: an IPv6 VIP beside the IPv4 one; optional.
+TEST_F(ConfigDir, Vip6IsParsed) {
+  auto path = write("vip6.toml", R"([cluster]
+vip = "10.0.0.10"
+vip6 = "fd00:c8::10"
+ports = [80]
+key_file = "cluster.key"
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+)");
+  LoadResult r = load(path);
+  ASSERT_TRUE(r.errors.empty()) << joined(r);
+  EXPECT_EQ(r.config->cluster.vip6, "fd00:c8::10");
+  ASSERT_TRUE(r.config->cluster.vip6_addr);
+  in6_addr want{};
+  inet_pton(AF_INET6, "fd00:c8::10", &want);
+  EXPECT_EQ(std::memcmp(&*r.config->cluster.vip6_addr, &want, sizeof want), 0);
+}
+
+TEST_F(ConfigDir, Vip6IsOptional) {
+  auto path = write("novip6.toml", R"([cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+)");
+  LoadResult r = load(path);
+  ASSERT_TRUE(r.errors.empty()) << joined(r);
+  EXPECT_TRUE(r.config->cluster.vip6.empty());
+  EXPECT_FALSE(r.config->cluster.vip6_addr);
 }
 
 // The FE, the BE and `tcpha check` refuse a cluster key others may read or replace,
@@ -544,6 +589,78 @@ key_file = "cluster.key"
 failover = "mirror"
 )",
          7, "[cluster] failover: 'mirror' is not \"ring\" or \"off\""},
+        {"Vip6NotAnAddress", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+vip6 = "fd00::10::1"
+)",
+         7, "[cluster] vip6: 'fd00::10::1' is not an IPv6 address"},
+        {"Vip6IsIpv4", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+vip6 = "10.0.0.10"
+)",
+         7, "[cluster] vip6: '10.0.0.10' is not an IPv6 address"},
+        {"Vip6Multicast", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+vip6 = "ff02::1"
+)",
+         7, "[cluster] vip6: 'ff02::1' is not a global or unique-local unicast IPv6 address"},
+        {"Vip6LinkLocal", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+vip6 = "fe80::1"
+)",
+         7, "is not a global or unique-local unicast IPv6 address"},
+        {"Vip6Loopback", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+vip6 = "::1"
+)",
+         7, "is not a global or unique-local unicast IPv6 address"},
+        {"Vip6Mapped", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+vip6 = "::ffff:10.0.0.10"
+)",
+         7, "is not a global or unique-local unicast IPv6 address"},
+        {"Vip6Unspecified", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+vip6 = "::"
+)",
+         7, "is not a global or unique-local unicast IPv6 address"},
+        {"Vip6NotAString", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+vip6 = 6
+)",
+         7, "[cluster] vip6: expected a string"},
         {"MissingVip", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
 backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
 [cluster]

@@ -85,3 +85,55 @@ TEST(Ipv4Prefix, ParsesNetworksAndMatches) {
 
 }  // namespace
 }  // namespace tcpha
+
+namespace tcpha {
+namespace {
+
+TEST(Endpoint, Ipv4AndIpv6FromSocketAddressesAndBack) {
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  inet_pton(AF_INET, "192.0.2.7", &in.sin_addr);
+  in.sin_port = htons(8080);
+  auto e = Endpoint::of(reinterpret_cast<const sockaddr*>(&in), sizeof in);
+  ASSERT_TRUE(e);
+  EXPECT_FALSE(e->is_v6());
+  EXPECT_EQ(e->addr[0], in.sin_addr.s_addr);
+  EXPECT_EQ(e->addr[1] | e->addr[2] | e->addr[3], 0u) << "IPv4 in word 0, as in the flow key";
+  EXPECT_EQ(e->str(), "192.0.2.7:8080");
+  EXPECT_EQ(e->addr32(), in.sin_addr.s_addr);
+
+  sockaddr_in6 in6{};
+  in6.sin6_family = AF_INET6;
+  inet_pton(AF_INET6, "fd00:c8::5", &in6.sin6_addr);
+  in6.sin6_port = htons(443);
+  auto e6 = Endpoint::of(reinterpret_cast<const sockaddr*>(&in6), sizeof in6);
+  ASSERT_TRUE(e6);
+  EXPECT_TRUE(e6->is_v6());
+  EXPECT_EQ(e6->str(), "[fd00:c8::5]:443");
+  EXPECT_EQ(e6->addr_str(), "fd00:c8::5");
+  sockaddr_storage ss{};
+  ASSERT_EQ(e6->to_sockaddr(ss), socklen_t(sizeof(sockaddr_in6)));
+  const auto* back = reinterpret_cast<const sockaddr_in6*>(&ss);
+  EXPECT_EQ(back->sin6_family, AF_INET6);
+  EXPECT_EQ(std::memcmp(&back->sin6_addr, &in6.sin6_addr, 16), 0);
+  EXPECT_EQ(back->sin6_port, in6.sin6_port);
+  EXPECT_EQ(Endpoint::of(ss, sizeof(sockaddr_in6)), e6);
+
+  // A short length or another family is no endpoint.
+  EXPECT_FALSE(Endpoint::of(reinterpret_cast<const sockaddr*>(&in6), sizeof(sockaddr_in)));
+  sockaddr_storage un{};
+  un.ss_family = AF_UNIX;
+  EXPECT_FALSE(Endpoint::of(un, sizeof un));
+}
+
+TEST(Ipv6, ParsesAndPrints) {
+  auto a = parse_ipv6("fd00::10");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(ipv6_str(*a), "fd00::10");
+  EXPECT_FALSE(parse_ipv6("10.0.0.1"));
+  EXPECT_FALSE(parse_ipv6("fd00::10::1"));
+  EXPECT_FALSE(parse_ipv6(std::string(100, 'f')));
+}
+
+}  // namespace
+}  // namespace tcpha
