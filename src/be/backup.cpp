@@ -139,7 +139,7 @@ void Agent::on_takeover(const proto::TakeoverMsg& m) {
       continue;
     }
     const auto& st = h.snapshot();
-    auto [it, fresh] = takeovers_.try_emplace({st.peer_addr, st.peer_port}, Takeover{std::move(h)});
+    auto [it, fresh] = takeovers_.try_emplace({st.peer_addr[0], st.peer_port}, Takeover{std::move(h)});
     if (!fresh) continue;  // the same client 4-tuple twice: keep the first
     if (auto s = failover::send_probe(probe_fd_.get(), failover::build_probe(it->second.held)); !s)
       spdlog::warn("probe: {}", s.error().message());
@@ -210,8 +210,8 @@ void Agent::take_over(failover::Held& h, Result<failover::Plan> plan) {
   if (fe) fe->link.send(proto::TakenMsg{h.id(), 0});
   PendingImport imp{UniqueFd{}, 0, (plan->state.flags & handoff::kStatePeerFin) != 0, -1, 0,
                     !plan->requests.empty()};
-  imp.local = ipv4_endpoint(plan->state.local_addr, plan->state.local_port);
-  imp.peer = ipv4_endpoint(plan->state.peer_addr, plan->state.peer_port);
+  imp.local = plan->state.local();
+  imp.peer = plan->state.peer();
   if (relays_)
     start_relay(std::move(*fd), fe ? fe->id : 0, h.id(), imp, std::move(plan->requests), plan->skip);
   else
@@ -221,8 +221,7 @@ void Agent::take_over(failover::Held& h, Result<failover::Plan> plan) {
 void Agent::takeover_lost(const failover::Held& h, int err, const std::string& why) {
   inc(Counter::takeover_lost);
   const auto& st = h.snapshot();
-  spdlog::warn("takeover of {}:{} (from {}) failed: {}", ipv4_str(st.peer_addr), ntohs(st.peer_port),
-               h.primary(), why);
+  spdlog::warn("takeover of {} (from {}) failed: {}", st.peer().str(), h.primary(), why);
   if (ControlConn* fe = fe_link(proto::worker_of(h.id())))
     fe->link.send(proto::TakenMsg{h.id(), uint32_t(err ? err : EPROTO)});
 }

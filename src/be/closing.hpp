@@ -35,6 +35,7 @@
 #include <unordered_map>
 
 #include "common/fd.hpp"
+#include "common/net.hpp"
 #include "metrics/registry.hpp"
 
 namespace tcpha::be {
@@ -57,7 +58,7 @@ struct ClosedReport {
   uint64_t control_id = 0, handoff_id = 0, sent = 0, received = 0;
   // The connection's addresses (the VIP, the client): a CLOSED no FE link could take
   // is kept and told, with them, to the next FE (Agent::send_owned).
-  sockaddr_in local{}, peer{};
+  Endpoint local{}, peer{};  // family 0: unknown
 };
 
 class Closings {

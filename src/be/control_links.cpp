@@ -155,7 +155,7 @@ void Agent::report_closed(const ClosedReport& r) {
     it->second->link.send(m);
   } else if (ControlConn* fe = fe_link(uint32_t(worker))) {
     fe->link.send(m);
-  } else if (r.handoff_id != 0 && r.local.sin_family == AF_INET) {
+  } else if (r.handoff_id != 0 && (r.local.family == AF_INET || r.local.family == AF_INET6)) {
     if (unsent_closed_.size() == kMaxUnsentClosed) unsent_closed_.pop_front();
     unsent_closed_.push_back(r);
   }
@@ -178,26 +178,27 @@ void Agent::send_owned(ControlConn& cc) {
     cc.link.send(msg);
     msg.conns.clear();
   };
-  auto add = [&](uint64_t id, uint32_t seq, const sockaddr_in& local, const sockaddr_in& peer) {
+  auto add = [&](uint64_t id, uint32_t seq, const Endpoint& local, const Endpoint& peer) {
     if (id == 0 || proto::worker_of(id) != uint32_t(cc.worker) || leased.count(id)) return;
     proto::OwnedMsg::Conn c;
     c.id = id;
     c.seq = seq;
-    c.family = AF_INET;
-    std::memcpy(c.client.data(), &peer.sin_addr, 4);
-    std::memcpy(c.local.data(), &local.sin_addr, 4);
-    c.client_port = peer.sin_port;
-    c.local_port = local.sin_port;
+    c.family = local.family;
+    std::memcpy(c.client.data(), peer.addr.data(), 16);
+    std::memcpy(c.local.data(), local.addr.data(), 16);
+    c.client_port = peer.port;
+    c.local_port = local.port;
     msg.conns.push_back(c);
     if (msg.conns.size() == proto::kOwnedMax) flush();
   };
   auto add_fd = [&](int fd, uint64_t id) {
-    sockaddr_in local{}, peer{};
+    sockaddr_storage local{}, peer{};
     socklen_t ll = sizeof local, pl = sizeof peer;
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll) < 0 || local.sin_family != AF_INET ||
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll) < 0 ||
         getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) < 0)
       return;  // gone meanwhile: its CLOSED follows
-    add(id, 0, local, peer);
+    auto l = Endpoint::of(local, ll), p = Endpoint::of(peer, pl);
+    if (l && p && l->family == p->family) add(id, 0, *l, *p);
   };
   for (const auto& [p, h] : conns_) add(h->handoff_id, h->move_seq, h->local, h->peer);
   if (relays_) relays_->for_each(add_fd);

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "be/agent_core.hpp"
 #include "common/clock.hpp"
@@ -12,7 +13,12 @@
 namespace tcpha::be {
 
 bool import_allowed(const handoff::TcpState& st, const config::Config& cfg) {
-  if (st.local_addr != cfg.cluster.vip_addr.s_addr) return false;
+  if (st.is_v6()) {
+    const auto& v6 = cfg.cluster.vip6_addr;
+    if (!v6 || std::memcmp(st.local_addr.data(), &*v6, sizeof *v6) != 0) return false;
+  } else if (st.family != AF_INET || st.local_addr[0] != cfg.cluster.vip_addr.s_addr) {
+    return false;
+  }
   return std::find(cfg.cluster.ports.begin(), cfg.cluster.ports.end(), ntohs(st.local_port)) !=
          cfg.cluster.ports.end();
 }
@@ -29,8 +35,8 @@ void Agent::on_handoff(ControlConn& cc, proto::HandoffMsg& h) {
   // ports, never another address or port of this host, whoever holds the key.
   if (!import_allowed(h.state, cfg_)) {
     inc(Counter::import_refused);
-    spdlog::warn("HANDOFF {} for {}:{} refused: not the VIP and a configured port", h.id,
-                 ipv4_str(h.state.local_addr), ntohs(h.state.local_port));
+    spdlog::warn("HANDOFF {} for {} refused: not the VIP and a configured port", h.id,
+                 h.state.local().str());
     cc.link.send(proto::ReadyMsg{h.id, uint32_t(EACCES)});
     return;
   }
@@ -46,8 +52,8 @@ void Agent::on_handoff(ControlConn& cc, proto::HandoffMsg& h) {
   if (lease_over(t0)) {
     // The sender takes it back (or already has): serving it now would make two owners.
     inc(Counter::lease_refused);
-    spdlog::warn("HANDOFF {} for {}:{} refused: its lease is over ({} ms after it began)", h.id,
-                 ipv4_str(h.state.peer_addr), ntohs(h.state.peer_port),
+    spdlog::warn("HANDOFF {} for {} refused: its lease is over ({} ms after it began)", h.id,
+                 h.state.peer().str(),
                  h.lease_base_ns && t0 > h.lease_base_ns ? (t0 - h.lease_base_ns) / kMs : 0);
     cc.link.send(proto::ReadyMsg{h.id, uint32_t(ETIMEDOUT)});
     return;
@@ -60,8 +66,7 @@ void Agent::on_handoff(ControlConn& cc, proto::HandoffMsg& h) {
   if (!fd) {
     status = uint32_t(fd.error().err ? fd.error().err : EPROTO);
     inc(Counter::import_failed);
-    spdlog::warn("import of {}:{}: {}", ipv4_str(h.state.peer_addr), ntohs(h.state.peer_port),
-                 fd.error().message());
+    spdlog::warn("import of {}: {}", h.state.peer().str(), fd.error().message());
   } else if (lease_over(monotonic_ns())) {
     status = ETIMEDOUT;  // a slow import; the socket, still in repair mode, closes silently
     inc(Counter::lease_refused);
@@ -83,8 +88,8 @@ void Agent::on_handoff(ControlConn& cc, proto::HandoffMsg& h) {
   if (live > origin && live - origin < 10'000 * kMs) takeover_latency_.record_ns(live - origin);
   PendingImport imp{std::move(*fd), end, (h.state.flags & handoff::kStatePeerFin) != 0, h.rule,
                     h.seq, !h.request.empty()};
-  imp.local = ipv4_endpoint(h.state.local_addr, h.state.local_port);
-  imp.peer = ipv4_endpoint(h.state.peer_addr, h.state.peer_port);
+  imp.local = h.state.local();
+  imp.peer = h.state.peer();
   UniqueFd client = std::move(imp.fd);
   if (relays_)
     start_relay(std::move(client), cc.id, h.id, imp, std::move(h.request));

@@ -31,6 +31,7 @@
 #include "be/agent_core.hpp"
 #include "common/access_log.hpp"
 #include "common/clock.hpp"
+#include "common/flow_key.hpp"
 #include "config/config.hpp"
 #include "host/host.hpp"
 
@@ -189,7 +190,7 @@ int Agent::route_later(HttpConn& h, const http::Request& req) {
   const uint64_t now = monotonic_ns();
   PeerLoadView load(*this, h.failed_target, now);
   // Being drained: a member of the request's group that is not this one, if any.
-  auto d = router_->route_held(req, h.peer.sin_addr.s_addr, load,
+  auto d = router_->route_held(req, h.peer.addr32(), load,
                                evacuating() ? sched::Router::kNoHolder : uint32_t(self_index_));
   // No other member usable: this one serves it, if it is in the rule's group (the
   // rule already matched: no second routing).
@@ -256,9 +257,7 @@ void Agent::start_move(HttpConn& h, uint64_t now) {
   // idle connection the last one, so that a drain there keeps it in its group.
   PeerPort port(*this, *p, h.rule, h.move_seq + 1);
   if (!h.session.buffered().empty()) port.origin_ns = h.move_wanted;  // not an idle move
-  const handoff::MovingConn mc{h.fd.get(), h.local, h.peer,
-                               datapath::make_key(h.peer.sin_addr.s_addr, h.peer.sin_port,
-                                                  h.local.sin_addr.s_addr, h.local.sin_port)};
+  const handoff::MovingConn mc{h.fd.get(), h.local, h.peer, flow_key(h.peer, h.local)};
   // 2-3: FORWARD, export, HANDOFF; the connection keeps the id the FE gave it.
   move_wait_latency_.record_ns(since(h.move_wanted, now));
   const auto o = h.move.start(port, mc, h.handoff_id, h.session.buffered());
@@ -277,7 +276,7 @@ void Agent::start_move(HttpConn& h, uint64_t now) {
 // (another member of its group, or 503 from here).
 void Agent::move_failed(HttpConn& h, const char* why) {
   inc(Counter::move_failed);
-  spdlog::warn("move of {} to {}: {}", endpoint_str(h.peer),
+  spdlog::warn("move of {} to {}: {}", h.peer.str(),
                h.move_target >= 0 ? cfg_.backends[size_t(h.move_target)].id : "?", why);
   h.failed_target = h.move_target;
   h.move_target = -1;
@@ -304,7 +303,7 @@ void Agent::move_committed(HttpConn& h, PeerLink& p, uint64_t now) {
   else
     spdlog::warn("moved connection {} to {}: no link to its FE worker to repoint the flow; "
                  "this back-end forwards its packets until they stop",
-                 endpoint_str(h.peer), cfg_.backends[p.index].id);
+                 h.peer.str(), cfg_.backends[p.index].id);
   // Our socket is still in repair mode: closing it sends nothing. No CLOSED: the
   // connection lives on at the target, which reports it.
   active_.fetch_sub(1);
@@ -402,7 +401,7 @@ void Agent::on_repointed(const proto::RepointedMsg& m) {
 // is not in it costs no syscall.
 void Agent::forget_local_flow(const handoff::TcpState& st) {
   if (!dp_) return;
-  auto key = datapath::make_key(st.peer_addr, st.peer_port, st.local_addr, st.local_port);
+  auto key = flow_key(st.peer(), st.local());
   const size_t n = std::erase_if(moved_flows_, [&](const auto& e) {
     const auto& k = e.second.key;
     return std::equal(std::begin(k.saddr), std::end(k.saddr), std::begin(key.saddr)) &&
@@ -562,7 +561,7 @@ void Agent::evacuate(uint64_t now) {
     if (idle_here(*h) && now >= h->idle_move_after) idle.push_back(p);
   for (HttpConn* h : idle) {
     PeerLoadView load(*this, -1, now);
-    const int pos = router_->pick(h->rule, h->peer.sin_addr.s_addr, load);
+    const int pos = router_->pick(h->rule, h->peer.addr32(), load);
     if (pos < 0) {
       h->idle_move_after = now + 1000 * kMs;
       continue;
@@ -684,7 +683,7 @@ void Agent::evacuate_relayed(uint64_t now) {
   for (HttpConn* h : relays_->idle_routes()) {
     if (now < h->idle_move_after || h->rule < 0) continue;
     PeerLoadView load(*this, -1, now);
-    const int pos = router_->pick(h->rule, h->peer.sin_addr.s_addr, load);
+    const int pos = router_->pick(h->rule, h->peer.addr32(), load);
     h->idle_move_after = now + 1000 * kMs;
     if (pos < 0) continue;
     const uint32_t id = router_->members(h->rule)[size_t(pos)].id;

@@ -53,19 +53,21 @@ int socket_error(int fd) {
 
 }  // namespace
 
-std::string make_proxy_v2(const sockaddr_in& client, const sockaddr_in& server) {
+std::string make_proxy_v2(const Endpoint& client, const Endpoint& server) {
   static constexpr char kSignature[12] = {'\r', '\n', '\r', '\n', '\0', '\r',
                                           '\n', 'Q',  'U',  'I',  'T',  '\n'};
+  const bool v6 = client.is_v6();
+  const size_t alen = v6 ? 16 : 4;
   std::string h(kSignature, sizeof kSignature);
-  h += char(0x21);  // version 2, command PROXY
-  h += char(0x11);  // AF_INET, SOCK_STREAM
+  h += char(0x21);             // version 2, command PROXY
+  h += char(v6 ? 0x21 : 0x11);  // AF_INET6 or AF_INET, SOCK_STREAM
   h += '\0';
-  h += char(12);  // address block length, big-endian
+  h += char(2 * alen + 4);  // address block length, big-endian: 12 or 36
   auto raw = [&h](const void* p, size_t n) { h.append(static_cast<const char*>(p), n); };
-  raw(&client.sin_addr, 4);  // addresses and ports are already in network order
-  raw(&server.sin_addr, 4);
-  raw(&client.sin_port, 2);
-  raw(&server.sin_port, 2);
+  raw(client.addr.data(), alen);  // addresses and ports are already in network order
+  raw(server.addr.data(), alen);
+  raw(&client.port, 2);
+  raw(&server.port, 2);
   return h;
 }
 
@@ -73,7 +75,7 @@ std::string make_proxy_v2(const sockaddr_in& client, const sockaddr_in& server) 
 // Request direction: client -> to_upstream -> upstream, through user space.
 struct Relays::Conn {
   uint64_t id = 0, control_id = 0, handoff_id = 0;
-  sockaddr_in local{}, peer{};  // the client socket's (from the imported state)
+  Endpoint local{}, peer{};  // the client socket's (from the imported state)
   UniqueFd client, upstream, pipe_r, pipe_w;
   size_t pipe_cap = 0;
   size_t in_pipe = 0;                     // response bytes spliced in, not yet out to the client
@@ -195,7 +197,7 @@ Status Relays::open_pipe(Conn& c) {
   return {};
 }
 
-void Relays::start(UniqueFd client, const sockaddr_in& local, const sockaddr_in& peer,
+void Relays::start(UniqueFd client, const Endpoint& local, const Endpoint& peer,
                    uint64_t control_id, uint64_t handoff_id, bool peer_fin, uint64_t now_ns,
                    HttpConn* route, std::string bytes, uint64_t skip) {
   inc(Counter::relayed);
@@ -239,8 +241,8 @@ void Relays::start(UniqueFd client, const sockaddr_in& local, const sockaddr_in&
   pump(*c, now_ns);
 }
 
-void Relays::adopt(HttpConn& route, UniqueFd client, const sockaddr_in& local,
-                   const sockaddr_in& peer, std::string bytes, bool peer_fin, uint64_t control_id,
+void Relays::adopt(HttpConn& route, UniqueFd client, const Endpoint& local,
+                   const Endpoint& peer, std::string bytes, bool peer_fin, uint64_t control_id,
                    uint64_t handoff_id, uint64_t now_ns) {
   inc(Counter::taken_back);
   // Called from the agent's move machinery, maybe from inside pump(): the connection
@@ -252,7 +254,7 @@ void Relays::adopt(HttpConn& route, UniqueFd client, const sockaddr_in& local,
 
 // Sets up a relayed connection: socket options, the PROXY header, the pipe, the
 // upstream connection (under way). Null when that failed (the connection has ended).
-Relays::Conn* Relays::admit(UniqueFd client, const sockaddr_in& local, const sockaddr_in& peer,
+Relays::Conn* Relays::admit(UniqueFd client, const Endpoint& local, const Endpoint& peer,
                             uint64_t control_id, uint64_t handoff_id, bool peer_fin,
                             uint64_t now_ns, HttpConn* route, std::string bytes) {
   auto owned = std::make_unique<Conn>();
@@ -281,7 +283,7 @@ Relays::Conn* Relays::admit(UniqueFd client, const sockaddr_in& local, const soc
   // wherever the connection was accepted or moved from, and the VIP.
   if (opts_.proxy_protocol == 2) c.to_upstream = make_proxy_v2(peer, local);
   if (opts_.x_forwarded_for) {
-    c.client_addr = ipv4_str(peer.sin_addr);
+    c.client_addr = peer.addr_str();  // an IPv6 one bare, as nginx's $remote_addr
     // Route mode frames the requests itself and adds the line as it passes heads on.
     if (!c.route) c.xff.emplace(c.client_addr, opts_.limits);
   }

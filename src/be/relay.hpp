@@ -33,7 +33,7 @@ namespace tcpha::be {
 // over IPv4 connection from `client` to `server` (the VIP): 12-byte signature, 0x21
 // (v2, PROXY), 0x11 (AF_INET, STREAM), length 12, then source address, destination
 // address, source port, destination port, all in network order. 28 bytes.
-std::string make_proxy_v2(const sockaddr_in& client, const sockaddr_in& server);
+std::string make_proxy_v2(const Endpoint& client, const Endpoint& server);
 
 struct HttpConn;  // be/agent_core.hpp: a connection's routing state (multi-handoff)
 
@@ -128,14 +128,14 @@ class Relays {
   // many bytes of the responses to `bytes` (which hold only GET and HEAD requests:
   // resume::check_held); they are learned from the upstream and skipped, the response
   // in progress resumed (Range), and the connection reset rather than sent wrong bytes.
-  void start(UniqueFd client, const sockaddr_in& local, const sockaddr_in& peer,
+  void start(UniqueFd client, const Endpoint& local, const Endpoint& peer,
              uint64_t control_id, uint64_t handoff_id, bool peer_fin, uint64_t now_ns,
              HttpConn* route = nullptr, std::string bytes = {}, uint64_t skip = 0);
   void set_routing(RelayRouting r) { routing_ = std::move(r); }
   bool routing() const { return bool(routing_.route); }
   // A move failed (RelayRouting::move): the connection is relayed here again, over a
   // new upstream connection (with the PROXY header again); `bytes` are routed again.
-  void adopt(HttpConn& route, UniqueFd client, const sockaddr_in& local, const sockaddr_in& peer,
+  void adopt(HttpConn& route, UniqueFd client, const Endpoint& local, const Endpoint& peer,
              std::string bytes, bool peer_fin, uint64_t control_id, uint64_t handoff_id,
              uint64_t now_ns);
   // Route mode, for drain: the routing states of the connections with nothing under
@@ -176,7 +176,7 @@ class Relays {
   void inc(Counter c, uint64_t n = 1) {
     counters_[size_t(c)].fetch_add(n, std::memory_order_relaxed);
   }
-  Conn* admit(UniqueFd client, const sockaddr_in& local, const sockaddr_in& peer,
+  Conn* admit(UniqueFd client, const Endpoint& local, const Endpoint& peer,
               uint64_t control_id, uint64_t handoff_id, bool peer_fin, uint64_t now_ns,
               HttpConn* route, std::string bytes);
   void again(Conn& c);

@@ -28,7 +28,7 @@ void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
     // (0: the FE handed it here; n: it came by its n-th move between back-ends).
     HttpConn* conn = h.get();
     h->session.set_on_answer([this, conn](const http::Request& req, int status, uint64_t bytes) {
-      access_log_->info("{} \"{} {} HTTP/1.{}\" {} {} backend={} move={}", endpoint_str(conn->peer),
+      access_log_->info("{} \"{} {} HTTP/1.{}\" {} {} backend={} move={}", conn->peer.str(),
                         req.method, req.target, req.version_minor, status, bytes, self_.id,
                         conn->move_seq);
     });

@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "common/fd.hpp"
+#include "common/net.hpp"
 #include "common/result.hpp"
 
 namespace tcpha {
@@ -26,8 +27,11 @@ class ListenSocket {
 
   // socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind + listen, nonblocking, close-on-exec.
   static Result<ListenSocket> open(const sockaddr_in& addr, int backlog, bool reuse_port = false);
+  // The same for either family; an IPv6 socket is IPV6_V6ONLY (the IPv4 VIP has its
+  // own listener, and an IPv4-mapped client would be keyed wrongly).
+  static Result<ListenSocket> open(const Endpoint& addr, int backlog, bool reuse_port = false);
   // A listening socket handed over by another process (an FE upgrade): its address is
-  // read back with getsockname. EINVAL when fd is not a listening TCP/IPv4 socket.
+  // read back with getsockname. EINVAL when fd is not a listening TCP/IPv4 or IPv6 socket.
   static Result<ListenSocket> adopt(UniqueFd fd);
   ListenSocket() = default;  // none yet: fd() < 0, accept() takes nothing
   explicit ListenSocket(UniqueFd fd) : fd_(std::move(fd)) {}
@@ -41,6 +45,7 @@ class ListenSocket {
   // nothing is pending, on an error that concerns only that connection, or when the
   // process or system ran out of descriptors or memory: then the listener is paused.
   UniqueFd accept(sockaddr_in* peer, uint64_t now);
+  UniqueFd accept(Endpoint* peer, uint64_t now);  // either family
 
   // Leaves the epoll set. Needed before closing a socket another process also holds
   // (an FE upgrade): epoll forgets a socket only when every descriptor of it is closed.
@@ -54,13 +59,18 @@ class ListenSocket {
   int fd() const { return fd_.get(); }
   // The address open() bound: the local address of every connection accepted when it
   // is a specific one (not INADDR_ANY), without a getsockname() per connection.
+  // An IPv4 listener's; zero for an IPv6 one (see endpoint()).
   const sockaddr_in& address() const { return addr_; }
+  const Endpoint& endpoint() const { return endpoint_; }  // either family
 
  private:
   void arm(bool on);
 
   UniqueFd fd_;
+  UniqueFd accept_raw(sockaddr_storage& sa, socklen_t& len, uint64_t now);
+
   sockaddr_in addr_{};
+  Endpoint endpoint_{};
   int epfd_ = -1;
   void* tag_ = nullptr;
   uint64_t paused_until_ = 0;

@@ -260,8 +260,9 @@ Result<Plan> plan_takeover(const Held& h, const Segment& answer, uint64_t now_ns
 
 bool is_answer(const Held& h, const Segment& s) {
   const handoff::TcpState& st = h.snapshot();
-  return s.client_addr == st.peer_addr && s.client_port == st.peer_port &&
-         s.vip_addr == st.local_addr && s.vip_port == st.local_port && s.payload.empty() &&
+  // Copies and answers are IPv4 only (parse_frame): an IPv6 connection never matches.
+  return !st.is_v6() && s.client_addr == st.peer_addr[0] && s.client_port == st.peer_port &&
+         s.vip_addr == st.local_addr[0] && s.vip_port == st.local_port && s.payload.empty() &&
          !s.syn && !s.fin && (s.has_ack || s.rst);
 }
 
@@ -276,8 +277,8 @@ std::string build_probe(const Held& h) {
   store16(ip + 6, 0x4000);  // DF
   ip[8] = 64;
   ip[9] = 6;
-  std::memcpy(ip + 12, &st.local_addr, 4);
-  std::memcpy(ip + 16, &st.peer_addr, 4);
+  std::memcpy(ip + 12, &st.local_addr[0], 4);
+  std::memcpy(ip + 16, &st.peer_addr[0], 4);
   store16(ip + 10, fold(sum16(ip, kIp)));
 
   uint8_t* tcp = ip + kIp;
@@ -303,7 +304,8 @@ std::string build_probe(const Held& h) {
 // ---- Store ----
 
 Store::Tuple Store::tuple_of(const handoff::TcpState& st) {
-  return Tuple{st.peer_addr, st.local_addr, st.peer_port, st.local_port};
+  // IPv4 only: the BE keeps no backup of an IPv6 connection (Agent::on_backup).
+  return Tuple{st.peer_addr[0], st.local_addr[0], st.peer_port, st.local_port};
 }
 Store::Tuple Store::tuple_of(const Segment& s) {
   return Tuple{s.client_addr, s.vip_addr, s.client_port, s.vip_port};

@@ -107,6 +107,7 @@ Result<std::shared_ptr<const Snapshot>> make_snapshot(Shared& sh,
 // What a reload may not change: these are bound into sockets, addresses and BPF.
 std::string restart_only_change(const config::Config& a, const config::Config& b) {
   if (a.cluster.vip != b.cluster.vip) return "[cluster] vip";
+  if (a.cluster.vip6 != b.cluster.vip6) return "[cluster] vip6";
   if (a.cluster.ports != b.cluster.ports) return "[cluster] ports";
   if (a.cluster.control_port != b.cluster.control_port) return "[cluster] control_port";
   if (a.cluster.key != b.cluster.key) return "[cluster] key_file contents";
@@ -356,6 +357,7 @@ class Frontend {
     json out = {{"role", "fe"},
             {"id", snap->cfg->frontend.id},
             {"vip", snap->cfg->cluster.vip},
+            {"vip6", snap->cfg->cluster.vip6},
             {"workers", sh_.workers},
             {"generation", snap->generation},
             {"backends", bes},
@@ -416,6 +418,7 @@ class Daemon {
     if (!dp_ || (!taking_over_ && dp_->adoption().source.empty())) return;
     dp_->release();
     if (vip_) vip_->release();
+    if (vip6_) vip6_->release();
     spdlog::warn("start failed: the adopted datapath and the VIP are left running");
   }
 
@@ -450,6 +453,7 @@ class Daemon {
   // reads it (Frontend::status), so it must outlive status_, and it writes to dp_.
   std::unique_ptr<Standby> standby_;
   std::unique_ptr<host::AddressGuard> vip_;
+  std::unique_ptr<host::AddressGuard> vip6_;  // [cluster] vip6, when set
   Shared sh_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<Frontend> fe_;
@@ -558,6 +562,12 @@ int Daemon::start(const std::string& status_socket, bool takeover) {
     if (leftover) (*leftover)->adopt();  // there already: removed as it goes out of scope
     spdlog::info("{} removed from {}: a standby holds no VIP", boot_.cluster.vip, f.interface);
   }
+  if (const auto& v6 = boot_.cluster.vip6_addr)
+    if (auto on = host::interface_of(*v6); on && *on == f.interface) {
+      auto leftover = host::AddressGuard::add(f.interface, *v6);
+      if (leftover) (*leftover)->adopt();
+      spdlog::info("{} removed from {}: a standby holds no VIP", boot_.cluster.vip6, f.interface);
+    }
   auto sb = Standby::start(boot_, *dp_, *fe_mac);
   if (!sb) {
     spdlog::error("{}", sb.error().message());
@@ -584,6 +594,17 @@ int Daemon::activate() {
     vip_->adopt();
     spdlog::info("{} was left by the previous front-end: removed on exit after all",
                  boot_.cluster.vip);
+  }
+  // The IPv6 VIP beside it (docs/ipv6.md): added without duplicate address detection,
+  // so that the kernel answers neighbour solicitations for it on this interface at once.
+  if (const auto& v6 = boot_.cluster.vip6_addr) {
+    auto g = host::AddressGuard::add(f.interface, *v6);
+    if (!g) {
+      spdlog::error("{}", g.error().message());
+      return 2;
+    }
+    vip6_ = std::move(*g);
+    if ((taking_over_ || !dp_->adoption().source.empty()) && !vip6_->added()) vip6_->adopt();
   }
   // The handed-over listeners are dealt out to the workers; a worker without one for a
   // port binds its own (SO_REUSEPORT joins the same group).
@@ -673,10 +694,11 @@ void Daemon::serve_successor() {
   std::vector<std::pair<std::string, int>> fds;
   for (const auto& w : workers_)
     for (int fd : w->listener_fds()) {
-      sockaddr_in a{};
+      sockaddr_storage a{};
       socklen_t len = sizeof a;
       getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-      fds.push_back({"listen " + std::to_string(ntohs(a.sin_port)), fd});
+      auto ep = Endpoint::of(a, len);  // the successor reads it back itself (ListenSocket::adopt)
+      fds.push_back({"listen " + (ep ? ep->str() : std::string("?")), fd});
     }
   if (membership_ && membership_->listener_fd() >= 0)
     fds.push_back({"registration", membership_->listener_fd()});
@@ -761,6 +783,7 @@ void Daemon::finish(Outcome how, const sigset_t&) {
     takeover_.release();
     dp_->release();
     vip_->release();
+    if (vip6_) vip6_->release();
     // Handoffs under way finish here (their links and repaired sockets are ours); a
     // client still sending its request head has header_timeout_ms.
     const uint64_t limit = (uint64_t(f.header_timeout_ms) + 2ull * f.handoff_timeout_ms + 1000) * 1'000'000;

@@ -1,6 +1,7 @@
 #include "fe/worker.hpp"
 #include "fe/worker_internal.hpp"
 #include "common/clock.hpp"
+#include "common/flow_key.hpp"
 #include "common/listen_socket.hpp"
 
 #include <arpa/inet.h>
@@ -117,18 +118,19 @@ Status Worker::open_listeners(std::vector<UniqueFd> given) {
     if (!l) return Error{l.error().err, "listener handed over: " + l.error().what};
     listeners_.push_back(std::move(*l));  // accepting starts in start_accepting()
   }
-  for (uint16_t port : sh_.boot->cluster.ports) {
-    bool have = false;
-    for (const auto& l : listeners_) have = have || ntohs(l.address().sin_port) == port;
-    if (have) continue;
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr = sh_.boot->cluster.vip_addr;
-    a.sin_port = htons(port);
-    auto l = ListenSocket::open(a, 4096, /*reuse_port=*/true);  // one per worker and port
-    if (!l) return l.error();
-    listeners_.push_back(std::move(*l));
-  }
+  // The IPv4 VIP, and the IPv6 one beside it when configured (docs/ipv6.md).
+  std::vector<Endpoint> vips{Endpoint::v4(sh_.boot->cluster.vip_addr.s_addr, 0)};
+  if (sh_.boot->cluster.vip6_addr) vips.push_back(Endpoint::v6(*sh_.boot->cluster.vip6_addr, 0));
+  for (Endpoint a : vips)
+    for (uint16_t port : sh_.boot->cluster.ports) {
+      a.port = htons(port);
+      bool have = false;
+      for (const auto& l : listeners_) have = have || l.endpoint() == a;
+      if (have) continue;
+      auto l = ListenSocket::open(a, 4096, /*reuse_port=*/true);  // one per worker and port
+      if (!l) return l.error();
+      listeners_.push_back(std::move(*l));
+    }
   return {};
 }
 
@@ -260,7 +262,7 @@ void Worker::on_accept(ListenSocket& l) {
     c->fd = l.accept(&c->peer, now);
     if (l.pauses() != pauses) sh_.counters.inc(Counter::accept_paused);
     if (!c->fd.valid()) return;
-    c->local = l.address();  // bound to the VIP and the port: no getsockname()
+    c->local = l.endpoint();  // bound to the VIP and the port: no getsockname()
     sh_.counters.inc(Counter::accepted);
     c->deadline = monotonic_ns() + snap_->cfg->frontend.header_timeout_ms * kMs;
     c->buf.reserve(2048);
@@ -332,7 +334,7 @@ void Worker::route(ClientConn& c) {
     case http::ParseStatus::Error: {
       bool large = r.http_status == 414 || r.http_status == 431;
       sh_.counters.inc(large ? Counter::too_large : Counter::bad_request);
-      spdlog::debug("bad request from {}: {} at byte {} ({})", endpoint_str(c.peer),
+      spdlog::debug("bad request from {}: {} at byte {} ({})", c.peer.str(),
                     r.http_status, r.error_pos, r.reason);
       reply_and_close(c, r.http_status, "bad-request");
       return;
@@ -349,7 +351,7 @@ void Worker::route(ClientConn& c) {
   }
   c.snap = snap_;
   Load load(*this, c.failed_be);
-  auto d = snap_->router->route(req, c.peer.sin_addr.s_addr, load);
+  auto d = snap_->router->route(req, c.peer.addr32(), load);
   c.rule = d.rule;
   switch (d.kind) {
     case sched::Decision::Backend:
@@ -409,11 +411,10 @@ void Worker::unwatch(ClientConn& c) {
 }
 
 void Worker::start_handoff(ClientConn& c, BackendState& be) {
-  c.key = datapath::make_key(c.peer.sin_addr.s_addr, c.peer.sin_port, c.local.sin_addr.s_addr,
-                             c.local.sin_port);
+  c.key = flow_key(c.peer, c.local);
   ++c.attempts;
   if (!c.quota) {
-    if (!sh_.client_quota.acquire(c.peer.sin_addr.s_addr, c.snap->cfg->frontend.max_flows_per_client)) {
+    if (!sh_.client_quota.acquire(c.peer.addr32(), c.snap->cfg->frontend.max_flows_per_client)) {
       sh_.counters.inc(Counter::client_flow_cap);
       reply_and_close(c, 503, "client-flow-cap");
       return;
@@ -431,7 +432,9 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
   port.origin_ns = c.request_done;
   // Failover: the backup is chosen now, so that the flow copies the client's packets to
   // it from the start; it gets the connection's state at COMMIT (back_up()).
-  c.backup = snap_->cfg->cluster.failover ? backup_for(be) : nullptr;
+  // Backups hold IPv4 connections only (failover/held.hpp): an IPv6 one has none.
+  c.backup = snap_->cfg->cluster.failover && !c.peer.is_v6() ? backup_for(be) : nullptr;
+  if (snap_->cfg->cluster.failover && c.peer.is_v6()) sh_.counters.inc(Counter::ipv6_no_backup);
   port.backup = backup_slot(c.backup);
   const handoff::MovingConn mc{c.fd.get(), c.local, c.peer, c.key};
   using Outcome = handoff::Sender::Outcome;
@@ -445,7 +448,7 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
     const bool full = o == Outcome::TableFull;
     sh_.counters.inc(full ? Counter::flow_table_full : Counter::handoff_failed);
     if (!full)
-      spdlog::warn("handoff of {}: {}", endpoint_str(c.peer), handoff::Sender::describe(o));
+      spdlog::warn("handoff of {}: {}", c.peer.str(), handoff::Sender::describe(o));
     watch(c, EPOLLIN | EPOLLRDHUP);
     reply_and_close(c, 503,
                     full                            ? "flow-table-full"
@@ -486,7 +489,7 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
       break;
     case Outcome::Refused:
       pending_.erase(it);
-      spdlog::warn("{} refused handoff of {}: {}", b.id, endpoint_str(c.peer),
+      spdlog::warn("{} refused handoff of {}: {}", b.id, c.peer.str(),
                    strerror(int(status)));
       attempt_failed(c, false);
       return;
@@ -562,12 +565,12 @@ void Worker::mark_closed(const Committed& c) {
 // count and its client's quota slot go with it.
 Worker::CommittedMap::iterator Worker::release(CommittedMap::iterator it) {
   it->second.be->active.fetch_sub(1, std::memory_order_relaxed);
-  sh_.client_quota.release(it->second.key.saddr[0]);
+  sh_.client_quota.release(key_client(it->second.key).addr32());
   return committed_.erase(it);
 }
 
 void Worker::destroy(ClientConn& c) {
-  if (c.quota) sh_.client_quota.release(c.peer.sin_addr.s_addr);
+  if (c.quota) sh_.client_quota.release(c.peer.addr32());
   if (c.fd.valid()) unwatch(c);
   clients_.erase(&c);
 }
@@ -575,7 +578,7 @@ void Worker::destroy(ClientConn& c) {
 void Worker::access(const ClientConn& c, const char* outcome, uint64_t handoff_ns) {
   auto log = sh_.access_log.load();
   if (!log) return;
-  log->info("{} \"{}\" rule={} backend={} outcome={} handoff_us={}", endpoint_str(c.peer),
+  log->info("{} \"{}\" rule={} backend={} outcome={} handoff_us={}", c.peer.str(),
             c.request_line, c.rule >= 0 && c.snap ? c.snap->router->rule_name(c.rule) : "-",
             c.state == ClientConn::Local ? "local" : (c.be ? c.be->id : "-"), outcome,
             handoff_ns / 1000);
@@ -753,12 +756,15 @@ void Worker::on_owned(ControlConn& cc, const proto::OwnedMsg& m) {
   const Mac mac = BackendState::unpack(mac_packed);
   uint64_t learned = 0;
   for (const auto& o : m.conns) {
-    if (proto::worker_of(o.id) != index_ || o.family != AF_INET) continue;
+    if (proto::worker_of(o.id) != index_ || (o.family != AF_INET && o.family != AF_INET6)) continue;
     if (committed_.count(o.id) || pending_.count(o.id)) continue;
-    uint32_t client, local;
-    std::memcpy(&client, o.client.data(), 4);
-    std::memcpy(&local, o.local.data(), 4);
-    const auto key = datapath::make_key(client, o.client_port, local, o.local_port);
+    Endpoint client, local;
+    client.family = local.family = o.family;
+    std::memcpy(client.addr.data(), o.client.data(), 16);
+    std::memcpy(local.addr.data(), o.local.data(), 16);
+    client.port = o.client_port;
+    local.port = o.local_port;
+    const auto key = flow_key(client, local);
     // An adopted flow that already points there keeps its counters; else (re)made.
     auto v = sh_.dp->lookup(key);
     if (!v || v->state != TCPHA_FLOW_FORWARD || v->backend != cc.be->uid ||
@@ -769,7 +775,7 @@ void Worker::on_owned(ControlConn& cc, const proto::OwnedMsg& m) {
       }
     committed_[o.id] = Committed{key, cc.be, o.seq};
     cc.be->active.fetch_add(1, std::memory_order_relaxed);
-    (void)sh_.client_quota.acquire(client, UINT32_MAX);  // released with the entry
+    (void)sh_.client_quota.acquire(client.addr32(), UINT32_MAX);  // released with the entry
     ++learned;
   }
   if (learned) {
@@ -803,7 +809,8 @@ void Worker::on_repoint(ControlConn& cc, const proto::RepointMsg& m) {
   } else {
     // Failover: a backup for its new owner, from the state and request the move carried
     // (the same protocol as our own handoffs, run from where the connection is now).
-    backup = snap_->cfg->cluster.failover ? backup_for(*to) : nullptr;
+    backup = snap_->cfg->cluster.failover && it->second.key.family == AF_INET ? backup_for(*to)
+                                                                              : nullptr;
     Mac mac = BackendState::unpack(to->mac.load(std::memory_order_relaxed));
     if (auto s = sh_.dp->forward(it->second.key, to->uid, mac, sh_.fe_mac, backup_slot(backup)); !s)
       status = uint32_t(s.error().err ? s.error().err : EIO);
@@ -901,7 +908,7 @@ void Worker::tick(uint64_t now) {
       case ClientConn::Handing:
         sh_.counters.inc(Counter::handoff_timeout);
         spdlog::warn("handoff of {} to {}: no READY within the lease: taken back",
-                     endpoint_str(c->peer), c->be->id);
+                     c->peer.str(), c->be->id);
         attempt_failed(*c, true);
         break;
       case ClientConn::Closing:

@@ -17,7 +17,7 @@ struct Worker::ClientConn : Item {
   enum State { Reading, Handing, Local, Closing } state = Reading;
   ClientConn() : Item(Client) {}
   UniqueFd fd;
-  sockaddr_in peer{}, local{};
+  Endpoint peer{}, local{};  // IPv4 or IPv6 (the VIP it came in on)
   std::string buf;
   size_t consumed = 0;        // bytes of buf read from the socket (the rest was peeked)
   uint64_t deadline = 0;      // header timeout, handoff timeout or close linger

@@ -73,7 +73,7 @@ class SenderPort {
   virtual bool send_handoff(uint64_t id, const TcpState& st, const std::string& bytes) = 0;
   virtual bool send_commit(uint64_t id) = 0;
   virtual void send_abort(uint64_t id) = 0;
-  virtual Result<TcpState> export_socket(int fd, const sockaddr_in& local, const sockaddr_in& peer,
+  virtual Result<TcpState> export_socket(int fd, const Endpoint& local, const Endpoint& peer,
                                          std::string& bytes) {
     return export_state(fd, local, peer, bytes);
   }
@@ -83,7 +83,7 @@ class SenderPort {
 // The connection being moved, as the sender needs it.
 struct MovingConn {
   int fd = -1;
-  sockaddr_in local{}, peer{};
+  Endpoint local{}, peer{};
   tcpha_flow_key key{};
 };
 

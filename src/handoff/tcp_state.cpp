@@ -99,17 +99,18 @@ Status export_into(int fd, std::string& already_read, TcpState& st) {
 
 }  // namespace
 
-Result<TcpState> export_state(int fd, const sockaddr_in& local, const sockaddr_in& peer,
+Result<TcpState> export_state(int fd, const Endpoint& local, const Endpoint& peer,
                               std::string& already_read) {
-  if (local.sin_family != AF_INET || peer.sin_family != AF_INET)
-    return app_error("export: only IPv4 sockets so far");
+  if (local.family != peer.family || (local.family != AF_INET && local.family != AF_INET6))
+    return app_error("export: the addresses are not both IPv4 or both IPv6");
   if (auto s = set_int(fd, TCP_REPAIR, TCP_REPAIR_ON, "setsockopt(TCP_REPAIR on)"); !s)
     return s.error();
   TcpState st;
-  st.local_addr = local.sin_addr.s_addr;
-  st.local_port = local.sin_port;
-  st.peer_addr = peer.sin_addr.s_addr;
-  st.peer_port = peer.sin_port;
+  st.family = local.family;
+  st.local_addr = local.addr;
+  st.local_port = local.port;
+  st.peer_addr = peer.addr;
+  st.peer_port = peer.port;
   size_t read_before = already_read.size();
   if (auto s = export_into(fd, already_read, st); !s) {
     already_read.resize(read_before);
@@ -144,19 +145,13 @@ Status import_into(int fd, const TcpState& st, const std::string* queued, size_t
       !s)
     return s;
 
-  auto ipv4 = [](uint32_t addr, uint16_t port) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = addr;
-    a.sin_port = port;
-    return a;
-  };
-  const sockaddr_in local = ipv4(st.local_addr, st.local_port);
-  if (bind(fd, reinterpret_cast<const sockaddr*>(&local), sizeof local) != 0)
+  sockaddr_storage local{}, peer{};
+  const socklen_t local_len = st.local().to_sockaddr(local);
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&local), local_len) != 0)
     return sys_error("bind(VIP) for import");
-  const sockaddr_in peer = ipv4(st.peer_addr, st.peer_port);
+  const socklen_t peer_len = st.peer().to_sockaddr(peer);
   // In repair mode connect() goes straight to ESTABLISHED and sends nothing.
-  if (connect(fd, reinterpret_cast<const sockaddr*>(&peer), sizeof peer) != 0)
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&peer), peer_len) != 0)
     return sys_error("connect(client) in repair mode");
 
   tcp_repair_opt opts[4];
@@ -200,23 +195,36 @@ Status import_into(int fd, const TcpState& st, const std::string* queued, size_t
   return {};
 }
 
-UniqueFd new_socket() {
-  return UniqueFd(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+UniqueFd new_socket(int family = AF_INET) {
+  UniqueFd fd(socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  // Only the IPv6 VIP: never an IPv4-mapped address.
+  const int one = 1;
+  if (fd.valid() && family == AF_INET6 &&
+      setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0)
+    return {};
+  return fd;
+}
+
+// The spare pool's sockets are IPv4: an IPv6 import makes its own.
+UniqueFd socket_for(const TcpState& st, UniqueFd& spare, bool& in_repair) {
+  if (st.is_v6()) spare = UniqueFd();
+  in_repair = spare.valid();
+  return in_repair ? std::move(spare) : new_socket(st.is_v6() ? AF_INET6 : AF_INET);
 }
 
 }  // namespace
 
 Result<UniqueFd> import_state(const TcpState& st, const std::string& queued, UniqueFd spare) {
-  const bool in_repair = spare.valid();
-  UniqueFd fd = in_repair ? std::move(spare) : new_socket();
+  bool in_repair = false;
+  UniqueFd fd = socket_for(st, spare, in_repair);
   if (!fd.valid()) return sys_error("socket");
   if (auto s = import_into(fd.get(), st, &queued, 0, in_repair); !s) return s.error();
   return fd;
 }
 
 Result<UniqueFd> import_state_consumed(const TcpState& st, size_t queued_bytes, UniqueFd spare) {
-  const bool in_repair = spare.valid();
-  UniqueFd fd = in_repair ? std::move(spare) : new_socket();
+  bool in_repair = false;
+  UniqueFd fd = socket_for(st, spare, in_repair);
   if (!fd.valid()) return sys_error("socket");
   if (auto s = import_into(fd.get(), st, nullptr, queued_bytes, in_repair); !s) return s.error();
   return fd;

@@ -5,11 +5,13 @@
 // ../shared/design/ARCHITECTURE.md, "TCP_REPAIR: what was learned the hard way".
 #include <netinet/in.h>
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "common/fd.hpp"
+#include "common/net.hpp"
 #include "common/result.hpp"
 
 namespace tcpha::handoff {
@@ -27,12 +29,16 @@ inline constexpr uint8_t kOptWscale = 4;
 inline constexpr uint8_t kStatePeerFin = 1;
 
 // Everything the importing side needs, in host byte order except the addresses and
-// ports (network order, as in sockaddr_in). Fixed-size: it travels in HANDOFF.
+// ports (network order, as in sockaddr_in). Fixed-size: it travels in HANDOFF. The
+// addresses are laid out like tcpha_flow_key's: 16 bytes, IPv4 in word 0 and the
+// rest zero, so that an IPv6 client on the IPv6 VIP moves like an IPv4 one.
 struct TcpState {
-  uint32_t local_addr = 0;   // the VIP
-  uint32_t peer_addr = 0;    // the client
+  std::array<uint32_t, 4> local_addr{};  // the VIP
+  std::array<uint32_t, 4> peer_addr{};   // the client
   uint16_t local_port = 0;
   uint16_t peer_port = 0;
+  uint8_t family = AF_INET;  // AF_INET or AF_INET6 (both addresses)
+  uint8_t pad[3]{};
   uint32_t snd_seq = 0;      // next sequence number to send (send queue is empty)
   uint32_t rcv_seq = 0;      // sequence number of the first byte to re-queue
   uint32_t mss = 0;          // client's MSS clamp
@@ -48,16 +54,30 @@ struct TcpState {
   uint32_t rcv_wnd = 0;
   uint32_t rcv_wup = 0;
   uint64_t exported_ns = 0;  // CLOCK_MONOTONIC at export, to advance the timestamp
+
+  Endpoint local() const { return endpoint(local_addr, local_port); }
+  Endpoint peer() const { return endpoint(peer_addr, peer_port); }
+  bool is_v6() const { return family == AF_INET6; }
+
+ private:
+  Endpoint endpoint(const std::array<uint32_t, 4>& a, uint16_t port) const {
+    Endpoint e;
+    e.family = family;
+    e.addr = a;
+    e.port = port;
+    return e;
+  }
 };
-static_assert(sizeof(TcpState) == 64, "TcpState travels on the wire; keep it packed");
+static_assert(sizeof(TcpState) == 88, "TcpState travels on the wire; keep it packed");
 
 // Puts `fd` (established, send queue empty) in repair mode and reads its state.
-// `local` and `peer` are its addresses, which the caller knows from accept().
+// `local` and `peer` are its addresses, which the caller knows from accept(); both of
+// one family, AF_INET or AF_INET6.
 // `already_read` holds the bytes the caller has read from it; unread bytes still in
 // the receive queue are appended to it, so that it holds everything to re-queue.
 // On success the socket stays in repair mode: closing it is then silent, and
 // leave_repair() gives it back to the caller if the handoff is aborted.
-Result<TcpState> export_state(int fd, const sockaddr_in& local, const sockaddr_in& peer,
+Result<TcpState> export_state(int fd, const Endpoint& local, const Endpoint& peer,
                               std::string& already_read);
 
 // Turns repair mode off again on a socket export_state() was called on.
@@ -66,7 +86,8 @@ Status leave_repair(int fd);
 // Creates a socket in repair mode carrying `st`, bound to the VIP and connected to
 // the client without sending anything, with `queued` in its receive queue. It stays
 // in repair mode (silent) until activate(). `spare`, when valid, is a socket from
-// RepairSockets::take() used instead of a new one.
+// RepairSockets::take() used instead of a new one; the pool holds IPv4 sockets, so an
+// IPv6 state makes its own (AF_INET6, IPV6_V6ONLY) and closes the spare.
 Result<UniqueFd> import_state(const TcpState& st, const std::string& queued,
                               UniqueFd spare = {});
 // The same for a caller that keeps `queued` itself (it serves those bytes from memory):

@@ -25,9 +25,9 @@
 namespace tcpha::host {
 namespace {
 
-// One RTM_NEWADDR / RTM_DELADDR request for addr/32, acknowledged by the kernel.
-// Returns 0 or a positive errno.
-int address_request(int type, int flags, int ifindex, in_addr addr) {
+// One RTM_NEWADDR / RTM_DELADDR request for addr/32 (IPv4) or addr/128 (IPv6, with
+// IFA_F_NODAD), acknowledged by the kernel. Returns 0 or a positive errno.
+int address_request(int type, int flags, int ifindex, const Endpoint& addr) {
   UniqueFd nl(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
   if (!nl.valid()) return errno;
   struct {
@@ -38,16 +38,22 @@ int address_request(int type, int flags, int ifindex, in_addr addr) {
   req.nh.nlmsg_type = uint16_t(type);
   req.nh.nlmsg_flags = uint16_t(NLM_F_REQUEST | NLM_F_ACK | flags);
   req.nh.nlmsg_seq = 1;
-  req.ifa.ifa_family = AF_INET;
-  req.ifa.ifa_prefixlen = 32;
+  const bool v6 = addr.is_v6();
+  const size_t alen = v6 ? 16 : 4;
+  req.ifa.ifa_family = uint8_t(addr.family);
+  req.ifa.ifa_prefixlen = v6 ? 128 : 32;
+  // No duplicate address detection: the VIP is on several hosts by design (the FE's
+  // interface, every BE's lo), and a tentative address can be neither bound to nor
+  // answered for. The FE's kernel answers neighbour solicitations for it at once.
+  if (v6) req.ifa.ifa_flags = IFA_F_NODAD;
   req.ifa.ifa_scope = RT_SCOPE_UNIVERSE;
   req.ifa.ifa_index = uint32_t(ifindex);
   req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(ifaddrmsg));
   for (unsigned short attr : {IFA_LOCAL, IFA_ADDRESS}) {
     auto* rta = reinterpret_cast<rtattr*>(reinterpret_cast<char*>(&req) + NLMSG_ALIGN(req.nh.nlmsg_len));
     rta->rta_type = attr;
-    rta->rta_len = RTA_LENGTH(sizeof addr);
-    std::memcpy(RTA_DATA(rta), &addr, sizeof addr);
+    rta->rta_len = RTA_LENGTH(alen);
+    std::memcpy(RTA_DATA(rta), addr.addr.data(), alen);
     req.nh.nlmsg_len = NLMSG_ALIGN(req.nh.nlmsg_len) + RTA_ALIGN(rta->rta_len);
   }
   if (send(nl.get(), &req, req.nh.nlmsg_len, 0) < 0) return errno;
@@ -68,21 +74,32 @@ std::string sysctl_path(const std::string& name) {
 }  // namespace
 
 Result<std::unique_ptr<AddressGuard>> AddressGuard::add(const std::string& ifname, in_addr addr) {
+  return add(ifname, Endpoint::v4(addr.s_addr, 0));
+}
+
+Result<std::unique_ptr<AddressGuard>> AddressGuard::add(const std::string& ifname,
+                                                        const in6_addr& addr) {
+  return add(ifname, Endpoint::v6(addr, 0));
+}
+
+Result<std::unique_ptr<AddressGuard>> AddressGuard::add(const std::string& ifname,
+                                                        const Endpoint& addr) {
   int ifindex = int(if_nametoindex(ifname.c_str()));
   if (ifindex == 0) return sys_error("interface " + ifname);
+  const std::string text = addr.addr_str() + (addr.is_v6() ? "/128" : "/32");
   int err = address_request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, ifindex, addr);
   if (err != 0 && err != EEXIST) {
     errno = err;
-    return sys_error("add " + ipv4_str(addr) + "/32 to " + ifname);
+    return sys_error("add " + text + " to " + ifname);
   }
-  if (err == EEXIST) spdlog::info("{} already on {}: left in place on exit", ipv4_str(addr), ifname);
+  if (err == EEXIST) spdlog::info("{} already on {}: left in place on exit", text, ifname);
   return std::unique_ptr<AddressGuard>(new AddressGuard(ifindex, addr, err == 0));
 }
 
 AddressGuard::~AddressGuard() {
   if (!added_) return;
   if (int err = address_request(RTM_DELADDR, 0, ifindex_, addr_); err != 0)
-    spdlog::warn("removing {}/32: {}", ipv4_str(addr_), std::strerror(err));
+    spdlog::warn("removing {}: {}", addr_.addr_str(), std::strerror(err));
 }
 
 Result<std::string> read_sysctl(const std::string& name) {
@@ -126,6 +143,22 @@ Result<std::string> interface_of(in_addr addr) {
   }
   freeifaddrs(list);
   if (name.empty()) return app_error("no interface holds " + ipv4_str(addr));
+  return name;
+}
+
+Result<std::string> interface_of(const in6_addr& addr) {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return sys_error("getifaddrs");
+  std::string name;
+  for (ifaddrs* i = list; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET6) continue;
+    if (std::memcmp(&reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr, &addr, sizeof addr) == 0) {
+      name = i->ifa_name;
+      break;
+    }
+  }
+  freeifaddrs(list);
+  if (name.empty()) return app_error("no interface holds " + ipv6_str(addr));
   return name;
 }
 

@@ -14,11 +14,12 @@
 
 namespace tcpha::host {
 
-// Adds addr/32 to an interface (RTM_NEWADDR); removes it on destruction, unless the
-// address was already there (then it is left alone).
+// Adds addr/32 (IPv6: addr/128, nodad) to an interface (RTM_NEWADDR); removes it on
+// destruction, unless the address was already there (then it is left alone).
 class AddressGuard {
  public:
   static Result<std::unique_ptr<AddressGuard>> add(const std::string& ifname, in_addr addr);
+  static Result<std::unique_ptr<AddressGuard>> add(const std::string& ifname, const in6_addr& addr);
   ~AddressGuard();
   AddressGuard(const AddressGuard&) = delete;
   AddressGuard& operator=(const AddressGuard&) = delete;
@@ -30,9 +31,11 @@ class AddressGuard {
   void release() { added_ = false; }
 
  private:
-  AddressGuard(int ifindex, in_addr addr, bool added) : ifindex_(ifindex), addr_(addr), added_(added) {}
+  static Result<std::unique_ptr<AddressGuard>> add(const std::string& ifname, const Endpoint& addr);
+  AddressGuard(int ifindex, const Endpoint& addr, bool added)
+      : ifindex_(ifindex), addr_(addr), added_(added) {}
   int ifindex_;
-  in_addr addr_;
+  Endpoint addr_;  // the port unused
   bool added_;
 };
 
@@ -54,6 +57,7 @@ Status write_sysctl(const std::string& name, const std::string& value);
 
 // The name of the interface that holds `addr`, or an error.
 Result<std::string> interface_of(in_addr addr);
+Result<std::string> interface_of(const in6_addr& addr);
 
 // The MAC address of a local Ethernet interface (SIOCGIFHWADDR); loopback gives
 // 00:00:00:00:00:00. Error{ENODEV} when there is no such interface.

@@ -70,6 +70,7 @@ void put_state(std::string& out, const handoff::TcpState& s) {
   put_raw(out, s.peer_addr);
   put_raw(out, s.local_port);
   put_raw(out, s.peer_port);
+  put_be(out, s.family);
   put_be(out, s.snd_seq);
   put_be(out, s.rcv_seq);
   put_be(out, s.mss);
@@ -87,10 +88,15 @@ void put_state(std::string& out, const handoff::TcpState& s) {
 }
 
 void get_state(Reader& r, handoff::TcpState& s) {
-  s.local_addr = r.raw<uint32_t>();
-  s.peer_addr = r.raw<uint32_t>();
+  for (auto& w : s.local_addr) w = r.raw<uint32_t>();
+  for (auto& w : s.peer_addr) w = r.raw<uint32_t>();
   s.local_port = r.raw<uint16_t>();
   s.peer_port = r.raw<uint16_t>();
+  s.family = r.be<uint8_t>();
+  // Canonical: IPv4 addresses have their other words zero, as in the flow key.
+  const bool v4_clean = s.local_addr[1] == 0 && s.local_addr[2] == 0 && s.local_addr[3] == 0 &&
+                        s.peer_addr[1] == 0 && s.peer_addr[2] == 0 && s.peer_addr[3] == 0;
+  if (!(s.family == AF_INET6 || (s.family == AF_INET && v4_clean))) r.invalid();
   s.snd_seq = r.be<uint32_t>();
   s.rcv_seq = r.be<uint32_t>();
   s.mss = r.be<uint32_t>();

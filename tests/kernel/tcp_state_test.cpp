@@ -102,29 +102,49 @@ class TcpStateTest : public ::testing::Test {
   void SetUp() override {
     static bool in_netns = enter_private_netns();
     if (!in_netns) GTEST_SKIP() << "needs root (CAP_NET_ADMIN for TCP_REPAIR and a private netns)";
-    lst_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(bind(lst_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    socklen_t len = sizeof a;
+    lst_ = socket(family_, SOCK_STREAM, 0);
+    sockaddr_storage a{};
+    socklen_t len = 0;
+    if (family_ == AF_INET6) {
+      auto* in6 = reinterpret_cast<sockaddr_in6*>(&a);
+      in6->sin6_family = AF_INET6;
+      in6->sin6_addr = in6addr_loopback;
+      len = sizeof *in6;
+    } else {
+      auto* in = reinterpret_cast<sockaddr_in*>(&a);
+      in->sin_family = AF_INET;
+      in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      len = sizeof *in;
+    }
+    ASSERT_EQ(bind(lst_, reinterpret_cast<sockaddr*>(&a), len), 0) << strerror(errno);
     getsockname(lst_, reinterpret_cast<sockaddr*>(&a), &len);
     ASSERT_EQ(listen(lst_, 8), 0);
-    cli_ = socket(AF_INET, SOCK_STREAM, 0);
-    ASSERT_EQ(connect(cli_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    cli_ = socket(family_, SOCK_STREAM, 0);
+    ASSERT_EQ(connect(cli_, reinterpret_cast<sockaddr*>(&a), len), 0);
     srv_ = accept(lst_, nullptr, nullptr);
     ASSERT_GE(srv_, 0);
-    len = sizeof local_;
-    getsockname(srv_, reinterpret_cast<sockaddr*>(&local_), &len);
-    len = sizeof peer_;
-    getpeername(srv_, reinterpret_cast<sockaddr*>(&peer_), &len);
+    sockaddr_storage l{}, p{};
+    socklen_t ll = sizeof l, pl = sizeof p;
+    getsockname(srv_, reinterpret_cast<sockaddr*>(&l), &ll);
+    getpeername(srv_, reinterpret_cast<sockaddr*>(&p), &pl);
+    auto le = Endpoint::of(l, ll), pe = Endpoint::of(p, pl);
+    ASSERT_TRUE(le && pe);
+    local_ = *le;
+    peer_ = *pe;
   }
   void TearDown() override {
     for (int fd : {lst_, cli_, srv_})
       if (fd >= 0) close(fd);
   }
+  int family_ = AF_INET;
   int lst_ = -1, cli_ = -1, srv_ = -1;
-  sockaddr_in local_{}, peer_{};
+  Endpoint local_{}, peer_{};
+};
+
+// The same over IPv6 (::1): the IPv6 VIP's connections move the same way.
+class TcpState6Test : public TcpStateTest {
+ protected:
+  TcpState6Test() { family_ = AF_INET6; }
 };
 
 TEST_F(TcpStateTest, MovesMidStreamConnectionByteExact) {
@@ -253,6 +273,74 @@ TEST_F(TcpStateTest, ExportRefusesUnsentData) {
   EXPECT_TRUE(none.empty());
   int one = 1;
   EXPECT_EQ(send(srv_, &one, 1, MSG_DONTWAIT) >= 0 || errno == EAGAIN, true);
+}
+
+// An IPv6 connection moves byte-exact: the state carries the 16-byte addresses and the
+// family, and the import binds an AF_INET6 socket to [::1]:port.
+TEST_F(TcpState6Test, MovesMidStreamIpv6ConnectionByteExact) {
+  ASSERT_TRUE(local_.is_v6() && peer_.is_v6());
+  std::string hello = pattern(50000, 'a');
+  EXPECT_EQ(transfer(srv_, cli_, hello), hello);
+  wait_send_queue_empty(srv_);
+  std::string request = pattern(3000, 'A');
+  send_all(cli_, request);
+  std::string already = recv_exact(srv_, 500);
+  ASSERT_EQ(already.size(), 500u);
+  usleep(20000);
+
+  auto st = handoff::export_state(srv_, local_, peer_, already);
+  ASSERT_TRUE(st.ok()) << st.error().message();
+  EXPECT_TRUE(st->is_v6());
+  EXPECT_EQ(st->local(), local_);
+  EXPECT_EQ(st->peer(), peer_);
+  EXPECT_EQ(already, request);
+  close(srv_);
+  srv_ = -1;
+
+  // A spare from the pool is an IPv4 socket: the IPv6 import makes its own.
+  handoff::RepairSockets pool(1);
+  pool.refill();
+  auto moved = handoff::import_state(*st, already, pool.take());
+  ASSERT_TRUE(moved.ok()) << moved.error().message();
+  ASSERT_TRUE(handoff::activate(moved->get()).ok());
+  int fd = moved->get();
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  sockaddr_storage l{};
+  socklen_t ll = sizeof l;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&l), &ll);
+  EXPECT_EQ(l.ss_family, AF_INET6);
+  EXPECT_EQ(Endpoint::of(l, ll), local_);
+  EXPECT_EQ(recv_exact(fd, request.size()), request);
+  std::string reply = pattern(2'000'000, '0');
+  EXPECT_EQ(transfer(fd, cli_, reply), reply);
+  std::string more = pattern(50000, 'k');
+  EXPECT_EQ(transfer(cli_, fd, more), more);
+}
+
+// A served-from-memory import (the BE's path) of an IPv6 connection.
+TEST_F(TcpState6Test, ConsumedImportOfIpv6Connection) {
+  std::string request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  send_all(cli_, request);
+  usleep(20000);
+  std::string already;
+  auto st = handoff::export_state(srv_, local_, peer_, already);
+  ASSERT_TRUE(st.ok()) << st.error().message();
+  close(srv_);
+  srv_ = -1;
+  auto moved = handoff::import_state_consumed(*st, already.size());
+  ASSERT_TRUE(moved.ok()) << moved.error().message();
+  ASSERT_TRUE(handoff::activate(moved->get()).ok());
+  int fd = moved->get();
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  std::string reply = pattern(300000, 'r');
+  EXPECT_EQ(transfer(fd, cli_, reply), reply);
+}
+
+TEST_F(TcpStateTest, ExportRefusesMixedFamilies) {
+  Endpoint v6 = peer_;
+  v6.family = AF_INET6;
+  std::string none;
+  EXPECT_FALSE(handoff::export_state(srv_, local_, v6, none).ok());
 }
 
 }  // namespace

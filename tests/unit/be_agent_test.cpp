@@ -29,7 +29,17 @@ handoff::TcpState state(const char* local, uint16_t port) {
   handoff::TcpState st;
   in_addr a{};
   inet_pton(AF_INET, local, &a);
-  st.local_addr = a.s_addr;
+  st.local_addr[0] = a.s_addr;
+  st.local_port = htons(port);
+  return st;
+}
+
+handoff::TcpState state6(const char* local, uint16_t port) {
+  handoff::TcpState st;
+  st.family = AF_INET6;
+  in6_addr a{};
+  inet_pton(AF_INET6, local, &a);
+  std::memcpy(st.local_addr.data(), &a, 16);
   st.local_port = htons(port);
   return st;
 }
@@ -42,6 +52,24 @@ TEST(ImportAllowed, OnlyTheVipAndTheClusterPorts) {
   EXPECT_FALSE(import_allowed(state("10.0.0.11", 80), cfg));      // the BE's own address
   EXPECT_FALSE(import_allowed(state("127.0.0.1", 8080), cfg));    // loopback services
   EXPECT_FALSE(import_allowed(state("0.0.0.0", 80), cfg));
+}
+
+TEST(ImportAllowed, TheIpv6VipOnlyWhenConfigured) {
+  auto cfg = cluster();
+  EXPECT_FALSE(import_allowed(state6("fd00::10", 80), cfg)) << "no vip6 configured";
+  cfg.cluster.vip6 = "fd00::10";
+  cfg.cluster.vip6_addr = in6_addr{};
+  inet_pton(AF_INET6, "fd00::10", &*cfg.cluster.vip6_addr);
+  EXPECT_TRUE(import_allowed(state6("fd00::10", 80), cfg));
+  EXPECT_TRUE(import_allowed(state6("fd00::10", 8080), cfg));
+  EXPECT_FALSE(import_allowed(state6("fd00::10", 22), cfg));
+  EXPECT_FALSE(import_allowed(state6("fd00::11", 80), cfg));
+  EXPECT_FALSE(import_allowed(state6("::1", 80), cfg));
+  // The IPv4 VIP's bytes under the IPv6 family are not the IPv4 VIP.
+  handoff::TcpState mixed = state("10.0.0.10", 80);
+  mixed.family = AF_INET6;
+  EXPECT_FALSE(import_allowed(mixed, cfg));
+  EXPECT_TRUE(import_allowed(state("10.0.0.10", 80), cfg));
 }
 
 // Prometheus family names (from # TYPE lines).

@@ -24,8 +24,8 @@ const Key kKey = make_key(1);
 
 handoff::TcpState sample_state() {
   handoff::TcpState s;
-  s.local_addr = 0x0a00000a;
-  s.peer_addr = 0xc0a80105;
+  s.local_addr = {0x0a00000a, 0, 0, 0};
+  s.peer_addr = {0xc0a80105, 0, 0, 0};
   s.local_port = 0x5000;
   s.peer_port = 0xd431;
   s.snd_seq = 0x89abcdef;
@@ -45,9 +45,21 @@ handoff::TcpState sample_state() {
   return s;
 }
 
+// An IPv6 client on the IPv6 VIP: fd00::10 and fd00:c8::5, as raw network-order bytes.
+handoff::TcpState sample_state6() {
+  handoff::TcpState s = sample_state();
+  s.family = AF_INET6;
+  const uint8_t vip[16] = {0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10};
+  const uint8_t client[16] = {0xfd, 0, 0, 0xc8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5};
+  std::memcpy(s.local_addr.data(), vip, 16);
+  std::memcpy(s.peer_addr.data(), client, 16);
+  return s;
+}
+
 void expect_same(const handoff::TcpState& a, const handoff::TcpState& b) {
   EXPECT_EQ(a.local_addr, b.local_addr);
   EXPECT_EQ(a.peer_addr, b.peer_addr);
+  EXPECT_EQ(a.family, b.family);
   EXPECT_EQ(a.local_port, b.local_port);
   EXPECT_EQ(a.peer_port, b.peer_port);
   EXPECT_EQ(a.snd_seq, b.snd_seq);
@@ -181,6 +193,7 @@ std::vector<Message> all_messages() {
       HandoffMsg{0x1122334455667788, sample_state(), "GET /a.png HTTP/1.1\r\nHost: x\r\n\r\n"},
       HandoffMsg{2, handoff::TcpState{}, "", 3, 0xfffffffe},
       HandoffMsg{3, sample_state(), "x", -1, 1, 0x0102030405060708, 500, 0x1112131415161718},
+      HandoffMsg{4, sample_state6(), "GET / HTTP/1.1\r\n\r\n", 0, 2, 7, 500, 9},
       ReadyMsg{0x1122334455667788, 0},
       ReadyMsg{3, ENOSPC},
       CommitMsg{0xffffffffffffffff},
@@ -193,6 +206,7 @@ std::vector<Message> all_messages() {
       WorkerMsg{7},
       RepointMsg{0x0001000000000009, "be3", 7, sample_state(), "GET /next HTTP/1.1\r\n\r\n"},
       RepointMsg{1, "", 0},
+      RepointMsg{2, "be1", 3, sample_state6(), "GET /6 HTTP/1.1\r\n\r\n"},
       RepointedMsg{0x0001000000000009, 0, 7},
       RepointedMsg{2, ENOENT, 1},
       DrainMsg{true},
@@ -201,6 +215,7 @@ std::vector<Message> all_messages() {
       LardMsg{{{2, 0xfedcba9876543210, {7}}, {0, 1, {1, 2, 0xffffffffffffffff}}}},
       BackupMsg{0x0001000000000009, "be2", sample_state(), "GET / HTTP/1.1\r\n\r\n"},
       BackupMsg{1, "", handoff::TcpState{}, ""},
+      BackupMsg{2, "be1", sample_state6(), "x"},
       ForgetMsg{},
       ForgetMsg{{1, 0xffffffffffffffff, 0x0001000000000002}},
       TakeoverMsg{"be3"},
@@ -752,8 +767,9 @@ TEST(ProtoCodec, WireLayoutIsBigEndianWithAddressesInNetworkOrder) {
   s.mss = 1460;
   const std::string p = payload_of(HandoffMsg{1, s, "ab"});
   ASSERT_EQ(p.size(), 8 + kTcpStateWireSize + 4 + 2 + 4 + 4 + 8 + 4 + 8);
-  EXPECT_EQ(p.substr(8, 4), std::string("\x0a\x00\x00\x0a", 4));
-  EXPECT_EQ(p.substr(8 + 20, 4), std::string("\x00\x00\x05\xb4", 4));  // mss
+  EXPECT_EQ(p.substr(8, 16), std::string("\x0a\x00\x00\x0a", 4) + std::string(12, '\0'));
+  EXPECT_EQ(p.substr(8 + 36, 1), std::string("\x02", 1));                 // family AF_INET
+  EXPECT_EQ(p.substr(8 + 45, 4), std::string("\x00\x00\x05\xb4", 4));  // mss
   EXPECT_EQ(p.substr(8 + kTcpStateWireSize), std::string("\x00\x00\x00\x02"
                                                          "ab"
                                                          "\xff\xff\xff\xff"
@@ -868,6 +884,39 @@ TEST(ProtoCodec, HandoffRequestLengthBeyondPayloadIsRefused) {
   store_be(reinterpret_cast<uint8_t*>(p.data()) + 8 + kTcpStateWireSize, uint32_t{0xffffffff});
   EXPECT_FALSE(
       decode_payload(MsgType::Handoff, reinterpret_cast<const uint8_t*>(p.data()), p.size()).ok());
+}
+
+TEST(ProtoCodec, Ipv6StateKeepsAllSixteenAddressBytes) {
+  const handoff::TcpState s = sample_state6();
+  const std::string p = payload_of(HandoffMsg{1, s, ""});
+  EXPECT_EQ(p.substr(8, 16), std::string(reinterpret_cast<const char*>(s.local_addr.data()), 16));
+  EXPECT_EQ(p.substr(8 + 16, 16), std::string(reinterpret_cast<const char*>(s.peer_addr.data()), 16));
+  EXPECT_EQ(p.substr(8 + 36, 1), std::string("\x0a", 1));  // AF_INET6
+  auto m = decode_payload(MsgType::Handoff, reinterpret_cast<const uint8_t*>(p.data()), p.size());
+  ASSERT_TRUE(m.ok());
+  const auto& got = std::get<HandoffMsg>(*m).state;
+  EXPECT_TRUE(got.is_v6());
+  EXPECT_EQ(got.peer().str(), "[fd00:c8::5]:12756");
+  EXPECT_EQ(got.local().str(), "[fd00::10]:80");
+}
+
+TEST(ProtoCodec, StateWithAnUnknownFamilyOrDirtyIpv4AddressIsRefused) {
+  auto decodes = [](const std::string& p) {
+    return decode_payload(MsgType::Handoff, reinterpret_cast<const uint8_t*>(p.data()), p.size()).ok();
+  };
+  const std::string good = payload_of(HandoffMsg{1, sample_state(), "ab"});
+  ASSERT_TRUE(decodes(good));
+  for (uint8_t family : {0, 1, 3, 9, 11, 255}) {
+    std::string p = good;
+    p[8 + 36] = char(family);
+    EXPECT_FALSE(decodes(p)) << "family " << int(family);
+  }
+  // IPv4 in the first 4 bytes, the rest zero: one encoding per state.
+  for (size_t at : {8 + 4, 8 + 15, 8 + 16 + 4, 8 + 31}) {
+    std::string p = good;
+    p[at] = 1;
+    EXPECT_FALSE(decodes(p)) << "byte " << at;
+  }
 }
 
 }  // namespace

@@ -36,7 +36,7 @@ struct FakePort : SenderPort {
     return commit_ok;
   }
   void send_abort(uint64_t id) override { calls.push_back("abort " + std::to_string(id)); }
-  Result<TcpState> export_socket(int fd, const sockaddr_in&, const sockaddr_in&,
+  Result<TcpState> export_socket(int fd, const Endpoint&, const Endpoint&,
                                  std::string& bytes) override {
     calls.push_back("export " + std::to_string(fd));
     if (export_err) return Error{export_err, "export"};
