@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# IPv6 clients on the IPv6 VIP (issue 15): FE + 3 BEs with vip6 set. IPv6 downloads of
+# 1 KB..12 MB are byte-exact, sequential and concurrent with IPv4 downloads beside
+# them; the responses bypass the FE (its eth0 sends < 5% of the response bytes); a
+# kept-alive IPv6 connection carries two requests; the access log and the status show
+# the IPv6 client; only the FE answers neighbour discovery for the VIP (the client's
+# neighbour entry, and every advertisement an explicit solicitation draws).
+set -euo pipefail
+shopt -s inherit_errexit
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TB_IPV6=1
+# shellcheck source=scripts/testbed.sh
+source "$HERE/../../scripts/testbed.sh"
+tb_require_root
+tb_require_cmd curl jq sha256sum awk python3
+tb_require_tcpha
+tb_init 3
+tb_key
+for k in 1 2 3; do tb_docroot "$k"; done
+# A 12 MB file, for this test only (the bed's largest is 10 MB).
+tb__gen f12m.bin 12582912 >"$TB_DIR/www/.common/f12m.bin"
+for k in 1 2 3; do ln -f "$TB_DIR/www/.common/f12m.bin" "$TB_DIR/www/be$k/f12m.bin"; done
+sum=$(sha256sum <"$TB_DIR/www/.common/f12m.bin")
+TB_SHA[f12m.bin]=${sum%% *}
+TB_SIZE[f12m.bin]=12582912
+TB_FE_EXTRA="access_log = \"$TB_DIR/access.log\"" tb_config
+for k in 1 2 3; do tb_start_be "$k"; done
+tb_start_fe
+tb_wait_ready
+
+V6="http://[$TB_VIP6]"
+FE_MAC=02:00:0a:c8:00:01
+curl6() { tb_c curl -gsS --noproxy '*' --max-time 30 "$@"; }
+fetch6() { # fetch6 FILE: byte-exact over IPv6, prints the size
+  local f=$1 out=$TB_DIR/dl6/last res s
+  mkdir -p "$TB_DIR/dl6"
+  res=$(curl6 -o "$out" -w '%{http_code} %{size_download}' "$V6/$f") || { echo "curl failed" >&2; return 1; }
+  [[ ${res%% *} == 200 ]] || { echo "HTTP ${res%% *}" >&2; return 1; }
+  s=$(sha256sum <"$out")
+  [[ ${s%% *} == "${TB_SHA[$f]}" ]] || { echo "content differs (${res##* } bytes)" >&2; return 1; }
+  echo "${res##* }"
+}
+
+for who in fe be1 be2 be3; do
+  ns=$TB_NS_FE
+  [[ $who == fe ]] || ns=${TB_NS_BE[${who#be}]}
+  dev=lo
+  [[ $who != fe ]] || dev=eth0
+  addrs=$(ip -n "$ns" -6 addr show dev "$dev")
+  [[ $addrs == *"inet6 $TB_VIP6/128"* ]] || tb_fail "$who does not hold $TB_VIP6 on $dev: $addrs"
+done
+
+ok0=$(tb_fe_counter handoff_ok)
+fe_tx0=$(tb_iface_tx_bytes "$TB_NS_FE")
+bytes=0
+files=(f1k.bin f10k.bin f100k.bin f1m.bin f10m.bin f12m.bin)
+
+echo "== IPv6: 1 KB..12 MB, sequential"
+for f in "${files[@]}" "${files[@]}"; do
+  n=$(fetch6 "$f") || tb_fail "IPv6 GET /$f failed"
+  bytes=$((bytes + n))
+done
+
+echo "== IPv6 and IPv4 concurrently: 6 + 6 downloads"
+mkdir -p "$TB_DIR/dl"
+for ((i = 0; i < 12; i++)); do
+  f=${files[i % 6]}
+  url="http://$TB_VIP/$f"
+  ((i % 2)) || url="$V6/$f"
+  tb_spawn --log "$TB_DIR/dl/$i.out" "dl$i" "$TB_NS_C" curl -gsS --noproxy '*' --max-time 40 \
+    -o "$TB_DIR/dl/$i.body" -w '%{http_code} %{size_download}' "$url"
+done
+for ((i = 0; i < 12; i++)); do
+  f=${files[i % 6]}
+  rc=0
+  tb_wait "dl$i" 45 || rc=$?
+  out=$(<"$TB_DIR/dl/$i.out")
+  s=$(sha256sum <"$TB_DIR/dl/$i.body")
+  ((rc == 0)) && [[ ${out%% *} == 200 && ${s%% *} == "${TB_SHA[$f]}" ]] ||
+    tb_fail "download $i ($( ((i % 2)) && echo IPv4 || echo IPv6) /$f): curl exit $rc, '$out', $([[ ${s%% *} == "${TB_SHA[$f]}" ]] && echo same || echo differs)"
+  bytes=$((bytes + ${out##* }))
+done
+
+fe_tx=$(($(tb_iface_tx_bytes "$TB_NS_FE") - fe_tx0))
+pct=$(awk -v a="$fe_tx" -v b="$bytes" 'BEGIN { printf "%.3f", 100 * a / b }')
+echo "responses: $bytes bytes to the client; FE eth0 transmitted $fe_tx bytes ($pct%)"
+((fe_tx * 20 < bytes)) || tb_fail "the FE transmitted $pct% of the response bytes (limit 5%)"
+ok=$(($(tb_fe_counter handoff_ok) - ok0))
+((ok >= 24)) || tb_fail "only $ok handoffs for 24 connections: not every one was handed off"
+
+echo "== IPv6 keep-alive: two requests on one connection"
+out=$(curl6 -w '%{http_code} %{num_connects}\n' -o "$TB_DIR/ka1" "$V6/f100k.bin" \
+  -o "$TB_DIR/ka2" "$V6/f1m.bin") || tb_fail "keep-alive pair failed: $out"
+[[ $out == $'200 1\n200 0' ]] ||
+  tb_fail "keep-alive pair: want '200 1' then '200 0', got: $(tr '\n' ' ' <<<"$out")"
+for pair in ka1:f100k.bin ka2:f1m.bin; do
+  s=$(sha256sum <"$TB_DIR/${pair%%:*}")
+  [[ ${s%% *} == "${TB_SHA[${pair#*:}]}" ]] || tb_fail "keep-alive: /${pair#*:} content differs"
+done
+
+echo "== every BE serves IPv6 clients"
+declare -A seen=()
+for ((i = 0; i < 12; i++)); do
+  who=$(curl6 -f "$V6/whoami.txt") || tb_fail "IPv6 GET /whoami.txt failed"
+  seen[$who]=1
+done
+for k in 1 2 3; do [[ -n ${seen[be$k]:-} ]] || tb_fail "be$k never answered an IPv6 client"; done
+
+echo "== access log and status"
+tb_until 3000 grep -q " \[$TB_SUBNET6:2\]:[0-9]* \"GET /f12m.bin HTTP/1.1\" rule=default backend=be" \
+  "$TB_DIR/access.log" || tb_fail "no IPv6 client in the access log: $(tail -3 "$TB_DIR/access.log")"
+grep -q " $TB_C_ADDR:[0-9]* \"GET /f12m.bin" "$TB_DIR/access.log" ||
+  tb_fail "no IPv4 client in the access log"
+js=$(tb_status_json fe)
+[[ $(jq -r .vip6 <<<"$js") == "$TB_VIP6" ]] || tb_fail "FE status: vip6 is $(jq -c .vip6 <<<"$js")"
+
+echo "== neighbour discovery: only the FE answers for $TB_VIP6"
+lladdr=$(tb_c ip -6 neigh show "$TB_VIP6" dev eth0 | awk '{ for (i = 1; i < NF; i++) if ($i == "lladdr") print $(i + 1) }')
+[[ $lladdr == "$FE_MAC" ]] || tb_fail "the client's neighbour entry for $TB_VIP6 is '$lladdr', not the FE's $FE_MAC"
+# Solicitations to the VIP's solicited-node group and to all nodes: every BE has the
+# address (on lo); every advertisement must come from the FE.
+macs=$(tb_c python3 - "$TB_VIP6" <<'EOF'
+import socket, struct, sys, time
+target = socket.inet_pton(socket.AF_INET6, sys.argv[1])
+ifindex = socket.if_nametoindex("eth0")
+mac = open("/sys/class/net/eth0/address").read().strip()
+tap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86DD))
+tap.bind(("eth0", 0))
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+ns = struct.pack("!BBHI", 135, 0, 0, 0) + target + bytes([1, 1]) + bytes.fromhex(mac.replace(":", ""))
+snode = "ff02::1:ff" + target[13:14].hex() + ":" + target[14:16].hex()
+for dst in (snode, "ff02::1", snode):
+    s.sendto(ns, (dst, 0, 0, ifindex))
+    time.sleep(0.05)
+seen = set()
+deadline = time.monotonic() + 1.0
+while (left := deadline - time.monotonic()) > 0:
+    tap.settimeout(left)
+    try:
+        f = tap.recv(2048)
+    except socket.timeout:
+        break
+    # Ethernet 14 + IPv6 40: next header 58 (ICMPv6), type 136 (NA) for our target.
+    if len(f) >= 14 + 40 + 24 and f[14 + 6] == 58 and f[54] == 136 and f[62:78] == target:
+        seen.add(f[6:12].hex(":"))
+print(" ".join(sorted(seen)))
+EOF
+)
+[[ $macs == "$FE_MAC" ]] || tb_fail "neighbour advertisements for $TB_VIP6 came from '$macs', want only the FE ($FE_MAC)"
+
+echo "IPv6: $ok handoffs, FE tx $pct% of the response bytes, NA only from $macs"
+echo "PASS: ipv6"
