@@ -70,7 +70,9 @@ std::optional<std::pair<size_t, uint64_t>> Agent::response_size(std::string_view
 }
 
 void Agent::on_backup(ControlConn& cc, proto::BackupMsg& m) {
-  if (!held_ || !import_allowed(m.state, cfg_)) {
+  // IPv6 connections have no backup (docs/ipv6.md): the copies and probes of the held
+  // machinery are IPv4 frames, and its tuples IPv4 addresses. The FE sends none.
+  if (!held_ || !import_allowed(m.state, cfg_) || m.state.is_v6()) {
     inc(Counter::backups_refused);
     return;
   }

@@ -405,7 +405,7 @@ void Agent::forget_local_flow(const handoff::TcpState& st) {
   const size_t n = std::erase_if(moved_flows_, [&](const auto& e) {
     const auto& k = e.second.key;
     return std::equal(std::begin(k.saddr), std::end(k.saddr), std::begin(key.saddr)) &&
-           k.sport == key.sport && k.dport == key.dport;
+           k.sport == key.sport && k.dport == key.dport && k.family == key.family;
   });
   if (n > 0) (void)dp_->remove(key);
 }

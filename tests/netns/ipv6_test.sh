@@ -3,8 +3,11 @@
 # 1 KB..12 MB are byte-exact, sequential and concurrent with IPv4 downloads beside
 # them; the responses bypass the FE (its eth0 sends < 5% of the response bytes); a
 # kept-alive IPv6 connection carries two requests; the access log and the status show
-# the IPv6 client; only the FE answers neighbour discovery for the VIP (the client's
-# neighbour entry, and every advertisement an explicit solicitation draws).
+# the IPv6 client, served by every BE; be3 relays to nginx, which gets the IPv6
+# client's address in the PROXY v2 header and X-Forwarded-For; a kept-alive IPv6 connection moves between BEs
+# (multi-handoff) as its requests change group; only the FE answers neighbour discovery
+# for the VIP (the client's neighbour entry, and every advertisement an explicit
+# solicitation draws).
 set -euo pipefail
 shopt -s inherit_errexit
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -13,6 +16,11 @@ TB_IPV6=1
 source "$HERE/../../scripts/testbed.sh"
 tb_require_root
 tb_require_cmd curl jq sha256sum awk python3
+NGINX=${NGINX:-/usr/sbin/nginx}
+[[ -x $NGINX ]] || {
+  echo "SKIP: no nginx at $NGINX (scripts/deps.sh installs it)" >&2
+  exit 77
+}
 tb_require_tcpha
 tb_init 3
 tb_key
@@ -23,7 +31,53 @@ for k in 1 2 3; do ln -f "$TB_DIR/www/.common/f12m.bin" "$TB_DIR/www/be$k/f12m.b
 sum=$(sha256sum <"$TB_DIR/www/.common/f12m.bin")
 TB_SHA[f12m.bin]=${sum%% *}
 TB_SIZE[f12m.bin]=12582912
-TB_FE_EXTRA="access_log = \"$TB_DIR/access.log\"" tb_config
+# /whoami.txt is served by be1 only, /index.html by be2 only (moves); the rest by all.
+TB_BE_GROUPS=([1]='"all", "one"' [2]='"all", "two"' [3]='"all"')
+# be3 relays to nginx on 127.0.0.1:8080 (PROXY v2 and X-Forwarded-For), which serves
+# the same files and logs the client address both carry.
+TB_BE_EXTRA[3]=$'upstream = "127.0.0.1:8080"\nproxy_protocol = 2\nx_forwarded_for = true'
+mkdir -p "$TB_DIR/nginx"
+cat >"$TB_DIR/nginx/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid $TB_DIR/nginx/nginx.pid;
+error_log stderr warn;
+events { worker_connections 256; }
+http {
+  log_format relay '\$proxy_protocol_addr "\$request" \$status "\$http_x_forwarded_for"';
+  access_log $TB_DIR/nginx/access.log relay;
+  client_body_temp_path $TB_DIR/nginx/body;
+  proxy_temp_path $TB_DIR/nginx/proxy;
+  fastcgi_temp_path $TB_DIR/nginx/fastcgi;
+  uwsgi_temp_path $TB_DIR/nginx/uwsgi;
+  scgi_temp_path $TB_DIR/nginx/scgi;
+  default_type application/octet-stream;
+  sendfile on;
+  server {
+    listen 127.0.0.1:8080 proxy_protocol;
+    root $TB_DIR/www/be3;
+  }
+}
+EOF
+TB_FE_EXTRA="access_log = \"$TB_DIR/access.log\"" tb_config "$(
+  cat <<'EOF'
+[[rule]]
+name = "one"
+path = '^/whoami\.txt$'
+group = "one"
+policy = "round-robin"
+
+[[rule]]
+name = "two"
+path = '^/index\.html$'
+group = "two"
+policy = "round-robin"
+EOF
+)"
+tb_spawn nginx "${TB_NS_BE[3]}" "$NGINX" -e stderr -p "$TB_DIR/nginx" -c "$TB_DIR/nginx/nginx.conf"
+tb_until 5000 tb_be 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080' || tb_fail "nginx on be3 did not start"
 for k in 1 2 3; do tb_start_be "$k"; done
 tb_start_fe
 tb_wait_ready
@@ -98,19 +152,45 @@ for pair in ka1:f100k.bin ka2:f1m.bin; do
   [[ ${s%% *} == "${TB_SHA[${pair#*:}]}" ]] || tb_fail "keep-alive: /${pair#*:} content differs"
 done
 
-echo "== every BE serves IPv6 clients"
-declare -A seen=()
-for ((i = 0; i < 12; i++)); do
-  who=$(curl6 -f "$V6/whoami.txt") || tb_fail "IPv6 GET /whoami.txt failed"
-  seen[$who]=1
+echo "== IPv6 multi-handoff: one connection, its requests alternating be1 / be2 / any"
+moved_out() { echo $(($(tb_status_json be1 | jq .counters.moved_out) + $(tb_status_json be2 | jq .counters.moved_out) + $(tb_status_json be3 | jq .counters.moved_out))); }
+moved0=$(moved_out)
+args=()
+for ((i = 0; i < 9; i++)); do
+  case $((i % 3)) in
+    0) u=whoami.txt ;;
+    1) u=index.html ;;
+    2) u=f1m.bin ;;
+  esac
+  args+=(-o "$TB_DIR/mv$i" "$V6/$u")
 done
-for k in 1 2 3; do [[ -n ${seen[be$k]:-} ]] || tb_fail "be$k never answered an IPv6 client"; done
+out=$(curl6 -w '%{http_code} %{num_connects}\n' "${args[@]}") || tb_fail "IPv6 moves: curl failed: $out"
+[[ $(tr '\n' ' ' <<<"$out") == "200 1 $(printf '200 0 %.0s' 1 2 3 4 5 6 7 8)" ]] ||
+  tb_fail "IPv6 moves: want 9 x 200 on one connection, got: $(tr '\n' ' ' <<<"$out")"
+for i in 0 3 6; do [[ $(<"$TB_DIR/mv$i") == be1 ]] || tb_fail "IPv6 moves: /whoami.txt answered by '$(<"$TB_DIR/mv$i")', not be1"; done
+for i in 2 5 8; do
+  s=$(sha256sum <"$TB_DIR/mv$i")
+  [[ ${s%% *} == "${TB_SHA[f1m.bin]}" ]] || tb_fail "IPv6 moves: /f1m.bin (request $i) differs"
+done
+moves_ge() { (($(moved_out) - moved0 >= $1)); }
+tb_until 3000 moves_ge 4 || true
+moved=$(($(moved_out) - moved0))
+((moved >= 4)) || tb_fail "IPv6 moves: the BEs count $moved moves out, want >= 4"
 
 echo "== access log and status"
 tb_until 3000 grep -q " \[$TB_SUBNET6:2\]:[0-9]* \"GET /f12m.bin HTTP/1.1\" rule=default backend=be" \
   "$TB_DIR/access.log" || tb_fail "no IPv6 client in the access log: $(tail -3 "$TB_DIR/access.log")"
 grep -q " $TB_C_ADDR:[0-9]* \"GET /f12m.bin" "$TB_DIR/access.log" ||
   tb_fail "no IPv4 client in the access log"
+for k in 1 2 3; do
+  grep -q " \[$TB_SUBNET6:2\]:[0-9]* \"GET [^\"]*\" rule=default backend=be$k " "$TB_DIR/access.log" ||
+    tb_fail "the access log shows no IPv6 client served by be$k"
+done
+# The relay's PROXY v2 header and X-Forwarded-For carry the IPv6 client, bare.
+tb_until 3000 grep -q "^$TB_SUBNET6:2 \"GET /f12m.bin HTTP/1.1\" 200 \"$TB_SUBNET6:2\"$" "$TB_DIR/nginx/access.log" ||
+  tb_fail "nginx (behind be3's relay) logged no IPv6 client: $(tail -3 "$TB_DIR/nginx/access.log")"
+grep -q "^$TB_C_ADDR \"GET /f12m.bin HTTP/1.1\" 200 \"$TB_C_ADDR\"$" "$TB_DIR/nginx/access.log" ||
+  tb_fail "nginx (behind be3's relay) logged no IPv4 client: $(tail -3 "$TB_DIR/nginx/access.log")"
 js=$(tb_status_json fe)
 [[ $(jq -r .vip6 <<<"$js") == "$TB_VIP6" ]] || tb_fail "FE status: vip6 is $(jq -c .vip6 <<<"$js")"
 
@@ -150,5 +230,5 @@ EOF
 )
 [[ $macs == "$FE_MAC" ]] || tb_fail "neighbour advertisements for $TB_VIP6 came from '$macs', want only the FE ($FE_MAC)"
 
-echo "IPv6: $ok handoffs, FE tx $pct% of the response bytes, NA only from $macs"
+echo "IPv6: $ok handoffs, $moved moves, FE tx $pct% of the response bytes, NA only from $macs"
 echo "PASS: ipv6"
