@@ -463,7 +463,7 @@ class Daemon {
   std::unique_ptr<Membership> membership_;
   std::unique_ptr<datapath::FlowGcThread> gc_;
   std::unique_ptr<Threads> threads_;
-  int garp_left_ = 0;                 // gratuitous ARPs still to send after taking over
+  int garp_left_ = 0;  // gratuitous ARPs (and IPv6 advertisements) still to send after taking over
   uint64_t next_garp_ = 0;
   takeover::Listener takeover_;
   takeover::Session handed_;  // what --takeover received, until activate() uses it
@@ -670,6 +670,10 @@ void Daemon::announce_vip() {
                                            sh_.fe_mac);
       !s)
     spdlog::warn("{}", s.error().message());
+  // The IPv6 VIP's neighbours learn the move the same way (docs/ipv6.md).
+  if (const auto& v6 = boot_.cluster.vip6_addr)
+    if (Status s = host::send_unsolicited_na(boot_.frontend.interface, *v6, sh_.fe_mac); !s)
+      spdlog::warn("{}", s.error().message());
 }
 
 Status Daemon::start_metrics() {

@@ -231,4 +231,27 @@ Status send_gratuitous_arp(const std::string& ifname, in_addr ip, const Mac& mac
   return {};
 }
 
+Status send_unsolicited_na(const std::string& ifname, const in6_addr& ip, const Mac& mac) {
+  const int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  if (ifindex == 0) return sys_error("interface " + ifname);
+  UniqueFd s(socket(AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMPV6));  // the kernel sums it
+  if (!s.valid()) return sys_error("neighbour advertisement socket");
+  const int hops = 255;  // required: receivers drop NDP with any other hop limit
+  setsockopt(s.get(), IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &hops, sizeof hops);
+  setsockopt(s.get(), IPPROTO_IPV6, IPV6_MULTICAST_IF, &ifindex, sizeof ifindex);
+  uint8_t na[32]{};
+  na[0] = 136;   // neighbour advertisement
+  na[4] = 0x20;  // Override; not Solicited (it answers nobody), not Router
+  std::memcpy(na + 8, &ip, 16);
+  na[24] = 2, na[25] = 1;  // option: target link-layer address, 8 bytes
+  std::memcpy(na + 26, mac.data(), 6);
+  sockaddr_in6 to{};
+  to.sin6_family = AF_INET6;
+  to.sin6_addr.s6_addr[0] = 0xff, to.sin6_addr.s6_addr[1] = 0x02, to.sin6_addr.s6_addr[15] = 1;
+  to.sin6_scope_id = uint32_t(ifindex);
+  if (sendto(s.get(), na, sizeof na, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0)
+    return sys_error("neighbour advertisement on " + ifname);
+  return {};
+}
+
 }  // namespace tcpha::host

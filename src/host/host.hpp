@@ -66,6 +66,10 @@ Result<Mac> interface_mac(const std::string& ifname);
 // (broadcast, sender = target = ip), which update the neighbours' existing entries
 // (a hot-standby FE taking the VIP over). Needs CAP_NET_RAW.
 Status send_gratuitous_arp(const std::string& ifname, in_addr ip, const Mac& mac);
+// The same for an IPv6 address: an unsolicited neighbour advertisement (RFC 4861
+// 7.2.6) to all nodes, with the Override flag and our MAC, which updates the entries
+// neighbours already have. Needs CAP_NET_RAW.
+Status send_unsolicited_na(const std::string& ifname, const in6_addr& ip, const Mac& mac);
 // An IPv4 neighbour's MAC from /proc/net/arp (complete entries only), nullopt if absent.
 std::optional<Mac> neighbour_mac(uint32_t addr_be);
 
