@@ -65,7 +65,23 @@
  * take over, which would end them truncated. So, while tcpha_egress_guard and
  * tcpha_guard_vip are set, an IPv4 TCP segment from the VIP with FIN or RST is
  * dropped unless its socket carries SO_MARK TCPHA_MARK_DONE, which the agent sets
- * right before it ends a connection itself (EGRESS_GUARD). Everything else passes. */
+ * right before it ends a connection itself (EGRESS_GUARD). Everything else passes.
+ *
+ * Tunnel (forward = "tunnel", docs/tunnel.md). A back-end whose slot says
+ * TCPHA_FORWARD_TUNNEL need not share our L2 segment: its packets are encapsulated
+ * in an outer IPv4 header (protocol 4 for an IPv4 client, 41 for an IPv6 one) from
+ * tcpha_tunnel_src to the slot's tunnel_addr, with DF set, and sent toward the next
+ * hop the kernel's FIB gives (bpf_fib_lookup; a next hop whose neighbour entry is not
+ * resolved yet goes through bpf_redirect_neigh, which resolves it). No route, no
+ * source address, or a packet bigger than the route's MTU is dropped (TUNNEL_DROP):
+ * the front-end clamps the MSS it advertises so that full-size segments fit.
+ * A back-end decapsulates (tcpha_decap_addr set: its own address): an IPv4 packet to
+ * that address carrying IPv4 or IPv6 whose outer source is in tunnel_sources (the
+ * cluster's front-ends and back-ends, filled by the agent) and whose inner
+ * destination is the guarded VIP loses its outer header and goes on through this
+ * program as if it had arrived bare (DECAP); any other tunnelled packet to that
+ * address is dropped (DECAP_DROP): an unknown sender, a fragment (we set DF, so a
+ * fragment was not ours), or an inner packet for someone else. */
 /* The uapi headers must precede libbpf's, which use their types. */
 /* clang-format off */
 #include <linux/bpf.h>
@@ -121,6 +137,27 @@ volatile __u32 tcpha_guard_vip SEC(".data") = 0;
 /* Non-zero: the egress program guards tcpha_guard_vip (see the top). In .data like
  * the guard, for the same reason. */
 volatile __u32 tcpha_egress_guard SEC(".data") = 0;
+
+/* The guarded IPv6 VIP (network order), all zero = off: the IPv6 twin of
+ * tcpha_guard_vip. */
+volatile __u32 tcpha_guard_vip6[4] SEC(".data") = {};
+
+/* Tunnel (see the top): the outer source address of encapsulated packets, this
+ * host's IPv4 address (network order); 0 = none, tunnel packets are dropped. */
+volatile __u32 tcpha_tunnel_src SEC(".data") = 0;
+
+/* Back-ends: the address tunnelled packets arrive for (ours, network order); 0 =
+ * decapsulation off, tunnelled packets are the stack's business. */
+volatile __u32 tcpha_decap_addr SEC(".data") = 0;
+
+/* The outer source addresses a back-end decapsulates from (the cluster's front-ends
+ * and back-ends; see the top). Key: IPv4, network order; the value is unused. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __type(key, __u32);
+  __type(value, __u8);
+  __uint(max_entries, 1024);
+} tunnel_sources SEC(".maps");
 
 /* The one field of the kernel's tcp_sock the guard reads. CO-RE: libbpf finds the
  * bitfield's real position in the running kernel's BTF at load time. */
@@ -254,6 +291,155 @@ static __always_inline int copy_to_backup(struct __sk_buff *skb, struct tcpha_pa
   return 1;
 }
 
+/* Not in this system's uapi headers before Linux 6.3 (the kernel has them since). */
+#ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV6
+#define BPF_F_ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8)
+#endif
+#define TCPHA_IP_DF 0x4000
+#define TCPHA_IP_MF_OFFSET 0x3fff /* more-fragments flag and fragment offset */
+#define TCPHA_AF_INET_FIB 2       /* AF_INET, for bpf_fib_lookup */
+
+/* The IPv4 header checksum of a 20-byte header whose check field is 0. */
+static __always_inline __u16 ip_checksum(struct iphdr *ip) {
+  __u32 sum = 0;
+  __u16 *w = (__u16 *)ip;
+
+#pragma unroll
+  for (int i = 0; i < (int)(sizeof(*ip) / 2); i++) sum += w[i];
+  sum = (sum & 0xffff) + (sum >> 16);
+  sum = (sum & 0xffff) + (sum >> 16);
+  return (__u16)~sum;
+}
+
+/* Sends the packet to a tunnel back-end (see the top): outer IPv4 header in front of
+ * the client's IP packet, next hop from the FIB. The flow's statistics are taken
+ * before the helpers, which invalidate every packet pointer. */
+static __always_inline int tunnel(struct __sk_buff *skb, struct tcpha_packet *p,
+                                  struct tcpha_flow_value *v, __u32 to) {
+  struct bpf_fib_lookup fib = {};
+  struct iphdr outer = {};
+  const __u32 from = tcpha_tunnel_src;
+  __u64 len = skb->len;
+  void *data, *data_end;
+  struct ethhdr *eth;
+  __u32 inner_len, hdrs;
+  int rc;
+
+  if (p->ip4) {
+    inner_len = bpf_ntohs(p->ip4->tot_len);
+    hdrs = p->ip4->ihl * 4 + p->tcp->doff * 4;
+    outer.tos = p->ip4->tos;
+    outer.protocol = IPPROTO_IPIP;
+  } else if (p->ip6) {
+    inner_len = bpf_ntohs(p->ip6->payload_len) + sizeof(struct ipv6hdr);
+    hdrs = sizeof(struct ipv6hdr) + p->tcp->doff * 4;
+    outer.tos = (__u8)(p->ip6->priority << 4 | p->ip6->flow_lbl[0] >> 4);
+    outer.protocol = IPPROTO_IPV6;
+  } else {
+    goto drop;
+  }
+  if (!from || !to || inner_len + sizeof(outer) > 0xffff) goto drop;
+  outer.version = 4;
+  outer.ihl = 5;
+  outer.tot_len = bpf_htons((__u16)(inner_len + sizeof(outer)));
+  outer.frag_off = bpf_htons(TCPHA_IP_DF);
+  outer.ttl = 64;
+  outer.saddr = from;
+  outer.daddr = to;
+  outer.check = ip_checksum(&outer);
+
+  fib.family = TCPHA_AF_INET_FIB;
+  fib.tos = outer.tos;
+  fib.l4_protocol = outer.protocol;
+  /* A GSO packet (a TSO sender on this host, or GRO) is segmented after us: the MTU
+   * check is for its segments, below. 0: the helper checks no size. */
+  fib.tot_len = skb->gso_size ? 0 : bpf_ntohs(outer.tot_len);
+  fib.ipv4_src = from;
+  fib.ipv4_dst = to;
+  fib.ifindex = skb->ifindex;
+  /* OUTPUT: routed as our own packet, which it now is (no forwarding sysctl needed). */
+  rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
+  if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) goto drop;
+  /* mtu_result (the route's MTU) shares tot_len's place; each segment, outer header
+   * included, must fit. */
+  if (skb->gso_size && skb->gso_size + hdrs + sizeof(outer) > fib.mtu_result) goto drop;
+
+  v->last_seen_ns = bpf_ktime_get_ns();
+  if (bpf_skb_adjust_room(skb, sizeof(outer), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4))
+    goto drop;
+  if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &outer, sizeof(outer), 0)) goto drop;
+  data = (void *)(long)skb->data;
+  data_end = (void *)(long)skb->data_end;
+  eth = data;
+  if ((void *)(eth + 1) > data_end) goto drop;
+  eth->h_proto = bpf_htons(ETH_P_IP);
+  __sync_fetch_and_add(&v->packets, 1);
+  __sync_fetch_and_add(&v->bytes, len);
+  count(TCPHA_DP_FORWARD, 1);
+  count(TCPHA_DP_FORWARD_BYTES, len);
+  count(TCPHA_DP_TUNNEL, 1);
+  if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+  __builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+  __builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+  return bpf_redirect(fib.ifindex, 0);
+drop:
+  count(TCPHA_DP_TUNNEL_DROP, 1);
+  return TC_ACT_SHOT;
+}
+
+enum { DECAP_NONE, DECAP_DONE, DECAP_DROP };
+
+/* Back-ends: takes the outer header off a tunnelled packet for us (see the top).
+ * DECAP_NONE: not one, the packet is untouched; DECAP_DONE: the client's packet now
+ * starts after the Ethernet header; DECAP_DROP: drop it. */
+static __always_inline int decap(struct __sk_buff *skb) {
+  const __u32 me = tcpha_decap_addr;
+  void *data = (void *)(long)skb->data;
+  void *data_end = (void *)(long)skb->data_end;
+  struct ethhdr *eth = data;
+  __u16 proto = ETH_P_IP;
+  struct iphdr *ip;
+  __u64 flags = 0;
+
+  if (!me || (void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP)) return DECAP_NONE;
+  ip = (void *)(eth + 1);
+  if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->daddr != me ||
+      (ip->protocol != IPPROTO_IPIP && ip->protocol != IPPROTO_IPV6))
+    return DECAP_NONE;
+  if (ip->ihl != 5 || (ip->frag_off & bpf_htons(TCPHA_IP_MF_OFFSET)) ||
+      !bpf_map_lookup_elem(&tunnel_sources, &ip->saddr))
+    return DECAP_DROP;
+  if (ip->protocol == IPPROTO_IPIP) {
+    struct iphdr *in = (void *)(ip + 1);
+    const __u32 vip = tcpha_guard_vip;
+
+    if ((void *)(in + 1) > data_end || !vip || in->daddr != vip) return DECAP_DROP;
+  } else {
+    struct ipv6hdr *in6 = (void *)(ip + 1);
+    const __u32 *vip6 = (const __u32 *)tcpha_guard_vip6;
+    const __u32 *d;
+
+    if ((void *)(in6 + 1) > data_end) return DECAP_DROP;
+    d = (const __u32 *)&in6->daddr;
+    if (!(vip6[0] | vip6[1] | vip6[2] | vip6[3]) || d[0] != vip6[0] || d[1] != vip6[1] ||
+        d[2] != vip6[2] || d[3] != vip6[3])
+      return DECAP_DROP;
+    /* The stack must take the inner packet as IPv6 (skb->protocol); IPv4 in IPv4 needs
+     * no flag, and so also works on kernels before 6.3, which lack it. */
+    flags = BPF_F_ADJ_ROOM_DECAP_L3_IPV6;
+    proto = ETH_P_IPV6;
+  }
+  if (bpf_skb_adjust_room(skb, -(__s32)sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, flags))
+    return DECAP_DROP;
+  data = (void *)(long)skb->data;
+  data_end = (void *)(long)skb->data_end;
+  eth = data;
+  if ((void *)(eth + 1) > data_end) return DECAP_DROP;
+  eth->h_proto = bpf_htons(proto);
+  count(TCPHA_DP_DECAP, 1);
+  return DECAP_DONE;
+}
+
 /* Direct server return on the same segment: the back-end owns the connection now
  * and answers the client itself; the source MAC must be ours, or the switch
  * learns the client's MAC on our port and the back-end's answers come here. A
@@ -269,6 +455,15 @@ static __always_inline int forward(struct __sk_buff *skb, struct tcpha_packet *p
 
   /* NULL for a slot beyond the table (an array lookup checks its bound). */
   primary = bpf_map_lookup_elem(&backends, &slot);
+  if (primary && primary->forward == TCPHA_FORWARD_TUNNEL &&
+      !(primary->flags & TCPHA_BACKEND_F_FAILED)) {
+    if (!hop(p)) {
+      count(TCPHA_DP_TTL_DROP, 1);
+      return TC_ACT_SHOT;
+    }
+    note_fin_rst(p->tcp, v);
+    return tunnel(skb, p, v, primary->tunnel_addr);
+  }
   if (primary && (primary->flags & TCPHA_BACKEND_F_FAILED)) {
     const struct tcpha_backend *b = backup ? usable_backup(backup) : NULL;
 
@@ -298,22 +493,40 @@ static __always_inline int forward(struct __sk_buff *skb, struct tcpha_packet *p
   return bpf_redirect(skb->ifindex, 0);
 }
 
+/* True for an IPv6 key to the guarded IPv6 VIP (tcpha_guard_vip6, set). */
+static __always_inline int guarded6(const struct tcpha_flow_key *k) {
+  const __u32 *vip6 = (const __u32 *)tcpha_guard_vip6;
+
+  return (vip6[0] | vip6[1] | vip6[2] | vip6[3]) && k->daddr[0] == vip6[0] &&
+         k->daddr[1] == vip6[1] && k->daddr[2] == vip6[2] && k->daddr[3] == vip6[3];
+}
+
 /* A packet to the guarded VIP without a flow (see the top): pass only if a socket
  * that can take it exists. One socket lookup, only for such packets. */
-static __always_inline int guard(struct __sk_buff *skb, struct tcpha_packet *p, __u32 vip) {
+static __always_inline int guard(struct __sk_buff *skb, struct tcpha_packet *p) {
   struct bpf_sock_tuple t = {};
   struct bpf_sock *sk;
   struct tcp_sock *tp;
+  __u32 tuple_size;
   int repair = 0;
 
   /* The stack answers a new connection's SYN itself (SYN-ACK, or an RST when
    * nothing listens), as without the guard. */
   if (p->tcp->syn && !p->tcp->ack) return pass();
-  t.ipv4.saddr = p->key.saddr[0];
-  t.ipv4.daddr = vip;
-  t.ipv4.sport = p->key.sport;
-  t.ipv4.dport = p->key.dport;
-  sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+  if (p->key.family == TCPHA_AF_INET) {
+    t.ipv4.saddr = p->key.saddr[0];
+    t.ipv4.daddr = p->key.daddr[0];
+    t.ipv4.sport = p->key.sport;
+    t.ipv4.dport = p->key.dport;
+    tuple_size = sizeof(t.ipv4);
+  } else {
+    __builtin_memcpy(t.ipv6.saddr, p->key.saddr, sizeof(t.ipv6.saddr));
+    __builtin_memcpy(t.ipv6.daddr, p->key.daddr, sizeof(t.ipv6.daddr));
+    t.ipv6.sport = p->key.sport;
+    t.ipv6.dport = p->key.dport;
+    tuple_size = sizeof(t.ipv6);
+  }
+  sk = bpf_skc_lookup_tcp(skb, &t, tuple_size, BPF_F_CURRENT_NETNS, 0);
   if (!sk) {
     count(TCPHA_DP_GUARD_NOSOCK, 1);
     return TC_ACT_SHOT;
@@ -343,6 +556,16 @@ int tcpha_ingress(struct __sk_buff *skb) {
 
   count(TCPHA_DP_RX, 1);
   tcpha_pull_headers(skb);
+  switch (decap(skb)) {
+    case DECAP_DROP:
+      count(TCPHA_DP_DECAP_DROP, 1);
+      return TC_ACT_SHOT;
+    case DECAP_DONE:
+      tcpha_pull_headers(skb);
+      break;
+    default:
+      break;
+  }
   switch (tcpha_parse(skb, &p)) {
     case TCPHA_PARSE_TCP:
       break;
@@ -357,7 +580,8 @@ int tcpha_ingress(struct __sk_buff *skb) {
   if (!v) {
     __u32 vip = tcpha_guard_vip;
 
-    if (vip && p.key.family == TCPHA_AF_INET && p.key.daddr[0] == vip) return guard(skb, &p, vip);
+    if (vip && p.key.family == TCPHA_AF_INET && p.key.daddr[0] == vip) return guard(skb, &p);
+    if (p.key.family == TCPHA_AF_INET6 && guarded6(&p.key)) return guard(skb, &p);
     return pass();
   }
   if (p.tcp->syn && !p.tcp->ack) return on_syn(&p, v);

@@ -55,7 +55,7 @@ struct tcpha_flow_value {
  * running (the flows, backends and counters maps; docs/fe-restart.md): the program
  * carries it in .rodata, and a datapath whose value differs is not adopted. Bump it
  * whenever that meaning changes, even when no size does (sizes are checked anyway). */
-#define TCPHA_STATE_LAYOUT 1
+#define TCPHA_STATE_LAYOUT 2
 
 /* BE failover (docs/failover.md). Back-end slots are the FE's BackendState::uid; the
  * "backends" array map holds one struct tcpha_backend per slot. */
@@ -71,16 +71,24 @@ enum tcpha_backend_flags {
   TCPHA_BACKEND_F_FAILED = 1 << 0, /* the FE lost the back-end: its flows go to their backups */
 };
 
+/* How packets reach a back-end (tcpha_backend.forward). */
+enum tcpha_forward {
+  TCPHA_FORWARD_DR = 0,     /* same L2 segment: MAC rewrite */
+  TCPHA_FORWARD_TUNNEL = 1, /* IPIP (or IPv6-in-IPv4) to tunnel_addr, routed by the FIB */
+};
+
 struct tcpha_backend {
-  __u8 mac[6]; /* the back-end's MAC; all zero: slot unused */
-  __u8 flags;  /* enum tcpha_backend_flags */
-  __u8 pad;
+  __u8 mac[6];      /* the back-end's MAC (DR); all zero: unknown */
+  __u8 flags;       /* enum tcpha_backend_flags */
+  __u8 forward;     /* enum tcpha_forward */
+  __u32 tunnel_addr; /* TUNNEL: the back-end's IPv4 address, network order */
 };
 
 /* Per-CPU counters, declared once: X(id, description). Every packet of the ingress
  * program ends in exactly one of PASS, HOLD_DROP, FORWARD, SYN_DROP, GUARD_NOSOCK,
- * GUARD_REPAIR, TTL_DROP and FAILOVER_DROP (RX is their sum); FAILOVER packets are
- * FORWARD ones too; COPY counts clones on top, EGRESS_GUARD the egress program. */
+ * GUARD_REPAIR, TTL_DROP, FAILOVER_DROP, TUNNEL_DROP and DECAP_DROP (RX is their
+ * sum); FAILOVER and TUNNEL packets are FORWARD ones too, a DECAP one goes on to one
+ * of the others; COPY counts clones on top, EGRESS_GUARD the egress program. */
 #define TCPHA_DP_COUNTERS(X)                                                                      \
   X(RX, "packets seen by the datapath")                                                           \
   X(PASS, "packets passed to the FE's stack")                                                     \
@@ -98,7 +106,11 @@ struct tcpha_backend {
   X(COPY, "client packets copied to a backup")                                                    \
   X(FAILOVER, "packets of a failed back-end's flows sent to its backup")                          \
   X(FAILOVER_DROP, "packets of a failed back-end's flows dropped: the flow has no usable backup") \
-  X(EGRESS_GUARD, "FIN/RST of a back-end connection its agent did not end, dropped")
+  X(EGRESS_GUARD, "FIN/RST of a back-end connection its agent did not end, dropped")            \
+  X(TUNNEL, "packets encapsulated toward a tunnel back-end (FORWARD ones too)")                   \
+  X(TUNNEL_DROP, "packets to a tunnel back-end dropped: no route, no source address or too big")  \
+  X(DECAP, "tunnelled packets decapsulated for the VIP")                                          \
+  X(DECAP_DROP, "tunnelled packets dropped: unknown sender, fragment, or not for the VIP")
 
 enum tcpha_dp_counter {
 #define TCPHA_X_ENUM(id, desc) TCPHA_DP_##id,
@@ -131,8 +143,10 @@ TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, smac) == 14);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, last_seen_ns) == 24);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, closing_ns) == 32);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, bytes) == 48);
-TCPHA_LAYOUT(sizeof(struct tcpha_backend) == 8);
+TCPHA_LAYOUT(sizeof(struct tcpha_backend) == 12);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_backend, flags) == 6);
+TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_backend, forward) == 7);
+TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_backend, tunnel_addr) == 8);
 #undef TCPHA_LAYOUT
 
 #endif /* TCPHA_SHARED_H */

@@ -236,17 +236,41 @@ tb__on_exit() {
 }
 
 # tb__link NODE_NS PORT ADDR MAC: the node's eth0, its peer PORT enslaved to br0.
+# tb__link NS PORT ADDR MAC [BRIDGE=br0] [IFNAME=eth0]
 tb__link() {
-  local ns=$1 port=$2 addr=$3 mac=$4 sw=$TB_NS_SW
-  ip -n "$ns" link add eth0 address "$mac" type veth peer name "$port" netns "$sw"
-  ip -n "$sw" link set "$port" master br0 up
-  ip -n "$ns" addr add "$addr/24" dev eth0
-  if [[ $TB_IPV6 == 1 ]]; then
-    ip netns exec "$ns" sysctl -qw net.ipv6.conf.eth0.disable_ipv6=0
-    ip -n "$ns" -6 addr add "$TB_SUBNET6:${addr##*.}/64" dev eth0 nodad
+  local ns=$1 port=$2 addr=$3 mac=$4 br=${5:-br0} ifname=${6:-eth0} sw=$TB_NS_SW
+  ip -n "$ns" link add "$ifname" address "$mac" type veth peer name "$port" netns "$sw"
+  ip -n "$sw" link set "$port" master "$br" up
+  ip -n "$ns" addr add "$addr/24" dev "$ifname"
+  # TB_IPV6: the client segment (br0) only; routed back-ends stay IPv4.
+  if [[ $TB_IPV6 == 1 && $br == br0 ]]; then
+    ip netns exec "$ns" sysctl -qw "net.ipv6.conf.$ifname.disable_ipv6=0"
+    ip -n "$ns" -6 addr add "$TB_SUBNET6:${addr##*.}/64" dev "$ifname" nodad
   fi
-  ip -n "$ns" link set eth0 up
+  ip -n "$ns" link set "$ifname" up
 }
+
+# Routed back-ends (TB_ROUTED_BES="1 2", before tb_init): those back-ends sit on a second
+# segment, $TB_RT_SUBNET.0/24 on bridge br1, behind a router namespace (10.200.0.254 and
+# $TB_RT_SUBNET.254) and share no L2 with the front-end: the tunnel's bed
+# (docs/tunnel.md). Every other node routes that subnet through the router; the routed
+# back-ends' default route is the router, which is how their answers reach the
+# client. The router does not check source addresses (rp_filter 0): the back-ends
+# answer from the VIP, which lives on the other side.
+TB_RT_SUBNET=10.201.0
+tb__router() {
+  TB_NS_RT=tcpha$TB_ID-rt
+  tb__netns_add "$TB_NS_RT"
+  tb__link "$TB_NS_RT" p-rt0 "$TB_SUBNET.254" 02:00:0a:c8:00:fe br0 eth0
+  tb__link "$TB_NS_RT" p-rt1 "$TB_RT_SUBNET.254" 02:00:0a:c9:00:fe br1 eth1
+  local k
+  for k in net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+    net.ipv4.conf.eth0.rp_filter=0 net.ipv4.conf.eth1.rp_filter=0; do
+    ip netns exec "$TB_NS_RT" sysctl -qw "$k"
+  done
+}
+tb__routed() { [[ " ${TB_ROUTED_BES:-} " == *" $1 "* ]]; }
+tb_rt() { ip netns exec "$TB_NS_RT" "$@"; }
 
 tb__netns_add() {
   TB_NETNS+=("$1") # first: an interrupt right after `ip netns add` must still clean it
@@ -274,6 +298,7 @@ tb_init() {
   for ((k = 1; k <= n; k++)); do
     TB_NS_BE[k]=tcpha$TB_ID-be$k
     TB_BE_ADDR[k]=$TB_SUBNET.$((10 + k))
+    if tb__routed "$k"; then TB_BE_ADDR[k]=$TB_RT_SUBNET.$((10 + k)); fi
   done
   export TB_ID TB_DIR TB_N_BE TB_NS_SW TB_NS_C TB_NS_FE TB_VIP TB_FE_ADDR TB_C_ADDR TB_TCPHA
   export TB_IPV6 TB_VIP6
@@ -281,6 +306,10 @@ tb_init() {
   tb__netns_add "$TB_NS_SW"
   ip -n "$TB_NS_SW" link add br0 type bridge
   ip -n "$TB_NS_SW" link set br0 up
+  if [[ -n ${TB_ROUTED_BES:-} ]]; then
+    ip -n "$TB_NS_SW" link add br1 type bridge
+    ip -n "$TB_NS_SW" link set br1 up
+  fi
   # Locally administered MACs ending in the address's last byte: readable in tcpdump.
   tb__netns_add "$TB_NS_C"
   tb__link "$TB_NS_C" p-c "$TB_C_ADDR" 02:00:0a:c8:00:02
@@ -288,8 +317,25 @@ tb_init() {
   tb__link "$TB_NS_FE" p-fe "$TB_FE_ADDR" 02:00:0a:c8:00:01
   for ((k = 1; k <= n; k++)); do
     tb__netns_add "${TB_NS_BE[k]}"
-    tb__link "${TB_NS_BE[k]}" "p-be$k" "${TB_BE_ADDR[k]}" "$(printf '02:00:0a:c8:00:%02x' $((10 + k)))"
+    if tb__routed "$k"; then
+      tb__link "${TB_NS_BE[k]}" "p-be$k" "${TB_BE_ADDR[k]}" "$(printf '02:00:0a:c9:00:%02x' $((10 + k)))" br1
+    else
+      tb__link "${TB_NS_BE[k]}" "p-be$k" "${TB_BE_ADDR[k]}" "$(printf '02:00:0a:c8:00:%02x' $((10 + k)))"
+    fi
   done
+  if [[ -n ${TB_ROUTED_BES:-} ]]; then
+    tb__router
+    ip -n "$TB_NS_FE" route add "$TB_RT_SUBNET.0/24" via "$TB_SUBNET.254"
+    ip -n "$TB_NS_C" route add "$TB_RT_SUBNET.0/24" via "$TB_SUBNET.254"
+    for ((k = 1; k <= n; k++)); do
+      if tb__routed "$k"; then
+        ip -n "${TB_NS_BE[k]}" route add default via "$TB_RT_SUBNET.254"
+      else
+        ip -n "${TB_NS_BE[k]}" route add "$TB_RT_SUBNET.0/24" via "$TB_SUBNET.254"
+      fi
+    done
+    tb_log "routed back-ends ${TB_ROUTED_BES} on $TB_RT_SUBNET.0/24 behind router $TB_NS_RT"
+  fi
   tb_log "bed $TB_ID: client $TB_C_ADDR, FE $TB_FE_ADDR, VIP $TB_VIP, $n BEs ${TB_BE_ADDR[*]}; dir $TB_DIR"
 }
 
@@ -334,7 +380,7 @@ tb_docroot() {
 # catch-all rule (first match wins); TB_FE_EXTRA adds [frontend] keys, TB_BE_EXTRA[k]
 # keys of backend k (when they set upstream, the backend gets no docroot: a backend
 # has exactly one of them); TB_NO_DEFAULT_RULE=1 leaves the catch-all rule out.
-# TB_CLUSTER_EXTRA adds [cluster] keys; TB_BE_GROUPS[k] replaces backend k's groups
+# TB_CLUSTER_EXTRA adds [cluster] keys, TB_FORWARD sets its forward (default dr); TB_BE_GROUPS[k] replaces backend k's groups
 # (the inside of a TOML array, default '"all"'); TB_CONFIG_BES=M lists back-ends 1..M
 # only (default all TB_N_BE: a smaller file leaves the others to join at run time).
 tb_config() {
@@ -342,8 +388,8 @@ tb_config() {
   [[ -f $TB_DIR/cluster.key ]] || tb_key
   {
     echo "# Generated by scripts/testbed.sh for bed $TB_ID."
-    printf '[cluster]\nvip = "%s"\nports = [%s]\nkey_file = "cluster.key"\nforward = "dr"\n%s\n' \
-      "$TB_VIP" "$TB_PORT" "${TB_CLUSTER_EXTRA:-}"
+    printf '[cluster]\nvip = "%s"\nports = [%s]\nkey_file = "cluster.key"\nforward = "%s"\n%s\n' \
+      "$TB_VIP" "$TB_PORT" "${TB_FORWARD:-dr}" "${TB_CLUSTER_EXTRA:-}"
     [[ $TB_IPV6 != 1 ]] || printf 'vip6 = "%s"\n' "$TB_VIP6"
     # A stop waits for open connections for stop_timeout_s (default 30): shorter than
     # tb_stop's patience here, unless the test sets it.

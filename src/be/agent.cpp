@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/signalfd.h>
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -68,6 +69,16 @@ int Daemon::setup_host() {
                              {"net.ipv4.conf.all.rp_filter", "0"},
                              {"net.ipv4.conf." + ifname_ + ".rp_filter", "0"}}) {
     auto g = host::SysctlGuard::set(name, value);
+    if (!g) {
+      spdlog::error("{}", g.error().message());
+      return 2;
+    }
+    sysctls_.push_back(std::move(*g));
+  }
+  // A move's strays to a tunnel back-end are encapsulated by our datapath, which finds
+  // their next hop with bpf_fib_lookup(): it answers only for a forwarding interface.
+  if (std::any_of(cfg_.backends.begin(), cfg_.backends.end(), [](const auto& b) { return b.tunnel(); })) {
+    auto g = host::SysctlGuard::set("net.ipv4.conf." + ifname_ + ".forwarding", "1");
     if (!g) {
       spdlog::error("{}", g.error().message());
       return 2;

@@ -127,6 +127,16 @@ Status Agent::open_moves(const std::string& ifname) {
   // Failover: only what we end ourselves (mark_done) leaves with FIN/RST (the relay
   // marks its client sockets too: RelayOptions::mark_done).
   if (auto s = dp_->set_egress_guard(cfg_.cluster.failover); !s) return s;
+  // Tunnel mode (docs/tunnel.md): packets tunnelled to our address by a front-end or
+  // by another back-end forwarding a moved connection's strays are decapsulated, and
+  // our own strays to a tunnel back-end leave from our address. Always on: a
+  // back-end reached directly may still get strays from one that is not.
+  std::vector<uint32_t> senders;
+  for (const auto& m : cfg_.fe_members) senders.push_back(m.addr.s_addr);
+  for (const auto& b : cfg_.backends)
+    if (b.id != self_.id) senders.push_back(b.addr.s_addr);
+  if (auto s = dp_->set_decap(self_.addr.s_addr, senders); !s) return s;
+  if (auto s = dp_->set_tunnel_source(self_.addr.s_addr); !s) return s;
   auto mac = host::interface_mac(ifname);
   if (!mac) return mac.error();
   own_mac_ = *mac;
@@ -324,12 +334,17 @@ void Agent::peer_changed(PeerLink& p, unsigned changes, std::vector<proto::Messa
       peer_down(p, "peer says it is '" + p.link.peer_id() + "', not '" + want + "'");
       return;
     }
-    auto mac = host::neighbour_mac(p.addr.s_addr);
+    // A tunnel back-end's strays are encapsulated toward its address (its slot in our
+    // datapath says so); a DR one's go to its MAC.
+    const bool tunnel = cfg_.backends[p.index].tunnel();
+    auto mac = tunnel ? std::optional<Mac>(Mac{}) : host::neighbour_mac(p.addr.s_addr);
     if (!mac) {
       peer_down(p, "no ARP entry for " + ipv4_str(p.addr));
       return;
     }
     p.mac = *mac;
+    if (auto s = dp_->set_backend(uint32_t(p.index), *mac, false, tunnel ? p.addr.s_addr : 0); !s)
+      spdlog::warn("back-end {}: {}", want, s.error().message());
     p.up = true;
     peer_load_[p.index].heard_at = now;
     spdlog::info("link to back-end {} established", want);

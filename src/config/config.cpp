@@ -275,15 +275,10 @@ void read_cluster(const TableReader& r, const std::string& path, ClusterSection&
   read_address6(r, "vip6", c.vip6, c.vip6_addr);
   if (const toml::array* ports = r.array("ports", Need::required)) read_ports(r, *ports, c.ports);
   if (auto f = r.string("forward")) {
-    // "tunnel" is planned (BEs beyond the FE's L2 segment), but until the datapath
-    // encapsulates, accepting it would silently forward by MAC rewrite instead.
-    if (*f == "dr")
+    if (*f == "dr" || *f == "tunnel")
       c.forward = *f;
-    else if (*f == "tunnel")
-      r.error("forward", "\"tunnel\" is not implemented yet; use \"dr\" (back-ends on the "
-                         "front-end's L2 segment)");
     else
-      r.error("forward", "'" + *f + "' is not \"dr\"");
+      r.error("forward", "'" + *f + "' is not \"dr\" or \"tunnel\"");
   }
   if (auto f = r.string("failover")) {
     if (*f == "ring" || *f == "off")
@@ -369,8 +364,14 @@ void read_frontend(const TableReader& r, FrontendSection& f) {
 void read_backend(const TableReader& r, BackendSection& b) {
   r.allow_only({"id", "address", "weight", "groups", "docroot", "upstream", "proxy_protocol",
                 "x_forwarded_for", "cache_mb", "metrics", "metrics_allow", "upstream_timeout_ms",
-                "access_log"});
+                "access_log", "forward"});
   b.line = r.line();
+  if (auto f = r.string("forward")) {
+    if (*f == "dr" || *f == "tunnel")
+      b.forward = *f;
+    else
+      r.error("forward", "'" + *f + "' is not \"dr\" or \"tunnel\"");
+  }
   read_id(r, Need::required, b.id);
   read_address(r, "address", Need::required, b.address, b.addr);
   r.number("weight", 1, 1000, b.weight);
@@ -504,6 +505,16 @@ int key_line(const toml::table& t, std::string_view key) {
 void cross_check(const Config& c, const Sources& src, Diagnostics& d) {
   const uint32_t vip = c.cluster.vip_addr.s_addr;
   std::map<std::string, int> ids;  // id -> line of first use
+  // A backup receives copies of the client's packets as Ethernet frames on the shared
+  // segment (docs/failover.md), which do not cross a router.
+  if (c.cluster.failover)
+    for (const auto& b : c.backends)
+      if (b.tunnel()) {
+        d.add(b.line, "[backend] forward: '" + b.id + "' is reached by tunnel, and failover = " +
+                          "\"ring\" needs every back-end on the front-end's segment (forward = " +
+                          "\"dr\"): the copies to a backup are Ethernet frames");
+        break;
+      }
   if (src.frontend) {
     ids[c.frontend.id] = key_line(*src.frontend, "id");
     if (c.frontend.addr.s_addr != 0 && c.frontend.addr.s_addr == vip)
@@ -647,6 +658,8 @@ LoadResult load(const std::string& path) {
   }
   if (c.backends.empty() && !doc.contains("backend"))
     d.add(1, "no [[backend]] table: at least one backend is required");
+  for (auto& b : c.backends)
+    if (b.forward.empty()) b.forward = c.cluster.forward;
 
   c.fe_members.push_back({c.frontend.id, c.frontend.address, c.frontend.addr,
                           c.frontend.interface, c.frontend.line});

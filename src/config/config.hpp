@@ -24,7 +24,7 @@ struct ClusterSection {
   std::vector<uint16_t> ports;     // at least one, unique
   std::string key_file;            // resolved relative to the cluster file's directory
   std::vector<uint8_t> key;        // 32 bytes derived from the key file's contents
-  std::string forward = "dr";      // "dr" only; "tunnel" is refused until it exists
+  std::string forward = "dr";      // "dr" (same L2 segment) or "tunnel" (IPIP; docs/tunnel.md)
   uint16_t control_port = 7400;    // BE agents listen here on their address
   // BE -> FE heartbeats: a BE silent for dead_after_ms is marked down, even if its
   // control connection is still open (a hung, not dead, agent). With failover on the
@@ -99,6 +99,10 @@ struct BackendSection {
   // One line per request this back-end answers (built-in server), the ones a
   // connection brought here by a move included; empty = off.
   std::string access_log;
+  // "dr" or "tunnel"; the cluster's forward when the table does not say (Config::load
+  // fills it in). tunnel(): reached by IPIP through routers (docs/tunnel.md).
+  std::string forward;
+  bool tunnel() const { return forward == "tunnel"; }
   int line = 0;
 };
 

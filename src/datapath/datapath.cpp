@@ -12,6 +12,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cstring>
@@ -530,12 +531,53 @@ uint32_t Datapath::guard() const {
   return knob.load(std::memory_order_relaxed);
 }
 
-Status Datapath::set_backend(uint32_t slot, const Mac& mac, bool failed) {
+Status Datapath::set_guard6(const in6_addr& vip6) {
+  if (!skel_->data) return Error{EINVAL, "datapath: .data not mapped, cannot set the guard"};
+  // Four relaxed word stores: a packet that races a change (start-up only) sees a
+  // mixed address, matches nothing, and is treated as before the change.
+  uint32_t w[4];
+  std::memcpy(w, &vip6, sizeof w);
+  for (size_t i = 0; i < 4; ++i)
+    std::atomic_ref(skel_->data->tcpha_guard_vip6[i]).store(w[i], std::memory_order_relaxed);
+  return {};
+}
+
+Status Datapath::set_tunnel_source(uint32_t addr_be) {
+  if (!skel_->data) return Error{EINVAL, "datapath: .data not mapped, cannot set the tunnel source"};
+  std::atomic_ref(skel_->data->tcpha_tunnel_src).store(addr_be, std::memory_order_relaxed);
+  return {};
+}
+
+Status Datapath::set_decap(uint32_t addr_be, const std::vector<uint32_t>& sources) {
+  if (!skel_->data) return Error{EINVAL, "datapath: .data not mapped, cannot set decapsulation"};
+  const int fd = bpf_map__fd(skel_->maps.tunnel_sources);
+  // Old sources not in the new set go; the new ones are added before the address is
+  // set, so that a sender is never refused for being added late.
+  std::vector<uint32_t> old;
+  uint32_t key, next;
+  for (int rc = bpf_map_get_next_key(fd, nullptr, &next); rc == 0;
+       rc = bpf_map_get_next_key(fd, &key, &next)) {
+    old.push_back(next);
+    key = next;
+  }
+  for (uint32_t a : old)
+    if (std::find(sources.begin(), sources.end(), a) == sources.end()) (void)bpf_map_delete_elem(fd, &a);
+  const uint8_t one = 1;
+  for (uint32_t a : sources)
+    if (int rc = bpf_map_update_elem(fd, &a, &one, BPF_ANY); rc < 0)
+      return Error{-rc, "datapath: tunnel source " + ipv4_str(a)};
+  std::atomic_ref(skel_->data->tcpha_decap_addr).store(addr_be, std::memory_order_relaxed);
+  return {};
+}
+
+Status Datapath::set_backend(uint32_t slot, const Mac& mac, bool failed, uint32_t tunnel_be) {
   if (slot >= TCPHA_MAX_BACKENDS)
     return Error{EINVAL, "datapath: back-end slot " + std::to_string(slot) + " out of range"};
   tcpha_backend b{};
   std::memcpy(b.mac, mac.data(), sizeof b.mac);
   b.flags = failed ? TCPHA_BACKEND_F_FAILED : 0;
+  b.forward = tunnel_be ? TCPHA_FORWARD_TUNNEL : TCPHA_FORWARD_DR;
+  b.tunnel_addr = tunnel_be;
   // An array element is overwritten in place: a packet may read half the MAC of a
   // slot being changed, which only happens when a slot is given to another back-end
   // (its flows are gone by then) or a failed back-end's MAC changes.

@@ -15,6 +15,9 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
+
+#include <netinet/in.h>
 
 #include "common/net.hpp"
 #include "common/result.hpp"
@@ -140,11 +143,25 @@ class Datapath {
   // the loaded program has no writable .data (cannot happen with this skeleton).
   Status set_guard(uint32_t vip_be);
   uint32_t guard() const;  // the guarded VIP, 0 when off
+  // The same for the IPv6 VIP (all zero = off), which the guard covers beside the
+  // IPv4 one.
+  Status set_guard6(const in6_addr& vip6);
+
+  // Tunnel mode (docs/tunnel.md): the outer source address of packets encapsulated
+  // toward tunnel back-ends, this host's IPv4 (network order; 0 = none: such packets
+  // are dropped, counter tunnel_drop).
+  Status set_tunnel_source(uint32_t addr_be);
+  // Back-ends: decapsulate IPIP/IPv6-in-IPv4 packets to addr_be (ours; 0 = off) whose
+  // outer source is one of `sources` (replacing the previous set) and whose inner
+  // destination is the guarded VIP (set_guard / set_guard6).
+  Status set_decap(uint32_t addr_be, const std::vector<uint32_t>& sources);
 
   // Failover: back-end `slot` (the FE's BackendState::uid) is at mac, and failed
   // (its flows' packets go to their backups, or are dropped without one) or not. One
   // map update for all of its flows. Error{EINVAL} for slot >= TCPHA_MAX_BACKENDS.
-  Status set_backend(uint32_t slot, const Mac& mac, bool failed);
+  // tunnel_be, when not 0, is the back-end's IPv4 (network order) in tunnel mode: its
+  // flows' packets are encapsulated toward it, and mac is unused.
+  Status set_backend(uint32_t slot, const Mac& mac, bool failed, uint32_t tunnel_be = 0);
   // Back-ends with failover on: the egress program drops FIN/RST segments from the
   // guarded VIP (set_guard) whose socket lacks SO_MARK TCPHA_MARK_DONE (counter
   // egress_guard), so that a killed agent's kernel does not end the connections its

@@ -101,7 +101,9 @@ void Worker::maybe_fail_over(ControlConn& cc, uint64_t now) {
   uint64_t expected = 0;
   if (!b.failed_at.compare_exchange_strong(expected, now)) return;  // another worker did
   const uint64_t mac = b.mac.load(std::memory_order_relaxed);
-  if (auto s = sh_.dp->set_backend(b.uid, BackendState::unpack(mac), true); !s) {
+  if (auto s = sh_.dp->set_backend(b.uid, BackendState::unpack(mac), true,
+                                   b.tunnel.load(std::memory_order_relaxed));
+      !s) {
     spdlog::error("failover of {}: {}", b.id, s.error().message());
     return;
   }

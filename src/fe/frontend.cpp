@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <mutex>
 #include <thread>
 
@@ -94,7 +95,11 @@ Result<std::shared_ptr<const Snapshot>> make_snapshot(Shared& sh,
   auto router = sched::Router::build(*cfg);
   if (!router) return router.error();
   snap->router = std::move(*router);
-  for (const auto& b : cfg->backends) snap->backends.push_back(sh.backend(b.id));
+  for (const auto& b : cfg->backends) {
+    BackendState* st = sh.backend(b.id);
+    st->tunnel.store(b.tunnel() ? b.addr.s_addr : 0, std::memory_order_relaxed);
+    snap->backends.push_back(st);
+  }
   if (!cfg->frontend.docroot.empty()) {
     snap->local_docroot.reset(open(cfg->frontend.docroot.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!snap->local_docroot.valid()) return sys_error("[frontend] docroot " + cfg->frontend.docroot);
@@ -179,6 +184,7 @@ class Frontend {
     b.weight = j.weight;
     b.groups = j.groups;
     b.docroot = "(dynamic)";
+    b.forward = file_cfg_->cluster.forward;
     auto previous = dynamic_;
     dynamic_[j.id] = b;
     sh_.backend(j.id)->leaving.store(false);
@@ -419,6 +425,7 @@ class Daemon {
     dp_->release();
     if (vip_) vip_->release();
     if (vip6_) vip6_->release();
+    if (forwarding_) forwarding_->release();
     spdlog::warn("start failed: the adopted datapath and the VIP are left running");
   }
 
@@ -454,6 +461,7 @@ class Daemon {
   std::unique_ptr<Standby> standby_;
   std::unique_ptr<host::AddressGuard> vip_;
   std::unique_ptr<host::AddressGuard> vip6_;  // [cluster] vip6, when set
+  std::unique_ptr<host::SysctlGuard> forwarding_;  // tunnel back-ends only
   Shared sh_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<Frontend> fe_;
@@ -518,6 +526,34 @@ int Daemon::start(const std::string& status_socket, bool takeover) {
   else if (!a.refused.empty())
     spdlog::warn("datapath: {}; its connections are lost", a.refused);
 
+  // Tunnel back-ends (docs/tunnel.md): packets to them leave from our address, and the
+  // MSS we advertise leaves room for the outer header, so that a client's full-size
+  // segment still fits the interface's MTU once encapsulated. Set when the cluster's
+  // default is the tunnel too: back-ends that join at run time take that default.
+  if (Status s = dp_->set_tunnel_source(f.addr.s_addr); !s) {
+    spdlog::error("{}", s.error().message());
+    return 2;
+  }
+  if (boot_.cluster.forward == "tunnel" ||
+      std::any_of(boot_.backends.begin(), boot_.backends.end(), [](const auto& b) { return b.tunnel(); })) {
+    auto mtu = host::interface_mtu(f.interface);
+    if (!mtu) {
+      spdlog::error("interface {}: {}", f.interface, mtu.error().message());
+      return 2;
+    }
+    // The datapath finds a tunnel packet's next hop with bpf_fib_lookup(), which
+    // answers only for an interface that forwards IPv4 (restored on exit).
+    auto fwd = host::SysctlGuard::set("net.ipv4.conf." + f.interface + ".forwarding", "1");
+    if (!fwd) {
+      spdlog::error("{}", fwd.error().message());
+      return 2;
+    }
+    forwarding_ = std::move(*fwd);
+    sh_.tunnel_mss4 = uint16_t(*mtu - kTunnelOverhead - 40);  // IPv4 + TCP headers
+    sh_.tunnel_mss6 = uint16_t(*mtu - kTunnelOverhead - 60);  // IPv6 + TCP headers
+    spdlog::info("tunnel: advertised MSS {} (IPv4 clients), {} (IPv6) for an MTU of {}",
+                 sh_.tunnel_mss4, sh_.tunnel_mss6, *mtu);
+  }
   sh_.boot = &boot_;
   sh_.dp = dp_.get();
   sh_.fe_mac = *fe_mac;
@@ -788,6 +824,7 @@ void Daemon::finish(Outcome how, const sigset_t&) {
     dp_->release();
     vip_->release();
     if (vip6_) vip6_->release();
+    if (forwarding_) forwarding_->release();
     // Handoffs under way finish here (their links and repaired sockets are ours); a
     // client still sending its request head has header_timeout_ms.
     const uint64_t limit = (uint64_t(f.header_timeout_ms) + 2ull * f.handoff_timeout_ms + 1000) * 1'000'000;

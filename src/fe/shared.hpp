@@ -113,6 +113,9 @@ struct BackendState {
   std::atomic<bool> drained{false};   // by the operator (tcpha drain)
   std::atomic<bool> leaving{false};   // by the BE itself (LEAVE); its next JOIN clears it
   std::atomic<uint64_t> mac{0};        // packed MAC (low 48 bits), 0 = unknown
+  // forward = "tunnel": the BE's IPv4 (network order), the outer destination of its
+  // packets; 0 = DR, which needs the MAC. Set from the configuration.
+  std::atomic<uint32_t> tunnel{0};
   std::atomic<uint64_t> handoffs{0};
   std::atomic<uint64_t> failures{0};
   std::atomic<int64_t> active{0};      // handed-off connections not yet reported closed
@@ -125,6 +128,10 @@ struct BackendState {
   std::atomic<uint64_t> failed_at{0};
   std::atomic<uint32_t> failover_count{0};  // times it was failed over
 
+  // The datapath can send it packets: by tunnel, or to its MAC once known.
+  bool addressable() const {
+    return tunnel.load(std::memory_order_relaxed) != 0 || mac.load(std::memory_order_relaxed) != 0;
+  }
   static uint64_t pack(const Mac& m) {
     uint64_t v = 0;
     for (uint8_t b : m) v = (v << 8) | b;
@@ -157,9 +164,15 @@ struct LastFailover {
   uint64_t recovered = 0, lost = 0;
 };
 
+// IPv4 outer header of a tunnelled packet (docs/tunnel.md).
+inline constexpr uint32_t kTunnelOverhead = 20;
+
 struct Shared {
   datapath::Datapath* dp = nullptr;
   Mac fe_mac{};
+  // MSS the VIP listeners advertise when a back-end is reached by tunnel, per client
+  // family; 0 = the kernel's (no tunnel back-end).
+  uint16_t tunnel_mss4 = 0, tunnel_mss6 = 0;
   uint32_t workers = 1;
   const config::Config* boot = nullptr;  // what cannot change without a restart
 

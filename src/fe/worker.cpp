@@ -131,6 +131,22 @@ Status Worker::open_listeners(std::vector<UniqueFd> given) {
       if (!l) return l.error();
       listeners_.push_back(std::move(*l));
     }
+  return clamp_mss();
+}
+
+// With tunnel back-ends, the MSS the listeners advertise leaves room for the outer
+// header (Shared::tunnel_mss4/6; docs/tunnel.md). Listeners handed over by a
+// predecessor get it too: the configuration may have changed.
+Status Worker::clamp_mss() {
+  if (!sh_.tunnel_mss4) return {};
+  for (const auto& l : listeners_) {
+    int domain = AF_INET;
+    socklen_t len = sizeof domain;
+    (void)getsockopt(l.fd(), SOL_SOCKET, SO_DOMAIN, &domain, &len);
+    const int mss = domain == AF_INET6 ? sh_.tunnel_mss6 : sh_.tunnel_mss4;
+    if (setsockopt(l.fd(), IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof mss) != 0)
+      return sys_error("TCP_MAXSEG " + std::to_string(mss) + " on a VIP listener");
+  }
   return {};
 }
 
@@ -661,16 +677,19 @@ void Worker::control_changed(ControlConn& cc, unsigned changes, std::vector<prot
       control_down(cc, "peer says it is '" + cc.link.peer_id() + "'");
       return;
     }
-    // The neighbour entry exists now that we talked to it; DR needs its MAC.
-    auto mac = host::neighbour_mac(cc.addr.s_addr);
+    // The neighbour entry exists now that we talked to it; DR needs its MAC. A tunnel
+    // back-end is beyond a router: its packets go by the FIB's next hop instead.
+    const uint32_t tunnel = b.tunnel.load(std::memory_order_relaxed);
+    std::optional<Mac> mac = tunnel ? Mac{} : host::neighbour_mac(cc.addr.s_addr);
     if (!mac) {
       control_down(cc, "no ARP entry for " + ipv4_str(cc.addr));
       return;
     }
-    b.mac.store(BackendState::pack(*mac), std::memory_order_relaxed);
-    // The datapath's slot table: where copies for its backups go, and (failed false)
-    // its own flows are its own again if it had been failed over.
-    if (b.uid < TCPHA_MAX_BACKENDS) (void)sh_.dp->set_backend(b.uid, *mac, false);
+    if (!tunnel) b.mac.store(BackendState::pack(*mac), std::memory_order_relaxed);
+    // The datapath's slot table: how its flows' packets reach it, where copies for its
+    // backups go, and (failed false) its own flows are its own again if it had been
+    // failed over.
+    if (b.uid < TCPHA_MAX_BACKENDS) (void)sh_.dp->set_backend(b.uid, *mac, false, tunnel);
     b.failed_at.store(0);
     cc.up = true;
     cc.told_drained = false;
@@ -678,7 +697,7 @@ void Worker::control_changed(ControlConn& cc, unsigned changes, std::vector<prot
     // another BE reports its CLOSED to the worker named in the connection's id.
     cc.link.send(proto::WorkerMsg{index_});
     sh_.counters.inc(Counter::ctl_connects);
-    spdlog::info("[w{}] {} up ({})", index_, b.id, mac_str(*mac));
+    spdlog::info("[w{}] {} up ({})", index_, b.id, tunnel ? "tunnel" : mac_str(*mac));
   }
   // Any frame counts as a heartbeat (tick() reads the link's last_heard()).
   const bool heard = (changes & proto::Link::kWentUp) || !msgs.empty();
@@ -751,9 +770,8 @@ void Worker::on_closed(ControlConn& cc, const proto::ClosedMsg& cl) {
 // repoint it. The flow is (re)pointed at the BE that says it owns the connection: it
 // holds the cluster key, and it is the one kernel with the socket.
 void Worker::on_owned(ControlConn& cc, const proto::OwnedMsg& m) {
-  const uint64_t mac_packed = cc.be->mac.load(std::memory_order_relaxed);
-  if (!mac_packed) return;
-  const Mac mac = BackendState::unpack(mac_packed);
+  if (!cc.be->addressable()) return;
+  const Mac mac = BackendState::unpack(cc.be->mac.load(std::memory_order_relaxed));
   uint64_t learned = 0;
   for (const auto& o : m.conns) {
     if (proto::worker_of(o.id) != index_ || (o.family != AF_INET && o.family != AF_INET6)) continue;
@@ -804,7 +822,7 @@ void Worker::on_repoint(ControlConn& cc, const proto::RepointMsg& m) {
     status = ENOENT;
   } else if (m.seq <= it->second.seq) {
     status = ESTALE;
-  } else if (!to || to->mac.load(std::memory_order_relaxed) == 0) {
+  } else if (!to || !to->addressable()) {
     status = EHOSTUNREACH;
   } else {
     // Failover: a backup for its new owner, from the state and request the move carried

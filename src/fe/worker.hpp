@@ -44,6 +44,7 @@ class Worker {
   size_t in_progress() const { return in_progress_.load(std::memory_order_relaxed); }
 
  private:
+  Status clamp_mss();
   struct Item {
     enum Kind { Listener, Client, Control, Wake } kind;
     explicit Item(Kind k) : kind(k) {}

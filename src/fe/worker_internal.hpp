@@ -79,7 +79,7 @@ class Worker::Load final : public sched::LoadView {
     // when clients are already waiting as the links come up (an FE upgrade).
     auto it = w_.controls_.find(b);
     return it != w_.controls_.end() && it->second->live && it->second->beat_ns != 0 &&
-           b->mac.load(std::memory_order_relaxed) != 0;
+           b->addressable();
   }
   int64_t active(uint32_t i) const override {
     const auto& bes = w_.snap_->backends;

@@ -127,6 +127,7 @@ Result<std::unique_ptr<SysctlGuard>> SysctlGuard::set(const std::string& name,
 }
 
 SysctlGuard::~SysctlGuard() {
+  if (released_) return;
   if (auto s = write_sysctl(path_, old_); !s) spdlog::warn("restoring {}: {}", path_, s.error().message());
 }
 
@@ -177,6 +178,19 @@ Result<Mac> interface_mac(const std::string& ifname) {
   Mac m;
   std::memcpy(m.data(), ifr.ifr_hwaddr.sa_data, m.size());
   return m;
+}
+
+Result<uint32_t> interface_mtu(const std::string& ifname) {
+  ifreq ifr{};
+  if (ifname.empty() || ifname.size() >= sizeof ifr.ifr_name)
+    return Error{EINVAL, "interface name '" + ifname + "'"};
+  UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return sys_error("socket for SIOCGIFMTU");
+  std::memcpy(ifr.ifr_name, ifname.data(), ifname.size());
+  if (ioctl(fd.get(), SIOCGIFMTU, &ifr) < 0) return sys_error("SIOCGIFMTU " + ifname);
+  // Below IPv6's minimum there is no room for an encapsulated segment worth sending.
+  if (ifr.ifr_mtu < 1280) return Error{EINVAL, ifname + ": MTU " + std::to_string(ifr.ifr_mtu) + " is below 1280"};
+  return uint32_t(ifr.ifr_mtu);
 }
 
 std::optional<Mac> neighbour_mac(uint32_t addr_be) {

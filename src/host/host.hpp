@@ -46,10 +46,13 @@ class SysctlGuard {
   ~SysctlGuard();
   SysctlGuard(const SysctlGuard&) = delete;
   SysctlGuard& operator=(const SysctlGuard&) = delete;
+  // A successor relies on the value now (an FE upgrade): leave it on exit.
+  void release() { released_ = true; }
 
  private:
   SysctlGuard(std::string path, std::string old) : path_(std::move(path)), old_(std::move(old)) {}
   std::string path_, old_;
+  bool released_ = false;
 };
 
 Result<std::string> read_sysctl(const std::string& name);
@@ -62,6 +65,8 @@ Result<std::string> interface_of(const in6_addr& addr);
 // The MAC address of a local Ethernet interface (SIOCGIFHWADDR); loopback gives
 // 00:00:00:00:00:00. Error{ENODEV} when there is no such interface.
 Result<Mac> interface_mac(const std::string& ifname);
+// An interface's MTU (at least 1280, else an error).
+Result<uint32_t> interface_mtu(const std::string& ifname);
 // Announces that `ip` is at `mac` on ifname: a gratuitous ARP request and reply
 // (broadcast, sender = target = ip), which update the neighbours' existing entries
 // (a hot-standby FE taking the VIP over). Needs CAP_NET_RAW.

@@ -379,6 +379,34 @@ TEST_F(ConfigDir, MaxFlowsPerClient) {
   }
 }
 
+// forward: the cluster's default, overridden per back-end; DR and tunnel back-ends mix.
+TEST_F(ConfigDir, ForwardIsTheClustersUnlessTheBackendSays) {
+  const std::string head = R"([cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+forward = "tunnel"
+[frontend]
+address = "10.0.0.1"
+interface = "eth0"
+[[backend]]
+id = "be1"
+address = "10.0.1.11"
+docroot = "/srv"
+[[backend]]
+id = "be2"
+address = "10.0.0.12"
+docroot = "/srv"
+forward = "dr"
+)";
+  LoadResult r = load(write("tunnel.toml", head));
+  ASSERT_TRUE(r.config) << joined(r);
+  EXPECT_EQ(r.config->cluster.forward, "tunnel");
+  EXPECT_TRUE(r.config->backends[0].tunnel());
+  EXPECT_FALSE(r.config->backends[1].tunnel());
+  EXPECT_EQ(r.config->backends[1].forward, "dr");
+}
+
 TEST_F(ConfigDir, UpstreamMayBeAUnixSocket) {
   auto path = write("unix.toml", R"([cluster]
 vip = "10.0.0.10"
@@ -463,7 +491,7 @@ group = "nobody"
   EXPECT_FALSE(r.config);
   ASSERT_EQ(r.errors.size(), 6u) << joined(r);
   EXPECT_EQ(r.errors[0], path + ":3: [cluster] ports: port 80 is listed twice");
-  EXPECT_EQ(r.errors[1], path + ":5: [cluster] forward: 'nat' is not \"dr\"");
+  EXPECT_EQ(r.errors[1], path + ":5: [cluster] forward: 'nat' is not \"dr\" or \"tunnel\"");
   EXPECT_EQ(r.errors[2], path + ":9: [frontend] workers: 1000 is out of range 0..256");
   EXPECT_EQ(r.errors[3], path + ":14: unknown key 'colour' in [backend]");
   EXPECT_EQ(r.errors[4], path + ":16: [rule] path: bad regular expression: missing ): (");
@@ -735,16 +763,36 @@ ports = [80]
 key_file = "cluster.key"
 forward = "DR"
 )",
-         7, "[cluster] forward: 'DR' is not \"dr\""},
-        {"ForwardTunnelIsNotImplemented", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
-backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
+         7, "[cluster] forward: 'DR' is not \"dr\" or \"tunnel\""},
+        {"BackendForwardBad", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
 [cluster]
 vip = "10.0.0.10"
 ports = [80]
 key_file = "cluster.key"
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+forward = "ipip"
+)",
+         10, "[backend] forward: 'ipip' is not \"dr\" or \"tunnel\""},
+        {"FailoverNeedsDrBackends", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
+[cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+failover = "ring"
+[[backend]]
+id = "be1"
+address = "10.0.0.11"
+docroot = "/srv"
+[[backend]]
+id = "be2"
+address = "10.0.1.12"
+docroot = "/srv"
 forward = "tunnel"
 )",
-         7, "[cluster] forward: \"tunnel\" is not implemented yet; use \"dr\""},
+         11, "'be2' is reached by tunnel, and failover = \"ring\" needs every back-end"},
         {"KeyFileTooShort", R"(frontend = { address = "10.0.0.1", interface = "eth0" }
 backend = [{ id = "be1", address = "10.0.0.11", docroot = "/srv", groups = ["static", "img"] }]
 [cluster]
