@@ -124,6 +124,8 @@ Status Agent::open_moves(const std::string& ifname) {
   dp_ = std::move(*dp);
   dp_->set_linger(uint64_t(cfg_.frontend.flow_linger_ms) * kMs);
   if (auto s = dp_->set_guard(cfg_.cluster.vip_addr.s_addr); !s) return s;
+  if (const auto& v6 = cfg_.cluster.vip6_addr)  // the IPv6 VIP's imports alike
+    if (auto s = dp_->set_guard6(*v6); !s) return s;
   // Failover: only what we end ourselves (mark_done) leaves with FIN/RST (the relay
   // marks its client sockets too: RelayOptions::mark_done).
   if (auto s = dp_->set_egress_guard(cfg_.cluster.failover); !s) return s;

@@ -230,5 +230,19 @@ EOF
 )
 [[ $macs == "$FE_MAC" ]] || tb_fail "neighbour advertisements for $TB_VIP6 came from '$macs', want only the FE ($FE_MAC)"
 
+echo "== tcpha fe --takeover hands the IPv6 listeners and vip6 over"
+workers=$(tb_status_json fe | jq -er .workers)
+tb_spawn fenew "$TB_NS_FE" "$TB_TCPHA" fe -c "$TB_DIR/cluster.toml" --socket "$TB_DIR/fe.sock" --takeover
+tb_wait fe 10 || tb_fail "the old FE did not exit 0 within 10 s of the takeover"
+tb__alive fenew || tb_fail "the new FE is gone after the takeover"
+# One listener per worker and VIP (IPv4 and IPv6), and the registration socket.
+tb_until 3000 grep -q "takeover: $((2 * workers + 1)) sockets handed over" "$TB_DIR/fenew.log" ||
+  tb_fail "the new FE did not get $((2 * workers + 1)) sockets: $(grep -h 'sockets handed' "$TB_DIR/fenew.log")"
+addrs=$(ip -n "$TB_NS_FE" -6 addr show dev eth0)
+[[ $addrs == *"inet6 $TB_VIP6/128"* ]] || tb_fail "$TB_VIP6 left the FE's interface with the old FE"
+n=$(fetch6 f1m.bin) || tb_fail "IPv6 GET after the takeover failed"
+[[ $(tb_c curl -sS --noproxy '*' --max-time 10 "http://$TB_VIP/whoami.txt") == be1 ]] ||
+  tb_fail "IPv4 GET after the takeover failed"
+
 echo "IPv6: $ok handoffs, $moved moves, FE tx $pct% of the response bytes, NA only from $macs"
 echo "PASS: ipv6"
