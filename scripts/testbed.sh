@@ -13,7 +13,8 @@
 # daemons, not by the bed), BE k 10.200.0.(10+k), a second FE 10.200.0.3 if the test
 # adds one (tb_add_fe2). Every node's interface is eth0; its peer is a port of br0 in
 # the switch namespace. TB_IPV6=1 (set before tb_init) adds IPv6 beside it (one /64,
-# nodad): every node fd00:c8::<the same last number>, and the cluster file gets
+# nodad): every node fd00:c8::<the same last number> (routed back-ends and the router's
+# second leg fd00:c9::<number>, their default route the router), and the cluster file gets
 # vip6 = TB_VIP6 (fd00:c8::10), which the daemons add like the IPv4 VIP.
 #
 # Cleanup runs on EXIT, INT, TERM and HUP: it stops what the bed started (TERM, then
@@ -29,6 +30,7 @@ TB_C_ADDR=$TB_SUBNET.2
 TB_PORT=80
 TB_IPV6=${TB_IPV6:-0}
 TB_SUBNET6=fd00:c8:
+TB_RT_SUBNET6=fd00:c9:
 TB_VIP6=$TB_SUBNET6:10
 TB_CURL_MAX_TIME=${TB_CURL_MAX_TIME:-10}
 # Generated in every docroot: name -> size in bytes (index.html and whoami.txt aside).
@@ -242,10 +244,12 @@ tb__link() {
   ip -n "$ns" link add "$ifname" address "$mac" type veth peer name "$port" netns "$sw"
   ip -n "$sw" link set "$port" master "$br" up
   ip -n "$ns" addr add "$addr/24" dev "$ifname"
-  # TB_IPV6: the client segment (br0) only; routed back-ends stay IPv4.
-  if [[ $TB_IPV6 == 1 && $br == br0 ]]; then
+  # TB_IPV6: fd00:c8::/64 on br0, fd00:c9::/64 on the routed segment (br1).
+  if [[ $TB_IPV6 == 1 ]]; then
+    local net6=$TB_SUBNET6
+    [[ $br == br0 ]] || net6=$TB_RT_SUBNET6
     ip netns exec "$ns" sysctl -qw "net.ipv6.conf.$ifname.disable_ipv6=0"
-    ip -n "$ns" -6 addr add "$TB_SUBNET6:${addr##*.}/64" dev "$ifname" nodad
+    ip -n "$ns" -6 addr add "$net6:${addr##*.}/64" dev "$ifname" nodad
   fi
   ip -n "$ns" link set "$ifname" up
 }
@@ -268,6 +272,7 @@ tb__router() {
     net.ipv4.conf.eth0.rp_filter=0 net.ipv4.conf.eth1.rp_filter=0; do
     ip netns exec "$TB_NS_RT" sysctl -qw "$k"
   done
+  [[ $TB_IPV6 != 1 ]] || ip netns exec "$TB_NS_RT" sysctl -qw net.ipv6.conf.all.forwarding=1
 }
 tb__routed() { [[ " ${TB_ROUTED_BES:-} " == *" $1 "* ]]; }
 tb_rt() { ip netns exec "$TB_NS_RT" "$@"; }
@@ -330,6 +335,7 @@ tb_init() {
     for ((k = 1; k <= n; k++)); do
       if tb__routed "$k"; then
         ip -n "${TB_NS_BE[k]}" route add default via "$TB_RT_SUBNET.254"
+        [[ $TB_IPV6 != 1 ]] || ip -n "${TB_NS_BE[k]}" -6 route add default via "$TB_RT_SUBNET6:254"
       else
         ip -n "${TB_NS_BE[k]}" route add "$TB_RT_SUBNET.0/24" via "$TB_SUBNET.254"
       fi
