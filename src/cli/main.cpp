@@ -28,8 +28,10 @@ void print_table(const nlohmann::json& j) {
   if (j.value("role", "") == "fe") {
     const auto& h = j["handoffs"];
     const auto& lat = j["handoff_latency_us"];
+    std::string vips = j.value("vip", "");
+    if (const std::string v6 = j.value("vip6", ""); !v6.empty()) vips += " " + v6;
     std::printf("front-end %s  VIP %s  generation %llu  flows %zu\n", j.value("id", "").c_str(),
-                j.value("vip", "").c_str(), (unsigned long long)j.value("generation", 0ull),
+                vips.c_str(), (unsigned long long)j.value("generation", 0ull),
                 j.value("flows", size_t(0)));
     std::printf("handoffs ok %llu failed %llu  latency p50 %.0f us p99 %.0f us  local %lld\n\n",
                 (unsigned long long)h.value("ok", 0ull), (unsigned long long)h.value("failed", 0ull),

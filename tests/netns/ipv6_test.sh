@@ -193,6 +193,8 @@ grep -q "^$TB_C_ADDR \"GET /f12m.bin HTTP/1.1\" 200 \"$TB_C_ADDR\"$" "$TB_DIR/ng
   tb_fail "nginx (behind be3's relay) logged no IPv4 client: $(tail -3 "$TB_DIR/nginx/access.log")"
 js=$(tb_status_json fe)
 [[ $(jq -r .vip6 <<<"$js") == "$TB_VIP6" ]] || tb_fail "FE status: vip6 is $(jq -c .vip6 <<<"$js")"
+text=$(timeout 5 "$TB_TCPHA" status --socket "$TB_DIR/fe.sock")
+[[ $text == *"VIP $TB_VIP $TB_VIP6 "* ]] || tb_fail "tcpha status does not show both VIPs: $(head -1 <<<"$text")"
 
 echo "== neighbour discovery: only the FE answers for $TB_VIP6"
 lladdr=$(tb_c ip -6 neigh show "$TB_VIP6" dev eth0 | awk '{ for (i = 1; i < NF; i++) if ($i == "lladdr") print $(i + 1) }')
@@ -229,6 +231,57 @@ print(" ".join(sorted(seen)))
 EOF
 )
 [[ $macs == "$FE_MAC" ]] || tb_fail "neighbour advertisements for $TB_VIP6 came from '$macs', want only the FE ($FE_MAC)"
+
+echo "== the BEs' guard covers vip6: segments without a socket are dropped, not reset"
+be1_mac=$(tb_be 1 cat /sys/class/net/eth0/address)
+nosock() { tb_status_json be1 | jq -er '.datapath.guard_nosock'; }
+# send6 FLAGS COUNT: TCP segments from the client's IPv6 address to [vip6]:80, straight
+# to be1's MAC; prints the RSTs from vip6 the client's interface sees within 1 s.
+send6() {
+  tb_c python3 - "$TB_SUBNET6:2" "$TB_VIP6" "$be1_mac" "$1" "$2" <<'EOF'
+import random, socket, struct, sys, time
+src, dst, mac, flags, count = sys.argv[1:6]
+s_a, d_a = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+fl = {"ACK": 0x10, "SYN": 0x02}[flags]
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+tap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86DD))
+tap.bind(("eth0", 0))
+own = bytes.fromhex(open("/sys/class/net/eth0/address").read().strip().replace(":", ""))
+for i in range(int(count)):
+    tcp = struct.pack("!HHIIBBHHH", 41000 + i, 80, random.getrandbits(32),
+                      random.getrandbits(32) if fl & 0x10 else 0, 5 << 4, fl, 64240, 0, 0)
+    pseudo = s_a + d_a + struct.pack("!I3xB", len(tcp), 6)
+    tcp = tcp[:16] + struct.pack("!H", csum(pseudo + tcp)) + tcp[18:]
+    ip = struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + s_a + d_a
+    tap.send(bytes.fromhex(mac.replace(":", "")) + own + b"\x86\xdd" + ip + tcp)
+    time.sleep(0.01)
+rst = 0
+end = time.monotonic() + 1.0
+while (left := end - time.monotonic()) > 0:
+    tap.settimeout(left)
+    try:
+        f = tap.recv(2048)
+    except socket.timeout:
+        break
+    if f[12:14] == b"\x86\xdd" and f[20] == 6 and f[22:38] == d_a and f[54 + 13] & 0x04:
+        rst += 1
+print(rst)
+EOF
+}
+n0=$(nosock)
+rsts=$(send6 ACK 10)
+n1=$(nosock)
+echo "guard_nosock $n0 -> $n1; RSTs: $rsts"
+((rsts == 0)) || tb_fail "be1 answered $rsts of 10 IPv6 segments without a socket with an RST"
+((n1 - n0 >= 10)) || tb_fail "be1's guard dropped $((n1 - n0)) of 10 IPv6 segments without a socket"
+# The control: SYNs pass the guard and be1's stack resets them (nothing listens on
+# [vip6]:80 there), so the RST watch above sees what it must not.
+rsts=$(send6 SYN 3)
+((rsts >= 1)) || tb_fail "no RST for 3 IPv6 SYNs to be1: the RST watch sees nothing"
 
 echo "== tcpha fe --takeover hands the IPv6 listeners and vip6 over"
 workers=$(tb_status_json fe | jq -er .workers)
