@@ -887,6 +887,21 @@ tcpha_flow_value flow(uint8_t state, uint64_t last_seen, uint64_t be_closed = 0,
 constexpr uint64_t kSec = 1'000'000'000;
 constexpr FlowLimits kLimits{60 * kSec, 300 * kSec, 2 * kSec};
 
+// The counts a stopping FE polls (open flows) and status shows (all flows), read in
+// batches: more flows than one batch (4096) holds.
+TEST_F(DatapathTest, CountsEveryFlowAndTheOpenOnes) {
+  load(10000);
+  EXPECT_EQ(dp_->count_flows(), 0u);
+  EXPECT_EQ(dp_->count_open_flows(), 0u);
+  const uint64_t now = now_ns();
+  for (uint16_t i = 0; i < 5000; ++i) {
+    const uint8_t state = i % 5 == 0 ? TCPHA_FLOW_HOLD : TCPHA_FLOW_FORWARD;
+    put(client_key(uint16_t(1000 + i)), flow(state, now, i % 5 == 1 ? now : 0));
+  }
+  EXPECT_EQ(dp_->count_flows(), 5000u);
+  EXPECT_EQ(dp_->count_open_flows(), 3000u);  // neither held (1 in 5) nor reported closed (1 in 5)
+}
+
 TEST_F(DatapathTest, GcRemovesClosedIdleAndStaleHolds) {
   constexpr uint64_t s = kSec, now = 1000 * s;
   constexpr uint8_t fin_rst = TCPHA_FLOW_F_FIN | TCPHA_FLOW_F_RST;
