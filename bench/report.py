@@ -20,10 +20,11 @@ import subprocess
 import sys
 
 import report_failover
+import report_variants
 import report_md
 from report_md import WORKLOAD_TEXT
 
-SYSTEMS = ["tcpha", "tcpha-failover", "tcpha-base", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
+SYSTEMS = ["tcpha", "tcpha-failover", "tcpha-tunnel", "tcpha-ipv6", "tcpha-base", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
 BALANCERS = ["tcpha", "tcpha-relay", "tcpha-relay-unix", "haproxy"]
 RELAYS = ["tcpha-relay", "tcpha-relay-unix"]
 # Response sizes of the keep-alive workloads (throughput against size).
@@ -370,6 +371,12 @@ def targets(runs, locality_missing, q):
         rr("tcpha-failover", "tcpha", w, ("requests_per_s",),
            f"failover = \"ring\" with no failure ({w}): throughput >= 0.95x failover off", ">= 0.95",
            lambda x: x >= 0.95, 13)
+    # Issue 15: the tunnel and IPv6 cost at most 10% of the throughput.
+    for s, what in (("tcpha-tunnel", "forward = \"tunnel\""), ("tcpha-ipv6", "IPv6 clients")):
+        for w in ("ka-1k", "ka-1m", "ka-10m", "close-1k"):
+            if get(runs, s, w):
+                rr(s, "tcpha", w, ("requests_per_s",), f"{what} ({w}): throughput >= 0.9x tcpha (DR, IPv4)",
+                   ">= 0.9", lambda x: x >= 0.9, 15)
     rr("tcpha", "haproxy", "close-1k", ("requests_per_s",),
        "new connection per small request (close-1k): tcpha rate >= 1.2x HAProxy's", ">= 1.2",
        lambda x: x >= 1.2, 17)
@@ -675,6 +682,9 @@ def main():
     ap.add_argument("--failover-only", action="store_true",
                     help="BENCH_FAILOVER=only: results-failover.json, and only the failover "
                          "sections of BENCHMARKS.md and their plots")
+    ap.add_argument("--variants-only", action="store_true",
+                    help="BENCH_VARIANTS=only: results-variants.json, and only the tunnel/IPv6 "
+                         "section of BENCHMARKS.md")
     a = ap.parse_args()
     meta = json.load(open(os.path.join(a.raw, "meta.json")))
     files = json.load(open(os.path.join(a.raw, "files.json")))
@@ -692,6 +702,14 @@ def main():
             rounds.setdefault((d["system"], d["workload"]), []).append(d)
     runs = {k: combine_rounds(v, q) for k, v in rounds.items()}
     failover = report_failover.results(runs, q, round_ratio, a.raw, meta)
+    variants = report_variants.results(runs, q, round_ratio)
+    if a.variants_only:
+        with open(os.path.join(a.out, "results-variants.json"), "w") as f:
+            json.dump({"meta": meta, "machine": machine(), "runs": list(runs.values()), "variants": variants}, f,
+                      indent=1)
+        report_variants.splice(os.path.join(a.docs, "BENCHMARKS.md"),
+                               report_variants.lines(variants, WORKLOAD_TEXT))
+        return
     if a.failover_only:
         failover_only(a, meta, runs, failover)
         return
@@ -709,6 +727,7 @@ def main():
         "model": model(runs, micro),
         "profiles": profiles(a.raw, runs),
         "failover": failover,
+        "variants": variants,
     }
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)

@@ -1,9 +1,10 @@
 """docs/BENCHMARKS.md from results.json's contents (bench/report.py calls render())."""
 import report_failover
+import report_variants
 
 ORDER = ["ka-1k", "ka-10k", "ka-100k", "ka-1m", "ka-10m", "close-1k", "lat-1k", "mix", "browse-all",
          "browse-part", "browse-part-1"]
-SYSTEMS = ["tcpha", "tcpha-failover", "tcpha-base", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
+SYSTEMS = ["tcpha", "tcpha-failover", "tcpha-tunnel", "tcpha-ipv6", "tcpha-base", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
 WORKLOAD_TEXT = {
     "ka-1k": "1 KB, keep-alive",
     "ka-10k": "10 KB, keep-alive",
@@ -144,7 +145,7 @@ def lines_handoff(runs):
            "| FORWARD+export+send p50/p99 | send→READY p50/p99 | READY→COMMIT p50/p99 | BE import p50/p99 "
            "| forwarded pkts/conn | BPF ns/pkt | FE CPU us/handoff |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for s in ("tcpha", "tcpha-failover", "tcpha-base", "tcpha-relay", "tcpha-relay-unix"):
+    for s in ("tcpha", "tcpha-failover", "tcpha-tunnel", "tcpha-ipv6", "tcpha-base", "tcpha-relay", "tcpha-relay-unix"):
         for w in ORDER + ["locality-round-robin", "locality-lard"]:
             r = runs.get((s, w))
             if not r or not r.get("tcpha"):
@@ -538,6 +539,9 @@ def render(results, runs, plots):
     fo = report_failover.lines(results, meta, WORKLOAD_TEXT)
     if fo:
         L += ["", *fo]
+    va = report_variants.lines(results.get("variants"), WORKLOAD_TEXT)
+    if va:
+        L += ["", *va]
     L += ["", "## Handoff latency (tcpha)", "",
           "*To the BE serving*: request complete at the FE to the BE serving it (the BE's "
           "takeover_latency: the FE's timestamp travels in HANDOFF; one host, one clock; worst BE). "

@@ -42,6 +42,13 @@
 # (no microbenchmarks, profiles or other systems; raw data in $BENCH_OUT/raw-failover,
 # the full run's raw/ is kept) and rewrites only the failover sections of
 # docs/BENCHMARKS.md and their plots (report.py --failover-only).
+#
+# Tunnel and IPv6 (issue 15): the system tcpha-tunnel is tcpha with forward = "tunnel"
+# (IPIP to every BE, on this bed's one segment), measured in the same rounds as tcpha in
+# BENCH_VARIANT_WORKLOADS only (default ka-1k ka-1m ka-10m close-1k). BENCH_VARIANTS=0
+# leaves it out; BENCH_VARIANTS=only runs nothing else (raw data in $BENCH_OUT/raw-variants)
+# and rewrites only the "Tunnel and IPv6" section of docs/BENCHMARKS.md
+# (report.py --variants-only).
 set -euo pipefail
 shopt -s inherit_errexit
 BENCH_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -105,18 +112,30 @@ BENCH_FAILOVER_KILL=${BENCH_FAILOVER_KILL:-agent}
 BENCH_FAILOVER_VICTIM=${BENCH_FAILOVER_VICTIM:-2}
 [[ $BENCH_FAILOVER_KILL == agent || $BENCH_FAILOVER_KILL == host ]] ||
   tb_fail "BENCH_FAILOVER_KILL is agent or host"
-if [[ $BENCH_FAILOVER == only ]]; then
+BENCH_VARIANTS=${BENCH_VARIANTS:-1}
+[[ $BENCH_VARIANTS == 0 || $BENCH_VARIANTS == only ]] || BENCH_VARIANTS=1
+BENCH_VARIANT_WORKLOADS=${BENCH_VARIANT_WORKLOADS:-ka-1k ka-1m ka-10m close-1k}
+if [[ $BENCH_VARIANTS == only ]]; then
+  [[ $BENCH_FAILOVER != only ]] || tb_fail "BENCH_VARIANTS=only and BENCH_FAILOVER=only exclude each other"
+  BENCH_FAILOVER=0
+  BENCH_SYSTEMS=${BENCH_SYSTEMS:-tcpha tcpha-tunnel}
+  BENCH_WORKLOADS=${BENCH_WORKLOADS:-$BENCH_VARIANT_WORKLOADS}
+  BENCH_PROFILE=0
+elif [[ $BENCH_FAILOVER == only ]]; then
+  BENCH_VARIANTS=0
   BENCH_SYSTEMS=${BENCH_SYSTEMS:-tcpha tcpha-failover}
   BENCH_WORKLOADS=${BENCH_WORKLOADS:-$BENCH_FAILOVER_WORKLOADS failover-timeline}
   BENCH_PROFILE=0
-elif [[ $BENCH_FAILOVER == 1 ]]; then
-  BENCH_SYSTEMS=${BENCH_SYSTEMS:-tcpha tcpha-failover tcpha-relay tcpha-relay-unix haproxy direct}
 fi
-BENCH_SYSTEMS=${BENCH_SYSTEMS:-tcpha tcpha-relay tcpha-relay-unix haproxy direct}
+default_systems=tcpha
+[[ $BENCH_VARIANTS != 1 ]] || default_systems+=" tcpha-tunnel"
+[[ $BENCH_FAILOVER != 1 ]] || default_systems+=" tcpha-failover"
+BENCH_SYSTEMS=${BENCH_SYSTEMS:-$default_systems tcpha-relay tcpha-relay-unix haproxy direct}
 CACHE_MB=${CACHE_MB:-8} # per BE in the locality workload; its working set is 2x that
 OUT=${BENCH_OUT:-$BENCH_HERE/out}
 BENCH_RAW=$OUT/raw
 [[ $BENCH_FAILOVER != only ]] || BENCH_RAW=$OUT/raw-failover
+[[ $BENCH_VARIANTS != only ]] || BENCH_RAW=$OUT/raw-variants
 
 # name | path, or @list for bench/wrk/bench.lua (@browse: page visits) | connections |
 # new connection per request | routing (bench_cluster_config, bench_haproxy_conf)
@@ -146,8 +165,8 @@ t_start=$SECONDS
 
 # --- microbenchmarks first, while nothing else of ours runs -------------------------
 micro=$(dirname "$TB_TCPHA")/bench/tcpha_micro
-if [[ $BENCH_FAILOVER == only ]]; then
-  tb_log "BENCH_FAILOVER=only: microbenchmarks not run"
+if [[ $BENCH_FAILOVER == only || $BENCH_VARIANTS == only ]]; then
+  tb_log "BENCH_FAILOVER=only or BENCH_VARIANTS=only: microbenchmarks not run"
 elif [[ -x $micro ]]; then
   tb_log "microbenchmarks ($micro)"
   "$micro" --benchmark_min_time="$MICRO_MIN_TIME" ${MICRO_FILTER:+--benchmark_filter="$MICRO_FILTER"} \
@@ -247,11 +266,11 @@ relay_usable() { # MODE
 # run (warm-up and measured time) only.
 for system in $BENCH_SYSTEMS; do
   case $system in
-    tcpha | tcpha-failover | tcpha-relay | tcpha-relay-unix | haproxy | direct) ;;
+    tcpha | tcpha-failover | tcpha-tunnel | tcpha-relay | tcpha-relay-unix | haproxy | direct) ;;
     tcpha-base)
       [[ -x ${BENCH_BASE_TCPHA:-} ]] || tb_fail "system tcpha-base needs BENCH_BASE_TCPHA (another tcpha binary)"
       ;;
-    *) tb_fail "unknown system '$system' (tcpha tcpha-failover tcpha-base tcpha-relay tcpha-relay-unix haproxy direct)" ;;
+    *) tb_fail "unknown system '$system' (tcpha tcpha-failover tcpha-tunnel tcpha-base tcpha-relay tcpha-relay-unix haproxy direct)" ;;
   esac
 done
 # nginx serves the relays, HAProxy and direct: up on every BE for the whole bench (an
@@ -293,6 +312,8 @@ for w in "${WORKLOADS[@]}"; do
     fi
     # The cost of failover with no failure: only where it differs (BENCH_FAILOVER_WORKLOADS).
     [[ $system != tcpha-failover || " $BENCH_FAILOVER_WORKLOADS " == *" $name "* ]] || continue
+    # The tunnel's and IPv6's cost: only in BENCH_VARIANT_WORKLOADS.
+    [[ $system != tcpha-tunnel || " $BENCH_VARIANT_WORKLOADS " == *" $name "* ]] || continue
     turn+=("$system")
   done
   n=${#turn[@]}
@@ -445,7 +466,10 @@ jq --arg mode "$BENCH_FAILOVER" --arg workloads "$BENCH_FAILOVER_WORKLOADS" \
         timeline_s: $timeline_s, timeline_conns: $conns, kill_at_s: $kill_at, kill: $how,
         victim: "be\($victim)"}}' "$BENCH_RAW/meta.json" >"$BENCH_RAW/.meta.json"
 mv "$BENCH_RAW/.meta.json" "$BENCH_RAW/meta.json"
-if [[ $BENCH_FAILOVER == only ]]; then
+if [[ $BENCH_VARIANTS == only ]]; then
+  python3 "$BENCH_HERE/report.py" --raw "$BENCH_RAW" --out "$OUT" --docs "$BENCH_ROOT/docs" --variants-only
+  tb_log "done in $((SECONDS - t_start)) s: $OUT/results-variants.json, docs/BENCHMARKS.md (tunnel/IPv6 section)"
+elif [[ $BENCH_FAILOVER == only ]]; then
   python3 "$BENCH_HERE/report.py" --raw "$BENCH_RAW" --out "$OUT" --docs "$BENCH_ROOT/docs" --failover-only
   tb_log "done in $((SECONDS - t_start)) s: $OUT/results-failover.json, docs/BENCHMARKS.md (failover sections)"
 else

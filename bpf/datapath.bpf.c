@@ -29,7 +29,8 @@
  *   hosts briefly point at each other for one 4-tuple, and the TTL bounds the
  *   bouncing as a router's would.
  *
- * Guard (back-ends only, off unless userspace sets tcpha_guard_vip). A back-end's
+ * Guard (back-ends only, off unless userspace sets tcpha_guard_vip, and for the IPv6
+ * VIP tcpha_guard_vip6, which guard alike). A back-end's
  * flow is pointed at it before it has imported the socket, and the import runs in
  * TCP_REPAIR for a few microseconds. A client packet that arrives meanwhile must
  * not meet the stack: with no socket (or only the listener) the kernel answers an

@@ -443,6 +443,32 @@ tb_start_fe2() {
     --socket "$TB_DIR/fe2.sock" "$@"
 }
 
+# tb_downloads_start N RATE FILE: N rate-limited downloads of FILE from the VIP at once,
+# as the processes dl0..dl(N-1) (body $TB_DIR/dl/I.body, curl's status line
+# $TB_DIR/dl/I.out), for the checks of tb_downloads_ok.
+tb_downloads_start() {
+  local n=$1 rate=$2 file=$3 i
+  mkdir -p "$TB_DIR/dl"
+  for ((i = 0; i < n; i++)); do
+    tb_spawn --log "$TB_DIR/dl/$i.out" "dl$i" "$TB_NS_C" curl -sS --noproxy '*' --max-time 45 \
+      --limit-rate "$rate" -o "$TB_DIR/dl/$i.body" -w '%{http_code} %{size_download}' \
+      "http://$TB_VIP/$file"
+  done
+}
+
+# tb_problem TEXT: a failed check that does not end the test, so that one run reports
+# every check; tb_problems_fail ends it (FAIL with each of them) if there was one.
+declare -ga TB_PROBLEMS=()
+tb_problem() {
+  echo "PROBLEM: $*" >&2
+  TB_PROBLEMS+=("$*")
+}
+tb_problems_fail() {
+  ((${#TB_PROBLEMS[@]} == 0)) && return 0
+  printf 'FAIL: %s\n' "${TB_PROBLEMS[@]}" >&2
+  exit 1
+}
+
 # tb_downloads_ok N FILE SIZE: waits (45 s each) for the downloads dl0..dl(N-1) a test
 # spawned as `tb_spawn --log $TB_DIR/dl/I.out dlI NS curl -o $TB_DIR/dl/I.body -w
 # '%{http_code} %{size_download}' ...`, prints each one that is not FILE (SIZE bytes,

@@ -257,14 +257,8 @@ Result<std::unique_ptr<Datapath>> Datapath::load_only(uint32_t max_flows) {
 }
 
 uint64_t Datapath::count_flows() const {
-  FlowKey k{}, next{};
   uint64_t n = 0;
-  const void* prev = nullptr;
-  while (bpf_map_get_next_key(flows_fd(), prev, &next) == 0) {
-    ++n;
-    k = next;
-    prev = &k;
-  }
+  for_each_flow([&](const FlowKey&, const tcpha_flow_value&) { ++n; });
   return n;
 }
 
@@ -306,17 +300,10 @@ Status Datapath::put(const FlowKey& key, const tcpha_flow_value& v) {
 }
 
 uint64_t Datapath::count_open_flows() const {
-  FlowKey k{}, next{};
   uint64_t n = 0;
-  const void* prev = nullptr;
-  while (bpf_map_get_next_key(flows_fd(), prev, &next) == 0) {
-    tcpha_flow_value v;
-    if (bpf_map_lookup_elem(flows_fd(), &next, &v) == 0 && v.state == TCPHA_FLOW_FORWARD &&
-        !(v.flags & TCPHA_FLOW_F_BE_CLOSED))
-      ++n;
-    k = next;
-    prev = &k;
-  }
+  for_each_flow([&](const FlowKey&, const tcpha_flow_value& v) {
+    if (v.state == TCPHA_FLOW_FORWARD && !(v.flags & TCPHA_FLOW_F_BE_CLOSED)) ++n;
+  });
   return n;
 }
 

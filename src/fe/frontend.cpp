@@ -98,6 +98,11 @@ Result<std::shared_ptr<const Snapshot>> make_snapshot(Shared& sh,
   for (const auto& b : cfg->backends) {
     BackendState* st = sh.backend(b.id);
     st->tunnel.store(b.tunnel() ? b.addr.s_addr : 0, std::memory_order_relaxed);
+    // A tunnel BE's slot is complete without its link (no MAC to learn): filled now, so
+    // that a standby taking over, or a restarted FE, forwards its flows before the links
+    // are up. Slots follow the file's order, the same in every FE process.
+    if (sh.dp && b.tunnel() && st->uid < TCPHA_MAX_BACKENDS)
+      (void)sh.dp->set_backend(st->uid, Mac{}, false, b.addr.s_addr);
     snap->backends.push_back(st);
   }
   if (!cfg->frontend.docroot.empty()) {

@@ -55,19 +55,9 @@ flows_at_most() {
   ((v <= $1))
 }
 has_vip() { [[ $(ip -n "$TB_NS_FE" -o -4 addr show dev eth0) == *" $TB_VIP/"* ]]; }
-problems=()
-problem() {
-  echo "PROBLEM: $*" >&2
-  problems+=("$*")
-}
 
 echo "== $N_DL downloads of 12 MB at $RATE each"
-mkdir -p "$TB_DIR/dl"
-for ((i = 0; i < N_DL; i++)); do
-  tb_spawn --log "$TB_DIR/dl/$i.out" "dl$i" "$TB_NS_C" curl -sS --noproxy '*' --max-time 45 \
-    --limit-rate "$RATE" -o "$TB_DIR/dl/$i.body" -w '%{http_code} %{size_download}' \
-    "http://$TB_VIP/f12m.bin"
-done
+tb_downloads_start "$N_DL" "$RATE" f12m.bin
 # They must run on their BEs (handed off) when the FE dies.
 tb_until 3000 active_at_least "$N_DL" ||
   tb_fail "the downloads did not all reach a BE within 3 s (be1 $(be_active 1), be2 $(be_active 2))"
@@ -92,11 +82,11 @@ tb_wait_ready 10
 js=$(tb_status_json fe)
 echo "restarted FE: adoption $(jq -c '.adoption' <<<"$js"), flows $(jq -c '.flows' <<<"$js")"
 jq -e --argjson n "$N_DL" '.adoption.flows >= $n' <<<"$js" >/dev/null ||
-  problem "the restarted FE adopted $(jq -c '.adoption.flows' <<<"$js") flows, want >= $N_DL"
+  tb_problem "the restarted FE adopted $(jq -c '.adoption.flows' <<<"$js") flows, want >= $N_DL"
 jq -e '.adoption.source == "pinned" or .adoption.source == "attached"' <<<"$js" >/dev/null ||
-  problem "the restarted FE's .adoption.source is $(jq -c '.adoption.source' <<<"$js"), want \"pinned\" or \"attached\""
+  tb_problem "the restarted FE's .adoption.source is $(jq -c '.adoption.source' <<<"$js"), want \"pinned\" or \"attached\""
 jq -e --argjson n "$N_DL" '.flows >= $n' <<<"$js" >/dev/null ||
-  problem "the restarted FE's table holds $(jq -c '.flows' <<<"$js") flows while $N_DL downloads run"
+  tb_problem "the restarted FE's table holds $(jq -c '.flows' <<<"$js") flows while $N_DL downloads run"
 
 echo "== new requests through the restarted FE"
 ok_new=0
@@ -108,13 +98,13 @@ for ((i = 0; i < 5; i++)); do
   fi
 done
 echo "$ok_new of 5 new requests served"
-((ok_new == 5)) || problem "$((5 - ok_new)) of 5 new requests after the restart failed"
+((ok_new == 5)) || tb_problem "$((5 - ok_new)) of 5 new requests after the restart failed"
 
 echo "== the downloads complete"
 tb_downloads_ok "$N_DL" f12m.bin 12000000
 ok=$TB_DL_OK
 echo "$ok of $N_DL downloads byte-exact across the FE's SIGKILL and restart"
-((ok == N_DL)) || problem "$((N_DL - ok)) of $N_DL downloads failed across the FE's restart"
+((ok == N_DL)) || tb_problem "$((N_DL - ok)) of $N_DL downloads failed across the FE's restart"
 
 echo "== the adopted flows are reaped"
 # Connections that ended are reported by their BEs; those the new FE did not know
@@ -122,27 +112,24 @@ echo "== the adopted flows are reaped"
 if tb_until 10000 resynced_at_least "$N_DL"; then
   echo "counters.resynced $(fe_num .counters.resynced) after ${TB_UNTIL_MS} ms"
 else
-  problem "counters.resynced is $(tb_status_json fe | jq -c .counters.resynced) 10 s after the downloads, want >= $N_DL"
+  tb_problem "counters.resynced is $(tb_status_json fe | jq -c .counters.resynced) 10 s after the downloads, want >= $N_DL"
 fi
 if tb_until 10000 flows_at_most 2; then
   echo "flows down to $(tb_status_json fe | jq .flows) within ${TB_UNTIL_MS} ms"
 else
-  problem "the FE still holds $(tb_status_json fe | jq -c .flows) flows 10 s after the downloads (linger 500 ms), want <= 2"
+  tb_problem "the FE still holds $(tb_status_json fe | jq -c .flows) flows 10 s after the downloads (linger 500 ms), want <= 2"
 fi
 echo "FE status: $(tb_status_json fe | jq -c '{adoption, flows, counters: {resynced: .counters.resynced}, handoffs}')"
 
 echo "== clean stop"
 rc=0
 tb_stop_fe 15 || rc=$?
-((rc == 0)) || problem "the restarted FE exited with status $rc after SIGTERM, want 0"
+((rc == 0)) || tb_problem "the restarted FE exited with status $rc after SIGTERM, want 0"
 filters=$(tc -n "$TB_NS_FE" filter show dev eth0 ingress 2>&1 || true)
-[[ -z $filters ]] || problem "tc ingress filters left on the FE's eth0 after the clean stop: $filters"
-! has_vip || problem "the VIP is left on the FE's eth0 after the clean stop"
+[[ -z $filters ]] || tb_problem "tc ingress filters left on the FE's eth0 after the clean stop: $filters"
+! has_vip || tb_problem "the VIP is left on the FE's eth0 after the clean stop"
 left=$(ip netns pids "$TB_NS_FE")
-[[ -z $left ]] || problem "processes left in the FE's namespace: $left"
+[[ -z $left ]] || tb_problem "processes left in the FE's namespace: $left"
 
-if ((${#problems[@]})); then
-  printf 'FAIL: %s\n' "${problems[@]}" >&2
-  exit 1
-fi
+tb_problems_fail
 echo "PASS: fe_restart ($N_DL of $N_DL downloads byte-exact across a SIGKILL and restart of the FE)"

@@ -40,11 +40,6 @@ fi
 FE_MAC=$(tb_fe cat /sys/class/net/eth0/address)
 FE2_MAC=$(tb_fe2 cat /sys/class/net/eth0/address)
 
-problems=() # failed checks, all reported at the end
-problem() {
-  echo "PROBLEM: $*" >&2
-  problems+=("$*")
-}
 be_active() { tb_status_json "be$1" | jq -e .active; }
 active_at_least() {
   local a b
@@ -124,12 +119,12 @@ EOF
 check_arp() {
   local out macs
   out=$(tb_c python3 "$TB_DIR/arp_probe.py" eth0 "$TB_VIP" "$TB_C_ADDR" 2>&1) || {
-    problem "$1: the ARP probe failed: $out"
+    tb_problem "$1: the ARP probe failed: $out"
     return 0
   }
   macs=$(awk '{print $1}' <<<"$out" | paste -sd' ')
   echo "$1: ARP replies for $TB_VIP from: ${out//$'\n'/, } (FE $FE_MAC, standby $FE2_MAC)"
-  [[ $macs == "$2" ]] || problem "$1: ARP for the VIP answered by [${macs}], want exactly [$2]"
+  [[ $macs == "$2" ]] || tb_problem "$1: ARP for the VIP answered by [${macs}], want exactly [$2]"
 }
 
 # New requests from the client once a go-file exists: a new connection (GET /f1k.bin,
@@ -206,23 +201,18 @@ if ! wait_states 10000 fe=active fe2=standby; then
 fi
 echo "fe:  $(sb_show fe)"
 echo "fe2: $(sb_show fe2)"
-! vip_in "$TB_NS_FE2" || problem "the standby holds the VIP while the FE is active"
+! vip_in "$TB_NS_FE2" || tb_problem "the standby holds the VIP while the FE is active"
 check_arp "before the failure" "$FE_MAC"
 tb_small_buffers
 
 echo "== $N_DL downloads of 12 MB at $RATE each"
-mkdir -p "$TB_DIR/dl"
-for ((i = 0; i < N_DL; i++)); do
-  tb_spawn --log "$TB_DIR/dl/$i.out" "dl$i" "$TB_NS_C" curl -sS --noproxy '*' --max-time 45 \
-    --limit-rate "$RATE" -o "$TB_DIR/dl/$i.body" -w '%{http_code} %{size_download}' \
-    "http://$TB_VIP/f12m.bin"
-done
+tb_downloads_start "$N_DL" "$RATE" f12m.bin
 tb_until 3000 active_at_least "$N_DL" ||
   tb_fail "the downloads did not all reach a BE within 3 s (be1 $(be_active 1), be2 $(be_active 2))"
 if tb_until 3000 replicated_at_least "$N_DL"; then
   echo "the standby has >= $N_DL replicated flows ${TB_UNTIL_MS} ms after the downloads reached their BEs"
 else
-  problem "the standby's .standby.replicated_flows is $(tb_status_json fe2 | jq -c .standby.replicated_flows) 3 s after $N_DL downloads reached their BEs, want >= $N_DL"
+  tb_problem "the standby's .standby.replicated_flows is $(tb_status_json fe2 | jq -c .standby.replicated_flows) 3 s after $N_DL downloads reached their BEs, want >= $N_DL"
 fi
 echo "fe2: $(sb_show fe2)"
 for ((i = 0; i < N_DL; i++)); do
@@ -256,14 +246,14 @@ if [[ $verdict == ok ]]; then
   gap=$((b - t_fail))
   echo "first new request served $gap ms after the link went down (started $((a - t_fail)) ms after," \
     "$c attempts in all; \`ip link set down\` took $((t_fail - t_down0)) ms)"
-  ((gap <= TAKEOVER_MS)) || problem "the first new request was served $gap ms after the failure, want <= $TAKEOVER_MS"
+  ((gap <= TAKEOVER_MS)) || tb_problem "the first new request was served $gap ms after the failure, want <= $TAKEOVER_MS"
 else
-  problem "no new request was served within 5 s of the failure ($res)"
+  tb_problem "no new request was served within 5 s of the failure ($res)"
 fi
 if tb_until 2000 state_is fe2 active; then
   echo "fe2: $(sb_show fe2)"
 else
-  problem "the standby's .standby.state is $(sb_state fe2 2>&1 || true) after the failure, want \"active\""
+  tb_problem "the standby's .standby.state is $(sb_state fe2 2>&1 || true) after the failure, want \"active\""
 fi
 echo "addresses in the standby's namespace: $(ip -n "$TB_NS_FE2" -o -4 addr show | awk '{print $2, $4}' | paste -sd' ')"
 check_arp "after the failure" "$FE2_MAC"
@@ -272,7 +262,7 @@ echo "== the downloads complete"
 tb_downloads_ok "$N_DL" f12m.bin 12000000
 ok=$TB_DL_OK
 echo "$ok of $N_DL downloads byte-exact across the active FE's host failure"
-((ok == N_DL)) || problem "$((N_DL - ok)) of $N_DL downloads failed across the failover"
+((ok == N_DL)) || tb_problem "$((N_DL - ok)) of $N_DL downloads failed across the failover"
 
 echo "== the old FE returns (as after a reboot) and must stay standby"
 # The VIP as the killed FE left it, whatever its prefix length.
@@ -299,19 +289,19 @@ while (($(tb__now_ms) - t0 < 5000)); do
 done
 if ! tb__alive fe; then
   tb_wait fe 1 || true
-  problem "the returning FE exited with status ${TB_EXIT[fe]}"
+  tb_problem "the returning FE exited with status ${TB_EXIT[fe]}"
 elif ((back)); then
   echo "the returning FE reports standby after $(($(tb__now_ms) - t0)) ms: $(sb_show fe)"
 else
-  problem "the returning FE's .standby.state is $(sb_state fe 2>&1 || true) 5 s after its start, want \"standby\""
+  tb_problem "the returning FE's .standby.state is $(sb_state fe 2>&1 || true) 5 s after its start, want \"standby\""
 fi
 for ((i = 0; i < 20; i++)); do # 1 s more of samples
   vip_in "$TB_NS_FE" eth0 && vip_seen=1
   sleep 0.05
 done
-((vip_seen == 0)) || problem "the returning FE put the VIP on its eth0 while the standby was active"
+((vip_seen == 0)) || tb_problem "the returning FE put the VIP on its eth0 while the standby was active"
 state_is fe2 active 2>/dev/null ||
-  problem "after the old FE's return the standby-turned-active reports .standby.state $(sb_state fe2 2>&1 || true), want \"active\""
+  tb_problem "after the old FE's return the standby-turned-active reports .standby.state $(sb_state fe2 2>&1 || true), want \"active\""
 echo "fe2: $(sb_show fe2)"
 ok_new=0
 for ((i = 0; i < 5; i++)); do
@@ -322,7 +312,7 @@ for ((i = 0; i < 5; i++)); do
   fi
 done
 echo "$ok_new of 5 new requests served after the old FE's return"
-((ok_new == 5)) || problem "$((5 - ok_new)) of 5 new requests after the old FE's return failed"
+((ok_new == 5)) || tb_problem "$((5 - ok_new)) of 5 new requests after the old FE's return failed"
 check_arp "after the old FE's return" "$FE2_MAC"
 
 echo "== clean stop: the standby (the old FE), then the active one (fe2)"
@@ -330,18 +320,15 @@ for name in fe fe2; do
   [[ -n ${TB_PID[$name]:-} ]] || continue
   rc=0
   tb_stop "$name" 10 || rc=$?
-  ((rc == 0)) || problem "$name exited with status $rc after SIGTERM, want 0"
+  ((rc == 0)) || tb_problem "$name exited with status $rc after SIGTERM, want 0"
 done
 for ns in "$TB_NS_FE" "$TB_NS_FE2"; do
   f=$(filters_in "$ns")
-  [[ -z $f ]] || problem "tc ingress filters left on eth0 in $ns after the clean stop: $f"
-  ! vip_in "$ns" || problem "the VIP is left in $ns after the clean stop"
+  [[ -z $f ]] || tb_problem "tc ingress filters left on eth0 in $ns after the clean stop: $f"
+  ! vip_in "$ns" || tb_problem "the VIP is left in $ns after the clean stop"
   left=$(ip netns pids "$ns")
-  [[ -z $left ]] || problem "processes left in $ns: $left"
+  [[ -z $left ]] || tb_problem "processes left in $ns: $left"
 done
 
-if ((${#problems[@]})); then
-  printf 'FAIL: %s\n' "${problems[@]}" >&2
-  exit 1
-fi
+tb_problems_fail
 echo "PASS: fe_standby ($N_DL of $N_DL downloads byte-exact across the active FE's host failure; first new request ${gap} ms after it)"

@@ -46,11 +46,6 @@ active_at_least() {
 has_vip() { [[ $(ip -n "$TB_NS_FE" -o -4 addr show dev eth0) == *" $TB_VIP/"* ]]; }
 loop_count() { grep -c . "$TB_DIR/loop.out" 2>/dev/null || true; }
 loop_at_least() { (($(loop_count) >= $1)); }
-problems=() # failed checks, all reported at the end
-problem() {
-  echo "PROBLEM: $*" >&2
-  problems+=("$*")
-}
 
 # Back-to-back new connections, one GET /f1k.bin each (checked: status 200, the body's
 # sha256). One line per request: "N START_UNIX_MS MS ok" or "N START_UNIX_MS MS FAIL why".
@@ -103,12 +98,7 @@ EOF
 echo "== client loop of new connections, $N_DL downloads of 12 MB at $RATE each"
 tb_spawn --log "$TB_DIR/loop.out" loop "$TB_NS_C" python3 "$TB_DIR/loop.py" "$TB_VIP" \
   "${TB_SHA[f1k.bin]}" "$TB_DIR/loop.stop" 20000 40
-mkdir -p "$TB_DIR/dl"
-for ((i = 0; i < N_DL; i++)); do
-  tb_spawn --log "$TB_DIR/dl/$i.out" "dl$i" "$TB_NS_C" curl -sS --noproxy '*' --max-time 45 \
-    --limit-rate "$RATE" -o "$TB_DIR/dl/$i.body" -w '%{http_code} %{size_download}' \
-    "http://$TB_VIP/f12m.bin"
-done
+tb_downloads_start "$N_DL" "$RATE" f12m.bin
 tb_until 3000 active_at_least "$N_DL" ||
   tb_fail "the downloads did not all reach a BE within 3 s (be1 $(be_active 1), be2 $(be_active 2))"
 tb_until 10000 loop_at_least "$MIN_BEFORE" ||
@@ -161,7 +151,7 @@ for ((i = 0; i < 5; i++)); do
   if tb_fetch f10k.bin "$TB_DIR/dl/new$i" >/dev/null; then ok_new=$((ok_new + 1)); fi
 done
 echo "$ok_new of 5 new requests served by the new FE"
-((ok_new == 5)) || problem "$((5 - ok_new)) of 5 new requests failed after the takeover"
+((ok_new == 5)) || tb_problem "$((5 - ok_new)) of 5 new requests failed after the takeover"
 
 # The loop goes on for a while after the old FE's exit, then stops.
 n_exit=$(loop_count)
@@ -184,28 +174,25 @@ during_worst=$(awk -v a="$t_take" -v b="$t_exit" '$2 + $3 >= a && $2 <= b && $3 
 echo "slowest request overlapping the takeover (the takeover gap seen by a client): $during_worst ms"
 if ((failed)); then
   grep -v ' ok$' "$TB_DIR/loop.out" | head -10 >&2
-  problem "$failed of $total new connections failed across the takeover"
+  tb_problem "$failed of $total new connections failed across the takeover"
 fi
-((total >= MIN_TOTAL)) || problem "the loop made $total requests, want at least $MIN_TOTAL"
-((after >= 1)) || problem "no request of the loop started after the old FE's exit"
+((total >= MIN_TOTAL)) || tb_problem "the loop made $total requests, want at least $MIN_TOTAL"
+((after >= 1)) || tb_problem "no request of the loop started after the old FE's exit"
 
 echo "== the downloads complete"
 tb_downloads_ok "$N_DL" f12m.bin 12000000
 ok=$TB_DL_OK
 echo "$ok of $N_DL downloads byte-exact across the takeover"
-((ok == N_DL)) || problem "$((N_DL - ok)) of $N_DL downloads failed across the takeover"
+((ok == N_DL)) || tb_problem "$((N_DL - ok)) of $N_DL downloads failed across the takeover"
 
 echo "== SIGTERM the new FE"
 rc=0
 tb_stop fenew 15 || rc=$?
-((rc == 0)) || problem "the new FE exited with status $rc after SIGTERM, want 0"
+((rc == 0)) || tb_problem "the new FE exited with status $rc after SIGTERM, want 0"
 filters=$(tc -n "$TB_NS_FE" filter show dev eth0 ingress 2>&1 || true)
-[[ -z $filters ]] || problem "tc ingress filters left on the FE's eth0 after its stop: $filters"
-! has_vip || problem "the VIP is left on the FE's eth0 after its stop"
+[[ -z $filters ]] || tb_problem "tc ingress filters left on the FE's eth0 after its stop: $filters"
+! has_vip || tb_problem "the VIP is left on the FE's eth0 after its stop"
 left=$(ip netns pids "$TB_NS_FE")
-[[ -z $left ]] || problem "processes left in the FE's namespace: $left"
-if ((${#problems[@]})); then
-  printf 'FAIL: %s\n' "${problems[@]}" >&2
-  exit 1
-fi
+[[ -z $left ]] || tb_problem "processes left in the FE's namespace: $left"
+tb_problems_fail
 echo "PASS: fe_takeover ($total new connections, 0 failed, slowest $worst ms; $N_DL downloads byte-exact; old FE exited 0)"

@@ -1,0 +1,95 @@
+"""tcpha's forwarding variants against tcpha itself (issue 15): tcpha-tunnel (forward =
+"tunnel": every client packet encapsulated in IPIP by the FE and decapsulated by the
+BE's own tc program) and tcpha-ipv6 (the same cluster, the client over the IPv6 VIP),
+each against tcpha (DR, IPv4) in the same rounds. Written into docs/BENCHMARKS.md by a
+full run, or spliced into it by BENCH_VARIANTS=only (report.py --variants-only)."""
+import os
+
+REF = "tcpha"
+VARIANTS = {
+    "tcpha-tunnel": "forward = \"tunnel\" (IPIP) against DR",
+    "tcpha-ipv6": "IPv6 clients (the IPv6 VIP) against IPv4 clients",
+}
+# name -> (path in a derived run, label, better when)
+FIGURES = {
+    "requests_per_s": (("requests_per_s",), "requests/s", "higher"),
+    "mb_per_s": (("mb_per_s",), "MB/s", "higher"),
+    "fe_cpu_s_per_gb": (("fe_cpu_s_per_gb",), "FE CPU per GB", "lower"),
+    "bed_cpu_s_per_gb": (("bed_cpu_s_per_gb",), "bed CPU per GB", "lower"),
+}
+GOAL = 0.9  # issue 15: tunnel >= 0.9x DR, IPv6 >= 0.9x IPv4 (throughput)
+BEGIN = "<!-- BEGIN variants (bench/report_variants.py) -->"
+END = "<!-- END variants -->"
+
+
+def results(runs, q, round_ratio):
+    out = {}
+    for v in VARIANTS:
+        for (s, w), a in sorted(runs.items()):
+            b = runs.get((REF, w))
+            if s != v or not b:
+                continue
+            e = {"ratios": {}}
+            for key, (path, _, _) in FIGURES.items():
+                x = round_ratio(a, b, path, q)
+                if x:
+                    e["ratios"][key] = {"median": x["median"], "min": x["min"], "max": x["max"],
+                                        "per_round": [p["ratio"] for p in x["rounds"]],
+                                        "disturbed": x["disturbed"]}
+            thr = e["ratios"].get("requests_per_s", {}).get("median")
+            e["met"] = None if thr is None else thr >= GOAL
+            out.setdefault(v, {})[w] = e
+    return out or None
+
+
+def _cell(r):
+    if not r:
+        return "–"
+    rng = f" [{r['min']:.3f}–{r['max']:.3f}]" if len(r.get("per_round") or []) > 1 else ""
+    return f"{r['median']:.3f}x{rng}{' †' if r.get('disturbed') else ''}"
+
+
+def lines(res, wtext):
+    if not res:
+        return []
+    L = [BEGIN, "## Tunnel and IPv6 against DR over IPv4", "",
+         "Each variant against tcpha (DR, IPv4 clients) in the same rounds, on the same bed: "
+         "the median of the per-round ratios variant / tcpha, with their range; † = a round "
+         "other load disturbed. **tcpha-tunnel** is the cluster with `forward = \"tunnel\"`: the FE "
+         "encapsulates every client packet in IPIP toward the BE (next hop from bpf_fib_lookup) and "
+         "the BE decapsulates it in its own tc program; its VIP listeners advertise an MSS 20 bytes "
+         "smaller. On this bed the BEs share the FE's segment, so the tunnel's cost is measured "
+         "without a router hop (tests/netns/tunnel_test.sh runs it through one). **tcpha-ipv6** is "
+         "the same cluster as tcpha with `vip6`, the client fetching from the IPv6 VIP. Goal (issue "
+         f"15): throughput >= {GOAL}x.", "",
+         "| variant | workload | requests/s | MB/s | FE CPU per GB | bed CPU per GB | goal met |",
+         "|---|---|---:|---:|---:|---:|---|"]
+    for v, per in res.items():
+        for w, e in per.items():
+            r = e["ratios"]
+            met = "–" if e["met"] is None else ("yes" if e["met"] else "**no**")
+            L.append(f"| {v} | {w} ({wtext.get(w, w)}) | {_cell(r.get('requests_per_s'))} | "
+                     f"{_cell(r.get('mb_per_s'))} | {_cell(r.get('fe_cpu_s_per_gb'))} | "
+                     f"{_cell(r.get('bed_cpu_s_per_gb'))} | {met} |")
+    L.append(END)
+    return L
+
+
+def splice(doc_path, section):
+    """Replaces the variants section of an existing BENCHMARKS.md, or inserts it before
+    the handoff latency section, for BENCH_VARIANTS=only."""
+    text = open(doc_path).read() if os.path.exists(doc_path) else "# Benchmarks\n"
+    block = "\n".join(section)
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        for anchor in ("## Handoff latency (tcpha)", "## Plots"):
+            if anchor in text:
+                i = text.index(anchor)
+                text = text[:i] + block + "\n\n" + text[i:]
+                break
+        else:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+    with open(doc_path, "w") as f:
+        f.write(text)
