@@ -157,7 +157,7 @@ struct PendingImport {
   int32_t rule = -1;      // HandoffMsg::rule
   uint32_t seq = 0;       // HandoffMsg::seq
   bool with_request = false;  // the HANDOFF carried request bytes (not an idle move)
-  Endpoint local{}, peer{};  // from the imported state: no getsockname/getpeername
+  Endpoint local{}, peer{};   // from the imported state: no getsockname/getpeername
 };
 
 // A handed-off connection served by the built-in static server.
@@ -173,7 +173,7 @@ struct HttpConn : Item {
   // Send timeout: tcpi_bytes_acked when last looked at, and when it last grew.
   uint64_t acked = 0, ack_progress = 0, next_ack_check = 0;
   // Multi-handoff (moves.cpp).
-  Endpoint local{}, peer{};  // IPv4 or IPv6
+  Endpoint local{}, peer{};   // IPv4 or IPv6
   int64_t move_target = -1;   // the back-end the next request belongs to
   int64_t failed_target = -1; // the one a failed move went to: not chosen again for it
   int rule = -1;              // the rule of the last request routed (drain, rebalance)

@@ -141,7 +141,8 @@ void Agent::on_takeover(const proto::TakeoverMsg& m) {
       continue;
     }
     const auto& st = h.snapshot();
-    auto [it, fresh] = takeovers_.try_emplace({st.peer_addr[0], st.peer_port}, Takeover{std::move(h)});
+    auto [it, fresh] =
+        takeovers_.try_emplace({st.peer_addr[0], st.peer_port}, Takeover{std::move(h)});
     if (!fresh) continue;  // the same client 4-tuple twice: keep the first
     if (auto s = failover::send_probe(probe_fd_.get(), failover::build_probe(it->second.held)); !s)
       spdlog::warn("probe: {}", s.error().message());

@@ -59,7 +59,7 @@ std::string make_proxy_v2(const Endpoint& client, const Endpoint& server) {
   const bool v6 = client.is_v6();
   const size_t alen = v6 ? 16 : 4;
   std::string h(kSignature, sizeof kSignature);
-  h += char(0x21);             // version 2, command PROXY
+  h += char(0x21);              // version 2, command PROXY
   h += char(v6 ? 0x21 : 0x11);  // AF_INET6 or AF_INET, SOCK_STREAM
   h += '\0';
   h += char(2 * alen + 4);  // address block length, big-endian: 12 or 36
@@ -241,9 +241,9 @@ void Relays::start(UniqueFd client, const Endpoint& local, const Endpoint& peer,
   pump(*c, now_ns);
 }
 
-void Relays::adopt(HttpConn& route, UniqueFd client, const Endpoint& local,
-                   const Endpoint& peer, std::string bytes, bool peer_fin, uint64_t control_id,
-                   uint64_t handoff_id, uint64_t now_ns) {
+void Relays::adopt(HttpConn& route, UniqueFd client, const Endpoint& local, const Endpoint& peer,
+                   std::string bytes, bool peer_fin, uint64_t control_id, uint64_t handoff_id,
+                   uint64_t now_ns) {
   inc(Counter::taken_back);
   // Called from the agent's move machinery, maybe from inside pump(): the connection
   // gets its turn from the event loop.

@@ -128,9 +128,9 @@ class Relays {
   // many bytes of the responses to `bytes` (which hold only GET and HEAD requests:
   // resume::check_held); they are learned from the upstream and skipped, the response
   // in progress resumed (Range), and the connection reset rather than sent wrong bytes.
-  void start(UniqueFd client, const Endpoint& local, const Endpoint& peer,
-             uint64_t control_id, uint64_t handoff_id, bool peer_fin, uint64_t now_ns,
-             HttpConn* route = nullptr, std::string bytes = {}, uint64_t skip = 0);
+  void start(UniqueFd client, const Endpoint& local, const Endpoint& peer, uint64_t control_id,
+             uint64_t handoff_id, bool peer_fin, uint64_t now_ns, HttpConn* route = nullptr,
+             std::string bytes = {}, uint64_t skip = 0);
   void set_routing(RelayRouting r) { routing_ = std::move(r); }
   bool routing() const { return bool(routing_.route); }
   // A move failed (RelayRouting::move): the connection is relayed here again, over a
@@ -176,9 +176,9 @@ class Relays {
   void inc(Counter c, uint64_t n = 1) {
     counters_[size_t(c)].fetch_add(n, std::memory_order_relaxed);
   }
-  Conn* admit(UniqueFd client, const Endpoint& local, const Endpoint& peer,
-              uint64_t control_id, uint64_t handoff_id, bool peer_fin, uint64_t now_ns,
-              HttpConn* route, std::string bytes);
+  Conn* admit(UniqueFd client, const Endpoint& local, const Endpoint& peer, uint64_t control_id,
+              uint64_t handoff_id, bool peer_fin, uint64_t now_ns, HttpConn* route,
+              std::string bytes);
   void again(Conn& c);
   bool pump(Conn& c, uint64_t now_ns);
   bool frame_requests(Conn& c);

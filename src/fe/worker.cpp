@@ -350,8 +350,8 @@ void Worker::route(ClientConn& c) {
     case http::ParseStatus::Error: {
       bool large = r.http_status == 414 || r.http_status == 431;
       sh_.counters.inc(large ? Counter::too_large : Counter::bad_request);
-      spdlog::debug("bad request from {}: {} at byte {} ({})", c.peer.str(),
-                    r.http_status, r.error_pos, r.reason);
+      spdlog::debug("bad request from {}: {} at byte {} ({})", c.peer.str(), r.http_status,
+                    r.error_pos, r.reason);
       reply_and_close(c, r.http_status, "bad-request");
       return;
     }
@@ -463,8 +463,7 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
   if (o != Outcome::Ok) {
     const bool full = o == Outcome::TableFull;
     sh_.counters.inc(full ? Counter::flow_table_full : Counter::handoff_failed);
-    if (!full)
-      spdlog::warn("handoff of {}: {}", c.peer.str(), handoff::Sender::describe(o));
+    if (!full) spdlog::warn("handoff of {}: {}", c.peer.str(), handoff::Sender::describe(o));
     watch(c, EPOLLIN | EPOLLRDHUP);
     reply_and_close(c, 503,
                     full                            ? "flow-table-full"
@@ -505,8 +504,7 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
       break;
     case Outcome::Refused:
       pending_.erase(it);
-      spdlog::warn("{} refused handoff of {}: {}", b.id, c.peer.str(),
-                   strerror(int(status)));
+      spdlog::warn("{} refused handoff of {}: {}", b.id, c.peer.str(), strerror(int(status)));
       attempt_failed(c, false);
       return;
     default:
@@ -594,8 +592,8 @@ void Worker::destroy(ClientConn& c) {
 void Worker::access(const ClientConn& c, const char* outcome, uint64_t handoff_ns) {
   auto log = sh_.access_log.load();
   if (!log) return;
-  log->info("{} \"{}\" rule={} backend={} outcome={} handoff_us={}", c.peer.str(),
-            c.request_line, c.rule >= 0 && c.snap ? c.snap->router->rule_name(c.rule) : "-",
+  log->info("{} \"{}\" rule={} backend={} outcome={} handoff_us={}", c.peer.str(), c.request_line,
+            c.rule >= 0 && c.snap ? c.snap->router->rule_name(c.rule) : "-",
             c.state == ClientConn::Local ? "local" : (c.be ? c.be->id : "-"), outcome,
             handoff_ns / 1000);
 }
@@ -925,8 +923,8 @@ void Worker::tick(uint64_t now) {
         break;
       case ClientConn::Handing:
         sh_.counters.inc(Counter::handoff_timeout);
-        spdlog::warn("handoff of {} to {}: no READY within the lease: taken back",
-                     c->peer.str(), c->be->id);
+        spdlog::warn("handoff of {} to {}: no READY within the lease: taken back", c->peer.str(),
+                     c->be->id);
         attempt_failed(*c, true);
         break;
       case ClientConn::Closing:

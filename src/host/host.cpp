@@ -153,7 +153,8 @@ Result<std::string> interface_of(const in6_addr& addr) {
   std::string name;
   for (ifaddrs* i = list; i; i = i->ifa_next) {
     if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET6) continue;
-    if (std::memcmp(&reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr, &addr, sizeof addr) == 0) {
+    const auto* in6 = reinterpret_cast<sockaddr_in6*>(i->ifa_addr);
+    if (std::memcmp(&in6->sin6_addr, &addr, sizeof addr) == 0) {
       name = i->ifa_name;
       break;
     }

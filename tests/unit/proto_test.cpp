@@ -890,7 +890,8 @@ TEST(ProtoCodec, Ipv6StateKeepsAllSixteenAddressBytes) {
   const handoff::TcpState s = sample_state6();
   const std::string p = payload_of(HandoffMsg{1, s, ""});
   EXPECT_EQ(p.substr(8, 16), std::string(reinterpret_cast<const char*>(s.local_addr.data()), 16));
-  EXPECT_EQ(p.substr(8 + 16, 16), std::string(reinterpret_cast<const char*>(s.peer_addr.data()), 16));
+  EXPECT_EQ(p.substr(8 + 16, 16),
+            std::string(reinterpret_cast<const char*>(s.peer_addr.data()), 16));
   EXPECT_EQ(p.substr(8 + 36, 1), std::string("\x0a", 1));  // AF_INET6
   auto m = decode_payload(MsgType::Handoff, reinterpret_cast<const uint8_t*>(p.data()), p.size());
   ASSERT_TRUE(m.ok());
@@ -902,7 +903,8 @@ TEST(ProtoCodec, Ipv6StateKeepsAllSixteenAddressBytes) {
 
 TEST(ProtoCodec, StateWithAnUnknownFamilyOrDirtyIpv4AddressIsRefused) {
   auto decodes = [](const std::string& p) {
-    return decode_payload(MsgType::Handoff, reinterpret_cast<const uint8_t*>(p.data()), p.size()).ok();
+    const auto* b = reinterpret_cast<const uint8_t*>(p.data());
+    return decode_payload(MsgType::Handoff, b, p.size()).ok();
   };
   const std::string good = payload_of(HandoffMsg{1, sample_state(), "ab"});
   ASSERT_TRUE(decodes(good));
