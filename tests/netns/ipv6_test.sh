@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# IPv6 clients on the IPv6 VIP (issue 15): FE + 3 BEs with vip6 set. IPv6 downloads of
-# 1 KB..12 MB are byte-exact, sequential and concurrent with IPv4 downloads beside
-# them; the responses bypass the FE (its eth0 sends < 5% of the response bytes); a
-# kept-alive IPv6 connection carries two requests; the access log and the status show
-# the IPv6 client, served by every BE; be3 relays to nginx, which gets the IPv6
-# client's address in the PROXY v2 header and X-Forwarded-For; a kept-alive IPv6 connection moves between BEs
-# (multi-handoff) as its requests change group; only the FE answers neighbour discovery
-# for the VIP (the client's neighbour entry, and every advertisement an explicit
-# solicitation draws).
+# IPv6 clients on the IPv6 VIP (issue 15): FE + 3 BEs with vip6 set, be3 relaying to
+# nginx. Checked, in order:
+#   - IPv6 downloads of 1 KB..12 MB byte-exact, sequential, then concurrent with IPv4
+#     downloads beside them; the responses bypass the FE (its eth0 sends < 5% of the
+#     response bytes); every connection is handed off;
+#   - a kept-alive IPv6 connection carries two requests, and one whose requests change
+#     group moves between BEs (multi-handoff);
+#   - the FE's access log and status (JSON and text) show the IPv6 client, served by
+#     every BE; nginx behind be3's relay gets it in PROXY v2 and X-Forwarded-For;
+#   - only the FE answers neighbour discovery for vip6 (the client's neighbour entry,
+#     and every advertisement explicit solicitations draw);
+#   - the BEs' guard drops IPv6 segments to vip6 that have no socket (no RST);
+#   - an FE killed and restarted during an IPv6 download learns it from its BE (OWNED)
+#     and the download finishes byte-exact;
+#   - `tcpha fe --takeover` gets the IPv6 listeners handed over and keeps vip6.
 set -euo pipefail
 shopt -s inherit_errexit
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -282,6 +288,27 @@ echo "guard_nosock $n0 -> $n1; RSTs: $rsts"
 # [vip6]:80 there), so the RST watch above sees what it must not.
 rsts=$(send6 SYN 3)
 ((rsts >= 1)) || tb_fail "no RST for 3 IPv6 SYNs to be1: the RST watch sees nothing"
+
+echo "== the FE killed and restarted during an IPv6 download: the new one learns it (OWNED)"
+tb_c sysctl -qw net.ipv4.tcp_rmem="4096 65536 131072" # IPv6 TCP too: the download streams
+tb_spawn --log "$TB_DIR/dl/0.out" dl0 "$TB_NS_C" curl -gsS --noproxy '*' --max-time 40 \
+  --limit-rate 2500k -o "$TB_DIR/dl/0.body" -w '%{http_code} %{size_download}' "$V6/f10m.bin"
+sleep 1
+kill -KILL "${TB_PID[fe]}"
+tb__reap fe || true
+cp "$TB_DIR/fe.log" "$TB_DIR/fe-killed.log"
+TB_LOGS+=("fe-killed=$TB_DIR/fe-killed.log")
+sleep 0.5
+tb__alive dl0 || tb_fail "the IPv6 download ended before the restart: $(cat "$TB_DIR/dl/0.out")"
+tb_start_fe
+tb_wait_ready 10
+# resynced counts what the restarted FE learned from a BE (it starts from 0).
+learned() { (($(tb_fe_counter resynced) >= 1)); }
+tb_until 3000 learned || tb_fail "the restarted FE learned no connection from the BEs (resynced $(tb_fe_counter resynced))"
+tb_downloads_ok 1 f10m.bin "${TB_SIZE[f10m.bin]}"
+((TB_DL_OK == 1)) || tb_fail "the IPv6 download across the FE's restart did not finish byte-exact"
+echo "restart: the IPv6 download finished byte-exact; the new FE learned $(tb_fe_counter resynced) connection(s)"
+n=$(fetch6 f100k.bin) || tb_fail "IPv6 GET after the restart failed"
 
 echo "== tcpha fe --takeover hands the IPv6 listeners and vip6 over"
 workers=$(tb_status_json fe | jq -er .workers)
