@@ -42,11 +42,11 @@ vip6_in "$TB_NS_FE" || tb_fail "the active FE does not hold $TB_VIP6"
 echo "== before the failure: IPv6 through the active FE"
 out=$(tb_c curl -gsS --noproxy '*' --max-time 10 "$V6/whoami.txt") || tb_fail "IPv6 GET before the failure: $out"
 neigh_is "$FE_MAC" || tb_fail "the client's entry for $TB_VIP6 is '$(neigh_mac)', not the active FE's $FE_MAC"
-# A download that streams from its BE across the failure: 10 MB at 2.5 MB/s.
+# A download that streams from its BE across the failure: 10 MB at 1 MB/s.
 tb_c sysctl -qw net.ipv4.tcp_rmem="4096 65536 131072"
 mkdir -p "$TB_DIR/dl"
 tb_spawn --log "$TB_DIR/dl/0.out" dl0 "$TB_NS_C" curl -gsS --noproxy '*' --max-time 40 \
-  --limit-rate 2500k -o "$TB_DIR/dl/0.body" -w '%{http_code} %{size_download}' "$V6/f10m.bin"
+  --limit-rate 1000k -o "$TB_DIR/dl/0.body" -w '%{http_code} %{size_download}' "$V6/f10m.bin"
 sleep 1
 replicated() { (($(tb_status_json fe2 | jq -e '.standby.replicated_flows // 0') >= 1)); }
 tb_until 3000 replicated || tb_fail "the standby has no replicated flow: $(tb_status_json fe2 | jq -c .standby)"

@@ -291,15 +291,16 @@ rsts=$(send6 SYN 3)
 
 echo "== the FE killed and restarted during an IPv6 download: the new one learns it (OWNED)"
 tb_c sysctl -qw net.ipv4.tcp_rmem="4096 65536 131072" # IPv6 TCP too: the download streams
+t_dl=$(tb__now_ms)
 tb_spawn --log "$TB_DIR/dl/0.out" dl0 "$TB_NS_C" curl -gsS --noproxy '*' --max-time 40 \
-  --limit-rate 2500k -o "$TB_DIR/dl/0.body" -w '%{http_code} %{size_download}' "$V6/f10m.bin"
-sleep 1
+  --limit-rate 1000k -o "$TB_DIR/dl/0.body" -w '%{http_code} %{size_download} %{time_total}' "$V6/f10m.bin"
+sleep 0.5
 kill -KILL "${TB_PID[fe]}"
 tb__reap fe || true
 cp "$TB_DIR/fe.log" "$TB_DIR/fe-killed.log"
 TB_LOGS+=("fe-killed=$TB_DIR/fe-killed.log")
 sleep 0.5
-tb__alive dl0 || tb_fail "the IPv6 download ended before the restart: $(cat "$TB_DIR/dl/0.out")"
+tb__alive dl0 || tb_fail "the IPv6 download ended before the restart, $(($(tb__now_ms) - t_dl)) ms after it started: $(cat "$TB_DIR/dl/0.out")"
 tb_start_fe
 tb_wait_ready 10
 # resynced counts what the restarted FE learned from a BE (it starts from 0).
@@ -307,7 +308,7 @@ learned() { (($(tb_fe_counter resynced) >= 1)); }
 tb_until 3000 learned || tb_fail "the restarted FE learned no connection from the BEs (resynced $(tb_fe_counter resynced))"
 tb_downloads_ok 1 f10m.bin "${TB_SIZE[f10m.bin]}"
 ((TB_DL_OK == 1)) || tb_fail "the IPv6 download across the FE's restart did not finish byte-exact"
-echo "restart: the IPv6 download finished byte-exact; the new FE learned $(tb_fe_counter resynced) connection(s)"
+echo "restart: the IPv6 download finished byte-exact ($(cut -d" " -f3 "$TB_DIR/dl/0.out") s); the new FE learned $(tb_fe_counter resynced) connection(s)"
 n=$(fetch6 f100k.bin) || tb_fail "IPv6 GET after the restart failed"
 
 echo "== tcpha fe --takeover hands the IPv6 listeners and vip6 over"
