@@ -122,7 +122,8 @@ int Daemon::start(const std::string& status_socket) {
   }
   status_ = std::move(*status);
   spdlog::info("back-end {} on {} ({}), VIP {} on lo, {} {}", self_.id, self_.address, ifname_,
-               cfg_.cluster.vip, self_.upstream.empty() ? "docroot" : "relay to",
+               cfg_.cluster.vip + (cfg_.cluster.vip6.empty() ? "" : " and " + cfg_.cluster.vip6),
+               self_.upstream.empty() ? "docroot" : "relay to",
                self_.upstream.empty() ? self_.docroot : self_.upstream);
   if (!self_.metrics.empty()) {
     auto m = metrics::Endpoint::start(

@@ -511,7 +511,8 @@ void Agent::reload() {
   bool same = now_be.size() >= cfg_.backends.size();
   for (size_t i = 0; same && i < cfg_.backends.size(); ++i)
     same = now_be[i].id == cfg_.backends[i].id && now_be[i].address == cfg_.backends[i].address;
-  if (!same || r.config->cluster.vip != cfg_.cluster.vip) {
+  if (!same || r.config->cluster.vip != cfg_.cluster.vip ||
+      r.config->cluster.vip6 != cfg_.cluster.vip6) {
     spdlog::error("reload refused: back-ends removed, renamed, readdressed or reordered, or "
                   "the VIP changed, which needs a restart of the back-ends (appending is "
                   "fine); old rules kept");

@@ -689,8 +689,8 @@ int Daemon::activate() {
     spdlog::warn("takeover socket: {}: no upgrade can take over from this process",
                  tl.error().message());
   spdlog::info("front-end {} on {} VIP {} ports {}, {} workers, {} back-ends", f.id, f.interface,
-               boot_.cluster.vip, fmt::join(boot_.cluster.ports, ","), sh_.workers,
-               boot_.backends.size());
+               boot_.cluster.vip + (boot_.cluster.vip6.empty() ? "" : " and " + boot_.cluster.vip6),
+               fmt::join(boot_.cluster.ports, ","), sh_.workers, boot_.backends.size());
   if (standby_) {
     standby_->activated();
     announce_vip();
