@@ -8,6 +8,8 @@ import json
 import os
 import statistics
 
+import report_splice
+
 BEGIN = "<!-- failover:begin (bench/report_failover.py) -->"
 END = "<!-- failover:end -->"
 SYSTEM, REF = "tcpha-failover", "tcpha"
@@ -362,22 +364,5 @@ def lines(results, meta, wtext):
 
 
 def splice(doc_path, section):
-    """Replaces the failover section of an existing BENCHMARKS.md (between BEGIN and
-    END), or inserts it before the handoff latency section, for BENCH_FAILOVER=only."""
-    text = open(doc_path).read() if os.path.exists(doc_path) else "# Benchmarks\n"
-    block = "\n".join(section)
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + block + tail
-    else:
-        for anchor in ("## Handoff latency (tcpha)", "## Plots"):
-            if anchor in text:
-                i = text.index(anchor)
-                text = text[:i] + block + "\n\n" + text[i:]
-                break
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-    with open(doc_path, "w") as f:
-        f.write(text)
-
+    """The failover section of an existing BENCHMARKS.md, for BENCH_FAILOVER=only."""
+    report_splice.splice(doc_path, section, BEGIN, END)

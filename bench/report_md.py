@@ -604,3 +604,4 @@ def render(results, runs, plots):
           "behaviour, left as it is).",
           ""]
     return "\n".join(L)
+

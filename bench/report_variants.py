@@ -3,7 +3,7 @@
 BE's own tc program) and tcpha-ipv6 (the same cluster, the client over the IPv6 VIP),
 each against tcpha (DR, IPv4) in the same rounds. Written into docs/BENCHMARKS.md by a
 full run, or spliced into it by BENCH_VARIANTS=only (report.py --variants-only)."""
-import os
+import report_splice
 
 REF = "tcpha"
 VARIANTS = {
@@ -76,20 +76,5 @@ def lines(res, wtext):
 
 
 def splice(doc_path, section):
-    """Replaces the variants section of an existing BENCHMARKS.md, or inserts it before
-    the handoff latency section, for BENCH_VARIANTS=only."""
-    text = open(doc_path).read() if os.path.exists(doc_path) else "# Benchmarks\n"
-    block = "\n".join(section)
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        for anchor in ("## Handoff latency (tcpha)", "## Plots"):
-            if anchor in text:
-                i = text.index(anchor)
-                text = text[:i] + block + "\n\n" + text[i:]
-                break
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-    with open(doc_path, "w") as f:
-        f.write(text)
+    """The variants section of an existing BENCHMARKS.md, for BENCH_VARIANTS=only."""
+    report_splice.splice(doc_path, section, BEGIN, END)

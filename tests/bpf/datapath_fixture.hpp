@@ -86,6 +86,10 @@ class PacketBuilder {
   PacketBuilder& udp(uint16_t sport = kClientPort, uint16_t dport = kVipPort) {
     return put16(sport).put16(dport).put16(8).put16(0);
   }
+  PacketBuilder& bytes(const std::vector<uint8_t>& b) {
+    b_.insert(b_.end(), b.begin(), b.end());
+    return *this;
+  }
   PacketBuilder& payload(size_t n) {
     for (size_t i = 0; i < n; ++i) b_.push_back(uint8_t('a' + i % 26));
     return *this;

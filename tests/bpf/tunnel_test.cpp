@@ -38,18 +38,7 @@ std::vector<uint8_t> ip_part(const std::vector<uint8_t>& frame) { return {frame.
 // A tunnelled frame: Ethernet, outer IPv4 from -> to carrying `inner` (an IP packet).
 std::vector<uint8_t> tunnelled(uint32_t from, uint32_t to, uint8_t proto, const std::vector<uint8_t>& inner,
                                uint16_t frag_off = 0x4000, const std::vector<uint8_t>& options = {}) {
-  auto f = PacketBuilder().eth(kEthIp).ipv4(proto, options, frag_off, from, to).build();
-  f.insert(f.end(), inner.begin(), inner.end());
-  // The builder summed a header with tot_len = its own size: set the real length.
-  const size_t hlen = 20 + options.size();
-  const uint16_t tot = uint16_t(hlen + inner.size());
-  f[kIp + 2] = uint8_t(tot >> 8);
-  f[kIp + 3] = uint8_t(tot);
-  f[kIp + 10] = f[kIp + 11] = 0;
-  const uint16_t check = uint16_t(~ip_header_sum(f));
-  f[kIp + 10] = uint8_t(check >> 8);
-  f[kIp + 11] = uint8_t(check);
-  return f;
+  return PacketBuilder().eth(kEthIp).ipv4(proto, options, frag_off, from, to).bytes(inner).build();
 }
 
 std::vector<uint8_t> tcp6(uint8_t flags, size_t payload = 0) {
