@@ -38,6 +38,8 @@ bool private_netns() {
 }
 
 // An established loopback connection: the client end and the accepted server end.
+tcpha::Endpoint endpoint(const sockaddr_in& a) { return tcpha::Endpoint::v4(a.sin_addr.s_addr, a.sin_port); }
+
 struct Connection {
   UniqueFd client, server;
   sockaddr_in local{}, peer{};
@@ -72,7 +74,7 @@ void BM_HandoffExport(benchmark::State& state) {
   std::string bytes;
   for (auto _ : state) {
     bytes.clear();
-    auto st = tcpha::handoff::export_state(c.server.get(), c.local, c.peer, bytes);
+    auto st = tcpha::handoff::export_state(c.server.get(), endpoint(c.local), endpoint(c.peer), bytes);
     if (!st || !tcpha::handoff::leave_repair(c.server.get())) {
       state.SkipWithError("export failed");
       break;
@@ -93,7 +95,7 @@ void BM_HandoffExportImport(benchmark::State& state) {
   std::string bytes;
   for (auto _ : state) {
     bytes = tcpha::bench::kBrowserRequest;  // as if read from the client by the FE
-    auto st = tcpha::handoff::export_state(c.server.get(), c.local, c.peer, bytes);
+    auto st = tcpha::handoff::export_state(c.server.get(), endpoint(c.local), endpoint(c.peer), bytes);
     if (!st) {
       state.SkipWithError(("export: " + st.error().message()).c_str());
       break;

@@ -135,7 +135,8 @@ class ProbeTest : public ::testing::TestWithParam<bool> {
     std::string got(kRequest.size(), '\0');
     ASSERT_EQ(recv(srv_.get(), got.data(), got.size(), MSG_WAITALL), ssize_t(got.size()));
     std::string already;
-    auto st = handoff::export_state(srv_.get(), local_, peer_, already);
+    auto st = handoff::export_state(srv_.get(), Endpoint::v4(local_.sin_addr.s_addr, local_.sin_port),
+                                    Endpoint::v4(peer_.sin_addr.s_addr, peer_.sin_port), already);
     ASSERT_TRUE(st) << st.error().message();
     ASSERT_TRUE(handoff::leave_repair(srv_.get()));
     snapshot_ = *st;
@@ -593,14 +594,14 @@ TEST(ProbeSockets, CopyAndAnswerSocketsTakeTheirFramesOnly) {
 
   // A client segment to the VIP: a probe built the other way round.
   handoff::TcpState st;
-  st.local_addr = addr("127.0.0.9");
+  st.local_addr = {addr("127.0.0.9"), 0, 0, 0};
   st.local_port = htons(40000);
-  st.peer_addr = vip;
+  st.peer_addr = {vip, 0, 0, 0};
   st.peer_port = htons(80);
   st.rcv_seq = 5000;
   st.snd_seq = 9001;
   const std::string to_vip = build_probe(Held(1, "p", st, "req"));
-  st.peer_addr = addr("127.0.0.8");
+  st.peer_addr = {addr("127.0.0.8"), 0, 0, 0};
   const std::string elsewhere = build_probe(Held(1, "p", st, "req"));
   std::string udp = to_vip;
   udp[9] = 17;
