@@ -44,8 +44,10 @@
 # docs/BENCHMARKS.md and their plots (report.py --failover-only).
 #
 # Tunnel and IPv6 (issue 15): the system tcpha-tunnel is tcpha with forward = "tunnel"
-# (IPIP to every BE, on this bed's one segment), measured in the same rounds as tcpha in
-# BENCH_VARIANT_WORKLOADS only (default ka-1k ka-1m ka-10m close-1k). BENCH_VARIANTS=0
+# (IPIP to every BE, on this bed's one segment), tcpha-ipv6 the cluster with vip6 and
+# the client on the IPv6 VIP (the bed gets IPv6 addresses beside its IPv4 ones), both
+# measured in the same rounds as tcpha in BENCH_VARIANT_WORKLOADS only (default ka-1k
+# ka-1m ka-10m close-1k). BENCH_VARIANTS=0
 # leaves it out; BENCH_VARIANTS=only runs nothing else (raw data in $BENCH_OUT/raw-variants)
 # and rewrites only the "Tunnel and IPv6" section of docs/BENCHMARKS.md
 # (report.py --variants-only).
@@ -118,7 +120,7 @@ BENCH_VARIANT_WORKLOADS=${BENCH_VARIANT_WORKLOADS:-ka-1k ka-1m ka-10m close-1k}
 if [[ $BENCH_VARIANTS == only ]]; then
   [[ $BENCH_FAILOVER != only ]] || tb_fail "BENCH_VARIANTS=only and BENCH_FAILOVER=only exclude each other"
   BENCH_FAILOVER=0
-  BENCH_SYSTEMS=${BENCH_SYSTEMS:-tcpha tcpha-tunnel}
+  BENCH_SYSTEMS=${BENCH_SYSTEMS:-tcpha tcpha-tunnel tcpha-ipv6}
   BENCH_WORKLOADS=${BENCH_WORKLOADS:-$BENCH_VARIANT_WORKLOADS}
   BENCH_PROFILE=0
 elif [[ $BENCH_FAILOVER == only ]]; then
@@ -128,7 +130,7 @@ elif [[ $BENCH_FAILOVER == only ]]; then
   BENCH_PROFILE=0
 fi
 default_systems=tcpha
-[[ $BENCH_VARIANTS != 1 ]] || default_systems+=" tcpha-tunnel"
+[[ $BENCH_VARIANTS != 1 ]] || default_systems+=" tcpha-tunnel tcpha-ipv6"
 [[ $BENCH_FAILOVER != 1 ]] || default_systems+=" tcpha-failover"
 BENCH_SYSTEMS=${BENCH_SYSTEMS:-$default_systems tcpha-relay tcpha-relay-unix haproxy direct}
 CACHE_MB=${CACHE_MB:-8} # per BE in the locality workload; its working set is 2x that
@@ -178,6 +180,8 @@ else
 fi
 
 # --- the bed ------------------------------------------------------------------------
+# IPv6 beside IPv4 (fd00:c8::/64) when tcpha-ipv6 runs; the other systems use IPv4 only.
+[[ " $BENCH_SYSTEMS " != *" tcpha-ipv6 "* ]] || TB_IPV6=1
 tb_init 3
 tb_key
 python3 "$BENCH_HERE/gen_files.py" "$OUT/files" --loc-files $((CACHE_MB * 2 * 16)) \
@@ -214,7 +218,11 @@ tb_track bpf_stats $!
 url_of() { # SYSTEM PATH
   local path=$2
   [[ $path == @* ]] && path=/
-  if [[ $1 == direct ]]; then echo "http://${TB_BE_ADDR[1]}:8080$path"; else echo "http://$TB_VIP$path"; fi
+  case $1 in
+    direct) echo "http://${TB_BE_ADDR[1]}:8080$path" ;;
+    tcpha-ipv6) echo "http://[$TB_VIP6]$path" ;;
+    *) echo "http://$TB_VIP$path" ;;
+  esac
 }
 paths_of() {
   if [[ $1 == @browse* ]]; then
@@ -266,11 +274,11 @@ relay_usable() { # MODE
 # run (warm-up and measured time) only.
 for system in $BENCH_SYSTEMS; do
   case $system in
-    tcpha | tcpha-failover | tcpha-tunnel | tcpha-relay | tcpha-relay-unix | haproxy | direct) ;;
+    tcpha | tcpha-failover | tcpha-tunnel | tcpha-ipv6 | tcpha-relay | tcpha-relay-unix | haproxy | direct) ;;
     tcpha-base)
       [[ -x ${BENCH_BASE_TCPHA:-} ]] || tb_fail "system tcpha-base needs BENCH_BASE_TCPHA (another tcpha binary)"
       ;;
-    *) tb_fail "unknown system '$system' (tcpha tcpha-failover tcpha-tunnel tcpha-base tcpha-relay tcpha-relay-unix haproxy direct)" ;;
+    *) tb_fail "unknown system '$system' (tcpha tcpha-failover tcpha-tunnel tcpha-ipv6 tcpha-base tcpha-relay tcpha-relay-unix haproxy direct)" ;;
   esac
 done
 # nginx serves the relays, HAProxy and direct: up on every BE for the whole bench (an
@@ -313,7 +321,7 @@ for w in "${WORKLOADS[@]}"; do
     # The cost of failover with no failure: only where it differs (BENCH_FAILOVER_WORKLOADS).
     [[ $system != tcpha-failover || " $BENCH_FAILOVER_WORKLOADS " == *" $name "* ]] || continue
     # The tunnel's and IPv6's cost: only in BENCH_VARIANT_WORKLOADS.
-    [[ $system != tcpha-tunnel || " $BENCH_VARIANT_WORKLOADS " == *" $name "* ]] || continue
+    [[ ($system != tcpha-tunnel && $system != tcpha-ipv6) || " $BENCH_VARIANT_WORKLOADS " == *" $name "* ]] || continue
     turn+=("$system")
   done
   n=${#turn[@]}

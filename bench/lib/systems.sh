@@ -39,6 +39,7 @@ bench_cluster_config() {
     printf '[cluster]\nvip = "%s"\nports = [%s]\nkey_file = "cluster.key"\nforward = "%s"\n' \
       "$TB_VIP" "$TB_PORT" "$forward"
     [[ $failover == none ]] || printf 'failover = "%s"\n' "$failover"
+    [[ ${BENCH_VIP6:-0} != 1 ]] || printf 'vip6 = "%s"\n' "$TB_VIP6"
     printf '\n'
     printf '[frontend]\nid = "fe"\naddress = "%s"\ninterface = "eth0"\n\n' "$TB_FE_ADDR"
     for ((k = 1; k <= TB_N_BE; k++)); do
@@ -154,7 +155,7 @@ bench__wait_ready() {
 # they read at start, and serve in the mode they started in; fresh agents also start
 # fresh move latency histograms). BENCH_FRESH_BES=1 restarts them in any case.
 bench_tcpha_fe() {
-  local k want="$* failover=${BENCH_FAILOVER_MODE:-off} forward=${BENCH_FORWARD:-dr}"
+  local k want="$* failover=${BENCH_FAILOVER_MODE:-off} forward=${BENCH_FORWARD:-dr} vip6=${BENCH_VIP6:-0}"
   if [[ -n ${BENCH_BE_ROUTING:-} && ($BENCH_BE_ROUTING != "$want" || ${BENCH_FRESH_BES:-0} == 1) ]]; then
     bench__stop_bes fe
   else
@@ -176,13 +177,13 @@ bench_tcpha_fe() {
 bench_use() {
   local system=$1 routing=$2
   case $system in
-    tcpha | tcpha-failover | tcpha-tunnel | tcpha-base | tcpha-relay | tcpha-relay-unix)
+    tcpha | tcpha-failover | tcpha-tunnel | tcpha-ipv6 | tcpha-base | tcpha-relay | tcpha-relay-unix)
       bench_haproxy_stop
       # tcpha-base: the same with another binary (BENCH_BASE_TCPHA), for before/after
       # figures of the same rounds. The agents are fresh for every run anyway.
       TB_TCPHA=$BENCH_MAIN_TCPHA
       [[ $system == tcpha-base ]] && TB_TCPHA=$BENCH_BASE_TCPHA
-      local mode=builtin failover=off forward=dr
+      local mode=builtin failover=off forward=dr vip6=0
       [[ $system == tcpha-relay ]] && mode=relay
       [[ $system == tcpha-relay-unix ]] && mode=relay-unix
       # tcpha-failover: tcpha with BE failover (issue 13), against tcpha with it off.
@@ -190,8 +191,11 @@ bench_use() {
       [[ $system == tcpha-base ]] && failover=none
       # tcpha-tunnel: every BE reached by IPIP (issue 15), against tcpha in DR.
       [[ $system == tcpha-tunnel ]] && forward=tunnel
+      # tcpha-ipv6: the same cluster with vip6; the client fetches from it (url_of).
+      [[ $system == tcpha-ipv6 ]] && vip6=1
       # Fresh BE agents too: their move histograms then cover this run only.
-      BENCH_FAILOVER_MODE=$failover BENCH_FORWARD=$forward BENCH_FRESH_BES=1 bench_tcpha_fe "$routing" "$mode"
+      BENCH_FAILOVER_MODE=$failover BENCH_FORWARD=$forward BENCH_VIP6=$vip6 BENCH_FRESH_BES=1 \
+        bench_tcpha_fe "$routing" "$mode"
       ;;
     haproxy)
       bench_tcpha_stop
