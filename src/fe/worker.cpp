@@ -52,6 +52,16 @@ class Worker::Port final : public handoff::SenderPort {
     if (epoch_) *epoch_ = w_.sh_.dp->gc_epoch();
     return w_.sh_.dp->point(key, b_.uid, be_mac, w_.sh_.fe_mac, backup);
   }
+  // Tunnel mode: the BE sends with the MSS the client announced, not with our clamp
+  // (clamp_mss). Only the FE's first export has a saved SYN; the kernel frees it as it
+  // is read, and a connection handed back after an abort keeps the value exported.
+  Result<handoff::TcpState> export_socket(int fd, const Endpoint& local, const Endpoint& peer,
+                                          std::string& bytes) override {
+    auto st = handoff::export_state(fd, local, peer, bytes);
+    if (st && w_.sh_.tunnel_mss4)
+      if (auto mss = handoff::saved_syn_mss(fd); mss && *mss > st->mss) st->mss = *mss;
+    return st;
+  }
   void confirm_forward(const tcpha_flow_key& key) override {
     // No GC pass that deletes ran since forward(): the entry is there (only the GC and
     // a SYN on a finished flow delete entries, and this one is neither).
@@ -136,9 +146,14 @@ Status Worker::open_listeners(std::vector<UniqueFd> given) {
 
 // With tunnel back-ends, the MSS the listeners advertise leaves room for the outer
 // header (Shared::tunnel_mss4/6; docs/tunnel.md). Listeners handed over by a
-// predecessor get it too: the configuration may have changed.
+// predecessor get it too: the configuration may have changed. The clamp also lowers
+// our own socket's sending MSS, which the export would hand to the BE; the BE answers
+// the client directly, not through the tunnel, so the listeners also keep each SYN
+// (TCP_SAVE_SYN) and the export gives the BE the MSS the client announced
+// (Port::export_socket).
 Status Worker::clamp_mss() {
   if (!sh_.tunnel_mss4) return {};
+  const int one = 1;
   for (const auto& l : listeners_) {
     int domain = AF_INET;
     socklen_t len = sizeof domain;
@@ -146,6 +161,8 @@ Status Worker::clamp_mss() {
     const int mss = domain == AF_INET6 ? sh_.tunnel_mss6 : sh_.tunnel_mss4;
     if (setsockopt(l.fd(), IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof mss) != 0)
       return sys_error("TCP_MAXSEG " + std::to_string(mss) + " on a VIP listener");
+    if (setsockopt(l.fd(), IPPROTO_TCP, TCP_SAVE_SYN, &one, sizeof one) != 0)
+      return sys_error("TCP_SAVE_SYN on a VIP listener");
   }
   return {};
 }

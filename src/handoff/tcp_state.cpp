@@ -99,6 +99,42 @@ Status export_into(int fd, std::string& already_read, TcpState& st) {
 
 }  // namespace
 
+std::optional<uint32_t> parse_syn_mss(const uint8_t* syn, size_t len) {
+  if (len < 1) return std::nullopt;
+  size_t tcp = 0;
+  if (syn[0] >> 4 == 4 && len >= 20) {
+    tcp = size_t(syn[0] & 0x0f) * 4;
+    if (tcp < 20 || syn[9] != IPPROTO_TCP) return std::nullopt;
+  } else if (syn[0] >> 4 == 6 && len >= 40) {
+    if (syn[6] != IPPROTO_TCP) return std::nullopt;  // extension headers: not walked
+    tcp = 40;
+  } else {
+    return std::nullopt;
+  }
+  if (len < tcp + 20) return std::nullopt;
+  const size_t end = tcp + size_t(syn[tcp + 12] >> 4) * 4;
+  if (end < tcp + 20 || end > len) return std::nullopt;
+  for (size_t i = tcp + 20; i < end;) {
+    const uint8_t kind = syn[i];
+    if (kind == 0) break;  // end of options
+    if (kind == 1) {       // no-op
+      ++i;
+      continue;
+    }
+    if (i + 1 >= end || syn[i + 1] < 2 || i + syn[i + 1] > end) break;
+    if (kind == 2 && syn[i + 1] == 4) return uint32_t(syn[i + 2] << 8 | syn[i + 3]);
+    i += syn[i + 1];
+  }
+  return std::nullopt;
+}
+
+std::optional<uint32_t> saved_syn_mss(int fd) {
+  uint8_t syn[128];  // an IPv6 header and a TCP header with the most options fit
+  socklen_t len = sizeof syn;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_SAVED_SYN, syn, &len) != 0) return std::nullopt;
+  return parse_syn_mss(syn, len);
+}
+
 Result<TcpState> export_state(int fd, const Endpoint& local, const Endpoint& peer,
                               std::string& already_read) {
   if (local.family != peer.family || (local.family != AF_INET && local.family != AF_INET6))

@@ -6,7 +6,9 @@
 #include <netinet/in.h>
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -79,6 +81,14 @@ static_assert(sizeof(TcpState) == 88, "TcpState travels on the wire; keep it pac
 // leave_repair() gives it back to the caller if the handoff is aborted.
 Result<TcpState> export_state(int fd, const Endpoint& local, const Endpoint& peer,
                               std::string& already_read);
+
+// The MSS option of a SYN as TCP_SAVED_SYN gives it (IPv4 or IPv6 header, then the TCP
+// header with its options); nullopt when it has none or the headers are malformed.
+std::optional<uint32_t> parse_syn_mss(const uint8_t* syn, size_t len);
+// The MSS the client announced in its SYN, read once from an accepted socket whose
+// listener had TCP_SAVE_SYN on (the kernel frees the copy as it is read); nullopt when
+// there is none (no saved SYN: a SYN cookie, or the listener did not save it).
+std::optional<uint32_t> saved_syn_mss(int fd);
 
 // Turns repair mode off again on a socket export_state() was called on.
 Status leave_repair(int fd);

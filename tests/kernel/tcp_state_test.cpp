@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/ioctl.h>
@@ -13,7 +14,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "handoff/tcp_state.hpp"
 
@@ -344,3 +348,54 @@ TEST_F(TcpStateTest, ExportRefusesMixedFamilies) {
 }
 
 }  // namespace
+
+// Tunnel mode (docs/tunnel.md): the FE's listeners clamp the MSS they advertise and
+// keep each SYN; the export hands the BE the MSS the client announced in it.
+TEST(SynMss, ParsesTheMssOptionOfIpv4AndIpv6Syns) {
+  // IPv4 header (20) + TCP header with NOP, NOP, MSS 1460, window scale 7 (32 bytes).
+  std::vector<uint8_t> v4(20 + 32, 0);
+  v4[0] = 0x45;
+  v4[9] = IPPROTO_TCP;
+  v4[20 + 12] = 8 << 4;
+  const uint8_t opts[] = {1, 1, 2, 4, 0x05, 0xb4, 3, 3, 7, 0, 0, 0};
+  std::copy(std::begin(opts), std::end(opts), v4.begin() + 40);
+  EXPECT_EQ(handoff::parse_syn_mss(v4.data(), v4.size()), 1460u);
+  // The same TCP header behind an IPv6 header.
+  std::vector<uint8_t> v6(40, 0);
+  v6[0] = 0x60;
+  v6[6] = IPPROTO_TCP;
+  v6.insert(v6.end(), v4.begin() + 20, v4.end());
+  EXPECT_EQ(handoff::parse_syn_mss(v6.data(), v6.size()), 1460u);
+  // No MSS option, a truncated option, a header cut short, not TCP: none.
+  auto no_mss = v4;
+  std::fill(no_mss.begin() + 42, no_mss.begin() + 46, 1);  // the MSS option becomes no-ops
+  EXPECT_EQ(handoff::parse_syn_mss(no_mss.data(), no_mss.size()), std::nullopt);
+  EXPECT_EQ(handoff::parse_syn_mss(v4.data(), 43), std::nullopt);
+  auto udp = v4;
+  udp[9] = IPPROTO_UDP;
+  EXPECT_EQ(handoff::parse_syn_mss(udp.data(), udp.size()), std::nullopt);
+  EXPECT_EQ(handoff::parse_syn_mss(v4.data(), 0), std::nullopt);
+}
+
+TEST(SynMss, ASavedSynGivesTheClientsMssOnce) {
+  UniqueFd l(socket(AF_INET, SOCK_STREAM, 0));
+  const int one = 1, clamp = 1200, client_mss = 1300;
+  ASSERT_EQ(setsockopt(l.get(), IPPROTO_TCP, TCP_SAVE_SYN, &one, sizeof one), 0) << std::strerror(errno);
+  ASSERT_EQ(setsockopt(l.get(), IPPROTO_TCP, TCP_MAXSEG, &clamp, sizeof clamp), 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(listen(l.get(), 4), 0);
+  socklen_t len = sizeof a;
+  getsockname(l.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  UniqueFd c(socket(AF_INET, SOCK_STREAM, 0));
+  ASSERT_EQ(setsockopt(c.get(), IPPROTO_TCP, TCP_MAXSEG, &client_mss, sizeof client_mss), 0);
+  ASSERT_EQ(connect(c.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+  UniqueFd s(accept(l.get(), nullptr, nullptr));
+  ASSERT_TRUE(s.valid());
+  EXPECT_EQ(handoff::saved_syn_mss(s.get()), uint32_t(client_mss));  // not the listener's clamp
+  EXPECT_EQ(handoff::saved_syn_mss(s.get()), std::nullopt);           // read once
+  UniqueFd l2(socket(AF_INET, SOCK_STREAM, 0));                       // no TCP_SAVE_SYN: none
+  EXPECT_EQ(handoff::saved_syn_mss(l2.get()), std::nullopt);
+}
