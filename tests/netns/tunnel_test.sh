@@ -14,7 +14,8 @@
 #      connection each, moved between tunnel and DR back-ends by the rules (/whoami
 #      lives on be2's group only): every body exact;
 #   4. counters: packets encapsulated and decapsulated, none dropped for size or route;
-#   5. an IPIP packet from a host that is not a cluster member (the client), carrying
+#   5. the BE sends with the client's MSS, not the FE's clamp; an IPIP packet from a
+#      host that is not a cluster member (the client), carrying
 #      a SYN for the VIP, is dropped by the BE's decapsulation (decap_drop), unanswered.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -118,6 +119,24 @@ for k in 1 2; do
   ((d > 0)) || tb_fail "be$k decapsulated nothing"
   ((dd == 0)) || tb_fail "be$k dropped $dd tunnelled packets"
 done
+
+# The FE clamps the MSS it advertises (room for the outer header), but a BE answers
+# the client directly: it sends with the MSS the client announced (1460: segments of
+# 1448 bytes with timestamps), not with the clamp (1440: 1428).
+tb_c curl -s --max-time 20 --limit-rate 300k -o /dev/null "http://$TB_VIP/f10m.bin" &
+slow=$!
+mss=""
+for _ in $(seq 1 40); do
+  for k in 1 2; do
+    m=$(tb_be "$k" ss -tin src "$TB_VIP" | grep -o ' mss:[0-9]*' | head -1 || true)
+    [[ -n $m ]] && mss=${m#*:} && break 2
+  done
+  sleep 0.1
+done
+kill "$slow" 2>/dev/null || true
+wait "$slow" 2>/dev/null || true
+echo "a tunnel BE's connection sends with mss ${mss:-?}"
+[[ $mss == 1448 ]] || tb_fail "a tunnel BE sends with mss '${mss}', want 1448 (the client's MSS, not the FE's clamp)"
 
 # 5. A spoofed tunnelled SYN from a non-member.
 before=$(tb_status_json be1 | jq -e '.datapath.decap_drop')
