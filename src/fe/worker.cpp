@@ -53,8 +53,8 @@ class Worker::Port final : public handoff::SenderPort {
     return w_.sh_.dp->point(key, b_.uid, be_mac, w_.sh_.fe_mac, backup);
   }
   // Tunnel mode: the BE sends with the MSS the client announced, not with our clamp
-  // (clamp_mss). Only the FE's first export has a saved SYN; the kernel frees it as it
-  // is read, and a connection handed back after an abort keeps the value exported.
+  // (clamp_mss). Only the FE's first export has a saved SYN (the kernel frees it as it
+  // is read): a retry after an aborted handoff exports the clamp, correct but smaller.
   Result<handoff::TcpState> export_socket(int fd, const Endpoint& local, const Endpoint& peer,
                                           std::string& bytes) override {
     auto st = handoff::export_state(fd, local, peer, bytes);
