@@ -62,6 +62,13 @@ int Daemon::setup_host() {
     return 2;
   }
   ifname_ = *ifname;
+  // A CARD node names its interface: its datapath goes there, so it must be the one
+  // its address is on (where the routers send the VIP's packets).
+  if (cfg_.card && ifname_ != self_.interface) {
+    spdlog::error("node {}: address {} is on {}, not on interface {} (cluster file line {})",
+                  self_.id, self_.address, ifname_, self_.interface, self_.line);
+    return 2;
+  }
   // Silence ARP for the VIP before it exists on lo, so no neighbour ever learns it
   // here; let packets to the VIP arrive on the LAN interface.
   for (auto [name, value] : {std::pair<std::string, std::string>{"net.ipv4.conf.all.arp_ignore", "1"},
@@ -121,7 +128,8 @@ int Daemon::start(const std::string& status_socket) {
     return 2;
   }
   status_ = std::move(*status);
-  spdlog::info("back-end {} on {} ({}), VIP {} on lo, {} {}", self_.id, self_.address, ifname_,
+  spdlog::info("{} {} on {} ({}), VIP {} on lo, {} {}", cfg_.card ? "node" : "back-end", self_.id,
+               self_.address, ifname_,
                cfg_.cluster.vip + (cfg_.cluster.vip6.empty() ? "" : " and " + cfg_.cluster.vip6),
                self_.upstream.empty() ? "docroot" : "relay to",
                self_.upstream.empty() ? self_.docroot : self_.upstream);
@@ -134,6 +142,7 @@ int Daemon::start(const std::string& status_socket) {
     }
     metrics_endpoint_ = std::move(*m);
   }
+  if (cfg_.card) return 0;  // no front-end to register with: the routers bring clients
   registration_ = std::make_unique<Registration>(cfg_, self_);
   Registration* registration = registration_.get();
   agent_->set_on_drain([registration] { registration->leave(); });
@@ -145,14 +154,19 @@ int Daemon::start(const std::string& status_socket) {
 int run_backend(const config::Config& cfg, const std::string& id, const std::string& status_socket) {
   const auto* self = cfg.find_backend(id);
   if (!self) {
-    spdlog::error("{}: no [[backend]] with id '{}'", cfg.path, id);
+    spdlog::error("{}: no [[{}]] with id '{}'", cfg.path, cfg.card ? "node" : "backend", id);
     return 1;
   }
   Daemon daemon(cfg, *self);
   if (int rc = daemon.start(status_socket)) return rc;
   daemon.run();
-  spdlog::info("back-end {} stopping; VIP and sysctls restored", id);
+  spdlog::info("{} {} stopping; VIP and sysctls restored", cfg.card ? "node" : "back-end", id);
   return 0;
+}
+
+// A CARD node is a back-end agent that also accepts clients (card.cpp): the same daemon.
+int run_node(const config::Config& cfg, const std::string& id, const std::string& status_socket) {
+  return run_backend(cfg, id, status_socket);
 }
 
 }  // namespace tcpha::be

@@ -15,6 +15,8 @@
 //                      datapath's copies of their client packets) and taking them over
 //                      when it dies (TAKEOVER: probe, import, serve again, TAKEN)
 //   stats.cpp          status JSON and Prometheus views of the counters
+//   card.cpp           CARD (seed 001, docs/card.md): a node also accepts clients on the
+//                      VIP and is the entry of their connections (the FE's part of it)
 // run_backend (agent.cpp) sets up the host around it.
 #include <sys/epoll.h>
 
@@ -25,6 +27,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -98,7 +101,10 @@ inline constexpr uint64_t kAckCheckNs = 1'000 * kMs;
   X(backups_refused, "BACKUPs not kept: failover off here, relay mode, or over the memory bound") \
   X(taken_over, "connections of a dead back-end taken over and served here")   \
   X(takeover_lost, "connections of a dead back-end this backup could not take over") \
-  X(fenced, "connections dropped silently because the FE failed this back-end over")
+  X(fenced, "connections dropped silently because the FE failed this back-end over") \
+  X(accepted, "client connections accepted on the VIP (CARD node: this node is their entry)") \
+  X(entry_repoints, "REPOINTs applied to connections that entered at this node (CARD)") \
+  X(entry_refused, "REPOINTs and CLOSEDs refused: not from the connection's owner, or unknown (CARD)")
 
 inline constexpr auto kBeCounters =
     std::to_array<metrics::CounterInfo>({TCPHA_BE_COUNTERS(TCPHA_METRICS_COUNTER)});
@@ -111,7 +117,7 @@ enum class Counter {
 };
 
 struct Item {
-  enum Kind { Listener, Control, Http, Signal, Peer, Copies, Answers } kind;  // relayed sockets: Relays::owns()
+  enum Kind { Listener, Control, Http, Signal, Peer, Copies, Answers, Vip } kind;  // relayed sockets: Relays::owns()
   explicit Item(Kind k) : kind(k) {}
 };
 
@@ -138,6 +144,12 @@ struct PeerLink : Item {
   proto::Link link;
   bool up = false;  // established, id checked, MAC known
   Mac mac{};
+};
+
+// CARD: a listener on the VIP (one per port); what it accepts enters the cluster here.
+struct VipListener : Item {
+  VipListener() : Item(Vip) {}
+  ListenSocket sock;
 };
 
 // What this back-end knows of another one's load (heartbeats on either link).
@@ -241,6 +253,7 @@ class Agent {
   // serving.cpp
   // `bytes`: what the HANDOFF brought (not re-queued in the socket: served from here).
   // `skip`: response bytes the client already has (a failover takeover).
+  // Neither counts the connection (imported, accepted): the callers do.
   void start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
                   const PendingImport& imp, std::string bytes, uint64_t skip = 0);
   void on_http(HttpConn& h, uint32_t events);
@@ -270,6 +283,8 @@ class Agent {
   // SIGHUP: reopen the access log and re-read the rules (moves.cpp).
   void reload();
   void note_load(int32_t backend, const proto::HeartbeatMsg& hb, uint64_t now);
+  // Another back-end may be chosen: our link to it is up, it heartbeats, not draining.
+  bool peer_usable(uint32_t i, uint64_t now) const;
   // Relay mode (moves.cpp): relayed connections are routed and moved too.
   // skip: response bytes the client already has (a failover takeover, Relays::start).
   void start_relay(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
@@ -283,6 +298,20 @@ class Agent {
   void move_idle(HttpConn& h, uint32_t target, uint64_t now);
   void evacuate(uint64_t now);
   void rebalance(uint64_t now);
+  // card.cpp
+  bool card() const { return cfg_.card; }
+  Status open_card();
+  void on_vip_accept(VipListener& l);
+  // The node a connection entered at (CARD ids carry it where an FE's carry its worker).
+  PeerLink* entry_link(uint64_t id);
+  bool entered_here(uint64_t id) const {
+    return int32_t(proto::worker_of(id)) == self_index_;
+  }
+  void card_committed(HttpConn& h, PeerLink& p, uint32_t seq);
+  void card_closed(const ClosedReport& r);
+  void on_entry_repoint(ControlConn& cc, const proto::RepointMsg& m);
+  void on_entry_closed(ControlConn& cc, const proto::ClosedMsg& m);
+  void tick_card(uint64_t now);
   // drain.cpp
   void begin_drain();
   void drain_tick(uint64_t now);
@@ -400,6 +429,28 @@ class Agent {
   // For status (another thread): the store's size and memory, as of the last tick.
   std::atomic<size_t> held_count_{0}, held_bytes_{0}, takeovers_pending_{0};
   uint64_t takeover_started_ = 0;
+  // CARD (card.cpp): the VIP's listeners, the ids of connections accepted here, and the
+  // connections that entered here and are owned elsewhere: this node's datapath
+  // forwards their client packets to the owner for their whole life, as an FE's does
+  // (by id: the owner's REPOINT and CLOSED name it).
+  std::vector<std::unique_ptr<VipListener>> vip_listeners_;
+  uint64_t next_conn_id_ = 1;
+  struct EntryFlow {
+    tcpha_flow_key key;
+    uint32_t owner = 0;       // index in cfg_.backends
+    uint32_t seq = 0;         // the connection's move number there
+    uint64_t closed_at = 0;   // its owner said CLOSED: removed after the linger
+  };
+  std::unordered_map<uint64_t, EntryFlow> entry_flows_;
+  std::atomic<size_t> entry_flow_count_{0};  // for status (another thread)
+  uint64_t next_card_tick_ = 0, card_ticks_ = 0;
+  struct NodeView {
+    std::string id;
+    bool up = false;
+    int64_t active = 0, age_ms = -1;
+  };
+  mutable std::mutex nodes_mu_;  // the status thread reads nodes_view_
+  std::vector<NodeView> nodes_view_;
 };
 
 }  // namespace tcpha::be

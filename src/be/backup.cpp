@@ -215,6 +215,7 @@ void Agent::take_over(failover::Held& h, Result<failover::Plan> plan) {
                     !plan->requests.empty()};
   imp.local = plan->state.local();
   imp.peer = plan->state.peer();
+  inc(Counter::imported);
   if (relays_)
     start_relay(std::move(*fd), fe ? fe->id : 0, h.id(), imp, std::move(plan->requests), plan->skip);
   else

@@ -146,6 +146,10 @@ void Agent::control_changed(ControlConn& cc, unsigned changes, std::vector<proto
 // The FE worker that owns the id: the link the connection came on when it came from
 // that worker, else (it came from another back-end) that worker's link.
 void Agent::report_closed(const ClosedReport& r) {
+  if (card()) {  // to the node the connection entered at (card.cpp)
+    card_closed(r);
+    return;
+  }
   const proto::ClosedMsg m{r.handoff_id, r.sent, r.received};
   const int32_t worker = int32_t(proto::worker_of(r.handoff_id));
   if (auto it = controls_.find(r.control_id); it != controls_.end() &&

@@ -48,14 +48,19 @@ void Agent::drain_tick(uint64_t now) {
   const bool strays = std::any_of(moved_flows_.begin(), moved_flows_.end(), [&](const auto& f) {
     return f.second.repointed == 0 && now - f.second.at < kDrainMoveGraceNs;
   });
+  // A CARD node's datapath also carries the connections that entered here to their
+  // owners elsewhere (card.cpp): they end when their owners say CLOSED.
+  const bool entries = std::any_of(entry_flows_.begin(), entry_flows_.end(),
+                                   [](const auto& e) { return e.second.closed_at == 0; });
   bool done = active_.load() <= 0 && leases_.empty() && moving_.empty() && !strays &&
-              !vip_sockets_sending();
+              !entries && !vip_sockets_sending();
   // Clients' packets reach us only through the FE's datapath, which goes with the FE:
   // with no FE link for a second (the FE stopped too), nothing left can finish, and
   // waiting for it would only hold the drain to its bound. (Connections served under a
   // lease when the FE stopped are among them: their clients' resets came before the
   // import and met the guard.)
-  if (control_links_.load() == 0) {
+  // (A CARD node has no front-end: clients reach it through the routers.)
+  if (control_links_.load() == 0 && !card()) {
     if (!fe_gone_since_) fe_gone_since_ = now;
     if (!done && now - fe_gone_since_ >= kFeGoneNs) {
       spdlog::info("the front-end is gone: no client packet can reach the {} connections left",

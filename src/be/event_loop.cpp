@@ -68,6 +68,7 @@ Status Agent::open(int sigfd, const std::string& ifname) {
   sigfd_ = sigfd;
   set(EPOLL_CTL_ADD, sigfd, EPOLLIN, &signal_item_);
   if (auto s = open_moves(ifname); !s) return s;
+  if (auto s = open_card(); !s) return s;
   return open_backup(int(if_nametoindex(ifname.c_str())));
 }
 
@@ -120,6 +121,9 @@ void Agent::run() {
         case Item::Answers:
           on_answers();
           break;
+        case Item::Vip:
+          on_vip_accept(*static_cast<VipListener*>(it));
+          break;
       }
     }
     dropped_.clear();  // no event of this batch refers to them any more
@@ -138,6 +142,7 @@ void Agent::tick(uint64_t now) {
   if (relays_) relays_->tick(now);
   closings_->tick(now);
   tick_moves(now);
+  tick_card(now);
   if (held_) tick_backup(now);
   if (draining_) drain_tick(now);
   tick_controls(now);  // and heartbeats

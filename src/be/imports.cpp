@@ -91,6 +91,7 @@ void Agent::on_handoff(ControlConn& cc, proto::HandoffMsg& h) {
   imp.local = h.state.local();
   imp.peer = h.state.peer();
   UniqueFd client = std::move(imp.fd);
+  inc(Counter::imported);
   if (relays_)
     start_relay(std::move(client), cc.id, h.id, imp, std::move(h.request));
   else
@@ -120,6 +121,10 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
     fe_drained_ = d->on;
   } else if (auto* r = std::get_if<proto::RepointedMsg>(&m); r && cc.peer_backend < 0) {
     on_repointed(*r);
+  } else if (auto* rp = std::get_if<proto::RepointMsg>(&m); rp && card() && cc.peer_backend >= 0) {
+    on_entry_repoint(cc, *rp);  // a connection that entered at this CARD node moved on
+  } else if (auto* cl = std::get_if<proto::ClosedMsg>(&m); cl && card() && cc.peer_backend >= 0) {
+    on_entry_closed(cc, *cl);
   } else if (auto* hb = std::get_if<proto::HeartbeatMsg>(&m); hb && cc.peer_backend >= 0) {
     note_load(cc.peer_backend, *hb, monotonic_ns());
   } else if (auto* b = std::get_if<proto::BackupMsg>(&m); b && cc.peer_backend < 0) {

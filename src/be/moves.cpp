@@ -91,12 +91,7 @@ class Agent::PeerPort final : public handoff::SenderPort {
 class Agent::PeerLoadView final : public sched::LoadView {
  public:
   PeerLoadView(const Agent& a, int64_t exclude, uint64_t now) : a_(a), exclude_(exclude), now_(now) {}
-  bool usable(uint32_t i) const override {
-    if (i >= a_.peers_.size() || int64_t(i) == exclude_ || !a_.peers_[i] || !a_.peers_[i]->up)
-      return false;
-    const uint64_t dead = uint64_t(a_.cfg_.cluster.dead_after_ms) * kMs;
-    return !a_.peer_load_[i].draining && now_ - a_.peer_load_[i].heard_at <= dead;
-  }
+  bool usable(uint32_t i) const override { return int64_t(i) != exclude_ && a_.peer_usable(i, now_); }
   int64_t active(uint32_t i) const override {
     if (int32_t(i) == a_.self_index_) return a_.active_.load(std::memory_order_relaxed);
     return i < a_.peer_load_.size() ? a_.peer_load_[i].active : 0;
@@ -110,6 +105,12 @@ class Agent::PeerLoadView final : public sched::LoadView {
   int64_t exclude_;
   uint64_t now_;
 };
+
+bool Agent::peer_usable(uint32_t i, uint64_t now) const {
+  if (i >= peers_.size() || !peers_[i] || !peers_[i]->up) return false;
+  const uint64_t dead = uint64_t(cfg_.cluster.dead_after_ms) * kMs;
+  return !peer_load_[i].draining && now - peer_load_[i].heard_at <= dead;
+}
 
 // Every back-end attaches the datapath (the FE's BPF object) to its interface: its
 // guard drops the client's packets that reach us before the import of their
@@ -308,14 +309,18 @@ void Agent::move_committed(HttpConn& h, PeerLink& p, uint64_t now) {
   move_latency_.record_ns(since(h.move_wanted, done));
   const uint64_t id = h.handoff_id;
   const uint32_t seq = h.move_seq + 1;
-  moved_flows_[{id, seq}] = MovedFlow{h.move.conn().key, now, 0};
-  if (ControlConn* fe = fe_link(proto::worker_of(id)))
-    fe->link.send(proto::RepointMsg{id, cfg_.backends[p.index].id, seq, h.move.exported(),
-                                    h.relayed ? std::string() : h.session.buffered()});
-  else
-    spdlog::warn("moved connection {} to {}: no link to its FE worker to repoint the flow; "
-                 "this back-end forwards its packets until they stop",
-                 h.peer.str(), cfg_.backends[p.index].id);
+  if (card()) {
+    card_committed(h, p, seq);  // no FE: the node it entered at repoints it (card.cpp)
+  } else {
+    moved_flows_[{id, seq}] = MovedFlow{h.move.conn().key, now, 0};
+    if (ControlConn* fe = fe_link(proto::worker_of(id)))
+      fe->link.send(proto::RepointMsg{id, cfg_.backends[p.index].id, seq, h.move.exported(),
+                                      h.relayed ? std::string() : h.session.buffered()});
+    else
+      spdlog::warn("moved connection {} to {}: no link to its FE worker to repoint the flow; "
+                   "this back-end forwards its packets until they stop",
+                   h.peer.str(), cfg_.backends[p.index].id);
+  }
   // Our socket is still in repair mode: closing it sends nothing. No CLOSED: the
   // connection lives on at the target, which reports it.
   active_.fetch_sub(1);
@@ -372,6 +377,8 @@ void Agent::peer_changed(PeerLink& p, unsigned changes, std::vector<proto::Messa
       }
     } else if (auto* hb = std::get_if<proto::HeartbeatMsg>(&m)) {
       note_load(int32_t(p.index), *hb, now);
+    } else if (auto* rd = std::get_if<proto::RepointedMsg>(&m); rd && card()) {
+      on_repointed(*rd);  // from the entry node of a connection we moved on
     }
   }
   if (changes & proto::Link::kWentDown) peer_down(p, p.link.reason());
@@ -424,7 +431,13 @@ void Agent::forget_local_flow(const handoff::TcpState& st) {
     return std::equal(std::begin(k.saddr), std::end(k.saddr), std::begin(key.saddr)) &&
            k.sport == key.sport && k.dport == key.dport && k.family == key.family;
   });
-  if (n > 0) (void)dp_->remove(key);
+  // A CARD node's flow of a connection that entered here and comes back.
+  const size_t e = std::erase_if(entry_flows_, [&](const auto& f) {
+    const auto& k = f.second.key;
+    return std::equal(std::begin(k.saddr), std::end(k.saddr), std::begin(key.saddr)) &&
+           k.sport == key.sport && k.dport == key.dport && k.family == key.family;
+  });
+  if (n > 0 || e > 0) (void)dp_->remove(key);
 }
 
 // Moves waiting for the last ACK of the response before them: every turn of the loop,
@@ -653,7 +666,6 @@ void Agent::rebalance(uint64_t now) {
 // HANDOFF brought is served here without routing it again (routed_by_sender).
 void Agent::start_relay(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
                         const PendingImport& imp, std::string bytes, uint64_t skip) {
-  inc(Counter::imported);
   active_.fetch_add(1);
   HttpConn* route = nullptr;
   if (router_ && relays_->routing()) {

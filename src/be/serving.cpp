@@ -37,7 +37,6 @@ void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
     HttpConn* conn = h.get();
     h->session.set_router([this, conn](const http::Request& req) { return route_later(*conn, req); });
   }
-  inc(Counter::imported);
   active_.fetch_add(1);
   set(EPOLL_CTL_ADD, h->fd.get(), EPOLLIN | EPOLLRDHUP, h.get());
   HttpConn* raw = h.get();

@@ -122,6 +122,9 @@ void Agent::report(StatsView& v) const {
     v.gauge("cache", "hit_rate", "file cache hits / lookups", cache_hit_permille() / 1000.0);
   }
   if (relays_) v.counters("relay", kRelayCounters, relays_->counters());
+  if (card())
+    v.gauge("", "entry_flows", "connections that entered at this CARD node, owned by another one",
+            double(entry_flow_count_.load(std::memory_order_relaxed)));
   if (held_) {
     v.gauge("failover", "held", "connections of other back-ends backed up here",
             double(held_count_.load()));
@@ -135,9 +138,18 @@ void Agent::report(StatsView& v) const {
 }
 
 std::string Agent::status_json() const {
-  auto j = nlohmann::json{{"role", "be"}, {"id", self_.id}, {"address", self_.address}};
+  auto j = nlohmann::json{{"role", card() ? "node" : "be"}, {"id", self_.id}, {"address", self_.address}};
   JsonView view(j);
   report(view);
+  if (card()) {
+    // The other nodes as this one sees them: "up" while its link to them is up and
+    // they heartbeat (they are chosen as owners only then).
+    std::lock_guard lk(nodes_mu_);
+    auto& a = j["nodes"] = nlohmann::json::array();
+    for (const auto& n : nodes_view_)
+      a.push_back({{"id", n.id}, {"state", n.up ? "up" : "down"}, {"active", n.active},
+                   {"heartbeat_age_ms", n.age_ms}});
+  }
   // Kept for the tools that read it before "counters" existed: the same number as
   // .counters.imported (tcpha_be_imported_total).
   j["imported"] = counters_[size_t(Counter::imported)].load();

@@ -49,6 +49,12 @@ void print_table(const nlohmann::json& j) {
                   (unsigned long long)b.value("failures", 0ull), age_s.c_str(),
                   100.0 * b.value("cache_hit_rate", 0.0), b.value("dynamic", false) ? "  dynamic" : "");
     }
+  } else if (j.value("role", "") == "node") {
+    std::printf("node %s  %s  accepted %llu  imported %llu  active %lld  entry flows %llu\n",
+                j.value("id", "").c_str(), j.value("address", "").c_str(),
+                (unsigned long long)j["counters"].value("accepted", 0ull),
+                (unsigned long long)j.value("imported", 0ull), (long long)j.value("active", 0ll),
+                (unsigned long long)j.value("entry_flows", 0ull));
   } else {
     std::printf("back-end %s  %s  imported %llu  active %lld  control links %llu\n",
                 j.value("id", "").c_str(), j.value("address", "").c_str(),
@@ -86,6 +92,11 @@ int main(int argc, char** argv) {
   be->add_option("--id", id, "this back-end's id in the cluster file")->required();
   be->add_option("--socket", socket_path, "status socket (default /run/tcpha/<id>.sock)");
 
+  auto* node = app.add_subcommand("node", "run one CARD node: it distributes and serves (no front-end)");
+  node->add_option("-c,--config", cfg_path, "cluster file with [[node]] tables")->required();
+  node->add_option("--id", id, "this node's id in the cluster file")->required();
+  node->add_option("--socket", socket_path, "status socket (default /run/tcpha/<id>.sock)");
+
   auto* st = app.add_subcommand("status", "show a daemon's state");
   st->add_option("--id", id, "daemon id (default fe)");
   st->add_option("--socket", socket_path, "status socket path");
@@ -115,16 +126,23 @@ int main(int argc, char** argv) {
   if (*check) {
     auto cfg = load_or_report(cfg_path);
     if (!cfg) return kExitBadConfig;
-    std::cout << cfg_path << ": ok (" << cfg->backends.size() << " backends, " << cfg->rules.size()
-              << " rules)\n";
+    std::cout << cfg_path << ": ok (" << cfg->backends.size() << (cfg->card ? " nodes, " : " backends, ")
+              << cfg->rules.size() << " rules)\n";
     return 0;
   }
-  if (*fe || *be) {
+  if (*fe || *be || *node) {
     auto cfg = load_or_report(cfg_path);
     if (!cfg) return kExitBadConfig;
+    const char* role = *fe ? "fe" : *be ? "be" : "node";
+    // A CARD file runs nodes only, and a node needs a CARD file.
+    if (cfg->card != bool(*node)) {
+      spdlog::error("{}: {}", cfg_path,
+                    cfg->card ? std::string("has [[node]] tables (CARD): run `tcpha node --id ID`, not `tcpha ") + role + "`"
+                              : std::string("has no [[node]] table: `tcpha node` runs a CARD node"));
+      return kExitBadConfig;
+    }
     if (geteuid() != 0) {
-      spdlog::error("tcpha {} needs root (CAP_NET_ADMIN for TCP_REPAIR and addresses, CAP_BPF)",
-                    *fe ? "fe" : "be");
+      spdlog::error("tcpha {} needs root (CAP_NET_ADMIN for TCP_REPAIR and addresses, CAP_BPF)", role);
       return kExitHost;
     }
     if (*fe) {
@@ -136,7 +154,7 @@ int main(int argc, char** argv) {
       return tcpha::fe::run_frontend(*cfg, socket_path, takeover);
     }
     if (socket_path.empty()) socket_path = tcpha::status::default_socket_path(id);
-    return tcpha::be::run_backend(*cfg, id, socket_path);
+    return *node ? tcpha::be::run_node(*cfg, id, socket_path) : tcpha::be::run_backend(*cfg, id, socket_path);
   }
   if (socket_path.empty()) socket_path = tcpha::status::default_socket_path(id.empty() ? "fe" : id);
   std::string command = "status";

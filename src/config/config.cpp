@@ -361,11 +361,23 @@ void read_frontend(const TableReader& r, FrontendSection& f) {
   if (auto a = r.string("access_log")) f.access_log = *a;
 }
 
-void read_backend(const TableReader& r, BackendSection& b) {
-  r.allow_only({"id", "address", "weight", "groups", "docroot", "upstream", "proxy_protocol",
-                "x_forwarded_for", "cache_mb", "metrics", "metrics_allow", "upstream_timeout_ms",
-                "access_log", "forward"});
+// A [[backend]], or a CARD [[node]] (node: the keys of a backend plus interface).
+void read_backend(const TableReader& r, BackendSection& b, bool node = false) {
+  std::vector<std::string_view> keys = {"id", "address", "weight", "groups", "docroot", "upstream",
+                                        "proxy_protocol", "x_forwarded_for", "cache_mb", "metrics",
+                                        "metrics_allow", "upstream_timeout_ms", "access_log",
+                                        "forward"};
+  if (node) keys.push_back("interface");
+  r.allow_only(keys);
   b.line = r.line();
+  if (node) {
+    if (auto i = r.string("interface", Need::required)) {
+      if (i->empty() || i->size() >= 16)
+        r.error("interface", "'" + *i + "' is not an interface name");
+      else
+        b.interface = *i;
+    }
+  }
   if (auto f = r.string("forward")) {
     if (*f == "dr" || *f == "tunnel")
       b.forward = *f;
@@ -534,6 +546,7 @@ void cross_check(const Config& c, const Sources& src, Diagnostics& d) {
   }
   std::map<uint32_t, int> addrs;  // backend address -> line of first use
   std::set<std::string> groups;
+  const std::string sect = c.card ? "[node]" : "[backend]";
   for (size_t i = 0; i < c.backends.size(); ++i) {
     const BackendSection& b = c.backends[i];
     if (!b.id.empty()) {
@@ -541,16 +554,17 @@ void cross_check(const Config& c, const Sources& src, Diagnostics& d) {
       auto [it, fresh] = ids.emplace(b.id, line);
       if (!fresh)
         d.add(line,
-              "[backend] id: '" + b.id + "' is already used at line " + std::to_string(it->second));
+              sect + " id: '" + b.id + "' is already used at line " + std::to_string(it->second));
     }
     if (b.addr.s_addr != 0) {
       int line = key_line(*src.backends[i], "address");
       auto [it, fresh] = addrs.emplace(b.addr.s_addr, line);
       if (!fresh)
-        d.add(line, "[backend] address: " + b.address + " is already used by the backend at line " +
+        d.add(line, sect + " address: " + b.address + " is already used by the " +
+                        (c.card ? "node" : "backend") + " at line " +
                         std::to_string(it->second));
       if (b.addr.s_addr == vip)
-        d.add(line, "[backend] address: " + b.address + " is the VIP; use the node's own address");
+        d.add(line, sect + " address: " + b.address + " is the VIP; use the node's own address");
     }
     groups.insert(b.groups.begin(), b.groups.end());
   }
@@ -568,7 +582,8 @@ void cross_check(const Config& c, const Sources& src, Diagnostics& d) {
                                     [&](std::string_view k) { return t.contains(k); });
     if (matches_all && catch_all_line == 0) catch_all_line = rule.line;
     if (!rule.group.empty() && !groups.count(rule.group))
-      d.add(key_line(t, "group"), "[rule] group: no backend is in group '" + rule.group + "'");
+      d.add(key_line(t, "group"), std::string("[rule] group: no ") + (c.card ? "node" : "backend") +
+                                      " is in group '" + rule.group + "'");
     if (!rule.name.empty()) {
       auto [it, fresh] = names.emplace(rule.name, key_line(t, "name"));
       if (!fresh)
@@ -629,7 +644,7 @@ LoadResult load(const std::string& path) {
   for (auto&& [k, v] : doc) {
     std::string_view key = k.str();
     if (key == "cluster" || key == "frontend" || key == "backend" || key == "rule" ||
-        key == "standby")
+        key == "standby" || key == "node")
       continue;
     if (v.is_table() || v.is_array_of_tables())
       d.add(line_of(v), "unknown table [" + std::string(key) + "]");
@@ -643,27 +658,51 @@ LoadResult load(const std::string& path) {
     d.add(1, "missing [cluster] table");
 
   Sources src;
-  if (auto* n = top_level(doc, "frontend", false, d)) {
+  // CARD (seed 001, docs/card.md): [[node]] tables instead of a front-end and back-ends;
+  // every node distributes and serves.
+  c.card = doc.contains("node");
+  if (c.card) {
+    for (std::string_view other : {"frontend", "backend", "standby"})
+      if (const toml::node* n = doc.get(other))
+        d.add(line_of(*n), "[" + std::string(other) + "] in a file with [[node]] tables: a CARD " +
+                               "cluster has no front-end; every node distributes and serves");
+    if (c.cluster.failover)
+      d.add(1, "[cluster] failover: \"ring\" is not supported with [[node]] tables (a CARD "
+               "node's connections are not backed up)");
+    if (!c.cluster.vip6.empty())
+      d.add(1, "[cluster] vip6: IPv6 is not supported with [[node]] tables yet");
+    if (auto* n = top_level(doc, "node", true, d)) {
+      for (const toml::node& t : *n->as_array()) {
+        src.backends.push_back(t.as_table());
+        read_backend(TableReader(*t.as_table(), "[node]", d), c.backends.emplace_back(), true);
+      }
+    }
+    for (const auto& b : c.backends)
+      if (b.tunnel())
+        d.add(b.line, "[node] forward: CARD nodes share one segment (forward = \"dr\"); "
+                      "\"tunnel\" is not supported with [[node]] tables yet");
+  } else if (auto* n = top_level(doc, "frontend", false, d)) {
     src.frontend = n->as_table();
     read_frontend(TableReader(*src.frontend, "[frontend]", d), c.frontend);
   } else if (!doc.contains("frontend")) {
     d.add(1, "missing [frontend] table");
   }
 
-  if (auto* n = top_level(doc, "backend", true, d)) {
+  if (auto* n = c.card ? nullptr : top_level(doc, "backend", true, d)) {
     for (const toml::node& t : *n->as_array()) {
       src.backends.push_back(t.as_table());
       read_backend(TableReader(*t.as_table(), "[backend]", d), c.backends.emplace_back());
     }
   }
-  if (c.backends.empty() && !doc.contains("backend"))
+  if (c.backends.empty() && !doc.contains("backend") && !c.card)
     d.add(1, "no [[backend]] table: at least one backend is required");
   for (auto& b : c.backends)
     if (b.forward.empty()) b.forward = c.cluster.forward;
 
-  c.fe_members.push_back({c.frontend.id, c.frontend.address, c.frontend.addr,
-                          c.frontend.interface, c.frontend.line});
-  if (auto* n = top_level(doc, "standby", true, d)) {
+  if (!c.card)
+    c.fe_members.push_back({c.frontend.id, c.frontend.address, c.frontend.addr,
+                            c.frontend.interface, c.frontend.line});
+  if (auto* n = c.card ? nullptr : top_level(doc, "standby", true, d)) {
     for (const toml::node& t : *n->as_array()) {
       TableReader r(*t.as_table(), "[standby]", d);
       r.allow_only({"id", "address", "interface"});

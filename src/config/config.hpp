@@ -103,6 +103,8 @@ struct BackendSection {
   // fills it in). tunnel(): reached by IPIP through routers (docs/tunnel.md).
   std::string forward;
   bool tunnel() const { return forward == "tunnel"; }
+  // A CARD [[node]] only: the interface the node receives clients on (its datapath).
+  std::string interface;
   int line = 0;
 };
 
@@ -129,7 +131,10 @@ struct Config {
   std::string path;  // the file it came from
   ClusterSection cluster;
   FrontendSection frontend;
+  // The servers: [[backend]] tables, or in a CARD file (card) its [[node]] tables, every
+  // one of which also accepts clients and distributes (docs/card.md).
   std::vector<BackendSection> backends;
+  bool card = false;
   std::vector<RuleSection> rules;
   // Every front-end: [frontend] first (index = priority: lower wins a cold start), then
   // the [[standby]] tables in file order. One entry when there is no standby.

@@ -50,6 +50,10 @@ std::string_view kind_of(const toml::node& n) {
 }
 
 void TableReader::allow_only(std::initializer_list<std::string_view> keys) const {
+  allow_only(std::vector<std::string_view>(keys));
+}
+
+void TableReader::allow_only(const std::vector<std::string_view>& keys) const {
   for (auto&& [k, v] : t_) {
     if (std::find(keys.begin(), keys.end(), k.str()) == keys.end())
       d_.add(line_of(v), "unknown key '" + std::string(k.str()) + "' in " + name_);

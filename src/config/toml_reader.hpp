@@ -47,6 +47,7 @@ class TableReader {
 
   // Reports every key that is not listed (typo protection).
   void allow_only(std::initializer_list<std::string_view> keys) const;
+  void allow_only(const std::vector<std::string_view>& keys) const;
   // Reports "[name] key: message" at the key's line (the table's line when absent).
   void error(std::string_view key, std::string_view message) const;
   void error_at(const toml::node& n, std::string_view key, std::string_view message) const;
