@@ -442,6 +442,18 @@ class Agent {
     uint64_t closed_at = 0;   // its owner said CLOSED: removed after the linger
   };
   std::unordered_map<uint64_t, EntryFlow> entry_flows_;
+  // REPOINT and CLOSED that came before the READY of the move that made their sender
+  // the owner (the owner serves from its import on and answers READY on another
+  // link: a short response can be over before our READY arrives). Applied when that
+  // move commits (card_committed), forgotten after kEarlyEntryNs.
+  struct EarlyEntry {
+    uint64_t at = 0;
+    int32_t repoint_from = -1, repoint_to = -1;  // backend indices
+    uint32_t repoint_seq = 0;
+    int32_t closed_from = -1;
+  };
+  std::unordered_map<uint64_t, EarlyEntry> early_entry_;
+  uint32_t apply_repoint(uint64_t id, EntryFlow& f, uint32_t target, uint32_t seq);
   std::atomic<size_t> entry_flow_count_{0};  // for status (another thread)
   uint64_t next_card_tick_ = 0, card_ticks_ = 0;
   struct NodeView {

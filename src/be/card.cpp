@@ -31,6 +31,10 @@ namespace {
 // for less often: that costs a map lookup per flow.
 constexpr uint64_t kCardTickNs = 1000 * kMs;
 constexpr int kIdleScanTicks = 30;
+// An early REPOINT or CLOSED (agent_core.hpp, early_entry_) waits this long for its
+// move's COMMIT, far longer than a lease; at most kMaxEarly of them.
+constexpr uint64_t kEarlyEntryNs = 10'000 * kMs;
+constexpr size_t kMaxEarly = 65536;
 // A node's connection ids: the entry's index where an FE puts its worker's.
 constexpr uint64_t kIdMask = (uint64_t(1) << 48) - 1;
 }  // namespace
@@ -89,7 +93,17 @@ PeerLink* Agent::entry_link(uint64_t id) {
 void Agent::card_committed(HttpConn& h, PeerLink& p, uint32_t seq) {
   const uint64_t id = h.handoff_id;
   if (entered_here(id)) {
-    entry_flows_[id] = EntryFlow{h.move.conn().key, p.index, seq, 0};
+    EntryFlow& f = entry_flows_[id] = EntryFlow{h.move.conn().key, p.index, seq, 0};
+    if (auto e = early_entry_.find(id); e != early_entry_.end()) {
+      const EarlyEntry early = e->second;
+      early_entry_.erase(e);
+      if (early.repoint_from == int32_t(f.owner) && early.repoint_seq > f.seq)
+        (void)apply_repoint(id, f, uint32_t(early.repoint_to), early.repoint_seq);
+      if (early.closed_from == int32_t(f.owner)) {
+        f.closed_at = monotonic_ns();
+        (void)dp_->mark_closing(f.key, f.closed_at);
+      }
+    }
     entry_flow_count_.store(entry_flows_.size(), std::memory_order_relaxed);
     return;
   }
@@ -134,6 +148,18 @@ void Agent::on_entry_repoint(ControlConn& cc, const proto::RepointMsg& m) {
       reply(0);
       return;
     }
+    // Before the READY of our move to its sender, probably: applied at the COMMIT.
+    if (early_entry_.size() < kMaxEarly || early_entry_.count(m.id)) {
+      EarlyEntry& e = early_entry_[m.id];
+      if (!e.at) e.at = monotonic_ns();
+      if (m.seq > e.repoint_seq) {
+        e.repoint_from = cc.peer_backend;
+        e.repoint_to = int32_t(target);
+        e.repoint_seq = m.seq;
+      }
+      reply(0);
+      return;
+    }
     inc(Counter::entry_refused);
     reply(ENOENT);
     return;
@@ -149,29 +175,40 @@ void Agent::on_entry_repoint(ControlConn& cc, const proto::RepointMsg& m) {
     reply(EPERM);
     return;
   }
+  reply(apply_repoint(m.id, f, target, m.seq));
+}
+
+// 0, or why the flow could not be pointed at `target`.
+uint32_t Agent::apply_repoint(uint64_t id, EntryFlow& f, uint32_t target, uint32_t seq) {
   if (int32_t(target) == self_index_ || target >= peers_.size() || !peers_[target] ||
       !peers_[target]->up) {
     // To us it comes by import (which removed the flow already); to a node we have no
     // link to, we could not address it.
     inc(Counter::entry_refused);
-    reply(EHOSTUNREACH);
-    return;
+    return EHOSTUNREACH;
   }
   if (auto s = dp_->point(f.key, target, peers_[target]->mac, own_mac_); !s) {
-    spdlog::warn("REPOINT of {}: {}", m.id, s.error().message());
-    reply(uint32_t(s.error().err ? s.error().err : EIO));
-    return;
+    spdlog::warn("REPOINT of {}: {}", id, s.error().message());
+    return uint32_t(s.error().err ? s.error().err : EIO);
   }
   f.owner = target;
-  f.seq = m.seq;
+  f.seq = seq;
   f.closed_at = 0;
   inc(Counter::entry_repoints);
-  reply(0);
+  return 0;
 }
 
 // CLOSED from the owner of a connection that entered here.
 void Agent::on_entry_closed(ControlConn& cc, const proto::ClosedMsg& m) {
   auto it = entry_flows_.find(m.id);
+  if (it == entry_flows_.end() && entered_here(m.id) &&
+      (early_entry_.size() < kMaxEarly || early_entry_.count(m.id))) {
+    // Before the READY of our move to its sender, probably: applied at the COMMIT.
+    EarlyEntry& e = early_entry_[m.id];
+    if (!e.at) e.at = monotonic_ns();
+    e.closed_from = cc.peer_backend;
+    return;
+  }
   if (it == entry_flows_.end() || it->second.owner != uint32_t(cc.peer_backend)) {
     inc(Counter::entry_refused);
     return;
@@ -218,6 +255,7 @@ void Agent::tick_card(uint64_t now) {
     }
   }
   entry_flow_count_.store(entry_flows_.size(), std::memory_order_relaxed);
+  std::erase_if(early_entry_, [&](const auto& e) { return now - e.second.at > kEarlyEntryNs; });
 }
 
 }  // namespace tcpha::be
