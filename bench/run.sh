@@ -51,9 +51,19 @@
 # leaves it out; BENCH_VARIANTS=only runs nothing else (raw data in $BENCH_OUT/raw-variants)
 # and rewrites only the "Tunnel and IPv6" section of docs/BENCHMARKS.md
 # (report.py --variants-only).
+#
+# CARD (issue 16): bench/card.sh runs last, on a bed of its own: three `tcpha node`
+# behind an ECMP router against `tcpha fe` + three `tcpha be`, the web-like mix, and a
+# model of both against the number of servers ("CARD against a front-end" section).
+# BENCH_CARD=0 leaves it out, BENCH_CARD=only runs nothing else.
 set -euo pipefail
 shopt -s inherit_errexit
 BENCH_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# CARD (issue 16): bench/card.sh after everything else; BENCH_CARD=0 leaves it out,
+# BENCH_CARD=only runs nothing else.
+BENCH_CARD=${BENCH_CARD:-1}
+[[ $BENCH_CARD != only ]] || exec bash "$BENCH_HERE/card.sh" "$@"
+[[ $BENCH_CARD == 0 ]] || BENCH_CARD=1
 BENCH_ROOT=$(cd "$BENCH_HERE/.." && pwd)
 # shellcheck source=scripts/testbed.sh
 source "$BENCH_ROOT/scripts/testbed.sh"
@@ -119,12 +129,12 @@ BENCH_VARIANTS=${BENCH_VARIANTS:-1}
 BENCH_VARIANT_WORKLOADS=${BENCH_VARIANT_WORKLOADS:-ka-1k ka-1m ka-10m close-1k}
 if [[ $BENCH_VARIANTS == only ]]; then
   [[ $BENCH_FAILOVER != only ]] || tb_fail "BENCH_VARIANTS=only and BENCH_FAILOVER=only exclude each other"
-  BENCH_FAILOVER=0
+  BENCH_FAILOVER=0 BENCH_CARD=0
   BENCH_SYSTEMS=${BENCH_SYSTEMS:-tcpha tcpha-tunnel tcpha-ipv6}
   BENCH_WORKLOADS=${BENCH_WORKLOADS:-$BENCH_VARIANT_WORKLOADS}
   BENCH_PROFILE=0
 elif [[ $BENCH_FAILOVER == only ]]; then
-  BENCH_VARIANTS=0
+  BENCH_VARIANTS=0 BENCH_CARD=0
   BENCH_SYSTEMS=${BENCH_SYSTEMS:-tcpha tcpha-failover}
   BENCH_WORKLOADS=${BENCH_WORKLOADS:-$BENCH_FAILOVER_WORKLOADS failover-timeline}
   BENCH_PROFILE=0
@@ -483,4 +493,13 @@ elif [[ $BENCH_FAILOVER == only ]]; then
 else
   python3 "$BENCH_HERE/report.py" --raw "$BENCH_RAW" --out "$OUT" --docs "$BENCH_ROOT/docs"
   tb_log "done in $((SECONDS - t_start)) s: $OUT/results.json, docs/BENCHMARKS.md"
+fi
+
+# --- CARD against a front-end (bench/card.sh, a bed of its own) ----------------------
+if [[ $BENCH_CARD == 1 ]]; then
+  bench_tcpha_stop
+  bash "$BENCH_HERE/card.sh" "$TB_TCPHA"
+elif [[ -f $OUT/card.json ]]; then
+  # The report above rewrote docs/BENCHMARKS.md: the last CARD results go back in.
+  python3 "$BENCH_HERE/report_card.py" "$OUT/card.json" "$BENCH_ROOT/docs/BENCHMARKS.md"
 fi
