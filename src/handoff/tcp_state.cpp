@@ -284,7 +284,17 @@ void RepairSockets::refill() {
 }
 
 Status activate(int fd) {
-  return set_int(fd, TCP_REPAIR, TCP_REPAIR_OFF, "setsockopt(TCP_REPAIR off)");
+  if (auto s = set_int(fd, TCP_REPAIR, TCP_REPAIR_OFF, "setsockopt(TCP_REPAIR off)"); !s) return s;
+  // Leaving repair mode also clears the socket's SO_REUSEADDR (repair had forced it,
+  // to bind beside the other connections on the VIP's port). Without it the socket,
+  // and the TIME_WAIT and orphaned sockets it leaves when it ends, keep a listener off
+  // that port for a minute: a CARD node restarted on this host (or one that follows a
+  // back-end, as in the benchmark) could not bind the VIP's port ("Address already in
+  // use"). One setsockopt per import.
+  const int one = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
+    return sys_error("setsockopt(SO_REUSEADDR)");
+  return {};
 }
 
 Status enter_repair(int fd) {

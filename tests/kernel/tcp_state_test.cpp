@@ -193,6 +193,46 @@ TEST_F(TcpStateTest, MovesMidStreamConnectionByteExact) {
   EXPECT_EQ(recv(cli_, &c, 1, 0), 0);
 }
 
+// Leaving repair mode clears SO_REUSEADDR; activate() sets it again, so that the
+// socket's TIME_WAIT does not keep a new listener (a CARD node restarted on the host)
+// off the port for a minute.
+TEST_F(TcpStateTest, AnImportedConnectionsTimeWaitLetsAListenerBind) {
+  std::string none;
+  auto st = handoff::export_state(srv_, local_, peer_, none);
+  ASSERT_TRUE(st.ok()) << st.error().message();
+  close(srv_);  // silent: in repair mode
+  srv_ = -1;
+  auto moved = handoff::import_state(*st, none);
+  ASSERT_TRUE(moved.ok()) << moved.error().message();
+  ASSERT_TRUE(handoff::activate(moved->get()).ok());
+  int fd = moved->get(), reuse = 0;
+  socklen_t len = sizeof reuse;
+  ASSERT_EQ(getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, &len), 0);
+  EXPECT_EQ(reuse, 1);
+  // The moved socket closes first: it ends in TIME_WAIT on the listener's address.
+  shutdown(fd, SHUT_WR);
+  char c;
+  pollfd p{cli_, POLLIN, 0};
+  ASSERT_GT(poll(&p, 1, 5000), 0);
+  ASSERT_EQ(recv(cli_, &c, 1, 0), 0);
+  close(cli_);
+  cli_ = -1;
+  pollfd q{fd, POLLIN, 0};
+  ASSERT_GT(poll(&q, 1, 5000), 0);
+  ASSERT_EQ(recv(fd, &c, 1, MSG_DONTWAIT), 0);
+  moved->reset();
+  close(lst_);
+  lst_ = -1;
+  int l = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(l, 0);
+  const int one = 1;
+  setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_storage a{};
+  socklen_t alen = local_.to_sockaddr(a);
+  EXPECT_EQ(bind(l, reinterpret_cast<sockaddr*>(&a), alen), 0) << strerror(errno);
+  close(l);
+}
+
 // An import onto a socket made ahead (RepairSockets: already in repair mode) works as
 // one on a fresh socket: the request, then traffic both ways.
 TEST_F(TcpStateTest, ImportOntoASpareSocketFromThePool) {
