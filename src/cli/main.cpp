@@ -1,6 +1,8 @@
 // tcpha: one binary, one subcommand per role (INTERFACE.md).
 #include <unistd.h>
 
+#include <csignal>
+
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -145,6 +147,10 @@ int main(int argc, char** argv) {
       spdlog::error("tcpha {} needs root (CAP_NET_ADMIN for TCP_REPAIR and addresses, CAP_BPF)", role);
       return kExitHost;
     }
+    // sendfile() and splice() into a socket the client has reset raise SIGPIPE (they
+    // take no MSG_NOSIGNAL), which would end the daemon: the error must come back as
+    // EPIPE, which closes that one connection.
+    std::signal(SIGPIPE, SIG_IGN);
     if (*fe) {
       if (!id.empty() && !cfg->run_as(id)) {
         spdlog::error("{}: no front-end '{}' ([frontend] or [[standby]])", cfg_path, id);

@@ -77,6 +77,11 @@ for k in 1 2 3; do
 done
 tb_until 10000 nodes_ready 1 2 3 || tb_fail "the nodes did not see each other up within 10 s: $(node_json 1)"
 echo "3 nodes up, each sees the other two"
+# sendfile() into a reset connection raises SIGPIPE: a daemon must ignore it.
+for k in 1 2 3; do
+  ign=$(awk '/^SigIgn:/ { print $2 }' "/proc/${TB_PID[n$k]}/status")
+  (((0x$ign >> 12) & 1)) || tb_fail "n$k does not ignore SIGPIPE (SigIgn $ign)"
+done
 
 # 1. New connections: 20 per group, each its own connection (its own source port).
 mkdir -p "$TB_DIR/dl"
