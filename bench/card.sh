@@ -145,6 +145,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
     wrk_run "$RAW/$sys.$round.warm" "$WARM"
     fe_pid=${TB_PID[fe]:-}
     srv=("${TB_PID[be1]}" "${TB_PID[be2]}" "${TB_PID[be3]}")
+    # The counters before the measured run (the warm-up's moves are not its own).
+    before=()
+    for k in 1 2 3; do before+=("$(tb_status_json "be$k")"); done
+    printf '%s\n' "${before[@]}" | jq -s . >"$RAW/$sys.$round.before"
     c0_fe=0
     [[ -z $fe_pid ]] || c0_fe=$(cpu_ns "$fe_pid")
     c0_srv=$(cpu_ns "${srv[@]}")
@@ -166,10 +170,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
       --argjson fe_ns "$((c1_fe - c0_fe))" --argjson srv_ns "$((c1_srv - c0_srv))" \
       --argjson busy_s "$(awk -v a="$b0" -v b="$b1" -v hz="$hz" 'BEGIN { print (b - a) / hz }')" \
       --argjson wall_s "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a) / 1e6 }')" \
-      --slurpfile servers "$RAW/$sys.$round.servers" --argjson fe "$fe_status" \
+      --slurpfile servers "$RAW/$sys.$round.servers" --slurpfile before "$RAW/$sys.$round.before" \
+      --argjson fe "$fe_status" \
       '{system: $sys, round: $round, wrk: $wrk, fe_cpu_s: ($fe_ns / 1e9), servers_cpu_s: ($srv_ns / 1e9),
         machine_busy_s: $busy_s, wall_s: $wall_s,
         servers: [$servers[0][] | {id, accepted: .counters.accepted, requests: .counters.requests,
+                                   moved_out: .counters.moved_out, imported: .counters.imported}],
+        servers_before: [$before[0][] | {id, accepted: .counters.accepted, requests: .counters.requests,
                                    moved_out: .counters.moved_out, imported: .counters.imported}],
         fe_handoffs: (if $fe == null then null else $fe.handoffs end)}' >"$RAW/$sys.$round.json"
     tb_log "$sys round $round: $(jq -r '"\(.wrk.requests / (.wrk.duration_us / 1e6) | floor) req/s, errors \(.wrk.errors | add), fe \(.fe_cpu_s) s, servers \(.servers_cpu_s) s CPU"' "$RAW/$sys.$round.json")"

@@ -40,8 +40,12 @@ def per_round(runs):
             "fe_us": r["fe_cpu_s"] * scale / reqs * 1e6,
             "srv_us": r["servers_cpu_s"] * scale / reqs * 1e6,
             "machine_us": r["machine_busy_s"] * scale / reqs * 1e6,
-            "moved": sum((s.get("moved_out") or 0) for s in r["servers"]),
-            "accepted": [s.get("accepted") or 0 for s in r["servers"]],
+            # Over the measured run only (the counters before it are subtracted).
+            "moved": sum((s.get("moved_out") or 0) for s in r["servers"])
+            - sum((s.get("moved_out") or 0) for s in r.get("servers_before", [])),
+            "accepted": [(s.get("accepted") or 0) - (b.get("accepted") or 0)
+                         for s, b in zip(r["servers"], r.get("servers_before", [{}] * 3))],
+            "reqs": reqs,
         }
     return out
 
@@ -78,14 +82,15 @@ def main():
         lines.append(
             f"| {name} | {med(rs, 'rps'):.0f} | {sum(v['errors'] for v in rs.values())} | "
             f"{med(rs, 'fe_us'):.1f} µs | {med(rs, 'srv_us'):.1f} µs | {med(rs, 'machine_us'):.1f} µs |")
-    moved = statistics.median(card[r]["moved"] / (card[r]["rps"] * data["duration_s"]) for r in card)
+    moved = statistics.median(card[r]["moved"] / card[r]["reqs"] for r in card)
     spread = card[common[-1]]["accepted"] if common else []
     lines += [
         "",
         f"CARD / FE throughput, per round: median **{statistics.median(ratios):.3f}x** "
         f"[{min(ratios):.3f}–{max(ratios):.3f}]. In CARD {moved:.0%} of the connections moved",
         f"from the node they entered at to their owner (the rest were served where they",
-        f"entered, with no handoff); connections received per node in the last round: {spread}.",
+        f"entered, with no handoff); connections received per node in the last round's",
+        f"measured run: {spread}.",
         "CPU per request: schedstat of the tcpha processes over the run (the kernel's",
         "packet work runs partly in softirq and is then charged to whatever process or",
         "ksoftirqd was running: the machine column has all of it, wrk's own included).",
