@@ -525,7 +525,7 @@ void Agent::reload() {
   for (size_t i = 0; same && i < cfg_.backends.size(); ++i)
     same = now_be[i].id == cfg_.backends[i].id && now_be[i].address == cfg_.backends[i].address;
   if (!same || r.config->cluster.vip != cfg_.cluster.vip ||
-      r.config->cluster.vip6 != cfg_.cluster.vip6) {
+      r.config->cluster.vip6 != cfg_.cluster.vip6 || r.config->card != cfg_.card) {
     spdlog::error("reload refused: back-ends removed, renamed, readdressed or reordered, or "
                   "the VIP changed, which needs a restart of the back-ends (appending is "
                   "fine); old rules kept");

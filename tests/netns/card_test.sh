@@ -2,6 +2,7 @@
 # CARD (issue 16, seed 001; docs/card.md): three `tcpha node`s and no front-end. A router
 # namespace spreads the VIP over the nodes by ECMP with an L4 hash; the content is
 # partitioned (group gK only on node nK). Checks:
+#   0. n3 joins at run time (the file appended, SIGHUP to the others);
 #   1. 60 new connections, 20 per group: every one byte-exact (only the owner holds its
 #      file), every node received some (the router spread them), every node served
 #      exactly its 20, and the connections that entered elsewhere were moved;
@@ -36,7 +37,6 @@ ecmp_route() { # ecmp_route K...: the VIP's route over nodes K...
   for k in "$@"; do args+=(nexthop via "${TB_BE_ADDR[k]}" dev eth0); done
   ip -n "$RT" route replace "$TB_VIP/32" "${args[@]}"
 }
-ecmp_route 1 2 3
 tb_c sysctl -qw net.ipv4.conf.all.accept_redirects=0 net.ipv4.conf.eth0.accept_redirects=0
 ip -n "$TB_NS_C" route add "$TB_VIP/32" via "$ROUTER"
 
@@ -49,17 +49,20 @@ for k in 1 2 3; do
   s=$(sha256sum <"$TB_DIR/www/n$k/g$k/f.bin")
   SUM[$k]=${s%% *}
 done
-{
-  printf '[cluster]\nvip = "%s"\nports = [%s]\nkey_file = "cluster.key"\n\n' "$TB_VIP" "$TB_PORT"
-  for k in 1 2 3; do
-    printf '[[node]]\nid = "n%d"\naddress = "%s"\ninterface = "eth0"\ngroups = ["g%d"]\ndocroot = "%s"\n\n' \
-      "$k" "${TB_BE_ADDR[k]}" "$k" "$TB_DIR/www/n$k"
-  done
-  for k in 1 2 3; do
-    printf '[[rule]]\nname = "g%d"\npath = "^/g%d/"\ngroup = "g%d"\n\n' "$k" "$k" "$k"
-  done
-} >"$TB_DIR/cluster.toml"
-"$TB_TCPHA" check -c "$TB_DIR/cluster.toml" | grep -q "3 nodes" || tb_fail "tcpha check does not accept the CARD file"
+write_config() { # N: nodes 1..N and their groups' rules
+  local k
+  {
+    printf '[cluster]\nvip = "%s"\nports = [%s]\nkey_file = "cluster.key"\n\n' "$TB_VIP" "$TB_PORT"
+    for ((k = 1; k <= $1; k++)); do
+      printf '[[node]]\nid = "n%d"\naddress = "%s"\ninterface = "eth0"\ngroups = ["g%d"]\ndocroot = "%s"\n\n' \
+        "$k" "${TB_BE_ADDR[k]}" "$k" "$TB_DIR/www/n$k"
+    done
+    for ((k = 1; k <= $1; k++)); do
+      printf '[[rule]]\nname = "g%d"\npath = "^/g%d/"\ngroup = "g%d"\n\n' "$k" "$k" "$k"
+    done
+  } >"$TB_DIR/cluster.toml.new"
+  mv "$TB_DIR/cluster.toml.new" "$TB_DIR/cluster.toml"
+}
 
 node_json() { timeout 5 "$TB_TCPHA" status --socket "$TB_DIR/n$1.sock" --json; }
 node_counter() { node_json "$1" | jq -er --arg n "$2" '.counters[$n]'; }
@@ -72,11 +75,22 @@ nodes_ready() {
       <<<"$js" >/dev/null || return 1
   done
 }
-for k in 1 2 3; do
-  tb_spawn "n$k" "${TB_NS_BE[k]}" "$TB_TCPHA" node -c "$TB_DIR/cluster.toml" --id "n$k" --socket "$TB_DIR/n$k.sock"
-done
-tb_until 10000 nodes_ready 1 2 3 || tb_fail "the nodes did not see each other up within 10 s: $(node_json 1)"
-echo "3 nodes up, each sees the other two"
+start_node() { tb_spawn "n$1" "${TB_NS_BE[$1]}" "$TB_TCPHA" node -c "$TB_DIR/cluster.toml" --id "n$1" --socket "$TB_DIR/n$1.sock"; }
+# Two nodes first; the third joins at run time: appended to the file, which the others
+# reload (SIGHUP), then started and added to the router.
+write_config 2
+"$TB_TCPHA" check -c "$TB_DIR/cluster.toml" | grep -q "2 nodes" || tb_fail "tcpha check does not accept the CARD file"
+ecmp_route 1 2
+start_node 1
+start_node 2
+tb_until 10000 nodes_ready 1 2 || tb_fail "n1 and n2 did not see each other up within 10 s: $(node_json 1)"
+write_config 3
+for k in 1 2; do kill -HUP "${TB_PID[n$k]}"; done
+start_node 3
+tb_until 10000 nodes_ready 1 2 3 || tb_fail "n3 did not join within 10 s: $(node_json 1)"
+ecmp_route 1 2 3
+for k in 1 2; do (($(node_counter "$k" reloads) == 1)) || tb_fail "n$k did not reload the file"; done
+echo "n1 and n2 up; n3 joined at run time (reload + start): 3 nodes, each sees the other two"
 # sendfile() into a reset connection raises SIGPIPE: a daemon must ignore it.
 for k in 1 2 3; do
   ign=$(awk '/^SigIgn:/ { print $2 }' "/proc/${TB_PID[n$k]}/status")
@@ -167,4 +181,12 @@ done
 entry_flows() { (($(node_json 1 | jq .entry_flows) + $(node_json 2 | jq .entry_flows) == 0)); }
 tb_until 9000 entry_flows || tb_fail "entry flows left after the linger: n1 $(node_json 1 | jq .entry_flows), n2 $(node_json 2 | jq .entry_flows)"
 echo "every entry flow removed $TB_UNTIL_MS ms later (CLOSED from the owners, then the linger)"
+# SIGTERM: a node with nothing left to finish stops at once, cleanly, and undoes its
+# changes (the VIP on lo).
+for k in 1 2; do
+  t0=$(tb__now_ms)
+  tb_stop "n$k" 10 || tb_fail "n$k did not stop cleanly (status ${TB_EXIT[n$k]})"
+  echo "n$k stopped in $(($(tb__now_ms) - t0)) ms"
+  ! tb_be "$k" ip -4 addr show dev lo | grep -q "$TB_VIP" || tb_fail "n$k left the VIP on lo"
+done
 echo "PASS: card"
