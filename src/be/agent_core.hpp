@@ -280,6 +280,7 @@ class Agent {
   void tick_moves(uint64_t now);
   void share_lard();  // this back-end's LARD assignments to the others and the FE
   void add_peers(uint64_t now);  // links to the back-ends that have none yet
+  Status set_tunnel_senders();   // the datapath decapsulates what they tunnel to us
   // SIGHUP: reopen the access log and re-read the rules (moves.cpp).
   void reload();
   void note_load(int32_t backend, const proto::HeartbeatMsg& hb, uint64_t now);
@@ -300,7 +301,7 @@ class Agent {
   void rebalance(uint64_t now);
   // card.cpp
   bool card() const { return cfg_.card; }
-  Status open_card();
+  Status open_card(const std::string& ifname);
   void on_vip_accept(VipListener& l);
   // The node a connection entered at (CARD ids carry it where an FE's carry its worker).
   PeerLink* entry_link(uint64_t id);

@@ -18,11 +18,13 @@
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "be/agent_core.hpp"
 #include "common/clock.hpp"
 #include "common/flow_key.hpp"
+#include "host/host.hpp"
 
 namespace tcpha::be {
 namespace {
@@ -39,9 +41,19 @@ constexpr size_t kMaxEarly = 65536;
 constexpr uint64_t kIdMask = (uint64_t(1) << 48) - 1;
 }  // namespace
 
-Status Agent::open_card() {
+Status Agent::open_card(const std::string& ifname) {
   if (!card()) return {};
   if (self_index_ < 0) return Error{EINVAL, "node " + self_.id + " is not in the cluster file"};
+  // Nodes reached by tunnel (docs/tunnel.md): the entry wraps the client's packets in a
+  // 20-byte outer header toward the owner, so the MSS the VIP's listeners announce
+  // leaves room for it, as the FE's do. (Unlike the FE, the entry also sends with it,
+  // and so does an owner a connection moves to: the exported state carries the clamp.)
+  int mss = 0;
+  if (std::any_of(cfg_.backends.begin(), cfg_.backends.end(), [](const auto& b) { return b.tunnel(); })) {
+    auto mtu = host::interface_mtu(ifname);
+    if (!mtu) return Error{mtu.error().err, "interface " + ifname + ": " + mtu.error().what};
+    mss = int(*mtu) - 20 - 40;
+  }
   for (uint16_t port : cfg_.cluster.ports) {
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -49,6 +61,8 @@ Status Agent::open_card() {
     a.sin_port = htons(port);
     auto l = ListenSocket::open(a, 4096);
     if (!l) return Error{l.error().err, "VIP port " + std::to_string(port) + ": " + l.error().what};
+    if (mss > 0 && setsockopt(l->fd(), IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof mss) != 0)
+      return sys_error("TCP_MAXSEG " + std::to_string(mss) + " on a VIP listener");
     auto v = std::make_unique<VipListener>();
     v->sock = std::move(*l);
     v->sock.attach(ep_.get(), static_cast<Item*>(v.get()));

@@ -68,7 +68,7 @@ Status Agent::open(int sigfd, const std::string& ifname) {
   sigfd_ = sigfd;
   set(EPOLL_CTL_ADD, sigfd, EPOLLIN, &signal_item_);
   if (auto s = open_moves(ifname); !s) return s;
-  if (auto s = open_card(); !s) return s;
+  if (auto s = open_card(ifname); !s) return s;
   return open_backup(int(if_nametoindex(ifname.c_str())));
 }
 

@@ -134,11 +134,7 @@ Status Agent::open_moves(const std::string& ifname) {
   // by another back-end forwarding a moved connection's strays are decapsulated, and
   // our own strays to a tunnel back-end leave from our address. Always on: a
   // back-end reached directly may still get strays from one that is not.
-  std::vector<uint32_t> senders;
-  for (const auto& m : cfg_.fe_members) senders.push_back(m.addr.s_addr);
-  for (const auto& b : cfg_.backends)
-    if (b.id != self_.id) senders.push_back(b.addr.s_addr);
-  if (auto s = dp_->set_decap(self_.addr.s_addr, senders); !s) return s;
+  if (auto s = set_tunnel_senders(); !s) return s;
   if (auto s = dp_->set_tunnel_source(self_.addr.s_addr); !s) return s;
   auto mac = host::interface_mac(ifname);
   if (!mac) return mac.error();
@@ -165,6 +161,16 @@ Status Agent::open_moves(const std::string& ifname) {
   }
   add_peers(monotonic_ns());
   return {};
+}
+
+// Who may tunnel to us: the front-ends and the other back-ends (nodes) of the file, the
+// ones a reload appended included.
+Status Agent::set_tunnel_senders() {
+  std::vector<uint32_t> senders;
+  for (const auto& m : cfg_.fe_members) senders.push_back(m.addr.s_addr);
+  for (const auto& b : cfg_.backends)
+    if (b.id != self_.id) senders.push_back(b.addr.s_addr);
+  return dp_->set_decap(self_.addr.s_addr, senders);
 }
 
 // A link to every other back-end of cfg_.backends that has none yet (at start, and
@@ -543,7 +549,11 @@ void Agent::reload() {
   const size_t added = now_be.size() - cfg_.backends.size();
   cfg_.backends = now_be;
   cfg_.rules = rules_;
-  if (added) add_peers(monotonic_ns());
+  if (added) {
+    add_peers(monotonic_ns());
+    if (auto s = set_tunnel_senders(); !s)
+      spdlog::warn("reload: tunnel sources: {}", s.error().message());
+  }
   // A connection's rule (drain and rebalance keep it in its group) may name a rule that
   // is gone; its next request is routed afresh anyway.
   for (auto& [p, h] : conns_)

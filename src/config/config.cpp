@@ -677,10 +677,6 @@ LoadResult load(const std::string& path) {
         read_backend(TableReader(*t.as_table(), "[node]", d), c.backends.emplace_back(), true);
       }
     }
-    for (const auto& b : c.backends)
-      if (b.tunnel())
-        d.add(b.line, "[node] forward: CARD nodes share one segment (forward = \"dr\"); "
-                      "\"tunnel\" is not supported with [[node]] tables yet");
   } else if (auto* n = top_level(doc, "frontend", false, d)) {
     src.frontend = n->as_table();
     read_frontend(TableReader(*src.frontend, "[frontend]", d), c.frontend);

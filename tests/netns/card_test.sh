@@ -20,6 +20,9 @@ tb_require_root
 tb_require_tcpha
 tb_require_cmd curl jq sha256sum wrk
 
+# CARD_FORWARD=tunnel (card_tunnel_test.sh): the entry wraps the client's packets in
+# IPIP toward the owner instead of rewriting the MAC (docs/tunnel.md).
+CARD_FORWARD=${CARD_FORWARD:-dr}
 tb_init 3 # the "fe" namespace is the router here; be1..3 hold nodes n1..n3
 tb_key
 RT=$TB_NS_FE
@@ -52,7 +55,8 @@ done
 write_config() { # N: nodes 1..N and their groups' rules
   local k
   {
-    printf '[cluster]\nvip = "%s"\nports = [%s]\nkey_file = "cluster.key"\n\n' "$TB_VIP" "$TB_PORT"
+    printf '[cluster]\nvip = "%s"\nports = [%s]\nkey_file = "cluster.key"\nforward = "%s"\n\n' \
+      "$TB_VIP" "$TB_PORT" "$CARD_FORWARD"
     for ((k = 1; k <= $1; k++)); do
       printf '[[node]]\nid = "n%d"\naddress = "%s"\ninterface = "eth0"\ngroups = ["g%d"]\ndocroot = "%s"\n\n' \
         "$k" "${TB_BE_ADDR[k]}" "$k" "$TB_DIR/www/n$k"
@@ -181,6 +185,17 @@ done
 entry_flows() { (($(node_json 1 | jq .entry_flows) + $(node_json 2 | jq .entry_flows) == 0)); }
 tb_until 9000 entry_flows || tb_fail "entry flows left after the linger: n1 $(node_json 1 | jq .entry_flows), n2 $(node_json 2 | jq .entry_flows)"
 echo "every entry flow removed $TB_UNTIL_MS ms later (CLOSED from the owners, then the linger)"
+if [[ $CARD_FORWARD == tunnel ]]; then
+  tun=0 decap=0
+  for k in 1 2; do
+    js=$(node_json "$k")
+    tun=$((tun + $(jq '.datapath.tunnel' <<<"$js")))
+    decap=$((decap + $(jq '.datapath.decap' <<<"$js")))
+    (($(jq '.datapath.tunnel_drop + .datapath.decap_drop' <<<"$js") == 0)) || tb_fail "n$k dropped tunnel packets"
+  done
+  echo "tunnel: n1 and n2 encapsulated $tun client packets toward owners and decapsulated $decap"
+  ((tun > 0 && decap > 0)) || tb_fail "forward = tunnel, yet the entries tunnelled $tun and the owners unwrapped $decap packets"
+fi
 # SIGTERM: a node with nothing left to finish stops at once, cleanly, and undoes its
 # changes (the VIP on lo).
 for k in 1 2; do

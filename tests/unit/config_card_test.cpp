@@ -58,6 +58,18 @@ TEST_F(ConfigDir, CardNodesAreTheServers) {
   ASSERT_TRUE(router) << router.error().message();
 }
 
+TEST_F(ConfigDir, CardNodesMayBeReachedByTunnel) {
+  LoadResult r = load(write("card-tunnel.toml", R"([cluster]
+vip = "10.0.0.10"
+ports = [80]
+key_file = "cluster.key"
+forward = "tunnel"
+)" + kNodes));
+  ASSERT_TRUE(r.config) << joined(r);
+  EXPECT_TRUE(r.config->backends[0].tunnel());
+  EXPECT_TRUE(r.config->backends[1].tunnel());
+}
+
 TEST_F(ConfigDir, AFileWithoutNodesIsNotCard) {
   LoadResult r = load(write("fe.toml", kCluster + R"([frontend]
 address = "10.0.0.1"
@@ -131,14 +143,6 @@ key_file = "cluster.key"
 failover = "ring"
 )" + kNodes,
          1, "failover: \"ring\" is not supported with [[node]]"},
-        {"Tunnel", kCluster + R"([[node]]
-id = "n1"
-address = "10.0.1.11"
-interface = "eth0"
-docroot = "/srv"
-forward = "tunnel"
-)",
-         5, "\"tunnel\" is not supported with [[node]] tables"},
         {"UnknownGroup", kCluster + R"([[node]]
 id = "n1"
 address = "10.0.1.11"
