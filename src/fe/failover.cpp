@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.hpp"
+#include "common/flow_key.hpp"
 #include "datapath/datapath.hpp"
 #include "fe/worker_internal.hpp"
 
@@ -80,6 +81,15 @@ void Worker::forget_later(BackendState& backup, uint64_t id) {
 
 void Worker::flush_forgets() {
   for (auto& [b, ids] : forgets_) {
+    // Not to the connection's current backup: a REPOINT queues a FORGET for the old
+    // backup but sends the new one its BACKUP at once, and the two can be the same BE
+    // (the ring skipped an unusable one, or the connection moved away and back within
+    // a tick). The BACKUP replaced the old entry there; this FORGET would drop the
+    // connection's only backup (be_failover_test: 3 in one run).
+    std::erase_if(ids, [&](uint64_t id) {
+      auto c = committed_.find(id);
+      return c != committed_.end() && c->second.backup == b;
+    });
     if (ids.empty()) continue;
     auto it = controls_.find(b);
     // A backup we cannot reach now holds nothing we could make it forget later either
@@ -202,6 +212,9 @@ void Worker::sweep_orphans(uint64_t now) {
     c.orphaned_at = 0;
     // Failed over since it was orphaned (even if it is back by now: then it dropped it).
     if (c.be->failover_count.load(std::memory_order_relaxed) != c.orphan_epoch) {
+      spdlog::warn("[w{}] connection {} ({}) of {} lost: no TAKEN from its backup ({}) in {} ms",
+                   index_, it->first, key_client(c.key).str(), c.be->id,
+                   c.backup ? c.backup->id : "none", kTakeoverWaitNs / kMs);
       sh_.counters.inc(Counter::takeover_lost);
       std::lock_guard lk(sh_.failover_mu);
       if (auto* f = sh_.failover_of(c.be->id)) ++f->lost;
