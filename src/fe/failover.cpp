@@ -81,15 +81,6 @@ void Worker::forget_later(BackendState& backup, uint64_t id) {
 
 void Worker::flush_forgets() {
   for (auto& [b, ids] : forgets_) {
-    // Not to the connection's current backup: a REPOINT queues a FORGET for the old
-    // backup but sends the new one its BACKUP at once, and the two can be the same BE
-    // (the ring skipped an unusable one, or the connection moved away and back within
-    // a tick). The BACKUP replaced the old entry there; this FORGET would drop the
-    // connection's only backup (be_failover_test: 3 in one run).
-    std::erase_if(ids, [&](uint64_t id) {
-      auto c = committed_.find(id);
-      return c != committed_.end() && c->second.backup == b;
-    });
     if (ids.empty()) continue;
     auto it = controls_.find(b);
     // A backup we cannot reach now holds nothing we could make it forget later either
