@@ -677,6 +677,8 @@ void Agent::rebalance(uint64_t now) {
 void Agent::start_relay(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
                         const PendingImport& imp, std::string bytes, uint64_t skip) {
   active_.fetch_add(1);
+  // Failover: no orphan on the client's 4-tuple if this agent is killed (start_http).
+  if (cfg_.cluster.failover) abort_on_close(fd.get());
   HttpConn* route = nullptr;
   if (router_ && relays_->routing()) {
     auto h = std::make_unique<HttpConn>(-1, nullptr);

@@ -20,6 +20,9 @@ void Agent::start_http(UniqueFd fd, uint64_t control_id, uint64_t handoff_id,
   h->session.preload(std::move(bytes));
   if (skip) h->session.skip_output(skip);
   h->session.set_mark_done(cfg_.cluster.failover);
+  // Failover: if this agent is killed, its kernel drops the socket at once instead of
+  // keeping an orphan on the client's 4-tuple (common/net.hpp); undone by mark_done.
+  if (cfg_.cluster.failover) abort_on_close(h->fd.get());
   if (imp.peer_fin) h->session.set_peer_fin();
   h->local = imp.local;
   h->peer = imp.peer;

@@ -118,6 +118,13 @@ std::optional<Ipv4Prefix> parse_ipv4_prefix(std::string_view s) {
 void mark_done(int fd) {
   const uint32_t mark = TCPHA_MARK_DONE;
   (void)setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark);
+  const linger normal{0, 0};
+  (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &normal, sizeof normal);
+}
+
+void abort_on_close(int fd) {
+  const linger at_once{1, 0};
+  (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &at_once, sizeof at_once);
 }
 
 bool is_loopback(in_addr a) { return (ntohl(a.s_addr) >> 24) == 127; }

@@ -64,8 +64,19 @@ std::string ipv6_str(const in6_addr& a);
 // guard lets through; the FIN/RST of unmarked sockets are dropped there, as those of
 // a killed agent's sockets must be. Best effort and silent: if it fails the guard
 // drops the FIN/RST and the client times out, which can only happen while failover
-// is on (the guard is off otherwise, and then this need not be called).
+// is on (the guard is off otherwise, and then this need not be called). It also
+// undoes abort_on_close: the FIN of a graceful end must go out and be retransmitted.
 void mark_done(int fd);
+
+// Back-ends with failover on: a client socket the agent serves closes with an abort
+// (SO_LINGER with a zero time) until mark_done, so that when the agent is killed its
+// kernel frees the socket at once (the RST is unmarked: the egress guard drops it). A
+// normal close would leave an orphan in FIN_WAIT1 for minutes: the guard drops its FIN
+// and the client's ACKs go to the backup that took the connection over. It would hold
+// the 4-tuple, and a later import of a connection from the same client port on that
+// host (a restarted agent's handoff, or failover takeover) would fail with
+// EADDRNOTAVAIL. Best effort and silent, like mark_done.
+void abort_on_close(int fd);
 
 // An IPv4 network "A.B.C.D/LEN" (a bare address means /32): access lists.
 struct Ipv4Prefix {

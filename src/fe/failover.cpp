@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.hpp"
+#include "common/flow_key.hpp"
 #include "datapath/datapath.hpp"
 #include "fe/worker_internal.hpp"
 
@@ -202,6 +203,9 @@ void Worker::sweep_orphans(uint64_t now) {
     c.orphaned_at = 0;
     // Failed over since it was orphaned (even if it is back by now: then it dropped it).
     if (c.be->failover_count.load(std::memory_order_relaxed) != c.orphan_epoch) {
+      spdlog::warn("[w{}] connection {} ({}) of {} lost: no TAKEN from its backup ({}) in {} ms",
+                   index_, it->first, key_client(c.key).str(), c.be->id,
+                   c.backup ? c.backup->id : "none", kTakeoverWaitNs / kMs);
       sh_.counters.inc(Counter::takeover_lost);
       std::lock_guard lk(sh_.failover_mu);
       if (auto* f = sh_.failover_of(c.be->id)) ++f->lost;

@@ -869,6 +869,11 @@ void Worker::on_repoint(ControlConn& cc, const proto::RepointMsg& m) {
           link->second->link.send(proto::BackupMsg{m.id, to->id, m.state, m.request})) {
         it->second.backup = backup;
         sh_.counters.inc(Counter::backups);
+        // The old backup can be this one (the ring skipped an unusable BE, or the
+        // connection moved away and back within a tick): the FORGET queued for it above
+        // or by that earlier move would reach it after this BACKUP and remove it,
+        // leaving the connection with no backup (be_failover_test: 3 in one run).
+        if (auto f = forgets_.find(backup); f != forgets_.end()) std::erase(f->second, m.id);
       }
     }
   }

@@ -15,7 +15,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/testbed.sh
 source "$HERE/../../scripts/testbed.sh"
 tb_require_root
-tb_require_cmd curl jq sha256sum python3
+tb_require_cmd curl jq sha256sum python3 ss
 N_DL=${FAILOVER_DOWNLOADS:-200} # concurrent downloads per round
 N_IDLE=0                        # idle keep-alive connections per round (round() opens them)
 RATE=1200k                      # per download: 12 MB in ~10 s
@@ -171,6 +171,14 @@ round() {
 }
 
 round crash 2 agent
+# The killed agent's client sockets went with it (abort_on_close, common/net.hpp).
+# Orphans there (FIN_WAIT1 for minutes: the egress guard drops their FIN, and the
+# clients' ACKs go to the backups) held their clients' 4-tuples: the restarted be2
+# could not import a later connection from a reused client port, and when it had to
+# take one over in the stall round the download was lost (EADDRNOTAVAIL).
+orphans=$(ip netns exec "${TB_NS_BE[2]}" ss -tnH state connected exclude time-wait src "$TB_VIP:$TB_PORT")
+[[ -z $orphans ]] ||
+  tb_fail "the killed be2's kernel still holds $(wc -l <<<"$orphans") client sockets: $(head -3 <<<"$orphans")"
 echo "restarting be2"
 tb_start_be 2
 tb_wait_ready

@@ -5,7 +5,9 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <sys/un.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstring>
 #include <string>
@@ -133,6 +135,50 @@ TEST(Ipv6, ParsesAndPrints) {
   EXPECT_FALSE(parse_ipv6("10.0.0.1"));
   EXPECT_FALSE(parse_ipv6("fd00::10::1"));
   EXPECT_FALSE(parse_ipv6(std::string(100, 'f')));
+}
+
+// A connected pair over loopback whose server side has bytes the client has not read
+// (a download under way when the agent dies); `how` runs on the server socket, which
+// is then closed, as a killed agent's kernel closes it. Returns how the client's
+// stream ends after all the bytes that reach it: 0 (FIN) or the errno.
+int end_seen_by_client(void (*how)(int)) {
+  int lst = socket(AF_INET, SOCK_STREAM, 0), cli = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a = ipv4_endpoint(htonl(INADDR_LOOPBACK), 0);
+  socklen_t len = sizeof a;
+  EXPECT_EQ(bind(lst, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  EXPECT_EQ(listen(lst, 1), 0);
+  EXPECT_EQ(getsockname(lst, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  EXPECT_EQ(connect(cli, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  int srv = accept(lst, nullptr, nullptr);
+  EXPECT_GE(srv, 0);
+  close(lst);
+  std::string chunk(64 * 1024, 'x');
+  while (send(srv, chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
+  }
+  how(srv);
+  close(srv);
+  int end = 0;
+  for (;;) {
+    ssize_t n = recv(cli, chunk.data(), chunk.size(), 0);
+    if (n > 0) continue;
+    end = n == 0 ? 0 : errno;
+    break;
+  }
+  close(cli);
+  return end;
+}
+
+// Failover: a socket the agent serves aborts on close (the kernel frees it at once,
+// no orphan keeps its 4-tuple); one the agent ends itself (mark_done) closes with a
+// FIN after its last byte, as before.
+TEST(FailoverClose, ServedSocketsAbortUntilMarkedDone) {
+  EXPECT_EQ(end_seen_by_client([](int) {}), 0);
+  EXPECT_EQ(end_seen_by_client([](int fd) { abort_on_close(fd); }), ECONNRESET);
+  EXPECT_EQ(end_seen_by_client([](int fd) {
+              abort_on_close(fd);
+              mark_done(fd);
+            }),
+            0);
 }
 
 }  // namespace
