@@ -188,7 +188,7 @@ void Agent::take_over(failover::Held& h, Result<failover::Plan> plan) {
   // A relay asks its upstream again only for GET and HEAD: anything else may have been
   // executed by the primary's upstream, and is never executed twice (the client is reset).
   const int unsafe = relays_ ? resume::check_held(plan->requests) : 0;
-  forget_local_flow(plan->state);
+  forget_local_flow(plan->state, h.id());
   auto fd = handoff::import_state_consumed(plan->state, plan->requests.size(), spare_sockets_.take());
   if (!fd) {
     takeover_lost(h, fd.error().err ? fd.error().err : EPROTO, "import: " + fd.error().what);

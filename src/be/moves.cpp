@@ -428,8 +428,10 @@ void Agent::on_repointed(const proto::RepointedMsg& m) {
 // that entry must go before the client's packets are ours to receive.
 // Only this back-end puts entries in its datapath, all of them in moved_flows_ (a
 // hold is taken back or becomes a forwarding entry there), so an import whose 4-tuple
-// is not in it costs no syscall.
-void Agent::forget_local_flow(const handoff::TcpState& st) {
+// is not in it costs no syscall. A CARD node's entry flows are found by the
+// connection's id (the same connection, so the same 4-tuple): no walk over them per
+// import.
+void Agent::forget_local_flow(const handoff::TcpState& st, uint64_t id) {
   if (!dp_) return;
   auto key = flow_key(st.peer(), st.local());
   const size_t n = std::erase_if(moved_flows_, [&](const auto& e) {
@@ -438,11 +440,7 @@ void Agent::forget_local_flow(const handoff::TcpState& st) {
            k.sport == key.sport && k.dport == key.dport && k.family == key.family;
   });
   // A CARD node's flow of a connection that entered here and comes back.
-  const size_t e = std::erase_if(entry_flows_, [&](const auto& f) {
-    const auto& k = f.second.key;
-    return std::equal(std::begin(k.saddr), std::end(k.saddr), std::begin(key.saddr)) &&
-           k.sport == key.sport && k.dport == key.dport && k.family == key.family;
-  });
+  const size_t e = entry_flows_.erase(id);
   if (n > 0 || e > 0) (void)dp_->remove(key);
 }
 
