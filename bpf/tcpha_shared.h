@@ -84,6 +84,15 @@ struct tcpha_backend {
   __u32 tunnel_addr; /* TUNNEL: the back-end's IPv4 address, network order */
 };
 
+/* The congestion window a moved connection's importer asks for (bpf/cwnd.bpf.c). The
+ * importing agent stores it in the socket's local storage (map "import_cwnd", keyed by
+ * the socket's fd from user space) before connect() in repair mode; the sock_ops
+ * program applies it when that connect() establishes the socket, after the kernel set
+ * the initial window and before congestion control starts. */
+struct tcpha_import_cwnd {
+  __u32 cwnd; /* segments; applied only when above the kernel's initial window */
+};
+
 /* Per-CPU counters, declared once: X(id, description). Every packet of the ingress
  * program ends in exactly one of PASS, HOLD_DROP, FORWARD, SYN_DROP, GUARD_NOSOCK,
  * GUARD_REPAIR, TTL_DROP, FAILOVER_DROP, TUNNEL_DROP and DECAP_DROP (RX is their
@@ -147,6 +156,7 @@ TCPHA_LAYOUT(sizeof(struct tcpha_backend) == 12);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_backend, flags) == 6);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_backend, forward) == 7);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_backend, tunnel_addr) == 8);
+TCPHA_LAYOUT(sizeof(struct tcpha_import_cwnd) == 4);
 #undef TCPHA_LAYOUT
 
 #endif /* TCPHA_SHARED_H */

@@ -365,6 +365,8 @@ class Agent {
   // other values are skipped.
   LatencyHistogram takeover_latency_;
   handoff::RepairSockets spare_sockets_;  // imports: socket() + TCP_REPAIR done ahead
+  // Imports start with the exporter's congestion window (null: with the initial one).
+  std::unique_ptr<handoff::CwndCarry> cwnd_carry_;
   // Multi-handoff (moves.cpp); all empty when the cluster file has no [[rule]] (every
   // back-end serves every request: nothing ever moves).
   std::unique_ptr<sched::Router> router_;

@@ -189,7 +189,8 @@ void Agent::take_over(failover::Held& h, Result<failover::Plan> plan) {
   // executed by the primary's upstream, and is never executed twice (the client is reset).
   const int unsafe = relays_ ? resume::check_held(plan->requests) : 0;
   forget_local_flow(plan->state, h.id());
-  auto fd = handoff::import_state_consumed(plan->state, plan->requests.size(), spare_sockets_.take());
+  auto fd = handoff::import_state_consumed(plan->state, plan->requests.size(),
+                                                spare_sockets_.take(), cwnd_carry_.get());
   if (!fd) {
     takeover_lost(h, fd.error().err ? fd.error().err : EPROTO, "import: " + fd.error().what);
     return;

@@ -68,6 +68,16 @@ Status Agent::open(int sigfd, const std::string& ifname) {
   sigfd_ = sigfd;
   set(EPOLL_CTL_ADD, sigfd, EPOLLIN, &signal_item_);
   if (auto s = open_moves(ifname); !s) return s;
+  // A moved connection keeps its congestion window (handoff/cwnd_carry.hpp). Without
+  // the program, moves still work; the connections they move start with 10 segments.
+  if (auto c = handoff::CwndCarry::attach(); c) {
+    cwnd_carry_ = std::move(*c);
+    spdlog::info("imported connections keep their congestion window (sock_ops on {})",
+                 cwnd_carry_->cgroup());
+  } else {
+    spdlog::warn("imported connections start with the initial congestion window: {}",
+                 c.error().message());
+  }
   if (auto s = open_card(ifname); !s) return s;
   return open_backup(int(if_nametoindex(ifname.c_str())));
 }

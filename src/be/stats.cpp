@@ -107,6 +107,12 @@ void Agent::report(StatsView& v) const {
   v.latency("move_ready_latency", "move: HANDOFF queued -> READY received (the target serves from its import on)",
             move_ready_latency_);
   v.latency("move_commit_latency", "move: READY -> COMMIT queued", move_commit_latency_);
+  if (cwnd_carry_) {
+    v.counter("cwnd", "applied", "imports that started with the exporter's congestion window",
+              cwnd_carry_->applied());
+    v.counter("cwnd", "refused", "imports whose carried congestion window the kernel refused",
+              cwnd_carry_->refused());
+  }
   if (dp_) {
     // The guard's drops (packets that came before their import) and the strays forwarded
     // after moves, as the FE shows its own datapath.

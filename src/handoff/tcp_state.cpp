@@ -61,6 +61,7 @@ Status export_into(int fd, std::string& already_read, TcpState& st) {
   // tcpi_snd_mss is the sending MSS after the timestamp option's bytes; the importer
   // needs the clamp the client announced.
   st.mss = info.tcpi_snd_mss + ((st.options & kOptTimestamps) ? kTimestampOptionBytes : 0);
+  st.snd_cwnd = uint16_t(std::min<uint32_t>(info.tcpi_snd_cwnd, UINT16_MAX));
 
   auto snd = queue_seq(fd, TCP_SEND_QUEUE);
   if (!snd) return snd.error();
@@ -164,7 +165,7 @@ namespace {
 
 // queued == nullptr: `consumed` bytes were delivered to the caller, not re-queued.
 Status import_into(int fd, const TcpState& st, const std::string* queued, size_t consumed,
-                   bool in_repair) {
+                   bool in_repair, const CwndCarry* carry) {
   if (!in_repair)
     if (auto s = set_int(fd, TCP_REPAIR, TCP_REPAIR_ON, "setsockopt(TCP_REPAIR on)"); !s) return s;
   if (auto s = set_int(fd, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE send"); !s) return s;
@@ -180,6 +181,13 @@ Status import_into(int fd, const TcpState& st, const std::string* queued, size_t
   if (auto s = set_int(fd, TCP_MAXSEG, int(std::min(st.mss, kMaxUserMss)), "setsockopt(TCP_MAXSEG)");
       !s)
     return s;
+
+  // Before connect(): the sock_ops program applies it as connect() establishes the
+  // socket. Best effort: without it the connection starts with the initial window.
+  // A window the kernel gives anyway (a first handoff's: the FE never sent data) is not
+  // stored, which saves the import a bpf() call.
+  constexpr uint16_t kInitialCwnd = 10;  // TCP_INIT_CWND
+  if (carry && st.snd_cwnd > kInitialCwnd) (void)carry->store(fd, st.snd_cwnd);
 
   sockaddr_storage local{}, peer{};
   const socklen_t local_len = st.local().to_sockaddr(local);
@@ -250,19 +258,22 @@ UniqueFd socket_for(const TcpState& st, UniqueFd& spare, bool& in_repair) {
 
 }  // namespace
 
-Result<UniqueFd> import_state(const TcpState& st, const std::string& queued, UniqueFd spare) {
+Result<UniqueFd> import_state(const TcpState& st, const std::string& queued, UniqueFd spare,
+                              const CwndCarry* carry) {
   bool in_repair = false;
   UniqueFd fd = socket_for(st, spare, in_repair);
   if (!fd.valid()) return sys_error("socket");
-  if (auto s = import_into(fd.get(), st, &queued, 0, in_repair); !s) return s.error();
+  if (auto s = import_into(fd.get(), st, &queued, 0, in_repair, carry); !s) return s.error();
   return fd;
 }
 
-Result<UniqueFd> import_state_consumed(const TcpState& st, size_t queued_bytes, UniqueFd spare) {
+Result<UniqueFd> import_state_consumed(const TcpState& st, size_t queued_bytes, UniqueFd spare,
+                                       const CwndCarry* carry) {
   bool in_repair = false;
   UniqueFd fd = socket_for(st, spare, in_repair);
   if (!fd.valid()) return sys_error("socket");
-  if (auto s = import_into(fd.get(), st, nullptr, queued_bytes, in_repair); !s) return s.error();
+  if (auto s = import_into(fd.get(), st, nullptr, queued_bytes, in_repair, carry); !s)
+    return s.error();
   return fd;
 }
 

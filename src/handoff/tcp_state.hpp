@@ -15,6 +15,7 @@
 #include "common/fd.hpp"
 #include "common/net.hpp"
 #include "common/result.hpp"
+#include "handoff/cwnd_carry.hpp"
 
 namespace tcpha::handoff {
 
@@ -40,7 +41,10 @@ struct TcpState {
   uint16_t local_port = 0;
   uint16_t peer_port = 0;
   uint8_t family = AF_INET;  // AF_INET or AF_INET6 (both addresses)
-  uint8_t pad[3]{};
+  uint8_t pad = 0;
+  // The exporter's congestion window in segments (TCP_INFO), which TCP_REPAIR does not
+  // carry: an importer with a CwndCarry starts from it (0 from an older exporter).
+  uint16_t snd_cwnd = 0;
   uint32_t snd_seq = 0;      // next sequence number to send (send queue is empty)
   uint32_t rcv_seq = 0;      // sequence number of the first byte to re-queue
   uint32_t mss = 0;          // client's MSS clamp
@@ -97,14 +101,15 @@ Status leave_repair(int fd);
 // the client without sending anything, with `queued` in its receive queue. It stays
 // in repair mode (silent) until activate(). `spare`, when valid, is a socket from
 // RepairSockets::take() used instead of a new one; the pool holds IPv4 sockets, so an
-// IPv6 state makes its own (AF_INET6, IPV6_V6ONLY) and closes the spare.
+// IPv6 state makes its own (AF_INET6, IPV6_V6ONLY) and closes the spare. With `carry`
+// the socket starts with the exporter's congestion window (st.snd_cwnd).
 Result<UniqueFd> import_state(const TcpState& st, const std::string& queued,
-                              UniqueFd spare = {});
+                              UniqueFd spare = {}, const CwndCarry* carry = nullptr);
 // The same for a caller that keeps `queued` itself (it serves those bytes from memory):
 // the socket's receive queue starts empty, after them. One send() into the queue and
 // the caller's recv() of the same bytes fewer per import.
 Result<UniqueFd> import_state_consumed(const TcpState& st, size_t queued_bytes,
-                                       UniqueFd spare = {});
+                                       UniqueFd spare = {}, const CwndCarry* carry = nullptr);
 
 // Sockets made ahead of imports (socket() and TCP_REPAIR on: two syscalls off the
 // handoff's critical path). refill() tops the pool up after the event loop's round;

@@ -85,6 +85,7 @@ void put_state(std::string& out, const handoff::TcpState& s) {
   put_be(out, s.rcv_wnd);
   put_be(out, s.rcv_wup);
   put_be(out, s.exported_ns);
+  put_be(out, s.snd_cwnd);
 }
 
 void get_state(Reader& r, handoff::TcpState& s) {
@@ -111,6 +112,7 @@ void get_state(Reader& r, handoff::TcpState& s) {
   s.rcv_wnd = r.be<uint32_t>();
   s.rcv_wup = r.be<uint32_t>();
   s.exported_ns = r.be<uint64_t>();
+  s.snd_cwnd = r.be<uint16_t>();
 }
 
 void put(std::string& out, const HandoffMsg& m) {

@@ -5,7 +5,7 @@
 //
 // Session setup: a mutual challenge-response in two messages each way.
 // 1. Each side first sends one HELLO (kHelloSize = 88 bytes):
-//   "TCPH" | version u8 = kVersion (6) | type u8 = HELLO | role u8 (1 = FE, 2 = BE) | pad u8 = 0 |
+//   "TCPH" | version u8 = kVersion (7) | type u8 = HELLO | role u8 (1 = FE, 2 = BE) | pad u8 = 0 |
 //   node id (32 bytes, NUL padded) | nonce (16 random bytes, its challenge) |
 //   HMAC-SHA256 over all preceding bytes, keyed with the 32-byte cluster key.
 // The receiver checks magic, version, MAC, that the role is the opposite of its own and
@@ -108,11 +108,12 @@
 //             bytes key | u8 gone | u8 state | u8 flags | u16 backup | u32 backend |
 //             6 bytes dmac   active FE -> standby: flow table changes (full: the first
 //             batch of a whole copy, the receiver drops what it had)
-// TcpState travels field by field in declaration order (kTcpStateWireSize = 85 bytes):
+// TcpState travels field by field in declaration order (kTcpStateWireSize = 87 bytes):
 // addresses (16 bytes each, IPv4 in the first 4 and the rest zero) and ports, already
 // in network order in the struct, as their raw bytes; then u8 family (AF_INET = 2 or
 // AF_INET6 = 10; anything else, or an IPv4 state with bytes past its first 4, is
-// invalid); every other field big-endian; the struct's padding never travels.
+// invalid); every other field big-endian, snd_cwnd (u16) last; the struct's padding never
+// travels.
 #include <sodium.h>
 
 #include <array>
@@ -131,8 +132,8 @@ namespace tcpha::proto {
 
 inline constexpr char kMagic[4] = {'T', 'C', 'P', 'H'};
 // 5: OWNED (an FE that restarted learns its connections); 6: TcpState carries IPv6
-// (16-byte addresses and the family)
-inline constexpr uint8_t kVersion = 6;
+// (16-byte addresses and the family); 7: TcpState carries the congestion window
+inline constexpr uint8_t kVersion = 7;
 inline constexpr size_t kHeaderSize = 20;
 inline constexpr size_t kMacSize = 32;
 inline constexpr size_t kNodeIdSize = 32;
@@ -140,7 +141,7 @@ inline constexpr size_t kNonceSize = 16;
 inline constexpr size_t kHelloSize = 8 + kNodeIdSize + kNonceSize + kMacSize;
 inline constexpr size_t kAuthSize = 32;
 inline constexpr size_t kMaxPayload = size_t{1} << 20;
-inline constexpr size_t kTcpStateWireSize = 85;
+inline constexpr size_t kTcpStateWireSize = 87;
 
 enum class MsgType : uint8_t {
   Hello = 1,

@@ -260,6 +260,57 @@ TEST_F(TcpStateTest, ImportOntoASpareSocketFromThePool) {
   EXPECT_EQ(pool.size(), 2u);
 }
 
+uint32_t snd_cwnd_of(int fd) {
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return 0;
+  return info.tcpi_snd_cwnd;
+}
+
+// TCP_REPAIR does not carry the congestion window: the export reads it (TCP_INFO) and
+// an import with a CwndCarry starts from it (bpf/cwnd.bpf.c), one without from the
+// kernel's initial window. Either way the connection keeps working byte-exact.
+TEST_F(TcpStateTest, ImportStartsWithTheCarriedCongestionWindow) {
+  auto carry = handoff::CwndCarry::attach();
+  ASSERT_TRUE(carry.ok()) << carry.error().message();
+  std::string hello = pattern(300000, 'h');
+  EXPECT_EQ(transfer(srv_, cli_, hello), hello);
+  wait_send_queue_empty(srv_);
+  const uint32_t before = snd_cwnd_of(srv_);
+  std::string already;
+  auto st = handoff::export_state(srv_, local_, peer_, already);
+  ASSERT_TRUE(st.ok()) << st.error().message();
+  EXPECT_EQ(st->snd_cwnd, before) << "the export carries the socket's own window";
+  close(srv_);
+  srv_ = -1;
+
+  // A window no fresh socket has, so that only the carry can explain it.
+  st->snd_cwnd = 77;
+  const uint64_t applied = (*carry)->applied();
+  auto moved = handoff::import_state(*st, already, {}, carry->get());
+  ASSERT_TRUE(moved.ok()) << moved.error().message();
+  ASSERT_TRUE(handoff::activate(moved->get()).ok());
+  EXPECT_EQ(snd_cwnd_of(moved->get()), 77u);
+  EXPECT_EQ((*carry)->applied(), applied + 1);
+  EXPECT_EQ((*carry)->refused(), 0u);
+  int fd = moved->get();
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  std::string reply = pattern(500'000, 'c');
+  EXPECT_EQ(transfer(fd, cli_, reply), reply);
+
+  // Moved again without the carry: the kernel's initial window (10 segments).
+  wait_send_queue_empty(fd);
+  std::string none;
+  auto again = handoff::export_state(fd, local_, peer_, none);
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  { UniqueFd exported = std::move(*moved); }  // in repair mode: closes silently
+  auto plain = handoff::import_state(*again, none);
+  ASSERT_TRUE(plain.ok()) << plain.error().message();
+  ASSERT_TRUE(handoff::activate(plain->get()).ok());
+  EXPECT_EQ(snd_cwnd_of(plain->get()), 10u);
+  EXPECT_EQ((*carry)->applied(), applied + 1);
+}
+
 // A request followed at once by the client's FIN (a half-close): the socket is in
 // CLOSE_WAIT when it is exported. The export says so, and the importer's socket takes
 // the client's next segments (rcv_nxt already past the FIN) and answers to EOF.
