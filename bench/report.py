@@ -24,7 +24,7 @@ import report_variants
 import report_md
 from report_md import WORKLOAD_TEXT
 
-SYSTEMS = ["tcpha", "tcpha-failover", "tcpha-tunnel", "tcpha-ipv6", "tcpha-base", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
+SYSTEMS = ["tcpha", "tcpha-failover", "tcpha-tunnel", "tcpha-ipv6", "tcpha-base", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct", "direct-ipv6"]
 BALANCERS = ["tcpha", "tcpha-relay", "tcpha-relay-unix", "haproxy"]
 RELAYS = ["tcpha-relay", "tcpha-relay-unix"]
 # Response sizes of the keep-alive workloads (throughput against size).

@@ -4,7 +4,7 @@ import report_variants
 
 ORDER = ["ka-1k", "ka-10k", "ka-100k", "ka-1m", "ka-10m", "close-1k", "lat-1k", "mix", "browse-all",
          "browse-part", "browse-part-1"]
-SYSTEMS = ["tcpha", "tcpha-failover", "tcpha-tunnel", "tcpha-ipv6", "tcpha-base", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct"]
+SYSTEMS = ["tcpha", "tcpha-failover", "tcpha-tunnel", "tcpha-ipv6", "tcpha-base", "tcpha-relay", "tcpha-relay-unix", "haproxy", "direct", "direct-ipv6"]
 WORKLOAD_TEXT = {
     "ka-1k": "1 KB, keep-alive",
     "ka-10k": "10 KB, keep-alive",

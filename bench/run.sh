@@ -47,7 +47,9 @@
 # (IPIP to every BE, on this bed's one segment), tcpha-ipv6 the cluster with vip6 and
 # the client on the IPv6 VIP (the bed gets IPv6 addresses beside its IPv4 ones), both
 # measured in the same rounds as tcpha in BENCH_VARIANT_WORKLOADS only (default ka-1k
-# ka-1m ka-10m close-1k). BENCH_VARIANTS=0
+# ka-1m ka-10m close-1k). direct-ipv6 is direct over IPv6 (be1's nginx on its IPv6
+# address), in the same workloads and rounds as direct: the kernel's own IPv6 cost on
+# this bed, the reference for tcpha-ipv6. BENCH_VARIANTS=0
 # leaves it out; BENCH_VARIANTS=only runs nothing else (raw data in $BENCH_OUT/raw-variants)
 # and rewrites only the "Tunnel and IPv6" section of docs/BENCHMARKS.md
 # (report.py --variants-only).
@@ -130,7 +132,7 @@ BENCH_VARIANT_WORKLOADS=${BENCH_VARIANT_WORKLOADS:-ka-1k ka-1m ka-10m close-1k}
 if [[ $BENCH_VARIANTS == only ]]; then
   [[ $BENCH_FAILOVER != only ]] || tb_fail "BENCH_VARIANTS=only and BENCH_FAILOVER=only exclude each other"
   BENCH_FAILOVER=0 BENCH_CARD=0
-  BENCH_SYSTEMS=${BENCH_SYSTEMS:-tcpha tcpha-tunnel tcpha-ipv6}
+  BENCH_SYSTEMS=${BENCH_SYSTEMS:-tcpha tcpha-tunnel tcpha-ipv6 direct direct-ipv6}
   BENCH_WORKLOADS=${BENCH_WORKLOADS:-$BENCH_VARIANT_WORKLOADS}
   BENCH_PROFILE=0
 elif [[ $BENCH_FAILOVER == only ]]; then
@@ -142,7 +144,9 @@ fi
 default_systems=tcpha
 [[ $BENCH_VARIANTS != 1 ]] || default_systems+=" tcpha-tunnel tcpha-ipv6"
 [[ $BENCH_FAILOVER != 1 ]] || default_systems+=" tcpha-failover"
-BENCH_SYSTEMS=${BENCH_SYSTEMS:-$default_systems tcpha-relay tcpha-relay-unix haproxy direct}
+default_systems+=" tcpha-relay tcpha-relay-unix haproxy direct"
+[[ $BENCH_VARIANTS != 1 ]] || default_systems+=" direct-ipv6"
+BENCH_SYSTEMS=${BENCH_SYSTEMS:-$default_systems}
 CACHE_MB=${CACHE_MB:-8} # per BE in the locality workload; its working set is 2x that
 OUT=${BENCH_OUT:-$BENCH_HERE/out}
 BENCH_RAW=$OUT/raw
@@ -190,8 +194,9 @@ else
 fi
 
 # --- the bed ------------------------------------------------------------------------
-# IPv6 beside IPv4 (fd00:c8::/64) when tcpha-ipv6 runs; the other systems use IPv4 only.
-[[ " $BENCH_SYSTEMS " != *" tcpha-ipv6 "* ]] || TB_IPV6=1
+# IPv6 beside IPv4 (fd00:c8::/64) when tcpha-ipv6 or direct-ipv6 runs; the other
+# systems use IPv4 only.
+[[ " $BENCH_SYSTEMS " != *" tcpha-ipv6 "* && " $BENCH_SYSTEMS " != *" direct-ipv6 "* ]] || TB_IPV6=1
 tb_init 3
 tb_key
 python3 "$BENCH_HERE/gen_files.py" "$OUT/files" --loc-files $((CACHE_MB * 2 * 16)) \
@@ -230,6 +235,7 @@ url_of() { # SYSTEM PATH
   [[ $path == @* ]] && path=/
   case $1 in
     direct) echo "http://${TB_BE_ADDR[1]}:8080$path" ;;
+    direct-ipv6) echo "http://[$TB_SUBNET6:${TB_BE_ADDR[1]##*.}]:8080$path" ;;
     tcpha-ipv6) echo "http://[$TB_VIP6]$path" ;;
     *) echo "http://$TB_VIP$path" ;;
   esac
@@ -284,16 +290,17 @@ relay_usable() { # MODE
 # run (warm-up and measured time) only.
 for system in $BENCH_SYSTEMS; do
   case $system in
-    tcpha | tcpha-failover | tcpha-tunnel | tcpha-ipv6 | tcpha-relay | tcpha-relay-unix | haproxy | direct) ;;
+    tcpha | tcpha-failover | tcpha-tunnel | tcpha-ipv6 | tcpha-relay | tcpha-relay-unix | haproxy | direct | direct-ipv6) ;;
     tcpha-base)
       [[ -x ${BENCH_BASE_TCPHA:-} ]] || tb_fail "system tcpha-base needs BENCH_BASE_TCPHA (another tcpha binary)"
       ;;
-    *) tb_fail "unknown system '$system' (tcpha tcpha-failover tcpha-tunnel tcpha-ipv6 tcpha-base tcpha-relay tcpha-relay-unix haproxy direct)" ;;
+    *) tb_fail "unknown system '$system' (tcpha tcpha-failover tcpha-tunnel tcpha-ipv6 tcpha-base tcpha-relay tcpha-relay-unix haproxy direct direct-ipv6)" ;;
   esac
 done
 # nginx serves the relays, HAProxy and direct: up on every BE for the whole bench (an
 # idle nginx takes no CPU; in tcpha's runs it is idle).
-if has_system tcpha-relay || has_system tcpha-relay-unix || has_system haproxy || has_system direct; then
+if has_system tcpha-relay || has_system tcpha-relay-unix || has_system haproxy || has_system direct ||
+  has_system direct-ipv6; then
   for ((k = 1; k <= TB_N_BE; k++)); do bench_nginx_start "$k"; done
 fi
 USABLE=()
@@ -314,7 +321,7 @@ done
 fe_var_of() {
   case $1 in
     haproxy) echo haproxy ;;
-    direct) echo - ;;
+    direct | direct-ipv6) echo - ;;
     *) echo fe ;;
   esac
 }
@@ -324,14 +331,15 @@ for w in "${WORKLOADS[@]}"; do
   wanted "$name" || continue
   turn=()
   for system in "${USABLE[@]}"; do
-    if [[ $routing == part* && $system == direct ]]; then
+    if [[ $routing == part* && $system == direct* ]]; then
       unavailable "$system" "partitioned content: no one BE holds it all" "$name"
       continue
     fi
     # The cost of failover with no failure: only where it differs (BENCH_FAILOVER_WORKLOADS).
     [[ $system != tcpha-failover || " $BENCH_FAILOVER_WORKLOADS " == *" $name "* ]] || continue
     # The tunnel's and IPv6's cost: only in BENCH_VARIANT_WORKLOADS.
-    [[ ($system != tcpha-tunnel && $system != tcpha-ipv6) || " $BENCH_VARIANT_WORKLOADS " == *" $name "* ]] || continue
+    [[ ($system != tcpha-tunnel && $system != tcpha-ipv6 && $system != direct-ipv6) ||
+      " $BENCH_VARIANT_WORKLOADS " == *" $name "* ]] || continue
     turn+=("$system")
   done
   n=${#turn[@]}

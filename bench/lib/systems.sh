@@ -202,7 +202,7 @@ bench_use() {
       bench_haproxy_stop
       bench_haproxy_start "$routing"
       ;;
-    direct)
+    direct | direct-ipv6)
       bench_tcpha_stop
       bench_haproxy_stop
       ;;
@@ -215,7 +215,9 @@ bench_use() {
 # Listens on the BE's address:8080 (HAProxy, direct), and with the PROXY protocol on
 # 127.0.0.1:8081 and on a unix socket (the tcpha relay, both ways).
 bench_nginx_conf() {
-  local k=$1 dir=$TB_DIR/nginx$1
+  local k=$1 dir=$TB_DIR/nginx$1 listen6=""
+  # Its IPv6 address too, when the bed has IPv6 (direct-ipv6).
+  [[ ${TB_IPV6:-0} != 1 ]] || listen6=$'\n'"    listen [$TB_SUBNET6:${TB_BE_ADDR[k]##*.}]:8080 reuseport backlog=4096;"
   mkdir -p "$dir"
   cat >"$dir/nginx.conf" <<CONF
 daemon off;
@@ -238,7 +240,7 @@ http {
   keepalive_timeout 75s;
   keepalive_requests 1000000;
   server {
-    listen ${TB_BE_ADDR[k]}:8080 reuseport backlog=4096;
+    listen ${TB_BE_ADDR[k]}:8080 reuseport backlog=4096;${listen6}
     listen 127.0.0.1:8081 proxy_protocol;
     listen unix:$dir/nginx.sock proxy_protocol;
     root $TB_DIR/www/be$k;
