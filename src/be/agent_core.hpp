@@ -454,6 +454,7 @@ class Agent {
     int32_t repoint_from = -1, repoint_to = -1;  // backend indices
     uint32_t repoint_seq = 0;
     int32_t closed_from = -1;
+    uint32_t closed_seq = 0;  // ClosedMsg::seq (0: unknown)
   };
   std::unordered_map<uint64_t, EarlyEntry> early_entry_;
   uint32_t apply_repoint(uint64_t id, EntryFlow& f, uint32_t target, uint32_t seq);

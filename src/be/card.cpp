@@ -113,7 +113,10 @@ void Agent::card_committed(HttpConn& h, PeerLink& p, uint32_t seq) {
       early_entry_.erase(e);
       if (early.repoint_from == int32_t(f.owner) && early.repoint_seq > f.seq)
         (void)apply_repoint(id, f, uint32_t(early.repoint_to), early.repoint_seq);
-      if (early.closed_from == int32_t(f.owner)) {
+      // Only a CLOSED of this ownership: a stale one (from a node fenced as dead, about
+      // an ownership that ended before the connection came back here) must not end
+      // the flow of the connection this move gives that node again.
+      if (early.closed_from == int32_t(f.owner) && (early.closed_seq == 0 || early.closed_seq == seq)) {
         f.closed_at = monotonic_ns();
         (void)dp_->mark_closing(f.key, f.closed_at);
       }
@@ -139,7 +142,7 @@ void Agent::card_closed(const ClosedReport& r) {
     return;
   }
   if (PeerLink* e = entry_link(r.handoff_id))
-    e->link.send(proto::ClosedMsg{r.handoff_id, r.sent, r.received});
+    e->link.send(proto::ClosedMsg{r.handoff_id, r.sent, r.received, r.move_seq});
   // No link: the entry's idle timeout removes the flow.
 }
 
@@ -221,9 +224,11 @@ void Agent::on_entry_closed(ControlConn& cc, const proto::ClosedMsg& m) {
     EarlyEntry& e = early_entry_[m.id];
     if (!e.at) e.at = monotonic_ns();
     e.closed_from = cc.peer_backend;
+    e.closed_seq = m.seq;
     return;
   }
-  if (it == entry_flows_.end() || it->second.owner != uint32_t(cc.peer_backend)) {
+  if (it == entry_flows_.end() || it->second.owner != uint32_t(cc.peer_backend) ||
+      (m.seq != 0 && m.seq != it->second.seq)) {
     inc(Counter::entry_refused);
     return;
   }

@@ -59,6 +59,9 @@ struct ClosedReport {
   // The connection's addresses (the VIP, the client): a CLOSED no FE link could take
   // is kept and told, with them, to the next FE (Agent::send_owned).
   Endpoint local{}, peer{};  // family 0: unknown
+  // The connection's move number here (HttpConn::move_seq; 0: unknown, as for relayed
+  // connections), which CLOSED carries to a CARD entry.
+  uint32_t move_seq = 0;
 };
 
 class Closings {

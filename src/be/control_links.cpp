@@ -150,7 +150,7 @@ void Agent::report_closed(const ClosedReport& r) {
     card_closed(r);
     return;
   }
-  const proto::ClosedMsg m{r.handoff_id, r.sent, r.received};
+  const proto::ClosedMsg m{r.handoff_id, r.sent, r.received, r.move_seq};
   const int32_t worker = int32_t(proto::worker_of(r.handoff_id));
   if (auto it = controls_.find(r.control_id); it != controls_.end() &&
                                               it->second->peer_backend < 0 &&

@@ -98,7 +98,7 @@ void Agent::close_http(HttpConn& h, End how) {
   // the kernel; this end is ours (the FIN below or in closings_, an RST, or the close).
   if (cfg_.cluster.failover) mark_done(h.fd.get());
   ClosedReport r{h.control_id, h.handoff_id, h.session.bytes_sent(), h.session.bytes_received(),
-                 h.local, h.peer};
+                 h.local, h.peer, h.move_seq};
   if (how == End::Graceful) {
     // FIN after the last byte; reported closed when the connection is over.
     closings_->close(std::move(h.fd), r, h.session.peer_closed(), monotonic_ns());

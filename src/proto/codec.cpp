@@ -136,6 +136,7 @@ void put(std::string& out, const ClosedMsg& m) {
   put_be(out, m.id);
   put_be(out, m.bytes_sent);
   put_be(out, m.bytes_received);
+  put_be(out, m.seq);
 }
 void put(std::string& out, const HeartbeatMsg& m) {
   put_be(out, m.sent_ns);
@@ -373,6 +374,7 @@ void get(Reader& r, ClosedMsg& m) {
   m.id = r.be<uint64_t>();
   m.bytes_sent = r.be<uint64_t>();
   m.bytes_received = r.be<uint64_t>();
+  m.seq = r.be<uint32_t>();
 }
 void get(Reader& r, HeartbeatMsg& m) {
   m.sent_ns = r.be<uint64_t>();
@@ -407,7 +409,7 @@ constexpr TypeInfo kTypes[] = {
     {MsgType::Ready, 8 + 4, decode_as<ReadyMsg>},
     {MsgType::Commit, 8, decode_as<CommitMsg>},
     {MsgType::Abort, 8, decode_as<AbortMsg>},
-    {MsgType::Closed, 3 * 8, decode_as<ClosedMsg>},
+    {MsgType::Closed, 3 * 8 + 4, decode_as<ClosedMsg>},
     {MsgType::Heartbeat, 8 + 4 * 4, decode_as<HeartbeatMsg>},
     // id, address, weight, up to 255 groups of up to 255 bytes
     {MsgType::Join, (1 + 255) + 4 + 4 + 1 + 255 * (1 + 255), decode_as<JoinMsg>},

@@ -58,7 +58,8 @@
 //             errno-like reason the receiver refused: it holds nothing)
 //   COMMIT    u64 id (the sender has let go: the lease becomes ownership)
 //   ABORT     u64 id (the lease expired and the sender took the connection back)
-//   CLOSED    u64 id | u64 bytes_sent | u64 bytes_received (seen by the BE)
+//   CLOSED    u64 id | u64 bytes_sent | u64 bytes_received (seen by the BE) | u32 seq (the
+//             move number of the ownership that ended; 0: unknown)
 //   HEARTBEAT u64 sent_ns | u32 active | u32 cpu_permille | u32 cache_hit_permille |
 //             u32 flags (kHeartbeatDraining: the sender is being drained; take no
 //             connections there)
@@ -192,6 +193,10 @@ struct AbortMsg {
 struct ClosedMsg {
   uint64_t id = 0;
   uint64_t bytes_sent = 0, bytes_received = 0;
+  // The sender's move number for the connection (HandoffMsg::seq of the move that
+  // brought it there; 0: unknown). A CARD entry applies a CLOSED only to the ownership
+  // it ends, not to a later one (docs/card.md).
+  uint32_t seq = 0;
 };
 inline constexpr uint32_t kHeartbeatDraining = 1;
 struct HeartbeatMsg {

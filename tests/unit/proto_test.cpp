@@ -42,6 +42,7 @@ handoff::TcpState sample_state() {
   s.rcv_wnd = 131072;
   s.rcv_wup = 0x22222223;
   s.exported_ns = 0x0102030405060708;
+  s.snd_cwnd = 0xfedc;
   return s;
 }
 
@@ -76,6 +77,7 @@ void expect_same(const handoff::TcpState& a, const handoff::TcpState& b) {
   EXPECT_EQ(a.rcv_wnd, b.rcv_wnd);
   EXPECT_EQ(a.rcv_wup, b.rcv_wup);
   EXPECT_EQ(a.exported_ns, b.exported_ns);
+  EXPECT_EQ(a.snd_cwnd, b.snd_cwnd);
 }
 
 // Field-by-field equality of two messages of the same type.
@@ -103,6 +105,7 @@ void expect_same(const Message& a, const Message& b) {
     EXPECT_EQ(x->id, y.id);
     EXPECT_EQ(x->bytes_sent, y.bytes_sent);
     EXPECT_EQ(x->bytes_received, y.bytes_received);
+    EXPECT_EQ(x->seq, y.seq);
   } else if (auto* x = std::get_if<JoinMsg>(&a)) {
     const auto& y = std::get<JoinMsg>(b);
     EXPECT_EQ(x->id, y.id);
@@ -198,7 +201,7 @@ std::vector<Message> all_messages() {
       ReadyMsg{3, ENOSPC},
       CommitMsg{0xffffffffffffffff},
       AbortMsg{4},
-      ClosedMsg{5, 10'000'000'000, 77},
+      ClosedMsg{5, 10'000'000'000, 77, 3},
       HeartbeatMsg{0x7fffffffffffffff, 4'000'000'000, 1000, 999, kHeartbeatDraining},
       JoinMsg{"be4", 0x0e00c80a, 3, {"all", "images"}},
       JoinMsg{"x", 0, 1, {}},
