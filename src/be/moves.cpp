@@ -439,8 +439,17 @@ void Agent::forget_local_flow(const handoff::TcpState& st, uint64_t id) {
     return std::equal(std::begin(k.saddr), std::end(k.saddr), std::begin(key.saddr)) &&
            k.sport == key.sport && k.dport == key.dport && k.family == key.family;
   });
-  // A CARD node's flow of a connection that entered here and comes back.
-  const size_t e = entry_flows_.erase(id);
+  // A CARD node's flows with this 4-tuple: the connection's own, when it entered here
+  // and comes back, and a lingering one of an earlier connection on the same 4-tuple.
+  // Found by the key, not by `id`: looking up the id alone left such flows pointing
+  // elsewhere while the connection was served here (forwarding loops, TTL_DROP, and
+  // CARD at a tenth of the FE's rate in the benchmark).
+  (void)id;
+  const size_t e = std::erase_if(entry_flows_, [&](const auto& f) {
+    const auto& k = f.second.key;
+    return std::equal(std::begin(k.saddr), std::end(k.saddr), std::begin(key.saddr)) &&
+           k.sport == key.sport && k.dport == key.dport && k.family == key.family;
+  });
   if (n > 0 || e > 0) (void)dp_->remove(key);
 }
 
