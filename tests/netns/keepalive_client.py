@@ -16,6 +16,11 @@ silently). Bodies are checked against a manifest of "PATH SHA256 SIZE" lines.
       AWAY_PATH's group); GET AWAY_PATH: 503 or 504 within LIMIT_S; GET HOME_PATH (200);
       SIGCONT PID (in every case), 1.5 s for it to catch up; GET OTHER_PATH, AWAY_PATH,
       HOME_PATH (200 each). Every 200 byte-exact. Prints "fallback STATUS SECONDS".
+  keepalive_client.py MANIFEST VIP dies PID HOME_PATH AWAY_PATH LIMIT_S
+      on one connection: GET HOME_PATH (200); SIGSTOP PID (the only back-end of
+      AWAY_PATH's group); send GET AWAY_PATH, so that a move to PID is under way;
+      SIGKILL PID 0.2 s later; the answer to AWAY_PATH: 503 or 504 within LIMIT_S; then
+      GET HOME_PATH twice (200, byte-exact). Prints "dies STATUS SECONDS".
 Exit status 0 when every check held, 1 with the reason on stderr otherwise.
 """
 
@@ -223,6 +228,30 @@ def fallback(want, vip, pid, home, away, other, limit):
     print("fallback %d %.3f" % (status, secs))
 
 
+def dies(want, vip, pid, home, away, limit):
+    conn = Conn(vip)
+    what = "on the same connection (%s)" % conn.local
+    get(conn, want, home, "before the death, " + what)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        conn.sock.sendall(request(away))
+        time.sleep(0.2)  # the move to the stopped back-end is under way (HANDOFF sent)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    status, _, body = conn.response("GET %s, its back-end killed during the move (%s)" % (away, conn.local))
+    secs = time.monotonic() - t0
+    if status not in (503, 504):
+        raise Failure("GET %s, its only back-end killed during the move: HTTP %d, want 503 or 504 "
+                      "(body %r)" % (away, status, body[:60]))
+    if secs > limit:
+        raise Failure("GET %s, its back-end killed during the move: HTTP %d after %.2f s, want it "
+                      "within %.1f s" % (away, status, secs, limit))
+    for _ in range(2):
+        get(conn, want, home, "after the target died, " + what)
+    print("dies %d %.3f" % (status, secs))
+
+
 def main(argv):
     want = load_manifest(argv[1])
     vip, mode, args = argv[2], argv[3], argv[4:]
@@ -233,6 +262,8 @@ def main(argv):
             load(want, vip, float(args[0]), int(args[1]), args[2:])
         elif mode == "fallback":
             fallback(want, vip, int(args[0]), args[1], args[2], args[3], float(args[4]))
+        elif mode == "dies":
+            dies(want, vip, int(args[0]), args[1], args[2], float(args[3]))
         else:
             raise SystemExit("unknown mode %r" % mode)
     except Failure as e:

@@ -13,7 +13,9 @@
 #      once per move (none refused);
 #   6. a move whose target BE is stopped (SIGSTOP) falls back: 503/504 on the same
 #      connection, which then still serves its BE's files; once the target resumes
-#      (and catches up on the failed move), moves to every BE work on it again.
+#      (and catches up on the failed move), moves to every BE work on it again;
+#   7. a move whose target BE dies (SIGSTOP, the request sent, SIGKILL) falls back the
+#      same way: 503/504 on the same connection, which then still serves its BE's files.
 set -euo pipefail
 shopt -s inherit_errexit
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -236,9 +238,25 @@ echo "be1 move_failed: $failed0 -> $failed1"
 ((failed1 > failed0)) || tb_fail "step 6: be1's move_failed stayed $failed0 after its move to the stopped be2 fell back"
 tb_wait_ready 10
 
+echo "== 7. the target BE dies during a move: fallback on the same connection"
+be2_pid=${TB_PID[be2]}
+[[ $(cat "/proc/$be2_pid/comm") == tcpha ]] || tb_fail "step 7: pid $be2_pid of be2 is not tcpha"
+failed0=$(be_num 1 .counters.move_failed)
+rc=0
+out=$(tb_c timeout 60 python3 "$CLIENT" "$MANIFEST" "$TB_VIP" dies "$be2_pid" \
+  /pages/p1.html /img/i3.png 5 2>&1) || rc=$?
+tb_kill_be 2  # killed by the client (or now, if it failed before): reaped here
+((rc == 0)) || tb_fail "step 7: $out"
+read -r _ dies_status dies_secs <<<"$out"
+echo "HTTP $dies_status after $dies_secs s with be2 killed during the move; the same connection then served be1's file twice"
+tb_until 2000 move_failed_gt "$failed0" || true
+failed2=$(be_num 1 .counters.move_failed)
+echo "be1 move_failed: $failed0 -> $failed2"
+((failed2 > failed0)) || tb_fail "step 7: be1's move_failed stayed $failed0 after its move to the killed be2 fell back"
+
 echo "== summary"
 echo "curl run: 30 URLs over 1 connection; pipelined: 5 of 5; load: $load_requests requests by 20 clients in 10 s, 0 errors"
 echo "moves: out $out_sum, in $in_sum (>= 29 in the curl run: $moves_step2); FE repoints $repoints"
-echo "fallback: HTTP $fb_status in $fb_secs s, connection kept"
+echo "fallback: HTTP $fb_status in $fb_secs s, connection kept; target killed: HTTP $dies_status in $dies_secs s, connection kept"
 echo "time: $((($(tb__now_ms) - t_start) / 1000)) s after the bed was up"
 echo "PASS: multi_handoff"
