@@ -331,15 +331,15 @@ for w in "${WORKLOADS[@]}"; do
   wanted "$name" || continue
   turn=()
   for system in "${USABLE[@]}"; do
-    if [[ $routing == part* && $system == direct* ]]; then
-      unavailable "$system" "partitioned content: no one BE holds it all" "$name"
-      continue
-    fi
     # The cost of failover with no failure: only where it differs (BENCH_FAILOVER_WORKLOADS).
     [[ $system != tcpha-failover || " $BENCH_FAILOVER_WORKLOADS " == *" $name "* ]] || continue
     # The tunnel's and IPv6's cost: only in BENCH_VARIANT_WORKLOADS.
     [[ ($system != tcpha-tunnel && $system != tcpha-ipv6 && $system != direct-ipv6) ||
       " $BENCH_VARIANT_WORKLOADS " == *" $name "* ]] || continue
+    if [[ $routing == part* && $system == direct* ]]; then
+      unavailable "$system" "partitioned content: no one BE holds it all" "$name"
+      continue
+    fi
     turn+=("$system")
   done
   n=${#turn[@]}
