@@ -193,9 +193,21 @@ for k in 1 2 3; do
     tb_fail "the access log shows no IPv6 client served by be$k"
 done
 # The relay's PROXY v2 header and X-Forwarded-For carry the IPv6 client, bare.
-tb_until 3000 grep -q "^$TB_SUBNET6:2 \"GET /f12m.bin HTTP/1.1\" 200 \"$TB_SUBNET6:2\"$" "$TB_DIR/nginx/access.log" ||
+# Which BE the concurrent downloads above reached is up to the FE workers' round-robin:
+# more requests of each family (at most 9, sequential: every BE's turn comes) until one
+# reaches be3.
+relay_saw() { grep -q "^$1 \"GET [^\"]*\" 200 \"$1\"$" "$TB_DIR/nginx/access.log"; }
+for ((i = 0; i < 9; i++)); do
+  tb_until 500 relay_saw "$TB_SUBNET6:2" && break
+  fetch6 f1k.bin >/dev/null || tb_fail "IPv6 GET /f1k.bin failed"
+done
+relay_saw "$TB_SUBNET6:2" ||
   tb_fail "nginx (behind be3's relay) logged no IPv6 client: $(tail -3 "$TB_DIR/nginx/access.log")"
-grep -q "^$TB_C_ADDR \"GET /f12m.bin HTTP/1.1\" 200 \"$TB_C_ADDR\"$" "$TB_DIR/nginx/access.log" ||
+for ((i = 0; i < 9; i++)); do
+  tb_until 500 relay_saw "$TB_C_ADDR" && break
+  tb_curl f1k.bin -o /dev/null || tb_fail "IPv4 GET /f1k.bin failed"
+done
+relay_saw "$TB_C_ADDR" ||
   tb_fail "nginx (behind be3's relay) logged no IPv4 client: $(tail -3 "$TB_DIR/nginx/access.log")"
 js=$(tb_status_json fe)
 [[ $(jq -r .vip6 <<<"$js") == "$TB_VIP6" ]] || tb_fail "FE status: vip6 is $(jq -c .vip6 <<<"$js")"
@@ -292,8 +304,10 @@ rsts=$(send6 SYN 3)
 echo "== the FE killed and restarted during an IPv6 download: the new one learns it (OWNED)"
 tb_c sysctl -qw net.ipv4.tcp_rmem="4096 65536 131072" # IPv6 TCP too: the download streams
 t_dl=$(tb__now_ms)
-tb_spawn --log "$TB_DIR/dl/0.out" dl0 "$TB_NS_C" curl -gsS --noproxy '*' --max-time 40 \
-  --limit-rate 1000k -o "$TB_DIR/dl/0.body" -w '%{http_code} %{size_download} %{time_total}' "$V6/f10m.bin"
+# A steady 1 MB/s reader (10 s for the file): curl's --limit-rate lets bursts through, and
+# once finished the whole file before the restart.
+tb_spawn --log "$TB_DIR/dl/0.out" dl0 "$TB_NS_C" python3 "$HERE/slow_get.py" "$TB_VIP6" 80 \
+  /f10m.bin "$TB_DIR/dl/0.body" 1000000
 sleep 0.5
 kill -KILL "${TB_PID[fe]}"
 tb__reap fe || true
