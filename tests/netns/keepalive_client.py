@@ -26,6 +26,7 @@ Exit status 0 when every check held, 1 with the reason on stderr otherwise.
 
 import hashlib
 import os
+import select
 import signal
 import socket
 import sys
@@ -201,6 +202,19 @@ def load(want, vip, seconds, clients, paths):
         raise Failure("a client completed no request in %.0f s" % seconds)
 
 
+def unavailable(conn, away, t0, limit, why):
+    """The answer to the GET of `away` sent at t0: 503 or 504 within `limit` seconds (the
+    move fell back); returns (status, seconds)."""
+    status, _, body = conn.response("GET %s, %s (%s)" % (away, why, conn.local))
+    secs = time.monotonic() - t0
+    if status not in (503, 504):
+        raise Failure("GET %s, %s: HTTP %d, want 503 or 504 (body %r)" % (away, why, status, body[:60]))
+    if secs > limit:
+        raise Failure("GET %s, %s: HTTP %d after %.2f s, want it within %.1f s"
+                      % (away, why, status, secs, limit))
+    return status, secs
+
+
 def fallback(want, vip, pid, home, away, other, limit):
     conn = Conn(vip)
     what = "on the same connection (%s)" % conn.local
@@ -209,14 +223,7 @@ def fallback(want, vip, pid, home, away, other, limit):
     try:
         t0 = time.monotonic()
         conn.sock.sendall(request(away))
-        status, _, body = conn.response("GET %s with its back-end stopped (%s)" % (away, conn.local))
-        secs = time.monotonic() - t0
-        if status not in (503, 504):
-            raise Failure("GET %s with its only back-end stopped: HTTP %d, want 503 or 504 (body %r)"
-                          % (away, status, body[:60]))
-        if secs > limit:
-            raise Failure("GET %s with its back-end stopped: HTTP %d after %.2f s, want it within %.1f s"
-                          % (away, status, secs, limit))
+        status, secs = unavailable(conn, away, t0, limit, "its only back-end stopped")
         get(conn, want, home, "after the fallback, back-end still stopped, " + what)
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -237,16 +244,13 @@ def dies(want, vip, pid, home, away, limit):
         t0 = time.monotonic()
         conn.sock.sendall(request(away))
         time.sleep(0.2)  # the move to the stopped back-end is under way (HANDOFF sent)
+        # Nothing answered yet: the move has not fallen back before the death.
+        if select.select([conn.sock], [], [], 0)[0]:
+            raise Failure("GET %s was answered within 0.2 s, before its back-end was killed: "
+                          "no move was under way at the death" % away)
     finally:
         os.kill(pid, signal.SIGKILL)
-    status, _, body = conn.response("GET %s, its back-end killed during the move (%s)" % (away, conn.local))
-    secs = time.monotonic() - t0
-    if status not in (503, 504):
-        raise Failure("GET %s, its only back-end killed during the move: HTTP %d, want 503 or 504 "
-                      "(body %r)" % (away, status, body[:60]))
-    if secs > limit:
-        raise Failure("GET %s, its back-end killed during the move: HTTP %d after %.2f s, want it "
-                      "within %.1f s" % (away, status, secs, limit))
+    status, secs = unavailable(conn, away, t0, limit, "its only back-end killed during the move")
     for _ in range(2):
         get(conn, want, home, "after the target died, " + what)
     print("dies %d %.3f" % (status, secs))

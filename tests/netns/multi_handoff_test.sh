@@ -219,9 +219,24 @@ for k in 1 2 3; do
   ((MOVED_OUT[k] > 0)) || tb_fail "step 5: be$k never moved a connection out"
 done
 
+# be2_pid STEP: be2's agent's pid (the client signals it), checked to be tcpha's.
+be2_pid() {
+  local pid=${TB_PID[be2]}
+  [[ $(cat "/proc/$pid/comm") == tcpha ]] || tb_fail "step $1: pid $pid of be2 is not tcpha"
+  echo "$pid"
+}
+# move_failed_rose STEP FROM WHY: be1's move_failed counter rises above FROM (bounded wait).
+move_failed_gt() { (($(be_num 1 .counters.move_failed) > $1)); }
+move_failed_rose() {
+  tb_until 2000 move_failed_gt "$2" || true
+  local now
+  now=$(be_num 1 .counters.move_failed)
+  echo "be1 move_failed: $2 -> $now"
+  ((now > $2)) || tb_fail "step $1: be1's move_failed stayed $2 after its move to $3 fell back"
+}
+
 echo "== 6. the target BE stops during a move: fallback on the same connection"
-be2_pid=${TB_PID[be2]}
-[[ $(cat "/proc/$be2_pid/comm") == tcpha ]] || tb_fail "step 6: pid $be2_pid of be2 is not tcpha"
+be2_pid=$(be2_pid 6)
 failed0=$(be_num 1 .counters.move_failed)
 rc=0
 out=$(tb_c timeout 60 python3 "$CLIENT" "$MANIFEST" "$TB_VIP" fallback "$be2_pid" \
@@ -231,16 +246,11 @@ kill -CONT "$be2_pid" 2>/dev/null || true
 read -r _ fb_status fb_secs <<<"$out"
 echo "HTTP $fb_status after $fb_secs s with be2 stopped; the same connection then served be1's file, and"
 echo "once be2 was resumed, be3's, be2's and be1's files (moves work again)"
-move_failed_gt() { (($(be_num 1 .counters.move_failed) > $1)); }
-tb_until 2000 move_failed_gt "$failed0" || true
-failed1=$(be_num 1 .counters.move_failed)
-echo "be1 move_failed: $failed0 -> $failed1"
-((failed1 > failed0)) || tb_fail "step 6: be1's move_failed stayed $failed0 after its move to the stopped be2 fell back"
+move_failed_rose 6 "$failed0" "the stopped be2"
 tb_wait_ready 10
 
 echo "== 7. the target BE dies during a move: fallback on the same connection"
-be2_pid=${TB_PID[be2]}
-[[ $(cat "/proc/$be2_pid/comm") == tcpha ]] || tb_fail "step 7: pid $be2_pid of be2 is not tcpha"
+be2_pid=$(be2_pid 7)
 failed0=$(be_num 1 .counters.move_failed)
 rc=0
 out=$(tb_c timeout 60 python3 "$CLIENT" "$MANIFEST" "$TB_VIP" dies "$be2_pid" \
@@ -249,10 +259,7 @@ tb_kill_be 2  # killed by the client (or now, if it failed before): reaped here
 ((rc == 0)) || tb_fail "step 7: $out"
 read -r _ dies_status dies_secs <<<"$out"
 echo "HTTP $dies_status after $dies_secs s with be2 killed during the move; the same connection then served be1's file twice"
-tb_until 2000 move_failed_gt "$failed0" || true
-failed2=$(be_num 1 .counters.move_failed)
-echo "be1 move_failed: $failed0 -> $failed2"
-((failed2 > failed0)) || tb_fail "step 7: be1's move_failed stayed $failed0 after its move to the killed be2 fell back"
+move_failed_rose 7 "$failed0" "the killed be2"
 
 echo "== summary"
 echo "curl run: 30 URLs over 1 connection; pipelined: 5 of 5; load: $load_requests requests by 20 clients in 10 s, 0 errors"
