@@ -276,7 +276,7 @@ class Agent {
   void peer_changed(PeerLink& p, unsigned changes, std::vector<proto::Message>& msgs);
   void peer_down(PeerLink& p, const std::string& why);
   void on_repointed(const proto::RepointedMsg& m);
-  void forget_local_flow(const handoff::TcpState& st, uint64_t id);
+  void forget_local_flow(const handoff::TcpState& st);
   void tick_moves(uint64_t now);
   void share_lard();  // this back-end's LARD assignments to the others and the FE
   void add_peers(uint64_t now);  // links to the back-ends that have none yet

@@ -188,7 +188,7 @@ void Agent::take_over(failover::Held& h, Result<failover::Plan> plan) {
   // A relay asks its upstream again only for GET and HEAD: anything else may have been
   // executed by the primary's upstream, and is never executed twice (the client is reset).
   const int unsafe = relays_ ? resume::check_held(plan->requests) : 0;
-  forget_local_flow(plan->state, h.id());
+  forget_local_flow(plan->state);
   auto fd = handoff::import_state_consumed(plan->state, plan->requests.size(),
                                                 spare_sockets_.take(), cwnd_carry_.get());
   if (!fd) {

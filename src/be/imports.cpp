@@ -58,7 +58,7 @@ void Agent::on_handoff(ControlConn& cc, proto::HandoffMsg& h) {
     cc.link.send(proto::ReadyMsg{h.id, uint32_t(ETIMEDOUT)});
     return;
   }
-  forget_local_flow(h.state, h.id);
+  forget_local_flow(h.state);
   // The request bytes stay here: served from memory, not re-queued into the socket and
   // read back (handoff::import_state_consumed).
   auto fd = handoff::import_state_consumed(h.state, h.request.size(), spare_sockets_.take(),

@@ -428,10 +428,9 @@ void Agent::on_repointed(const proto::RepointedMsg& m) {
 // that entry must go before the client's packets are ours to receive.
 // Only this back-end puts entries in its datapath, all of them in moved_flows_ (a
 // hold is taken back or becomes a forwarding entry there), so an import whose 4-tuple
-// is not in it costs no syscall. A CARD node's entry flows are found by the
-// connection's id (the same connection, so the same 4-tuple): no walk over them per
-// import.
-void Agent::forget_local_flow(const handoff::TcpState& st, uint64_t id) {
+// is not in it costs no syscall. A CARD node's entry flows are walked too (by 4-tuple,
+// see below): O(entry flows) per import.
+void Agent::forget_local_flow(const handoff::TcpState& st) {
   if (!dp_) return;
   auto key = flow_key(st.peer(), st.local());
   const size_t n = std::erase_if(moved_flows_, [&](const auto& e) {
@@ -441,10 +440,9 @@ void Agent::forget_local_flow(const handoff::TcpState& st, uint64_t id) {
   });
   // A CARD node's flows with this 4-tuple: the connection's own, when it entered here
   // and comes back, and a lingering one of an earlier connection on the same 4-tuple.
-  // Found by the key, not by `id`: looking up the id alone left such flows pointing
-  // elsewhere while the connection was served here (forwarding loops, TTL_DROP, and
-  // CARD at a tenth of the FE's rate in the benchmark).
-  (void)id;
+  // Found by the key, not by the connection's id: looking up the id alone left such
+  // flows pointing elsewhere while the connection was served here (forwarding loops,
+  // TTL_DROP, and CARD at a tenth of the FE's rate in the benchmark).
   const size_t e = std::erase_if(entry_flows_, [&](const auto& f) {
     const auto& k = f.second.key;
     return std::equal(std::begin(k.saddr), std::end(k.saddr), std::begin(key.saddr)) &&
