@@ -64,12 +64,18 @@ int Lard::pick_target(uint64_t target, const LoadView& load, Clock::time_point n
     return p;
   }
   auto by_load = [&](uint32_t a, uint32_t b) { return members_.lighter(a, b, load); };
-  uint32_t n = *std::min_element(set.begin(), set.end(), by_load);
-  const uint32_t most = *std::max_element(set.begin(), set.end(), by_load);
-  if (overloaded(n, load)) {
-    // n is usable, so there is a least loaded member; it may be n itself when everyone
-    // is as busy, and then the target stays.
-    uint32_t p = uint32_t(least_loaded(load));
+  // minmax_element: the first lightest and the last heaviest, so that in a set of equals
+  // the member shed below is never the one this request goes to.
+  const auto [lightest, heaviest] = std::minmax_element(set.begin(), set.end(), by_load);
+  uint32_t n = *lightest;
+  const uint32_t most = *heaviest;
+  // The least loaded member may be n itself when everyone is as busy, and then the
+  // target stays. It may also be none: usable() reads state the health checker changes
+  // while we route, so every member can have gone down since the erase above. The set
+  // must never hold -1 (it would index members_ out of bounds on the next pick).
+  const int least = overloaded(n, load) ? least_loaded(load) : -1;
+  if (least >= 0) {
+    const uint32_t p = uint32_t(least);
     if (!params_.replicate) {
       changed |= p != n;
       set.assign(1, p);

@@ -372,6 +372,29 @@ TEST_F(LardTest, AnUnusableMemberLosesItsTargets) {
   EXPECT_EQ(pick(lard, 1), -1);
 }
 
+// The health checker changes usable() while a worker routes. Here every member goes
+// down between the pick's first look at the target's member and its search for a
+// lighter one: the set must keep only real members (it once took -1, and the next
+// pick indexed the member list with it).
+TEST_F(LardTest, MembersGoingDownDuringAPickLeaveNoBogusMember) {
+  struct GoingDown : FakeLoad {
+    mutable int calls_left;
+    GoingDown(size_t n, int calls) : FakeLoad(n), calls_left(calls) {}
+    bool usable(uint32_t i) const override { return calls_left-- > 0 && FakeLoad::usable(i); }
+  };
+  for (bool replicate : {false, true}) {
+    Lard lard(members({1, 1, 1, 1}), LardParams{.low = 25, .high = 65, .replicate = replicate});
+    const int s = pick(lard, 1);
+    GoingDown view(4, 1);  // one usable() answer (the erase of down members), then all down
+    view.act.assign(4, 10);
+    view.act[size_t(s)] = 130;  // at 2*T_high: looks for a lighter member, finds none up
+    EXPECT_EQ(lard.pick_target(1, view, Lard::Clock::time_point{}), s);
+    EXPECT_EQ(lard.servers_of(1), std::vector<uint32_t>{uint32_t(s)});
+    EXPECT_EQ(lard.pick_target(1, view, Lard::Clock::time_point{}), -1);  // still all down
+    EXPECT_TRUE(lard.servers_of(1).empty());
+  }
+}
+
 TEST_F(LardTest, ReplicationGrowsTheSetAndShrinksItWhenStable) {
   using std::chrono::seconds;
   Lard lard(members({1, 1, 1, 1}),
