@@ -190,7 +190,8 @@ void Agent::take_over(failover::Held& h, Result<failover::Plan> plan) {
   const int unsafe = relays_ ? resume::check_held(plan->requests) : 0;
   forget_local_flow(plan->state);
   auto fd = handoff::import_state_consumed(plan->state, plan->requests.size(),
-                                                spare_sockets_.take(), cwnd_carry_.get());
+                                           spare_sockets_.take(plan->state.family),
+                                           cwnd_carry_.get());
   if (!fd) {
     takeover_lost(h, fd.error().err ? fd.error().err : EPROTO, "import: " + fd.error().what);
     return;

@@ -61,8 +61,8 @@ void Agent::on_handoff(ControlConn& cc, proto::HandoffMsg& h) {
   forget_local_flow(h.state);
   // The request bytes stay here: served from memory, not re-queued into the socket and
   // read back (handoff::import_state_consumed).
-  auto fd = handoff::import_state_consumed(h.state, h.request.size(), spare_sockets_.take(),
-                                                cwnd_carry_.get());
+  auto fd = handoff::import_state_consumed(h.state, h.request.size(),
+                                           spare_sockets_.take(h.state.family), cwnd_carry_.get());
   uint32_t status = 0;
   if (!fd) {
     status = uint32_t(fd.error().err ? fd.error().err : EPROTO);

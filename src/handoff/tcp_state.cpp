@@ -249,9 +249,7 @@ UniqueFd new_socket(int family = AF_INET) {
   return fd;
 }
 
-// The spare pool's sockets are IPv4: an IPv6 import makes its own.
 UniqueFd socket_for(const TcpState& st, UniqueFd& spare, bool& in_repair) {
-  if (st.is_v6()) spare = UniqueFd();
   in_repair = spare.valid();
   return in_repair ? std::move(spare) : new_socket(st.is_v6() ? AF_INET6 : AF_INET);
 }
@@ -277,20 +275,25 @@ Result<UniqueFd> import_state_consumed(const TcpState& st, size_t queued_bytes, 
   return fd;
 }
 
-UniqueFd RepairSockets::take() {
-  if (spare_.empty()) return {};
-  UniqueFd fd = std::move(spare_.back());
-  spare_.pop_back();
+UniqueFd RepairSockets::take(int family) {
+  Pool& p = pool(family);
+  p.wanted = true;
+  if (p.fds.empty()) return {};
+  UniqueFd fd = std::move(p.fds.back());
+  p.fds.pop_back();
   return fd;
 }
 
 // A socket that cannot enter repair mode (no CAP_NET_ADMIN) is not kept: import_state
 // then fails on its own socket with the real error.
 void RepairSockets::refill() {
-  while (spare_.size() < target_) {
-    UniqueFd fd = new_socket();
-    if (!fd.valid() || !set_int(fd.get(), TCP_REPAIR, TCP_REPAIR_ON, "setsockopt(TCP_REPAIR on)")) return;
-    spare_.push_back(std::move(fd));
+  for (Pool* p : {&v4_, &v6_}) {
+    while (p->wanted && p->fds.size() < target_) {
+      UniqueFd fd = new_socket(p->family);
+      if (!fd.valid() || !set_int(fd.get(), TCP_REPAIR, TCP_REPAIR_ON, "setsockopt(TCP_REPAIR on)"))
+        break;
+      p->fds.push_back(std::move(fd));
+    }
   }
 }
 

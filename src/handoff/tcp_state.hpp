@@ -100,8 +100,8 @@ Status leave_repair(int fd);
 // Creates a socket in repair mode carrying `st`, bound to the VIP and connected to
 // the client without sending anything, with `queued` in its receive queue. It stays
 // in repair mode (silent) until activate(). `spare`, when valid, is a socket from
-// RepairSockets::take() used instead of a new one; the pool holds IPv4 sockets, so an
-// IPv6 state makes its own (AF_INET6, IPV6_V6ONLY) and closes the spare. With `carry`
+// RepairSockets::take(st.family) used instead of a new one (a spare of the other
+// family fails the import at bind). With `carry`
 // the socket starts with the exporter's congestion window (st.snd_cwnd).
 Result<UniqueFd> import_state(const TcpState& st, const std::string& queued,
                               UniqueFd spare = {}, const CwndCarry* carry = nullptr);
@@ -111,19 +111,29 @@ Result<UniqueFd> import_state(const TcpState& st, const std::string& queued,
 Result<UniqueFd> import_state_consumed(const TcpState& st, size_t queued_bytes,
                                        UniqueFd spare = {}, const CwndCarry* carry = nullptr);
 
-// Sockets made ahead of imports (socket() and TCP_REPAIR on: two syscalls off the
-// handoff's critical path). refill() tops the pool up after the event loop's round;
-// take() gives an invalid fd when it is empty (import_state then makes its own).
+// Sockets made ahead of imports (socket() and TCP_REPAIR on, and IPV6_V6ONLY for
+// IPv6: syscalls off the handoff's critical path). refill() tops the pools up after
+// the event loop's round; take(family) gives an invalid fd when that pool is empty
+// (import_state then makes its own). One pool per address family: the IPv6 one is
+// kept only once an IPv6 socket was asked for, so a cluster without `vip6` holds none.
 class RepairSockets {
  public:
   explicit RepairSockets(size_t target = 8) : target_(target) {}
-  UniqueFd take();
+  UniqueFd take(int family = AF_INET);
   void refill();
-  size_t size() const { return spare_.size(); }
+  size_t size(int family = AF_INET) const { return pool(family).fds.size(); }
 
  private:
+  struct Pool {
+    int family;
+    bool wanted;
+    std::vector<UniqueFd> fds;
+  };
+  Pool& pool(int family) { return family == AF_INET6 ? v6_ : v4_; }
+  const Pool& pool(int family) const { return family == AF_INET6 ? v6_ : v4_; }
   size_t target_;
-  std::vector<UniqueFd> spare_;
+  Pool v4_{AF_INET, true, {}};
+  Pool v6_{AF_INET6, false, {}};
 };
 
 // Leaves repair mode: the kernel sends a window probe and the socket is live.

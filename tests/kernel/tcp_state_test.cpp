@@ -392,10 +392,18 @@ TEST_F(TcpState6Test, MovesMidStreamIpv6ConnectionByteExact) {
   close(srv_);
   srv_ = -1;
 
-  // A spare from the pool is an IPv4 socket: the IPv6 import makes its own.
+  // The pool keeps IPv6 spares only once one was asked for; the import then runs on
+  // one made ahead (already in repair mode, IPV6_V6ONLY).
   handoff::RepairSockets pool(1);
   pool.refill();
-  auto moved = handoff::import_state(*st, already, pool.take());
+  EXPECT_EQ(pool.size(AF_INET), 1u);
+  EXPECT_EQ(pool.size(AF_INET6), 0u);
+  EXPECT_FALSE(pool.take(AF_INET6).valid());
+  pool.refill();
+  ASSERT_EQ(pool.size(AF_INET6), 1u);
+  auto moved = handoff::import_state(*st, already, pool.take(AF_INET6));
+  EXPECT_EQ(pool.size(AF_INET6), 0u);
+  EXPECT_EQ(pool.size(AF_INET), 1u);
   ASSERT_TRUE(moved.ok()) << moved.error().message();
   ASSERT_TRUE(handoff::activate(moved->get()).ok());
   int fd = moved->get();
