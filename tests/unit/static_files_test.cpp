@@ -9,6 +9,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 namespace tcpha::serve {
 namespace {
@@ -391,6 +392,28 @@ TEST(HttpResponse, ReasonPhrases) {
   EXPECT_STREQ(reason_phrase(414), "URI Too Long");
   EXPECT_STREQ(reason_phrase(416), "Range Not Satisfiable");
   EXPECT_STREQ(reason_phrase(599), "Unknown");
+}
+
+// format_http_date computes the calendar itself: it must agree with the C library's
+// gmtime_r + strftime everywhere, before 1970, across leap days and century rules.
+TEST(HttpResponse, DatesAgreeWithTheCLibrary) {
+  auto libc = [](time_t t) {
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char day[8], mon[8], buf[64];
+    strftime(day, sizeof day, "%a", &tm);  // the "C" locale's English names
+    strftime(mon, sizeof mon, "%b", &tm);
+    snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", day, tm.tm_mday, mon,
+             tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    return std::string(buf);
+  };
+  std::vector<time_t> ts = {0,          -1,          86399,       86400,       -86400,
+                            951782400,  951868799,   4107542400,  4107542399,  -2208988800,
+                            253402300799, 1700000000, 1796083200, 68169600,    -62135596800};
+  std::mt19937_64 rng(17);
+  for (int i = 0; i < 20000; ++i)  // years 1 to 9999
+    ts.push_back(time_t(int64_t(rng() % 315537897600ull) - 62135596800ll));
+  for (time_t t : ts) ASSERT_EQ(format_http_date(t), libc(t)) << "t = " << t;
 }
 
 TEST(HttpResponse, Dates) {
