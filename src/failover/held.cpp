@@ -153,15 +153,20 @@ void Held::take_out_of_order() {
 void Held::trim(uint32_t ack, const ResponseSize& rs) {
   bool trimmed = false;
   while (!stream_.empty()) {
-    const auto r = rs(stream_);
-    if (!r) break;
-    const auto [n, len] = *r;
-    if (n == 0 || n > stream_.size() || len > 0x7FFFFFFF) break;
-    const uint32_t done = response_seq_ + uint32_t(len);
+    if (front_request_ == 0) {  // unknown, or an incomplete request: asked again
+      const auto r = rs(stream_);
+      if (!r) break;
+      const auto [n, len] = *r;
+      if (n == 0 || n > stream_.size() || len > 0x7FFFFFFF) break;
+      front_request_ = uint32_t(n);
+      front_response_ = uint32_t(len);
+    }
+    const uint32_t done = response_seq_ + front_response_;
     if (seq_before(ack, done)) break;
-    stream_.erase(0, n);
-    stream_seq_ += uint32_t(n);
+    stream_.erase(0, front_request_);
+    stream_seq_ += front_request_;
     response_seq_ = done;
+    front_request_ = 0;
     trimmed = true;
   }
   // A keep-alive connection spends most of its life idle with everything trimmed:

@@ -115,6 +115,11 @@ class Held {
   bool fin_ = false;       // ... and the stream reached it
   bool reset_ = false;
   bool overflowed_ = false;
+  // The size of the front request's response, once known: a copy's ACK usually shows
+  // the previous response complete and the front one not yet, so without this every
+  // copy would size the front request again (a file lookup each time).
+  // 0: not known yet.
+  uint32_t front_request_ = 0, front_response_ = 0;
 };
 
 struct Plan {

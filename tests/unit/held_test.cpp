@@ -345,6 +345,31 @@ TEST(Held, TrimsRequestsWhoseResponsesWereAcknowledged) {
   EXPECT_EQ(h.response_seq(), kSnd + 157);
 }
 
+// A keep-alive client's copies each show the previous response complete and the front
+// one not yet: the front request's size is found once, not once per copy (for the
+// built-in server each sizing is a file lookup).
+TEST(Held, EachRequestIsSizedOnce) {
+  int calls = 0;
+  ResponseSize counting = [&](std::string_view st) {
+    ++calls;
+    return kSizes.fn()(st);
+  };
+  Held h(1, "be1", snapshot(), kA);
+  for (uint32_t a = 1; a < 100; a += 10)
+    h.add(seg(kRcv + 10, "", kSnd + a, true), counting);  // /a's response in flight
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(h.stream(), kA);
+  h.add(seg(kRcv + 10, kBb, kSnd + 100, true), counting);  // /a done, /bb next
+  EXPECT_EQ(h.stream(), kBb);
+  EXPECT_EQ(calls, 2);  // /a (known) trimmed, /bb sized
+  h.add(seg(kRcv + 21, "", kSnd + 120, true), counting);
+  h.add(seg(kRcv + 21, "", kSnd + 149, true), counting);
+  EXPECT_EQ(calls, 2);
+  h.add(seg(kRcv + 21, "", kSnd + 150, true), counting);
+  EXPECT_EQ(h.stream(), "");
+  EXPECT_EQ(h.response_seq(), kSnd + 150);
+}
+
 TEST(Held, UnknownResponseSizeStopsTrimming) {
   Held h(1, "be1", snapshot(), "GET /unknown\r\n\r\n" + kA);
   h.add(seg(kRcv + 26, "", kSnd + 100000, true), kSizes.fn());
@@ -397,7 +422,8 @@ TEST(Held, MemoryOfATypicalConnection) {
   const size_t idle = h.memory();
   std::cout << "[ memory   ] sizeof(Held) " << sizeof(Held) << ", with its " << get.size()
             << "-byte GET " << holding << " B, response acknowledged " << idle << " B\n";
-  // 208 B since TcpState carries 16-byte addresses and the family (IPv6, +24 B).
+  // 208 B since TcpState carries 16-byte addresses and the family (IPv6, +24 B); 216
+  // since it keeps its front request's size (8 B).
   EXPECT_LE(idle, 216u);
   EXPECT_LE(holding, idle + get.size() + 1);
 }
