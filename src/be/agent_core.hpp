@@ -44,7 +44,7 @@
 #include "common/result.hpp"
 #include "config/config.hpp"
 #include "datapath/datapath.hpp"
-#include "failover/held.hpp"
+#include "failover/sockets.hpp"
 #include "handoff/sender.hpp"
 #include "handoff/tcp_state.hpp"
 #include "metrics/registry.hpp"
@@ -327,7 +327,7 @@ class Agent {
   void take_over(failover::Held& h, Result<failover::Plan> plan);
   void fence();
   void takeover_lost(const failover::Held& h, int err, const std::string& why);
-  std::optional<std::pair<size_t, uint64_t>> response_size(std::string_view stream) const;
+  std::optional<std::pair<size_t, uint64_t>> response_size(std::string_view stream);
 
   // A copy: a reload appends back-ends and replaces the rules (moves.cpp, reload()).
   config::Config cfg_;
@@ -419,8 +419,16 @@ class Agent {
   // packets (from the FE's datapath), and the takeovers under way (probe sent, the
   // client's answer awaited), by client address and port.
   std::unique_ptr<failover::Store> held_;
+  // Response sizes by the exact request bytes, for kSizeCacheNs (backup.cpp,
+  // response_size()): clients repeat requests, and sizing one is a file lookup.
+  struct KnownSize {
+    uint64_t bytes;
+    uint64_t until_ns;
+  };
+  std::unordered_map<std::string, KnownSize> sizes_;
   int ifindex_ = 0;
-  UniqueFd copies_fd_, answers_fd_, probe_fd_;
+  std::optional<failover::CopyRing> copies_;
+  UniqueFd answers_fd_, probe_fd_;
   Item copies_item_{Item::Copies}, answers_item_{Item::Answers};
   struct Takeover {
     failover::Held held;

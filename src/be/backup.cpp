@@ -36,6 +36,10 @@ constexpr size_t kHeldBytesMax = size_t{64} << 20;
 // connection counts as lost (the client is gone or unreachable).
 constexpr uint64_t kProbeRetryNs = 100 * kMs;
 constexpr int kProbes = 5;
+// Response sizes remembered (response_size()): entries, and for how long.
+constexpr size_t kSizeCacheEntries = 4096;
+constexpr size_t kSizeCacheKeyMax = 1024;  // longer requests are sized every time (<= 4 MiB)
+constexpr uint64_t kSizeCacheNs = 1000 * kMs;
 
 }  // namespace
 
@@ -46,10 +50,10 @@ constexpr int kProbes = 5;
 Status Agent::open_backup(int ifindex) {
   if (!cfg_.cluster.failover) return {};
   ifindex_ = ifindex;
-  auto fd = failover::open_copy_socket(ifindex);
-  if (!fd) return Error{fd.error().err, "failover copy socket: " + fd.error().what};
-  copies_fd_ = std::move(*fd);
-  set(EPOLL_CTL_ADD, copies_fd_.get(), EPOLLIN, &copies_item_);
+  auto ring = failover::CopyRing::open(ifindex);
+  if (!ring) return Error{ring.error().err, "failover copy ring: " + ring.error().what};
+  copies_.emplace(std::move(*ring));
+  set(EPOLL_CTL_ADD, copies_->fd(), EPOLLIN, &copies_item_);
   held_ = std::make_unique<failover::Store>(kHeldBytesMax);
   return {};
 }
@@ -58,15 +62,29 @@ Status Agent::open_backup(int ifindex) {
 // server makes (StaticSession), so that the copies' ACK numbers tell which requests the
 // client has had all of. nullopt: no complete request at the front, or one that closes
 // the connection (nothing after it matters).
-std::optional<std::pair<size_t, uint64_t>> Agent::response_size(std::string_view stream) const {
+//
+// A size is kept for kSizeCacheNs by the request's exact bytes: clients repeat the same
+// requests, and planning one opens and stats the file. The held stream's trim relies on
+// the file not changing while it is served, as the takeover's regeneration does
+// (docs/failover.md, "Limits"); the cache stretches that window to the cache's age.
+std::optional<std::pair<size_t, uint64_t>> Agent::response_size(std::string_view stream) {
   // A relay does not know its upstream's response sizes: nothing is trimmed, and a
   // connection whose held stream outgrows failover::kMaxStream is not recoverable.
   if (relays_) return std::nullopt;
   http::Request req;
   auto r = http::parse_request(stream, req);
   if (r.status != http::ParseStatus::Complete) return std::nullopt;
+  const uint64_t now = monotonic_ns();
+  const std::string key(stream.substr(0, std::min<size_t>(r.consumed, kSizeCacheKeyMax + 1)));
+  if (auto it = sizes_.find(key); it != sizes_.end() && now < it->second.until_ns)
+    return std::make_pair(r.consumed, it->second.bytes);
   auto reply = serve::plan_static_reply(docroot_.get(), req, "tcpha", time(nullptr));
-  return std::make_pair(r.consumed, uint64_t(reply.head.size() + reply.inline_body.size()) + reply.length);
+  const uint64_t bytes = uint64_t(reply.head.size() + reply.inline_body.size()) + reply.length;
+  if (key.size() <= kSizeCacheKeyMax) {
+    if (sizes_.size() >= kSizeCacheEntries) sizes_.clear();  // simpler than LRU, and rare
+    sizes_[key] = KnownSize{bytes, now + kSizeCacheNs};
+  }
+  return std::make_pair(r.consumed, bytes);
 }
 
 void Agent::on_backup(ControlConn& cc, proto::BackupMsg& m) {
@@ -94,7 +112,8 @@ void Agent::on_copies() {
   const uint64_t now = monotonic_ns();
   auto rs = [this](std::string_view s) { return response_size(s); };
   // Bounded per event (the loop has other work); level-triggered, so the rest comes next.
-  failover::drain(copies_fd_.get(), [&](const failover::Segment& seg) {
+  if (!copies_) return;
+  copies_->drain([&](const failover::Segment& seg) {
     auto t = takeovers_.find({seg.client_addr, seg.client_port});
     if (t != takeovers_.end()) {
       t->second.held.add(seg, rs);  // a request that came while the probe is out

@@ -12,10 +12,35 @@
 
 namespace tcpha::failover {
 
-// AF_PACKET socket receiving the FE's copy frames (ethertype kEthPCopy) on `ifindex`:
-// nonblocking, close-on-exec, 4 MiB receive buffer (bursts of copies while the event
-// loop is busy; a lost copy makes that connection unrecoverable).
-Result<UniqueFd> open_copy_socket(int ifindex);
+// The FE's copy frames (ethertype kEthPCopy) on `ifindex`, received into a TPACKET_V3
+// ring shared with the kernel: the kernel fills blocks of frames and hands a block
+// over when it is full or kCopyBlockMs after its first frame, so the agent wakes and
+// reads once per block, not once per copy (a client's every request is copied: at
+// tens of thousands a second, a recvfrom() and a wake-up each were most of what a
+// backup cost). 4 MiB of blocks take bursts while the event loop is busy; a lost copy
+// makes that connection unrecoverable. The price is up to kCopyBlockMs before a copy
+// is seen: a takeover whose probe answer is ahead of a copy waits for the next
+// answer (ENODATA is not final before the last probe, backup.cpp).
+inline constexpr unsigned kCopyBlockMs = 2;
+class CopyRing {
+ public:
+  static Result<CopyRing> open(int ifindex);
+  CopyRing(CopyRing&& o) noexcept;
+  CopyRing& operator=(CopyRing&& o) noexcept;
+  ~CopyRing();
+
+  int fd() const { return fd_.get(); }
+  // Calls `on` for every frame parse_frame() takes in the blocks the kernel has handed
+  // over, at most `max_blocks` of them, and gives the blocks back. The segment's
+  // payload points into the ring: valid during the call only. Returns frames seen.
+  size_t drain(const std::function<void(const Segment&)>& on, size_t max_blocks = 4);
+
+ private:
+  CopyRing() = default;
+  UniqueFd fd_;
+  uint8_t* map_ = nullptr;
+  size_t block_size_ = 0, blocks_ = 0, next_ = 0;
+};
 
 // AF_PACKET ETH_P_ALL socket on `ifindex` with a classic BPF filter passing only
 // IPv4 TCP frames to `vip_be` (network order): the clients' answers to probes. A tap
