@@ -155,6 +155,8 @@ void Agent::on_entry_repoint(ControlConn& cc, const proto::RepointMsg& m) {
   auto it = entry_flows_.find(m.id);
   if (!entered_here(m.id) || !to) {
     inc(Counter::entry_refused);
+    spdlog::warn("REPOINT of {} from {} refused: {}", m.id, cc.link.peer_id(),
+                 to ? "it did not enter here" : "unknown target");
     reply(EINVAL);
     return;
   }
@@ -178,6 +180,8 @@ void Agent::on_entry_repoint(ControlConn& cc, const proto::RepointMsg& m) {
       return;
     }
     inc(Counter::entry_refused);
+    spdlog::warn("REPOINT of {} from {} refused: no flow, and too many early ones", m.id,
+                 cc.link.peer_id());
     reply(ENOENT);
     return;
   }
@@ -202,6 +206,8 @@ uint32_t Agent::apply_repoint(uint64_t id, EntryFlow& f, uint32_t target, uint32
     // To us it comes by import (which removed the flow already); to a node we have no
     // link to, we could not address it.
     inc(Counter::entry_refused);
+    spdlog::warn("REPOINT of {} (move {}) to node {} refused: {}", id, seq, target,
+                 int32_t(target) == self_index_ ? "ourselves" : "no live link to it");
     return EHOSTUNREACH;
   }
   if (auto s = dp_->point(f.key, target, peers_[target]->mac, own_mac_); !s) {
@@ -230,6 +236,12 @@ void Agent::on_entry_closed(ControlConn& cc, const proto::ClosedMsg& m) {
   if (it == entry_flows_.end() || it->second.owner != uint32_t(cc.peer_backend) ||
       (m.seq != 0 && m.seq != it->second.seq)) {
     inc(Counter::entry_refused);
+    if (it == entry_flows_.end())
+      spdlog::warn("CLOSED of {} (move {}) from {} refused: {}", m.id, m.seq, cc.link.peer_id(),
+                   entered_here(m.id) ? "no flow, and too many early ones" : "it did not enter here");
+    else
+      spdlog::warn("CLOSED of {} (move {}) from {} refused: its flow is move {} owned by node {}",
+                   m.id, m.seq, cc.link.peer_id(), it->second.seq, it->second.owner);
     return;
   }
   const uint64_t now = monotonic_ns();
