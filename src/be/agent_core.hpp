@@ -425,7 +425,11 @@ class Agent {
     uint64_t bytes;
     uint64_t until_ns;
   };
-  std::unordered_map<std::string, KnownSize> sizes_;
+  struct SizeKeyHash {
+    using is_transparent = void;  // looked up by string_view: no copy of the request
+    size_t operator()(std::string_view k) const { return std::hash<std::string_view>()(k); }
+  };
+  std::unordered_map<std::string, KnownSize, SizeKeyHash, std::equal_to<>> sizes_;
   int ifindex_ = 0;
   std::optional<failover::CopyRing> copies_;
   UniqueFd answers_fd_, probe_fd_;

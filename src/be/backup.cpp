@@ -75,14 +75,14 @@ std::optional<std::pair<size_t, uint64_t>> Agent::response_size(std::string_view
   auto r = http::parse_request(stream, req);
   if (r.status != http::ParseStatus::Complete) return std::nullopt;
   const uint64_t now = monotonic_ns();
-  const std::string key(stream.substr(0, std::min<size_t>(r.consumed, kSizeCacheKeyMax + 1)));
+  const std::string_view key = stream.substr(0, r.consumed);
   if (auto it = sizes_.find(key); it != sizes_.end() && now < it->second.until_ns)
     return std::make_pair(r.consumed, it->second.bytes);
   auto reply = serve::plan_static_reply(docroot_.get(), req, "tcpha", time(nullptr));
   const uint64_t bytes = uint64_t(reply.head.size() + reply.inline_body.size()) + reply.length;
   if (key.size() <= kSizeCacheKeyMax) {
     if (sizes_.size() >= kSizeCacheEntries) sizes_.clear();  // simpler than LRU, and rare
-    sizes_[key] = KnownSize{bytes, now + kSizeCacheNs};
+    sizes_.insert_or_assign(std::string(key), KnownSize{bytes, now + kSizeCacheNs});
   }
   return std::make_pair(r.consumed, bytes);
 }
