@@ -36,6 +36,9 @@ constexpr size_t kHeldBytesMax = size_t{64} << 20;
 // connection counts as lost (the client is gone or unreachable).
 constexpr uint64_t kProbeRetryNs = 100 * kMs;
 constexpr int kProbes = 5;
+// After an answer that is ahead of the copies: the ring's open block is handed over
+// within failover::kCopyBlockMs; probe again a little after that.
+constexpr uint64_t kCopyWaitNs = (failover::kCopyBlockMs + 5) * kMs;
 // Response sizes remembered (response_size()): entries, and for how long.
 constexpr size_t kSizeCacheEntries = 4096;
 constexpr size_t kSizeCacheKeyMax = 1024;  // longer requests are sized every time (<= 4 MiB)
@@ -183,10 +186,15 @@ void Agent::on_answers() {
     }
     auto plan = failover::plan_takeover(it->second.held, seg, monotonic_ns());
     // A keepalive looks like an answer (EPROTO), and an answer can overtake data the
-    // client retransmits (ENODATA): the next probe's answer decides, until the last.
+    // client retransmits, or a copy still in the ring's open block (ENODATA): the next
+    // probe's answer decides, until the last. After ENODATA that probe goes out once
+    // the block must have been handed over, not a whole retry interval later.
     if (!plan && (plan.error().err == EPROTO || plan.error().err == ENODATA) &&
-        it->second.probes < kProbes && !it->second.held.overflowed())
+        it->second.probes < kProbes && !it->second.held.overflowed()) {
+      if (plan.error().err == ENODATA)
+        it->second.probed_at = monotonic_ns() - kProbeRetryNs + kCopyWaitNs;
       return;
+    }
     Takeover t = std::move(it->second);
     takeovers_.erase(it);
     take_over(t.held, std::move(plan));

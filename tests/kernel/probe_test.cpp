@@ -621,7 +621,7 @@ TEST(ProbeSockets, CopyAndAnswerSocketsTakeTheirFramesOnly) {
   send_frame(0x0800, elsewhere);
   send_frame(0x0800, udp);
   send_frame(kEthPCopy, elsewhere);
-  usleep(50000);
+  usleep((kCopyBlockMs + 30) * 1000);  // the ring hands over its open block meanwhile
 
   std::vector<Segment> got_copies, got_answers;
   // Copied out: a segment's payload points into the ring's block, which drain() gives
@@ -652,7 +652,7 @@ TEST(ProbeSockets, CopyAndAnswerSocketsTakeTheirFramesOnly) {
       st.snd_seq = 9001 + uint32_t(round * 6000 + i);
       send_frame(kEthPCopy, build_probe(Held(1, "p", st, "req")));
     }
-    usleep(20000);  // more than kCopyBlockMs: the last block is handed over
+    usleep((kCopyBlockMs + 30) * 1000);  // the last block is handed over meanwhile
     while (copies->drain([&](const Segment& s) {
       in_order &= s.seq == next_seq;
       next_seq = s.seq + 1;
