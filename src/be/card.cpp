@@ -218,6 +218,14 @@ uint32_t Agent::apply_repoint(uint64_t id, EntryFlow& f, uint32_t target, uint32
   f.seq = seq;
   f.closed_at = 0;
   inc(Counter::entry_repoints);
+  // The new owner's CLOSED of this move may have come first (on_entry_closed()).
+  if (auto e = early_entry_.find(id); e != early_entry_.end() &&
+                                      e->second.closed_from == int32_t(target) &&
+                                      e->second.closed_seq == seq) {
+    early_entry_.erase(e);
+    f.closed_at = monotonic_ns();
+    (void)dp_->mark_closing(f.key, f.closed_at);
+  }
   return 0;
 }
 
@@ -227,6 +235,16 @@ void Agent::on_entry_closed(ControlConn& cc, const proto::ClosedMsg& m) {
   if (it == entry_flows_.end() && entered_here(m.id) &&
       (early_entry_.size() < kMaxEarly || early_entry_.count(m.id))) {
     // Before the READY of our move to its sender, probably: applied at the COMMIT.
+    EarlyEntry& e = early_entry_[m.id];
+    if (!e.at) e.at = monotonic_ns();
+    e.closed_from = cc.peer_backend;
+    e.closed_seq = m.seq;
+    return;
+  }
+  if (it != entry_flows_.end() && m.seq > it->second.seq &&
+      (early_entry_.size() < kMaxEarly || early_entry_.count(m.id))) {
+    // A later move's owner closed it before that move's REPOINT (from the mover, on
+    // another link) reached us: applied with that REPOINT (apply_repoint()).
     EarlyEntry& e = early_entry_[m.id];
     if (!e.at) e.at = monotonic_ns();
     e.closed_from = cc.peer_backend;
