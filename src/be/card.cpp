@@ -232,19 +232,12 @@ uint32_t Agent::apply_repoint(uint64_t id, EntryFlow& f, uint32_t target, uint32
 // CLOSED from the owner of a connection that entered here.
 void Agent::on_entry_closed(ControlConn& cc, const proto::ClosedMsg& m) {
   auto it = entry_flows_.find(m.id);
-  if (it == entry_flows_.end() && entered_here(m.id) &&
-      (early_entry_.size() < kMaxEarly || early_entry_.count(m.id))) {
-    // Before the READY of our move to its sender, probably: applied at the COMMIT.
-    EarlyEntry& e = early_entry_[m.id];
-    if (!e.at) e.at = monotonic_ns();
-    e.closed_from = cc.peer_backend;
-    e.closed_seq = m.seq;
-    return;
-  }
-  if (it != entry_flows_.end() && m.seq > it->second.seq &&
-      (early_entry_.size() < kMaxEarly || early_entry_.count(m.id))) {
-    // A later move's owner closed it before that move's REPOINT (from the mover, on
-    // another link) reached us: applied with that REPOINT (apply_repoint()).
+  // Early: no flow yet (before the READY of our move to its sender, probably: applied
+  // at the COMMIT), or the flow is at an earlier move (a later move's owner closed it
+  // before that move's REPOINT, from the mover on another link, reached us: applied
+  // with that REPOINT, apply_repoint()).
+  const bool early = it == entry_flows_.end() ? entered_here(m.id) : m.seq > it->second.seq;
+  if (early && (early_entry_.size() < kMaxEarly || early_entry_.count(m.id))) {
     EarlyEntry& e = early_entry_[m.id];
     if (!e.at) e.at = monotonic_ns();
     e.closed_from = cc.peer_backend;
