@@ -13,6 +13,7 @@
 #include "common/fd.hpp"
 #include "http/request.hpp"
 #include "serve/file_cache.hpp"
+#include "serve/file_map.hpp"
 
 namespace tcpha::serve {
 
@@ -98,6 +99,7 @@ class StaticSession {
   Router router_;
   Answered answered_;
   std::shared_ptr<const std::string> cached_;  // body from the cache, when it had it
+  FileMap mapped_;  // else the file mapped, when mmap() allowed it (else sendfile())
   std::string in_;
   std::string out_;         // response head (+ small inline body) still to send
   UniqueFd file_;

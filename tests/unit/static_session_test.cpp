@@ -229,3 +229,22 @@ TEST_F(StaticSessionTest, SkippedRequestsAreNotRouted) {
   EXPECT_EQ(asked, 0);
   EXPECT_NE(got.find(std::string(1000, 'a')), std::string::npos);
 }
+
+// A body is sent from the file mapped. A file cut short under a response must end the
+// connection as failed (the promised length cannot be kept), not raise SIGBUS.
+TEST_F(StaticSessionTest, FileTruncatedUnderAResponseFailsTheConnection) {
+  serve::StaticSession s(docroot_, "t");
+  client_send("GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto w = s.on_readable(sv_[0]);
+  ASSERT_EQ(w, serve::StaticSession::Want::Write) << "the socket took the whole body at once";
+  ASSERT_EQ(truncate((dir_ / "big.bin").c_str(), 1000), 0);
+  std::string got;
+  for (int i = 0; i < 10000 && w == serve::StaticSession::Want::Write; ++i) {
+    drain(got);
+    w = s.on_writable(sv_[0]);
+  }
+  drain(got);
+  EXPECT_EQ(w, serve::StaticSession::Want::Close);
+  EXPECT_TRUE(s.failed());
+  EXPECT_LT(got.size(), 300000u);
+}
