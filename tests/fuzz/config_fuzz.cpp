@@ -11,7 +11,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string path = [] {
-    char tmpl[] = "/tmp/tcpha-config-fuzz-XXXXXX";
+    // In the working directory: scripts/fuzz.sh runs us in a directory it removes.
+    char tmpl[] = "tcpha-config-fuzz-XXXXXX";
     int fd = mkstemp(tmpl);
     close(fd);
     return std::string(tmpl);
