@@ -320,16 +320,18 @@ bool Store::add(Held h, const ResponseSize& rs) {
   forget(h.id());
   const Tuple t = tuple_of(h.snapshot());
   // Copies that came before the BACKUP message, in arrival order.
-  for (auto it = parked_.begin(); it != parked_.end();) {
-    if (!(it->tuple == t)) {
-      ++it;
-      continue;
+  if (auto at = parked_at_.find(t); at != parked_at_.end()) {
+    for (uint64_t pos : at->second) {
+      Parked& p = parked_[size_t(pos - parked_first_)];
+      Segment seg = p.seg;
+      seg.payload = p.data;
+      h.add(seg, rs);
+      parked_bytes_ -= p.data.size() + sizeof(Parked);
+      p.taken = true;
+      std::string().swap(p.data);
+      --parked_live_;
     }
-    Segment seg = it->seg;
-    seg.payload = it->data;
-    h.add(seg, rs);
-    parked_bytes_ -= it->data.size() + sizeof(Parked);
-    it = parked_.erase(it);
+    parked_at_.erase(at);
   }
   const size_t m = h.memory();
   if (held_bytes_ + m > max_bytes_) {
@@ -354,10 +356,22 @@ void Store::forget(uint64_t id) {
   held_.erase(it);
 }
 
-void Store::drop_parked_front() {
-  parked_bytes_ -= parked_.front().data.size() + sizeof(Parked);
+// Pops the oldest parked entry: one taken already goes quietly, one still waiting is
+// dropped (counted) and leaves its 4-tuple's list, where it is the first.
+void Store::pop_parked_front() {
+  Parked& p = parked_.front();
+  if (!p.taken) {
+    parked_bytes_ -= p.data.size() + sizeof(Parked);
+    --parked_live_;
+    ++counters_.parked_dropped;
+    auto at = parked_at_.find(p.tuple);
+    if (at != parked_at_.end()) {
+      at->second.erase(at->second.begin());
+      if (at->second.empty()) parked_at_.erase(at);
+    }
+  }
   parked_.pop_front();
-  ++counters_.parked_dropped;
+  ++parked_first_;
 }
 
 void Store::on_copy(const Segment& s, const ResponseSize& rs, uint64_t now_ns) {
@@ -378,8 +392,15 @@ void Store::on_copy(const Segment& s, const ResponseSize& rs, uint64_t now_ns) {
   Parked p{now_ns, t, s, std::string(s.payload)};
   p.seg.payload = {};
   parked_bytes_ += p.data.size() + sizeof(Parked);
+  parked_at_[t].push_back(parked_first_ + parked_.size());
   parked_.push_back(std::move(p));
-  while (parked_.size() > kMaxParked || parked_bytes_ > kMaxParkedBytes) drop_parked_front();
+  ++parked_live_;
+  while (parked_live_ > kMaxParked || parked_bytes_ > kMaxParkedBytes) pop_parked_front();
+  // Taken entries wait for the front; should a copy that is never claimed hold the
+  // front while many come and go behind it, the oldest go early rather than the
+  // deque growing without bound.
+  while (!parked_.empty() && (parked_.front().taken || parked_.size() > 2 * kMaxParked))
+    pop_parked_front();
 }
 
 std::vector<Held> Store::take(const std::string& primary) {
@@ -399,7 +420,8 @@ std::vector<Held> Store::take(const std::string& primary) {
 }
 
 void Store::expire(uint64_t now_ns) {
-  while (!parked_.empty() && now_ns - parked_.front().at_ns > kParkNs) drop_parked_front();
+  while (!parked_.empty() && (parked_.front().taken || now_ns - parked_.front().at_ns > kParkNs))
+    pop_parked_front();
   for (auto it = held_.begin(); it != held_.end();) {
     if (!it->second.reset()) {
       ++it;

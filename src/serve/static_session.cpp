@@ -110,7 +110,10 @@ StaticSession::Plan StaticSession::plan_next() {
       // The file changed since the reply was planned: stream it (and fail cleanly).
       if (cached_ && cached_->size() < uint64_t(file_off_) + file_left_) cached_.reset();
     }
-    if (!cached_ && file_left_ > 0) mapped_ = FileMap(file_.get(), uint64_t(file_off_) + file_left_);
+    // Only a body sendfile() would move in pieces is mapped (write_pending says why);
+    // a smaller one goes in one piece, and a mapping would cost more than it saves.
+    if (!cached_ && file_left_ > kMapAbove)
+      mapped_ = FileMap(file_.get(), uint64_t(file_off_) + file_left_);
     close_after_ = reply.close || has_body;
     ++requests_;
   }

@@ -92,6 +92,7 @@ class StaticSession {
   void apply_skip();
 
   static constexpr size_t kMaxBuffered = 65536;  // pipelined bytes kept per connection
+  static constexpr uint64_t kMapAbove = 65536;     // sendfile()'s pipe: bigger bodies are mapped
 
   int docroot_fd_;
   std::string server_name_;

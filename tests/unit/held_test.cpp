@@ -711,6 +711,31 @@ TEST(Store, CopiesBeforeTheBackupAreParkedAndMerged) {
   EXPECT_EQ(store.size(), 1u);
 }
 
+// Copies of many 4-tuples wait interleaved; a BACKUP takes only its own, in order, and
+// what it took leaves no trace in the counts (the rest still expire as dropped).
+TEST(Store, ABackupTakesOnlyItsParkedCopiesInOrder) {
+  Store store(1 << 20);
+  for (uint16_t port = 10; port < 1000; ++port) store.on_copy(copy_for(port, kRcv, "z"), kSizes.fn(), 1);
+  store.on_copy(copy_for(1, kRcv + 10, "GET /bb\r\n\r\n"), kSizes.fn(), 1);
+  store.on_copy(copy_for(5, kRcv, "y"), kSizes.fn(), 1);
+  store.on_copy(copy_for(1, kRcv + 21, "GET /c\r\n\r\n"), kSizes.fn(), 1);
+  EXPECT_EQ(store.parked(), 993u);
+  ASSERT_TRUE(store.add(Held(1, "be1", snapshot_for(1), kA), kSizes.fn()));
+  EXPECT_EQ(store.find(1)->stream(), kA + kBb + "GET /c\r\n\r\n");
+  EXPECT_EQ(store.parked(), 991u);
+  ASSERT_TRUE(store.add(Held(2, "be1", snapshot_for(5), kA), kSizes.fn()));
+  EXPECT_EQ(store.parked(), 990u);
+  store.expire(2 + Store::kParkNs);
+  EXPECT_EQ(store.parked(), 0u);
+  EXPECT_EQ(store.counters().parked_dropped, 990u);
+  EXPECT_EQ(store.memory(), store.find(1)->memory() + store.find(2)->memory());
+  // Parked again after the front moved on: positions still find their copies.
+  store.on_copy(copy_for(7, kRcv + 10, "GET /bb\r\n\r\n"), kSizes.fn(), 3 * Store::kParkNs);
+  ASSERT_TRUE(store.add(Held(3, "be1", snapshot_for(7), kA), kSizes.fn()));
+  EXPECT_EQ(store.find(3)->stream(), kA + kBb);
+  EXPECT_EQ(store.parked(), 0u);
+}
+
 TEST(Store, ParkedCopiesExpire) {
   Store store(1 << 20);
   store.on_copy(copy_for(1, kRcv + 10, "x"), kSizes.fn(), 1'000'000'000);
