@@ -478,7 +478,7 @@ def render(results, runs, plots):
         "## What runs",
         "",
         "- **tcpha**: `tcpha fe` (one worker per vCPU) on the FE, `tcpha be` with the built-in static "
-        "server (sendfile, no cache) on each BE; a fresh FE and fresh BE agents for every run, so "
+        "server (no cache: bodies over 64 KiB sent from the file mapped, smaller ones with sendfile) on each BE; a fresh FE and fresh BE agents for every run, so "
         "their latency histograms cover that run (warm-up included).",
         "- **tcpha-relay**: the same, with each BE agent relaying to the BE's nginx over loopback "
         "TCP (`upstream = \"127.0.0.1:8081\"`, PROXY protocol v2).",

@@ -2,7 +2,7 @@
 // Decision logic of the back-end's built-in static server. plan_static_reply() does the
 // file-system work (open, fstat) and builds the response head; the event loop then
 // writes `head` and either `inline_body` or `length` bytes of `file` from `offset`
-// with sendfile().
+// (StaticSession: from the file mapped, or with sendfile() when it is small).
 //
 // Choices worth knowing:
 //  - only GET and HEAD (405 with "Allow: GET, HEAD" otherwise);

@@ -1,6 +1,7 @@
 #pragma once
 // One client connection served by the built-in static server: buffers requests,
-// answers them in order with a response head and a sendfile()d body, keeps the
+// answers them in order with a response head and the file's body (sent from the file
+// mapped, or by sendfile() when it fits one pipe: write_pending says why), keeps the
 // connection alive when the client asks. Used by the BE for handed-off connections
 // and by the FE when it serves a request itself (local node). Socket-level only: the
 // caller owns the fd and the epoll registration.
