@@ -50,43 +50,17 @@ Result<CopyRing> CopyRing::open(int ifindex) {
   req.tp_retire_blk_tov = kCopyBlockMs;
   if (setsockopt(r.fd_.get(), SOL_PACKET, PACKET_RX_RING, &req, sizeof req) != 0)
     return sys_error("setsockopt(PACKET_RX_RING) for copies");
-  void* map = mmap(nullptr, kCopyBlockSize * kCopyBlocks, PROT_READ | PROT_WRITE, MAP_SHARED,
-                   r.fd_.get(), 0);
-  if (map == MAP_FAILED) return sys_error("mmap(copy ring)");
-  r.map_ = static_cast<uint8_t*>(map);
+  r.map_ = Mapping(kCopyBlockSize * kCopyBlocks, PROT_READ | PROT_WRITE, MAP_SHARED, r.fd_.get());
+  if (!r.map_.valid()) return sys_error("mmap(copy ring)");
   r.block_size_ = kCopyBlockSize;
-  r.blocks_ = kCopyBlocks;
   if (auto s = bind_to(r.fd_.get(), ifindex, kEthPCopy); !s) return s.error();
   return r;
 }
 
-CopyRing::CopyRing(CopyRing&& o) noexcept
-    : fd_(std::move(o.fd_)),
-      map_(std::exchange(o.map_, nullptr)),
-      block_size_(o.block_size_),
-      blocks_(o.blocks_),
-      next_(o.next_) {}
-
-CopyRing& CopyRing::operator=(CopyRing&& o) noexcept {
-  if (this != &o) {
-    if (map_) munmap(map_, block_size_ * blocks_);
-    fd_ = std::move(o.fd_);
-    map_ = std::exchange(o.map_, nullptr);
-    block_size_ = o.block_size_;
-    blocks_ = o.blocks_;
-    next_ = o.next_;
-  }
-  return *this;
-}
-
-CopyRing::~CopyRing() {
-  if (map_) munmap(map_, block_size_ * blocks_);
-}
-
 size_t CopyRing::drain(const std::function<void(const Segment&)>& on, size_t max_blocks) {
   size_t frames = 0;
-  for (size_t b = 0; b < max_blocks && map_; ++b) {
-    auto* block = reinterpret_cast<tpacket_block_desc*>(map_ + next_ * block_size_);
+  for (size_t b = 0; b < max_blocks && map_.valid(); ++b) {
+    auto* block = reinterpret_cast<tpacket_block_desc*>(map_.data() + next_ * block_size_);
     // The kernel hands a block over by setting TP_STATUS_USER last: read it first.
     if (!(__atomic_load_n(&block->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
       break;
@@ -108,7 +82,7 @@ size_t CopyRing::drain(const std::function<void(const Segment&)>& on, size_t max
       off += h->tp_next_offset;
     }
     __atomic_store_n(&block->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-    next_ = (next_ + 1) % blocks_;
+    next_ = (next_ + 1) % kCopyBlocks;
   }
   return frames;
 }

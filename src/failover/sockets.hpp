@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/fd.hpp"
+#include "common/mapping.hpp"
 #include "common/result.hpp"
 #include "failover/held.hpp"
 
@@ -28,9 +29,6 @@ inline constexpr unsigned kCopyBlockMs = 20;
 class CopyRing {
  public:
   static Result<CopyRing> open(int ifindex);
-  CopyRing(CopyRing&& o) noexcept;
-  CopyRing& operator=(CopyRing&& o) noexcept;
-  ~CopyRing();
 
   int fd() const { return fd_.get(); }
   // Calls `on` for every frame parse_frame() takes in the blocks the kernel has handed
@@ -41,8 +39,8 @@ class CopyRing {
  private:
   CopyRing() = default;
   UniqueFd fd_;
-  uint8_t* map_ = nullptr;
-  size_t block_size_ = 0, blocks_ = 0, next_ = 0;
+  Mapping map_;  // kCopyBlocks blocks of block_size_ bytes
+  size_t block_size_ = 0, next_ = 0;
 };
 
 // AF_PACKET ETH_P_ALL socket on `ifindex` with a classic BPF filter passing only

@@ -112,8 +112,9 @@ StaticSession::Plan StaticSession::plan_next() {
     }
     // Only a body sendfile() would move in pieces is mapped (write_pending says why);
     // a smaller one goes in one piece, and a mapping would cost more than it saves.
+    // A mapping that cannot be made leaves the body to sendfile().
     if (!cached_ && file_left_ > kMapAbove)
-      mapped_ = FileMap(file_.get(), uint64_t(file_off_) + file_left_);
+      mapped_ = Mapping(size_t(uint64_t(file_off_) + file_left_), PROT_READ, MAP_SHARED, file_.get());
     close_after_ = reply.close || has_body;
     ++requests_;
   }
@@ -151,7 +152,7 @@ StaticSession::Io StaticSession::write_pending(int fd) {
   // into trains of one full and one single-MSS packet (a third of all packets of a
   // 1 MB response over IPv6 on the bench): copying from the page cache costs less than
   // those packets do. docs/ipv6.md has the figures.
-  const char* mem = cached_ ? cached_->data() : mapped_.data();
+  const char* mem = cached_ ? cached_->data() : reinterpret_cast<const char*>(mapped_.data());
   const uint64_t mem_size = cached_ ? cached_->size() : mapped_.size();
   while (mem && file_left_ > 0) {
     size_t len = size_t(std::min<uint64_t>(file_left_, mem_size - uint64_t(file_off_)));
@@ -172,7 +173,7 @@ StaticSession::Io StaticSession::write_pending(int fd) {
   }
   file_.reset();
   cached_.reset();
-  mapped_ = FileMap();
+  mapped_.reset();
   return Io::Done;
 }
 

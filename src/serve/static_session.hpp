@@ -12,9 +12,9 @@
 #include <string>
 
 #include "common/fd.hpp"
+#include "common/mapping.hpp"
 #include "http/request.hpp"
 #include "serve/file_cache.hpp"
-#include "serve/file_map.hpp"
 
 namespace tcpha::serve {
 
@@ -101,7 +101,7 @@ class StaticSession {
   Router router_;
   Answered answered_;
   std::shared_ptr<const std::string> cached_;  // body from the cache, when it had it
-  FileMap mapped_;  // else the file mapped, when mmap() allowed it (else sendfile())
+  Mapping mapped_;  // else the file mapped, when mmap() allowed it (else sendfile())
   std::string in_;
   std::string out_;         // response head (+ small inline body) still to send
   UniqueFd file_;
