@@ -52,7 +52,6 @@ Result<CopyRing> CopyRing::open(int ifindex) {
     return sys_error("setsockopt(PACKET_RX_RING) for copies");
   r.map_ = Mapping(kCopyBlockSize * kCopyBlocks, PROT_READ | PROT_WRITE, MAP_SHARED, r.fd_.get());
   if (!r.map_.valid()) return sys_error("mmap(copy ring)");
-  r.block_size_ = kCopyBlockSize;
   if (auto s = bind_to(r.fd_.get(), ifindex, kEthPCopy); !s) return s.error();
   return r;
 }
@@ -60,18 +59,18 @@ Result<CopyRing> CopyRing::open(int ifindex) {
 size_t CopyRing::drain(const std::function<void(const Segment&)>& on, size_t max_blocks) {
   size_t frames = 0;
   for (size_t b = 0; b < max_blocks && map_.valid(); ++b) {
-    auto* block = reinterpret_cast<tpacket_block_desc*>(map_.data() + next_ * block_size_);
+    auto* block = reinterpret_cast<tpacket_block_desc*>(map_.data() + next_ * kCopyBlockSize);
     // The kernel hands a block over by setting TP_STATUS_USER last: read it first.
     if (!(__atomic_load_n(&block->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
       break;
     const uint32_t n = block->hdr.bh1.num_pkts;
     size_t off = block->hdr.bh1.offset_to_first_pkt;
-    for (uint32_t i = 0; i < n && off + sizeof(tpacket3_hdr) <= block_size_; ++i) {
+    for (uint32_t i = 0; i < n && off + sizeof(tpacket3_hdr) <= kCopyBlockSize; ++i) {
       auto* h = reinterpret_cast<tpacket3_hdr*>(reinterpret_cast<uint8_t*>(block) + off);
       const auto* ll = reinterpret_cast<const sockaddr_ll*>(reinterpret_cast<const uint8_t*>(h) +
                                                             TPACKET_ALIGN(sizeof(tpacket3_hdr)));
       ++frames;
-      if (h->tp_mac + size_t{h->tp_snaplen} <= block_size_ - off &&
+      if (h->tp_mac + size_t{h->tp_snaplen} <= kCopyBlockSize - off &&
           ll->sll_pkttype != PACKET_OUTGOING) {
         // A frame the ring cut short (tp_snaplen < tp_len) has an IP length beyond
         // what is here: parse_frame() rejects it.

@@ -39,8 +39,8 @@ class CopyRing {
  private:
   CopyRing() = default;
   UniqueFd fd_;
-  Mapping map_;  // kCopyBlocks blocks of block_size_ bytes
-  size_t block_size_ = 0, next_ = 0;
+  Mapping map_;      // the ring's blocks (their count and size: sockets.cpp)
+  size_t next_ = 0;  // the block the kernel hands over next
 };
 
 // AF_PACKET ETH_P_ALL socket on `ifindex` with a classic BPF filter passing only
