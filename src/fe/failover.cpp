@@ -23,6 +23,9 @@ constexpr uint64_t kMs = 1'000'000;
 // How long the connections of a failed-over BE wait for their backup's TAKEN before
 // they count as lost: a takeover probes each client (a round trip, a retry or two).
 constexpr uint64_t kTakeoverWaitNs = 3000 * kMs;
+// How long after its COMMIT a connection's BACKUP is sent (at the next tick after it:
+// 10-30 ms with the worker's 20 ms tick).
+constexpr uint64_t kBackupDelayNs = 10 * kMs;
 
 bool same_groups(std::vector<std::string> a, std::vector<std::string> b) {
   std::sort(a.begin(), a.end());
@@ -61,14 +64,68 @@ BackendState* Worker::backup_for(const BackendState& primary) const {
   return nullptr;
 }
 
-// At COMMIT: the backup gets what the primary got (the exported state and the request
-// bytes); the client's later data reaches it as copies from the datapath.
-void Worker::back_up(const ClientConn& c) {
-  auto it = controls_.find(c.backup);
-  if (it == controls_.end() ||
-      !it->second->link.send(proto::BackupMsg{c.id, c.be->id, c.move.exported(), c.buf}))
-    return;  // the backup's link is going down: the connection simply has no backup
-  sh_.counters.inc(Counter::backups);
+// At COMMIT (or a move): the backup is to get what the primary got (the exported state
+// and the request bytes); the client's later data reaches it as copies from the
+// datapath from now on, and it parks those until the BACKUP comes. The BACKUP waits
+// kBackupDelayNs: most short connections end before that and cost their backup only
+// the parked copy of their last FIN (failover/held.hpp). A primary that dies
+// meanwhile is covered: the BACKUP goes at once with a TAKEOVER behind it
+// (flush_backups()).
+void Worker::back_up_later(uint64_t id, BackendState& backup, BackendState& primary,
+                           proto::BackupMsg msg, uint64_t now) {
+  const uint32_t epoch = primary.failover_count.load(std::memory_order_relaxed);
+  if (!due_backups_.insert_or_assign(id, DueBackup{&backup, &primary, epoch, now, std::move(msg)})
+           .second)
+    return;  // queued again (moved within the delay): keeps its place in the order
+  due_order_.push_back(id);
+}
+
+bool Worker::cancel_backup(uint64_t id) { return due_backups_.erase(id) != 0; }
+
+void Worker::flush_backups(uint64_t now, bool all, const BackendState* failing) {
+  auto send = [&](DueBackup& d) {
+    auto it = controls_.find(d.to);
+    // The backup's link is down: the connection simply has no backup.
+    if (it == controls_.end() || !it->second->link.send(d.msg)) return false;
+    sh_.counters.inc(Counter::backups);
+    return true;
+  };
+  // Whose primary failed over since it was queued: now, and the backup told to take
+  // it over (its TAKEOVER for that primary came before this BACKUP, or from another
+  // worker's link, which is not ordered with ours).
+  std::vector<std::pair<BackendState*, BackendState*>> takeovers;  // (backup, primary)
+  size_t late = 0;
+  for (auto it = due_backups_.begin(); it != due_backups_.end();) {
+    DueBackup& d = it->second;
+    if (d.primary->failover_count.load(std::memory_order_relaxed) == d.epoch) {
+      ++it;
+      continue;
+    }
+    if (send(d)) {
+      ++late;
+      if (d.primary != failing &&
+          std::find(takeovers.begin(), takeovers.end(), std::pair{d.to, d.primary}) ==
+              takeovers.end())
+        takeovers.emplace_back(d.to, d.primary);
+    }
+    it = due_backups_.erase(it);
+  }
+  for (auto [to, primary] : takeovers)
+    if (auto it = controls_.find(to); it != controls_.end())
+      it->second->link.send(proto::TakeoverMsg{primary->id});
+  if (late)
+    spdlog::warn("[w{}] {} BACKUP(s) of connections whose back-end failed over before they were "
+                 "due: sent now, {}",
+                 index_, late, failing ? "ahead of the TAKEOVERs" : "each with a TAKEOVER behind");
+  while (!due_order_.empty()) {
+    auto it = due_backups_.find(due_order_.front());
+    if (it != due_backups_.end()) {
+      if (!all && now - it->second.at < kBackupDelayNs) break;
+      send(it->second);
+      due_backups_.erase(it);
+    }
+    due_order_.pop_front();
+  }
 }
 
 // FORGETs are batched per backup and sent once per tick: a closed connection's backup
@@ -122,6 +179,8 @@ void Worker::maybe_fail_over(ControlConn& cc, uint64_t now) {
                           .count();
     last.silent_ms = silent;
   }
+  // Its connections' BACKUPs still due go first, ahead of the TAKEOVERs on each link.
+  flush_backups(now, false, &b);
   size_t asked = 0;
   for (auto& [other, link] : controls_) {
     if (other == &b || !link->up) continue;

@@ -57,7 +57,8 @@ namespace tcpha::fe {
   X(repoint_refused, "REPOINTs refused: unknown connection or unknown target")         \
   X(repoint_stale, "REPOINTs older than one already applied (out of order; harmless)") \
   X(flow_restored, "handoff flow entries found gone at COMMIT and put back (GC race)") \
-  X(backups, "connections backed up on another back-end at COMMIT (failover ring)")  \
+  X(backups, "connections backed up on another back-end after COMMIT (failover ring)")  \
+  X(backups_unsent, "connections that ended before their BACKUP was due: none sent")   \
   X(ipv6_no_backup, "IPv6 connections handed off without a backup (failover covers IPv4 only)") \
   X(failovers, "back-ends failed over: their flows sent to their backups")           \
   X(taken_over, "connections of a dead back-end that its backup took over")          \

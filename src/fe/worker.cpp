@@ -222,7 +222,13 @@ void Worker::run() {
           uint64_t v;
           if (read(wake_.get(), &v, sizeof v) < 0 && errno != EAGAIN)
             spdlog::warn("wake read: {}", strerror(errno));
-          if (stopping_) return;
+          if (stopping_) {
+            // What the backups were still due goes with this round's batch: the
+            // connections outlive this process (a successor adopts them).
+            flush_backups(monotonic_ns(), true);
+            flush_forgets();
+            return;
+          }
           if (stop_accepting_ && !listeners_.empty()) {
             if (accepting_)
               for (auto& l : listeners_) l.detach();
@@ -464,7 +470,7 @@ void Worker::start_handoff(ClientConn& c, BackendState& be) {
   Port port(*this, be, c.rule, &c.gc_epoch);
   port.origin_ns = c.request_done;
   // Failover: the backup is chosen now, so that the flow copies the client's packets to
-  // it from the start; it gets the connection's state at COMMIT (back_up()).
+  // it from the start; it gets the connection's state after COMMIT (back_up_later()).
   // Backups hold IPv4 connections only (failover/held.hpp): an IPv6 one has none.
   c.backup = snap_->cfg->cluster.failover && !c.peer.is_v6() ? backup_for(be) : nullptr;
   if (snap_->cfg->cluster.failover && c.peer.is_v6()) sh_.counters.inc(Counter::ipv6_no_backup);
@@ -534,7 +540,9 @@ void Worker::on_ready(ControlConn& cc, uint64_t id, uint32_t status) {
   b.handoffs.fetch_add(1, std::memory_order_relaxed);
   b.active.fetch_add(1, std::memory_order_relaxed);
   committed_[id] = Committed{c.key, &b, 0, c.backup};
-  if (c.backup) back_up(c);
+  if (c.backup)
+    back_up_later(id, *c.backup, b, proto::BackupMsg{id, b.id, c.move.exported(), std::move(c.buf)},
+                  ready_at);
   c.quota = false;  // the committed entry holds it now, until CLOSED
   sh_.counters.inc(Counter::handoff_ok);
   uint64_t done = monotonic_ns();
@@ -775,7 +783,12 @@ void Worker::on_closed(ControlConn& cc, const proto::ClosedMsg& cl) {
   }
   if (it->second.be->failed_at.load(std::memory_order_relaxed)) count_fenced(it->second);
   mark_closed(it->second);
-  if (it->second.backup) forget_later(*it->second.backup, cl.id);
+  if (it->second.backup) {
+    if (cancel_backup(cl.id))
+      sh_.counters.inc(Counter::backups_unsent);
+    else
+      forget_later(*it->second.backup, cl.id);
+  }
   release(it);
 }
 
@@ -860,21 +873,18 @@ void Worker::on_repoint(ControlConn& cc, const proto::RepointMsg& m) {
     to->active.fetch_add(1, std::memory_order_relaxed);
     it->second.be = to;
     it->second.seq = m.seq;
-    // Moved between back-ends: the backup made for the previous owner is of no use now.
-    if (it->second.backup) forget_later(*it->second.backup, m.id);
-    it->second.backup = nullptr;
+    // Moved between back-ends: the backup made for the previous owner is of no use now
+    // (if its BACKUP went out; a BACKUP still due is replaced by the new one).
+    if (it->second.backup && !cancel_backup(m.id)) forget_later(*it->second.backup, m.id);
+    it->second.backup = backup;
     if (backup) {
-      auto link = controls_.find(backup);
-      if (link != controls_.end() &&
-          link->second->link.send(proto::BackupMsg{m.id, to->id, m.state, m.request})) {
-        it->second.backup = backup;
-        sh_.counters.inc(Counter::backups);
-        // The old backup can be this one (the ring skipped an unusable BE, or the
-        // connection moved away and back within a tick): the FORGET queued for it above
-        // or by that earlier move would reach it after this BACKUP and remove it,
-        // leaving the connection with no backup (be_failover_test: 3 in one run).
-        if (auto f = forgets_.find(backup); f != forgets_.end()) std::erase(f->second, m.id);
-      }
+      back_up_later(m.id, *backup, *to, proto::BackupMsg{m.id, to->id, m.state, m.request},
+                    monotonic_ns());
+      // The old backup can be this one (the ring skipped an unusable BE, or the
+      // connection moved away and back within a tick): the FORGET queued for it above
+      // or by that earlier move would reach it after this BACKUP and remove it,
+      // leaving the connection with no backup (be_failover_test: 3 in one run).
+      if (auto f = forgets_.find(backup); f != forgets_.end()) std::erase(f->second, m.id);
     }
   }
   cc.link.send(proto::RepointedMsg{m.id, status, m.seq});
@@ -960,6 +970,7 @@ void Worker::tick(uint64_t now) {
     }
   }
   share_lard();
+  flush_backups(now, false);
   flush_forgets();
   if (orphans_) sweep_orphans(now);
   const uint64_t dead_ns = uint64_t(snap_->cfg->cluster.dead_after_ms) * kMs;

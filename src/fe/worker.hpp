@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -103,7 +104,7 @@ class Worker {
     tcpha_flow_key key;
     BackendState* be;
     uint32_t seq = 0;  // the owner's move number (REPOINT): 0 after our own handoff
-    BackendState* backup = nullptr;  // failover: the BE holding its backup (BACKUP sent)
+    BackendState* backup = nullptr;  // failover: the BE holding its backup (BACKUP sent or due)
     uint64_t orphaned_at = 0;        // its owner's link was lost; waits for TAKEN
     uint32_t orphan_epoch = 0;       // its owner's failover_count then
   };
@@ -123,7 +124,16 @@ class Worker {
   // Failover (failover.cpp, docs/failover.md).
   BackendState* backup_for(const BackendState& primary) const;
   static uint16_t backup_slot(const BackendState* b);
-  void back_up(const ClientConn& c);
+  // A connection's BACKUP is due kBackupDelayNs after its COMMIT (or its move), sent at
+  // the first tick after that; a connection that ends sooner (most short ones) is never
+  // sent to its backup at all: no frame, no FORGET (docs/failover.md, "BACKUP when due").
+  void back_up_later(uint64_t id, BackendState& backup, BackendState& primary,
+                     proto::BackupMsg msg, uint64_t now);
+  bool cancel_backup(uint64_t id);  // true if its BACKUP was still due (never sent)
+  // Sends the BACKUPs that are due (`all`: every one). Those whose primary failed over
+  // since they were queued go at once, with a TAKEOVER behind them on the same link,
+  // except for `failing`'s, whose TAKEOVERs the caller sends.
+  void flush_backups(uint64_t now, bool all, const BackendState* failing = nullptr);
   void forget_later(BackendState& backup, uint64_t id);
   void flush_forgets();
   // After a link to b was lost or went stale: the last one fails b over.
@@ -132,6 +142,15 @@ class Worker {
   void sweep_orphans(uint64_t now);
   void count_fenced(const Committed& c);
   std::unordered_map<BackendState*, std::vector<uint64_t>> forgets_;  // FORGETs to send
+  struct DueBackup {
+    BackendState* to;
+    BackendState* primary;
+    uint32_t epoch;  // primary->failover_count when queued
+    uint64_t at;
+    proto::BackupMsg msg;
+  };
+  std::unordered_map<uint64_t, DueBackup> due_backups_;  // by connection id
+  std::deque<uint64_t> due_order_;  // ids in the order queued (some cancelled since)
   size_t orphans_ = 0;  // committed_ entries with orphaned_at set
   // Connection ids: (worker << 48) | counter. The counter starts at the time in
   // microseconds (mod 2^48, about 9 years), so that a restarted FE, which learns its
