@@ -96,7 +96,7 @@ void Agent::close_http(HttpConn& h, End how) {
   set(EPOLL_CTL_DEL, h.fd.get(), 0, &h);
   // Failover: our egress guard drops the FIN/RST of sockets a killed agent leaves to
   // the kernel; this end is ours (the FIN below or in closings_, an RST, or the close).
-  if (cfg_.cluster.failover) mark_done(h.fd.get());
+  if (cfg_.cluster.failover && !h.session.marked_done()) mark_done(h.fd.get());
   ClosedReport r{h.control_id, h.handoff_id, h.session.bytes_sent(), h.session.bytes_received(),
                  h.local, h.peer, h.move_seq};
   if (how == End::Graceful) {

@@ -58,7 +58,10 @@ StaticSession::Want StaticSession::serve(int fd) {
       case Io::Done:
         responding_ = false;
         if (close_after_) {
-          if (mark_done_) mark_done(fd);
+          if (mark_done_ && !marked_done_) {
+            mark_done(fd);
+            marked_done_ = true;
+          }
           shutdown(fd, SHUT_WR);
           return Want::Close;
         }

@@ -66,6 +66,7 @@ class StaticSession {
   // Failover: the socket is marked done (common/net.hpp mark_done) before the FIN of a
   // response that closes the connection, so that the back-end's egress guard lets it out.
   void set_mark_done(bool on) { mark_done_ = on; }
+  bool marked_done() const { return marked_done_; }  // it did (the owner need not again)
   uint64_t skipping() const { return skip_; }
 
   // No response under way and no buffered request bytes: safe to close (drain).
@@ -109,6 +110,7 @@ class StaticSession {
   uint64_t file_left_ = 0;
   uint64_t skip_ = 0;  // skip_output()
   bool mark_done_ = false;
+  bool marked_done_ = false;
   bool responding_ = false;
   bool close_after_ = false;
   bool peer_closed_ = false;
