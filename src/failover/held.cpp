@@ -321,8 +321,12 @@ bool Store::add(Held h, const ResponseSize& rs) {
   const Tuple t = tuple_of(h.snapshot());
   // Copies that came before the BACKUP message, in arrival order.
   if (auto at = parked_at_.find(t); at != parked_at_.end()) {
-    for (uint64_t pos : at->second) {
-      Parked& p = parked_[size_t(pos - parked_first_)];
+    std::vector<uint64_t> chain;  // newest first
+    for (uint64_t pos = at->second; pos != kNoPosition && pos >= parked_first_;
+         pos = parked_[size_t(pos - parked_first_)].prev)
+      chain.push_back(pos);
+    for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+      Parked& p = parked_[size_t(*it - parked_first_)];
       Segment seg = p.seg;
       seg.payload = p.data;
       h.add(seg, rs);
@@ -357,18 +361,16 @@ void Store::forget(uint64_t id) {
 }
 
 // Pops the oldest parked entry: one taken already goes quietly, one still waiting is
-// dropped (counted) and leaves its 4-tuple's list, where it is the first.
+// dropped (counted). It is the oldest of its 4-tuple's chain, which ends above it from
+// now on; if it was the only one, the 4-tuple has none left.
 void Store::pop_parked_front() {
   Parked& p = parked_.front();
   if (!p.taken) {
     parked_bytes_ -= p.data.size() + sizeof(Parked);
     --parked_live_;
     ++counters_.parked_dropped;
-    auto at = parked_at_.find(p.tuple);
-    if (at != parked_at_.end()) {
-      at->second.erase(at->second.begin());
-      if (at->second.empty()) parked_at_.erase(at);
-    }
+    if (auto at = parked_at_.find(p.tuple); at != parked_at_.end() && at->second == parked_first_)
+      parked_at_.erase(at);
   }
   parked_.pop_front();
   ++parked_first_;
@@ -389,10 +391,12 @@ void Store::on_copy(const Segment& s, const ResponseSize& rs, uint64_t now_ns) {
     return;
   }
   ++counters_.parked;
-  Parked p{now_ns, t, s, std::string(s.payload)};
+  const uint64_t pos = parked_first_ + parked_.size();
+  auto [at, fresh] = parked_at_.try_emplace(t, pos);
+  Parked p{now_ns, t, s, std::string(s.payload), fresh ? kNoPosition : at->second};
+  if (!fresh) at->second = pos;
   p.seg.payload = {};
   parked_bytes_ += p.data.size() + sizeof(Parked);
-  parked_at_[t].push_back(parked_first_ + parked_.size());
   parked_.push_back(std::move(p));
   ++parked_live_;
   while (parked_live_ > kMaxParked || parked_bytes_ > kMaxParkedBytes) pop_parked_front();

@@ -736,6 +736,29 @@ TEST(Store, ABackupTakesOnlyItsParkedCopiesInOrder) {
   EXPECT_EQ(store.parked(), 0u);
 }
 
+// A 4-tuple's oldest parked copy dropped by the bound: its chain ends at the next one,
+// which a BACKUP then takes alone; the map entry of a 4-tuple whose only copy was
+// dropped goes with it.
+TEST(Store, ABackupAfterItsOldestCopyWasDroppedTakesTheRest) {
+  Store store(1 << 20);
+  store.on_copy(copy_for(1, kRcv + 10, "GET /bb\r\n\r\n"), kSizes.fn(), 1);
+  for (uint16_t port = 10; port < 10 + Store::kMaxParked - 1; ++port)
+    store.on_copy(copy_for(port, kRcv, "z"), kSizes.fn(), 1);
+  EXPECT_EQ(store.counters().parked_dropped, 0u);
+  store.on_copy(copy_for(1, kRcv + 21, "GET /c\r\n\r\n"), kSizes.fn(), 1);
+  EXPECT_EQ(store.counters().parked_dropped, 1u) << "the oldest, port 1's first copy";
+  EXPECT_EQ(store.parked(), Store::kMaxParked);
+  ASSERT_TRUE(store.add(Held(1, "be1", snapshot_for(1), kA), kSizes.fn()));
+  EXPECT_EQ(store.parked(), Store::kMaxParked - 1) << "only its second copy was left";
+  // Port 10's only copy goes by the bound; a BACKUP for it then finds none.
+  store.on_copy(copy_for(2, kRcv, "y"), kSizes.fn(), 1);
+  store.on_copy(copy_for(3, kRcv, "y"), kSizes.fn(), 1);
+  EXPECT_EQ(store.counters().parked_dropped, 2u);
+  ASSERT_TRUE(store.add(Held(2, "be1", snapshot_for(10), kA), kSizes.fn()));
+  EXPECT_EQ(store.find(2)->stream(), kA);
+  EXPECT_EQ(store.parked(), Store::kMaxParked);
+}
+
 TEST(Store, ParkedCopiesExpire) {
   Store store(1 << 20);
   store.on_copy(copy_for(1, kRcv + 10, "x"), kSizes.fn(), 1'000'000'000);
