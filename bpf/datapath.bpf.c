@@ -257,14 +257,19 @@ static __always_inline struct tcpha_backend *usable_backup(__u16 backup) {
 
 /* True for the packets a backup needs: TCP payload, SYN, FIN or RST. Pure ACKs (and
  * window updates) are not copied. The headers were bounds-checked by the parser. */
-static __always_inline int worth_a_copy(const struct tcpha_packet *p) {
-  const struct tcphdr *tcp = p->tcp;
-  __u32 tcp_len = tcp->doff * 4;
+static __always_inline int worth_a_copy_data(const struct tcpha_packet *p) {
+  __u32 tcp_len = p->tcp->doff * 4;
 
-  if (tcp->syn || tcp->fin || tcp->rst) return 1;
   if (p->ip4) return bpf_ntohs(p->ip4->tot_len) > p->ip4->ihl * 4 + tcp_len;
   if (p->ip6) return bpf_ntohs(p->ip6->payload_len) > tcp_len;
   return 0;
+}
+
+static __always_inline int worth_a_copy(const struct tcpha_packet *p) {
+  const struct tcphdr *tcp = p->tcp;
+
+  if (tcp->syn || tcp->fin || tcp->rst) return 1;
+  return worth_a_copy_data(p);
 }
 
 /* Sends a clone of the packet, as it is now, to the backup b (see the top): the
@@ -276,19 +281,56 @@ static __always_inline int worth_a_copy(const struct tcpha_packet *p) {
  * head vanished, which a clone does not do. */
 static __always_inline int copy_to_backup(struct __sk_buff *skb, struct tcpha_packet *p,
                                           const struct tcpha_backend *b,
-                                          const struct tcpha_flow_value *v) {
+                                          const struct tcpha_flow_value *v, int as_fin) {
   __be16 proto = p->eth->h_proto;
+  __u64 tcp_off = (void *)p->tcp - (void *)p->eth;
+  __be32 seq = p->tcp->seq;
   void *data, *data_end;
+  struct tcphdr *tcp;
 
   __builtin_memcpy(p->eth->h_dest, b->mac, ETH_ALEN);
   __builtin_memcpy(p->eth->h_source, v->smac, ETH_ALEN);
   p->eth->h_proto = bpf_htons(TCPHA_ETH_P_COPY);
+  /* The FIN this flow's backup did not get (TCPHA_FLOW_F_FIN_UNCOPIED): this packet
+   * comes after it, one sequence number on; its copy says FIN at the FIN's place.
+   * The backup does not check TCP checksums (failover/held.hpp, parse_frame). */
+  if (as_fin) {
+    p->tcp->seq = bpf_htonl(bpf_ntohl(seq) - 1);
+    p->tcp->fin = 1;
+  }
   if (bpf_clone_redirect(skb, skb->ifindex, 0) == 0) count(TCPHA_DP_COPY, 1);
   data = (void *)(long)skb->data;
   data_end = (void *)(long)skb->data_end;
   p->eth = data;
   if ((void *)(p->eth + 1) > data_end) return 0;
   p->eth->h_proto = proto;
+  if (as_fin) {
+    if (tcp_off > 128) return 0;
+    tcp = data + tcp_off;
+    if ((void *)(tcp + 1) > data_end) return 0;
+    tcp->seq = seq;
+    tcp->fin = 0;
+    p->tcp = tcp;
+  }
+  return 1;
+}
+
+/* Younger than TCPHA_BACKUP_DUE_MS: its backup has no BACKUP yet (0: unknown, old).
+ * Signed, mod 2^32 ms: a birth "in the future" is young too (tests make flows young
+ * for as long as they need that way; the FE's clock is this one). */
+static __always_inline int young(const struct tcpha_flow_value *v, __u64 now) {
+  return v->born_ms && (__s32)((__u32)(now / 1000000) - v->born_ms) < TCPHA_BACKUP_DUE_MS;
+}
+
+/* A client FIN without data of a young flow (most such connections end before their
+ * BACKUP is due): not copied, noted in the flow. 1 when the packet is one. */
+static __always_inline int fin_too_early(const struct tcpha_packet *p,
+                                         struct tcpha_flow_value *v, __u64 now) {
+  const struct tcphdr *tcp = p->tcp;
+
+  if (!tcp->fin || tcp->syn || tcp->rst || worth_a_copy_data(p) || !young(v, now)) return 0;
+  if (!(v->flags & TCPHA_FLOW_F_FIN_UNCOPIED)) v->flags |= TCPHA_FLOW_F_FIN_UNCOPIED;
+  count(TCPHA_DP_COPY_FIN_LATER, 1);
   return 1;
 }
 
@@ -452,7 +494,8 @@ static __always_inline int forward(struct __sk_buff *skb, struct tcpha_packet *p
   const __u8 *dmac = v->dmac;
   const __u16 backup = v->backup;
   __u32 slot = v->backend;
-  __u64 now;
+  __u64 now = bpf_ktime_get_ns();
+  int as_fin = 0;
 
   /* NULL for a slot beyond the table (an array lookup checks its bound). */
   primary = bpf_map_lookup_elem(&backends, &slot);
@@ -474,7 +517,16 @@ static __always_inline int forward(struct __sk_buff *skb, struct tcpha_packet *p
     }
     dmac = b->mac;
     count(TCPHA_DP_FAILOVER, 1);
-  } else if (backup && worth_a_copy(p)) {
+  } else if (backup && (v->flags & TCPHA_FLOW_F_FIN_UNCOPIED)) {
+    /* Past its young FIN (nothing while young: ACKs, the FIN again): the flow lived
+     * on, its first packet since goes to the backup as that FIN (a packet after a FIN
+     * carries no data), a RST as itself. */
+    if (!young(v, now)) {
+      copy = usable_backup(backup);
+      as_fin = !p->tcp->rst;
+      v->flags &= ~TCPHA_FLOW_F_FIN_UNCOPIED;
+    }
+  } else if (backup && worth_a_copy(p) && !fin_too_early(p, v, now)) {
     copy = usable_backup(backup);
   }
   if (!hop(p)) {
@@ -482,8 +534,7 @@ static __always_inline int forward(struct __sk_buff *skb, struct tcpha_packet *p
     return TC_ACT_SHOT;
   }
   note_fin_rst(p->tcp, v); /* reads the packet: before the clone */
-  if (copy && !copy_to_backup(skb, p, copy, v)) return TC_ACT_SHOT;
-  now = bpf_ktime_get_ns();
+  if (copy && !copy_to_backup(skb, p, copy, v, as_fin)) return TC_ACT_SHOT;
   __builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
   __builtin_memcpy(p->eth->h_source, v->smac, ETH_ALEN);
   v->last_seen_ns = now;

@@ -21,6 +21,8 @@ enum tcpha_flow_flags {
   TCPHA_FLOW_F_FIN = 1 << 0,       /* a client FIN was forwarded (datapath) */
   TCPHA_FLOW_F_RST = 1 << 1,       /* a client RST was forwarded (datapath) */
   TCPHA_FLOW_F_BE_CLOSED = 1 << 2, /* the back-end reported CLOSED (userspace) */
+  TCPHA_FLOW_F_FIN_UNCOPIED = 1 << 3, /* a client FIN came while the flow was young: its
+                                         backup gets it with the next packet (datapath) */
 };
 
 /* Client 4-tuple, as it arrives at the FE: saddr/sport = client, daddr/dport = VIP.
@@ -43,6 +45,8 @@ struct tcpha_flow_value {
   __u8 dmac[6];     /* back-end's MAC: new destination */
   __u8 smac[6];     /* FE's own MAC: new source (so the switch never learns the
                        client's MAC on the FE's port) */
+  __u32 born_ms;    /* CLOCK_MONOTONIC ms (mod 2^32) when userspace pointed the flow at
+                       its back-end; 0 = unknown (failover: TCPHA_BACKUP_DUE_MS) */
   __u64 last_seen_ns; /* bpf_ktime_get_ns() of the last forwarded packet (HOLD: of
                          the hold), for idle aging */
   __u64 closing_ns;   /* when the back-end reported CLOSED (0: not yet), set by
@@ -55,7 +59,7 @@ struct tcpha_flow_value {
  * running (the flows, backends and counters maps; docs/fe-restart.md): the program
  * carries it in .rodata, and a datapath whose value differs is not adopted. Bump it
  * whenever that meaning changes, even when no size does (sizes are checked anyway). */
-#define TCPHA_STATE_LAYOUT 2
+#define TCPHA_STATE_LAYOUT 3
 
 /* BE failover (docs/failover.md). Back-end slots are the FE's BackendState::uid; the
  * "backends" array map holds one struct tcpha_backend per slot. */
@@ -63,6 +67,12 @@ struct tcpha_flow_value {
 /* Ethertype of the copies of client packets sent to a flow's backup: no IP stack
  * takes them, the backup's agent reads them from an AF_PACKET socket. */
 #define TCPHA_ETH_P_COPY 0x88B5
+/* A connection's BACKUP is due this long after the FE pointed its flow at its owner
+ * (the FE sends it at its next tick). Until then a client FIN without data is not
+ * copied: most short connections end before their BACKUP is due, and their backup
+ * never hears of them. A flow that lives on sends its backup the FIN with its first
+ * packet after that (the copy of that packet, made a FIN again: seq - 1). */
+#define TCPHA_BACKUP_DUE_MS 10
 /* SO_MARK a back-end sets on a client socket right before it ends the connection
  * itself; its egress guard drops FIN/RST from the VIP without it. */
 #define TCPHA_MARK_DONE 0x7c4a0001u
@@ -113,6 +123,7 @@ struct tcpha_import_cwnd {
   X(GUARD_REPAIR, "guarded packets dropped: their socket is still in TCP_REPAIR")                 \
   X(TTL_DROP, "packets to forward dropped for a TTL/hop limit <= 1 (a loop)")                     \
   X(COPY, "client packets copied to a backup")                                                    \
+  X(COPY_FIN_LATER, "client FINs without data of flows younger than TCPHA_BACKUP_DUE_MS: not copied") \
   X(FAILOVER, "packets of a failed back-end's flows sent to its backup")                          \
   X(FAILOVER_DROP, "packets of a failed back-end's flows dropped: the flow has no usable backup") \
   X(EGRESS_GUARD, "FIN/RST of a back-end connection its agent did not end, dropped")            \
@@ -149,6 +160,7 @@ TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, backup) == 2);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, backend) == 4);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, dmac) == 8);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, smac) == 14);
+TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, born_ms) == 20);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, last_seen_ns) == 24);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, closing_ns) == 32);
 TCPHA_LAYOUT(__builtin_offsetof(struct tcpha_flow_value, bytes) == 48);

@@ -66,6 +66,8 @@ tcpha_flow_value forward_value(uint32_t backend, const Mac& be_mac, const Mac& f
   std::memcpy(v.dmac, be_mac.data(), sizeof v.dmac);
   std::memcpy(v.smac, fe_mac.data(), sizeof v.smac);
   v.last_seen_ns = now_ns;
+  // The datapath's clock is the same (bpf_ktime_get_ns); 0 means unknown (old).
+  v.born_ms = std::max<uint32_t>(1, uint32_t(now_ns / 1'000'000));
   return v;
 }
 

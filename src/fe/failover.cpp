@@ -25,7 +25,8 @@ constexpr uint64_t kMs = 1'000'000;
 constexpr uint64_t kTakeoverWaitNs = 3000 * kMs;
 // How long after its COMMIT a connection's BACKUP is sent (at the next tick after it:
 // 10-30 ms with the worker's 20 ms tick).
-constexpr uint64_t kBackupDelayNs = 10 * kMs;
+// The datapath copies a young flow's client FIN only after this (tcpha_shared.h).
+constexpr uint64_t kBackupDelayNs = TCPHA_BACKUP_DUE_MS * kMs;
 
 bool same_groups(std::vector<std::string> a, std::vector<std::string> b) {
   std::sort(a.begin(), a.end());

@@ -574,6 +574,32 @@ TEST_F(GuardTest, FlowEntriesTakePrecedence) {
 constexpr Mac kBackupMac{0x02, 0xbb, 0x00, 0x00, 0x00, 0x05};
 constexpr uint16_t kEthCopy = TCPHA_ETH_P_COPY;
 
+// The client's flow made older than TCPHA_BACKUP_DUE_MS (its client FINs are copied).
+void make_old(int flows_fd, FlowKey key = client_key()) {
+  tcpha_flow_value v{};
+  ASSERT_EQ(bpf_map_lookup_elem(flows_fd, &key, &v), 0);
+  ASSERT_NE(v.born_ms, 0u) << "the FE stamps its flows";
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  v.born_ms = uint32_t(ts.tv_sec * 1000 + ts.tv_nsec / 1'000'000 - TCPHA_BACKUP_DUE_MS - 1);
+  ASSERT_EQ(bpf_map_update_elem(flows_fd, &key, &v, BPF_EXIST), 0);
+}
+
+// ... and young for a minute, however slow this machine is (its birth "in the future").
+void make_young(int flows_fd, FlowKey key = client_key()) {
+  tcpha_flow_value v{};
+  ASSERT_EQ(bpf_map_lookup_elem(flows_fd, &key, &v), 0);
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  v.born_ms = uint32_t(ts.tv_sec * 1000 + ts.tv_nsec / 1'000'000 + 60'000);
+  ASSERT_EQ(bpf_map_update_elem(flows_fd, &key, &v, BPF_EXIST), 0);
+}
+
+uint32_t tcp_seq(const std::vector<uint8_t>& f) {  // IPv4 without options
+  return uint32_t(f[38]) << 24 | uint32_t(f[39]) << 16 | uint32_t(f[40]) << 8 | f[41];
+}
+uint8_t tcp_flags(const std::vector<uint8_t>& f) { return f[47]; }
+
 class FailoverTest : public GuardTest {
  protected:
   static constexpr uint32_t kPrimary = 3, kBackup = 5;
@@ -586,7 +612,12 @@ class FailoverTest : public GuardTest {
     ASSERT_TRUE(dp_->set_backend(kBackup, kBackupMac, false));
     ASSERT_TRUE(dp_->hold(client_key()));
     ASSERT_TRUE(dp_->forward(client_key(), kPrimary, kBeMac, kFeMac, backup));
+    if (young)
+      make_young(dp_->flows_fd());
+    else
+      make_old(dp_->flows_fd());
   }
+  bool young = false;  // backed_up_flow() makes it young (for a minute) rather than old
 
   RunResult run_isolated(const std::vector<uint8_t>& pkt) {
     RunResult r;
@@ -662,6 +693,33 @@ TEST_F(FailoverTest, DataSynFinAndRstAreCopiedAndStillGoToThePrimary) {
   ASSERT_TRUE(v);
   EXPECT_EQ(v->backup, kBackupField);
   EXPECT_EQ(v->flags, TCPHA_FLOW_F_FIN | TCPHA_FLOW_F_RST);
+}
+
+// A young flow (its BACKUP not due yet): a FIN without data is not copied, as most
+// such connections end before their backup hears of them; a FIN with data is.
+TEST_F(FailoverTest, AYoungFlowsFinWithoutDataIsNotCopied) {
+  young = true;
+  backed_up_flow();
+  auto fin = tcp4(kFin | kAck);
+  EXPECT_TRUE(forwarded_to(run_isolated(fin), fin, kBeMac));
+  auto c = dp_->counters();
+  EXPECT_EQ(c[TCPHA_DP_COPY], 0u);
+  EXPECT_EQ(c[TCPHA_DP_COPY_FIN_LATER], 1u);
+  auto v = dp_->lookup(client_key());
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->flags, TCPHA_FLOW_F_FIN | TCPHA_FLOW_F_FIN_UNCOPIED);
+  // Young still: the FIN again, or an ACK, goes to the primary only.
+  EXPECT_TRUE(forwarded_to(run_isolated(fin), fin, kBeMac));
+  EXPECT_TRUE(forwarded_to(run_isolated(tcp4(kAck)), tcp4(kAck), kBeMac));
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_COPY], 0u);
+
+  // Another flow: a young FIN with data is copied at once.
+  ASSERT_TRUE(dp_->remove(client_key()));
+  backed_up_flow();
+  auto data_fin = tcp4(kFin | kAck | kPsh, 40);
+  EXPECT_TRUE(forwarded_to(run_isolated(data_fin), data_fin, kBeMac));
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_COPY], 1u);
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_COPY_FIN_LATER], 1u);
 }
 
 // Most of a download's client packets: nothing the backup must replay. The length
@@ -1386,6 +1444,73 @@ TEST(FailoverCopy, TheCopyReachesTheOtherEndOfTheLink) {
     EXPECT_EQ(run_prog((*dp)->prog_fd(), tcp4(kAck), &ctx).verdict, TC_ACT_REDIRECT);
     EXPECT_TRUE(next_frame(200).empty());
     EXPECT_EQ((*dp)->counters()[TCPHA_DP_COPY], 1u);
+  }).join();
+}
+
+// A young flow's FIN, not copied then, reaches the backup with the flow's first packet
+// after TCPHA_BACKUP_DUE_MS: that packet's copy is made a FIN again (seq - 1, FIN set)
+// while the original goes to the primary as it came; once only.
+TEST(FailoverCopy, AYoungFlowsFinReachesTheBackupWithItsNextPacketWhenDue) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  if (std::system("command -v ip >/dev/null") != 0) GTEST_SKIP() << "needs iproute2";
+  std::thread([] {
+    ASSERT_EQ(unshare(CLONE_NEWNET), 0) << std::strerror(errno);
+    ASSERT_EQ(std::system("ip link add dp0 type veth peer name dp1 && ip link set dp0 up && "
+                          "ip link set dp1 up"),
+              0);
+    const int dp0 = int(if_nametoindex("dp0")), dp1 = int(if_nametoindex("dp1"));
+    auto dp = Datapath::load_only(16);
+    ASSERT_TRUE(dp) << dp.error().message();
+    ASSERT_TRUE((*dp)->set_backend(3, kBeMac, false));
+    ASSERT_TRUE((*dp)->set_backend(5, kBackupMac, false));
+    ASSERT_TRUE((*dp)->point(client_key(), 3, kBeMac, kFeMac, 6));
+
+    UniqueFd rx(socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK, htons(kEthCopy)));
+    ASSERT_TRUE(rx.valid()) << std::strerror(errno);
+    sockaddr_ll a{};
+    a.sll_family = AF_PACKET;
+    a.sll_protocol = htons(kEthCopy);
+    a.sll_ifindex = dp1;
+    ASSERT_EQ(bind(rx.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+    auto next_frame = [&](int timeout_ms) {
+      std::vector<uint8_t> f(4096);
+      pollfd p{rx.get(), POLLIN, 0};
+      if (poll(&p, 1, timeout_ms) != 1) return std::vector<uint8_t>{};
+      ssize_t n = recv(rx.get(), f.data(), f.size(), 0);
+      f.resize(n > 0 ? size_t(n) : 0);
+      return f;
+    };
+    __sk_buff ctx{};
+    ctx.ifindex = uint32_t(dp0);
+
+    make_young((*dp)->flows_fd());
+    const auto fin = tcp4(kFin | kAck);
+    EXPECT_EQ(run_prog((*dp)->prog_fd(), fin, &ctx).verdict, TC_ACT_REDIRECT);
+    EXPECT_TRUE(next_frame(200).empty()) << "young: not copied";
+    EXPECT_EQ((*dp)->counters()[TCPHA_DP_COPY_FIN_LATER], 1u);
+    make_old((*dp)->flows_fd());
+    auto ack = PacketBuilder().eth(kEthIp).ipv4(kProtoTcp).tcp(kAck).build();
+    ack[41] += 1;  // one on from the FIN (tcp_seq's byte 3; no carry from the builder's seq)
+    ack[50] = ack[51] = 0;  // checksums are not the point here
+    ASSERT_EQ(tcp_seq(ack), tcp_seq(fin) + 1);
+    auto r = run_prog((*dp)->prog_fd(), ack, &ctx);
+    EXPECT_EQ(r.verdict, TC_ACT_REDIRECT);
+    ASSERT_EQ(r.out.size(), ack.size());
+    EXPECT_EQ(tcp_seq(r.out), tcp_seq(ack)) << "the original goes as it came";
+    EXPECT_EQ(tcp_flags(r.out), tcp_flags(ack));
+    auto f = next_frame(2000);
+    ASSERT_EQ(f.size(), ack.size());
+    EXPECT_EQ(f[12] << 8 | f[13], kEthCopy);
+    EXPECT_EQ(tcp_seq(f), tcp_seq(fin)) << "the copy is the FIN";
+    EXPECT_EQ(tcp_flags(f), tcp_flags(fin));
+    auto v = (*dp)->lookup(client_key());
+    ASSERT_TRUE(v);
+    EXPECT_EQ(v->flags & TCPHA_FLOW_F_FIN_UNCOPIED, 0);
+    // Once: the next ACK goes to the primary only.
+    EXPECT_EQ(run_prog((*dp)->prog_fd(), ack, &ctx).verdict, TC_ACT_REDIRECT);
+    EXPECT_TRUE(next_frame(200).empty());
+    EXPECT_EQ((*dp)->counters()[TCPHA_DP_COPY], 1u);
+    EXPECT_EQ((*dp)->counters()[TCPHA_DP_COPY_FIN_LATER], 1u);
   }).join();
 }
 
