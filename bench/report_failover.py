@@ -62,7 +62,11 @@ def derive_run(r, d):
         be_counters[key] = sum(vals) if vals else None
     backups = _delta(a, b, ("fe_status", "failover", "backups"))
     copies = _delta(a, b, ("fe_status", "datapath", "copy"))
+    unsent = _delta(a, b, ("fe_status", "counters", "backups_unsent"))
+    fin_later = _delta(a, b, ("fe_status", "datapath", "copy_fin_later"))
     d["failover"] = {
+        "unsent_per_connection": _ratio(unsent, d.get("client_connections")),
+        "fin_later_per_connection": _ratio(fin_later, d.get("client_connections")),
         "mode": fo.get("mode"),
         "backups": backups,
         "backups_per_connection": _ratio(backups, d.get("client_connections")),
@@ -238,15 +242,18 @@ def lines(results, meta, wtext):
         return []
     s = fo.get("settings") or {}
     run = (f"Measured {meta['started']} by `{meta['command']}` (tcpha {meta['git']}"
-           f"{', QUICK' if meta.get('quick') else ''}; {meta.get('rounds', 1)} rounds of "
+           f"{', QUICK' if meta.get('quick') else ''}; {s.get('rounds') or meta.get('rounds', 1)} rounds of "
            f"{meta['warmup_s']} s warm-up + {meta['duration_s']} s per system and workload).")
     L = [BEGIN, "## Failover: cost with no failure (issue 13)", "",
          "**tcpha-failover** is tcpha with `failover = \"ring\"` in `[cluster]`: each BE backs up the "
          "connections of the previous one (3 BEs, all in the same groups), the FE sends the backup a "
-         "BACKUP message at COMMIT and a FORGET when the connection ends, its datapath copies every "
-         "client packet with payload, SYN, FIN or RST (never a pure ACK) to the backup, whose agent "
-         "holds them (AF_PACKET), and heartbeats run every 50 ms (250 ms to declare a BE dead). "
-         "**tcpha** runs with `failover = \"off\"`. Both take turns in the same rounds on the same bed; "
+         "BACKUP message when it is due (10-30 ms after COMMIT; none for a connection over by then) "
+         "and a FORGET when a backed-up connection ends, its datapath copies every client packet "
+         "with payload, SYN, FIN or RST (never a pure ACK; a FIN without data in the flow's first "
+         "10 ms goes with its next packet, if any) to the backup, whose agent holds them (AF_PACKET), "
+         "and heartbeats run every 50 ms (250 ms to declare a BE dead). "
+         "**tcpha** runs with `failover = \"off\"`. Both take turns in the same rounds on the same bed, "
+         "next to each other, and alone for the rounds after those the other systems share; "
          "each figure is the median of the per-round ratios tcpha-failover / tcpha, with their range "
          "[min–max] († a round paired in it was disturbed by outside load). *FE CPU* is the FE "
          "process; the tc program's copies run in softirq context charged to whichever process sent "
@@ -264,13 +271,16 @@ def lines(results, meta, wtext):
             met = {True: "yes", False: "**no**", None: "–"}[e.get("met")]
             L.append(f"| {w} | " + " | ".join(_ratio_cell(r.get(k)) for k in COST) + f" | {met} |")
         L += ["", "What the ring did in tcpha-failover's runs (median over rounds): BACKUP messages per "
-              "client connection, client packets copied per request, BACKUPs the BEs refused, and "
-              "failovers over all rounds (a BE the FE found silent though nothing failed).", "",
-              "| workload | connections backed up / conn | copies / request "
-              "| BACKUPs refused | failovers (should be 0) |", "|---|---:|---:|---:|---:|"]
+              "client connection, connections over before their BACKUP was due (none sent), client "
+              "FINs of young flows not copied, client packets copied per request, BACKUPs the BEs "
+              "refused, and failovers over all rounds (a BE the FE found silent though nothing failed).", "",
+              "| workload | connections backed up / conn | over before due / conn | young FINs not copied / conn "
+              "| copies / request | BACKUPs refused | failovers (should be 0) |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
         for w, e in c.items():
             f = e.get("failover") or {}
-            L.append(f"| {w} | {_n(f.get('backups_per_connection'), 2)} | {_n(f.get('copies_per_request'), 2)} "
+            L.append(f"| {w} | {_n(f.get('backups_per_connection'), 2)} | {_n(f.get('unsent_per_connection'), 2)} "
+                     f"| {_n(f.get('fin_later_per_connection'), 2)} | {_n(f.get('copies_per_request'), 2)} "
                      f"| {_n((f.get('be') or {}).get('backups_refused'))} "
                      f"| {_n(sum((r.get('failover') or {}).get('failovers') or 0 for r in e.get('round_runs') or []))} |")
         L += ["", "Workloads: " + "; ".join(f"{w}: {wtext.get(w, w)}" for w in c) + "."]

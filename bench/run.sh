@@ -38,7 +38,11 @@
 # a ring cluster, once undisturbed and once with be BENCH_FAILOVER_VICTIM killed at
 # BENCH_FAILOVER_KILL_AT_S s (BENCH_FAILOVER_KILL: agent = SIGKILL, host = its link down
 # and SIGKILL): throughput per 100 ms and the response times, with and without the
-# failure. BENCH_FAILOVER=0 leaves all of it out; BENCH_FAILOVER=only runs nothing else
+# failure. A 5% cost is within this bed's run-to-run spread, so tcpha-failover runs next
+# to tcpha in each round's order, and the pair runs alone for more rounds after the
+# shared ones, up to BENCH_FAILOVER_ROUNDS (default 5; QUICK 2), alternating which goes
+# first (tcpha's figures in those workloads are medians over those rounds too).
+# BENCH_FAILOVER=0 leaves all of it out; BENCH_FAILOVER=only runs nothing else
 # (no microbenchmarks, profiles or other systems; raw data in $BENCH_OUT/raw-failover,
 # the full run's raw/ is kept) and rewrites only the failover sections of
 # docs/BENCHMARKS.md and their plots (report.py --failover-only).
@@ -119,6 +123,7 @@ BENCH_SEED=${BENCH_SEED:-1}
 BENCH_FAILOVER=${BENCH_FAILOVER:-1}
 [[ $BENCH_FAILOVER == 0 || $BENCH_FAILOVER == only ]] || BENCH_FAILOVER=1
 BENCH_FAILOVER_WORKLOADS=${BENCH_FAILOVER_WORKLOADS:-close-1k ka-1k ka-1m}
+if ((QUICK)); then BENCH_FAILOVER_ROUNDS=${BENCH_FAILOVER_ROUNDS:-2}; else BENCH_FAILOVER_ROUNDS=${BENCH_FAILOVER_ROUNDS:-5}; fi
 BENCH_TIMELINE_S=${BENCH_TIMELINE_S:-12}
 BENCH_TIMELINE_CONNS=${BENCH_TIMELINE_CONNS:-32}
 BENCH_FAILOVER_KILL_AT_S=${BENCH_FAILOVER_KILL_AT_S:-5}
@@ -142,8 +147,8 @@ elif [[ $BENCH_FAILOVER == only ]]; then
   BENCH_PROFILE=0
 fi
 default_systems=tcpha
+[[ $BENCH_FAILOVER != 1 ]] || default_systems+=" tcpha-failover" # next to tcpha: see above
 [[ $BENCH_VARIANTS != 1 ]] || default_systems+=" tcpha-tunnel tcpha-ipv6"
-[[ $BENCH_FAILOVER != 1 ]] || default_systems+=" tcpha-failover"
 default_systems+=" tcpha-relay tcpha-relay-unix haproxy direct"
 [[ $BENCH_VARIANTS != 1 ]] || default_systems+=" direct-ipv6"
 BENCH_SYSTEMS=${BENCH_SYSTEMS:-$default_systems}
@@ -351,6 +356,17 @@ for w in "${WORKLOADS[@]}"; do
         "$close" "$(paths_of "$path")" "$(fe_var_of "$system")" bench_use "$system" "$routing"
     done
   done
+  # Failover's cost: tcpha and tcpha-failover alone for the rest of their rounds.
+  if [[ " ${turn[*]} " == *" tcpha-failover "* && " ${turn[*]} " == *" tcpha "* ]]; then
+    for ((round = BENCH_ROUNDS + 1; round <= BENCH_FAILOVER_ROUNDS; round++)); do
+      pair=(tcpha tcpha-failover)
+      ((round % 2)) || pair=(tcpha-failover tcpha)
+      for system in "${pair[@]}"; do
+        BENCH_ROUND=$round bench_measure "$system" "$name" "$(url_of "$system" "$path")" "$conns" \
+          "$close" "$(paths_of "$path")" "$(fe_var_of "$system")" bench_use "$system" "$routing"
+      done
+    done
+  fi
   # The CPU profiles: one extra run per profiled system, after the measured rounds
   # (perf's sampling would disturb a measured one).
   if ((BENCH_PROFILE)) && [[ " $BENCH_PROFILE_WORKLOADS " == *" $name "* ]]; then
@@ -485,12 +501,13 @@ jq -n --arg command "$command" --arg started "$started" --argjson quick "$QUICK"
     image_rule: $image_re, git: $git,
     versions: {haproxy: $haproxy, nginx: $nginx, wrk: $wrk, tcpha: $tcpha}}' >"$BENCH_RAW/meta.json"
 jq --arg mode "$BENCH_FAILOVER" --arg workloads "$BENCH_FAILOVER_WORKLOADS" \
+  --argjson fo_rounds "$BENCH_FAILOVER_ROUNDS" --argjson rounds "$BENCH_ROUNDS" \
   --argjson timeline_s "$BENCH_TIMELINE_S" --argjson conns "$BENCH_TIMELINE_CONNS" \
   --argjson kill_at "$BENCH_FAILOVER_KILL_AT_S" --arg how "$BENCH_FAILOVER_KILL" \
   --argjson victim "$BENCH_FAILOVER_VICTIM" \
   '. + {failover: {bench: $mode, workloads: ($workloads | split(" ") | map(select(. != ""))),
         timeline_s: $timeline_s, timeline_conns: $conns, kill_at_s: $kill_at, kill: $how,
-        victim: "be\($victim)"}}' "$BENCH_RAW/meta.json" >"$BENCH_RAW/.meta.json"
+        victim: "be\($victim)", rounds: ([$rounds, $fo_rounds] | max)}}' "$BENCH_RAW/meta.json" >"$BENCH_RAW/.meta.json"
 mv "$BENCH_RAW/.meta.json" "$BENCH_RAW/meta.json"
 if [[ $BENCH_VARIANTS == only ]]; then
   python3 "$BENCH_HERE/report.py" --raw "$BENCH_RAW" --out "$OUT" --docs "$BENCH_ROOT/docs" --variants-only
