@@ -86,8 +86,12 @@ bool Worker::cancel_backup(uint64_t id) { return due_backups_.erase(id) != 0; }
 void Worker::flush_backups(uint64_t now, bool all, const BackendState* failing) {
   auto send = [&](DueBackup& d) {
     auto it = controls_.find(d.to);
-    // The backup's link is down: the connection simply has no backup.
-    if (it == controls_.end() || !it->second->link.send(d.msg)) return false;
+    if (it == controls_.end() || !it->second->link.send(d.msg)) {
+      // The backup's link is down: the connection simply has no backup.
+      if (auto c = committed_.find(d.msg.id); c != committed_.end() && c->second.backup == d.to)
+        c->second.backup = nullptr;
+      return false;
+    }
     sh_.counters.inc(Counter::backups);
     return true;
   };

@@ -603,6 +603,7 @@ void Worker::mark_closed(const Committed& c) {
 // Forgets a handed-off connection (closed, or its BE's link lost): its BE's active
 // count and its client's quota slot go with it.
 Worker::CommittedMap::iterator Worker::release(CommittedMap::iterator it) {
+  cancel_backup(it->first);  // a BACKUP still due is of no use now
   it->second.be->active.fetch_sub(1, std::memory_order_relaxed);
   sh_.client_quota.release(key_client(it->second.key).addr32());
   return committed_.erase(it);
