@@ -81,19 +81,22 @@ void Worker::back_up_later(uint64_t id, BackendState& backup, BackendState& prim
   due_order_.push_back(id);
 }
 
+bool Worker::send_backup(BackendState& to, const proto::BackupMsg& msg) {
+  auto it = controls_.find(&to);
+  if (it == controls_.end() || !it->second->link.send(msg)) return false;
+  sh_.counters.inc(Counter::backups);
+  return true;
+}
+
 bool Worker::cancel_backup(uint64_t id) { return due_backups_.erase(id) != 0; }
 
 void Worker::flush_backups(uint64_t now, bool all, const BackendState* failing) {
   auto send = [&](DueBackup& d) {
-    auto it = controls_.find(d.to);
-    if (it == controls_.end() || !it->second->link.send(d.msg)) {
-      // The backup's link is down: the connection simply has no backup.
-      if (auto c = committed_.find(d.msg.id); c != committed_.end() && c->second.backup == d.to)
-        c->second.backup = nullptr;
-      return false;
-    }
-    sh_.counters.inc(Counter::backups);
-    return true;
+    if (send_backup(*d.to, d.msg)) return true;
+    // The backup's link is down: the connection simply has no backup.
+    if (auto c = committed_.find(d.msg.id); c != committed_.end() && c->second.backup == d.to)
+      c->second.backup = nullptr;
+    return false;
   };
   // Whose primary failed over since it was queued: now, and the backup told to take
   // it over (its TAKEOVER for that primary came before this BACKUP, or from another

@@ -130,6 +130,7 @@ class Worker {
   void back_up_later(uint64_t id, BackendState& backup, BackendState& primary,
                      proto::BackupMsg msg, uint64_t now);
   bool cancel_backup(uint64_t id);  // true if its BACKUP was still due (never sent)
+  bool send_backup(BackendState& to, const proto::BackupMsg& msg);  // now; false: link down
   // Sends the BACKUPs that are due (`all`: every one). Those whose primary failed over
   // since they were queued go at once, with a TAKEOVER behind them on the same link,
   // except for `failing`'s, whose TAKEOVERs the caller sends.
