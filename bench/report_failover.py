@@ -94,6 +94,12 @@ def cost(runs, q, round_ratio, workloads):
                 e["ratios"][key] = {"median": x["median"], "min": x["min"], "max": x["max"],
                                     "per_round": [p["ratio"] for p in x["rounds"]],
                                     "disturbed": x["disturbed"]}
+        # The FE's CPU as a share of one CPU (seed 004 gives its overhead so: a machine's
+        # utilization with and without): on keep-alive the FE does nothing per request,
+        # and its per-request ratio divides its timers by the requests.
+        e["fe_cpu_share"] = {k: (_dig(x, ("fe_cpu_us_per_request",)) or 0) *
+                             (_dig(x, ("requests_per_s",)) or 0) / 1e6
+                             for k, x in (("off", b), ("ring", a))}
         thr = e["ratios"].get("requests_per_s", {}).get("median")
         cpu = [e["ratios"].get(k, {}).get("median") for k in ("fe_cpu_us_per_request", "be_cpu_us_per_request")]
         e["met"] = (None if thr is None or None in cpu
@@ -259,17 +265,23 @@ def lines(results, meta, wtext):
          "process; the tc program's copies run in softirq context charged to whichever process sent "
          "the packet (mostly the client), so they show in *bed CPU* (every process of the bed and "
          "the client) and in *tc ns/pkt*, not in FE CPU. *BE CPU* is every process in the BE "
-         f"namespaces. Target (issue 13): throughput >= {1 - TARGET:.2f}x, FE and BE CPU <= "
+         "namespaces. *FE CPU, % of one CPU* is the FE process's CPU time per second of the run, "
+         "with failover off and on (the way seed 004 gives its overhead, a machine's utilization): "
+         "on keep-alive the FE does no work per request, and its per-request ratio is its timers' "
+         f"CPU over the requests. Target (issue 13): throughput >= {1 - TARGET:.2f}x, FE and BE CPU <= "
          f"{1 + TARGET:.2f}x. {run}", ""]
     c = fo.get("cost") or {}
     if c:
         L += ["| workload | throughput | FE CPU/req | BE CPU/req | bed CPU/req | FE CPU/GB | BE CPU/GB "
-              "| p50 | p99 | tc ns/pkt | within 5% |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "| p50 | p99 | tc ns/pkt | FE CPU, % of one CPU (off → ring) | within 5% |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for w, e in c.items():
             r = e["ratios"]
             met = {True: "yes", False: "**no**", None: "–"}[e.get("met")]
-            L.append(f"| {w} | " + " | ".join(_ratio_cell(r.get(k)) for k in COST) + f" | {met} |")
+            sh = e.get("fe_cpu_share") or {}
+            share = (f"{100 * sh['off']:.1f} → {100 * sh['ring']:.1f}"
+                     if sh.get("off") is not None and sh.get("ring") is not None else "–")
+            L.append(f"| {w} | " + " | ".join(_ratio_cell(r.get(k)) for k in COST) + f" | {share} | {met} |")
         L += ["", "What the ring did in tcpha-failover's runs (median over rounds): BACKUP messages per "
               "client connection, connections over before their BACKUP was due (none sent), client "
               "FINs of young flows not copied, client packets copied per request, BACKUPs the BEs "
