@@ -68,8 +68,9 @@ BackendState* Worker::backup_for(const BackendState& primary) const {
 // At COMMIT (or a move): the backup is to get what the primary got (the exported state
 // and the request bytes); the client's later data reaches it as copies from the
 // datapath from now on, and it parks those until the BACKUP comes. The BACKUP waits
-// kBackupDelayNs: most short connections end before that and cost their backup only
-// the parked copy of their last FIN (failover/held.hpp). A primary that dies
+// kBackupDelayNs: most short connections end before that, and as their last FIN is
+// not copied either (the datapath's young-FIN rule) their backup never hears of them
+// (docs/failover.md, "BACKUP when due"). A primary that dies
 // meanwhile is covered: the BACKUP goes at once with a TAKEOVER behind it
 // (flush_backups()).
 void Worker::back_up_later(uint64_t id, BackendState& backup, BackendState& primary,
