@@ -1387,6 +1387,47 @@ TEST(EgressGuardSockets, OnlyMarkedSocketsEndTheirConnections) {
   }).join();
 }
 
+// In a thread's own network namespace: a veth pair dp0-dp1, a datapath whose flow of
+// the client is pointed at slot 3 with slot 5 as its backup, and an AF_PACKET socket on
+// dp1 that reads the copies as a backup's agent does. BPF_PROG_RUN with `ctx` runs the
+// program as if the packet had arrived on dp0, whose peer dp1 then receives the clone.
+struct CopyLink {
+  std::unique_ptr<Datapath> dp;
+  UniqueFd rx;
+  __sk_buff ctx{};
+
+  void open() {
+    ASSERT_EQ(unshare(CLONE_NEWNET), 0) << std::strerror(errno);
+    ASSERT_EQ(std::system("ip link add dp0 type veth peer name dp1 && ip link set dp0 up && "
+                          "ip link set dp1 up"),
+              0);
+    const int dp0 = int(if_nametoindex("dp0")), dp1 = int(if_nametoindex("dp1"));
+    auto loaded = Datapath::load_only(16);
+    ASSERT_TRUE(loaded) << loaded.error().message();
+    dp = std::move(*loaded);
+    ASSERT_TRUE(dp->set_backend(3, kBeMac, false));
+    ASSERT_TRUE(dp->set_backend(5, kBackupMac, false));
+    ASSERT_TRUE(dp->point(client_key(), 3, kBeMac, kFeMac, 6));
+    rx = UniqueFd(socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK, htons(kEthCopy)));
+    ASSERT_TRUE(rx.valid()) << std::strerror(errno);
+    sockaddr_ll a{};
+    a.sll_family = AF_PACKET;
+    a.sll_protocol = htons(kEthCopy);
+    a.sll_ifindex = dp1;
+    ASSERT_EQ(bind(rx.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+    ctx.ifindex = uint32_t(dp0);
+  }
+  // The next copy on dp1, or nothing within timeout_ms.
+  std::vector<uint8_t> next_frame(int timeout_ms) {
+    std::vector<uint8_t> f(4096);
+    pollfd p{rx.get(), POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) != 1) return {};
+    ssize_t n = recv(rx.get(), f.data(), f.size(), 0);
+    f.resize(n > 0 ? size_t(n) : 0);
+    return f;
+  }
+};
+
 // The copy really leaves: BPF_PROG_RUN with the context's ifindex runs the program as
 // if the packet had arrived on dp0, and the clone is transmitted on dp0 for real; its
 // veth peer dp1 receives it on an AF_PACKET socket bound to TCPHA_ETH_P_COPY, as a
@@ -1395,37 +1436,14 @@ TEST(FailoverCopy, TheCopyReachesTheOtherEndOfTheLink) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root";
   if (std::system("command -v ip >/dev/null") != 0) GTEST_SKIP() << "needs iproute2";
   std::thread([] {
-    ASSERT_EQ(unshare(CLONE_NEWNET), 0) << std::strerror(errno);
-    ASSERT_EQ(std::system("ip link add dp0 type veth peer name dp1 && ip link set dp0 up && "
-                          "ip link set dp1 up"),
-              0);
-    const int dp0 = int(if_nametoindex("dp0")), dp1 = int(if_nametoindex("dp1"));
-    auto dp = Datapath::load_only(16);
-    ASSERT_TRUE(dp) << dp.error().message();
-    ASSERT_TRUE((*dp)->set_backend(3, kBeMac, false));
-    ASSERT_TRUE((*dp)->set_backend(5, kBackupMac, false));
-    ASSERT_TRUE((*dp)->point(client_key(), 3, kBeMac, kFeMac, 6));
+    CopyLink link;
+    ASSERT_NO_FATAL_FAILURE(link.open());
+    auto& dp = link.dp;
+    auto next_frame = [&](int timeout_ms) { return link.next_frame(timeout_ms); };
+    __sk_buff& ctx = link.ctx;
 
-    UniqueFd rx(socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK, htons(kEthCopy)));
-    ASSERT_TRUE(rx.valid()) << std::strerror(errno);
-    sockaddr_ll a{};
-    a.sll_family = AF_PACKET;
-    a.sll_protocol = htons(kEthCopy);
-    a.sll_ifindex = dp1;
-    ASSERT_EQ(bind(rx.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
-    auto next_frame = [&](int timeout_ms) {
-      std::vector<uint8_t> f(4096);
-      pollfd p{rx.get(), POLLIN, 0};
-      if (poll(&p, 1, timeout_ms) != 1) return std::vector<uint8_t>{};
-      ssize_t n = recv(rx.get(), f.data(), f.size(), 0);
-      f.resize(n > 0 ? size_t(n) : 0);
-      return f;
-    };
-
-    __sk_buff ctx{};
-    ctx.ifindex = uint32_t(dp0);
     auto data = tcp4(kAck | kPsh, 200);
-    auto r = run_prog((*dp)->prog_fd(), data, &ctx);
+    auto r = run_prog(dp->prog_fd(), data, &ctx);
     EXPECT_EQ(r.verdict, TC_ACT_REDIRECT);
     ASSERT_EQ(r.out.size(), data.size());
     EXPECT_TRUE(std::equal(kBeMac.begin(), kBeMac.end(), r.out.begin()));
@@ -1438,12 +1456,12 @@ TEST(FailoverCopy, TheCopyReachesTheOtherEndOfTheLink) {
     EXPECT_EQ(f[12] << 8 | f[13], kEthCopy);
     const auto want = hopped(data);  // the same IP packet as the original
     EXPECT_TRUE(std::equal(want.begin() + 14, want.end(), f.begin() + 14));
-    EXPECT_EQ((*dp)->counters()[TCPHA_DP_COPY], 1u);
+    EXPECT_EQ(dp->counters()[TCPHA_DP_COPY], 1u);
 
     // A pure ACK goes to the primary only.
-    EXPECT_EQ(run_prog((*dp)->prog_fd(), tcp4(kAck), &ctx).verdict, TC_ACT_REDIRECT);
+    EXPECT_EQ(run_prog(dp->prog_fd(), tcp4(kAck), &ctx).verdict, TC_ACT_REDIRECT);
     EXPECT_TRUE(next_frame(200).empty());
-    EXPECT_EQ((*dp)->counters()[TCPHA_DP_COPY], 1u);
+    EXPECT_EQ(dp->counters()[TCPHA_DP_COPY], 1u);
   }).join();
 }
 
@@ -1454,46 +1472,24 @@ TEST(FailoverCopy, AYoungFlowsFinReachesTheBackupWithItsNextPacketWhenDue) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root";
   if (std::system("command -v ip >/dev/null") != 0) GTEST_SKIP() << "needs iproute2";
   std::thread([] {
-    ASSERT_EQ(unshare(CLONE_NEWNET), 0) << std::strerror(errno);
-    ASSERT_EQ(std::system("ip link add dp0 type veth peer name dp1 && ip link set dp0 up && "
-                          "ip link set dp1 up"),
-              0);
-    const int dp0 = int(if_nametoindex("dp0")), dp1 = int(if_nametoindex("dp1"));
-    auto dp = Datapath::load_only(16);
-    ASSERT_TRUE(dp) << dp.error().message();
-    ASSERT_TRUE((*dp)->set_backend(3, kBeMac, false));
-    ASSERT_TRUE((*dp)->set_backend(5, kBackupMac, false));
-    ASSERT_TRUE((*dp)->point(client_key(), 3, kBeMac, kFeMac, 6));
+    CopyLink link;
+    ASSERT_NO_FATAL_FAILURE(link.open());
+    auto& dp = link.dp;
+    auto next_frame = [&](int timeout_ms) { return link.next_frame(timeout_ms); };
+    __sk_buff& ctx = link.ctx;
 
-    UniqueFd rx(socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK, htons(kEthCopy)));
-    ASSERT_TRUE(rx.valid()) << std::strerror(errno);
-    sockaddr_ll a{};
-    a.sll_family = AF_PACKET;
-    a.sll_protocol = htons(kEthCopy);
-    a.sll_ifindex = dp1;
-    ASSERT_EQ(bind(rx.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
-    auto next_frame = [&](int timeout_ms) {
-      std::vector<uint8_t> f(4096);
-      pollfd p{rx.get(), POLLIN, 0};
-      if (poll(&p, 1, timeout_ms) != 1) return std::vector<uint8_t>{};
-      ssize_t n = recv(rx.get(), f.data(), f.size(), 0);
-      f.resize(n > 0 ? size_t(n) : 0);
-      return f;
-    };
-    __sk_buff ctx{};
-    ctx.ifindex = uint32_t(dp0);
 
-    make_young((*dp)->flows_fd());
+    make_young(dp->flows_fd());
     const auto fin = tcp4(kFin | kAck);
-    EXPECT_EQ(run_prog((*dp)->prog_fd(), fin, &ctx).verdict, TC_ACT_REDIRECT);
+    EXPECT_EQ(run_prog(dp->prog_fd(), fin, &ctx).verdict, TC_ACT_REDIRECT);
     EXPECT_TRUE(next_frame(200).empty()) << "young: not copied";
-    EXPECT_EQ((*dp)->counters()[TCPHA_DP_COPY_FIN_LATER], 1u);
-    make_old((*dp)->flows_fd());
+    EXPECT_EQ(dp->counters()[TCPHA_DP_COPY_FIN_LATER], 1u);
+    make_old(dp->flows_fd());
     auto ack = PacketBuilder().eth(kEthIp).ipv4(kProtoTcp).tcp(kAck).build();
     ack[41] += 1;  // one on from the FIN (tcp_seq's byte 3; no carry from the builder's seq)
     ack[50] = ack[51] = 0;  // checksums are not the point here
     ASSERT_EQ(tcp_seq(ack), tcp_seq(fin) + 1);
-    auto r = run_prog((*dp)->prog_fd(), ack, &ctx);
+    auto r = run_prog(dp->prog_fd(), ack, &ctx);
     EXPECT_EQ(r.verdict, TC_ACT_REDIRECT);
     ASSERT_EQ(r.out.size(), ack.size());
     EXPECT_EQ(tcp_seq(r.out), tcp_seq(ack)) << "the original goes as it came";
@@ -1503,14 +1499,14 @@ TEST(FailoverCopy, AYoungFlowsFinReachesTheBackupWithItsNextPacketWhenDue) {
     EXPECT_EQ(f[12] << 8 | f[13], kEthCopy);
     EXPECT_EQ(tcp_seq(f), tcp_seq(fin)) << "the copy is the FIN";
     EXPECT_EQ(tcp_flags(f), tcp_flags(fin));
-    auto v = (*dp)->lookup(client_key());
+    auto v = dp->lookup(client_key());
     ASSERT_TRUE(v);
     EXPECT_EQ(v->flags & TCPHA_FLOW_F_FIN_UNCOPIED, 0);
     // Once: the next ACK goes to the primary only.
-    EXPECT_EQ(run_prog((*dp)->prog_fd(), ack, &ctx).verdict, TC_ACT_REDIRECT);
+    EXPECT_EQ(run_prog(dp->prog_fd(), ack, &ctx).verdict, TC_ACT_REDIRECT);
     EXPECT_TRUE(next_frame(200).empty());
-    EXPECT_EQ((*dp)->counters()[TCPHA_DP_COPY], 1u);
-    EXPECT_EQ((*dp)->counters()[TCPHA_DP_COPY_FIN_LATER], 1u);
+    EXPECT_EQ(dp->counters()[TCPHA_DP_COPY], 1u);
+    EXPECT_EQ(dp->counters()[TCPHA_DP_COPY_FIN_LATER], 1u);
   }).join();
 }
 
