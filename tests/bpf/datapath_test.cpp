@@ -867,12 +867,22 @@ TEST_F(EgressGuardTest, UnmarkedFinAndRstFromTheVipAreDropped) {
   EXPECT_EQ(egress(from_vip(kRst)), TC_ACT_SHOT);
   EXPECT_EQ(egress(from_vip(kRst | kAck)), TC_ACT_SHOT);
   EXPECT_EQ(egress(from_vip(kFin | kAck), 1), TC_ACT_SHOT);  // another mark
-  EXPECT_EQ(dp_->counters()[TCPHA_DP_EGRESS_GUARD], 5u);
+  // The TCP flags are found after IP options too (and an ACK there passes).
+  auto with_options = [](uint8_t flags) {
+    return PacketBuilder()
+        .eth(kEthIp, kClientMac, kBeMac)
+        .ipv4(kProtoTcp, {1, 1, 1, 1}, 0x4000, kVip, kClient)
+        .tcp(flags, kVipPort, kClientPort)
+        .build();
+  };
+  EXPECT_EQ(egress(with_options(kFin | kAck)), TC_ACT_SHOT);
+  EXPECT_EQ(egress(with_options(kAck)), TC_ACT_OK);
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_EGRESS_GUARD], 6u);
   // Turned off again: passes.
   ASSERT_TRUE(dp_->set_egress_guard(false));
   EXPECT_FALSE(dp_->egress_guard());
   EXPECT_EQ(egress(from_vip(kFin | kAck)), TC_ACT_OK);
-  EXPECT_EQ(dp_->counters()[TCPHA_DP_EGRESS_GUARD], 5u);
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_EGRESS_GUARD], 6u);
 }
 
 TEST_F(EgressGuardTest, MarkedEndsDataAndOtherTrafficPass) {
