@@ -46,12 +46,16 @@
  * that holds the client's byte stream since the handoff, so that it can take the
  * connection over when the primary dies:
  * - Copies: a packet of such a flow that carries payload, SYN, FIN or RST is also
- *   cloned to the backup (bpf_clone_redirect, out of the same interface), with the
- *   Ethernet header dst = backup's MAC, src = ours, ethertype TCPHA_ETH_P_COPY: the
- *   backup's IP stack ignores it, its agent reads it from an AF_PACKET socket. Pure
- *   ACKs are never copied (seed 004's selective multicast): they carry nothing the
- *   backup must replay, and they are most of a download's client packets. A backup
- *   that is FAILED or has no MAC yet gets nothing.
+ *   appended to the "copies" ring buffer (struct tcpha_copy, then the frame as it
+ *   came), before the packet itself goes on, so a copy exists of everything the
+ *   primary can acknowledge. The FE's agent reads the ring in batches and sends the
+ *   copies to their backups over its control links (a copy costs the datapath two
+ *   memcpy's; a clone sent over the wire cost each packet a second trip through the
+ *   bridge and the backup's stack). A full ring or a frame longer than
+ *   TCPHA_COPY_FRAME_MAX makes no copy (COPY_LOST). Pure ACKs are never copied
+ *   (seed 004's selective multicast): they carry nothing the backup must replay, and
+ *   they are most of a download's client packets. A backup that is FAILED or has no
+ *   MAC yet gets nothing.
  * - Failure: the FE marks a dead back-end's slot FAILED in the backends map, one
  *   update for all its flows, instead of rewriting each flow. From then on every
  *   packet of a flow whose primary is FAILED goes to that flow's backup instead
@@ -110,6 +114,27 @@ struct {
   __type(value, __u64);
   __uint(max_entries, TCPHA_DP_NR_COUNTERS);
 } counters SEC(".maps");
+
+/* Copies for backups (see the top), read by the FE's agent. */
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, TCPHA_COPY_RING_BYTES);
+} copies SEC(".maps");
+
+/* A copy is assembled here (header, then the frame) and appended to the ring in one
+ * piece: the ring's reservations are of a constant size, a frame's is not. One
+ * entry per CPU (userspace sets max_entries to the possible CPUs): tc programs run
+ * with migration off, and not nested on one CPU. */
+struct copy_buf {
+  struct tcpha_copy hdr;
+  __u8 frame[TCPHA_COPY_FRAME_MAX + 1];
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __type(key, __u32);
+  __type(value, struct copy_buf);
+  __uint(max_entries, 1);
+} copy_bufs SEC(".maps");
 
 /* Back-end slots (the FE's BackendState::uid): MAC and FAILED flag, for failover.
  * An array: the verifier inlines its lookups, and marking a back-end failed is one
@@ -272,47 +297,39 @@ static __always_inline int worth_a_copy(const struct tcpha_packet *p) {
   return worth_a_copy_data(p);
 }
 
-/* Sends a clone of the packet, as it is now, to the backup b (see the top): the
- * copy's Ethernet header is written in place, cloned, then the original's protocol
- * restored. The clone takes the packet's current buffer and the original gets a
- * private copy of its head (bpf_clone_redirect unclones it), so the rewrite after
- * the clone cannot reach the copy. Every packet pointer is invalid after the
- * helper: p->eth is derived again. 0 (drop the original) only if the rewritten
- * head vanished, which a clone does not do. */
-static __always_inline int copy_to_backup(struct __sk_buff *skb, struct tcpha_packet *p,
-                                          const struct tcpha_backend *b,
-                                          const struct tcpha_flow_value *v, int as_fin) {
-  __be16 proto = p->eth->h_proto;
+/* Appends a copy of the packet for the backup in `slot` to the copies ring (see the
+ * top). `as_fin`: the copy says FIN one sequence number before this packet (the FIN
+ * this flow's backup did not get, TCPHA_FLOW_F_FIN_UNCOPIED). The backup does not
+ * check TCP checksums (failover/held.hpp, parse_frame). */
+static __always_inline void copy_to_backup(struct __sk_buff *skb, const struct tcpha_packet *p,
+                                           __u32 slot, int as_fin) {
+  __u32 cpu = bpf_get_smp_processor_id();
   __u64 tcp_off = (void *)p->tcp - (void *)p->eth;
-  __be32 seq = p->tcp->seq;
-  void *data, *data_end;
-  struct tcphdr *tcp;
+  __u32 len = skb->len;
+  struct copy_buf *b = bpf_map_lookup_elem(&copy_bufs, &cpu);
+  __u64 flags = BPF_RB_NO_WAKEUP;
 
-  __builtin_memcpy(p->eth->h_dest, b->mac, ETH_ALEN);
-  __builtin_memcpy(p->eth->h_source, v->smac, ETH_ALEN);
-  p->eth->h_proto = bpf_htons(TCPHA_ETH_P_COPY);
-  /* The FIN this flow's backup did not get (TCPHA_FLOW_F_FIN_UNCOPIED): this packet
-   * comes after it, one sequence number on; its copy says FIN at the FIN's place.
-   * The backup does not check TCP checksums (failover/held.hpp, parse_frame). */
-  if (as_fin) {
-    p->tcp->seq = bpf_htonl(bpf_ntohl(seq) - 1);
-    p->tcp->fin = 1;
+  if (!b || len == 0 || len > TCPHA_COPY_FRAME_MAX || tcp_off > 128 ||
+      bpf_skb_load_bytes(skb, 0, b->frame, len) < 0) {
+    count(TCPHA_DP_COPY_LOST, 1);
+    return;
   }
-  if (bpf_clone_redirect(skb, skb->ifindex, 0) == 0) count(TCPHA_DP_COPY, 1);
-  data = (void *)(long)skb->data;
-  data_end = (void *)(long)skb->data_end;
-  p->eth = data;
-  if ((void *)(p->eth + 1) > data_end) return 0;
-  p->eth->h_proto = proto;
   if (as_fin) {
-    if (tcp_off > 128) return 0;
-    tcp = data + tcp_off;
-    if ((void *)(tcp + 1) > data_end) return 0;
-    tcp->seq = seq;
-    tcp->fin = 0;
-    p->tcp = tcp;
+    struct tcphdr *tcp = (struct tcphdr *)(b->frame + tcp_off);
+
+    tcp->seq = bpf_htonl(bpf_ntohl(tcp->seq) - 1);
+    tcp->fin = 1;
   }
-  return 1;
+  b->hdr.len = len;
+  b->hdr.backup = slot;
+  b->hdr.pad = 0;
+  if (bpf_ringbuf_query(&copies, BPF_RB_AVAIL_DATA) >= TCPHA_COPY_WAKE_BYTES)
+    flags = BPF_RB_FORCE_WAKEUP;
+  if (bpf_ringbuf_output(&copies, b, sizeof(b->hdr) + len, flags) < 0) {
+    count(TCPHA_DP_COPY_LOST, 1);
+    return;
+  }
+  count(TCPHA_DP_COPY, 1);
 }
 
 /* Younger than TCPHA_BACKUP_DUE_MS: its backup has no BACKUP yet (0: unknown, old).
@@ -534,7 +551,7 @@ static __always_inline int forward(struct __sk_buff *skb, struct tcpha_packet *p
     return TC_ACT_SHOT;
   }
   note_fin_rst(p->tcp, v); /* reads the packet: before the clone */
-  if (copy && !copy_to_backup(skb, p, copy, v, as_fin)) return TC_ACT_SHOT;
+  if (copy) copy_to_backup(skb, p, backup - 1, as_fin);
   __builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
   __builtin_memcpy(p->eth->h_source, v->smac, ETH_ALEN);
   v->last_seen_ns = now;

@@ -59,14 +59,28 @@ struct tcpha_flow_value {
  * running (the flows, backends and counters maps; docs/fe-restart.md): the program
  * carries it in .rodata, and a datapath whose value differs is not adopted. Bump it
  * whenever that meaning changes, even when no size does (sizes are checked anyway). */
-#define TCPHA_STATE_LAYOUT 3
+#define TCPHA_STATE_LAYOUT 4
 
 /* BE failover (docs/failover.md). Back-end slots are the FE's BackendState::uid; the
  * "backends" array map holds one struct tcpha_backend per slot. */
 #define TCPHA_MAX_BACKENDS 256
-/* Ethertype of the copies of client packets sent to a flow's backup: no IP stack
- * takes them, the backup's agent reads them from an AF_PACKET socket. */
-#define TCPHA_ETH_P_COPY 0x88B5
+/* Copies of client packets for a flow's backup (docs/failover.md, "Copies"): the FE's
+ * datapath appends each one to the "copies" ring buffer as a struct tcpha_copy
+ * followed by the frame (from its Ethernet header, as it arrived); the FE's agent
+ * reads them in batches and sends them to the backups over their control links. */
+struct tcpha_copy {
+  __u32 len;    /* bytes of frame after this header */
+  __u16 backup; /* the backup's slot (BackendState::uid) */
+  __u16 pad;
+};
+/* Longest frame copied (a GRO/GSO packet may be longer: not copied, COPY_LOST). */
+#define TCPHA_COPY_FRAME_MAX 65535
+/* The ring's size (a power of two, pages): a few hundred milliseconds of copies at
+ * the bed's request rate; the FE reads it every few milliseconds. */
+#define TCPHA_COPY_RING_BYTES (8u << 20)
+/* Past this much unread, a copy wakes the FE's reader (below it, no wake-up: the
+ * reader's own timer drains the ring). */
+#define TCPHA_COPY_WAKE_BYTES (1u << 20)
 /* A connection's BACKUP is due this long after the FE pointed its flow at its owner
  * (the FE sends it at its next tick). Until then a client FIN without data is not
  * copied: most short connections end before their BACKUP is due, and their backup
@@ -123,6 +137,7 @@ struct tcpha_import_cwnd {
   X(GUARD_REPAIR, "guarded packets dropped: their socket is still in TCP_REPAIR")                 \
   X(TTL_DROP, "packets to forward dropped for a TTL/hop limit <= 1 (a loop)")                     \
   X(COPY, "client packets copied to a backup")                                                    \
+  X(COPY_LOST, "copies not made: the copy ring was full or the packet too long")                  \
   X(COPY_FIN_LATER, "client FINs without data of flows younger than TCPHA_BACKUP_DUE_MS: not copied") \
   X(FAILOVER, "packets of a failed back-end's flows sent to its backup")                          \
   X(FAILOVER_DROP, "packets of a failed back-end's flows dropped: the flow has no usable backup") \

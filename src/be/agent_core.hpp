@@ -99,6 +99,7 @@ inline constexpr uint64_t kAckCheckNs = 1'000 * kMs;
   X(reload_failures, "SIGHUPs whose cluster file was refused (errors, or a changed [[backend]] list)") \
   X(backups, "connections of other back-ends backed up here (BACKUP)")        \
   X(backups_refused, "BACKUPs not kept: failover off here, relay mode, or over the memory bound") \
+  X(copies_malformed, "copies from the FE that are not an IPv4 TCP frame (COPIES)") \
   X(taken_over, "connections of a dead back-end taken over and served here")   \
   X(takeover_lost, "connections of a dead back-end this backup could not take over") \
   X(fenced, "connections dropped silently because the FE failed this back-end over") \
@@ -117,7 +118,7 @@ enum class Counter {
 };
 
 struct Item {
-  enum Kind { Listener, Control, Http, Signal, Peer, Copies, Answers, Vip } kind;  // relayed sockets: Relays::owns()
+  enum Kind { Listener, Control, Http, Signal, Peer, Answers, Vip } kind;  // relayed sockets: Relays::owns()
   explicit Item(Kind k) : kind(k) {}
 };
 
@@ -321,7 +322,7 @@ class Agent {
   void on_backup(ControlConn& cc, proto::BackupMsg& m);
   void on_forget(const proto::ForgetMsg& m);
   void on_takeover(const proto::TakeoverMsg& m);
-  void on_copies();
+  void on_copies(const proto::CopiesMsg& m);
   void on_answers();
   void tick_backup(uint64_t now);
   void take_over(failover::Held& h, Result<failover::Plan> plan);
@@ -416,7 +417,7 @@ class Agent {
   uint64_t drain_deadline_ = 0;
   uint64_t fe_gone_since_ = 0;  // draining with no FE link (0: one is up)
   // Failover (backup.cpp): the connections backed up here, the copies of their client
-  // packets (from the FE's datapath), and the takeovers under way (probe sent, the
+  // packets (COPIES from the FE), and the takeovers under way (probe sent, the
   // client's answer awaited), by client address and port.
   std::unique_ptr<failover::Store> held_;
   // Response sizes by the exact request bytes, for kSizeCacheNs (backup.cpp,
@@ -431,9 +432,8 @@ class Agent {
   };
   std::unordered_map<std::string, KnownSize, SizeKeyHash, std::equal_to<>> sizes_;
   int ifindex_ = 0;
-  std::optional<failover::CopyRing> copies_;
   UniqueFd answers_fd_, probe_fd_;
-  Item copies_item_{Item::Copies}, answers_item_{Item::Answers};
+  Item answers_item_{Item::Answers};
   struct Takeover {
     failover::Held held;
     uint64_t probed_at = 0;

@@ -1,7 +1,7 @@
-// Failover on the backup's side (seed 004; docs/failover.md). The FE sends us, at
+// Failover on the backup's side (seed 004; docs/failover.md). The FE sends us, after
 // COMMIT, the state and request of connections another back-end (their primary) now
-// owns, and its datapath copies us the client's data-bearing packets of them (Ethernet
-// type TCPHA_ETH_P_COPY: our IP stack never sees them). We keep each connection's
+// owns, and copies of the client's data-bearing packets of them, which its datapath
+// took (COPIES, on the control link: our IP stack never sees them). We keep each connection's
 // client byte stream since its last answered request (failover::Store). When the FE
 // says the primary died (TAKEOVER), we learn where each client is with a probe (its
 // kernel answers with its ACK point), import the socket there and answer the held
@@ -36,9 +36,10 @@ constexpr size_t kHeldBytesMax = size_t{64} << 20;
 // connection counts as lost (the client is gone or unreachable).
 constexpr uint64_t kProbeRetryNs = 100 * kMs;
 constexpr int kProbes = 5;
-// After an answer that is ahead of the copies: the ring's open block is handed over
-// within failover::kCopyBlockMs; probe again a little after that.
-constexpr uint64_t kCopyWaitNs = (failover::kCopyBlockMs + 5) * kMs;
+// After an answer that is ahead of the copies: the FE sends every copy it has ahead of
+// its TAKEOVER on that link, but copies it sent earlier on another worker's link may
+// still be on their way (a busy link, a busy FE): probe again after this.
+constexpr uint64_t kCopyWaitNs = 10 * kMs;
 // Response sizes remembered (response_size()): entries, and for how long.
 constexpr size_t kSizeCacheEntries = 4096;
 constexpr size_t kSizeCacheKeyMax = 1024;  // longer requests are sized every time (<= 4 MiB)
@@ -48,15 +49,11 @@ constexpr uint64_t kSizeCacheNs = 1000 * kMs;
 
 // Backups are kept when the cluster has failover on, by back-ends of both kinds: the
 // built-in server generates a response again, a relay asks its upstream again
-// (docs/relay.md, "Failover"). The copy socket lives as long as the agent; the socket
-// that catches probe answers only while a takeover runs.
+// (docs/relay.md, "Failover"). The socket that catches probe answers is open only
+// while a takeover runs.
 Status Agent::open_backup(int ifindex) {
   if (!cfg_.cluster.failover) return {};
   ifindex_ = ifindex;
-  auto ring = failover::CopyRing::open(ifindex);
-  if (!ring) return Error{ring.error().err, "failover copy ring: " + ring.error().what};
-  copies_.emplace(std::move(*ring));
-  set(EPOLL_CTL_ADD, copies_->fd(), EPOLLIN, &copies_item_);
   held_ = std::make_unique<failover::Store>(kHeldBytesMax);
   return {};
 }
@@ -111,18 +108,22 @@ void Agent::on_forget(const proto::ForgetMsg& m) {
   for (uint64_t id : m.ids) held_->forget(id);
 }
 
-void Agent::on_copies() {
+void Agent::on_copies(const proto::CopiesMsg& m) {
+  if (!held_) return;
   const uint64_t now = monotonic_ns();
   auto rs = [this](std::string_view s) { return response_size(s); };
-  // Bounded per event (the loop has other work); level-triggered, so the rest comes next.
-  if (!copies_) return;
-  copies_->drain([&](const failover::Segment& seg) {
-    auto t = takeovers_.find({seg.client_addr, seg.client_port});
-    if (t != takeovers_.end()) {
-      t->second.held.add(seg, rs);  // a request that came while the probe is out
+  m.for_each([&](const uint8_t* frame, size_t n) {
+    auto seg = failover::parse_frame(frame, n);
+    if (!seg) {
+      inc(Counter::copies_malformed);
       return;
     }
-    held_->on_copy(seg, rs, now);
+    auto t = takeovers_.find({seg->client_addr, seg->client_port});
+    if (t != takeovers_.end()) {
+      t->second.held.add(*seg, rs);  // a request that came while the probe is out
+      return;
+    }
+    held_->on_copy(*seg, rs, now);
   });
 }
 

@@ -125,9 +125,6 @@ void Agent::run() {
         case Item::Peer:
           on_peer(*static_cast<PeerLink*>(it), evs[i].events);
           break;
-        case Item::Copies:
-          on_copies();
-          break;
         case Item::Answers:
           on_answers();
           break;

@@ -132,6 +132,8 @@ void Agent::on_message(ControlConn& cc, proto::Message& m) {
     on_backup(cc, *b);
   } else if (auto* f = std::get_if<proto::ForgetMsg>(&m); f && cc.peer_backend < 0) {
     on_forget(*f);
+  } else if (auto* c = std::get_if<proto::CopiesMsg>(&m); c && cc.peer_backend < 0) {
+    on_copies(*c);
   } else if (auto* t = std::get_if<proto::TakeoverMsg>(&m); t && cc.peer_backend < 0) {
     on_takeover(*t);
   } else if (auto* l = std::get_if<proto::LardMsg>(&m)) {

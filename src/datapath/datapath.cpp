@@ -216,6 +216,11 @@ Result<std::unique_ptr<Datapath>> Datapath::load(uint32_t max_flows, Found* adop
   auto& maps = dp->skel_->maps;
   if (int rc = bpf_map__set_max_entries(maps.flows, max_flows); rc < 0)
     return Error{-rc, "set flow table size"};
+  // One copy buffer per CPU (bpf/datapath.bpf.c, copy_bufs).
+  if (int cpus = libbpf_num_possible_cpus(); cpus <= 0)
+    return Error{cpus < 0 ? -cpus : EINVAL, "count the possible CPUs"};
+  else if (int rc = bpf_map__set_max_entries(maps.copy_bufs, uint32_t(cpus)); rc < 0)
+    return Error{-rc, "size the copy buffers"};
   bool adopted = false;
   if (adopt && adoption) {
     // Same sizes and the same TCPHA_STATE_LAYOUT (all of .rodata, which holds it alone).
@@ -642,6 +647,48 @@ int Datapath::prog_fd() const { return bpf_program__fd(skel_->progs.tcpha_ingres
 int Datapath::egress_prog_fd() const { return bpf_program__fd(skel_->progs.tcpha_egress); }
 int Datapath::backends_fd() const { return bpf_map__fd(skel_->maps.backends); }
 int Datapath::flows_fd() const { return bpf_map__fd(skel_->maps.flows); }
+int Datapath::copies_fd() const { return bpf_map__fd(skel_->maps.copies); }
+
+Result<CopyReader> CopyReader::open(const Datapath& dp) {
+  CopyReader r;
+  r.rb_ = ring_buffer__new(dp.copies_fd(), &CopyReader::on_record, nullptr, nullptr);
+  if (!r.rb_) return sys_error("copies ring buffer");
+  return r;
+}
+
+CopyReader::CopyReader(CopyReader&& o) noexcept : rb_(o.rb_) { o.rb_ = nullptr; }
+CopyReader& CopyReader::operator=(CopyReader&& o) noexcept {
+  std::swap(rb_, o.rb_);
+  return *this;
+}
+CopyReader::~CopyReader() {
+  if (rb_) ring_buffer__free(rb_);
+}
+
+int CopyReader::fd() const { return rb_ ? ring_buffer__epoll_fd(rb_) : -1; }
+
+// libbpf's callback has a context fixed at ring_buffer__new(), before this object has
+// its final address: the reader is found through a thread-local set by drain().
+namespace {
+thread_local CopyReader::OnCopy const* tl_on_copy = nullptr;
+}
+
+int CopyReader::on_record(void*, void* data, size_t size) {
+  tcpha_copy h;
+  if (size < sizeof h || !tl_on_copy) return 0;
+  std::memcpy(&h, data, sizeof h);
+  if (h.len > size - sizeof h) return 0;  // the datapath writes none such
+  (*tl_on_copy)(h.backup, static_cast<const uint8_t*>(data) + sizeof h, h.len);
+  return 0;
+}
+
+size_t CopyReader::drain(const OnCopy& on) {
+  if (!rb_) return 0;
+  tl_on_copy = &on;
+  const int n = ring_buffer__consume(rb_);
+  tl_on_copy = nullptr;
+  return n > 0 ? size_t(n) : 0;
+}
 uint32_t Datapath::max_flows() const { return bpf_map__max_entries(skel_->maps.flows); }
 
 }  // namespace tcpha::datapath

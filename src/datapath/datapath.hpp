@@ -24,6 +24,7 @@
 #include "tcpha_shared.h"
 
 struct tcpha_dp;  // the libbpf skeleton, kept out of this header
+struct ring_buffer;  // libbpf's ring buffer reader
 
 namespace tcpha::datapath {
 
@@ -180,6 +181,7 @@ class Datapath {
   int egress_prog_fd() const;  // tcpha_egress
   int backends_fd() const;
   int flows_fd() const;
+  int copies_fd() const;  // the copies ring buffer (CopyReader)
   uint32_t max_flows() const;  // the flow table's size
 
  private:
@@ -204,6 +206,30 @@ class Datapath {
   bool released_ = false;
   std::string pin_dir_;  // pinned here ("" = not pinned)
   Adoption adoption_;
+};
+
+// Reads the copies the datapath made for backups (the "copies" ring buffer, see
+// bpf/datapath.bpf.c and docs/failover.md, "Copies"). One reader per datapath, used by
+// one thread at a time: the ring has one consumer position.
+class CopyReader {
+ public:
+  static Result<CopyReader> open(const Datapath& dp);
+  CopyReader(CopyReader&&) noexcept;
+  CopyReader& operator=(CopyReader&&) noexcept;
+  ~CopyReader();
+
+  // Readable when the datapath woke the reader: more than TCPHA_COPY_WAKE_BYTES are
+  // waiting (the copies themselves wake nobody; drain() on a timer as well).
+  int fd() const;
+  // Calls on(backup slot, frame, length) for every copy in the ring, oldest first, and
+  // frees them; the frame is valid during the call only. Returns the copies read.
+  using OnCopy = std::function<void(uint16_t, const uint8_t*, size_t)>;
+  size_t drain(const OnCopy& on);
+
+ private:
+  CopyReader() = default;
+  static int on_record(void* ctx, void* data, size_t size);
+  ::ring_buffer* rb_ = nullptr;
 };
 
 }  // namespace tcpha::datapath

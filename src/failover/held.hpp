@@ -23,9 +23,6 @@
 
 namespace tcpha::failover {
 
-// Ethertype of the client packet copies the FE's datapath sends to a backup.
-inline constexpr uint16_t kEthPCopy = TCPHA_ETH_P_COPY;
-
 // A client segment from a copy frame or a probe answer. Addresses and ports in
 // network order (as in TcpState), everything else in host order.
 struct Segment {
@@ -39,8 +36,8 @@ struct Segment {
   std::string_view payload;  // points into the frame
 };
 
-// An Ethernet frame holding IPv4 + TCP (the ethertype is not looked at: copies carry
-// kEthPCopy, answers 0x0800). nullopt when it is not IPv4/TCP, is truncated, has
+// An Ethernet frame holding IPv4 + TCP (the ethertype is not looked at: a copy is the
+// frame as it reached the FE). nullopt when it is not IPv4/TCP, is truncated, has
 // inconsistent lengths or is an IP fragment. IP options are skipped. Checksums are
 // not verified: on veth and loopback a received frame may carry only the partial
 // (pseudo-header) sum, and the copies are the bytes the FE forwarded anyway.

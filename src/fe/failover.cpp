@@ -5,6 +5,7 @@
 // update and asks the backups to take over. The datapath copies the client's
 // data-bearing packets to each flow's backup meanwhile (bpf/datapath.bpf.c).
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -119,6 +120,7 @@ void Worker::flush_backups(uint64_t now, bool all, const BackendState* failing) 
     }
     it = due_backups_.erase(it);
   }
+  if (!takeovers.empty()) send_copies();  // the copies ahead of the TAKEOVERs
   for (auto [to, primary] : takeovers)
     if (auto it = controls_.find(to); it != controls_.end())
       it->second->link.send(proto::TakeoverMsg{primary->id});
@@ -135,6 +137,64 @@ void Worker::flush_backups(uint64_t now, bool all, const BackendState* failing) 
     }
     due_order_.pop_front();
   }
+}
+
+// The datapath appends a copy of every client packet a backup needs to its ring (before
+// the packet goes on to its owner, so a copy exists of all the owner can acknowledge);
+// this sends them on, each backup's in COPIES messages of up to kMaxPayload, in the
+// ring's order. Worker 0 does it every tick (20 ms; sooner when over
+// TCPHA_COPY_WAKE_BYTES wait); a worker failing a back-end over does it before its
+// TAKEOVERs, so that on each of its links the copies come first. A backup whose link
+// is down misses its copies (copies_unsent): those connections it cannot take over.
+void Worker::send_copies() {
+  if (!sh_.copies) return;
+  struct Batch {
+    BackendState* to;
+    proto::CopiesMsg msg;
+    uint64_t n = 0;
+  };
+  std::vector<Batch> batches;
+  std::array<int16_t, TCPHA_MAX_BACKENDS> batch_of;  // slot -> index in batches; -1: none yet
+  batch_of.fill(-1);
+  uint64_t unsent = 0;
+  auto send = [&](Batch& b) {
+    auto it = controls_.find(b.to);
+    if (it != controls_.end() && it->second->up && it->second->link.send(b.msg))
+      sh_.counters.inc(Counter::copies_sent, b.n);
+    else
+      unsent += b.n;
+    b.msg.packed.clear();
+    b.msg.count = 0;
+    b.n = 0;
+  };
+  std::lock_guard lk(sh_.copies_mu);
+  sh_.copies->drain([&](uint16_t slot, const uint8_t* frame, size_t len) {
+    if (slot >= TCPHA_MAX_BACKENDS) {
+      ++unsent;
+      return;
+    }
+    if (batch_of[slot] < 0) {
+      BackendState* to = sh_.backend_by_uid(slot);
+      if (!to) {
+        ++unsent;
+        return;
+      }
+      batch_of[slot] = int16_t(batches.size());
+      batches.push_back(Batch{to, {}, 0});
+    }
+    Batch& b = batches[size_t(batch_of[slot])];
+    if (!b.msg.add(frame, len)) {
+      send(b);
+      if (!b.msg.add(frame, len)) {  // the datapath copies no frame that large
+        ++unsent;
+        return;
+      }
+    }
+    ++b.n;
+  });
+  for (auto& b : batches)
+    if (b.n) send(b);
+  if (unsent) sh_.counters.inc(Counter::copies_unsent, unsent);
 }
 
 // FORGETs are batched per backup and sent once per tick: a closed connection's backup
@@ -188,8 +248,11 @@ void Worker::maybe_fail_over(ControlConn& cc, uint64_t now) {
                           .count();
     last.silent_ms = silent;
   }
-  // Its connections' BACKUPs still due go first, ahead of the TAKEOVERs on each link.
+  // Its connections' BACKUPs still due go first, then every copy the datapath made
+  // (before this update: all the dead one could have acknowledged), ahead of the
+  // TAKEOVERs on each link.
   flush_backups(now, false, &b);
+  send_copies();
   size_t asked = 0;
   for (auto& [other, link] : controls_) {
     if (other == &b || !link->up) continue;

@@ -561,6 +561,12 @@ int Daemon::start(const std::string& status_socket, bool takeover) {
   }
   sh_.boot = &boot_;
   sh_.dp = dp_.get();
+  auto copies = datapath::CopyReader::open(*dp_);
+  if (!copies) {
+    spdlog::error("datapath: {}", copies.error().message());
+    return 2;
+  }
+  sh_.copies.emplace(std::move(*copies));
   sh_.fe_mac = *fe_mac;
   sh_.workers = f.workers ? f.workers : uint32_t(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
   auto snap = make_snapshot(sh_, std::make_shared<const config::Config>(boot_), 1);

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "common/histogram.hpp"
 #include "common/net.hpp"
 #include "config/config.hpp"
+#include "datapath/datapath.hpp"
 #include "sched/router.hpp"
 
 namespace spdlog {
@@ -59,6 +61,8 @@ namespace tcpha::fe {
   X(flow_restored, "handoff flow entries found gone at COMMIT and put back (GC race)") \
   X(backups, "connections backed up on another back-end after COMMIT (failover ring)")  \
   X(backups_unsent, "connections that ended before their BACKUP was due: none sent")   \
+  X(copies_sent, "copies of client packets sent to backups (COPIES)")                  \
+  X(copies_unsent, "copies of client packets not sent: their backup unknown or unreachable") \
   X(ipv6_no_backup, "IPv6 connections handed off without a backup (failover covers IPv4 only)") \
   X(failovers, "back-ends failed over: their flows sent to their backups")           \
   X(taken_over, "connections of a dead back-end that its backup took over")          \
@@ -189,6 +193,11 @@ struct Shared {
   LatencyHistogram ready_latency;        // HANDOFF sent -> READY received
   LatencyHistogram commit_latency;       // READY received -> COMMIT sent (FORWARD + send)
 
+  // The datapath's copies for backups (docs/failover.md, "Copies"): worker 0 reads them
+  // every tick, a worker failing a back-end over reads them before its TAKEOVERs.
+  std::mutex copies_mu;  // one reader at a time
+  std::optional<datapath::CopyReader> copies;
+
   std::mutex failover_mu;  // guards failovers (rare writes)
   std::deque<LastFailover> failovers;  // the last kFailoverHistory, oldest first
   static constexpr size_t kFailoverHistory = 8;
@@ -207,8 +216,14 @@ struct Shared {
       slot = std::make_unique<BackendState>();
       slot->id = id;
       slot->uid = next_uid_++;
+      by_uid_.push_back(slot.get());
     }
     return slot.get();
+  }
+  // By datapath slot (uid), or null.
+  BackendState* backend_by_uid(uint32_t uid) {
+    std::lock_guard lk(mu_);
+    return uid < by_uid_.size() ? by_uid_[uid] : nullptr;
   }
 
   // "up" when every worker has a live link, "down" when none has.
@@ -223,6 +238,7 @@ struct Shared {
  private:
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<BackendState>> registry_;
+  std::vector<BackendState*> by_uid_;  // index: uid
   uint32_t next_uid_ = 0;
 };
 

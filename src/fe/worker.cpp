@@ -102,6 +102,10 @@ Worker::Worker(Shared& shared, uint32_t index)
     : sh_(shared), index_(index), ep_(epoll_create1(EPOLL_CLOEXEC)),
       wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   epoll_set(EPOLL_CTL_ADD, wake_.get(), EPOLLIN, &wake_item_);
+  // Worker 0 reads the copies; the datapath wakes it only when they pile up (its tick
+  // reads them otherwise).
+  if (index_ == 0 && sh_.copies && sh_.copies->fd() >= 0)
+    epoll_set(EPOLL_CTL_ADD, sh_.copies->fd(), EPOLLIN, &copies_item_);
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
   next_id_ = uint64_t(ts.tv_sec) * 1'000'000 + uint64_t(ts.tv_nsec) / 1000;
@@ -226,6 +230,7 @@ void Worker::run() {
             // What the backups were still due goes with this round's batch: the
             // connections outlive this process (a successor adopts them).
             flush_backups(monotonic_ns(), true);
+            send_copies();
             flush_forgets();
             return;
           }
@@ -249,6 +254,9 @@ void Worker::run() {
         }
         case Item::Control:
           on_control(*static_cast<ControlConn*>(item), evs[i].events);
+          break;
+        case Item::Copies:
+          send_copies();
           break;
       }
     }
@@ -710,9 +718,8 @@ void Worker::control_changed(ControlConn& cc, unsigned changes, std::vector<prot
       return;
     }
     if (!tunnel) b.mac.store(BackendState::pack(*mac), std::memory_order_relaxed);
-    // The datapath's slot table: how its flows' packets reach it, where copies for its
-    // backups go, and (failed false) its own flows are its own again if it had been
-    // failed over.
+    // The datapath's slot table: how its flows' packets reach it, and (failed false)
+    // its own flows are its own again if it had been failed over.
     if (b.uid < TCPHA_MAX_BACKENDS) (void)sh_.dp->set_backend(b.uid, *mac, false, tunnel);
     b.failed_at.store(0);
     cc.up = true;
@@ -981,6 +988,7 @@ void Worker::tick(uint64_t now) {
   }
   share_lard();
   flush_backups(now, false);
+  if (index_ == 0) send_copies();
   flush_forgets();
   if (orphans_) sweep_orphans(now);
   const uint64_t dead_ns = uint64_t(snap_->cfg->cluster.dead_after_ms) * kMs;

@@ -47,7 +47,7 @@ class Worker {
  private:
   Status clamp_mss();
   struct Item {
-    enum Kind { Listener, Client, Control, Wake } kind;
+    enum Kind { Listener, Client, Control, Wake, Copies } kind;
     explicit Item(Kind k) : kind(k) {}
   };
   struct ClientConn;
@@ -135,6 +135,11 @@ class Worker {
   // since they were queued go at once, with a TAKEOVER behind them on the same link,
   // except for `failing`'s, whose TAKEOVERs the caller sends.
   void flush_backups(uint64_t now, bool all, const BackendState* failing = nullptr);
+  // Sends every copy the datapath has made for backups on this worker's links, in
+  // COPIES batches per backup (docs/failover.md, "Copies"); a TAKEOVER sent after it
+  // comes after those copies on each link.
+  void send_copies();
+  Item copies_item_{Item::Copies};
   void forget_later(BackendState& backup, uint64_t id);
   void flush_forgets();
   // After a link to b was lost or went stale: the last one fails b over.

@@ -49,6 +49,7 @@ class Reader {
   void bytes(std::string& s, size_t n) {
     if (take(n)) s.assign(reinterpret_cast<const char*>(p_ - n), n);
   }
+  void rest(std::string& s) { bytes(s, size_t(end_ - p_)); }
   // Every field was present and nothing is left over.
   bool ok() const { return ok_ && p_ == end_; }
   // A field's value is outside its domain (encodings are canonical: one per message).
@@ -252,6 +253,26 @@ void get(Reader& r, ForgetMsg& m) {
   m.ids.resize(n);
   for (auto& id : m.ids) id = r.be<uint64_t>();
 }
+void put(std::string& out, const CopiesMsg& m) {
+  put_be(out, m.count);
+  out.append(m.packed);
+}
+// Exactly `count` frames, each length in 1..kCopyFrameMax, the last one ending the payload.
+void get(Reader& r, CopiesMsg& m) {
+  m.count = r.be<uint32_t>();
+  std::string all;
+  r.rest(all);
+  const auto* p = reinterpret_cast<const uint8_t*>(all.data());
+  size_t at = 0;
+  for (uint32_t i = 0; i < m.count; ++i) {
+    if (all.size() - at < 4) return r.invalid();
+    const size_t n = load_be<uint32_t>(p + at);
+    if (n == 0 || n > kCopyFrameMax || all.size() - at - 4 < n) return r.invalid();
+    at += 4 + n;
+  }
+  if (at != all.size()) return r.invalid();
+  m.packed = std::move(all);
+}
 void put(std::string& out, const TakeoverMsg& m) { put_str(out, m.dead); }
 void get(Reader& r, TakeoverMsg& m) { get_str(r, m.dead); }
 void put(std::string& out, const TakenMsg& m) {
@@ -426,6 +447,7 @@ constexpr TypeInfo kTypes[] = {
     {MsgType::Owned, 2 + kOwnedMax * kOwnedEntrySize, decode_as<OwnedMsg>},
     {MsgType::FeState, 4 + 1 + 8, decode_as<FeStateMsg>},
     {MsgType::Flows, 8 + 1 + 2 + kFlowsMax * kFlowEntrySize, decode_as<FlowsMsg>},
+    {MsgType::Copies, kMaxPayload, decode_as<CopiesMsg>},
 };
 static_assert(std::size(kTypes) == std::variant_size_v<Message>);
 
@@ -453,6 +475,14 @@ bool encode_payload(const Message& m, std::string& out) {
     return false;
   }
   std::visit([&out](const auto& v) { put(out, v); }, m);
+  return true;
+}
+
+bool CopiesMsg::add(const void* frame, size_t n) {
+  if (n == 0 || n > kCopyFrameMax || 4 + packed.size() + 4 + n > kMaxPayload) return false;
+  ++count;
+  put_be(packed, uint32_t(n));
+  packed.append(static_cast<const char*>(frame), n);
   return true;
 }
 

@@ -105,6 +105,9 @@
 //                             again; one that knows them ignores the list.
 //   FESTATE   u32 priority | u8 active | u64 epoch   FE <-> FE (hot standby): the
 //             sender's role, every advert interval
+//   COPIES    u32 count | count x (u32 length (1..kCopyFrameMax) | frame)   FE -> backup: copies
+//             of client packets of connections it backs up, as the FE's datapath took
+//             them (Ethernet frames; docs/failover.md, "Copies"), in the order taken
 //   FLOWS     u64 sent_unix_ns | u8 full | u16 count (<= kFlowsMax) | per entry: 40
 //             bytes key | u8 gone | u8 state | u8 flags | u16 backup | u32 backend |
 //             6 bytes dmac   active FE -> standby: flow table changes (full: the first
@@ -133,8 +136,9 @@ namespace tcpha::proto {
 
 inline constexpr char kMagic[4] = {'T', 'C', 'P', 'H'};
 // 5: OWNED (an FE that restarted learns its connections); 6: TcpState carries IPv6
-// (16-byte addresses and the family); 7: TcpState carries the congestion window
-inline constexpr uint8_t kVersion = 7;
+// (16-byte addresses and the family); 7: TcpState carries the congestion window;
+// 8: COPIES (copies for backups travel on the control link, not as Ethernet frames)
+inline constexpr uint8_t kVersion = 8;
 inline constexpr size_t kHeaderSize = 20;
 inline constexpr size_t kMacSize = 32;
 inline constexpr size_t kNodeIdSize = 32;
@@ -167,6 +171,7 @@ enum class MsgType : uint8_t {
   Owned = 20,      // BE -> FE worker: the connections of that worker this BE owns
   FeState = 21,    // FE <-> FE: role advert (hot standby)
   Flows = 22,      // active FE -> standby: flow table changes
+  Copies = 23,     // FE -> BE: copies of client packets for the connections it backs up
 };
 enum class Role : uint8_t { Fe = 1, Be = 2 };
 
@@ -290,10 +295,32 @@ struct FlowsMsg {
   bool full = false;          // the first batch of a full copy: forget what you have
   std::vector<Entry> entries;  // at most kFlowsMax
 };
+// Copies of client packets (failover): the frames, each after its u32 length, exactly as
+// on the wire, so that the FE appends a copy to a batch with one memcpy and the backup
+// reads them in place.
+inline constexpr size_t kCopyFrameMax = 65535;
+struct CopiesMsg {
+  uint32_t count = 0;  // frames in packed
+  std::string packed;  // count x (u32 big-endian length | frame); 4 + its size <= kMaxPayload
+  // Appends one frame (1..kCopyFrameMax bytes); false when it would not fit kMaxPayload.
+  bool add(const void* frame, size_t n);
+  // Calls f(const uint8_t*, size_t) for every frame, in order.
+  template <typename F>
+  void for_each(F&& f) const {
+    const auto* p = reinterpret_cast<const uint8_t*>(packed.data());
+    const uint8_t* end = p + packed.size();
+    while (end - p >= 4) {
+      const size_t n = size_t(p[0]) << 24 | size_t(p[1]) << 16 | size_t(p[2]) << 8 | p[3];
+      if (size_t(end - p - 4) < n) return;  // decode_payload() let no such message through
+      f(p + 4, n);
+      p += 4 + n;
+    }
+  }
+};
 using Message = std::variant<HandoffMsg, ReadyMsg, CommitMsg, AbortMsg, ClosedMsg, HeartbeatMsg,
                              JoinMsg, LeaveMsg, WorkerMsg, RepointMsg, RepointedMsg, DrainMsg,
                              LardMsg, BackupMsg, ForgetMsg, TakeoverMsg, TakenMsg, OwnedMsg,
-                             FeStateMsg, FlowsMsg>;
+                             FeStateMsg, FlowsMsg, CopiesMsg>;
 
 // The FE worker that owns a connection id (ids are (worker << 48) | counter).
 constexpr uint32_t worker_of(uint64_t id) { return uint32_t(id >> 48); }

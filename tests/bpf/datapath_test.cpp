@@ -567,12 +567,10 @@ TEST_F(GuardTest, FlowEntriesTakePrecedence) {
 }
 
 // BE failover (docs/failover.md): a flow's backup gets copies of the client packets
-// that carry data, SYN, FIN or RST, and every packet once the primary's slot is
-// FAILED. The copies leave through the device the packet came from (BPF_PROG_RUN:
-// the loopback device, unless the context names one), so each run is in a private
-// network namespace: the clones never reach the host's `lo`.
+// that carry data, SYN, FIN or RST (in the copies ring, read with a CopyReader), and
+// every packet once the primary's slot is FAILED. Forwarded packets run in a private
+// network namespace, in case a redirect ever left BPF_PROG_RUN.
 constexpr Mac kBackupMac{0x02, 0xbb, 0x00, 0x00, 0x00, 0x05};
-constexpr uint16_t kEthCopy = TCPHA_ETH_P_COPY;
 
 // The client's flow made older than TCPHA_BACKUP_DUE_MS (its client FINs are copied).
 void make_old(int flows_fd, FlowKey key = client_key()) {
@@ -624,6 +622,26 @@ class FailoverTest : public GuardTest {
     in_private_netns([&] { r = run(pkt); });
     return r;
   }
+
+  struct Copy {
+    uint16_t slot;
+    std::vector<uint8_t> frame;
+  };
+  // The copies in the ring since the last call, oldest first.
+  std::vector<Copy> copies() {
+    std::vector<Copy> out;
+    if (!reader_) {
+      auto r = CopyReader::open(*dp_);
+      EXPECT_TRUE(r) << r.error().message();
+      if (!r) return out;
+      reader_.emplace(std::move(*r));
+    }
+    reader_->drain([&](uint16_t slot, const uint8_t* f, size_t n) {
+      out.push_back(Copy{slot, std::vector<uint8_t>(f, f + n)});
+    });
+    return out;
+  }
+  std::optional<CopyReader> reader_;  // destroyed before the datapath
 
   // The frame forwarded to the MAC `to`: the MACs rewritten, TTL one less.
   static bool forwarded_to(const RunResult& r, const std::vector<uint8_t>& pkt, const Mac& to) {
@@ -1397,127 +1415,91 @@ TEST(EgressGuardSockets, OnlyMarkedSocketsEndTheirConnections) {
   }).join();
 }
 
-// In a thread's own network namespace: a veth pair dp0-dp1, a datapath whose flow of
-// the client is pointed at slot 3 with slot 5 as its backup, and an AF_PACKET socket on
-// dp1 that reads the copies as a backup's agent does. BPF_PROG_RUN with `ctx` runs the
-// program as if the packet had arrived on dp0, whose peer dp1 then receives the clone.
-struct CopyLink {
-  std::unique_ptr<Datapath> dp;
-  UniqueFd rx;
-  __sk_buff ctx{};
-
-  void open() {
-    ASSERT_EQ(unshare(CLONE_NEWNET), 0) << std::strerror(errno);
-    ASSERT_EQ(std::system("ip link add dp0 type veth peer name dp1 && ip link set dp0 up && "
-                          "ip link set dp1 up"),
-              0);
-    const int dp0 = int(if_nametoindex("dp0")), dp1 = int(if_nametoindex("dp1"));
-    auto loaded = Datapath::load_only(16);
-    ASSERT_TRUE(loaded) << loaded.error().message();
-    dp = std::move(*loaded);
-    ASSERT_TRUE(dp->set_backend(3, kBeMac, false));
-    ASSERT_TRUE(dp->set_backend(5, kBackupMac, false));
-    ASSERT_TRUE(dp->point(client_key(), 3, kBeMac, kFeMac, 6));
-    rx = UniqueFd(socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK, htons(kEthCopy)));
-    ASSERT_TRUE(rx.valid()) << std::strerror(errno);
-    sockaddr_ll a{};
-    a.sll_family = AF_PACKET;
-    a.sll_protocol = htons(kEthCopy);
-    a.sll_ifindex = dp1;
-    ASSERT_EQ(bind(rx.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
-    ctx.ifindex = uint32_t(dp0);
-  }
-  // The next copy on dp1, or nothing within timeout_ms.
-  std::vector<uint8_t> next_frame(int timeout_ms) {
-    std::vector<uint8_t> f(4096);
-    pollfd p{rx.get(), POLLIN, 0};
-    if (poll(&p, 1, timeout_ms) != 1) return {};
-    ssize_t n = recv(rx.get(), f.data(), f.size(), 0);
-    f.resize(n > 0 ? size_t(n) : 0);
-    return f;
-  }
-};
-
-// The copy really leaves: BPF_PROG_RUN with the context's ifindex runs the program as
-// if the packet had arrived on dp0, and the clone is transmitted on dp0 for real; its
-// veth peer dp1 receives it on an AF_PACKET socket bound to TCPHA_ETH_P_COPY, as a
-// backup's agent reads copies. (The original's bpf_redirect is only a verdict here.)
-TEST(FailoverCopy, TheCopyReachesTheOtherEndOfTheLink) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root";
-  if (std::system("command -v ip >/dev/null") != 0) GTEST_SKIP() << "needs iproute2";
-  std::thread([] {
-    CopyLink link;
-    ASSERT_NO_FATAL_FAILURE(link.open());
-    auto& dp = link.dp;
-    auto next_frame = [&](int timeout_ms) { return link.next_frame(timeout_ms); };
-    __sk_buff& ctx = link.ctx;
-
-    auto data = tcp4(kAck | kPsh, 200);
-    auto r = run_prog(dp->prog_fd(), data, &ctx);
-    EXPECT_EQ(r.verdict, TC_ACT_REDIRECT);
-    ASSERT_EQ(r.out.size(), data.size());
-    EXPECT_TRUE(std::equal(kBeMac.begin(), kBeMac.end(), r.out.begin()));
-    EXPECT_EQ(r.out[12], 0x08);  // the original is IPv4 again
-    EXPECT_EQ(r.out[13], 0x00);
-    auto f = next_frame(2000);
-    ASSERT_EQ(f.size(), data.size());
-    EXPECT_TRUE(std::equal(kBackupMac.begin(), kBackupMac.end(), f.begin()));
-    EXPECT_TRUE(std::equal(kFeMac.begin(), kFeMac.end(), f.begin() + 6));
-    EXPECT_EQ(f[12] << 8 | f[13], kEthCopy);
-    const auto want = hopped(data);  // the same IP packet as the original
-    EXPECT_TRUE(std::equal(want.begin() + 14, want.end(), f.begin() + 14));
-    EXPECT_EQ(dp->counters()[TCPHA_DP_COPY], 1u);
-
-    // A pure ACK goes to the primary only.
-    EXPECT_EQ(run_prog(dp->prog_fd(), tcp4(kAck), &ctx).verdict, TC_ACT_REDIRECT);
-    EXPECT_TRUE(next_frame(200).empty());
-    EXPECT_EQ(dp->counters()[TCPHA_DP_COPY], 1u);
-  }).join();
+// A copy is the frame as it came (its MACs too), with the TTL the original leaves
+// with, tagged with the backup's slot; it is in the ring before the original goes on.
+TEST_F(FailoverTest, ACopyIsTheFrameAsItCameTaggedWithItsBackup) {
+  backed_up_flow();
+  auto data = tcp4(kAck | kPsh, 200);
+  EXPECT_TRUE(forwarded_to(run_isolated(data), data, kBeMac));
+  auto got = copies();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].slot, kBackup);
+  const auto want = hopped(data);
+  ASSERT_EQ(got[0].frame.size(), data.size());
+  EXPECT_TRUE(std::equal(data.begin(), data.begin() + 14, got[0].frame.begin()));
+  EXPECT_TRUE(std::equal(want.begin() + 14, want.end(), got[0].frame.begin() + 14));
+  // A pure ACK goes to the primary only.
+  EXPECT_TRUE(forwarded_to(run_isolated(tcp4(kAck)), tcp4(kAck), kBeMac));
+  EXPECT_TRUE(copies().empty());
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_COPY], 1u);
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_COPY_LOST], 0u);
 }
 
 // A young flow's FIN, not copied then, reaches the backup with the flow's first packet
 // after TCPHA_BACKUP_DUE_MS: that packet's copy is made a FIN again (seq - 1, FIN set)
 // while the original goes to the primary as it came; once only.
-TEST(FailoverCopy, AYoungFlowsFinReachesTheBackupWithItsNextPacketWhenDue) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root";
-  if (std::system("command -v ip >/dev/null") != 0) GTEST_SKIP() << "needs iproute2";
-  std::thread([] {
-    CopyLink link;
-    ASSERT_NO_FATAL_FAILURE(link.open());
-    auto& dp = link.dp;
-    auto next_frame = [&](int timeout_ms) { return link.next_frame(timeout_ms); };
-    __sk_buff& ctx = link.ctx;
+TEST_F(FailoverTest, AYoungFlowsFinReachesTheBackupWithItsNextPacketWhenDue) {
+  young = true;
+  backed_up_flow();
+  const auto fin = tcp4(kFin | kAck);
+  EXPECT_TRUE(forwarded_to(run_isolated(fin), fin, kBeMac));
+  EXPECT_TRUE(copies().empty()) << "young: not copied";
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_COPY_FIN_LATER], 1u);
+  make_old(dp_->flows_fd());
+  auto ack = PacketBuilder().eth(kEthIp).ipv4(kProtoTcp).tcp(kAck).build();
+  ack[41] += 1;  // one on from the FIN (tcp_seq's byte 3; no carry from the builder's seq)
+  ack[50] = ack[51] = 0;  // checksums are not the point here
+  ASSERT_EQ(tcp_seq(ack), tcp_seq(fin) + 1);
+  auto r = run_isolated(ack);
+  EXPECT_EQ(r.verdict, TC_ACT_REDIRECT);
+  ASSERT_EQ(r.out.size(), ack.size());
+  EXPECT_EQ(tcp_seq(r.out), tcp_seq(ack)) << "the original goes as it came";
+  EXPECT_EQ(tcp_flags(r.out), tcp_flags(ack));
+  auto got = copies();
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_EQ(got[0].frame.size(), ack.size());
+  EXPECT_EQ(tcp_seq(got[0].frame), tcp_seq(fin)) << "the copy is the FIN";
+  EXPECT_EQ(tcp_flags(got[0].frame), tcp_flags(fin));
+  auto v = dp_->lookup(client_key());
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->flags & TCPHA_FLOW_F_FIN_UNCOPIED, 0);
+  // Once: the next ACK goes to the primary only.
+  EXPECT_TRUE(forwarded_to(run_isolated(ack), ack, kBeMac));
+  EXPECT_TRUE(copies().empty());
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_COPY], 1u);
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_COPY_FIN_LATER], 1u);
+}
 
-
-    make_young(dp->flows_fd());
-    const auto fin = tcp4(kFin | kAck);
-    EXPECT_EQ(run_prog(dp->prog_fd(), fin, &ctx).verdict, TC_ACT_REDIRECT);
-    EXPECT_TRUE(next_frame(200).empty()) << "young: not copied";
-    EXPECT_EQ(dp->counters()[TCPHA_DP_COPY_FIN_LATER], 1u);
-    make_old(dp->flows_fd());
-    auto ack = PacketBuilder().eth(kEthIp).ipv4(kProtoTcp).tcp(kAck).build();
-    ack[41] += 1;  // one on from the FIN (tcp_seq's byte 3; no carry from the builder's seq)
-    ack[50] = ack[51] = 0;  // checksums are not the point here
-    ASSERT_EQ(tcp_seq(ack), tcp_seq(fin) + 1);
-    auto r = run_prog(dp->prog_fd(), ack, &ctx);
-    EXPECT_EQ(r.verdict, TC_ACT_REDIRECT);
-    ASSERT_EQ(r.out.size(), ack.size());
-    EXPECT_EQ(tcp_seq(r.out), tcp_seq(ack)) << "the original goes as it came";
-    EXPECT_EQ(tcp_flags(r.out), tcp_flags(ack));
-    auto f = next_frame(2000);
-    ASSERT_EQ(f.size(), ack.size());
-    EXPECT_EQ(f[12] << 8 | f[13], kEthCopy);
-    EXPECT_EQ(tcp_seq(f), tcp_seq(fin)) << "the copy is the FIN";
-    EXPECT_EQ(tcp_flags(f), tcp_flags(fin));
-    auto v = dp->lookup(client_key());
-    ASSERT_TRUE(v);
-    EXPECT_EQ(v->flags & TCPHA_FLOW_F_FIN_UNCOPIED, 0);
-    // Once: the next ACK goes to the primary only.
-    EXPECT_EQ(run_prog(dp->prog_fd(), ack, &ctx).verdict, TC_ACT_REDIRECT);
-    EXPECT_TRUE(next_frame(200).empty());
-    EXPECT_EQ(dp->counters()[TCPHA_DP_COPY], 1u);
-    EXPECT_EQ(dp->counters()[TCPHA_DP_COPY_FIN_LATER], 1u);
-  }).join();
+// Nobody reading: the ring fills, and the copies that do not fit are counted lost
+// while their packets still go to the primary. Once read, it takes copies again; every
+// copy it took comes out, in order.
+TEST_F(FailoverTest, AFullRingLosesCopiesCountedAndTakesThemAgainOnceRead) {
+  backed_up_flow();
+  auto big = tcp4(kAck | kPsh, 1400);
+  const size_t fits = TCPHA_COPY_RING_BYTES / (big.size() + sizeof(tcpha_copy) + 8);
+  in_private_netns([&] {
+    size_t runs = 0;
+    while (dp_->counters()[TCPHA_DP_COPY_LOST] == 0 && runs < 2 * fits) {
+      big[kIp + 20 + 4] = uint8_t(runs >> 8);  // the TCP seq's low bytes count the copies
+      big[kIp + 20 + 7] = uint8_t(runs);
+      ASSERT_EQ(run(big).verdict, TC_ACT_REDIRECT);
+      ++runs;
+    }
+    ASSERT_LE(runs, fits + 1) << "the ring holds " << TCPHA_COPY_RING_BYTES << " bytes";
+    const uint64_t taken = dp_->counters()[TCPHA_DP_COPY];
+    EXPECT_EQ(taken, runs - 1);
+    EXPECT_EQ(dp_->counters()[TCPHA_DP_FORWARD], runs);
+    auto got = copies();
+    ASSERT_EQ(got.size(), taken);
+    bool in_order = true;
+    for (size_t i = 0; i < got.size(); ++i)
+      in_order &= got[i].frame.size() == big.size() && got[i].frame[kIp + 20 + 4] == uint8_t(i >> 8) &&
+                  got[i].frame[kIp + 20 + 7] == uint8_t(i);
+    EXPECT_TRUE(in_order);
+    ASSERT_EQ(run(big).verdict, TC_ACT_REDIRECT);
+    EXPECT_EQ(copies().size(), 1u);
+    EXPECT_EQ(dp_->counters()[TCPHA_DP_COPY_LOST], 1u);
+  });
 }
 
 }  // namespace

@@ -575,14 +575,12 @@ TEST_P(ProbeTest, ClosedClientInFinWait2AnswersWithItsFin) {
   EXPECT_TRUE(with_fin->state.flags & handoff::kStatePeerFin);
 }
 
-// The copy socket takes only the copy ethertype; the answer socket's filter only IPv4
-// TCP to the VIP. Frames are injected on lo through a packet socket of their own.
-TEST(ProbeSockets, CopyAndAnswerSocketsTakeTheirFramesOnly) {
+// The answer socket's filter takes only IPv4 TCP to the VIP. Frames are injected on
+// lo through a packet socket of their own.
+TEST(ProbeSockets, TheAnswerSocketTakesItsFramesOnly) {
   if (!in_netns()) GTEST_SKIP() << "needs root (packet sockets, a private netns)";
   const int lo = int(if_nametoindex("lo"));
   const uint32_t vip = addr("127.0.0.1");
-  auto copies = CopyRing::open(lo);
-  ASSERT_TRUE(copies) << copies.error().message();
   auto answers = open_answer_socket(lo, vip);
   ASSERT_TRUE(answers) << answers.error().message();
   UniqueFd inject(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0));
@@ -616,52 +614,28 @@ TEST(ProbeSockets, CopyAndAnswerSocketsTakeTheirFramesOnly) {
         ssize_t(f.size()))
         << strerror(errno);
   };
-  send_frame(kEthPCopy, to_vip);
+  send_frame(0x88B5, to_vip);  // not IPv4
   send_frame(0x0800, to_vip);
   send_frame(0x0800, elsewhere);
   send_frame(0x0800, udp);
-  send_frame(kEthPCopy, elsewhere);
-  usleep((kCopyBlockMs + 30) * 1000);  // the ring hands over its open block meanwhile
 
-  std::vector<Segment> got_copies, got_answers;
-  // Copied out: a segment's payload points into the ring's block, which drain() gives
-  // back to the kernel.
-  std::vector<std::string> copy_payloads;
-  copies->drain([&](const Segment& s) {
-    got_copies.push_back(s);
-    copy_payloads.emplace_back(s.payload);
-  });
-  drain(answers->get(), [&](const Segment& s) { got_answers.push_back(s); });
-  ASSERT_EQ(got_copies.size(), 2u) << "both copy frames, nothing else";
-  EXPECT_EQ(got_copies[0].vip_addr, vip);
-  EXPECT_EQ(got_copies[0].seq, 9000u);
-  EXPECT_EQ(got_copies[0].ack, 5003u);
-  EXPECT_EQ(got_copies[1].vip_addr, addr("127.0.0.8"));
-  ASSERT_EQ(got_answers.size(), 1u) << "only IPv4 TCP to the VIP";
-  EXPECT_EQ(got_answers[0].vip_addr, vip);
-  EXPECT_EQ(got_answers[0].client_port, htons(40000));
-  EXPECT_EQ(copy_payloads[0].size(), 1u) << "a probe carries one byte";
-
-  // The ring goes round: 5 rounds of 6,000 copies (~6 MB of blocks in all, the ring
-  // holds 4), each drained before the next, every copy seen once and in order.
-  uint32_t next_seq = 9000, seen = 0;
-  bool in_order = true;
-  for (int round = 0; round < 5; ++round) {
-    for (int i = 0; i < 6000; ++i) {
-      st.rcv_seq = 5000 + uint32_t(round * 6000 + i);
-      st.snd_seq = 9001 + uint32_t(round * 6000 + i);
-      send_frame(kEthPCopy, build_probe(Held(1, "p", st, "req")));
-    }
-    usleep((kCopyBlockMs + 30) * 1000);  // the last block is handed over meanwhile
-    while (copies->drain([&](const Segment& s) {
-      in_order &= s.seq == next_seq;
-      next_seq = s.seq + 1;
-      ++seen;
-    }) > 0) {
-    }
+  std::vector<Segment> got;
+  std::vector<std::string> payloads;  // the segment's payload points into a reused buffer
+  for (int i = 0; i < 100 && got.empty(); ++i) {
+    drain(answers->get(), [&](const Segment& s) {
+      got.push_back(s);
+      payloads.emplace_back(s.payload);
+    });
+    if (got.empty()) usleep(1000);
   }
-  EXPECT_EQ(seen, 30000u);
-  EXPECT_TRUE(in_order);
+  usleep(20000);  // anything else would have come by now
+  drain(answers->get(), [&](const Segment& s) { got.push_back(s); });
+  ASSERT_EQ(got.size(), 1u) << "only IPv4 TCP to the VIP";
+  EXPECT_EQ(got[0].vip_addr, vip);
+  EXPECT_EQ(got[0].client_port, htons(40000));
+  EXPECT_EQ(got[0].seq, 9000u);
+  EXPECT_EQ(got[0].ack, 5003u);
+  EXPECT_EQ(payloads[0].size(), 1u) << "a probe carries one byte";
 }
 
 INSTANTIATE_TEST_SUITE_P(Timestamps, ProbeTest, ::testing::Bool(),

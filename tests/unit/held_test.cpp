@@ -36,7 +36,7 @@ struct FrameSpec {
   std::string ip_options;   // a multiple of 4 bytes
   uint8_t proto = 6;
   uint16_t frag = 0x4000;  // DF
-  uint16_t ethertype = kEthPCopy;
+  uint16_t ethertype = 0x0800;  // as the FE took it (IPv4)
 };
 
 void put16(std::string& s, size_t at, uint16_t v) {

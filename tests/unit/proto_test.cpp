@@ -176,6 +176,9 @@ void expect_same(const Message& a, const Message& b) {
       EXPECT_EQ(x->entries[i].backend, y.entries[i].backend);
       EXPECT_EQ(x->entries[i].dmac, y.entries[i].dmac);
     }
+  } else if (auto* x = std::get_if<CopiesMsg>(&a)) {
+    EXPECT_EQ(x->count, std::get<CopiesMsg>(b).count);
+    EXPECT_EQ(x->packed, std::get<CopiesMsg>(b).packed);
   } else if (auto* x = std::get_if<RepointedMsg>(&a)) {
     EXPECT_EQ(x->id, std::get<RepointedMsg>(b).id);
     EXPECT_EQ(x->status, std::get<RepointedMsg>(b).status);
@@ -189,6 +192,12 @@ void expect_same(const Message& a, const Message& b) {
     EXPECT_EQ(p.cache_hit_permille, q.cache_hit_permille);
     EXPECT_EQ(p.flags, q.flags);
   }
+}
+
+CopiesMsg copies_of(const std::vector<std::string>& frames) {
+  CopiesMsg m;
+  for (const auto& f : frames) EXPECT_TRUE(m.add(f.data(), f.size()));
+  return m;
 }
 
 std::vector<Message> all_messages() {
@@ -231,6 +240,8 @@ std::vector<Message> all_messages() {
       FlowsMsg{0x1122334455667788, true,
                {{{1, 2, 3}, false, 2, 1, 7, 0xfffffffe, {2, 0, 0, 0, 0, 9}},
                 {{0xff}, true, 0, 0, 0, 0, {}}}},
+      CopiesMsg{},
+      copies_of({"x", std::string(kCopyFrameMax, 'f'), std::string(60, '\0')}),
       OwnedMsg{{{0x0001000000000009, 3, AF_INET, {10, 0, 0, 2}, {10, 0, 0, 10}, 0x1234, 0x5000},
                 {7, 0, AF_INET6, {0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},
                  {0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10}, 1, 0xffff}}},
@@ -812,6 +823,45 @@ TEST(ProtoCodec, DrainFlagOtherThanZeroOrOneIsRefused) {
   const uint8_t two[1] = {2}, space[1] = {0x20};
   EXPECT_FALSE(decode_payload(MsgType::Drain, two, 1).ok());
   EXPECT_FALSE(decode_payload(MsgType::Drain, space, 1).ok());
+}
+
+// COPIES: each frame 1..kCopyFrameMax bytes after its length, the last one ending the
+// payload; the batch no larger than kMaxPayload (add() refuses what would not fit).
+TEST(ProtoCodec, CopiesAreFramedExactly) {
+  auto decode = [](const std::string& p) {
+    return decode_payload(MsgType::Copies, reinterpret_cast<const uint8_t*>(p.data()), p.size());
+  };
+  auto be32 = [](uint32_t n) {
+    uint8_t b[4];
+    store_be(b, n);
+    return std::string(reinterpret_cast<const char*>(b), 4);
+  };
+  auto one = [&](uint32_t n, const std::string& bytes) { return be32(1) + be32(n) + bytes; };
+  EXPECT_TRUE(decode(one(3, "abc")).ok());
+  EXPECT_TRUE(decode(be32(0)).ok()) << "no copy";
+  EXPECT_FALSE(decode(one(0, "")).ok()) << "an empty frame";
+  EXPECT_FALSE(decode(one(4, "abc")).ok()) << "a frame cut short";
+  EXPECT_FALSE(decode(one(2, "abc")).ok()) << "bytes after the last frame";
+  EXPECT_FALSE(decode(one(3, "abc") + std::string(2, '\0')).ok()) << "half a length";
+  EXPECT_FALSE(decode(be32(2) + be32(3) + "abc").ok()) << "fewer frames than counted";
+  EXPECT_FALSE(decode(one(kCopyFrameMax + 1, std::string(kCopyFrameMax + 1, 'x'))).ok());
+
+  CopiesMsg m;
+  EXPECT_FALSE(m.add("", 0));
+  std::string frame(kCopyFrameMax, 'y');
+  EXPECT_FALSE(m.add(frame.data(), frame.size() + 1));
+  size_t n = 0;
+  while (m.add(frame.data(), frame.size())) ++n;
+  EXPECT_EQ(n, (kMaxPayload - 4) / (4 + kCopyFrameMax));
+  EXPECT_EQ(m.count, n);
+  EXPECT_LE(4 + m.packed.size(), kMaxPayload);
+  auto back = decode(payload_of(m));
+  ASSERT_TRUE(back.ok());
+  size_t seen = 0;
+  std::get<CopiesMsg>(*back).for_each([&](const uint8_t* f, size_t len) {
+    seen += len == frame.size() && f[0] == 'y';
+  });
+  EXPECT_EQ(seen, n);
 }
 
 // LARD: more entries or servers than the limits, or an entry with no server, would
