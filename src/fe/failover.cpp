@@ -264,9 +264,24 @@ void Worker::maybe_fail_over(ControlConn& cc, uint64_t now) {
   // If it is alive after all (silent, not dead: overloaded, or cut off from us only), it
   // must let go of what its backups now serve: TAKEOVER naming itself tells it to drop
   // its connections silently, and the link closes so that it comes back as a new one
-  // (the link's return clears failed_at; until then it gets no new connection).
+  // (end_failover() clears failed_at once its link is back and its backups have had
+  // kTakeoverWaitNs; until then it gets no new connection).
   if (cc.link.fd() >= 0 && cc.link.send(proto::TakeoverMsg{b.id}))
     control_down(cc, "failed over");
+}
+
+// Not at once when its link returns (a BE that was only silent comes back within
+// milliseconds of its failover): its flows would point at it again, which dropped them
+// when it was failed over, before their backups' TAKENs (which would then not count
+// either) and while their probes' answers must reach the backups.
+void Worker::end_failover(BackendState& b, uint64_t now) {
+  uint64_t at = b.failed_at.load(std::memory_order_relaxed);
+  if (at == 0 || now - at < kTakeoverWaitNs || !b.failed_at.compare_exchange_strong(at, 0))
+    return;
+  if (b.uid < TCPHA_MAX_BACKENDS)
+    (void)sh_.dp->set_backend(b.uid, BackendState::unpack(b.mac.load(std::memory_order_relaxed)),
+                              false, b.tunnel.load(std::memory_order_relaxed));
+  spdlog::info("[w{}] {} is back after its failover {} ms ago", index_, b.id, (now - at) / kMs);
 }
 
 // A backup's answer for one connection of a dead BE: recovered (it serves it now: the

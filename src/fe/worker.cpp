@@ -719,10 +719,13 @@ void Worker::control_changed(ControlConn& cc, unsigned changes, std::vector<prot
     }
     if (!tunnel) b.mac.store(BackendState::pack(*mac), std::memory_order_relaxed);
     // The datapath's slot table: how its flows' packets reach it, and (failed false)
-    // its own flows are its own again if it had been failed over.
-    if (b.uid < TCPHA_MAX_BACKENDS) (void)sh_.dp->set_backend(b.uid, *mac, false, tunnel);
-    b.failed_at.store(0);
+    // its own flows are its own again if it had been failed over, but not while its
+    // backups may still be taking them over (end_failover()).
+    if (b.uid < TCPHA_MAX_BACKENDS)
+      (void)sh_.dp->set_backend(b.uid, *mac, b.failed_at.load(std::memory_order_relaxed) != 0,
+                                tunnel);
     cc.up = true;
+    end_failover(b, monotonic_ns());
     cc.told_drained = false;
     // Which worker this link is: a BE that received one of our connections from
     // another BE reports its CLOSED to the worker named in the connection's id.
@@ -1010,6 +1013,7 @@ void Worker::tick(uint64_t now) {
         cc->up && d != cc->told_drained && cc->link.send(proto::DrainMsg{d}))
       cc->told_drained = d;
     if (cc->up) {
+      if (cc->live) end_failover(*b, now);  // heard from since its failover
       uint64_t age = now - cc->link.last_heard();
       b->heartbeat_age_ms.store(int64_t(age / kMs), std::memory_order_relaxed);
       // A BE that stops talking (hung, stopped, overloaded) is taken out of rotation

@@ -145,6 +145,9 @@ class Worker {
   // After a link to b was lost or went stale: the last one fails b over.
   void maybe_fail_over(ControlConn& cc, uint64_t now);
   void on_taken(ControlConn& cc, const proto::TakenMsg& m);
+  // A failed-over back-end whose link is up again: once its backups have had the time
+  // to take its connections over, its slot is no longer FAILED and it gets connections.
+  void end_failover(BackendState& b, uint64_t now);
   void sweep_orphans(uint64_t now);
   void count_fenced(const Committed& c);
   std::unordered_map<BackendState*, std::vector<uint64_t>> forgets_;  // FORGETs to send
