@@ -517,14 +517,14 @@ int key_line(const toml::table& t, std::string_view key) {
 void cross_check(const Config& c, const Sources& src, Diagnostics& d) {
   const uint32_t vip = c.cluster.vip_addr.s_addr;
   std::map<std::string, int> ids;  // id -> line of first use
-  // A backup receives copies of the client's packets as Ethernet frames on the shared
-  // segment (docs/failover.md), which do not cross a router.
+  // A failed back-end's packets go to its backups by MAC rewrite on the shared segment
+  // (docs/failover.md; docs/tunnel.md, "Limits"), which does not cross a router.
   if (c.cluster.failover)
     for (const auto& b : c.backends)
       if (b.tunnel()) {
         d.add(b.line, "[backend] forward: '" + b.id + "' is reached by tunnel, and failover = " +
                           "\"ring\" needs every back-end on the front-end's segment (forward = " +
-                          "\"dr\"): the copies to a backup are Ethernet frames");
+                          "\"dr\"): a failed back-end's packets go to its backup by MAC rewrite");
         break;
       }
   if (src.frontend) {
