@@ -668,7 +668,7 @@ CopyReader::~CopyReader() {
 int CopyReader::fd() const { return rb_ ? ring_buffer__epoll_fd(rb_) : -1; }
 
 // libbpf's callback has a context fixed at ring_buffer__new(), before this object has
-// its final address: the reader is found through a thread-local set by drain().
+// its final address: drain() passes its callback through a thread-local instead.
 namespace {
 thread_local CopyReader::OnCopy const* tl_on_copy = nullptr;
 }

@@ -151,7 +151,6 @@ void Worker::send_copies() {
   struct Batch {
     BackendState* to;
     proto::CopiesMsg msg;
-    uint64_t n = 0;
   };
   std::vector<Batch> batches;
   std::array<int16_t, TCPHA_MAX_BACKENDS> batch_of;  // slot -> index in batches; -1: none yet
@@ -160,12 +159,11 @@ void Worker::send_copies() {
   auto send = [&](Batch& b) {
     auto it = controls_.find(b.to);
     if (it != controls_.end() && it->second->up && it->second->link.send(b.msg))
-      sh_.counters.inc(Counter::copies_sent, b.n);
+      sh_.counters.inc(Counter::copies_sent, b.msg.count);
     else
-      unsent += b.n;
-    b.msg.packed.clear();
+      unsent += b.msg.count;
+    b.msg.packed.clear();  // keeps its capacity for the next batch
     b.msg.count = 0;
-    b.n = 0;
   };
   std::lock_guard lk(sh_.copies_mu);
   sh_.copies->drain([&](uint16_t slot, const uint8_t* frame, size_t len) {
@@ -180,7 +178,7 @@ void Worker::send_copies() {
         return;
       }
       batch_of[slot] = int16_t(batches.size());
-      batches.push_back(Batch{to, {}, 0});
+      batches.push_back(Batch{to, {}});
     }
     Batch& b = batches[size_t(batch_of[slot])];
     if (!b.msg.add(frame, len)) {
@@ -190,10 +188,9 @@ void Worker::send_copies() {
         return;
       }
     }
-    ++b.n;
   });
   for (auto& b : batches)
-    if (b.n) send(b);
+    if (b.msg.count) send(b);
   if (unsent) sh_.counters.inc(Counter::copies_unsent, unsent);
 }
 
