@@ -550,7 +550,7 @@ static __always_inline int forward(struct __sk_buff *skb, struct tcpha_packet *p
     count(TCPHA_DP_TTL_DROP, 1);
     return TC_ACT_SHOT;
   }
-  note_fin_rst(p->tcp, v); /* reads the packet: before the clone */
+  note_fin_rst(p->tcp, v);
   if (copy) copy_to_backup(skb, p, backup - 1, as_fin);
   __builtin_memcpy(p->eth->h_dest, dmac, ETH_ALEN);
   __builtin_memcpy(p->eth->h_source, v->smac, ETH_ALEN);
