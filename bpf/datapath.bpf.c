@@ -323,7 +323,14 @@ static __always_inline void copy_to_backup(struct __sk_buff *skb, const struct t
   b->hdr.len = len;
   b->hdr.backup = slot;
   b->hdr.pad = 0;
-  if (bpf_ringbuf_query(&copies, BPF_RB_AVAIL_DATA) >= TCPHA_COPY_WAKE_BYTES)
+  /* One wake-up per TCPHA_COPY_WAKE_BYTES of unread copies: the copy that takes the
+   * unread bytes past a multiple of it. Not every copy past the mark: a forced wake-up
+   * is an irq_work, a self-interrupt (on a VM, an exit), and while the reader was on
+   * its way every copy paid it (BM_DatapathForwardData: a copy cost ~1000 ns then,
+   * ~100 now). Copies from two CPUs that cross one mark together wake twice or not
+   * at all; the next mark, or the reader's timer, covers that. */
+  __u64 unread = bpf_ringbuf_query(&copies, BPF_RB_AVAIL_DATA);
+  if (unread / TCPHA_COPY_WAKE_BYTES != (unread + sizeof(b->hdr) + len) / TCPHA_COPY_WAKE_BYTES)
     flags = BPF_RB_FORCE_WAKEUP;
   if (bpf_ringbuf_output(&copies, b, sizeof(b->hdr) + len, flags) < 0) {
     count(TCPHA_DP_COPY_LOST, 1);

@@ -78,10 +78,10 @@ struct tcpha_copy {
 /* The ring's size (a power of two, pages): a few hundred milliseconds of copies at
  * the bed's request rate; the FE reads it every few milliseconds. */
 #define TCPHA_COPY_RING_BYTES (8u << 20)
-/* Past this much unread, a copy wakes the FE's reader (below it, no wake-up: the
- * reader's own timer drains the ring every 20 ms). Small batches: a backup handles a
- * batch in one go, and its requests wait meanwhile (1 MiB cost ka-1k with 16
- * connections ~7% against ~2-9% at 64 KiB, two beds at once). */
+/* Each time the unread copies pass a multiple of this, the copy that passes it wakes
+ * the FE's reader; other copies wake nobody (the reader's own timer drains the ring
+ * every 20 ms). Small batches: a backup handles a batch in one go, and its own
+ * requests wait meanwhile. */
 #define TCPHA_COPY_WAKE_BYTES (64u << 10)
 /* A connection's BACKUP is due this long after the FE pointed its flow at its owner
  * (the FE sends it at its next tick). Until then a client FIN without data is not

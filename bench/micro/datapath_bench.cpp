@@ -28,8 +28,9 @@ constexpr tcpha::Mac kFeMac{0x02, 0, 0x0a, 0xc8, 0, 0x01};
 constexpr tcpha::Mac kBeMac{0x02, 0, 0x0a, 0xc8, 0, 0x0b};
 constexpr uint16_t kClientPort = 40000, kVipPort = 80;
 
-// Ethernet + IPv4 + TCP with the timestamp option: a bare ACK as Linux clients send it.
-std::vector<uint8_t> client_ack(uint32_t client, uint32_t vip) {
+// Ethernet + IPv4 + TCP with the timestamp option: a bare ACK as Linux clients send it,
+// or with `payload` bytes of data (a request).
+std::vector<uint8_t> client_ack(uint32_t client, uint32_t vip, uint16_t payload = 0) {
   std::vector<uint8_t> p;
   auto put = [&p](std::initializer_list<uint8_t> b) { p.insert(p.end(), b); };
   auto put16 = [&p](uint16_t v) { p.insert(p.end(), {uint8_t(v >> 8), uint8_t(v)}); };
@@ -39,7 +40,7 @@ std::vector<uint8_t> client_ack(uint32_t client, uint32_t vip) {
   put16(0x0800);
   size_t ip = p.size();
   put({0x45, 0});
-  put16(20 + 32);
+  put16(uint16_t(20 + 32 + payload));
   put16(0x1234), put16(0x4000), put({255, 6}), put16(0);  // TTL: see kRepeat
   put32(ntohl(client)), put32(ntohl(vip));
   uint32_t sum = 0;
@@ -49,6 +50,7 @@ std::vector<uint8_t> client_ack(uint32_t client, uint32_t vip) {
   put16(kClientPort), put16(kVipPort), put32(1000), put32(2000);
   put({8 << 4, 0x10}), put16(501), put16(0), put16(0);
   put({1, 1, 8, 10}), put32(12345), put32(67890);  // NOP NOP TS
+  p.resize(p.size() + payload, 'x');
   return p;
 }
 
@@ -93,6 +95,65 @@ void BM_DatapathForwardAck(benchmark::State& state) {
   if (state.iterations() > 0) state.counters["ns_per_op"] = total_ns / double(state.iterations());
 }
 BENCHMARK(BM_DatapathForwardAck)->UseManualTime();
+
+// A request (200 bytes of data) of a FORWARD flow, with failover's copy for its backup
+// (state.range(0) == 1) or without a backup (0): what a copy adds to a packet that
+// carries data (docs/failover.md, "Cost"). The ring is read between runs, outside the
+// timed part, as the FE's worker reads it.
+void BM_DatapathForwardData(benchmark::State& state) {
+  if (geteuid() != 0) {
+    state.SkipWithError("needs root (CAP_BPF) to load the datapath");
+    return;
+  }
+  auto dp = Datapath::load_only(1024);
+  if (!dp) {
+    state.SkipWithError(("loading the datapath: " + dp.error().message()).c_str());
+    return;
+  }
+  const bool backed_up = state.range(0) != 0;
+  constexpr uint32_t kPrimary = 1, kBackup = 2;
+  constexpr tcpha::Mac kBackupMac{0x02, 0, 0x0a, 0xc8, 0, 0x0c};
+  const uint32_t client = inet_addr("10.200.0.2"), vip = inet_addr("10.200.0.10");
+  auto key = tcpha::datapath::make_key(client, htons(kClientPort), vip, htons(kVipPort));
+  if (!(*dp)->set_backend(kPrimary, kBeMac, false) || !(*dp)->set_backend(kBackup, kBackupMac, false) ||
+      !(*dp)->hold(key) ||
+      !(*dp)->forward(key, kPrimary, kBeMac, kFeMac, backed_up ? uint16_t(kBackup + 1) : 0)) {
+    state.SkipWithError("could not install a FORWARD flow");
+    return;
+  }
+  auto reader = tcpha::datapath::CopyReader::open(**dp);
+  if (!reader) {
+    state.SkipWithError(("copies ring: " + reader.error().message()).c_str());
+    return;
+  }
+  auto pkt = client_ack(client, vip, 200);
+  std::vector<uint8_t> out(pkt.size() + 64);
+  constexpr uint32_t kRepeat = 250;  // as BM_DatapathForwardAck (the TTL)
+  double total_ns = 0;
+  size_t copies = 0;
+  const tcpha::datapath::CopyReader::OnCopy count = [](uint16_t, const uint8_t*, size_t) {};
+  for (auto _ : state) {
+    bpf_test_run_opts o{};
+    o.sz = sizeof o;
+    o.data_in = pkt.data();
+    o.data_size_in = uint32_t(pkt.size());
+    o.data_out = out.data();
+    o.data_size_out = uint32_t(out.size());
+    o.repeat = kRepeat;
+    if (bpf_prog_test_run_opts((*dp)->prog_fd(), &o) != 0 || o.retval != TC_ACT_REDIRECT) {
+      state.SkipWithError("BPF_PROG_RUN did not forward the request");
+      break;
+    }
+    total_ns += double(o.duration);
+    state.SetIterationTime(double(o.duration) * kRepeat * 1e-9);
+    copies += reader->drain(count);
+  }
+  if (state.iterations() > 0) {
+    state.counters["ns_per_op"] = total_ns / double(state.iterations());
+    state.counters["copies_per_op"] = double(copies) / double(state.iterations() * kRepeat);
+  }
+}
+BENCHMARK(BM_DatapathForwardData)->Arg(0)->Arg(1)->UseManualTime();
 
 using tcpha::datapath::FlowGc;
 using tcpha::datapath::FlowKey;

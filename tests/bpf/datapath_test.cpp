@@ -13,11 +13,13 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -1500,6 +1502,38 @@ TEST_F(FailoverTest, AFullRingLosesCopiesCountedAndTakesThemAgainOnceRead) {
     EXPECT_EQ(copies().size(), 1u);
     EXPECT_EQ(dp_->counters()[TCPHA_DP_COPY_LOST], 1u);
   });
+}
+
+// A copy wakes the FE's reader when it takes the unread copies past a multiple of
+// TCPHA_COPY_WAKE_BYTES, and no other copy does: a forced wake-up costs its packet about
+// a microsecond, and while the reader was on its way every copy past the mark paid it.
+// Each wake-up is an event on an edge-triggered epoll of the ring, looked at after every
+// copy: two marks passed, two events, however many copies lie past them.
+TEST_F(FailoverTest, OnlyTheCopyThatPassesAWakeMarkWakesTheReader) {
+  backed_up_flow();
+  const auto data = tcp4(kAck | kPsh, 1000);
+  const size_t rec = (8 + sizeof(tcpha_copy) + data.size() + 7) / 8 * 8;  // the ring's record
+  const size_t runs = 2 * TCPHA_COPY_WAKE_BYTES / rec + 20;  // 2 marks and 20 copies more
+  ASSERT_LT(runs * rec, 3 * TCPHA_COPY_WAKE_BYTES);
+  ASSERT_LT(runs * rec, TCPHA_COPY_RING_BYTES);
+  UniqueFd ep(epoll_create1(EPOLL_CLOEXEC));
+  ASSERT_TRUE(ep.valid());
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLET;
+  ASSERT_EQ(epoll_ctl(ep.get(), EPOLL_CTL_ADD, dp_->copies_fd(), &ev), 0);
+  size_t events = 0;
+  in_private_netns([&] {
+    for (size_t i = 0; i < runs; ++i) {
+      ASSERT_EQ(run(data).verdict, TC_ACT_REDIRECT);
+      epoll_event e;
+      events += size_t(std::max(0, epoll_wait(ep.get(), &e, 1, 0)));
+    }
+  });
+  epoll_event e;  // a last wake-up still on its way (an irq_work)
+  events += size_t(std::max(0, epoll_wait(ep.get(), &e, 1, 50)));
+  EXPECT_EQ(dp_->counters()[TCPHA_DP_COPY], runs);
+  EXPECT_EQ(events, 2u) << runs << " copies of " << rec << " bytes";
+  EXPECT_EQ(copies().size(), runs);
 }
 
 }  // namespace
