@@ -19,7 +19,8 @@ static_assert(sizeof(kLabelFe2Be) == kLabelSize + 1 && sizeof(kLabelBe2Fe) == kL
 // HELLO layout offsets.
 constexpr size_t kHelloRole = 6, kHelloPad = 7, kHelloId = 8, kHelloNonce = kHelloId + kNodeIdSize,
                  kHelloMac = kHelloNonce + kNonceSize;
-static_assert(kHelloMac + kMacSize == kHelloSize);
+static_assert(kHelloMac + kHelloMacSize == kHelloSize);
+static_assert(kMacSize == crypto_aead_chacha20poly1305_ietf_ABYTES);
 
 // Frame header offsets.
 constexpr size_t kOffType = 5, kOffFlags = 6, kOffLength = 8, kOffSeq = 12;
@@ -36,6 +37,13 @@ bool prefix_ok(const uint8_t* p, size_t n) {
 }
 
 uint8_t* bytes_at(std::string& s, size_t off) { return reinterpret_cast<uint8_t*>(s.data()) + off; }
+
+// A frame's nonce: its seq, used once per session and direction (control.hpp).
+std::array<uint8_t, crypto_aead_chacha20poly1305_ietf_NPUBBYTES> frame_nonce(uint64_t seq) {
+  std::array<uint8_t, crypto_aead_chacha20poly1305_ietf_NPUBBYTES> n{};
+  store_be(n.data() + n.size() - 8, seq);
+  return n;
+}
 
 }  // namespace
 
@@ -59,8 +67,8 @@ Session::Session(const std::array<uint8_t, 32>& cluster_key, Role self, std::str
 
 Session::~Session() {
   sodium_memzero(cluster_key_.data(), cluster_key_.size());
-  sodium_memzero(&send_mac_, sizeof(send_mac_));
-  sodium_memzero(&recv_mac_, sizeof(recv_mac_));
+  sodium_memzero(send_key_.data(), send_key_.size());
+  sodium_memzero(recv_key_.data(), recv_key_.size());
 }
 
 void Session::start(std::string& out) {
@@ -83,8 +91,9 @@ void Session::derive_keys(const uint8_t* peer_hello) {
   std::memcpy(in, kLabelBe2Fe, kLabelSize);
   crypto_generichash(be2fe, sizeof(be2fe), in, sizeof(in), cluster_key_.data(), 32);
   const bool fe = self_ == Role::Fe;
-  crypto_generichash_init(&send_mac_, fe ? fe2be : be2fe, 32, kMacSize);
-  crypto_generichash_init(&recv_mac_, fe ? be2fe : fe2be, 32, kMacSize);
+  static_assert(sizeof(fe2be) == std::tuple_size_v<decltype(send_key_)>);
+  std::memcpy(send_key_.data(), fe ? fe2be : be2fe, send_key_.size());
+  std::memcpy(recv_key_.data(), fe ? be2fe : fe2be, recv_key_.size());
   sodium_memzero(fe2be, sizeof(fe2be));
   sodium_memzero(be2fe, sizeof(be2fe));
   crypto_generichash_state t;
@@ -148,11 +157,14 @@ Status Session::take_frame(const uint8_t* p, size_t n, std::vector<Message>& msg
   const size_t total = kHeaderSize + len + kMacSize;
   if (n < total) return {};
 
-  crypto_generichash_state st = recv_mac_;
-  uint8_t mac[kMacSize];
-  crypto_generichash_update(&st, p, kHeaderSize + len);
-  crypto_generichash_final(&st, mac, kMacSize);
-  if (crypto_verify_32(mac, p + kHeaderSize + len) != 0) return malformed("MAC mismatch");
+  // The seq in the header makes the nonce: a frame whose seq was changed fails here.
+  const auto nonce = frame_nonce(load_be<uint64_t>(p + kOffSeq));
+  const uint8_t no_ciphertext[1] = {0};  // none (length 0); libsodium wants a pointer
+  if (crypto_aead_chacha20poly1305_ietf_decrypt_detached(nullptr, nullptr, no_ciphertext, 0,
+                                                         p + kHeaderSize + len, p,
+                                                         kHeaderSize + len, nonce.data(),
+                                                         recv_key_.data()) != 0)
+    return malformed("MAC mismatch");
 
   // Authentic from here on: what remains are protocol checks on the peer's own bytes.
   const uint64_t seq = load_be<uint64_t>(p + kOffSeq);
@@ -211,9 +223,12 @@ void Session::seal(std::string& out, size_t base, MsgType t) {
   store_be<uint16_t>(h + kOffFlags, 0);
   store_be(h + kOffLength, static_cast<uint32_t>(len));
   store_be(h + kOffSeq, ++send_seq_);
-  crypto_generichash_state st = send_mac_;
-  crypto_generichash_update(&st, h, kHeaderSize + len);
-  crypto_generichash_final(&st, h + kHeaderSize + len, kMacSize);
+  const auto nonce = frame_nonce(send_seq_);
+  unsigned long long tag_len = 0;
+  uint8_t no_ciphertext[1];  // none (no plaintext); libsodium wants a pointer
+  crypto_aead_chacha20poly1305_ietf_encrypt_detached(no_ciphertext, h + kHeaderSize + len, &tag_len,
+                                                     nullptr, 0, h, kHeaderSize + len, nullptr,
+                                                     nonce.data(), send_key_.data());
 }
 
 void Session::send_auth(std::string& out) {

@@ -322,9 +322,15 @@ std::string forge(const Key& k, uint8_t type, uint16_t flags, uint64_t seq,
   store_be(h + 8, static_cast<uint32_t>(payload.size()));
   store_be(h + 12, seq);
   f += payload;
-  uint8_t mac[kMacSize];
-  crypto_generichash(mac, kMacSize, reinterpret_cast<const uint8_t*>(f.data()), f.size(), k.data(),
-                     k.size());
+  // The tag as control.hpp specifies it: ChaCha20-Poly1305, no plaintext, the frame as
+  // additional data, nonce 4 zero bytes || seq.
+  uint8_t nonce[crypto_aead_chacha20poly1305_ietf_NPUBBYTES] = {};
+  store_be(nonce + 4, seq);
+  uint8_t mac[kMacSize], none[1];
+  unsigned long long mac_len = 0;
+  crypto_aead_chacha20poly1305_ietf_encrypt_detached(
+      none, mac, &mac_len, nullptr, 0, reinterpret_cast<const uint8_t*>(f.data()), f.size(),
+      nullptr, nonce, k.data());
   f.append(reinterpret_cast<const char*>(mac), kMacSize);
   return f;
 }
