@@ -4,15 +4,17 @@
 # One bed runs tcpha with failover = "off", the other with "ring" (3 BEs each, the
 # files of scripts/testbed.sh). wrk runs against them in turn, in bursts of
 # BENCH_IL_BURST_S seconds (default 2), in the order A B B A A B ... for
-# BENCH_IL_PAIRS pairs (default 8), and again with the beds' roles swapped (a bed
+# BENCH_IL_PAIRS pairs (default 12), and again with the beds' roles swapped (a bed
 # created second may be a little slower: its veths, its place in the bridge). Each pair's
 # ratio ring / off compares bursts a few seconds apart on warm systems, which the
 # machine's drift (other tenants of its CPUs) cannot tell apart: sequential rounds of
 # a whole system each (bench/run.sh) spread by 10-20% here, more than the 5% to be
 # shown. The result is the median of the pairs' ratios over both orders, per workload.
 #
-# Workloads (default close-1k ka-1k ka-1m): as bench/run.sh's, by name. The beds are
-# this script's own (scripts/testbed.sh), removed at its end.
+# Workloads (default close-1k ka-1k ka-1m): as bench/run.sh's, by name, and ka-1k-64c:
+# ka-1k with 64 connections instead of 16 (a higher request rate, and bursts of one bed
+# that spread by ~3% here instead of ~20%). The beds are this script's own
+# (scripts/testbed.sh), removed at its end.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -57,10 +59,10 @@ out=${2:?usage: failover_interleaved.sh TCPHA OUT.json [WORKLOAD...]}
 shift 2
 workloads=("$@")
 ((${#workloads[@]})) || workloads=(close-1k ka-1k ka-1m)
-pairs=${BENCH_IL_PAIRS:-8} burst=${BENCH_IL_BURST_S:-2}
+pairs=${BENCH_IL_PAIRS:-12} burst=${BENCH_IL_BURST_S:-2}
 # name -> "connections close file" (bench/run.sh's WORKLOADS)
 declare -A spec=([close-1k]="32 1 f1k.bin" [ka-1k]="16 0 f1k.bin" [ka-1m]="16 0 f1m.bin"
-  [ka-10k]="16 0 f10k.bin" [ka-100k]="16 0 f100k.bin" [ka-10m]="8 0 f10m.bin")
+  [ka-1k-64c]="64 0 f1k.bin" [ka-10k]="16 0 f10k.bin" [ka-100k]="16 0 f100k.bin" [ka-10m]="8 0 f10m.bin")
 for w in "${workloads[@]}"; do
   [[ -n ${spec[$w]:-} ]] || { echo "failover_interleaved: unknown workload $w" >&2; exit 2; }
 done

@@ -323,7 +323,9 @@ def lines(results, meta, wtext):
               f"..., {il.get('pairs', 0)} pairs per workload, then again with the beds' roles "
               "swapped, since the bed created second may differ a little): each ratio compares two "
               "bursts seconds apart on warm systems. Throughput ring / off, the median of all pairs "
-              "with their range, and the median for each bed created first.", "",
+              "with their range, and the median for each bed created first. ka-1k-64c is ka-1k with "
+              "64 connections instead of 16: more requests per second, and one bed's bursts spread "
+              "by ~3% instead of ~20%.", "",
               "| workload | throughput ring / off | pairs | off bed first | ring bed first | within 5% |",
               "|---|---:|---:|---:|---:|---|"]
         for w, e in il["workloads"].items():

@@ -455,14 +455,16 @@ fi
 # runs an off bed and a ring bed at once and alternates short wrk bursts between them
 # (A B B A ..., both beds' orders), so that each ratio compares two bursts seconds
 # apart. BENCH_FAILOVER_INTERLEAVED=0 skips it; BENCH_IL_PAIRS pairs per workload and
-# order (8; QUICK 4).
+# order (12; QUICK 4); BENCH_IL_WORKLOADS (the failover workloads and ka-1k-64c, ka-1k
+# with 64 connections, whose bursts spread less).
 if [[ $BENCH_FAILOVER != 0 && ${BENCH_FAILOVER_INTERLEAVED:-1} != 0 ]] && has_system tcpha-failover; then
   bench_tcpha_stop
-  tb_log "failover cost, two beds at once: $BENCH_FAILOVER_WORKLOADS"
+  il_workloads=${BENCH_IL_WORKLOADS:-$BENCH_FAILOVER_WORKLOADS ka-1k-64c}
+  tb_log "failover cost, two beds at once: $il_workloads"
   ((QUICK)) && export BENCH_IL_PAIRS=${BENCH_IL_PAIRS:-4}
   # shellcheck disable=SC2086 # the workloads are words
   if bash "$BENCH_HERE/failover_interleaved.sh" "$TB_TCPHA" "$BENCH_RAW/failover-interleaved.json" \
-    $BENCH_FAILOVER_WORKLOADS >"$BENCH_RAW/failover-interleaved.log" 2>&1; then
+    $il_workloads >"$BENCH_RAW/failover-interleaved.log" 2>&1; then
     tb_log "$(tail -n 3 "$BENCH_RAW/failover-interleaved.log")"
   else
     tb_log "failover cost, two beds at once: failed: $(tail -n 5 "$BENCH_RAW/failover-interleaved.log")"
