@@ -82,11 +82,14 @@ trap cleanup EXIT
 session() {
   local first=$1 second=$2 s=$dir/s.$1 w n_off=0 n_ring=0 p i j
   mkdir -p "$s"
+  local -A bed_pid
   bash "$0" --bed "$tcpha" "$first" "$s" "$first" >"$s/$first.log" 2>&1 &
   pids+=($!)
+  bed_pid[$first]=$!
   sleep 1
   bash "$0" --bed "$tcpha" "$second" "$s" "$second" >"$s/$second.log" 2>&1 &
   pids+=($!)
+  bed_pid[$second]=$!
   for ((i = 0; i < 1200; i++)); do
     [[ -e $s/off.ready && -e $s/ring.ready ]] && break
     sleep 0.05
@@ -98,9 +101,17 @@ session() {
   burst() { # BED WORKLOAD SECONDS: req/s in $rps (not a subshell: it counts the bursts)
     local bed=$1 n
     if [[ $bed == off ]]; then n=$n_off; n_off=$((n_off + 1)); else n=$n_ring; n_ring=$((n_ring + 1)); fi
-    echo "$3 ${spec[$2]}" >"$s/$bed.go.$n"
+    # Written whole, then renamed: the bed polls for the name and reads it at once (a
+    # bed that read the file half-written failed, and its bursts were waited for).
+    echo "$3 ${spec[$2]}" >"$s/$bed.go.$n.tmp"
+    mv "$s/$bed.go.$n.tmp" "$s/$bed.go.$n"
     for ((j = 0; j < 6000; j++)); do
       [[ -e $s/$bed.$n ]] && break
+      if ! kill -0 "${bed_pid[$bed]}" 2>/dev/null; then
+        echo "failover_interleaved: the $bed bed ended:" >&2
+        tail -n 20 "$s/$bed.log" >&2
+        return 1
+      fi
       sleep 0.02
     done
     rps=$(cat "$s/$bed.$n")
