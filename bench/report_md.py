@@ -29,6 +29,8 @@ MICRO_TEXT = {
     "BM_HandoffExport": "handoff::export_state + leave_repair (loopback, private netns)",
     "BM_HandoffExportImport": "export_state, silent close, import_state, activate (loopback)",
     "BM_DatapathForwardAck": "tc program on a forwarded client ACK (BPF_PROG_RUN)",
+    "BM_DatapathForwardData/0": "tc program on a forwarded 200-byte request, no backup",
+    "BM_DatapathForwardData/1": "the same with failover's copy into the ring (its backup's)",
 }
 
 
