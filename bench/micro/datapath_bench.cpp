@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "common/clock.hpp"
@@ -54,27 +55,32 @@ std::vector<uint8_t> client_ack(uint32_t client, uint32_t vip, uint16_t payload 
   return p;
 }
 
-void BM_DatapathForwardAck(benchmark::State& state) {
+// A datapath of its own for a benchmark; null (the benchmark skipped) without root or
+// when it does not load.
+std::unique_ptr<Datapath> load_datapath(benchmark::State& state) {
   if (geteuid() != 0) {
     state.SkipWithError("needs root (CAP_BPF) to load the datapath");
-    return;
+    return nullptr;
   }
   auto dp = Datapath::load_only(1024);
   if (!dp) {
     state.SkipWithError(("loading the datapath: " + dp.error().message()).c_str());
-    return;
+    return nullptr;
   }
-  const uint32_t client = inet_addr("10.200.0.2"), vip = inet_addr("10.200.0.10");
-  auto key = tcpha::datapath::make_key(client, htons(kClientPort), vip, htons(kVipPort));
-  if (!(*dp)->hold(key) || !(*dp)->forward(key, 1, kBeMac, kFeMac)) {
-    state.SkipWithError("could not install a FORWARD flow");
-    return;
-  }
-  auto pkt = client_ack(client, vip);
+  return std::move(*dp);
+}
+
+// Per syscall; the kernel reports the mean. BPF_PROG_RUN repeats on the same packet and
+// each forward decrements its TTL (loop protection): 255 allows 254.
+constexpr uint32_t kRepeat = 250;
+
+// Times the tc program forwarding `pkt`, kRepeat runs per iteration, and sets
+// ns_per_op, the time per packet (the figure that matters). `between()` runs after each
+// iteration, outside the timed part. `what` names the packet in the skip message.
+template <class Between>
+void time_forward(benchmark::State& state, const Datapath& dp, const std::vector<uint8_t>& pkt,
+                  const char* what, Between between) {
   std::vector<uint8_t> out(pkt.size() + 64);
-  // Per syscall; the kernel reports the mean. BPF_PROG_RUN repeats on the same
-  // packet and each forward decrements its TTL (loop protection): 255 allows 254.
-  constexpr uint32_t kRepeat = 250;
   double total_ns = 0;
   for (auto _ : state) {
     bpf_test_run_opts o{};
@@ -84,15 +90,27 @@ void BM_DatapathForwardAck(benchmark::State& state) {
     o.data_out = out.data();
     o.data_size_out = uint32_t(out.size());
     o.repeat = kRepeat;
-    if (bpf_prog_test_run_opts((*dp)->prog_fd(), &o) != 0 || o.retval != TC_ACT_REDIRECT) {
-      state.SkipWithError("BPF_PROG_RUN did not forward the ACK");
+    if (bpf_prog_test_run_opts(dp.prog_fd(), &o) != 0 || o.retval != TC_ACT_REDIRECT) {
+      state.SkipWithError((std::string("BPF_PROG_RUN did not forward the ") + what).c_str());
       break;
     }
     total_ns += double(o.duration);
     state.SetIterationTime(double(o.duration) * kRepeat * 1e-9);
+    between();
   }
-  // An iteration is kRepeat packets; the figure that matters is the time per packet.
   if (state.iterations() > 0) state.counters["ns_per_op"] = total_ns / double(state.iterations());
+}
+
+void BM_DatapathForwardAck(benchmark::State& state) {
+  auto dp = load_datapath(state);
+  if (!dp) return;
+  const uint32_t client = inet_addr("10.200.0.2"), vip = inet_addr("10.200.0.10");
+  auto key = tcpha::datapath::make_key(client, htons(kClientPort), vip, htons(kVipPort));
+  if (!dp->hold(key) || !dp->forward(key, 1, kBeMac, kFeMac)) {
+    state.SkipWithError("could not install a FORWARD flow");
+    return;
+  }
+  time_forward(state, *dp, client_ack(client, vip), "ACK", [] {});
 }
 BENCHMARK(BM_DatapathForwardAck)->UseManualTime();
 
@@ -101,57 +119,30 @@ BENCHMARK(BM_DatapathForwardAck)->UseManualTime();
 // carries data (docs/failover.md, "Cost"). The ring is read between runs, outside the
 // timed part, as the FE's worker reads it.
 void BM_DatapathForwardData(benchmark::State& state) {
-  if (geteuid() != 0) {
-    state.SkipWithError("needs root (CAP_BPF) to load the datapath");
-    return;
-  }
-  auto dp = Datapath::load_only(1024);
-  if (!dp) {
-    state.SkipWithError(("loading the datapath: " + dp.error().message()).c_str());
-    return;
-  }
+  auto dp = load_datapath(state);
+  if (!dp) return;
   const bool backed_up = state.range(0) != 0;
   constexpr uint32_t kPrimary = 1, kBackup = 2;
   constexpr tcpha::Mac kBackupMac{0x02, 0, 0x0a, 0xc8, 0, 0x0c};
   const uint32_t client = inet_addr("10.200.0.2"), vip = inet_addr("10.200.0.10");
   auto key = tcpha::datapath::make_key(client, htons(kClientPort), vip, htons(kVipPort));
-  if (!(*dp)->set_backend(kPrimary, kBeMac, false) || !(*dp)->set_backend(kBackup, kBackupMac, false) ||
-      !(*dp)->hold(key) ||
-      !(*dp)->forward(key, kPrimary, kBeMac, kFeMac, backed_up ? uint16_t(kBackup + 1) : 0)) {
+  if (!dp->set_backend(kPrimary, kBeMac, false) || !dp->set_backend(kBackup, kBackupMac, false) ||
+      !dp->hold(key) ||
+      !dp->forward(key, kPrimary, kBeMac, kFeMac, backed_up ? uint16_t(kBackup + 1) : 0)) {
     state.SkipWithError("could not install a FORWARD flow");
     return;
   }
-  auto reader = tcpha::datapath::CopyReader::open(**dp);
+  auto reader = tcpha::datapath::CopyReader::open(*dp);
   if (!reader) {
     state.SkipWithError(("copies ring: " + reader.error().message()).c_str());
     return;
   }
-  auto pkt = client_ack(client, vip, 200);
-  std::vector<uint8_t> out(pkt.size() + 64);
-  constexpr uint32_t kRepeat = 250;  // as BM_DatapathForwardAck (the TTL)
-  double total_ns = 0;
   size_t copies = 0;
-  const tcpha::datapath::CopyReader::OnCopy count = [](uint16_t, const uint8_t*, size_t) {};
-  for (auto _ : state) {
-    bpf_test_run_opts o{};
-    o.sz = sizeof o;
-    o.data_in = pkt.data();
-    o.data_size_in = uint32_t(pkt.size());
-    o.data_out = out.data();
-    o.data_size_out = uint32_t(out.size());
-    o.repeat = kRepeat;
-    if (bpf_prog_test_run_opts((*dp)->prog_fd(), &o) != 0 || o.retval != TC_ACT_REDIRECT) {
-      state.SkipWithError("BPF_PROG_RUN did not forward the request");
-      break;
-    }
-    total_ns += double(o.duration);
-    state.SetIterationTime(double(o.duration) * kRepeat * 1e-9);
-    copies += reader->drain(count);
-  }
-  if (state.iterations() > 0) {
-    state.counters["ns_per_op"] = total_ns / double(state.iterations());
+  const tcpha::datapath::CopyReader::OnCopy ignore = [](uint16_t, const uint8_t*, size_t) {};
+  time_forward(state, *dp, client_ack(client, vip, 200), "request",
+               [&] { copies += reader->drain(ignore); });
+  if (state.iterations() > 0)
     state.counters["copies_per_op"] = double(copies) / double(state.iterations() * kRepeat);
-  }
 }
 BENCHMARK(BM_DatapathForwardData)->Arg(0)->Arg(1)->UseManualTime();
 
