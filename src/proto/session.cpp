@@ -158,16 +158,15 @@ Status Session::take_frame(const uint8_t* p, size_t n, std::vector<Message>& msg
   if (n < total) return {};
 
   // The seq in the header makes the nonce: a frame whose seq was changed fails here.
-  const auto nonce = frame_nonce(load_be<uint64_t>(p + kOffSeq));
+  const uint64_t seq = load_be<uint64_t>(p + kOffSeq);
+  const auto nonce = frame_nonce(seq);
   const uint8_t no_ciphertext[1] = {0};  // none (length 0); libsodium wants a pointer
-  if (crypto_aead_chacha20poly1305_ietf_decrypt_detached(nullptr, nullptr, no_ciphertext, 0,
-                                                         p + kHeaderSize + len, p,
-                                                         kHeaderSize + len, nonce.data(),
-                                                         recv_key_.data()) != 0)
+  if (crypto_aead_chacha20poly1305_ietf_decrypt_detached(
+          nullptr, nullptr, no_ciphertext, 0, p + kHeaderSize + len, p, kHeaderSize + len,
+          nonce.data(), recv_key_.data()) != 0)
     return malformed("MAC mismatch");
 
   // Authentic from here on: what remains are protocol checks on the peer's own bytes.
-  const uint64_t seq = load_be<uint64_t>(p + kOffSeq);
   if (seq != recv_seq_ + 1) {
     return violation("sequence " + std::to_string(seq) + ", expected " +
                      std::to_string(recv_seq_ + 1) + " (replayed, reordered or lost frame)");
