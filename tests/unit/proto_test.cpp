@@ -328,9 +328,9 @@ std::string forge(const Key& k, uint8_t type, uint16_t flags, uint64_t seq,
   store_be(nonce + 4, seq);
   uint8_t mac[kMacSize], none[1];
   unsigned long long mac_len = 0;
-  crypto_aead_chacha20poly1305_ietf_encrypt_detached(
-      none, mac, &mac_len, nullptr, 0, reinterpret_cast<const uint8_t*>(f.data()), f.size(),
-      nullptr, nonce, k.data());
+  crypto_aead_chacha20poly1305_ietf_encrypt_detached(none, mac, &mac_len, nullptr, 0,
+                                                     reinterpret_cast<const uint8_t*>(f.data()),
+                                                     f.size(), nullptr, nonce, k.data());
   f.append(reinterpret_cast<const char*>(mac), kMacSize);
   return f;
 }
