@@ -19,6 +19,22 @@ source "$HERE/../../scripts/testbed.sh"
 tb_require_root
 tb_require_cmd curl jq python3
 
+VICTIM=2
+# The path under test needs a connection committed to the victim within its BACKUP's
+# delay (10-30 ms) of the failover's detection. How long the kernel takes to end the
+# SIGKILLed agent decides that: 2-12 ms here, 25 ms once on a loaded CI machine, which
+# left none. Such a run checks everything else but not the path: it exits 3, and the
+# test runs again on a fresh bed, at most 3 times. Any other failure fails at once.
+if [[ -z ${FRESH_ATTEMPT:-} ]]; then
+  for attempt in 1 2 3; do
+    rc=0
+    FRESH_ATTEMPT=$attempt bash "${BASH_SOURCE[0]}" "$TB_TCPHA" || rc=$?
+    ((rc == 3)) || exit "$rc"
+    echo "attempt $attempt: no BACKUP was still due at the failover; again on a fresh bed"
+  done
+  tb_fail "in 3 attempts no BACKUP was still due when be$VICTIM failed over: the path was not tested"
+fi
+
 tb_init 3
 tb_key
 for k in 1 2 3; do tb_docroot "$k"; done
@@ -28,7 +44,6 @@ for k in 1 2 3; do tb_start_be "$k"; done
 tb_start_fe
 tb_wait_ready
 
-VICTIM=2
 mkfifo "$TB_DIR/go"
 # Opens connections for OPEN_S seconds (one every GAP_S), each with one GET; then waits
 # for a line on stdin, asks each again and prints a JSON summary.
@@ -98,8 +113,11 @@ recovered=$(jq -r '.failover.last.recovered' <<<"$js")
 echo "$on_victim connections first answered by be$VICTIM; $recovered taken over by their backups"
 ((recovered >= on_victim * 3 / 4)) || tb_fail "only $recovered taken over of $on_victim on be$VICTIM"
 # The path under test ran: BACKUPs still due when be2 failed over, sent then.
-late=$(grep -o '[0-9]* BACKUP(s) of connections whose back-end failed over before they were due' \
-  "$TB_DIR/fe.log" | awk '{n += $1} END {print n + 0}')
+late=$( (grep -o '[0-9]* BACKUP(s) of connections whose back-end failed over before they were due' \
+  "$TB_DIR/fe.log" || true) | awk '{n += $1} END {print n + 0}')
 echo "BACKUPs still due at the failover, sent then: $late"
-((late >= 1)) || tb_fail "no BACKUP was still due when be$VICTIM failed over: the path was not tested"
+if ((late == 0)); then
+  echo "no BACKUP was still due when be$VICTIM failed over: the path was not tested (attempt $FRESH_ATTEMPT)"
+  exit 3
+fi
 echo "PASS: be_failover_fresh"
