@@ -627,11 +627,21 @@ void Agent::evacuate(uint64_t now) {
 // heartbeat old, so each moves at most half of its excess per round; the counts
 // converge within a few heartbeats. Hash rules are left alone (moving would break
 // their affinity), and so is a group while a move of it is under way.
+//
+// Only connections idle for a while (max(1 s, two heartbeats)) are moved. While clients
+// are opening connections, the FE already spreads them, but the counts in the peers'
+// heartbeats lag our own: compared with them we look above our share, and moved
+// connections the FE had just placed (drain_moves_test under load: 13 of be1's 55 went
+// to be2 while its 165 connections were opening). The long-lived idle connections the
+// rebalance is for wait a second more; by then the counts have settled.
 void Agent::rebalance(uint64_t now) {
   if (conns_.empty()) return;
+  const uint64_t settled =
+      std::max<uint64_t>(1000 * kMs, 2 * uint64_t(cfg_.cluster.heartbeat_ms) * kMs);
   std::map<int, std::vector<HttpConn*>> idle_by_rule;
   for (auto& [p, h] : conns_)
-    if (idle_here(*h) && now >= h->idle_move_after) idle_by_rule[h->rule].push_back(p);
+    if (idle_here(*h) && now >= h->idle_move_after && now >= h->last_active + settled)
+      idle_by_rule[h->rule].push_back(p);
   PeerLoadView load(*this, -1, now);
   for (auto& [rule, idle] : idle_by_rule) {
     if (rules_.size() > size_t(rule) && rules_[size_t(rule)].policy == "hash") continue;
