@@ -160,6 +160,9 @@ struct PeerLoad {
   uint64_t beat_ns = 0;  // its last heartbeat's sent_ns (its clock): our HANDOFFs' lease base
   uint64_t beat_at = 0;  // when we heard it (our clock)
   bool draining = false;  // takes no connections (kHeartbeatDraining)
+  // The FE failed it over (its TAKEOVER): no connection moves to it before this (our
+  // clock; Agent::on_takeover).
+  uint64_t failed_until = 0;
 };
 
 // What a HANDOFF says about the connection it brings, for serving it.

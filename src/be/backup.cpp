@@ -135,6 +135,15 @@ void Agent::on_takeover(const proto::TakeoverMsg& m) {
     fence();
     return;
   }
+  // For proto::kFailoverWindowMs the FE keeps the dead one's slot FAILED, even when it
+  // is back (restarted at once): a connection moved to it then would have its packets
+  // sent to its backup, which has no socket for it, and if it died again in the window
+  // it would not be failed over again. So it is no peer of ours for that long, and a
+  // second more: the FE ends the window at a tick after it, once it has heard the BE.
+  const uint64_t now0 = monotonic_ns();
+  for (size_t i = 0; i < cfg_.backends.size() && i < peer_load_.size(); ++i)
+    if (cfg_.backends[i].id == m.dead)
+      peer_load_[i].failed_until = now0 + (uint64_t(proto::kFailoverWindowMs) + 1000) * kMs;
   if (!held_) return;
   auto held = held_->take(m.dead);
   spdlog::warn("{} died: taking over {} connection(s) backed up here", m.dead, held.size());

@@ -109,7 +109,8 @@ class Agent::PeerLoadView final : public sched::LoadView {
 bool Agent::peer_usable(uint32_t i, uint64_t now) const {
   if (i >= peers_.size() || !peers_[i] || !peers_[i]->up) return false;
   const uint64_t dead = uint64_t(cfg_.cluster.dead_after_ms) * kMs;
-  return !peer_load_[i].draining && now - peer_load_[i].heard_at <= dead;
+  return !peer_load_[i].draining && now - peer_load_[i].heard_at <= dead &&
+         now >= peer_load_[i].failed_until;
 }
 
 // Every back-end attaches the datapath (the FE's BPF object) to its interface: its

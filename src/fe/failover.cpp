@@ -23,7 +23,8 @@ namespace {
 constexpr uint64_t kMs = 1'000'000;
 // How long the connections of a failed-over BE wait for their backup's TAKEN before
 // they count as lost: a takeover probes each client (a round trip, a retry or two).
-constexpr uint64_t kTakeoverWaitNs = 3000 * kMs;
+// Also how long the BE stays failed over when it comes back.
+constexpr uint64_t kTakeoverWaitNs = uint64_t(proto::kFailoverWindowMs) * kMs;
 // How long after its COMMIT a connection's BACKUP is sent (at the next tick after it:
 // 10-30 ms with the worker's 20 ms tick).
 // The datapath copies a young flow's client FIN only after this (tcpha_shared.h).

@@ -263,6 +263,11 @@ struct ForgetMsg {
 struct TakeoverMsg {
   std::string dead;  // the BE that died
 };
+// A failed-over BE's window: for this long after its failover the FE keeps its
+// datapath slot FAILED (its flows go to their backups) and gives it no new
+// connection, while the backups take over; the back-ends told by its TAKEOVER move
+// no connection to it for as long (docs/failover.md).
+inline constexpr uint32_t kFailoverWindowMs = 3000;
 struct TakenMsg {
   uint64_t id = 0;
   uint32_t status = 0;  // 0 = recovered and served by the sender; else errno-like
