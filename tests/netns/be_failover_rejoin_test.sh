@@ -62,13 +62,17 @@ tb_until 3000 eval '[[ $(tb_status_json fe | jq -r .failover.last.backend) == be
 t_fail=$(tb_status_json fe | jq -r .failover.last.at_unix_ms)
 tb_start_be 2
 tb_wait_ready
-echo "be2 ready again $(($(tb__now_ms) - t_fail)) ms after its failover"
-most=0
+back=$(($(tb__now_ms) - t_fail))
+echo "be2 ready again $back ms after its failover"
+((back <= 2000)) || tb_fail "be2 took $back ms to come back: too late to check its window"
+most=0 samples=0
 while (($(tb__now_ms) < t_fail + 2500)); do
   a=$(be_active 2)
   ((a > most)) && most=$a
+  samples=$((samples + 1))
   sleep 0.05
 done
+((samples >= 5)) || tb_fail "be2's connections counted only $samples times in its window"
 echo "connections on be2 until 2.5 s after its failover: at most $most" \
   "(be1 $(be_active 1), be3 $(be_active 3))"
 tb_kill_be 2
