@@ -71,10 +71,19 @@ std::optional<std::pair<size_t, uint64_t>> Agent::response_size(std::string_view
   // A relay does not know its upstream's response sizes: nothing is trimmed, and a
   // connection whose held stream outgrows failover::kMaxStream is not recoverable.
   if (relays_) return std::nullopt;
+  const uint64_t now = monotonic_ns();
+  // Most copies repeat a request seen lately: looked up by its head's bytes, without
+  // parsing it. Only a request that parsed complete is kept, under exactly the bytes
+  // its parse took, so a key equal to the stream's bytes up to its first empty line
+  // is a whole request without a body, and parsing the stream would end there too.
+  if (const size_t end = stream.find("\r\n\r\n"); end != std::string_view::npos) {
+    const std::string_view head = stream.substr(0, end + 4);
+    if (auto it = sizes_.find(head); it != sizes_.end() && now < it->second.until_ns)
+      return std::make_pair(head.size(), it->second.bytes);
+  }
   http::Request req;
   auto r = http::parse_request(stream, req);
   if (r.status != http::ParseStatus::Complete) return std::nullopt;
-  const uint64_t now = monotonic_ns();
   const std::string_view key = stream.substr(0, r.consumed);
   if (auto it = sizes_.find(key); it != sizes_.end() && now < it->second.until_ns)
     return std::make_pair(r.consumed, it->second.bytes);
