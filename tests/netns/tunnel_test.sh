@@ -85,6 +85,12 @@ for k in 1 2 3; do
 done
 
 # 3. Keep-alive connections with 6 KB request heads, moved by the rules.
+# /whoami lives on be2 only: a BE routes it there over its own link to be2, which the
+# FE's readiness does not cover. A first dial that fails (be2 not listening yet) is
+# retried after a backoff that doubles from 50 ms: in a CI run be3's link to be2 was
+# not up 1.8 s after the start, and its whoami requests got 503.
+tb_until 10000 eval '(($(tb_status_json be2 | jq -e .peer_links) == 2))' ||
+  tb_fail "be2 has $(tb_status_json be2 | jq .peer_links) links from other back-ends, want 2 (be1, be3)"
 pad=$(head -c 4500 /dev/urandom | base64 -w0 | head -c 6000)
 for c in 1 2 3 4; do
   out=$TB_DIR/ka-$c
