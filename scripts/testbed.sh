@@ -513,6 +513,22 @@ tb_fe_counter() { tb_status_json fe | jq -er --arg n "$1" '.counters[$n]'; }
 # tb_until TIMEOUT_MS CMD...: runs CMD (output discarded) every 20 ms until it
 # succeeds or TIMEOUT_MS have passed; returns 0 or 1 and sets TB_UNTIL_MS to the
 # milliseconds it waited.
+# tb_idle_round DIR K N: round K of tests/netns/idle_clients.py (started with DIR and N
+# connections): every connection asks once more on the same connection. Prints
+# "be1 A be2 B be3 C" (who answered); fails when the clients do not answer within 30 s
+# or a connection failed.
+tb_idle_round() {
+  local dir=$1 k=$2 n=$3
+  touch "$dir/go-$k"
+  tb_until 30000 test -f "$dir/round-$k" || tb_fail "round $k: the clients did not answer in 30 s"
+  if grep -q ERROR "$dir/round-$k"; then
+    grep ERROR "$dir/round-$k" | head -5 >&2
+    tb_fail "round $k: $(grep -c ERROR "$dir/round-$k") of $n connections failed"
+  fi
+  echo "be1 $(grep -c ' be1$' "$dir/round-$k" || true) be2 $(grep -c ' be2$' "$dir/round-$k" || true)" \
+    "be3 $(grep -c ' be3$' "$dir/round-$k" || true)"
+}
+
 tb_until() {
   local limit=$1 t0
   shift

@@ -37,16 +37,6 @@ N=60
 CLI=$TB_DIR/idle
 mkdir -p "$CLI"
 be_active() { tb_status_json "be$1" | jq -e .active; }
-round() {
-  touch "$CLI/go-$1"
-  tb_until 30000 test -f "$CLI/round-$1" || tb_fail "round $1: the clients did not answer in 30 s"
-  if grep -q ERROR "$CLI/round-$1"; then
-    grep ERROR "$CLI/round-$1" | head -5 >&2
-    tb_fail "round $1: $(grep -c ERROR "$CLI/round-$1") of $N connections failed"
-  fi
-  echo "be1 $(grep -c ' be1$' "$CLI/round-$1" || true) be2 $(grep -c ' be2$' "$CLI/round-$1" || true)" \
-    "be3 $(grep -c ' be3$' "$CLI/round-$1" || true)"
-}
 
 tb_spawn --log "$TB_DIR/idle.log" idle "$TB_NS_C" python3 "$HERE/idle_clients.py" "$TB_VIP" "$N" "$CLI"
 tb_until 30000 test -f "$CLI/ready" || tb_fail "the clients did not connect: $(cat "$TB_DIR/idle.log")"
@@ -79,7 +69,7 @@ tb_kill_be 2
 echo "be2 killed again $(($(tb__now_ms) - t_fail)) ms after its failover"
 # Those would now be lost (no second failover); their requests would hang.
 ((most == 0)) || tb_fail "be2 held $most connections within its failover's 3 s"
-res=$(round 1)
+res=$(tb_idle_round "$CLI" 1 "$N")
 echo "next request on every connection: $res"
 
 echo "== be2 started again, after the 3 s"
@@ -89,7 +79,7 @@ share=$((N / 3))
 tb_until 10000 eval '(($(be_active 2) >= share - share / 10))' ||
   tb_fail "be2 holds $(be_active 2) connections 10 s after it came back (want $share - 10%)"
 echo "be2 holds $(be_active 2) ${TB_UNTIL_MS} ms after it came back"
-res=$(round 2)
+res=$(tb_idle_round "$CLI" 2 "$N")
 echo "next request on every connection: $res"
 touch "$CLI/stop"
 tb_wait idle 10 || true

@@ -24,17 +24,6 @@ CLI=$TB_DIR/idle
 mkdir -p "$CLI"
 be_active() { tb_status_json "be$1" | jq -e .active; }
 be_counter() { tb_status_json "be$1" | jq -e ".counters.$2"; }
-# round K: asks every connection once more; prints "be1 A be2 B be3 C"; fails on errors.
-round() {
-  touch "$CLI/go-$1"
-  tb_until 30000 test -f "$CLI/round-$1" || tb_fail "round $1: the clients did not answer in 30 s"
-  if grep -q ERROR "$CLI/round-$1"; then
-    grep ERROR "$CLI/round-$1" | head -5 >&2
-    tb_fail "round $1: $(grep -c ERROR "$CLI/round-$1") of $N connections failed"
-  fi
-  echo "be1 $(grep -c ' be1$' "$CLI/round-$1" || true) be2 $(grep -c ' be2$' "$CLI/round-$1" || true)" \
-    "be3 $(grep -c ' be3$' "$CLI/round-$1" || true)"
-}
 
 echo "== $N idle keep-alive connections"
 tb_spawn --log "$TB_DIR/idle.log" idle "$TB_NS_C" python3 "$HERE/idle_clients.py" "$TB_VIP" "$N" "$CLI"
@@ -60,7 +49,7 @@ drain_ms=$TB_UNTIL_MS
 moved=$(be_counter 1 moved_out)
 echo "be1 empty ${drain_ms} ms after the drain; moved_out $moved, move_failed $(be_counter 1 move_failed)"
 ((moved >= on_be1)) || tb_fail "be1 moved $moved connections, want >= $on_be1"
-res=$(round 1)
+res=$(tb_idle_round "$CLI" 1 "$N")
 echo "next request on every connection: $res"
 [[ $res == "be1 0 "* ]] || tb_fail "be1 answered while drained: $res"
 "$TB_TCPHA" undrain be1 --socket "$TB_DIR/fe.sock" >/dev/null || tb_fail "tcpha undrain be1 failed"
@@ -83,7 +72,7 @@ balanced() {
 tb_until 10000 balanced ||
   tb_fail "not rebalanced 10 s after be3 joined: be1 $(be_active 1) be2 $(be_active 2) be3 $(be_active 3) (want $share +- $tol each)"
 echo "rebalanced ${TB_UNTIL_MS} ms after be3 was ready: be1 $(be_active 1) be2 $(be_active 2) be3 $(be_active 3)"
-res=$(round 2)
+res=$(tb_idle_round "$CLI" 2 "$N")
 echo "next request on every connection: $res"
 touch "$CLI/stop"
 tb_wait idle 10 || true
