@@ -19,7 +19,6 @@ source "$HERE/../../scripts/testbed.sh"
 tb_require_root
 tb_require_cmd curl jq python3
 
-VICTIM=2
 # The path under test needs a connection committed to the victim within its BACKUP's
 # delay (10-30 ms) of the failover's detection. How long the kernel takes to end the
 # SIGKILLed agent decides that: 2-12 ms here, 25 ms once on a loaded CI machine, which
@@ -32,7 +31,7 @@ if [[ -z ${FRESH_ATTEMPT:-} ]]; then
     ((rc == 3)) || exit "$rc"
     echo "attempt $attempt: no BACKUP was still due at the failover; again on a fresh bed"
   done
-  tb_fail "in 3 attempts no BACKUP was still due when be$VICTIM failed over: the path was not tested"
+  tb_fail "in 3 attempts no BACKUP was still due when the victim failed over: the path was not tested"
 fi
 
 tb_init 3
@@ -72,6 +71,7 @@ while time.monotonic() - t0 < open_s:
     try:
         s = socket.create_connection((vip, 80), timeout=10)
         conns.append((t, s, get(s)))
+        print("answered", conns[-1][2], flush=True)
     except OSError as e:
         first_failed.append("%.3f %s" % (t, e))
     time.sleep(gap_s)
@@ -90,8 +90,14 @@ client=$!
 exec {go}>"$TB_DIR/go"
 tb_until 5000 grep -q opening "$TB_DIR/client.out" || tb_fail "the client did not start"
 sleep 0.7
+# The victim: the back-end that answered the latest connection, killed at once, so that
+# its BACKUP is still due when the failover comes (the FE spreads connections unevenly
+# under load: a fixed victim could have had none for 30 ms).
+VICTIM=$(grep '^answered be' "$TB_DIR/client.out" | tail -1 | sed 's/^answered be//')
+[[ $VICTIM =~ ^[123]$ ]] || tb_fail "no connection answered yet"
 t_kill=$(tb__now_ms)
 tb_kill_be "$VICTIM"
+echo "killed be$VICTIM, which answered the latest connection"
 sleep 1.8 # the client stops opening at 1.5 s; the takeover is over well before
 echo go >&"$go"
 exec {go}>&-
