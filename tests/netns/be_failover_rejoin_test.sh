@@ -24,14 +24,8 @@ source "$HERE/../../scripts/testbed.sh"
 tb_require_root
 tb_require_cmd jq python3
 
-tb_init 3
-tb_key
-for k in 1 2 3; do tb_docroot "$k"; done
 TB_CLUSTER_EXTRA='failover = "ring"'
-tb_config
-for k in 1 2 3; do tb_start_be "$k"; done
-tb_start_fe
-tb_wait_ready
+tb_cluster_up 3
 
 N=60
 CLI=$TB_DIR/idle
