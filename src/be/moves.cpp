@@ -181,6 +181,17 @@ void Agent::add_peers(uint64_t now) {
   peer_load_.resize(cfg_.backends.size());
   for (size_t i = 0; i < cfg_.backends.size(); ++i) {
     if (int32_t(i) == self_index_ || peers_[i]) continue;
+    // A direct-routing peer gets the strays of a connection moved to it at its MAC, so
+    // it must be on one of our subnets. A tunnel back-end behind a router is not on the
+    // DR ones': its link to one came up, then closed for want of an ARP entry, for ever
+    // (tunnel_test). Moves go the other way only (a DR one encapsulates to a tunnel one).
+    if (!cfg_.backends[i].tunnel() && !host::on_link(cfg_.backends[i].addr)) {
+      spdlog::info(
+          "back-end {} ({}) forwards directly and is on none of this host's subnets: "
+          "no link to it, so no connection moves from here to it",
+          cfg_.backends[i].id, ipv4_str(cfg_.backends[i].addr));
+      continue;
+    }
     proto::LinkOptions o;
     o.key = key_;
     o.role = proto::Role::Fe;  // the side that sends handoffs on this link

@@ -164,6 +164,22 @@ Result<std::string> interface_of(const in6_addr& addr) {
   return name;
 }
 
+bool on_link(in_addr addr) {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return false;
+  bool found = false;
+  for (ifaddrs* i = list; i && !found; i = i->ifa_next) {
+    if (!i->ifa_addr || !i->ifa_netmask || i->ifa_addr->sa_family != AF_INET ||
+        !(i->ifa_flags & IFF_UP))
+      continue;
+    const uint32_t mine = reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr;
+    const uint32_t mask = reinterpret_cast<sockaddr_in*>(i->ifa_netmask)->sin_addr.s_addr;
+    found = ((mine ^ addr.s_addr) & mask) == 0;
+  }
+  freeifaddrs(list);
+  return found;
+}
+
 Result<Mac> interface_mac(const std::string& ifname) {
   ifreq ifr{};
   if (ifname.empty() || ifname.size() >= sizeof ifr.ifr_name)

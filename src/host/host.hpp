@@ -61,6 +61,9 @@ Status write_sysctl(const std::string& name, const std::string& value);
 // The name of the interface that holds `addr`, or an error.
 Result<std::string> interface_of(in_addr addr);
 Result<std::string> interface_of(const in6_addr& addr);
+// Whether `addr` is in the subnet of an IPv4 address of one of this host's interfaces
+// (that is up): reachable without a router, by its own MAC.
+bool on_link(in_addr addr);
 
 // The MAC address of a local Ethernet interface (SIOCGIFHWADDR); loopback gives
 // 00:00:00:00:00:00. Error{ENODEV} when there is no such interface.

@@ -201,7 +201,7 @@ unsigned Link::receive(std::vector<Message>& msgs) {
     if (session_.frames_received() != frames) last_heard_ = now_;
     if (state_ == State::Handshake && session_.established()) {
       state_ = State::Up;
-      backoff_.reset();
+      up_at_ = now_;
       last_heard_ = last_sent_ = now_;
       r |= kWentUp;
     }
@@ -311,6 +311,7 @@ void Link::shut(std::string why) {
     epoll_ctl(epfd_, EPOLL_CTL_DEL, fd_.get(), nullptr);
     registered_ = 0;
   }
+  const bool was_up = state_ == State::Up;
   const bool had = fd_.valid();  // Connecting, Handshake and Up hold a socket
   fd_.reset();
   std::string().swap(in_);  // a dead link keeps no megabyte buffers
@@ -319,6 +320,7 @@ void Link::shut(std::string why) {
   if (!had) return;
   reason_ = std::move(why);
   if (dialing_) {
+    if (was_up && now_ - up_at_ >= Backoff::kStableNs) backoff_.reset();
     state_ = State::Idle;
     retry_at_ = now_ + backoff_.next();
   } else {

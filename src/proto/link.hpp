@@ -33,6 +33,11 @@ namespace tcpha::proto {
 // workers' links to one BE) do not retry in lockstep.
 class Backoff {
  public:
+  // A dialed link that stayed up this long starts its backoff over when it ends. One
+  // that ends sooner (a peer, or this site, that drops it as soon as it is up: the
+  // wrong id, no ARP entry for the peer) keeps doubling it: such a peer is not
+  // redialled twenty times a second for ever (each of its ends logs every time).
+  static constexpr uint64_t kStableNs = 1'000'000'000;
   static constexpr uint64_t kMinNs = 50'000'000, kMaxNs = 2'000'000'000;
   uint64_t next();  // the delay before the next attempt; doubles the step
   void reset() { step_ = kMinNs; }
@@ -160,6 +165,7 @@ class Link {
   size_t out_off_ = 0;  // bytes of out_ already sent (erased in bulk, not per send)
   uint64_t now_ = 0;    // of the last on_events()/tick()
   uint64_t deadline_ = 0, retry_at_ = 0, last_heard_ = 0, last_sent_ = 0;
+  uint64_t up_at_ = 0;  // when the handshake completed
   Failure failure_ = Failure::None;
   std::string reason_;
   unsigned pending_ = 0;  // kWentDown from inside send(), reported by the next call

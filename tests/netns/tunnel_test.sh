@@ -16,7 +16,9 @@
 #   4. counters: packets encapsulated and decapsulated, none dropped for size or route;
 #   5. the BE sends with the client's MSS, not the FE's clamp; an IPIP packet from a
 #      host that is not a cluster member (the client), carrying
-#      a SYN for the VIP, is dropped by the BE's decapsulation (decap_drop), unanswered.
+#      a SYN for the VIP, is dropped by the BE's decapsulation (decap_drop), unanswered;
+#   6. the tunnel BEs do not dial the DR one (not on their subnet), which logs no link
+#      from them coming and going.
 set -euo pipefail
 shopt -s inherit_errexit
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -172,4 +174,15 @@ for _ in $(seq 1 50); do
 done
 ((ok)) || tb_fail "be1 did not drop the spoofed tunnelled SYNs (decap_drop $before -> $after)"
 echo "spoofed IPIP from a non-member: decap_drop $before -> $after"
+
+# 6. The tunnel back-ends do not dial the DR one behind their router: a link from them
+# could not be used (be3's strays go to its MAC, which they cannot reach) and was
+# dropped as soon as it came up, redialled every 50-100 ms for the whole run.
+for k in 1 2; do
+  grep -q "back-end be3 .* on none of this host's subnets" "$TB_DIR/be$k.log" ||
+    tb_fail "be$k does not say why it has no link to be3"
+done
+flaps=$(grep -c "control link from be[12] " "$TB_DIR/be3.log" || true)
+echo "be3's log: $flaps lines about links from be1/be2"
+((flaps == 0)) || tb_fail "be3 logged $flaps link events from the tunnel back-ends, want 0"
 echo PASS

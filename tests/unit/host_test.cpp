@@ -29,5 +29,11 @@ TEST(HostTest, NeighbourMacOfAnUnknownAddress) {
   EXPECT_FALSE(neighbour_mac(INADDR_ANY));
 }
 
+TEST(HostTest, OnLink) {
+  EXPECT_TRUE(on_link(in_addr{inet_addr("127.0.0.1")}));
+  EXPECT_TRUE(on_link(in_addr{inet_addr("127.3.2.1")}));   // lo holds 127.0.0.0/8
+  EXPECT_FALSE(on_link(in_addr{inet_addr("240.0.0.1")}));  // reserved (class E): on no subnet
+}
+
 }  // namespace
 }  // namespace tcpha::host

@@ -336,7 +336,7 @@ struct Listener {
   }
 };
 
-TEST(ProtoLink, DialRetriesWithBackoffUntilThePeerListensThenResetsIt) {
+TEST(ProtoLink, DialRetriesWithBackoffResetOnlyByALinkThatHeld) {
   Listener l;
   const sockaddr_in to = l.addr;
   l.fd.reset();  // nobody listens: connection refused
@@ -378,10 +378,26 @@ TEST(ProtoLink, DialRetriesWithBackoffUntilThePeerListensThenResetsIt) {
   pump({&f, &b}, now);
   EXPECT_TRUE(fe.up());
   EXPECT_EQ(f.changes, Link::kWentUp);
-  fe.close("test");  // the site's own decision: no kWentDown, a redial after the reset step
+  // Dropped as soon as it is up (the site's own decision: no kWentDown): the backoff
+  // goes on doubling, as if the dial had failed.
+  fe.close("test");
   EXPECT_EQ(fe.tick(now), 0u);
   EXPECT_EQ(fe.state(), Link::State::Idle);
-  EXPECT_LE(fe.retry_at(), now + Backoff::kMinNs) << "the backoff was reset when the link came up";
+  EXPECT_GE(fe.retry_at() - now, 2 * Backoff::kMinNs)
+      << "a link dropped at once must not reset the backoff";
+  // Up again, and up for Backoff::kStableNs: dropped then, it redials after the first step.
+  now = fe.retry_at();
+  f.changes = fe.tick(now);
+  ASSERT_EQ(poll(&pl, 1, 1000), 1);
+  Link be2(options(Role::Be, "be1"));
+  be2.adopt(UniqueFd(accept4(relisten.get(), nullptr, nullptr, SOCK_NONBLOCK)), sockaddr_in{}, now);
+  Side b2{&be2};
+  pump({&f, &b2}, now);
+  ASSERT_TRUE(fe.up());
+  now += Backoff::kStableNs;
+  fe.tick(now);
+  fe.close("test");
+  EXPECT_LE(fe.retry_at(), now + Backoff::kMinNs) << "a link that held resets the backoff";
   fe.redial(false);
   EXPECT_EQ(fe.state(), Link::State::Closed);
   EXPECT_EQ(fe.tick(now + 10'000 * kMs), 0u) << "no redial once turned off";
