@@ -144,7 +144,7 @@ void Worker::flush_backups(uint64_t now, bool all, const BackendState* failing) 
 // the packet goes on to its owner, so a copy exists of all the owner can acknowledge);
 // this sends them on, each backup's in COPIES messages of up to kMaxPayload, in the
 // ring's order. Worker 0 does it every tick (20 ms; sooner when over
-// TCPHA_COPY_WAKE_BYTES, 64 KiB, wait); a worker failing a back-end over does it before its
+// TCPHA_COPY_WAKE_BYTES, 16 KiB, wait); a worker failing a back-end over does it before its
 // TAKEOVERs, so that on each of its links the copies come first. A backup whose link
 // is down misses its copies (copies_unsent): those connections it cannot take over.
 void Worker::send_copies() {
