@@ -3,13 +3,15 @@
 #   bench/failover_interleaved.sh TCPHA OUT.json [WORKLOAD...]
 # One bed runs tcpha with failover = "off", the other with "ring" (3 BEs each, the
 # files of scripts/testbed.sh). wrk runs against them in turn, in bursts of
-# BENCH_IL_BURST_S seconds (default 2), in the order A B B A A B ... for
-# BENCH_IL_PAIRS pairs (default 12), and again with the beds' roles swapped (a bed
+# BENCH_IL_BURST_S seconds (default 1), in the order A B B A A B ... for
+# BENCH_IL_PAIRS pairs (default 32), and again with the beds' roles swapped (a bed
 # created second may be a little slower: its veths, its place in the bridge). Each pair's
 # ratio ring / off compares bursts a few seconds apart on warm systems, which the
 # machine's drift (other tenants of its CPUs) cannot tell apart: sequential rounds of
 # a whole system each (bench/run.sh) spread by 10-20% here, more than the 5% to be
-# shown. The result is the median of the pairs' ratios over both orders, per workload.
+# shown. The result is the geometric mean of the pairs' ratios over both orders, per
+# workload, with a 95% interval (and their median). BENCH_IL_RING_MODE=off makes the
+# "ring" bed a second off bed: an A/A control of the method itself.
 #
 # Workloads (default close-1k ka-1k ka-1m): as bench/run.sh's, by name, and ka-1k-64c:
 # ka-1k with 64 connections instead of 16 (a higher request rate, and bursts of one bed
@@ -59,7 +61,11 @@ out=${2:?usage: failover_interleaved.sh TCPHA OUT.json [WORKLOAD...]}
 shift 2
 workloads=("$@")
 ((${#workloads[@]})) || workloads=(close-1k ka-1k ka-1m)
-pairs=${BENCH_IL_PAIRS:-12} burst=${BENCH_IL_BURST_S:-2}
+pairs=${BENCH_IL_PAIRS:-32} burst=${BENCH_IL_BURST_S:-1}
+# The second bed's failover mode: "ring"; "off" makes an A/A control (what the method
+# itself measures between two identical beds).
+ring_mode=${BENCH_IL_RING_MODE:-ring}
+mode_of() { if [[ $1 == ring ]]; then echo "$ring_mode"; else echo off; fi; }
 # name -> "connections close file" (bench/run.sh's WORKLOADS)
 declare -A spec=([close-1k]="32 1 f1k.bin" [ka-1k]="16 0 f1k.bin" [ka-1m]="16 0 f1m.bin"
   [ka-1k-64c]="64 0 f1k.bin" [ka-10k]="16 0 f10k.bin" [ka-100k]="16 0 f100k.bin" [ka-10m]="8 0 f10m.bin")
@@ -83,11 +89,11 @@ session() {
   local first=$1 second=$2 s=$dir/s.$1 w n_off=0 n_ring=0 p i j
   mkdir -p "$s"
   local -A bed_pid
-  bash "$0" --bed "$tcpha" "$first" "$s" "$first" >"$s/$first.log" 2>&1 &
+  bash "$0" --bed "$tcpha" "$(mode_of "$first")" "$s" "$first" >"$s/$first.log" 2>&1 &
   pids+=($!)
   bed_pid[$first]=$!
   sleep 1
-  bash "$0" --bed "$tcpha" "$second" "$s" "$second" >"$s/$second.log" 2>&1 &
+  bash "$0" --bed "$tcpha" "$(mode_of "$second")" "$s" "$second" >"$s/$second.log" 2>&1 &
   pids+=($!)
   bed_pid[$second]=$!
   for ((i = 0; i < 1200; i++)); do
@@ -141,23 +147,36 @@ session() {
 
 session off ring
 session ring off
-python3 - "$dir/ratios" "$out" "$pairs" "$burst" <<'PY'
-import json, statistics, sys
+python3 - "$dir/ratios" "$out" "$pairs" "$burst" "$ring_mode" <<'PY'
+import json, math, random, statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 out = {"method": "two beds alive at once, wrk bursts alternating", "pairs": int(sys.argv[3]),
-       "burst_s": float(sys.argv[4]), "workloads": {}}
+       "burst_s": float(sys.argv[4]), "ring_bed_mode": sys.argv[5], "workloads": {}}
+
+
+def geomean(xs):
+    return math.exp(statistics.fmean(math.log(x) for x in xs))
+
+
 for w in dict.fromkeys(r[0] for r in rows):
     mine = [r for r in rows if r[0] == w]
-    ratios = [float(r[3]) / float(r[2]) for r in mine if float(r[2]) > 0]
+    ratios = [float(r[3]) / float(r[2]) for r in mine if float(r[2]) > 0 and float(r[3]) > 0]
     by_order = {o: statistics.median([float(r[3]) / float(r[2]) for r in mine if r[1] == o])
                 for o in ("off", "ring") if any(r[1] == o for r in mine)}
-    out["workloads"][w] = {"median": statistics.median(ratios), "min": min(ratios),
+    # The geometric mean of the ratios is the headline: an A/A run's median of ratios
+    # came out 0.979 and 0.962 (its geometric mean 0.992 and 0.986), as a ratio's
+    # distribution is skewed. Its 95% interval by resampling the pairs (fixed seed).
+    rnd = random.Random(13)
+    boot = sorted(geomean(rnd.choices(ratios, k=len(ratios))) for _ in range(2000))
+    out["workloads"][w] = {"geomean": geomean(ratios), "ci95": [boot[50], boot[1949]],
+                           "median": statistics.median(ratios), "min": min(ratios),
                            "max": max(ratios), "pairs": len(ratios),
                            "median_by_first_bed": by_order,
                            "off_rps": [float(r[2]) for r in mine],
                            "ring_rps": [float(r[3]) for r in mine]}
 json.dump(out, open(sys.argv[2], "w"), indent=1)
 for w, e in out["workloads"].items():
-    print(f"{w}: ring/off median {e['median']:.3f} [{e['min']:.3f}-{e['max']:.3f}] over {e['pairs']} pairs; "
+    print(f"{w}: ring/off geometric mean {e['geomean']:.3f} (95% {e['ci95'][0]:.3f}-{e['ci95'][1]:.3f}), "
+          f"median {e['median']:.3f} [{e['min']:.3f}-{e['max']:.3f}] over {e['pairs']} pairs; "
           f"by the bed created first: {', '.join(f'{k} {v:.3f}' for k, v in e['median_by_first_bed'].items())}")
 PY

@@ -702,7 +702,7 @@ def main():
         r = json.load(open(p))
         if "not_measured" in r:
             unavailable.append(r)
-        elif not base.startswith(("profile.", "failover-timeline.", "failover-interleaved.")):  # those: see their readers
+        elif not base.startswith(("profile.", "failover-timeline.", "failover-interleaved")):  # those: see their readers
             d = derive(r)
             rounds.setdefault((d["system"], d["workload"]), []).append(d)
     runs = {k: combine_rounds(v, q) for k, v in rounds.items()}

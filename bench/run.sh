@@ -455,8 +455,9 @@ fi
 # runs an off bed and a ring bed at once and alternates short wrk bursts between them
 # (A B B A ..., both beds' orders), so that each ratio compares two bursts seconds
 # apart. BENCH_FAILOVER_INTERLEAVED=0 skips it; BENCH_IL_PAIRS pairs per workload and
-# order (12; QUICK 4); BENCH_IL_WORKLOADS (the failover workloads and ka-1k-64c, ka-1k
-# with 64 connections, whose bursts spread less).
+# order (32 of 1 s bursts; QUICK 4); BENCH_IL_WORKLOADS (the failover workloads and
+# ka-1k-64c, ka-1k with 64 connections, whose bursts spread less). Then an A/A control
+# (both beds off).
 if [[ $BENCH_FAILOVER != 0 && ${BENCH_FAILOVER_INTERLEAVED:-1} != 0 ]] && has_system tcpha-failover; then
   bench_tcpha_stop
   il_workloads=${BENCH_IL_WORKLOADS:-$BENCH_FAILOVER_WORKLOADS ka-1k-64c}
@@ -468,6 +469,20 @@ if [[ $BENCH_FAILOVER != 0 && ${BENCH_FAILOVER_INTERLEAVED:-1} != 0 ]] && has_sy
     tb_log "$(tail -n 3 "$BENCH_RAW/failover-interleaved.log")"
   else
     tb_log "failover cost, two beds at once: failed: $(tail -n 5 "$BENCH_RAW/failover-interleaved.log")"
+  fi
+  # The method's own floor: the same with failover off on both beds (an A/A run), for
+  # the keep-alive 1 KB workloads, whose ratios spread most. BENCH_IL_CONTROL=0 skips it.
+  il_control=${BENCH_IL_CONTROL_WORKLOADS:-ka-1k ka-1k-64c}
+  if [[ ${BENCH_IL_CONTROL:-1} != 0 && -n $il_control ]]; then
+    tb_log "failover cost, two beds at once, control (off/off): $il_control"
+    # shellcheck disable=SC2086 # the workloads are words
+    if BENCH_IL_RING_MODE=off bash "$BENCH_HERE/failover_interleaved.sh" "$TB_TCPHA" \
+      "$BENCH_RAW/failover-interleaved-control.json" $il_control \
+      >"$BENCH_RAW/failover-interleaved-control.log" 2>&1; then
+      tb_log "$(tail -n 2 "$BENCH_RAW/failover-interleaved-control.log")"
+    else
+      tb_log "control: failed: $(tail -n 5 "$BENCH_RAW/failover-interleaved-control.log")"
+    fi
   fi
 fi
 
