@@ -281,7 +281,7 @@ def lines(results, meta, wtext):
          "and a FORGET when a backed-up connection ends, its datapath copies every client packet "
          "with payload, SYN, FIN or RST (never a pure ACK; a FIN without data in the flow's first "
          "10 ms goes with its next packet, if any) into a ring buffer, which FE worker 0 reads every "
-         "20 ms and sends on to the backups over their control links (COPIES), whose agents hold "
+         "20 ms, and sooner each time 16 KiB of copies wait, and sends on to the backups over their control links (COPIES), whose agents hold "
          "them; BEs run the egress guard, and heartbeats run every 50 ms (250 ms to declare a BE "
          "dead). "
          "**tcpha** runs with `failover = \"off\"`. Both take turns in the same rounds on the same bed, "
